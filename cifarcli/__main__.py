@@ -1,0 +1,3 @@
+from cifarcli.cli import main
+
+main()
