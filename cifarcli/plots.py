@@ -1,0 +1,310 @@
+"""Figures as PNG files: curves, weight images, confusion matrix.
+
+Pure rendering from in-memory data (no cache, no CLI). matplotlib is imported
+inside the functions, never at module import, so ``cifarcli --help`` does not
+pay for it. Figures are built on ``matplotlib.figure.Figure`` with the Agg
+canvas directly (no pyplot: no global figure registry, safe in threads).
+
+Every ``plot_*`` function writes its PNG atomically (temporary file in the same
+folder, then ``os.replace``) and returns the final path. Identical input gives
+identical bytes: no timestamp or software tag is embedded.
+
+Two layers, so that later figures (sweep heat-map, probability histograms)
+reuse the plumbing:
+
+- ``new_figure(figsize)`` -> a styled, canvas-attached ``Figure``;
+- ``save_figure(fig, path)`` -> atomic, deterministic PNG.
+
+The ``*_figure`` builders return the ``Figure`` without saving (handy in a
+notebook and in tests); ``plot_*`` = builder + ``save_figure``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DPI = 150
+CURVE_SIZE = (7.0, 4.5)          # inches -> 1050 x 675 px at 150 dpi
+WEIGHTS_SIZE = (7.0, 3.4)        # 2 x 5 panels  -> 1050 x 510 px
+CONFUSION_SIZE = (6.4, 5.6)      # -> 960 x 840 px
+
+TRAIN_COLOUR = "#1f77b4"
+VAL_COLOUR = "#d95f02"
+MUTED = "#6b7280"
+
+HISTORY_KEYS = ("epoch", "train_loss", "train_cost", "train_acc",
+                "val_loss", "val_cost", "val_acc")
+
+
+# --------------------------------------------------------------------------
+# shared helpers
+
+
+def new_figure(figsize: tuple[float, float] = CURVE_SIZE, *, dpi: int = DPI,
+               layout: str | None = "constrained"):
+    """A fresh ``Figure`` with an Agg canvas attached, white background."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=dpi, layout=layout, facecolor="white")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def style_axes(ax) -> None:
+    """Light, report-friendly axes: no top/right spines, faint grid."""
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.spines[["left", "bottom"]].set_color("#9ca3af")
+    ax.tick_params(colors="#374151", labelsize=9)
+    ax.grid(True, color="#e5e7eb", linewidth=0.8)
+    ax.set_axisbelow(True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, write) -> Path:
+    """Call ``write(fileobj)`` on a temp file next to ``path``, then rename.
+
+    The temporary file lives in the destination folder (same file system, so
+    ``os.replace`` is atomic), is created with the usual umask-derived mode,
+    and is removed if ``write`` fails. A killed process leaves at worst a
+    hidden ``.<name>.*.tmp`` file, never a half-written file under ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a deterministic PNG at ``path`` atomically."""
+    return atomic_write_bytes(
+        path,
+        lambda fh: fig.savefig(fh, format="png", dpi=fig.dpi,
+                               facecolor=fig.get_facecolor(),
+                               metadata={"Software": None}),
+    )
+
+
+def _series(history: Mapping[str, Sequence[float]], key: str) -> np.ndarray:
+    """History column as float array, non-finite values as NaN (not drawn)."""
+    a = np.asarray(history[key], dtype=float)
+    return np.where(np.isfinite(a), a, np.nan)
+
+
+def _check_history(history: Mapping[str, Sequence[float]], keys) -> int:
+    missing = [k for k in keys if k not in history]
+    if missing:
+        raise ValueError(f"history lacks {', '.join(missing)}")
+    lengths = {k: len(history[k]) for k in keys}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"history columns differ in length: {lengths}")
+    return next(iter(lengths.values()))
+
+
+def _integer_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _mark_non_finite(ax, epochs: np.ndarray, history, keys) -> None:
+    """Dotted line + label at the first epoch where any series is NaN/inf."""
+    bad = np.zeros(len(epochs), dtype=bool)
+    for k in keys:
+        bad |= ~np.isfinite(np.asarray(history[k], dtype=float))
+    if bad.any():
+        e = epochs[np.argmax(bad)]
+        ax.axvline(e, color="#b91c1c", linestyle=":", linewidth=1.2)
+        ax.annotate(f"non-finite from epoch {e:g}", xy=(e, 1), xycoords=("data", "axes fraction"),
+                    xytext=(-4, -4), textcoords="offset points", ha="right", va="top",
+                    fontsize=8, color="#b91c1c")
+
+
+# --------------------------------------------------------------------------
+# curves
+
+
+def loss_figure(history: Mapping[str, Sequence[float]], title: str | None = None):
+    """Loss and cost per epoch, train and validation (4 lines)."""
+    _check_history(history, ("epoch", "train_loss", "train_cost", "val_loss", "val_cost"))
+    epochs = np.asarray(history["epoch"], dtype=float)
+    fig = new_figure(CURVE_SIZE)
+    ax = fig.add_subplot()
+    style_axes(ax)
+    lines = [
+        ("train_loss", "train loss", TRAIN_COLOUR, "-", 2.0),
+        ("val_loss", "validation loss", VAL_COLOUR, "-", 2.0),
+        ("train_cost", "train cost (loss + λ‖W‖²)", TRAIN_COLOUR, "--", 1.4),
+        ("val_cost", "validation cost (loss + λ‖W‖²)", VAL_COLOUR, "--", 1.4),
+    ]
+    for key, label, colour, ls, lw in lines:
+        ax.plot(epochs, _series(history, key), color=colour, linestyle=ls,
+                linewidth=lw, label=label)
+    finite = np.concatenate([_series(history, k) for k, *_ in lines])
+    finite = finite[np.isfinite(finite)]
+    # A diverging run spans decades: a log axis keeps the healthy part readable.
+    if finite.size and finite.min() > 0 and finite.max() / finite.min() > 50:
+        ax.set_yscale("log")
+    _mark_non_finite(ax, epochs, history, [k for k, *_ in lines])
+    _integer_epochs(ax)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy")
+    ax.set_title(title or "Loss and cost per epoch", fontsize=11, loc="left")
+    ax.legend(frameon=False, fontsize=8.5, ncols=2, loc="best")
+    return fig
+
+
+def accuracy_figure(history: Mapping[str, Sequence[float]], title: str | None = None):
+    """Accuracy per epoch, train and validation, with the chance level."""
+    _check_history(history, ("epoch", "train_acc", "val_acc"))
+    epochs = np.asarray(history["epoch"], dtype=float)
+    fig = new_figure(CURVE_SIZE)
+    ax = fig.add_subplot()
+    style_axes(ax)
+    ax.plot(epochs, _series(history, "train_acc"), color=TRAIN_COLOUR, linewidth=2.0,
+            label="train")
+    ax.plot(epochs, _series(history, "val_acc"), color=VAL_COLOUR, linewidth=2.0,
+            label="validation")
+    ax.axhline(0.1, color=MUTED, linestyle=":", linewidth=1.0, label="chance (0.1)")
+    _mark_non_finite(ax, epochs, history, ["train_acc", "val_acc"])
+    _integer_epochs(ax)
+    vals = np.concatenate([_series(history, "train_acc"), _series(history, "val_acc")])
+    top = np.nanmax(vals) if np.isfinite(vals).any() else 1.0
+    ax.set_ylim(0, min(1.0, max(0.2, top * 1.15)))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or "Accuracy per epoch", fontsize=11, loc="left")
+    ax.legend(frameon=False, fontsize=9, loc="lower right")
+    return fig
+
+
+def plot_loss(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
+              title: str | None = None) -> Path:
+    """Write the loss/cost curves to ``path`` (PNG, 1050×675 px)."""
+    return save_figure(loss_figure(history, title), path)
+
+
+def plot_accuracy(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
+                  title: str | None = None) -> Path:
+    """Write the accuracy curves to ``path`` (PNG, 1050×675 px)."""
+    return save_figure(accuracy_figure(history, title), path)
+
+
+# --------------------------------------------------------------------------
+# weights
+
+
+def weight_images(W: Any) -> np.ndarray:
+    """K×3072 weights -> K×32×32×3 images, each scaled to [0, 1] on its own.
+
+    Rows follow the CIFAR record order (1024 red, 1024 green, 1024 blue, each
+    32×32 row-major). A constant row becomes mid-grey instead of dividing by 0.
+    """
+    W = np.asarray(W, dtype=float)
+    if W.ndim != 2 or W.shape[1] != 3072:
+        raise ValueError(f"W must be K×3072, got shape {W.shape}")
+    imgs = W.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    lo = imgs.min(axis=(1, 2, 3), keepdims=True)
+    hi = imgs.max(axis=(1, 2, 3), keepdims=True)
+    span = hi - lo
+    safe = np.where(span > 0, span, 1.0)
+    return np.where(span > 0, (imgs - lo) / safe, 0.5)
+
+
+def weights_figure(W: Any, label_names: Sequence[str]):
+    """The K class templates as a 2×5 grid of images (K = 10)."""
+    imgs = weight_images(W)
+    k = imgs.shape[0]
+    if len(label_names) != k:
+        raise ValueError(f"{k} weight rows but {len(label_names)} label names")
+    ncols = 5 if k == 10 else min(k, 5)
+    nrows = -(-k // ncols)
+    fig = new_figure(WEIGHTS_SIZE)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= k:
+            ax.set_visible(False)
+            continue
+        ax.imshow(imgs[i], interpolation="nearest")
+        ax.set_title(str(label_names[i]), fontsize=9.5, pad=3)
+        for s in ax.spines.values():
+            s.set_color("#d1d5db")
+    fig.suptitle("Learnt weights, one image per class", fontsize=11, x=0.02, ha="left")
+    return fig
+
+
+def plot_weights(W: Any, label_names: Sequence[str], path: str | os.PathLike) -> Path:
+    """Write the class templates to ``path`` (PNG, 1050×510 px)."""
+    return save_figure(weights_figure(W, label_names), path)
+
+
+# --------------------------------------------------------------------------
+# confusion matrix
+
+
+def confusion_figure(matrix: Any, label_names: Sequence[str], title: str | None = None):
+    """Counts heat-map, rows = true class, columns = predicted class."""
+    m = np.asarray(matrix)
+    k = len(label_names)
+    if m.shape != (k, k):
+        raise ValueError(f"confusion matrix must be {k}×{k}, got shape {m.shape}")
+    fig = new_figure(CONFUSION_SIZE)
+    ax = fig.add_subplot()
+    vmax = max(float(m.max()), 1.0)
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=vmax, interpolation="nearest")
+    ax.set_xticks(range(k), [str(n) for n in label_names], rotation=40, ha="right",
+                  rotation_mode="anchor", fontsize=9)
+    ax.set_yticks(range(k), [str(n) for n in label_names], fontsize=9)
+    ax.set_xlabel("predicted", fontsize=10)
+    ax.set_ylabel("true", fontsize=10)
+    ax.tick_params(length=0)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    # Thin white grid between cells.
+    ax.set_xticks(np.arange(-0.5, k, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, k, 1), minor=True)
+    ax.grid(which="minor", color="white", linewidth=1.0)
+    ax.tick_params(which="minor", length=0)
+    fontsize = 8 if m.max() < 1000 else 7
+    for i in range(k):
+        for j in range(k):
+            v = m[i, j]
+            dark = v / vmax > 0.55
+            ax.text(j, i, f"{v:g}" if np.issubdtype(m.dtype, np.floating) else f"{int(v)}",
+                    ha="center", va="center", fontsize=fontsize,
+                    color="white" if dark else "#111827",
+                    fontweight="bold" if i == j else "normal")
+    cbar = fig.colorbar(im, ax=ax, shrink=0.8, pad=0.02)
+    cbar.ax.tick_params(labelsize=8)
+    cbar.outline.set_visible(False)
+    cbar.set_label("count", fontsize=9)
+    total = m.sum()
+    acc = np.trace(m) / total if total else float("nan")
+    ax.set_title(title or f"Confusion matrix (accuracy {acc:.4f})", fontsize=11, loc="left")
+    return fig
+
+
+def plot_confusion(matrix: Any, label_names: Sequence[str], path: str | os.PathLike,
+                   title: str | None = None) -> Path:
+    """Write the confusion matrix to ``path`` (PNG, 960×840 px)."""
+    return save_figure(confusion_figure(matrix, label_names, title), path)
