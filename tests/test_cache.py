@@ -1,0 +1,193 @@
+"""The artifact store: keys, atomic commits, one computation per key, damage detection."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cifarcli.cache import PAYLOAD, META, Store, artifact_key
+
+
+def test_key_is_stable_and_sensitive_to_every_part():
+    base = artifact_key("train", 1, {"lam": 0.1, "eta": 0.001}, {"dataset": "abc"})
+    assert base == artifact_key("train", 1, {"eta": 0.001, "lam": 0.1}, {"dataset": "abc"})  # order-free
+    assert len(base) == 16 and int(base, 16) >= 0
+    variants = [
+        artifact_key("evaluate", 1, {"lam": 0.1, "eta": 0.001}, {"dataset": "abc"}),
+        artifact_key("train", 2, {"lam": 0.1, "eta": 0.001}, {"dataset": "abc"}),
+        artifact_key("train", 1, {"lam": 0.1, "eta": 0.01}, {"dataset": "abc"}),
+        artifact_key("train", 1, {"lam": 0.1, "eta": 0.001}, {"dataset": "abd"}),
+    ]
+    assert base not in variants and len(set(variants)) == 4
+
+
+def test_key_is_the_same_in_another_process():
+    code = "from cifarcli.cache import artifact_key; print(artifact_key('train', 1, {'lam': 0.1}, {'d': 'x'}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == artifact_key("train", 1, {"lam": 0.1}, {"d": "x"})
+
+
+def test_compute_once_then_hit_with_meta(tmp_path):
+    store = Store(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"x": np.arange(5)}, {"note": "hello"}
+
+    first = store.get_or_compute("stage", 1, {"a": 1}, {}, compute)
+    second = store.get_or_compute("stage", 1, {"a": 1}, {}, compute)
+    assert first.status == "computed" and second.status == "hit" and len(calls) == 1
+    np.testing.assert_array_equal(second.payload["x"], np.arange(5))
+    meta = json.loads((tmp_path / "stage" / first.key / META).read_text())
+    assert meta["params"] == {"a": 1} and meta["info"] == {"note": "hello"}
+    assert meta["payload_size"] == (tmp_path / "stage" / first.key / PAYLOAD).stat().st_size
+    assert len(meta["payload_sha256"]) == 64 and meta["cifarcli_version"]
+    assert [e[2] for e in store.events] == ["computed", "hit"]
+
+
+def test_force_recomputes_and_replaces(tmp_path):
+    store = Store(tmp_path)
+    values = iter([1, 2])
+    store.get_or_compute("s", 1, {}, {}, lambda: ({"v": next(values)}, {}))
+    again = store.get_or_compute("s", 1, {}, {}, lambda: ({"v": next(values)}, {}), force=True)
+    assert again.payload == {"v": 2}
+    assert store.load("s", again.key).payload == {"v": 2}
+    assert [p.name for p in (tmp_path / "s").iterdir()] == [again.key]  # no trash left
+
+
+def test_memory_mapped_load(tmp_path):
+    store = Store(tmp_path)
+    made = store.get_or_compute("d", 1, {}, {}, lambda: ({"x": np.ones((100, 3072), np.uint8)}, {}), mmap=True)
+    assert isinstance(made.payload["x"], np.memmap)
+    assert isinstance(store.load("d", made.key, mmap=True).payload["x"], np.memmap)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "meta", "garbage"])
+def test_damaged_payload_is_reported_removed_and_recomputed(tmp_path, damage):
+    messages = []
+    store = Store(tmp_path, log=messages.append)
+    made = store.get_or_compute("s", 1, {}, {}, lambda: ({"x": np.arange(1000)}, {}))
+    payload, meta = made.path / PAYLOAD, made.path / META
+    if damage == "truncate":
+        payload.write_bytes(payload.read_bytes()[:-100])
+    elif damage == "flip":
+        data = bytearray(payload.read_bytes())
+        data[-50] ^= 0xFF
+        payload.write_bytes(bytes(data))
+    elif damage == "meta":
+        meta.write_text("{not json")
+    else:
+        payload.write_bytes(b"\0" * payload.stat().st_size)
+    again = store.get_or_compute("s", 1, {}, {}, lambda: ({"x": np.arange(1000)}, {}))
+    assert again.status == "computed"
+    assert len(messages) == 1 and f"damaged artifact s/{made.key}" in messages[0]
+    np.testing.assert_array_equal(store.load("s", made.key).payload["x"], np.arange(1000))
+
+
+def test_verify_finds_same_size_tampering_that_mtime_hides(tmp_path):
+    store = Store(tmp_path)
+    made = store.get_or_compute("s", 1, {}, {}, lambda: ({"x": np.arange(1000)}, {}))
+    payload = made.path / PAYLOAD
+    stat = payload.stat()
+    data = bytearray(payload.read_bytes())
+    data[-50] ^= 0xFF
+    payload.write_bytes(bytes(data))
+    os.utime(payload, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # hide the edit from the fast check
+    assert [row["ok"] for row in store.verify()] == [False]
+    assert "checksum" in store.verify()[0]["reason"]
+
+
+def test_ls_reads_meta_only(tmp_path):
+    store = Store(tmp_path)
+    store.get_or_compute("a", 1, {"p": 1}, {}, lambda: ({"x": 1}, {}))
+    store.get_or_compute("b", 1, {"p": 2}, {}, lambda: ({"x": 2}, {}))
+    (tmp_path / "b").joinpath(store.ls("b")[0]["key"], PAYLOAD).unlink()  # ls must not need payloads
+    rows = store.ls()
+    assert [(r["stage"], r["params"]) for r in rows] == [("a", {"p": 1}), ("b", {"p": 2})]
+    assert store.ls("a")[0]["size"] > 0
+
+
+_SLOW_WRITER = textwrap.dedent("""
+    import sys, time, numpy as np
+    from cifarcli.cache import Store
+    def compute():
+        open(sys.argv[2], "w").close()   # tell the parent we are computing
+        time.sleep(float(sys.argv[3]))
+        return {"x": np.arange(10)}, {}
+    art = Store(sys.argv[1]).get_or_compute("s", 1, {}, {}, compute)
+    print(art.status)
+""")
+
+
+def _start_writer(tmp_path, marker, sleep):
+    return subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(tmp_path / "cache"), str(marker), str(sleep)],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def _wait_for(path, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def test_killed_writer_leaves_nothing_that_reads_as_an_artifact(tmp_path):
+    marker = tmp_path / "computing"
+    child = _start_writer(tmp_path, marker, 30)
+    _wait_for(marker)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    store = Store(tmp_path / "cache")
+    assert store.ls() == []
+    # The dead writer's lock does not block: the next caller computes at once.
+    made = store.get_or_compute("s", 1, {}, {}, lambda: ({"x": np.arange(10)}, {}))
+    assert made.status == "computed"
+
+
+def test_killed_mid_commit_leftovers_are_cleaned_by_gc(tmp_path):
+    store = Store(tmp_path)
+    leftover = tmp_path / "s" / ".tmp-0123456789abcdef-xyz"
+    leftover.mkdir(parents=True)
+    (leftover / PAYLOAD).write_bytes(b"half")
+    assert store.ls() == []
+    assert store.gc() == [leftover] and not leftover.exists()
+
+
+def test_two_processes_compute_one_key_once(tmp_path):
+    first = _start_writer(tmp_path, tmp_path / "m1", 1.5)
+    _wait_for(tmp_path / "m1")
+    second = _start_writer(tmp_path, tmp_path / "m2", 0)
+    outs = [first.communicate(timeout=60)[0].strip(), second.communicate(timeout=60)[0].strip()]
+    assert outs == ["computed", "hit"]
+    assert not (tmp_path / "m2").exists()  # the second never ran compute
+
+
+def test_scratch_roundtrip_and_unreadable_checkpoint(tmp_path):
+    messages = []
+    store = Store(tmp_path, log=messages.append)
+    store.save_scratch("train", "k", "checkpoint", {"epoch": 3})
+    assert store.load_scratch("train", "k", "checkpoint") == {"epoch": 3}
+    (store.scratch("train", "k") / "checkpoint").write_bytes(b"garbage")
+    assert store.load_scratch("train", "k", "checkpoint") is None and "unreadable" in messages[0]
+    store.drop_scratch("train", "k")
+    assert not store.scratch("train", "k").exists()
+
+
+def test_clear_by_stage(tmp_path):
+    store = Store(tmp_path)
+    store.get_or_compute("a", 1, {}, {}, lambda: ({}, {}))
+    store.get_or_compute("b", 1, {}, {}, lambda: ({}, {}))
+    assert store.clear("a") == 1
+    assert [r["stage"] for r in store.ls()] == ["b"]
+    assert store.clear() == 1 and store.ls() == []
