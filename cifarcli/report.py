@@ -49,6 +49,14 @@ RISE_TOL = 0.05
 OSCILLATION_TOL = 0.10
 OVERFIT_TOL = 0.01
 MIN_REVERSALS = 4
+STABILITY_RULE = (
+    f"Rule: a run is unstable when it diverged (NaN or infinite cost), when its final "
+    f"training cost is more than {RISE_TOL:.0%} above its minimum, or when the "
+    f"epoch-to-epoch increases of its training cost add up to more than "
+    f"{OSCILLATION_TOL:.0%} of its minimum (the same for the validation loss when it "
+    f"changes direction at least {MIN_REVERSALS} times). Over-fitting is reported when "
+    f"the validation loss ends more than {OVERFIT_TOL:.0%} above its minimum."
+)
 
 SPLITS = (("train", "train"), ("val", "validation"), ("test", "test"))
 FIGURE_CAPTIONS = {
@@ -149,12 +157,12 @@ def gap_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
         if gap is None:
             continue
         if round(gap * 100, 2) > 0:
-            tail = f"the model fits the training data better by {fmt_points(gap)} percentage points"
+            tail = f"a gap of {fmt_points(gap)} percentage points"
         elif round(gap * 100, 2) < 0:
             tail = f"validation is above train by {fmt_points(-gap)} percentage points"
         else:
             tail = "no gap"
-        out.append(f"{run_name(run)}: train accuracy {fmt_acc(tr)}, validation {fmt_acc(va)}; {tail}.")
+        out.append(f"{run_name(run)}: train accuracy {fmt_acc(tr)}, validation {fmt_acc(va)}: {tail}.")
     return out
 
 
@@ -703,15 +711,8 @@ def _analysis_blocks(doc: Mapping[str, Any]) -> list:
     for title, sentences in groups:
         blocks.append(Heading(3, title, "analysis-" + _anchor(title)))
         blocks.append(Bullets(list(sentences)))
-    if any(t == "Stability" for t, _ in groups):
-        blocks.append(Para(
-            f"Rule: a run is unstable when it diverged (NaN or infinite cost), when its final "
-            f"training cost is more than {RISE_TOL:.0%} above its minimum, or when the "
-            f"epoch-to-epoch increases of its training cost add up to more than "
-            f"{OSCILLATION_TOL:.0%} of its minimum (the same for the validation loss when it "
-            f"changes direction at least {MIN_REVERSALS} times). "
-            f"Over-fitting is reported when the validation loss ends more than {OVERFIT_TOL:.0%} "
-            f"above its minimum.", "note"))
+        if title == "Stability":
+            blocks.append(Para(STABILITY_RULE, "note"))
     return blocks
 
 
@@ -768,7 +769,7 @@ _CODE_SAFE = re.compile(r"^[\w.\-/:+=]+$")
 
 
 def _md_text(s: str) -> str:
-    s = " ".join(str(s).split())           # no newline may break a table or a paragraph
+    s = re.sub(r"\s+", " ", str(s))        # no newline may break a table or a paragraph
     return _MD_SPECIAL.sub(r"\\\1", s)
 
 
