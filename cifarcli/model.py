@@ -1,0 +1,159 @@
+"""The one-layer softmax network: scores, probabilities, cost, accuracy, gradients.
+
+Notation and shapes follow the course (DD2424, assignment 1)::
+
+    X  : d × n   one image per column (d = 3072)
+    Y  : K × n   one-hot labels (K = 10);  y : (n,) integer labels
+    W  : K × d,  b : K × 1
+
+    S = W X + b 1ᵀ                         (scores, K × n)
+    P = softmax(S),  P[k, i] = exp(S[k, i]) / Σ_l exp(S[l, i])
+    L = -(1/n) Σ_i log P[y_i, i]           (mean cross-entropy, "loss")
+    J = L + λ ‖W‖²                         ("cost"; b is not regularised)
+    G = P - Y
+    ∂J/∂W = (1/n) G Xᵀ + 2 λ W,   ∂J/∂b = (1/n) G 1
+
+Everything here is pure numpy: no I/O, no printing, no Python loop over samples.
+The loss is computed as log-sum-exp minus the true-class score, which equals
+-log P[y, i] but never takes the logarithm of an underflowed probability.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "softmax", "scores", "evaluate_classifier", "log_sum_exp", "labels_of",
+    "one_hot", "compute_loss", "compute_cost", "compute_accuracy",
+    "compute_gradients", "init_parameters", "metrics_from_scores", "predict",
+]
+
+
+def scores(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """S = W X + b (K × n) for X (d × n), W (K × d), b (K × 1)."""
+    S = W @ X
+    S += b.reshape(-1, 1)
+    return S
+
+
+def softmax(S: np.ndarray) -> np.ndarray:
+    """Column-wise softmax of S (K × n), stable for any finite scores.
+
+    The column maximum is subtracted first, so exp never overflows and every
+    column sums to 1 up to rounding.
+    """
+    P = S - S.max(axis=0, keepdims=True)
+    np.exp(P, out=P)
+    P /= P.sum(axis=0, keepdims=True)
+    return P
+
+
+def evaluate_classifier(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """P = softmax(W X + b): class probabilities, K × n."""
+    S = scores(X, W, b)
+    # in place: S is ours
+    S -= S.max(axis=0, keepdims=True)
+    np.exp(S, out=S)
+    S /= S.sum(axis=0, keepdims=True)
+    return S
+
+
+def log_sum_exp(S: np.ndarray) -> np.ndarray:
+    """log Σ_k exp(S[k, i]) per column, computed stably: shape (n,)."""
+    m = S.max(axis=0)
+    e = np.exp(S - m)
+    return np.log(e.sum(axis=0)) + m
+
+
+def labels_of(Y: np.ndarray) -> np.ndarray:
+    """Integer labels (n,) from one-hot Y (K × n); 1-D input is returned as is."""
+    Y = np.asarray(Y)
+    if Y.ndim == 1:
+        return Y.astype(np.intp, copy=False)
+    return np.argmax(Y, axis=0)
+
+
+def one_hot(y: np.ndarray, K: int = 10, dtype=np.float64) -> np.ndarray:
+    """One-hot matrix Y (K × n) for integer labels y (n,) in [0, K)."""
+    y = np.asarray(y).astype(np.intp, copy=False)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {y.shape}")
+    if y.size and (y.min() < 0 or y.max() >= K):
+        raise ValueError(f"labels must lie in [0, {K}), got {y.min()}..{y.max()}")
+    Y = np.zeros((K, y.size), dtype=dtype)
+    Y[y, np.arange(y.size)] = 1
+    return Y
+
+
+def _per_sample_loss(S: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """-log softmax(S)[y_i, i] per column, shape (n,)."""
+    return log_sum_exp(S) - S[y, np.arange(y.size)]
+
+
+def compute_loss(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray) -> float:
+    """Mean cross-entropy L = -(1/n) Σ log P[y_i, i]; Y one-hot (K × n) or labels (n,)."""
+    y = labels_of(Y)
+    return float(np.mean(_per_sample_loss(scores(X, W, b), y)))
+
+
+def compute_cost(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, lam: float) -> float:
+    """J = L + λ ‖W‖² (squared Frobenius norm of W; b not regularised)."""
+    return compute_loss(X, Y, W, b) + lam * float(np.sum(W * W))
+
+
+def predict(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Predicted labels argmax_k S[k, i], shape (n,)."""
+    return np.argmax(scores(X, W, b), axis=0)
+
+
+def compute_accuracy(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray) -> float:
+    """Share of columns whose highest score is the true label; y (n,) or one-hot."""
+    y = labels_of(y)
+    return float(np.mean(predict(X, W, b) == y))
+
+
+def metrics_from_scores(S: np.ndarray, y: np.ndarray, reg: float) -> tuple[float, float, float]:
+    """(loss, cost, accuracy) from one score matrix S (K × n): one forward pass for all three.
+
+    ``reg`` is the already computed λ‖W‖².
+    """
+    y = labels_of(y)
+    loss = float(np.mean(_per_sample_loss(S, y)))
+    acc = float(np.mean(np.argmax(S, axis=0) == y))
+    return loss, loss + reg, acc
+
+
+def compute_gradients(X: np.ndarray, Y: np.ndarray, P: np.ndarray, W: np.ndarray,
+                      lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Analytic gradients of J: (∂J/∂W K × d, ∂J/∂b K × 1).
+
+    G = P - Y;  ∂J/∂W = G Xᵀ / n + 2 λ W;  ∂J/∂b = G 1 / n.
+    Y may be one-hot (K × n) or integer labels (n,); the latter is applied as
+    index arithmetic (P[y, i] -= 1) without building the dense one-hot matrix.
+    """
+    n = X.shape[1]
+    G = np.array(P, dtype=np.result_type(P, W), copy=True)
+    Y = np.asarray(Y)
+    if Y.ndim == 1:
+        G[Y.astype(np.intp, copy=False), np.arange(n)] -= 1
+    else:
+        G -= Y
+    grad_W = G @ X.T
+    grad_W /= n
+    if lam:
+        grad_W += (2 * lam) * W
+    grad_b = G.sum(axis=1, keepdims=True)
+    grad_b /= n
+    return grad_W, grad_b
+
+
+def init_parameters(K: int, d: int, rng: np.random.Generator, std: float = 0.01,
+                    dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """W (K × d) then b (K × 1), each entry drawn from N(0, std²) with ``rng``.
+
+    The draws are made in float64 and then cast, so float32 and float64 runs
+    start from the same (rounded) weights.
+    """
+    W = rng.normal(0.0, std, size=(K, d)).astype(dtype)
+    b = rng.normal(0.0, std, size=(K, 1)).astype(dtype)
+    return W, b
