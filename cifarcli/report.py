@@ -522,6 +522,7 @@ class Figure:
 @dataclass
 class FigureRow:
     figures: list[Figure]
+    wide: bool = False       # HTML: use the full column width (weights grid)
 
 
 @dataclass
@@ -666,13 +667,11 @@ def _run_blocks(run: Mapping[str, Any], i: int) -> list:
                      fmt_loss(s.get("cost")), fmt_acc(s.get("accuracy"))])
     blocks.append(Table(["split", "images", "loss", "cost", "accuracy"], rows))
     figs = run.get("figures") or {}
-    curve = [Figure(figs[k], f"{k} curves, {run_name(run)}", FIGURE_CAPTIONS[k])
-             for k in ("loss", "accuracy") if figs.get(k)]
-    if curve:
-        blocks.append(FigureRow(curve))
-    for k in ("weights", "confusion"):
+    for k in ("loss", "accuracy", "weights", "confusion"):
         if figs.get(k):
-            blocks.append(FigureRow([Figure(figs[k], f"{k}, {run_name(run)}", FIGURE_CAPTIONS[k])]))
+            what = f"{k} curves" if k in ("loss", "accuracy") else k
+            blocks.append(FigureRow([Figure(figs[k], f"{what}, {run_name(run)}", FIGURE_CAPTIONS[k])],
+                                    wide=(k == "weights")))
     return blocks
 
 
@@ -872,7 +871,8 @@ figure { margin: 1rem 0 1.4rem; }
 figure img { display: block; width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
 figcaption { color: var(--muted); font-size: .88rem; margin-top: .35rem; }
 .figrow { display: grid; grid-template-columns: repeat(auto-fit, minmax(22rem, 1fr)); gap: 1rem; }
-.figrow.single figure { max-width: 46rem; }
+.figrow.single figure { max-width: 44rem; }
+.figrow.single.wide figure { max-width: none; }
 .missing { color: var(--bad); font-style: italic; }
 ul { padding-left: 1.3rem; }
 li { margin: .3rem 0; }
@@ -956,7 +956,7 @@ def _html_block(b, figure_dir: Path) -> str:
             else:
                 items.append(f'<figure><img src="{uri}" alt="{_h(f.alt)}">'
                              f"<figcaption>{_h(f.caption)}</figcaption></figure>")
-        cls = "figrow" + (" single" if len(items) == 1 else "")
+        cls = "figrow" + (" wide" if b.wide else "") + (" single" if len(items) == 1 else "")
         return f'<div class="{cls}">' + "\n".join(items) + "</div>"
     if isinstance(b, Contents):
         lis = []

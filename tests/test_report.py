@@ -465,3 +465,35 @@ def test_formatting_helpers():
     assert report.fmt_points(-0.0159, signed=True) == "−1.59"
     assert report.fmt_points(0.0, signed=True) == "±0.00"
     assert report.fmt_num(0.001) == "0.001" and report.fmt_num(0.0) == "0" and report.fmt_num(1.0) == "1"
+
+
+def test_diverged_run_renders_and_is_flagged(tmp_path):
+    doc = make_doc(None, settings=STUDY[:2])
+    run = doc["runs"][0]
+    cut = 9
+    for k, v in run["history"].items():
+        run["history"][k] = v[: cut + 1]
+    run["history"]["train_cost"][-1] = float("nan")
+    run["history"]["train_loss"][-1] = float("inf")
+    run["diverged_at"] = cut
+    run["metrics"]["train"] = {"loss": float("nan"), "cost": float("nan"), "accuracy": 0.1}
+    d = tmp_path
+    plots.plot_loss(run["history"], d / run["figures"]["loss"])
+    plots.plot_accuracy(run["history"], d / run["figures"]["accuracy"])
+    paths = report.write_report(doc, d)
+    md = paths["md"].read_text(encoding="utf-8")
+    assert "Training diverged at epoch 9" in md
+    inst = report.instability(run)
+    assert inst.kind == "diverged" and "epoch 9" in inst.reason
+    assert "λ=0, η=0.1 was unstable: training diverged at epoch 9" in md
+    # the η effect still compares the test accuracies, and names the unstable run
+    assert "the run with η=0.1 was unstable, the one with η=0.001 was not" in md
+    page = paths["html"].read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == 2          # the two figures that exist
+    assert page.count("Figure not available") == 6
+
+
+def test_rendering_is_deterministic(tmp_path):
+    doc = make_doc(None)
+    assert report.render_markdown(doc) == report.render_markdown(copy.deepcopy(doc))
+    assert report.render_html(doc, tmp_path) == report.render_html(copy.deepcopy(doc), tmp_path)
