@@ -1,0 +1,117 @@
+"""cifarcli.gradcheck: the fast numerical gradient is a true finite difference, and catches bugs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cifarcli.gradcheck import check_gradients, numerical_gradients, relative_errors
+from cifarcli.model import compute_cost, compute_gradients, init_parameters, one_hot
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(5)
+    d, n, K = 50, 20, 10
+    X = rng.standard_normal((d, n))
+    y = rng.integers(0, K, n)
+    W, b = init_parameters(K, d, rng, std=0.1)
+    return X, one_hot(y, K), W, b
+
+
+def _naive(X, Y, W, b, lam, h):
+    """One full compute_cost per perturbed parameter: the slow reference."""
+    W, b = W.copy(), b.copy()
+    out = []
+    for theta in (W, b):
+        g = np.zeros_like(theta)
+        for idx in np.ndindex(theta.shape):
+            old = theta[idx]
+            theta[idx] = old + h
+            cp = compute_cost(X, Y, W, b, lam)
+            theta[idx] = old - h
+            cm = compute_cost(X, Y, W, b, lam)
+            theta[idx] = old
+            g[idx] = (cp - cm) / (2 * h)
+        out.append(g)
+    return out
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.1])
+def test_fast_numerical_gradient_equals_naive_loop(problem, lam):
+    X, Y, W, b = problem
+    gW, gb = numerical_gradients(X, Y, W, b, lam, 1e-6)
+    nW, nb = _naive(X, Y, W, b, lam, 1e-6)
+    assert gW.shape == W.shape and gb.shape == b.shape
+    # both are finite differences of the same cost; only rounding differs (~1e-10 absolute)
+    np.testing.assert_allclose(gW, nW, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gb, nb, rtol=1e-6, atol=1e-8)
+
+
+def test_regulariser_is_differenced_not_assumed():
+    """With X = 0 the loss ignores W, so the whole W-gradient comes from λ‖W‖²: 2λW."""
+    rng = np.random.default_rng(0)
+    W, b = init_parameters(4, 6, rng, std=0.5)
+    X = np.zeros((6, 3))
+    Y = one_hot(np.array([0, 1, 2]), 4)
+    gW, _ = numerical_gradients(X, Y, W, b, 0.7, 1e-5)
+    np.testing.assert_allclose(gW, 1.4 * W, rtol=1e-7, atol=1e-9)
+    gW0, _ = numerical_gradients(X, Y, W, b, 0.0, 1e-5)
+    np.testing.assert_allclose(gW0, 0.0, atol=1e-9)
+
+
+def test_relative_errors_formula():
+    ga = np.array([1.0, 0.0, 1e-12, -2.0])
+    gn = np.array([1.0 + 1e-6, 0.0, 0.0, 2.0])
+    err = relative_errors(ga, gn, eps=1e-10)
+    np.testing.assert_allclose(err, [1e-6 / (2 + 1e-6), 0.0, 1e-12 / 1e-10, 1.0])
+
+
+def test_check_passes_correct_gradients_and_is_json(problem):
+    X, Y, W, b = problem
+    report = check_gradients(X, Y, W, b, lams=(0.0, 0.1))
+    json.dumps(report)
+    assert [r["lam"] for r in report["results"]] == [0.0, 0.1]
+    assert report["n_params"] == W.size + b.size and report["n_images"] == 20
+    for r in report["results"]:
+        for p in ("W", "b"):
+            assert r[p]["median"] < 1e-7
+            assert r[p]["share_below_1e-6"] > 0.95
+        assert len(r["W"]["corner"]) == 5 and len(r["W"]["corner"][0]) == 5
+        assert len(r["b"]["corner"]) == 5 and len(r["b"]["corner"][0]) == 1
+        assert r["seconds"] >= 0
+
+
+def _no_lambda(X, Y, P, W, lam):
+    return compute_gradients(X, Y, P, W, 0.0)
+
+
+def _no_mean(X, Y, P, W, lam):
+    gW, gb = compute_gradients(X, Y, P, W, lam)
+    n = X.shape[1]
+    return (gW - 2 * lam * W) * n + 2 * lam * W, gb * n
+
+
+@pytest.mark.parametrize("wrong,lams,params", [
+    (_no_lambda, (0.1,), ("W",)),            # λ term dropped: W wrong, b unaffected
+    (_no_mean, (0.0, 0.1), ("W", "b")),      # 1/n missing
+])
+def test_check_catches_wrong_gradients(problem, wrong, lams, params):
+    X, Y, W, b = problem
+    report = check_gradients(X, Y, W, b, lams=lams, gradient_fn=wrong)
+    for r in report["results"]:
+        for p in params:
+            assert r[p]["median"] > 1e-3, (r["lam"], p, r[p])
+            assert r[p]["share_below_1e-6"] < 0.05
+    assert report["max_error"] > 1e-2
+
+
+def test_full_size_check_runs_on_all_parameters():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((3072, 100))
+    Y = one_hot(rng.integers(0, 10, 100))
+    W, b = init_parameters(10, 3072, rng)
+    report = check_gradients(X, Y, W, b, lams=(0.1,))
+    r = report["results"][0]
+    assert r["W"]["n"] == 30720 and r["b"]["n"] == 10
+    assert r["W"]["median"] < 1e-7 and r["W"]["share_below_1e-6"] > 0.99
