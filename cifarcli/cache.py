@@ -307,10 +307,16 @@ class Store:
 
     # -- listing and upkeep ------------------------------------------------
 
+    @property
+    def downloads(self) -> Path:
+        """Verified downloaded archives, kept so a damaged dataset can be re-imported offline."""
+        return self.root / "downloads"
+
     def stages(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and p != self.downloads)
 
     def _folders(self, stage: str | None) -> Iterator[Path]:
         for name in [stage] if stage else self.stages():
@@ -357,6 +363,8 @@ class Store:
             removed += 1
         for name in [stage] if stage else self.stages():
             shutil.rmtree(self.root / name / ".scratch", ignore_errors=True)
+        if stage is None:
+            shutil.rmtree(self.downloads, ignore_errors=True)
         self.gc()
         return removed
 

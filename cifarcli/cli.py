@@ -1,0 +1,286 @@
+"""The command line: parse options, call one pipeline function, render the result.
+
+No math and no file formats here. Results go to stdout (a rich table, or one
+JSON document with ``--json``); progress and notices go to stderr. A
+``CifarError`` is caught once, in ``CifarGroup.invoke``, and shown as one red
+line with a hint; exit code 2 for bad input or usage, 1 for failed work.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from cifarcli.errors import CifarError, GateFailed
+
+_output: "Output | None" = None
+
+
+class CifarGroup(TyperGroup):
+    def invoke(self, ctx):
+        try:
+            result = super().invoke(ctx)
+        except CifarError as error:
+            (_output or Output()).fail(error)
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            (_output or Output()).fail(CifarError("interrupted; finished work is kept, rerun to resume"))
+            raise typer.Exit(130) from None
+        if _output is not None:
+            _output.flush()
+        return result
+
+
+app = typer.Typer(cls=CifarGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Reproduce the one-layer softmax network on CIFAR-10, end to end, with every stage cached.")
+cache_app = typer.Typer(cls=CifarGroup, no_args_is_help=True, help="Inspect and prune the artifact cache.")
+app.add_typer(cache_app, name="cache")
+
+
+class Output:
+    """Where a command's output goes: stdout for results, stderr for everything else."""
+
+    def __init__(self, as_json: bool = False, quiet: bool = False):
+        from rich.console import Console
+
+        self.as_json, self.quiet = as_json, quiet
+        self.out = Console(soft_wrap=True)
+        self.err = Console(stderr=True, quiet=quiet)
+        self.document: dict | None = None
+
+    def log(self, message: str) -> None:
+        self.err.print(message, style="dim", markup=False, highlight=False)
+
+    def result(self, document: dict, *renderables: Any) -> None:
+        """Show a result: rendered now, or with --json kept so that one document is printed at the end."""
+        if self.as_json:
+            self.document = document
+        else:
+            for item in renderables:
+                self.out.print(item)
+
+    def flush(self) -> None:
+        if self.as_json and self.document is not None:
+            typer.echo(json.dumps(self.document, indent=2, allow_nan=False, default=str))
+
+    def fail(self, error: CifarError) -> None:
+        if self.as_json:  # a gate failure keeps the measured numbers beside the error
+            self.document = {**(self.document or {}), "error": error.message, "hint": error.hint,
+                             "exit_code": error.exit_code}
+            self.flush()
+        # The error line is shown even with --quiet: a failure must never be silent.
+        from rich.console import Console
+
+        line = f"[bold red]error:[/] {_escape(error.message)}"
+        if error.hint:
+            line += f" [dim]({_escape(error.hint)})[/]"
+        Console(stderr=True, soft_wrap=True).print(line, highlight=False)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _start(as_json: bool, quiet: bool, cache_dir: Path, reports_dir: Path = Path("reports"), jobs: int = 1):
+    """Set up output and the workspace for one command."""
+    global _output
+    from cifarcli import views
+    from cifarcli.pipeline import Workspace
+
+    _output = Output(as_json, quiet)
+    progress = views.progress_for(_output.err)
+    return _output, Workspace(cache_dir, reports_dir, log=_output.log, progress=progress, jobs=jobs)
+
+
+# -- shared options ------------------------------------------------------------
+
+CacheDir = Annotated[Path, typer.Option("--cache-dir", envvar="CIFARCLI_CACHE_DIR", help="Artifact cache folder.")]
+ReportsDir = Annotated[Path, typer.Option("--reports-dir", help="Folder for figures and reports.")]
+Force = Annotated[bool, typer.Option("--force", help="Recompute this stage even when it is cached.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notices on stderr.")]
+
+Lam = Annotated[float, typer.Option("--lam", help="L2 penalty λ on W.")]
+Eta = Annotated[float, typer.Option("--eta", help="Learning rate η.")]
+Epochs = Annotated[int, typer.Option("--n-epochs", help="Passes over the training split.")]
+Batch = Annotated[int, typer.Option("--n-batch", help="Images per mini-batch.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the weight initialisation.")]
+Split = Annotated[str, typer.Option("--split", help="seed (batch 1, 80/20), dd2424 (batch 1 / batch 2) or full.")]
+ValSize = Annotated[int, typer.Option("--val-size", help="Validation images with --split full.")]
+Dtype = Annotated[str, typer.Option("--dtype", help="float32 or float64.")]
+RunId = Annotated[Optional[str], typer.Option("--run", help="Use this run ID (or a unique prefix) instead of the training options.")]
+
+
+def _config(lam, eta, n_epochs, n_batch, seed, split, val_size, dtype):
+    from cifarcli.train import TrainConfig
+
+    return TrainConfig(lam=lam, eta=eta, n_epochs=n_epochs, n_batch=n_batch, seed=seed, split=split,
+                       val_size=val_size, dtype=dtype)
+
+
+def _run(ws, run_id, config):
+    from cifarcli import pipeline
+
+    return pipeline.find_run(ws, run_id) if run_id else pipeline.train(ws, config)
+
+
+# -- commands --------------------------------------------------------------------
+
+
+@app.command()
+def fetch(
+    source: Annotated[Optional[str], typer.Option("--source", help="URL, archive or extracted cifar-10-batches-* folder.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Archive to download when no source is given: binary or python.")] = "binary",
+    md5: Annotated[Optional[str], typer.Option("--md5", help="Expected md5 of the source.")] = None,
+    sha256: Annotated[Optional[str], typer.Option("--sha256", help="Expected sha256 of the source.")] = None,
+    cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
+):
+    """Obtain CIFAR-10: import a copy you have, find one in the usual places, or download it."""
+    from cifarcli import pipeline, views
+
+    out, ws = _start(as_json, quiet, cache_dir)
+    artifact = pipeline.fetch(ws, source, fmt, md5, sha256, force)
+    out.result(views.dataset_json(artifact), *views.dataset_view(artifact))
+
+
+@app.command()
+def gradcheck(
+    n_samples: Annotated[int, typer.Option("--n-samples", help="Training images in the batch.")] = 100,
+    n_dims: Annotated[Optional[int], typer.Option("--n-dims", help="Use only the first D input dimensions (default: all).")] = None,
+    lam: Annotated[Optional[list[float]], typer.Option("--lam", help="λ to check (repeatable; default 0 and 0.1).")] = None,
+    h: Annotated[float, typer.Option("--h", help="Finite-difference step.")] = 1e-6,
+    tol: Annotated[Optional[float], typer.Option("--tol", help="Gate: exit 1 when the max relative error exceeds it.")] = None,
+    seed: Seed = 42,
+    cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
+):
+    """Compare analytic and numerical gradients for every parameter of W and b."""
+    from cifarcli import pipeline, views
+
+    out, ws = _start(as_json, quiet, cache_dir)
+    artifact = pipeline.gradcheck(ws, n_samples, n_dims, tuple(lam) if lam else (0.0, 0.1), h, seed, force)
+    out.result(views.gradcheck_json(artifact, tol), *views.gradcheck_view(artifact, tol))
+    worst = pipeline.max_gradient_error(artifact.payload)
+    if tol is not None and worst > tol:
+        raise GateFailed(f"gradient check failed: max relative error {worst:.2e} exceeds --tol {tol:g}")
+
+
+@app.command()
+def train(
+    lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
+    split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32",
+    cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
+):
+    """Train one configuration with mini-batch gradient descent (resumes an interrupted run)."""
+    from cifarcli import pipeline, views
+
+    out, ws = _start(as_json, quiet, cache_dir)
+    run = pipeline.train(ws, _config(lam, eta, n_epochs, n_batch, seed, split, val_size, dtype), force)
+    out.result(views.run_json(run), *views.run_view(run))
+    pipeline.require_converged(run)
+
+
+@app.command()
+def evaluate(
+    lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
+    split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32", run_id: RunId = None,
+    min_accuracy: Annotated[Optional[float], typer.Option("--min-accuracy", help="Gate: exit 1 when test accuracy is below it.")] = None,
+    cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
+):
+    """Loss, cost and accuracy on train/validation/test, per-class accuracy, confusion matrix."""
+    from cifarcli import pipeline, views
+
+    out, ws = _start(as_json, quiet, cache_dir)
+    run = _run(ws, run_id, _config(lam, eta, n_epochs, n_batch, seed, split, val_size, dtype))
+    metrics = pipeline.evaluate(ws, run, force)
+    out.result(views.metrics_json(run, metrics, min_accuracy), *views.metrics_view(run, metrics))
+    accuracy = metrics.payload["test"]["accuracy"]
+    if min_accuracy is not None and accuracy < min_accuracy:
+        raise GateFailed(f"test accuracy {accuracy:.4f} is below --min-accuracy {min_accuracy:g}")
+
+
+@app.command()
+def plot(
+    lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
+    split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32", run_id: RunId = None,
+    cache_dir: CacheDir = Path("cache"), reports_dir: ReportsDir = Path("reports"),
+    force: Force = False, as_json: Json = False, quiet: Quiet = False,
+):
+    """Draw loss and accuracy curves, the learnt weights and the confusion matrix as PNG."""
+    from cifarcli import pipeline
+
+    out, ws = _start(as_json, quiet, cache_dir, reports_dir)
+    run = _run(ws, run_id, _config(lam, eta, n_epochs, n_batch, seed, split, val_size, dtype))
+    paths = pipeline.plot(ws, run, force)
+    out.result({"run_id": run.key, "figures": {name: str(path) for name, path in paths.items()}},
+               *[str(path) for path in paths.values()])
+
+
+@app.command()
+def report(
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file listing the settings (default: the study's four).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Train up to this many settings at once.")] = 2,
+    cache_dir: CacheDir = Path("cache"), reports_dir: ReportsDir = Path("reports"),
+    force: Force = False, as_json: Json = False, quiet: Quiet = False,
+):
+    """Run or reuse every stage for every setting and write reports/report.md and report.html."""
+    from cifarcli import pipeline, views
+
+    out, ws = _start(as_json, quiet, cache_dir, reports_dir, jobs)
+    result = pipeline.report(ws, config, force)
+    out.result(result, *views.report_view(result))
+
+
+# -- cache -----------------------------------------------------------------------
+
+Stage = Annotated[Optional[str], typer.Option("--stage", help="Only this stage (dataset, gradcheck, train, evaluate, plot, report).")]
+
+
+@cache_app.command("ls")
+def cache_ls(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_json: Json = False):
+    """List cached artifacts (reads only their meta.json)."""
+    from cifarcli import views
+
+    out, ws = _start(as_json, False, cache_dir)
+    rows = ws.store.ls(stage)
+    out.result({"cache_dir": str(ws.cache_dir), "artifacts": rows}, views.cache_table(rows))
+
+
+@cache_app.command("clear")
+def cache_clear(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False):
+    """Remove cached artifacts (all, or one stage) and any leftovers of interrupted writes."""
+    out, ws = _start(as_json, quiet, cache_dir)
+    removed = ws.store.clear(stage)
+    out.result({"removed": removed}, f"removed {removed} artifact(s) from {ws.cache_dir}")
+
+
+@cache_app.command("gc")
+def cache_gc(cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False):
+    """Remove temporary files left by interrupted writes; artifacts are kept."""
+    out, ws = _start(as_json, quiet, cache_dir)
+    removed = [str(p) for p in ws.store.gc()]
+    out.result({"removed": removed}, f"removed {len(removed)} leftover(s)")
+
+
+@cache_app.command("verify")
+def cache_verify(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False):
+    """Re-hash every payload and report damaged artifacts (exit 1 if any)."""
+    from cifarcli import views
+    from cifarcli.errors import WorkFailed
+
+    out, ws = _start(as_json, quiet, cache_dir)
+    rows = ws.store.verify(stage)
+    damaged = [row for row in rows if not row["ok"]]
+    out.result({"checked": len(rows), "damaged": damaged}, views.verify_view(rows))
+    if damaged:
+        raise WorkFailed(f"{len(damaged)} damaged artifact(s)", hint="they are recomputed on next use, or run cifarcli cache clear")
+
+
+def main() -> None:
+    app()

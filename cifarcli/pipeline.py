@@ -1,0 +1,447 @@
+"""The stages of the study: what each needs, its key, how it is produced.
+
+    fetch ──► dataset ──► gradcheck
+                     └──► train(config) ──► evaluate ──► plot ──► report(all configs)
+
+Every stage goes through the artifact store, so asking for a stage runs the
+missing stages upstream of it and reuses everything else. The CLI calls one
+function here per command; nothing here prints (notices go to ``Workspace.log``,
+progress to ``Workspace.progress``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from cifarcli.cache import Artifact, Store, canonical_json, write_atomic
+from cifarcli.errors import CifarError, WorkFailed
+
+# Bump a stage's version when its output for the same inputs changes.
+VERSIONS = {"dataset": 1, "gradcheck": 1, "train": 1, "evaluate": 1, "plot": 1, "report": 1}
+WORKSPACE_FILE = "workspace.json"
+
+
+class Progress:
+    """Progress sink; the CLI subclasses it with rich bars. All methods are optional no-ops."""
+
+    def download(self, done: int, total: int | None) -> None: ...
+
+    def run_started(self, run_id: str, n_epochs: int, n_batches: int, start_epoch: int) -> None: ...
+
+    def batch(self, epoch: int, index: int, n_batches: int) -> None: ...
+
+    def epoch(self, epoch: int, history: dict) -> None: ...
+
+    def run_finished(self, run_id: str) -> None: ...
+
+
+@dataclass
+class Workspace:
+    """Where artifacts and reports live, and where notices and progress go."""
+
+    cache_dir: Path = Path("cache")
+    reports_dir: Path = Path("reports")
+    log: Callable[[str], None] = lambda message: None
+    progress: Progress = field(default_factory=Progress)
+    jobs: int = 1
+
+    def __post_init__(self) -> None:
+        self.cache_dir, self.reports_dir = Path(self.cache_dir), Path(self.reports_dir)
+        self.store = Store(self.cache_dir, log=self.log)
+
+    # The workspace file remembers the current dataset and the checksums of
+    # sources already seen, so a repeated fetch need not re-hash 170 MB.
+    def read_state(self) -> dict:
+        try:
+            return json.loads((self.cache_dir / WORKSPACE_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def write_state(self, state: dict) -> None:
+        write_atomic(self.cache_dir / WORKSPACE_FILE, json.dumps(state, indent=2).encode())
+
+
+# -- dataset -----------------------------------------------------------------
+
+
+def fetch(ws: Workspace, source: str | None = None, fmt: str = "binary", md5: str | None = None,
+          sha256: str | None = None, force: bool = False) -> Artifact:
+    """Import CIFAR-10 from ``source`` (URL, archive or folder), a local copy, or the official site."""
+    from cifarcli import data
+
+    if fmt not in data.OFFICIAL:
+        raise CifarError(f"unknown --format {fmt!r}", hint="use binary or python")
+    if source is None:
+        local = data.find_local_copy()
+        if local is not None:
+            ws.log(f"using the copy found at {local}")
+        source = str(local) if local else data.OFFICIAL[fmt].url
+    if data.is_url(source):
+        path = _download(ws, source, fmt, md5, sha256)
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise CifarError(f"no such file or folder: {source}",
+                             hint="give a CIFAR-10 archive, an extracted cifar-10-batches-* folder, or a URL")
+        path = path.resolve()
+    sums = _checksums(ws, path)
+    _check_pins(path, sums, md5, sha256)
+    official = next((a for a in data.OFFICIAL.values() if a.md5 == sums["md5"]), None)
+
+    def compute():
+        import numpy as np
+
+        dataset, found_format = data.read_cifar10(path)
+        note = None if official else "not an official CIFAR-10 archive (checksum unknown); its structure is valid"
+        info = {"source": source if data.is_url(source) else str(path), "format": found_format, **sums,
+                "official": official is not None, "note": note,
+                "n_train": int(len(dataset.train_y)), "n_test": int(len(dataset.test_y)),
+                "batch_size": dataset.batch_size, "label_names": list(dataset.label_names),
+                "per_class": {"train": np.bincount(dataset.train_y, minlength=10).tolist(),
+                              "test": np.bincount(dataset.test_y, minlength=10).tolist()}}
+        payload = {"train_x": dataset.train_x, "train_y": dataset.train_y, "test_x": dataset.test_x,
+                   "test_y": dataset.test_y, "label_names": list(dataset.label_names),
+                   "batch_size": dataset.batch_size}
+        return payload, info
+
+    artifact = ws.store.get_or_compute("dataset", VERSIONS["dataset"], {"sha256": sums["sha256"]}, {},
+                                       compute, force=force, mmap=True)
+    state = ws.read_state()
+    state["dataset"] = {"key": artifact.key, "source": source, "path": str(path)}
+    ws.write_state(state)
+    return artifact
+
+
+def _download(ws: Workspace, url: str, fmt: str, md5: str | None, sha256: str | None) -> Path:
+    from cifarcli import data
+
+    official = data.OFFICIAL[fmt] if url == data.OFFICIAL[fmt].url else None
+    target = ws.store.downloads / (url.rstrip("/").rsplit("/", 1)[-1] or "cifar-10.tar.gz")
+    if target.is_file():
+        return target
+    ws.log(f"downloading {url}")
+    return data.download(url, target, md5=md5 or (official.md5 if official else None), sha256=sha256,
+                         expected_size=official.size if official else None, on_progress=ws.progress.download)
+
+
+def _checksums(ws: Workspace, path: Path) -> dict:
+    """md5 and sha256 of a source, memoised on (path, size, mtime) in the workspace file."""
+    from cifarcli import data
+
+    # A folder's own mtime does not change when a file in it is rewritten: fingerprint its files.
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    fingerprint = f"{path}:" + hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
+    state = ws.read_state()
+    memo = state.get("checksums", {})
+    if fingerprint not in memo:
+        md5, sha = data.checksums(path)
+        memo = {k: v for k, v in memo.items() if not k.startswith(f"{path}:")}
+        memo[fingerprint] = {"md5": md5, "sha256": sha}
+        state["checksums"] = memo
+        ws.write_state(state)
+    return memo[fingerprint]
+
+
+def _check_pins(path: Path, sums: dict, md5: str | None, sha256: str | None) -> None:
+    for name, pinned in (("md5", md5), ("sha256", sha256)):
+        if pinned and pinned.lower() != sums[name]:
+            raise CifarError(f"{path}: {name} is {sums[name]}, expected {pinned.lower()}",
+                             hint="check the file, or drop the --" + name + " pin")
+
+
+def dataset(ws: Workspace) -> Artifact:
+    """The current dataset; imports it first when there is none (from the last source, else by default)."""
+    remembered = ws.read_state().get("dataset")
+    if remembered:
+        try:
+            found = ws.store.load("dataset", remembered["key"], mmap=True)
+        except CifarError as damage:
+            ws.log(f"{damage.message}; importing it again")
+            found = None
+        if found:
+            return found
+        if Path(remembered["path"]).exists():
+            return fetch(ws, remembered["path"], force=True)
+    return fetch(ws)
+
+
+# -- training ----------------------------------------------------------------
+
+
+def prepared(data_artifact: Artifact, split: str = "seed", val_size: int = 1000, dtype: str = "float32"):
+    from cifarcli.prepare import prepare
+
+    p = data_artifact.payload
+    return prepare(p["train_x"], p["train_y"], p["test_x"], p["test_y"], p["label_names"], p["batch_size"],
+                   split, val_size, dtype)
+
+
+def train(ws: Workspace, config, force: bool = False) -> Artifact:
+    """The training run for ``config``, trained (or resumed from its checkpoint) when missing."""
+    from cifarcli import train as training
+
+    data_artifact = dataset(ws)
+    config.validate(_n_train(data_artifact, config))
+    params = config.key_params()
+    key = _train_key(config, data_artifact.key)
+
+    def compute():
+        data = prepared(data_artifact, config.split, config.val_size, config.dtype)
+        resume = None if force else ws.store.load_scratch("train", key, "checkpoint")
+        n_batches = -(-data.sizes["train"] // config.n_batch)
+        ws.progress.run_started(key, config.n_epochs, n_batches, resume.epoch if resume else 0)
+
+        def on_epoch(checkpoint):
+            ws.store.save_scratch("train", key, "checkpoint", checkpoint)
+            ws.progress.epoch(checkpoint.epoch, checkpoint.history)
+
+        diverged_at = None
+        try:
+            result = training.train(config, data, resume=resume, on_epoch=on_epoch, on_batch=ws.progress.batch)
+            W, b, history, seconds = result.W, result.b, result.history, result.timings
+        except training.TrainingDiverged as diverged:
+            # Keep what was learnt before the blow-up: the history and the last finite weights.
+            last = ws.store.load_scratch("train", key, "checkpoint")
+            W, b = (last.W, last.b) if last else (None, None)
+            history, seconds, diverged_at = diverged.history, {}, diverged.epoch
+        ws.progress.run_finished(key)
+        payload = {"W": W, "b": b, "mean": data.mean, "std": data.std, "history": history,
+                   "label_names": list(data.label_names), "diverged_at": diverged_at}
+        info = {"config": params, "split_sizes": data.sizes, "timings": seconds, "diverged_at": diverged_at,
+                "final": {k: v[-1] for k, v in history.items()}}
+        return payload, info
+
+    artifact = ws.store.get_or_compute("train", VERSIONS["train"], params, {"dataset": data_artifact.key},
+                                       compute, force=force)
+    ws.store.drop_scratch("train", key)
+    return artifact
+
+
+def _n_train(data_artifact: Artifact, config) -> int:
+    from cifarcli.prepare import split_indices
+
+    p = data_artifact.payload
+    return len(split_indices(config.split, len(p["train_y"]), p["batch_size"], config.val_size)[0])
+
+
+def find_run(ws: Workspace, run_id: str) -> Artifact:
+    """The training run whose ID starts with ``run_id``."""
+    keys = ws.store.find("train", run_id.strip().lower()) if run_id.strip() else []
+    if not keys:
+        raise CifarError(f"no training run {run_id!r} in {ws.cache_dir}", hint="list runs with: cifarcli cache ls --stage train")
+    if len(keys) > 1:
+        raise CifarError(f"run ID {run_id!r} is ambiguous: {', '.join(keys[:5])}", hint="type more of the ID")
+    found = ws.store.load("train", keys[0])
+    if found is None:
+        raise CifarError(f"training run {keys[0]} is not readable", hint="run cifarcli cache verify")
+    return found
+
+
+def config_of(run: Artifact):
+    from cifarcli.train import TrainConfig
+
+    return TrainConfig(**run.meta["params"])
+
+
+def require_converged(run: Artifact) -> None:
+    if run.payload["diverged_at"] is not None:
+        raise WorkFailed(f"run {run.key} diverged at epoch {run.payload['diverged_at']}: cost became NaN or inf",
+                         hint="train with a smaller --eta")
+
+
+# -- gradcheck, evaluate, plot ------------------------------------------------
+
+
+def gradcheck(ws: Workspace, n_samples: int = 100, n_dims: int | None = None, lams=(0.0, 0.1),
+              h: float = 1e-6, seed: int = 42, force: bool = False) -> Artifact:
+    """Analytic against centred-difference gradients on the first training images."""
+    from cifarcli import gradcheck as checker
+    from cifarcli.model import init_parameters, one_hot
+
+    data_artifact = dataset(ws)
+    if n_samples < 1 or (n_dims is not None and n_dims < 1) or h <= 0 or any(lam < 0 for lam in lams):
+        raise CifarError("--n-samples and --n-dims must be at least 1, --h positive and --lam not negative")
+    params = {"n_samples": n_samples, "n_dims": n_dims, "lams": [float(l) for l in lams], "h": h, "seed": seed}
+
+    def compute():
+        import numpy as np
+
+        data = prepared(data_artifact, dtype="float64")
+        if n_samples > data.sizes["train"]:
+            raise CifarError(f"--n-samples {n_samples} is more than the {data.sizes['train']} training images")
+        dims = data.X_train.shape[0] if n_dims is None else min(n_dims, data.X_train.shape[0])
+        X = np.ascontiguousarray(data.X_train[:dims, :n_samples], dtype=np.float64)
+        Y = one_hot(data.y_train[:n_samples], len(data.label_names)).astype(np.float64)
+        W, b = init_parameters(Y.shape[0], dims, np.random.default_rng(seed), dtype=np.float64)
+        result = checker.check_gradients(X, Y, W, b, lams=tuple(params["lams"]), h=h)
+        result = {**result, "n_samples": n_samples, "n_dims": dims, "h": h, "seed": seed}
+        return result, {"max_error": max_gradient_error(result)}
+
+    return ws.store.get_or_compute("gradcheck", VERSIONS["gradcheck"], params, {"dataset": data_artifact.key},
+                                   compute, force=force)
+
+
+def max_gradient_error(result: dict) -> float:
+    return max(part[name]["max"] for part in result["results"] for name in ("W", "b"))
+
+
+def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
+    """Loss, cost, accuracy per split, per-class accuracy and the test confusion matrix of a run."""
+    from cifarcli.evaluate import evaluate_model
+
+    require_converged(run)
+    config = config_of(run)
+    data_key = run.meta["inputs"]["dataset"]
+
+    def compute():
+        data = prepared(dataset_by_key(ws, data_key), config.split, config.val_size, config.dtype)
+        return evaluate_model(run.payload["W"], run.payload["b"], config.lam, data), {}
+
+    return ws.store.get_or_compute("evaluate", VERSIONS["evaluate"], {}, {"train": run.key}, compute, force=force)
+
+
+def dataset_by_key(ws: Workspace, key: str) -> Artifact:
+    found = ws.store.load("dataset", key, mmap=True)
+    if found is None:
+        raise CifarError(f"dataset {key} is no longer in the cache", hint="run cifarcli fetch again")
+    return found
+
+
+FIGURES = ("loss", "accuracy", "weights", "confusion")
+
+
+def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
+    """The run's figures as PNG files under ``reports/figures/<run-id>/``; drawn once, then copied from the cache."""
+    metrics = evaluate(ws, run).payload
+
+    def compute():
+        import tempfile
+
+        from cifarcli import plots
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            history, W, names = run.payload["history"], run.payload["W"], run.payload["label_names"]
+            plots.plot_loss(history, folder / "loss.png", title=_label(config_of(run)))
+            plots.plot_accuracy(history, folder / "accuracy.png", title=_label(config_of(run)))
+            plots.plot_weights(W, names, folder / "weights.png")
+            plots.plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png")
+            return {name: (folder / f"{name}.png").read_bytes() for name in FIGURES}, {}
+
+    artifact = ws.store.get_or_compute("plot", VERSIONS["plot"], {}, {"train": run.key}, compute, force=force)
+    return _materialise(ws.reports_dir / "figures" / run.key, artifact.payload)
+
+
+def _materialise(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:
+    """Write cached figure bytes to the reports folder unless an identical file is already there."""
+    paths = {name: folder / f"{name}.png" for name in files}
+    for name, path in paths.items():
+        _write_if_changed(path, files[name])
+    return paths
+
+
+def _label(config) -> str:
+    return f"λ={config.lam:g}, η={config.eta:g}"
+
+
+# -- report ------------------------------------------------------------------------
+
+
+def report(ws: Workspace, settings_path: Path | None = None, force: bool = False) -> dict:
+    """The whole study: every stage for every setting, then reports/report.md and report.html."""
+    from cifarcli import __version__
+    from cifarcli.settings import load_settings
+
+    settings = load_settings(settings_path)
+    data_artifact = dataset(ws)
+    check = gradcheck(ws, **settings.gradcheck)
+    _train_missing_in_parallel(ws, settings.runs)
+    runs = [_report_run(ws, train(ws, config)) for config in settings.runs]
+    info = data_artifact.meta["info"]
+    doc = {
+        "title": "One-layer network on CIFAR-10",
+        "cifarcli_version": __version__,
+        "dataset": {"source": info["source"], "format": info["format"], "md5": info["md5"], "sha256": info["sha256"],
+                    "official": info["official"], "note": info["note"], "n_train_total": info["n_train"],
+                    "n_test": info["n_test"]},
+        "preprocessing": {"scale": "pixels / 255",
+                          "normalisation": "per-dimension mean and std of the training split"},
+        "initialisation": {"distribution": "normal", "std": 0.01, "seed": sorted({r["config"]["seed"] for r in runs})},
+        "gradcheck": {**check.payload, "tol": 1e-6, "passed": max_gradient_error(check.payload) <= 1e-6},
+        "runs": runs,
+    }
+    inputs = {"gradcheck": check.key, **{f"run{i}": run["run_id"] for i, run in enumerate(runs)}}
+
+    def compute():
+        from datetime import datetime, timezone
+
+        from cifarcli.report import render_html, render_markdown
+
+        doc["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return {"doc": doc, "report.md": render_markdown(doc),
+                "report.html": render_html(doc, ws.reports_dir)}, {}
+
+    artifact = ws.store.get_or_compute("report", VERSIONS["report"], {}, inputs, compute, force=force)
+    paths = {}
+    for name in ("report.md", "report.html"):
+        paths[name] = ws.reports_dir / name
+        _write_if_changed(paths[name], artifact.payload[name].encode())
+    return {**artifact.payload["doc"], "paths": {k: str(v) for k, v in paths.items()},
+            "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.store.events]}
+
+
+def _report_run(ws: Workspace, run: Artifact) -> dict:
+    config = config_of(run)
+    entry = {"run_id": run.key, "label": _label(config), "config": run.meta["params"],
+             "split_sizes": run.meta["info"]["split_sizes"], "history": run.payload["history"],
+             "diverged_at": run.payload["diverged_at"], "train_seconds": run.meta["info"]["timings"].get("total_seconds"),
+             "metrics": None, "figures": {}}
+    if run.payload["diverged_at"] is None:
+        entry["metrics"] = evaluate(ws, run).payload
+        figures = plot(ws, run)
+        entry["figures"] = {name: path.relative_to(ws.reports_dir).as_posix() for name, path in figures.items()}
+    return entry
+
+
+def _train_missing_in_parallel(ws: Workspace, configs: list) -> None:
+    """Train the settings not yet cached on up to ``ws.jobs`` processes.
+
+    Each worker writes its run to the store like a sequential run would, and
+    training is deterministic, so the report is the same for any ``jobs``.
+    """
+    data_key = dataset(ws).key
+    missing = [c for c in configs
+               if not (ws.store.path("train", _train_key(c, data_key)) / "meta.json").exists()]
+    if ws.jobs <= 1 or len(missing) <= 1:
+        return
+    from joblib import Parallel, delayed
+
+    ws.log(f"training {len(missing)} settings on {min(ws.jobs, len(missing))} processes")
+    done = Parallel(n_jobs=min(ws.jobs, len(missing)))(delayed(_train_in_worker)(ws.cache_dir, c) for c in missing)
+    ws.store.events.extend(("train", key, status) for key, status in done)
+
+
+def _train_key(config, data_key: str) -> str:
+    from cifarcli.cache import artifact_key
+
+    return artifact_key("train", VERSIONS["train"], config.key_params(), {"dataset": data_key})
+
+
+def _train_in_worker(cache_dir: Path, config) -> tuple[str, str]:
+    run = train(Workspace(cache_dir), config)
+    return run.key, run.status
+
+
+def _write_if_changed(path: Path, content: bytes) -> None:
+    from cifarcli.cache import disk_error
+
+    try:
+        if not (path.is_file() and path.read_bytes() == content):
+            write_atomic(path, content)
+    except OSError as exc:
+        raise disk_error(exc, path) from None

@@ -1,0 +1,219 @@
+"""Rendering for the CLI: rich tables, JSON documents and progress bars.
+
+Pure presentation: every function turns artifacts into something to show.
+Imported only by ``cli.py``, and only inside commands, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from cifarcli.cache import Artifact
+from cifarcli.pipeline import Progress
+
+SPLITS = (("train", "training"), ("val", "validation"), ("test", "test"))
+
+
+# -- progress ----------------------------------------------------------------------
+
+
+def progress_for(console: Console) -> Progress:
+    """Live bars on a terminal; nothing at all otherwise (no control characters in logs)."""
+    if console.quiet or not console.is_terminal:
+        return Progress()
+    return RichProgress(console)
+
+
+class RichProgress(Progress):
+    def __init__(self, console: Console):
+        from rich import progress as rp
+
+        self._bars = rp.Progress(
+            rp.TextColumn("{task.description}"), rp.BarColumn(), rp.TaskProgressColumn(),
+            rp.TextColumn("{task.fields[status]}"), rp.TimeRemainingColumn(), console=console, transient=True)
+        self._download = self._epochs = self._batches = None
+
+    def download(self, done: int, total: int | None) -> None:
+        if self._download is None:
+            from rich import progress as rp
+
+            self._download_bars = rp.Progress(
+                rp.TextColumn("download"), rp.BarColumn(), rp.DownloadColumn(), rp.TransferSpeedColumn(),
+                rp.TimeRemainingColumn(), console=self._bars.console, transient=True)
+            self._download_bars.start()
+            self._download = self._download_bars.add_task("download", total=total)
+        self._download_bars.update(self._download, completed=done, total=total)
+        if total is not None and done >= total:
+            self._download_bars.stop()
+
+    def run_started(self, run_id: str, n_epochs: int, n_batches: int, start_epoch: int) -> None:
+        self._bars.start()
+        resumed = f" (resumed at epoch {start_epoch})" if start_epoch else ""
+        self._epochs = self._bars.add_task(f"train {run_id[:12]}{resumed}", total=n_epochs, completed=start_epoch,
+                                           status="")
+        self._batches = self._bars.add_task("  batches", total=n_batches, status="")
+
+    def batch(self, epoch: int, index: int, n_batches: int) -> None:
+        self._bars.update(self._batches, completed=index + 1)
+
+    def epoch(self, epoch: int, history: dict) -> None:
+        status = (f"loss {history['train_loss'][-1]:.3f}/{history['val_loss'][-1]:.3f} "
+                  f"acc {history['train_acc'][-1]:.3f}/{history['val_acc'][-1]:.3f}")
+        self._bars.update(self._epochs, completed=epoch, status=status)
+        self._bars.reset(self._batches, status="")
+
+    def run_finished(self, run_id: str) -> None:
+        self._bars.stop()
+        for task in list(self._bars.task_ids):
+            self._bars.remove_task(task)
+
+
+# -- dataset -------------------------------------------------------------------------
+
+
+def dataset_json(artifact: Artifact) -> dict:
+    return {"dataset": artifact.key, "cached": artifact.status == "hit", **artifact.meta["info"]}
+
+
+def dataset_view(artifact: Artifact) -> list[Any]:
+    info = artifact.meta["info"]
+    status = "official archive" if info["official"] else "not the official archive (structure valid)"
+    summary = Table.grid(padding=(0, 2))
+    summary.add_row("dataset", artifact.key + ("  (cached)" if artifact.status == "hit" else ""))
+    summary.add_row("source", str(info["source"]))
+    summary.add_row("format", info["format"])
+    summary.add_row("md5", f"{info['md5']}  [{'green' if info['official'] else 'yellow'}]{status}[/]")
+    summary.add_row("sha256", info["sha256"])
+    counts = Table(title="Images per class")
+    counts.add_column("class")
+    counts.add_column("train", justify="right")
+    counts.add_column("test", justify="right")
+    for name, n_train, n_test in zip(info["label_names"], info["per_class"]["train"], info["per_class"]["test"]):
+        counts.add_row(name, str(n_train), str(n_test))
+    counts.add_row("[bold]total", f"[bold]{info['n_train']}", f"[bold]{info['n_test']}")
+    return [summary, counts]
+
+
+# -- gradcheck -----------------------------------------------------------------------
+
+
+def gradcheck_json(artifact: Artifact, tol: float | None) -> dict:
+    from cifarcli.pipeline import max_gradient_error
+
+    worst = max_gradient_error(artifact.payload)
+    return {"gradcheck": artifact.key, "cached": artifact.status == "hit", **artifact.payload,
+            "max_error": worst, "tol": tol, "passed": None if tol is None else worst <= tol}
+
+
+def gradcheck_view(artifact: Artifact, tol: float | None) -> list[Any]:
+    result = artifact.payload
+    table = Table(title=f"Relative error |g_a − g_n| / max(eps, |g_a| + |g_n|)  (h={result['h']:g}, "
+                        f"{result['n_samples']} images, {result['n_dims']} dims, {result['elapsed']:.2f} s)")
+    for column in ("λ", "param", "max", "mean", "median", "share < 1e-6"):
+        table.add_column(column, justify="right")
+    for entry in result["results"]:
+        for name in ("W", "b"):
+            stats = entry[name]
+            bad = tol is not None and stats["max"] > tol
+            table.add_row(f"{entry['lam']:g}", name, f"[{'red' if bad else 'green'}]{stats['max']:.2e}[/]",
+                          f"{stats['mean']:.2e}", f"{stats['median']:.2e}", f"{stats['share_below_tol']:.1%}")
+    corner = Table(title=f"Corner of the relative-error matrix of W (λ={result['results'][0]['lam']:g})",
+                   show_header=False)
+    for row in result["results"][0]["W"]["corner"]:
+        corner.add_row(*(f"{value:.1e}" for value in row))
+    return [table, corner]
+
+
+# -- training and evaluation -----------------------------------------------------------
+
+
+def run_json(run: Artifact) -> dict:
+    info = run.meta["info"]
+    return {"run_id": run.key, "cached": run.status == "hit", "config": run.meta["params"],
+            "split_sizes": info["split_sizes"], "diverged_at": info["diverged_at"], "final": info["final"],
+            "timings": info["timings"], "history": run.payload["history"]}
+
+
+def run_view(run: Artifact) -> list[Any]:
+    info, params = run.meta["info"], run.meta["params"]
+    final = info["final"]
+    table = Table(title=f"run {run.key}  " + ", ".join(f"{k}={v}" for k, v in params.items()))
+    for column in ("", "loss", "cost", "accuracy"):
+        table.add_column(column, justify="right")
+    for prefix, name in SPLITS[:2]:
+        table.add_row(name, f"{final[prefix + '_loss']:.4f}", f"{final[prefix + '_cost']:.4f}",
+                      f"{final[prefix + '_acc']:.4f}")
+    seconds = info["timings"].get("total_seconds")
+    note = "cached" if run.status == "hit" else f"trained in {seconds:.1f} s" if seconds else "trained"
+    if info["diverged_at"] is not None:
+        note = f"[red]diverged at epoch {info['diverged_at']}[/]"
+    return [table, f"run ID [bold]{run.key}[/]  ({note})"]
+
+
+def metrics_json(run: Artifact, metrics: Artifact, min_accuracy: float | None) -> dict:
+    document = {"run_id": run.key, "config": run.meta["params"], **metrics.payload}
+    if min_accuracy is not None:
+        document["min_accuracy"] = min_accuracy
+        document["passed"] = metrics.payload["test"]["accuracy"] >= min_accuracy
+    return document
+
+
+def metrics_view(run: Artifact, metrics: Artifact) -> list[Any]:
+    m = metrics.payload
+    table = Table(title=f"run {run.key}  " + ", ".join(f"{k}={v}" for k, v in run.meta["params"].items()))
+    for column in ("", "loss", "cost", "accuracy"):
+        table.add_column(column, justify="right")
+    for prefix, name in SPLITS:
+        table.add_row(name, f"{m[prefix]['loss']:.4f}", f"{m[prefix]['cost']:.4f}", f"{m[prefix]['accuracy']:.4f}")
+    names = list(m["per_class_accuracy"])
+    confusion = Table(title="Test confusion matrix (rows: true class, columns: predicted)",
+                      box=box.SIMPLE_HEAD, padding=(0, 1))
+    confusion.add_column("")
+    for name in names:
+        confusion.add_column(name[:4], justify="right")
+    confusion.add_column("acc", justify="right")
+    for name, row in zip(names, m["confusion_matrix"]):
+        confusion.add_row(name, *(str(v) for v in row), f"{m['per_class_accuracy'][name]:.2f}")
+    return [table, confusion]
+
+
+# -- report and cache ----------------------------------------------------------------------
+
+
+def report_view(result: dict) -> list[Any]:
+    table = Table(title="The study")
+    for column in ("run", "λ", "η", "n_batch", "epochs", "train acc", "val acc", "test acc"):
+        table.add_column(column, justify="right")
+    best = max((run["metrics"]["test"]["accuracy"] for run in result["runs"] if run["metrics"]), default=None)
+    for run in result["runs"]:
+        c, m = run["config"], run["metrics"]
+        accs = [f"{m[s]['accuracy']:.4f}" for s in ("train", "val", "test")] if m else ["diverged"] * 3
+        if m and m["test"]["accuracy"] == best:
+            accs[2] = f"[bold green]{accs[2]} ★[/]"
+        table.add_row(run["run_id"][:12], f"{c['lam']:g}", f"{c['eta']:g}", str(c["n_batch"]), str(c["n_epochs"]), *accs)
+    return [table, *(f"wrote {path}" for path in result["paths"].values())]
+
+
+def cache_table(rows: list[dict]) -> Table:
+    table = Table(title="Cached artifacts")
+    for column in ("stage", "key", "params", "size", "created"):
+        table.add_column(column)
+    for row in rows:
+        params = ", ".join(f"{k}={v}" for k, v in row["params"].items())
+        size = f"{row['size'] / 1e6:.1f} MB" if row["size"] else "?"
+        table.add_row(row["stage"], row["key"], params if len(params) < 60 else params[:57] + "…",
+                      size, row.get("damaged") or row["created"] or "")
+    return table
+
+
+def verify_view(rows: list[dict]) -> Table:
+    table = Table(title=f"Verified {len(rows)} artifact(s)")
+    for column in ("stage", "key", "status"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["stage"], row["key"], "[green]ok[/]" if row["ok"] else f"[red]{row['reason']}[/]")
+    return table

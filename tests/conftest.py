@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny generated CIFAR-10 archives, a workspace with one imported, the CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import tinycifar
+
+REAL_ARCHIVE = os.environ.get("CIFARCLI_TEST_ARCHIVE")
+
+
+@pytest.fixture(scope="session")
+def tiny_archive(tmp_path_factory) -> Path:
+    """A binary-layout archive: 5 batches of 200 learnable images, 200 test images."""
+    return tinycifar.binary_archive(tmp_path_factory.mktemp("tiny") / "cifar-10-binary.tar.gz")
+
+
+@pytest.fixture(scope="session")
+def real_archive() -> Path:
+    """The CIFAR-10 stand-in named by CIFARCLI_TEST_ARCHIVE; the test is skipped without it."""
+    if not REAL_ARCHIVE or not Path(REAL_ARCHIVE).is_file():
+        pytest.skip("set CIFARCLI_TEST_ARCHIVE to the CIFAR-10 stand-in to run real-data tests")
+    return Path(REAL_ARCHIVE)
+
+
+@pytest.fixture
+def workspace(tmp_path, tiny_archive):
+    """A fresh workspace in tmp_path with the tiny archive imported."""
+    from cifarcli import pipeline
+
+    ws = pipeline.Workspace(tmp_path / "cache", tmp_path / "reports")
+    pipeline.fetch(ws, str(tiny_archive))
+    ws.store.events.clear()
+    return ws
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    """Run cifarcli in tmp_path (so ./cache and ./reports land there); returns the click Result."""
+    from cifarcli.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CIFARCLI_CACHE_DIR", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
