@@ -179,13 +179,19 @@ def _empty_history() -> dict[str, list]:
 
 
 def _row_metrics(T: np.ndarray, y: np.ndarray, flat: np.ndarray, reg: float) -> tuple[float, float, float]:
-    """(loss, cost, acc) from scores in rows T (n × K) with flat indices of the true classes."""
-    T = T.astype(np.float64)
-    m = T.max(axis=1, keepdims=True)
-    e = np.exp(T - m)
-    lse = np.log(e.sum(axis=1)) + m[:, 0]
-    loss = float(np.mean(lse - T.reshape(-1)[flat]))
-    acc = float(np.mean(np.argmax(T, axis=1) == y))
+    """(loss, cost, acc) from scores in rows T (n × K, C-contiguous) and flat true-class indices.
+
+    Works in T's dtype (the per-sample log-sum-exp is exact to its precision)
+    and averages in float64.
+    """
+    m = T.max(axis=1)
+    E = T - m[:, None]
+    np.exp(E, out=E)
+    per_sample = np.log(E.sum(axis=1))
+    per_sample += m
+    per_sample -= T.reshape(-1)[flat]
+    loss = float(np.mean(per_sample, dtype=np.float64))
+    acc = float(np.count_nonzero(np.argmax(T, axis=1) == y)) / y.size
     return loss, loss + reg, acc
 
 
@@ -247,6 +253,7 @@ def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None 
     T_tr = np.empty((n, K), dtype)
     tr_flat = np.arange(n) * K + y
     dW = np.empty((K, d), dtype)
+    col = np.empty((nb, 1), dtype)            # per-sample max, then (η/m) / Σ exp
 
     bounds = [(s, min(s + nb, n)) for s in range(0, n, nb)]
     n_batches = len(bounds)
@@ -293,12 +300,13 @@ def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None 
                 np.matmul(Ab, WW.T, out=Sb)           # [W; W_prev] scores of the batch
                 G = Sb[:, :K]
                 G += b
-                mx = G.max(axis=1, keepdims=True)
-                G -= mx
+                cb = col[:e - s]
+                np.max(G, axis=1, keepdims=True, out=cb)
+                G -= cb
                 np.exp(G, out=G)
-                sm = G.sum(axis=1, keepdims=True)
-                np.divide(c, sm, out=sm)
-                G *= sm                               # (η/m) P
+                np.sum(G, axis=1, keepdims=True, out=cb)
+                np.divide(c, cb, out=cb)
+                G *= cb                               # (η/m) P
                 S_flat[true_flat[s:e]] -= c           # (η/m) (P - Y)
                 np.matmul(G.T, Ab, out=dW)            # (η/m) G X_bᵀ
                 if lam:
