@@ -213,13 +213,23 @@ def train(ws: Workspace, config, force: bool = False) -> Artifact:
         payload = {"W": W, "b": b, "mean": data.mean, "std": data.std, "history": history,
                    "label_names": list(data.label_names), "diverged_at": diverged_at}
         info = {"config": params, "split_sizes": data.sizes, "timings": seconds, "diverged_at": diverged_at,
-                "final": {k: v[-1] for k, v in history.items()}}
+                "final": _final_row(history)}
         return payload, info
 
     artifact = ws.store.get_or_compute("train", VERSIONS["train"], params, {"dataset": data_artifact.key},
                                        compute, force=force)
     ws.store.drop_scratch("train", key)
     return artifact
+
+
+def _final_row(history: dict) -> dict:
+    """The last history row with a finite cost: a diverged run's last row holds NaN/inf, which JSON cannot."""
+    import math
+
+    rows = [i for i, (a, b) in enumerate(zip(history["train_cost"], history["val_cost"]))
+            if math.isfinite(a) and math.isfinite(b)]
+    i = rows[-1] if rows else -1
+    return {k: v[i] if not isinstance(v[i], float) or math.isfinite(v[i]) else None for k, v in history.items()}
 
 
 def _n_train(data_artifact: Artifact, config) -> int:
