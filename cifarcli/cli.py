@@ -66,7 +66,7 @@ class Output:
 
     def flush(self) -> None:
         if self.as_json and self.document is not None:
-            typer.echo(json.dumps(self.document, indent=2, allow_nan=False, default=str))
+            typer.echo(json.dumps(_json_safe(self.document), indent=2, allow_nan=False, default=str))
 
     def fail(self, error: CifarError) -> None:
         if self.as_json:  # a gate failure keeps the measured numbers beside the error
@@ -80,6 +80,19 @@ class Output:
         if error.hint:
             line += f" [dim]({_escape(error.hint)})[/]"
         Console(stderr=True, soft_wrap=True).print(line, highlight=False)
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and ±inf floats as null (JSON has no NaN; a diverged run's history holds some)."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _escape(text: str) -> str:
