@@ -169,11 +169,11 @@ def metrics_view(run: Artifact, metrics: Artifact) -> list[Any]:
         table.add_row(name, f"{m[prefix]['loss']:.4f}", f"{m[prefix]['cost']:.4f}", f"{m[prefix]['accuracy']:.4f}")
     names = list(m["per_class_accuracy"])
     confusion = Table(title="Test confusion matrix (rows: true class, columns: predicted)",
-                      box=box.SIMPLE_HEAD, padding=(0, 1))
-    confusion.add_column("")
+                      box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True)
+    confusion.add_column("", no_wrap=True)
     for name in names:
-        confusion.add_column(name[:4], justify="right")
-    confusion.add_column("acc", justify="right")
+        confusion.add_column(name[:4], justify="right", no_wrap=True)
+    confusion.add_column("acc", justify="right", no_wrap=True)
     for name, row in zip(names, m["confusion_matrix"]):
         confusion.add_row(name, *(str(v) for v in row), f"{m['per_class_accuracy'][name]:.2f}")
     return [table, confusion]
