@@ -65,8 +65,10 @@ class Output:
                 self.out.print(item)
 
     def flush(self) -> None:
+        # Print the document once: `cifarcli cache ...` runs in a nested group, and each group flushes.
         if self.as_json and self.document is not None:
-            typer.echo(json.dumps(_json_safe(self.document), indent=2, allow_nan=False, default=str))
+            document, self.document = self.document, None
+            typer.echo(json.dumps(_json_safe(document), indent=2, allow_nan=False, default=str))
 
     def fail(self, error: CifarError) -> None:
         if self.as_json:  # a gate failure keeps the measured numbers beside the error
