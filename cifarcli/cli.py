@@ -50,7 +50,7 @@ class Output:
 
         self.as_json, self.quiet = as_json, quiet
         self.out = Console(soft_wrap=True)
-        self.err = Console(stderr=True, quiet=quiet)
+        self.err = Console(stderr=True, quiet=quiet, soft_wrap=True)  # a notice stays one line in logs
         self.document: dict | None = None
 
     def log(self, message: str) -> None:
