@@ -143,7 +143,8 @@ def _config(lam, eta, n_epochs, n_batch, seed, split, val_size, dtype):
 def _run(ws, run_id, config):
     from cifarcli import pipeline
 
-    return pipeline.find_run(ws, run_id) if run_id else pipeline.train(ws, config)
+    # `--run ""` (an unset shell variable) is an error, not a silent 40-epoch training run.
+    return pipeline.find_run(ws, run_id) if run_id is not None else pipeline.train(ws, config)
 
 
 # -- commands --------------------------------------------------------------------
