@@ -145,6 +145,17 @@ class Store:
             raise DamagedArtifact(stage, key, "payload checksum does not match meta.json")
         return meta
 
+    def state(self, stage: str, key: str) -> tuple[str, str | None]:
+        """("cached" | "missing" | "damaged", reason) without loading the payload."""
+        folder = self.path(stage, key)
+        if not folder.is_dir():
+            return "missing", None
+        try:
+            self._check(folder, full=False)
+        except DamagedArtifact as damage:
+            return "damaged", damage.reason
+        return "cached", None
+
     # -- computing -------------------------------------------------------
 
     def get_or_compute(

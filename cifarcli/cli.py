@@ -253,6 +253,20 @@ def report(
     out.result(result, *views.report_view(result))
 
 
+@app.command()
+def status(
+    lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
+    split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32",
+    cache_dir: CacheDir = Path("cache"), as_json: Json = False,
+):
+    """Show, for these training options, which stages are cached, missing, partial or damaged."""
+    from cifarcli import pipeline, views
+
+    out, ws = _start(as_json, False, cache_dir)
+    rows = pipeline.status(ws, _config(lam, eta, n_epochs, n_batch, seed, split, val_size, dtype))
+    out.result({"cache_dir": str(ws.cache_dir), "stages": rows}, views.status_view(rows))
+
+
 # -- cache -----------------------------------------------------------------------
 
 Stage = Annotated[Optional[str], typer.Option("--stage", help="Only this stage (dataset, gradcheck, train, evaluate, plot, report).")]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cifarcli.cache import Artifact, Store, canonical_json, write_atomic
+from cifarcli.cache import Artifact, Store, artifact_key, write_atomic
 from cifarcli.errors import CifarError, WorkFailed
 
 # Bump a stage's version when its output for the same inputs changes.
@@ -276,7 +276,7 @@ def gradcheck(ws: Workspace, n_samples: int = 100, n_dims: int | None = None, la
     data_artifact = dataset(ws)
     if n_samples < 1 or (n_dims is not None and n_dims < 1) or h <= 0 or any(lam < 0 for lam in lams):
         raise CifarError("--n-samples and --n-dims must be at least 1, --h positive and --lam not negative")
-    params = {"n_samples": n_samples, "n_dims": n_dims, "lams": [float(l) for l in lams], "h": h, "seed": seed}
+    params = _gradcheck_params(n_samples, n_dims, lams, h, seed)
 
     def compute():
         import numpy as np
@@ -295,6 +295,10 @@ def gradcheck(ws: Workspace, n_samples: int = 100, n_dims: int | None = None, la
 
     return ws.store.get_or_compute("gradcheck", VERSIONS["gradcheck"], params, {"dataset": data_artifact.key},
                                    compute, force=force)
+
+
+def _gradcheck_params(n_samples=100, n_dims=None, lams=(0.0, 0.1), h=1e-6, seed=42) -> dict:
+    return {"n_samples": n_samples, "n_dims": n_dims, "lams": [float(lam) for lam in lams], "h": h, "seed": seed}
 
 
 def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
@@ -429,14 +433,18 @@ def _train_missing_in_parallel(ws: Workspace, configs: list) -> None:
     from joblib import Parallel, delayed
 
     ws.log(f"training {len(missing)} settings on {min(ws.jobs, len(missing))} processes")
-    done = Parallel(n_jobs=min(ws.jobs, len(missing)))(delayed(_train_in_worker)(ws.cache_dir, c) for c in missing)
+    # An absolute path: joblib reuses its worker processes, whose working folder is the one they started in.
+    cache_dir = ws.cache_dir.resolve()
+    done = Parallel(n_jobs=min(ws.jobs, len(missing)))(delayed(_train_in_worker)(cache_dir, c) for c in missing)
     ws.store.events.extend(("train", key, status) for key, status in done)
 
 
-def _train_key(config, data_key: str) -> str:
-    from cifarcli.cache import artifact_key
+def _key(stage: str, params: dict, inputs: dict[str, str]) -> str:
+    return artifact_key(stage, VERSIONS[stage], params, inputs)
 
-    return artifact_key("train", VERSIONS["train"], config.key_params(), {"dataset": data_key})
+
+def _train_key(config, data_key: str) -> str:
+    return _key("train", config.key_params(), {"dataset": data_key})
 
 
 def _train_in_worker(cache_dir: Path, config) -> tuple[str, str]:
@@ -452,3 +460,36 @@ def _write_if_changed(path: Path, content: bytes) -> None:
             write_atomic(path, content)
     except OSError as exc:
         raise disk_error(exc, path) from None
+
+
+# -- status ------------------------------------------------------------------------
+
+
+def status(ws: Workspace, config) -> list[dict]:
+    """Each stage's key and state (cached, missing, damaged, partial) for ``config``; computes nothing."""
+    rows = []
+
+    def add(stage: str, key: str | None, state: tuple[str, str | None] = ("missing", None)) -> None:
+        rows.append({"stage": stage, "key": key, "state": state[0], "reason": state[1]})
+
+    remembered = ws.read_state().get("dataset")
+    if not remembered:
+        for stage in ("dataset", "gradcheck", "train", "evaluate", "plot"):
+            add(stage, None)
+        return rows
+    data_key = remembered["key"]
+    add("dataset", data_key, ws.store.state("dataset", data_key))
+    gradcheck_key = _key("gradcheck", _gradcheck_params(), {"dataset": data_key})
+    add("gradcheck", gradcheck_key, ws.store.state("gradcheck", gradcheck_key))
+    config.validate()
+    train_key = _train_key(config, data_key)
+    train_state = ws.store.state("train", train_key)
+    if train_state[0] == "missing":
+        checkpoint = ws.store.load_scratch("train", train_key, "checkpoint")
+        if checkpoint is not None:
+            train_state = ("partial", f"checkpoint at epoch {checkpoint.epoch} of {config.n_epochs}")
+    add("train", train_key, train_state)
+    for stage in ("evaluate", "plot"):
+        key = _key(stage, {}, {"train": train_key})
+        add(stage, key, ws.store.state(stage, key))
+    return rows

@@ -215,3 +215,14 @@ def verify_view(rows: list[dict]) -> Table:
     for row in rows:
         table.add_row(row["stage"], row["key"], "[green]ok[/]" if row["ok"] else f"[red]{row['reason']}[/]")
     return table
+
+
+def status_view(rows: list[dict]) -> Table:
+    colours = {"cached": "green", "missing": "yellow", "partial": "cyan", "damaged": "red"}
+    table = Table(title="Pipeline status")
+    for column in ("stage", "key", "state"):
+        table.add_column(column)
+    for row in rows:
+        state = f"[{colours[row['state']]}]{row['state']}[/]" + (f" ({row['reason']})" if row["reason"] else "")
+        table.add_row(row["stage"], row["key"] or "-", state)
+    return table
