@@ -309,7 +309,9 @@ def cache_verify(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_js
     damaged = [row for row in rows if not row["ok"]]
     out.result({"checked": len(rows), "damaged": damaged}, views.verify_view(rows))
     if damaged:
-        raise WorkFailed(f"{len(damaged)} damaged artifact(s)", hint="they are recomputed on next use, or run cifarcli cache clear")
+        named = ", ".join(f"{row['stage']}/{row['key']}" for row in damaged[:3]) + (" …" if len(damaged) > 3 else "")
+        raise WorkFailed(f"{len(damaged)} damaged artifact(s): {named}",
+                         hint="they are recomputed on next use, or run cifarcli cache clear")
 
 
 def main() -> None:

@@ -75,6 +75,10 @@ def fetch(ws: Workspace, source: str | None = None, fmt: str = "binary", md5: st
 
     if fmt not in data.OFFICIAL:
         raise CifarError(f"unknown --format {fmt!r}", hint="use binary or python")
+    if source is None and not force:
+        current = _current_dataset(ws)
+        if current is not None:
+            return current
     if source is None:
         local = data.find_local_copy()
         if local is not None:
@@ -120,7 +124,9 @@ def _download(ws: Workspace, url: str, fmt: str, md5: str | None, sha256: str | 
     from cifarcli import data
 
     official = data.OFFICIAL[fmt] if url == data.OFFICIAL[fmt].url else None
-    target = ws.store.downloads / (url.rstrip("/").rsplit("/", 1)[-1] or "cifar-10.tar.gz")
+    # The URL's hash in the name: the same file name from another server is another download.
+    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "cifar-10.tar.gz"
+    target = ws.store.downloads / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
     if target.is_file():
         return target
     ws.log(f"downloading {url}")
@@ -154,19 +160,26 @@ def _check_pins(path: Path, sums: dict, md5: str | None, sha256: str | None) -> 
                              hint="check the file, or drop the --" + name + " pin")
 
 
+def _current_dataset(ws: Workspace) -> Artifact | None:
+    """The dataset the workspace last imported, when it is still whole in the cache."""
+    remembered = ws.read_state().get("dataset")
+    if not remembered:
+        return None
+    try:
+        return ws.store.load("dataset", remembered["key"], mmap=True)
+    except CifarError as damage:
+        ws.log(f"{damage.message}; importing it again")
+        return None
+
+
 def dataset(ws: Workspace) -> Artifact:
     """The current dataset; imports it first when there is none (from the last source, else by default)."""
+    current = _current_dataset(ws)
+    if current is not None:
+        return current
     remembered = ws.read_state().get("dataset")
-    if remembered:
-        try:
-            found = ws.store.load("dataset", remembered["key"], mmap=True)
-        except CifarError as damage:
-            ws.log(f"{damage.message}; importing it again")
-            found = None
-        if found:
-            return found
-        if Path(remembered["path"]).exists():
-            return fetch(ws, remembered["path"], force=True)
+    if remembered and Path(remembered["path"]).exists():
+        return fetch(ws, remembered["path"], force=True)
     return fetch(ws)
 
 

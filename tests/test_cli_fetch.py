@@ -218,8 +218,8 @@ def test_download_through_the_cli(cli, http_server, tiny_archive):
     assert doc["source"] == url and doc["format"] == "binary" and doc["n_train"] == 1000
     assert doc["md5"] == md5_of(tiny_archive)
     assert f"downloading {url}" in result.stderr
-    assert Path("cache/downloads/cifar-10-binary.tar.gz").read_bytes() == body
-    assert sorted(p.name for p in Path("cache/downloads").iterdir()) == ["cifar-10-binary.tar.gz"]
+    [download] = Path("cache/downloads").iterdir()  # named by the URL's hash and its file name
+    assert download.name.endswith("-cifar-10-binary.tar.gz") and download.read_bytes() == body
     assert http_server.ranges(URL_PATH) == [None]
 
     # Same bytes imported directly: the very same dataset, from the cache.
@@ -234,8 +234,8 @@ def test_download_resumes_after_a_cut_connection(cli, http_server, tiny_archive,
     url = http_server.url(URL_PATH)
     doc, _ = fetch_json(cli, "--source", url, "--md5", md5_of(tiny_archive))
     assert http_server.ranges(URL_PATH) == [None, f"bytes={cut}-"]
-    assert Path("cache/downloads/cifar-10-binary.tar.gz").read_bytes() == body
-    assert not Path("cache/downloads/cifar-10-binary.tar.gz.part").exists()
+    [download] = Path("cache/downloads").iterdir()  # the .part was renamed, not left beside it
+    assert download.name.endswith("-cifar-10-binary.tar.gz") and download.read_bytes() == body
 
     # The resumed download equals a direct import of the archive, array for array.
     ws_direct = pipeline.Workspace(tmp_path / "direct-cache")
@@ -252,9 +252,7 @@ def test_download_with_a_wrong_md5_leaves_nothing(cli, http_server, tiny_archive
     line = quiet_failure(cli, "fetch", "--source", url, "--md5", "0" * 32, code=2,
                          words=(url, "checksum mismatch", "0" * 32, md5_of(tiny_archive)))
     assert line.startswith("error: checksum mismatch")
-    downloads = Path("cache/downloads")
-    assert not (downloads / "cifar-10-binary.tar.gz").exists()
-    assert not (downloads / "cifar-10-binary.tar.gz.part").exists()
+    assert list(Path("cache/downloads").glob("*")) == []  # neither the archive nor its .part
     assert dataset_artifacts(Path("cache")) == []
 
     # Nothing bad was kept: the right pin now downloads afresh and succeeds.
@@ -280,8 +278,7 @@ def test_download_of_a_web_page_is_refused(cli, http_server, content_type, body)
     http_server.route(URL_PATH, body=body, content_type=content_type)
     url = http_server.url(URL_PATH)
     quiet_failure(cli, "fetch", "--source", url, code=2, words=(url, "web page instead of the archive"))
-    assert not Path("cache/downloads/cifar-10-binary.tar.gz").exists()
-    assert not Path("cache/downloads/cifar-10-binary.tar.gz.part").exists()
+    assert list(Path("cache/downloads").glob("*")) == []
     assert dataset_artifacts(Path("cache")) == []
 
 
@@ -503,3 +500,10 @@ def test_real_stand_in_imports_as_cifar10(cli, real_archive):
     assert doc["label_names"][0] == "airplane" and doc["label_names"][9] == "truck"
     again, _ = fetch_json(cli, "--source", real_archive)
     assert again["cached"] is True and again["dataset"] == doc["dataset"]
+
+
+def test_bare_fetch_after_an_import_reuses_the_current_dataset(cli, tiny_archive, monkeypatch):
+    monkeypatch.setattr(data, "find_local_copy", lambda *a, **k: pytest.fail("must not search for copies"))
+    first, _ = fetch_json(cli, "--source", tiny_archive)
+    again, _ = fetch_json(cli)
+    assert again["dataset"] == first["dataset"] and again["cached"] is True
