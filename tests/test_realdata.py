@@ -1,0 +1,77 @@
+"""The study on the CIFAR-10 stand-in (CIFARCLI_TEST_ARCHIVE): accuracies in the expected bands.
+
+Skipped when the stand-in is not there. One workspace for the module, so the
+170 MB archive is imported once and the four runs are trained once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cifarcli import pipeline
+from cifarcli.train import TrainConfig
+
+pytestmark = pytest.mark.realdata
+
+# (λ, η) -> band of test accuracy on the stand-in (the study on the official data:
+# 0.2574, 0.3717, 0.3876, 0.3784)
+BANDS = {(0.0, 0.1): (0.22, 0.33), (0.0, 0.001): (0.36, 0.41), (0.1, 0.001): (0.36, 0.41),
+         (1.0, 0.001): (0.35, 0.40)}
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, real_archive):
+    root = tmp_path_factory.mktemp("realdata")
+    workspace = pipeline.Workspace(root / "cache", root / "reports")
+    artifact = pipeline.fetch(workspace, str(real_archive))
+    info = artifact.meta["info"]
+    assert (info["n_train"], info["n_test"], info["format"]) == (50000, 10000, "binary")
+    return workspace
+
+
+@pytest.fixture(scope="module")
+def study(ws):
+    return pipeline.report(ws)
+
+
+def test_default_report_reproduces_the_study(ws, study):
+    runs = {(r["config"]["lam"], r["config"]["eta"]): r for r in study["runs"]}
+    assert set(runs) == set(BANDS)
+    for setting, (low, high) in BANDS.items():
+        run = runs[setting]
+        assert run["config"]["n_epochs"] == 40 and run["config"]["n_batch"] == 100
+        assert run["split_sizes"] == {"train": 8000, "val": 2000, "test": 10000}
+        assert run["diverged_at"] is None
+        accuracy = run["metrics"]["test"]["accuracy"]
+        assert low <= accuracy <= high, (setting, accuracy)
+        assert len(run["history"]["epoch"]) == 41
+    # regularisation narrows the train-validation gap (λ=1 vs λ=0 at η=0.001)
+    gap = {lam: runs[(lam, 0.001)]["metrics"]["train"]["accuracy"] - runs[(lam, 0.001)]["metrics"]["val"]["accuracy"]
+           for lam in (0.0, 1.0)}
+    assert gap[1.0] < gap[0.0]
+
+    check = study["gradcheck"]
+    assert [entry["lam"] for entry in check["results"]] == [0.0, 0.1]
+    for entry in check["results"]:
+        assert entry["W"]["max"] <= 1e-6 and entry["b"]["max"] <= 1e-6
+    assert check["passed"] is True
+
+    md, html = ws.reports_dir / "report.md", ws.reports_dir / "report.html"
+    assert md.is_file() and html.is_file()
+    text = md.read_text()
+    for run in study["runs"]:
+        assert f"{run['metrics']['test']['accuracy']:.4f}" in text
+        for name in ("loss", "accuracy", "weights", "confusion"):
+            assert (ws.reports_dir / run["figures"][name]).read_bytes().startswith(b"\x89PNG")
+
+
+def test_float32_and_float64_agree_to_three_decimals(ws, study):
+    [run32] = [r for r in study["runs"] if (r["config"]["lam"], r["config"]["eta"]) == (0.1, 0.001)]
+    assert run32["config"]["dtype"] == "float32"
+    run64 = pipeline.train(ws, TrainConfig(lam=0.1, eta=0.001, dtype="float64"))
+    assert run64.key != run32["run_id"]
+    assert run64.payload["W"].dtype == np.float64
+    metrics64 = pipeline.evaluate(ws, run64).payload
+    assert metrics64["test"]["accuracy"] == pytest.approx(run32["metrics"]["test"]["accuracy"], abs=0.002)
+    assert metrics64["val"]["accuracy"] == pytest.approx(run32["metrics"]["val"]["accuracy"], abs=0.002)
