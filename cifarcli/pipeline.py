@@ -223,16 +223,35 @@ def train(ws: Workspace, config, force: bool = False) -> Artifact:
             W, b = (last.W, last.b) if last else (None, None)
             history, seconds, diverged_at = diverged.history, {}, diverged.epoch
         ws.progress.run_finished(key)
-        payload = {"W": W, "b": b, "mean": data.mean, "std": data.std, "history": history,
-                   "label_names": list(data.label_names), "diverged_at": diverged_at}
-        info = {"config": params, "split_sizes": data.sizes, "timings": seconds, "diverged_at": diverged_at,
-                "final": _final_row(history)}
-        return payload, info
+        return run_payload(config, data, W, b, history, seconds, diverged_at)
 
     artifact = ws.store.get_or_compute("train", VERSIONS["train"], params, {"dataset": data_artifact.key},
                                        compute, force=force)
     ws.store.drop_scratch("train", key)
     return artifact
+
+
+def run_payload(config, data, W, b, history: dict, seconds: dict, diverged_at: int | None) -> tuple[dict, dict]:
+    """The train artifact's (payload, info), the same whether trained here or on a remote worker."""
+    payload = {"W": W, "b": b, "mean": data.mean, "std": data.std, "history": history,
+               "label_names": list(data.label_names), "diverged_at": diverged_at}
+    info = {"config": config.key_params(), "split_sizes": data.sizes, "timings": seconds,
+            "diverged_at": diverged_at, "final": _final_row(history)}
+    return payload, info
+
+
+def store_trained(ws: Workspace, config, data_artifact: Artifact, data, result: dict, force: bool = False) -> Artifact:
+    """Store a run trained elsewhere (e.g. on a Dask worker) under the run ID ``train`` gives it.
+
+    ``result`` holds W, b, history, timings and diverged_at; ``data`` is the
+    prepared split it was trained on. Only this process writes the cache.
+    """
+    def compute():
+        return run_payload(config, data, result["W"], result["b"], result["history"], result["timings"],
+                           result["diverged_at"])
+
+    return ws.store.get_or_compute("train", VERSIONS["train"], config.key_params(),
+                                   {"dataset": data_artifact.key}, compute, force=force)
 
 
 def _final_row(history: dict) -> dict:
