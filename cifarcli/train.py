@@ -262,8 +262,10 @@ def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None 
     bounds = [(s, min(s + nb, n)) for s in range(0, n, nb)]
     n_batches = len(bounds)
     stride = max(1, n_batches // 20)
-    steps = [(s, e, dtype.type(eta / (e - s))) for s, e in bounds]
-    decay = dtype.type(1.0 - 2.0 * eta * lam)
+    # A huge η overflows the dtype (inf): no warning here, training reports the divergence as one line.
+    with np.errstate(over="ignore", invalid="ignore"):
+        steps = [(s, e, dtype.type(eta / (e - s))) for s, e in bounds]
+        decay = dtype.type(1.0 - 2.0 * eta * lam)
 
     def reg_of(Wm: np.ndarray) -> float:
         W64 = Wm.astype(np.float64)
