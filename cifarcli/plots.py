@@ -308,3 +308,71 @@ def plot_confusion(matrix: Any, label_names: Sequence[str], path: str | os.PathL
                    title: str | None = None) -> Path:
     """Write the confusion matrix to ``path`` (PNG, 960×840 px)."""
     return save_figure(confusion_figure(matrix, label_names, title), path)
+
+
+# --------------------------------------------------------------------------
+# sweep heat-map
+
+HEATMAP_SIZE = (6.4, 4.8)        # -> 960 x 720 px
+
+
+def sweep_heatmap_figure(lams: Sequence[float], etas: Sequence[float], values: Any,
+                         title: str | None = None, best: tuple[int, int] | None = None):
+    """Validation accuracy per (λ, η) cell: rows λ, columns η; NaN cells are drawn as diverged.
+
+    ``best`` (row, column) is outlined and starred.
+    """
+    v = np.asarray(values, dtype=float)
+    if v.shape != (len(lams), len(etas)):
+        raise ValueError(f"values must be {len(lams)}×{len(etas)} (λ × η), got shape {v.shape}")
+    fig = new_figure(HEATMAP_SIZE)
+    ax = fig.add_subplot()
+    finite = v[np.isfinite(v)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if hi - lo < 1e-3:
+        lo, hi = lo - 0.005, hi + 0.005
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#e5e7eb")
+    im = ax.imshow(np.ma.masked_invalid(v), cmap=cmap, vmin=lo, vmax=hi, aspect="auto",
+                   interpolation="nearest")
+    ax.set_xticks(range(len(etas)), [f"{e:g}" for e in etas], fontsize=9)
+    ax.set_yticks(range(len(lams)), [f"{x:g}" for x in lams], fontsize=9)
+    ax.set_xlabel("learning rate η", fontsize=10)
+    ax.set_ylabel("regularisation λ", fontsize=10)
+    ax.tick_params(length=0)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    ax.set_xticks(np.arange(-0.5, len(etas), 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, len(lams), 1), minor=True)
+    ax.grid(which="minor", color="white", linewidth=1.5)
+    ax.tick_params(which="minor", length=0)
+    for i in range(len(lams)):
+        for j in range(len(etas)):
+            if np.isfinite(v[i, j]):
+                dark = (v[i, j] - lo) / (hi - lo) < 0.6
+                text = f"{v[i, j]:.4f}" + (" ★" if best == (i, j) else "")
+                ax.text(j, i, text, ha="center", va="center", fontsize=8.5,
+                        color="white" if dark else "#111827",
+                        fontweight="bold" if best == (i, j) else "normal")
+            else:
+                ax.text(j, i, "diverged", ha="center", va="center", fontsize=8.5,
+                        color="#b91c1c", style="italic")
+    if best is not None:
+        from matplotlib.patches import Rectangle
+
+        ax.add_patch(Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False,
+                               edgecolor="#dc2626", linewidth=3))
+    cbar = fig.colorbar(im, ax=ax, shrink=0.85, pad=0.02)
+    cbar.ax.tick_params(labelsize=8)
+    cbar.outline.set_visible(False)
+    cbar.set_label("validation accuracy", fontsize=9)
+    ax.set_title(title or "Validation accuracy over λ × η", fontsize=11, loc="left")
+    return fig
+
+
+def plot_sweep_heatmap(lams: Sequence[float], etas: Sequence[float], values: Any,
+                       path: str | os.PathLike, title: str | None = None,
+                       best: tuple[int, int] | None = None) -> Path:
+    """Write the sweep's validation-accuracy heat-map to ``path`` (PNG, 960×720 px)."""
+    return save_figure(sweep_heatmap_figure(lams, etas, values, title, best), path)
