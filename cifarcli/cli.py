@@ -267,6 +267,47 @@ def status(
     out.result({"cache_dir": str(ws.cache_dir), "stages": rows}, views.status_view(rows))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sweep(
+    ctx: typer.Context,
+    lam: Annotated[str, typer.Option("--lam", help="Comma list of λ, e.g. 0,0.001,0.01,0.1,1.")],
+    eta: Annotated[str, typer.Option("--eta", help="Comma list of η, e.g. 0.001,0.01,0.1.")],
+    n_batch: Annotated[Optional[str], typer.Option("--n-batch", help="Comma list of mini-batch sizes (default 100).")] = None,
+    n_epochs: Annotated[Optional[str], typer.Option("--n-epochs", help="Comma list of epoch counts (default 40).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the weight initialisation (fixed; default 42).")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="seed, dd2424 or full (fixed; default seed).")] = None,
+    val_size: Annotated[Optional[int], typer.Option("--val-size", help="Validation images with --split full (fixed).")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32 or float64 (fixed).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Train up to this many points at once on this machine.")] = 1,
+    backend: Annotated[str, typer.Option("--backend", help="local (joblib processes) or dask (an existing cluster).")] = "local",
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (implies --backend dask).")] = None,
+    cache_dir: CacheDir = Path("cache"), reports_dir: ReportsDir = Path("reports"),
+    as_json: Json = False, quiet: Quiet = False,
+):
+    """Train a grid of settings (each an ordinary cached run), pick the best on validation accuracy.
+
+    Any other training option of `cifarcli train` can be given as a fixed value.
+    """
+    from cifarcli import sweep as sweeping
+    from cifarcli import views
+    from cifarcli.errors import WorkFailed
+
+    out, ws = _start(as_json, quiet, cache_dir, reports_dir, jobs)
+    if jobs < 1:
+        raise CifarError(f"--jobs: must be at least 1, got {jobs}")
+    fixed = {k: v for k, v in (("seed", seed), ("split", split), ("val_size", val_size), ("dtype", dtype))
+             if v is not None}
+    fixed.update(sweeping.parse_extra_options(list(ctx.args)))
+    spec = sweeping.make_spec(lam, eta, n_batch, n_epochs, fixed)
+    if scheduler and backend == "local":
+        backend = "dask"
+    result = sweeping.run_sweep(ws, spec, backend, scheduler)
+    result.pop("_best_run", None)
+    out.result(result, *views.sweep_view(result))
+    if result["best"] is None:
+        raise WorkFailed("every point of the sweep diverged", hint="try smaller --eta values")
+
+
 # -- cache -----------------------------------------------------------------------
 
 Stage = Annotated[Optional[str], typer.Option("--stage", help="Only this stage (dataset, gradcheck, train, evaluate, plot, report).")]

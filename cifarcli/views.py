@@ -226,3 +226,40 @@ def status_view(rows: list[dict]) -> Table:
         state = f"[{colours[row['state']]}]{row['state']}[/]" + (f" ({row['reason']})" if row["reason"] else "")
         table.add_row(row["stage"], row["key"] or "-", state)
     return table
+
+
+# -- sweep -------------------------------------------------------------------------------------
+
+
+def sweep_view(result: dict) -> list[Any]:
+    """The points sorted by validation accuracy (selection), the best with its test accuracy, the heat-map."""
+    grid = result["grid"]
+    shape = " × ".join(str(len(grid[k])) for k in ("lam", "eta", "n_batch", "n_epochs")
+                       if len(grid[k]) > 1 or k in ("lam", "eta"))
+    table = Table(title=f"Sweep {result['sweep']}: {result['n_points']} points ({shape}), "
+                        "sorted by validation accuracy (cost: final training cost)",
+                  box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True)
+    for column in ("λ", "η", "batch", "epochs", "train acc", "val acc", "cost", "run ID"):
+        table.add_column(column, justify="right", no_wrap=True)
+    best = (result.get("best") or {}).get("run_id")
+    for p in result["points"]:
+        if p["diverged_at"] is not None:
+            accs = ["[red]diverged[/]", f"[red]at epoch {p['diverged_at']}[/]", "—"]
+        else:
+            accs = [f"{p['train_acc']:.4f}", f"{p['val_acc']:.4f}", f"{p['train_cost']:.4f}"]
+        if p["run_id"] == best:
+            accs[1] = f"[bold green]{accs[1]}★[/]"
+        run_id = p["run_id"] if p["status"] == "computed" else f"[dim]{p['run_id']}[/]"
+        table.add_row(f"{p['lam']:g}", f"{p['eta']:g}", str(p["n_batch"]), str(p["n_epochs"]), *accs, run_id)
+    out: list[Any] = [table]
+    if result.get("best"):
+        b = result["best"]
+        c = b["config"]
+        out.append(f"best on validation: λ={c['lam']:g}, η={c['eta']:g}, n_batch={c['n_batch']}, "
+                   f"epochs={c['n_epochs']}: val acc [bold]{b['val_acc']:.4f}[/], "
+                   f"test acc [bold]{b['test_acc']:.4f}[/], run ID [bold]{b['run_id']}[/]")
+    else:
+        out.append("[red]every point diverged: nothing to select[/]")
+    out.append(f"trained {len(result['computed'])} of {result['n_points']} points (cached ones dimmed); "
+               f"heat-map {result['heatmap']}")
+    return out
