@@ -233,8 +233,21 @@ def train(ws: Workspace, config, force: bool = False) -> Artifact:
 
 def run_payload(config, data, W, b, history: dict, seconds: dict, diverged_at: int | None) -> tuple[dict, dict]:
     """The train artifact's (payload, info), the same whether trained here or on a remote worker."""
-    payload = {"W": W, "b": b, "mean": data.mean, "std": data.std, "history": history,
-               "label_names": list(data.label_names), "diverged_at": diverged_at}
+    import numpy as np
+
+    # Canonical objects throughout: pickle records which objects are shared (down to dtype
+    # instances), so a resumed run's unpickled checkpoint would otherwise give other payload
+    # bytes for the same numbers, and "bit-identical" could not be checked on the checksum.
+    def canonical(array):
+        if array is None:
+            return None
+        fresh = np.empty(array.shape, dtype=np.dtype(array.dtype.name))  # the built-in dtype, not a copy of it
+        fresh[...] = array
+        return fresh
+
+    payload = {"W": canonical(W), "b": canonical(b), "mean": canonical(data.mean), "std": canonical(data.std),
+               "history": json.loads(json.dumps(history)), "label_names": list(data.label_names),
+               "diverged_at": diverged_at}
     info = {"config": config.key_params(), "split_sizes": data.sizes, "timings": seconds,
             "diverged_at": diverged_at, "final": _final_row(history)}
     return payload, info

@@ -169,7 +169,7 @@ def _check_resumed(cache: Path, reference, stopped_at: int) -> None:
     assert np.array_equal(run.payload["W"], reference.payload["W"])
     assert np.array_equal(run.payload["b"], reference.payload["b"])
     assert run.payload["history"] == reference.payload["history"]
-    # (payload_sha256 may differ: pickle memoises the unpickled checkpoint's objects differently)
+    assert run.meta["payload_sha256"] == reference.meta["payload_sha256"]  # byte for byte, not just equal numbers
     # it started from the checkpoint, not from epoch 1
     first = run.meta["info"]["timings"]["first_epoch"]
     assert first > stopped_at >= 2
