@@ -422,41 +422,55 @@ def train_on_dask(ws, data_artifact, configs: list, scheduler: str) -> None:
     from cifarcli import pipeline
 
     client = connect(scheduler)
-    from dask.distributed import as_completed
-
     try:
-        try:
-            client.wait_for_workers(1, timeout=float(os.environ.get("CIFARCLI_DASK_TIMEOUT", "10")))
-        except Exception:
-            raise WorkFailed(f"the Dask scheduler at {scheduler} has no workers",
-                             hint="start some with: dask-worker " + scheduler) from None
-        prepared, futures = {}, {}
-        for config in configs:
-            group = (config.split, config.val_size, config.dtype)
-            if group not in prepared:
-                data = pipeline.prepared(data_artifact, *group)
-                shipped = client.scatter(_training_part(data), broadcast=True)
-                prepared[group] = (data, shipped)
-            future = client.submit(train_point, prepared[group][1], config, pure=False)
-            futures[future] = (config, prepared[group][0])
-        ws.log(f"training {len(configs)} points on the Dask cluster at {scheduler} "
-               f"({len(client.nthreads())} workers)")
-        for done, future in enumerate(as_completed(list(futures)), 1):
-            config, data = futures[future]
-            try:
-                result = future.result()
-            except CifarError:
-                raise
-            except Exception as exc:
-                raise WorkFailed(f"Dask training failed for λ={config.lam:g}, η={config.eta:g} "
-                                 f"at {scheduler}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                                 ) from None
-            run = pipeline.store_trained(ws, config, data_artifact, data, result)
-            ws.log(f"[{done}/{len(configs)}] {run.key} λ={config.lam:g} η={config.eta:g}: "
-                   + ("diverged" if result["diverged_at"] is not None
-                      else f"val acc {result['history']['val_acc'][-1]:.4f}"))
+        _train_with_client(ws, client, data_artifact, configs, scheduler)
+    except (CifarError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the scheduler went away, a worker died, ...
+        raise WorkFailed(f"Dask sweep on {scheduler} failed: {type(exc).__name__}: {_first_line(exc)}",
+                         hint="finished points are kept; rerun to resume") from None
     finally:
         client.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _train_with_client(ws, client, data_artifact, configs: list, scheduler: str) -> None:
+    from dask.distributed import as_completed
+
+    from cifarcli import pipeline
+
+    try:
+        client.wait_for_workers(1, timeout=float(os.environ.get("CIFARCLI_DASK_TIMEOUT", "10")))
+    except Exception:
+        raise WorkFailed(f"the Dask scheduler at {scheduler} has no workers",
+                         hint="start some with: dask-worker " + scheduler) from None
+    prepared, futures = {}, {}
+    for config in configs:
+        group = (config.split, config.val_size, config.dtype)
+        if group not in prepared:  # each split prepared once here, sent once to every worker
+            data = pipeline.prepared(data_artifact, *group)
+            prepared[group] = (data, client.scatter(_training_part(data), broadcast=True))
+        future = client.submit(train_point, prepared[group][1], config, pure=False)
+        futures[future] = (config, prepared[group][0])
+    ws.log(f"training {len(configs)} points on the Dask cluster at {scheduler} ({len(client.nthreads())} workers)")
+    for done, future in enumerate(as_completed(list(futures), loop=client.loop), 1):
+        config, data = futures[future]
+        try:
+            result = future.result()
+        except CifarError:
+            raise
+        except Exception as exc:
+            raise WorkFailed(f"Dask training of λ={config.lam:g}, η={config.eta:g} failed on {scheduler}: "
+                             f"{type(exc).__name__}: {_first_line(exc)}",
+                             hint="finished points are kept; rerun to resume") from None
+        run = pipeline.store_trained(ws, config, data_artifact, data, result)
+        ws.log(f"[{done}/{len(configs)}] {run.key} λ={config.lam:g} η={config.eta:g}: "
+               + ("diverged" if result["diverged_at"] is not None
+                  else f"val acc {result['history']['val_acc'][-1]:.4f}"))
 
 
 # -- the report's sweep section ------------------------------------------------------------
