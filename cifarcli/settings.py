@@ -35,6 +35,7 @@ GRADCHECK_DEFAULTS = {"n_samples": 100, "n_dims": None, "lams": [0.0, 0.1], "h":
 class ReportSettings:
     runs: list = field(default_factory=list)  # list[TrainConfig]
     gradcheck: dict = field(default_factory=lambda: dict(GRADCHECK_DEFAULTS))
+    sweep: object = None  # cifarcli.sweep.SweepSpec when the file has a [sweep] table
 
 
 def study_settings() -> ReportSettings:
@@ -59,15 +60,22 @@ def load_settings(path: Path | None) -> ReportSettings:
         raise CifarError(f"cannot read {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise CifarError(f"{path} is not valid TOML: {exc}") from None
-    _known(document, {"defaults", "gradcheck", "run"}, f"{path}")
+    _known(document, {"defaults", "gradcheck", "run", "sweep"}, f"{path}")
     defaults = _table(document, "defaults", path)
     runs = document.get("run", [])
-    if not isinstance(runs, list) or not runs or not all(isinstance(run, dict) for run in runs):
-        raise CifarError(f"{path}: needs at least one [[run]] table", hint="see the README's report section")
+    if not isinstance(runs, list) or not (runs or "sweep" in document) or \
+            not all(isinstance(run, dict) for run in runs):
+        raise CifarError(f"{path}: needs at least one [[run]] table (or a [sweep] table)",
+                         hint="see the README's report section")
     configs = [_config({**defaults, **run}, f"{path}: run {i + 1}") for i, run in enumerate(runs)]
     gradcheck = _table(document, "gradcheck", path)
     _known(gradcheck, set(GRADCHECK_DEFAULTS), f"{path}: [gradcheck]")
-    return ReportSettings(runs=configs, gradcheck={**GRADCHECK_DEFAULTS, **gradcheck})
+    sweep = None
+    if "sweep" in document:
+        from cifarcli.sweep import spec_from_table
+
+        sweep = spec_from_table(_table(document, "sweep", path), defaults, f"{path}: [sweep]")
+    return ReportSettings(runs=configs, gradcheck={**GRADCHECK_DEFAULTS, **gradcheck}, sweep=sweep)
 
 
 def _table(document: dict, name: str, path) -> dict:
