@@ -17,7 +17,6 @@ upstream changes every key downstream.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from cifarcli import __version__
-from cifarcli.errors import CifarError, WorkFailed
+from cifarcli.errors import CifarError, WorkFailed, disk_error  # noqa: F401  (disk_error: re-exported)
 
 PAYLOAD = "payload.joblib"
 META = "meta.json"
@@ -61,25 +60,36 @@ def file_sha256(path: Path) -> str:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise disk_error(exc, path, len(data)) from None
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise disk_error(exc, path, len(data)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def disk_error(exc: OSError, path: Path, needed: int | None = None) -> CifarError:
-    """Turn an OSError while writing into one line the user can act on."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        need = f"; about {needed / 1e6:.0f} MB needed" if needed else ""
-        return WorkFailed(f"no space left writing {path}{need}", hint="free some disk space or use --cache-dir elsewhere")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return CifarError(f"cannot write to {path}: {exc.strerror}", hint="choose a writable folder with --cache-dir")
-    return WorkFailed(f"cannot write {path}: {exc.strerror or exc}")
+def approx_size(value: Any) -> int:
+    """Roughly the bytes ``value`` takes when dumped: its arrays and byte strings, recursively."""
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    if isinstance(value, (bytes, str)):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(approx_size(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(approx_size(v) for v in value)
+    if hasattr(value, "__dict__"):
+        return approx_size(vars(value))
+    return 8
 
 
 @dataclass
@@ -216,7 +226,7 @@ class Store:
             stage_dir.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=stage_dir))
         except OSError as exc:
-            raise disk_error(exc, stage_dir) from None
+            raise disk_error(exc, stage_dir / key, approx_size(payload)) from None
         try:
             joblib.dump(payload, tmp / PAYLOAD)
             info = (tmp / PAYLOAD).stat()
@@ -233,7 +243,7 @@ class Store:
             os.rename(tmp, final)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise disk_error(exc, tmp) from None
+            raise disk_error(exc, stage_dir / key, approx_size(payload)) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -298,7 +308,7 @@ class Store:
             finally:
                 Path(tmp).unlink(missing_ok=True)
         except OSError as exc:
-            raise disk_error(exc, folder / name) from None
+            raise disk_error(exc, folder / name, approx_size(value)) from None
 
     def load_scratch(self, stage: str, key: str, name: str) -> Any | None:
         """The saved partial work, or None when there is none or it does not load."""
@@ -404,6 +414,14 @@ class Store:
         for path in self.root.glob(".*.tmp"):  # half-written workspace files
             path.unlink(missing_ok=True)
             removed.append(path)
+        # A partial download is resumable, but gc is the user asking for a clean cache: it goes
+        # unless a fetch is writing it (that fetch holds the "downloads" lock of its file name).
+        if self.downloads.is_dir():
+            for path in [*self.downloads.glob("*.part"), *self.downloads.glob(".*.tmp")]:
+                if path.suffix == ".part" and self._is_locked("downloads", path.name[:-len(".part")]):
+                    continue
+                path.unlink(missing_ok=True)
+                removed.append(path)
         return removed
 
 

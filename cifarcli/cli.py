@@ -31,6 +31,12 @@ class CifarGroup(TyperGroup):
         except KeyboardInterrupt:
             (_output or Output()).fail(CifarError("interrupted; finished work is kept, rerun to resume"))
             raise typer.Exit(130) from None
+        except OSError as exc:  # a file-system error no code path translated: still one line
+            from cifarcli.errors import os_error
+
+            error = os_error(exc)
+            (_output or Output()).fail(error)
+            raise typer.Exit(error.exit_code) from None
         if _output is not None:
             _output.flush()
         return result
@@ -110,6 +116,9 @@ def _start(as_json: bool, quiet: bool, cache_dir: Path, reports_dir: Path = Path
     from cifarcli.pipeline import Workspace
 
     _output = Output(as_json, quiet)
+    for option, folder in (("--cache-dir", cache_dir), ("--reports-dir", reports_dir)):
+        if folder.exists() and not folder.is_dir():
+            raise CifarError(f"{option} {folder} is a file, not a folder", hint=f"give {option} a folder")
     progress = views.progress_for(_output.err)
     return _output, Workspace(cache_dir, reports_dir, log=_output.log, progress=progress, jobs=jobs)
 

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from cifarcli import __version__
-from cifarcli.errors import CifarError, WorkFailed
+from cifarcli.errors import CifarError, WorkFailed, disk_error
 
 PIXELS = 3072            # 32 x 32 x 3, stored as 1024 R, 1024 G, 1024 B
 RECORD = PIXELS + 1      # binary layout: one label byte, then the pixels
@@ -512,7 +512,7 @@ def download(url: str, dest: Path, *, md5: str | None = None, sha256: str | None
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WorkFailed(f"cannot create {dest.parent}: {exc.strerror or exc}") from exc
+        raise disk_error(exc, dest.parent, expected_size) from None
     opener = urllib.request.build_opener(_RedirectHandler, _HTTPHandler(read_timeout),
                                          _HTTPSHandler(read_timeout))
     failures = 0
@@ -556,7 +556,7 @@ def _fetch(opener, url: str, part: Path, expected_size: int | None,
         try:
             out = open(part, "ab" if offset else "wb")
         except OSError as exc:
-            raise WorkFailed(f"cannot write {part}: {exc.strerror or exc}") from exc
+            raise disk_error(exc, part, total - offset if total else None) from None
         with out:
             _stream(url, part, response, out, offset, total, expected_size, on_progress)
 
@@ -641,8 +641,10 @@ def _stream(url, part, response, out, offset, total, expected_size, on_progress)
         first = False
         try:
             out.write(chunk)
+            if total is not None and offset + len(chunk) >= total:
+                out.flush()  # a full disk shows here, not in the close after the loop
         except OSError as exc:
-            raise WorkFailed(f"cannot write {part}: {exc.strerror or exc}") from exc
+            raise disk_error(exc, part, total - offset if total else None) from None
         offset += len(chunk)
         if expected_size is not None and offset > expected_size:
             out.close()

@@ -7,6 +7,9 @@ usage, 1 for work that was attempted and failed (network, divergence, gates).
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 
 class CifarError(Exception):
     """Bad input or bad usage: the user can fix it (exit code 2)."""
@@ -27,3 +30,45 @@ class WorkFailed(CifarError):
 
 class GateFailed(WorkFailed):
     """A CI gate (``--tol``, ``--min-accuracy``) was not met (exit code 1)."""
+
+
+def human_size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NOT_ALLOWED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def disk_error(exc: OSError, path, needed: int | None = None) -> CifarError:
+    """Turn an OSError while writing ``path`` into one line the user can act on.
+
+    No space: exit 1, naming the path and (when known) the bytes that write needed.
+    Not allowed (permissions, read-only file system): exit 2, a bad choice of folder.
+    """
+    if exc.errno in _NO_SPACE:
+        need = f"; about {human_size(needed)} needed" if needed else ""
+        return WorkFailed(f"no space left writing {path}{need}",
+                          hint="free some disk space, or use --cache-dir / --reports-dir on another disk")
+    if exc.errno in _NOT_ALLOWED:
+        return CifarError(f"cannot write to {path}: {exc.strerror}",
+                          hint="choose a folder you can write to with --cache-dir / --reports-dir")
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST) and path is not None and Path(path).exists() \
+            and not Path(path).is_dir():
+        return CifarError(f"{path} is a file, not a folder", hint="give --cache-dir / --reports-dir a folder")
+    return WorkFailed(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def os_error(exc: OSError) -> CifarError:
+    """The one line for an OSError no code path translated (a last safety net, never a traceback)."""
+    path = exc.filename if exc.filename is not None else "a file"
+    if exc.errno in _NO_SPACE + _NOT_ALLOWED:
+        return disk_error(exc, path)
+    # A file where a folder is expected (e.g. --cache-dir names a file): say which one.
+    if exc.errno == errno.ENOTDIR:
+        return CifarError(f"{path}: a file is in the way of a folder ({exc.strerror})",
+                          hint="give --cache-dir / --reports-dir a folder")
+    return WorkFailed(f"{path}: {exc.strerror or exc}")
