@@ -418,6 +418,11 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
     check = gradcheck(ws, **settings.gradcheck)
     _train_missing_in_parallel(ws, settings.runs)
     runs = [_report_run(ws, train(ws, config)) for config in settings.runs]
+    swept = None
+    if settings.sweep is not None:  # [sweep] table: heat-map, sorted points, the best run's section
+        from cifarcli.sweep import report_section
+
+        swept = report_section(ws, settings.sweep)
     info = data_artifact.meta["info"]
     doc = {
         "title": "One-layer network on CIFAR-10",
@@ -432,6 +437,9 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
         "runs": runs,
     }
     inputs = {"gradcheck": check.key, **{f"run{i}": run["run_id"] for i, run in enumerate(runs)}}
+    if swept is not None:
+        doc["sweep"] = swept
+        inputs["sweep"] = swept["key"]
 
     def compute():
         from datetime import datetime, timezone
