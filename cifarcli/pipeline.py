@@ -129,9 +129,14 @@ def _download(ws: Workspace, url: str, fmt: str, md5: str | None, sha256: str | 
     target = ws.store.downloads / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
     if target.is_file():
         return target
-    ws.log(f"downloading {url}")
-    return data.download(url, target, md5=md5 or (official.md5 if official else None), sha256=sha256,
-                         expected_size=official.size if official else None, on_progress=ws.progress.download)
+    # One writer per .part: two fetches appending to the same file would interleave their bytes,
+    # and `cache gc` leaves a .part alone while its lock is held.
+    with ws.store.lock("downloads", target.name):
+        if target.is_file():  # another fetch finished it while we waited
+            return target
+        ws.log(f"downloading {url}")
+        return data.download(url, target, md5=md5 or (official.md5 if official else None), sha256=sha256,
+                             expected_size=official.size if official else None, on_progress=ws.progress.download)
 
 
 def _checksums(ws: Workspace, path: Path) -> dict:
@@ -380,7 +385,12 @@ def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
 
         from cifarcli import plots
 
-        with tempfile.TemporaryDirectory() as tmp:
+        # Drawn inside the cache (a .tmp- folder of this key, which `cache gc` removes if we are
+        # killed), not in the system temp folder: nothing is ever written outside the cache.
+        stage_dir = ws.store.root / "plot"
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".tmp-{_key('plot', {}, {'train': run.key})}-draw-",
+                                         dir=stage_dir) as tmp:
             folder = Path(tmp)
             history, W, names = run.payload["history"], run.payload["W"], run.payload["label_names"]
             plots.plot_loss(history, folder / "loss.png", title=_label(config_of(run)))
