@@ -9,6 +9,7 @@ line with a hint; exit code 2 for bad input or usage, 1 for failed work.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -189,6 +190,8 @@ def gradcheck(
     from cifarcli import pipeline, views
 
     out, ws = _start(as_json, quiet, cache_dir)
+    if tol is not None and not (math.isfinite(tol) and tol >= 0):  # `worst > nan` is never true: a silent pass
+        raise CifarError(f"--tol: must be a finite number >= 0, got {tol}", hint="CI uses --tol 1e-6")
     artifact = pipeline.gradcheck(ws, n_samples, n_dims, tuple(lam) if lam else (0.0, 0.1), h, seed, force)
     out.result(views.gradcheck_json(artifact, tol), *views.gradcheck_view(artifact, tol))
     worst = artifact.payload["max_error"]
@@ -222,6 +225,8 @@ def evaluate(
     from cifarcli import pipeline, views
 
     out, ws = _start(as_json, quiet, cache_dir)
+    if min_accuracy is not None and not 0 <= min_accuracy <= 1:  # also refuses nan, which never fails a gate
+        raise CifarError(f"--min-accuracy: must be between 0 and 1, got {min_accuracy}", hint="e.g. --min-accuracy 0.38")
     run = _run(ws, run_id, _config(lam, eta, n_epochs, n_batch, seed, split, val_size, dtype))
     metrics = pipeline.evaluate(ws, run, force)
     out.result(views.metrics_json(run, metrics, min_accuracy), *views.metrics_view(run, metrics))
@@ -258,6 +263,8 @@ def report(
     from cifarcli import pipeline, views
 
     out, ws = _start(as_json, quiet, cache_dir, reports_dir, jobs)
+    if jobs < 1:
+        raise CifarError(f"--jobs: must be at least 1, got {jobs}")
     result = pipeline.report(ws, config, force)
     out.result(result, *views.report_view(result))
 
