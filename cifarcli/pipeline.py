@@ -324,8 +324,11 @@ def gradcheck(ws: Workspace, n_samples: int = 100, n_dims: int | None = None, la
     from cifarcli.model import init_parameters, one_hot
 
     data_artifact = dataset(ws)
-    if n_samples < 1 or (n_dims is not None and n_dims < 1) or h <= 0 or any(lam < 0 for lam in lams):
-        raise CifarError("--n-samples and --n-dims must be at least 1, --h positive and --lam not negative")
+    # nan and inf fail these comparisons, so they are refused too (they crashed the cache key).
+    if n_samples < 1 or (n_dims is not None and n_dims < 1) or not 0 < h < float("inf") \
+            or not all(0 <= lam < float("inf") for lam in lams):
+        raise CifarError("--n-samples and --n-dims must be at least 1, --h finite and positive, "
+                         "--lam finite and not negative")
     params = _gradcheck_params(n_samples, n_dims, lams, h, seed)
 
     def compute():
