@@ -1,6 +1,7 @@
 """Metrics of a trained model on the train, validation and test splits.
 
-For each split: loss L (mean cross-entropy), cost J = L + λ‖W‖², accuracy.
+For each split: loss L (mean cross-entropy, or mean multiple binary
+cross-entropy for a run trained with ``loss="bce"``), cost J = L + λ‖W‖², accuracy.
 On the test split also the confusion matrix C (K × K) with
 C[t, p] = #{i : y_i = t, argmax_k S[k, i] = p} (rows true class, columns
 predicted), and the per-class accuracy C[t, t] / Σ_p C[t, p].
@@ -24,7 +25,8 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, K: int = 10) -> np.
     return np.bincount(y_true * K + y_pred, minlength=K * K).reshape(K, K)
 
 
-def evaluate_model(W: np.ndarray, b: np.ndarray, lam: float, data: PreparedData) -> dict:
+def evaluate_model(W: np.ndarray, b: np.ndarray, lam: float, data: PreparedData,
+                   loss: str = "softmax") -> dict:
     """JSON-serialisable metrics of (W, b) on data's three splits."""
     W = np.asarray(W)
     b = np.asarray(b).reshape(-1, 1)
@@ -32,12 +34,14 @@ def evaluate_model(W: np.ndarray, b: np.ndarray, lam: float, data: PreparedData)
     W64 = W.astype(np.float64)
     reg = float(lam) * float(np.sum(W64 * W64))
     out: dict = {"lam": float(lam)}
+    if loss != "softmax":
+        out["loss"] = loss
     names = list(data.label_names) or [str(k) for k in range(K)]
     for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),
                         ("test", data.X_test, data.y_test)):
         S = scores(X, W.astype(X.dtype, copy=False), b.astype(X.dtype, copy=False))
-        loss, cost, acc = metrics_from_scores(S.astype(np.float64), y, reg)
-        out[split] = {"loss": loss, "cost": cost, "accuracy": acc, "n": int(np.size(y))}
+        mean_loss, cost, acc = metrics_from_scores(S.astype(np.float64), y, reg, loss)
+        out[split] = {"loss": mean_loss, "cost": cost, "accuracy": acc, "n": int(np.size(y))}
         if split == "test":
             C = confusion_matrix(y, np.argmax(S, axis=0), K)
             totals = C.sum(axis=1)

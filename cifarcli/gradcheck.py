@@ -16,6 +16,14 @@ so all 2·K·d perturbed costs take K vectorised d × n evaluations instead of
 2·K·d forward passes, and the difference of two costs near 2.3 is never
 formed by subtraction (which would keep only ~1e-10 of its precision and put
 relative errors near 1e-5 on small gradients). b[k] ± h shifts row k by ± h.
+
+The multiple binary cross-entropy (``loss="bce"``) has per-sample loss
+(1/K) Σ_k [softplus(s_k) - y_k s_k], so shifting s_k by δ changes it by
+(1/K) [softplus(s_k + δ) - softplus(s_k) - y_k δ], and
+
+    softplus(s + δ) - softplus(s) = log((1 + e^(s+δ)) / (1 + e^s)) = log1p(σ(s) · expm1(δ))
+
+— the same exact form as for softmax with p_k replaced by σ(s_k), scaled by 1/K.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from typing import Callable
 
 import numpy as np
 
-from .model import compute_gradients, evaluate_classifier, labels_of
+from .model import (LOSSES, compute_gradients, compute_gradients_bce, labels_of, probabilities,
+                    scores)
 
 __all__ = ["numerical_gradients", "relative_errors", "check_gradients", "error_summary"]
 
@@ -44,14 +53,18 @@ def _cost_differences(P_k: np.ndarray, is_k: np.ndarray, delta: np.ndarray) -> n
 
 
 def numerical_gradients(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray,
-                        lam: float, h: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-    """Centred-difference gradients (gW K × d, gb K × 1) of compute_cost, in float64."""
+                        lam: float, h: float = 1e-6,
+                        loss: str = "softmax") -> tuple[np.ndarray, np.ndarray]:
+    """Centred-difference gradients (gW K × d, gb K × 1) of compute_cost(..., loss), in float64."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
     X = np.asarray(X, dtype=np.float64)
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 1)
     y = labels_of(Y)
     K = W.shape[0]
-    P = evaluate_classifier(X, W, b)
+    P = probabilities(scores(X, W, b), loss)   # softmax(S), or σ(S) for BCE
+    scale = 1.0 / K if loss == "bce" else 1.0  # BCE averages its K binary losses
     hX = h * X                                     # d × n: change of row k per W[k, j]
     hb = np.full((1, X.shape[1]), h)
     # λ((w + h)² - (w - h)²) is exactly 4λhw: the regulariser's centred difference, free of cancellation.
@@ -59,8 +72,8 @@ def numerical_gradients(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarr
     gb = np.zeros((K, 1))
     for k in range(K):                             # loop over classes, not samples or parameters
         is_k = y == k
-        gW[k] += _cost_differences(P[k], is_k, hX)
-        gb[k] = _cost_differences(P[k], is_k, hb)[0]
+        gW[k] += scale * _cost_differences(P[k], is_k, hX)
+        gb[k] = scale * _cost_differences(P[k], is_k, hb)[0]
     return gW / (2 * h), gb / (2 * h)
 
 
@@ -85,10 +98,13 @@ def error_summary(err: np.ndarray, threshold: float = 1e-6) -> dict:
 
 def check_gradients(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray,
                     lams=(0.0, 0.1), h: float = 1e-6,
-                    gradient_fn: Callable = compute_gradients, eps: float = 1e-10) -> dict:
+                    gradient_fn: Callable | None = None, eps: float = 1e-10,
+                    loss: str = "softmax") -> dict:
     """Compare ``gradient_fn`` with numerical gradients for every parameter and each λ.
 
-    ``gradient_fn(X, Y, P, W, lam) -> (grad_W, grad_b)``. Returns a
+    ``gradient_fn(X, Y, P, W, lam) -> (grad_W, grad_b)``, P = softmax(S) (or
+    σ(S) for ``loss="bce"``); by default the model's analytic gradients of that
+    loss. Returns a
     JSON-serialisable dict: {"h", "eps", "n_images", "n_params", "max_error",
     "results": [{"lam", "W": summary, "b": summary, "seconds"}, ...]}.
     """
@@ -96,16 +112,18 @@ def check_gradients(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray,
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 1)
     Y = np.asarray(Y)
+    if gradient_fn is None:
+        gradient_fn = compute_gradients_bce if loss == "bce" else compute_gradients
     results = []
     for lam in lams:
         t0 = time.perf_counter()
-        P = evaluate_classifier(X, W, b)
+        P = probabilities(scores(X, W, b), loss)
         ga_W, ga_b = gradient_fn(X, Y, P, W, float(lam))
-        gn_W, gn_b = numerical_gradients(X, Y, W, b, float(lam), h)
+        gn_W, gn_b = numerical_gradients(X, Y, W, b, float(lam), h, loss)
         err_W = relative_errors(ga_W, gn_W, eps)
         err_b = relative_errors(np.asarray(ga_b).reshape(-1, 1), gn_b, eps)
         results.append({"lam": float(lam), "W": error_summary(err_W), "b": error_summary(err_b),
                          "seconds": time.perf_counter() - t0})
     worst = max([r["W"]["max"] for r in results] + [r["b"]["max"] for r in results], default=0.0)
-    return {"h": float(h), "eps": float(eps), "n_images": int(X.shape[1]),
+    return {"h": float(h), "eps": float(eps), "loss": loss, "n_images": int(X.shape[1]),
             "n_params": int(W.size + b.size), "max_error": float(worst), "results": results}

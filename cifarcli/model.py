@@ -13,9 +13,22 @@ Notation and shapes follow the course (DD2424, assignment 1)::
     G = P - Y
     ∂J/∂W = (1/n) G Xᵀ + 2 λ W,   ∂J/∂b = (1/n) G 1
 
+Multiple binary cross-entropy (``loss="bce"``, the course's "beyond" option):
+each class is a separate yes/no question with sigmoid outputs::
+
+    P = σ(S) = 1 / (1 + exp(-S))           (elementwise, K × n)
+    l_i = -(1/K) Σ_k [(1 - Y[k, i]) log(1 - P[k, i]) + Y[k, i] log P[k, i]]
+        =  (1/K) Σ_k [softplus(S[k, i]) - Y[k, i] S[k, i]],   softplus(s) = log(1 + eˢ)
+    L = (1/n) Σ_i l_i,   J = L + λ ‖W‖²
+    ∂l_i/∂S[:, i] = (P[:, i] - Y[:, i]) / K
+    ∂J/∂W = (1/(nK)) (P - Y) Xᵀ + 2 λ W,   ∂J/∂b = (1/(nK)) (P - Y) 1
+
+Predictions (and so accuracy) are argmax_k S[k, i] for both losses.
+
 Everything here is pure numpy: no I/O, no printing, no Python loop over samples.
 The loss is computed as log-sum-exp minus the true-class score, which equals
--log P[y, i] but never takes the logarithm of an underflowed probability.
+-log P[y, i] but never takes the logarithm of an underflowed probability; the
+BCE loss likewise uses softplus (``np.logaddexp(0, s)``), never log(σ(s)).
 """
 
 from __future__ import annotations
@@ -26,7 +39,10 @@ __all__ = [
     "softmax", "scores", "evaluate_classifier", "log_sum_exp", "labels_of",
     "one_hot", "compute_loss", "compute_cost", "compute_accuracy",
     "compute_gradients", "init_parameters", "metrics_from_scores", "predict",
+    "LOSSES", "sigmoid", "softplus", "compute_loss_bce", "compute_gradients_bce", "probabilities",
 ]
+
+LOSSES = ("softmax", "bce")
 
 
 def scores(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -65,6 +81,32 @@ def log_sum_exp(S: np.ndarray) -> np.ndarray:
     return np.log(e.sum(axis=0)) + m
 
 
+def softplus(S: np.ndarray) -> np.ndarray:
+    """log(1 + exp(S)) elementwise, stable for any finite S (same shape as S)."""
+    return np.logaddexp(0.0, S)
+
+
+def sigmoid(S: np.ndarray) -> np.ndarray:
+    """σ(S) = 1 / (1 + exp(-S)) elementwise (same shape as S), without overflow.
+
+    Computed as exp(-softplus(-S)): exact for large |S| (σ(-800) underflows to
+    0 quietly instead of raising an overflow warning in exp(800)).
+    """
+    S = np.asarray(S)
+    return np.exp(-softplus(-S))
+
+
+def probabilities(S: np.ndarray, loss: str = "softmax") -> np.ndarray:
+    """P from scores S (K × n): softmax(S) column-wise, or σ(S) elementwise for ``loss="bce"``."""
+    _check_loss(loss)
+    return sigmoid(S) if loss == "bce" else softmax(S)
+
+
+def _check_loss(loss: str) -> None:
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
+
+
 def labels_of(Y: np.ndarray) -> np.ndarray:
     """Integer labels (n,) from one-hot Y (K × n); 1-D input is returned as is."""
     Y = np.asarray(Y)
@@ -90,15 +132,37 @@ def _per_sample_loss(S: np.ndarray, y: np.ndarray) -> np.ndarray:
     return log_sum_exp(S) - S[y, np.arange(y.size)]
 
 
-def compute_loss(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray) -> float:
-    """Mean cross-entropy L = -(1/n) Σ log P[y_i, i]; Y one-hot (K × n) or labels (n,)."""
+def _per_sample_loss_bce(S: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(1/K) Σ_k [softplus(S[k, i]) - Y[k, i] S[k, i]] per column, shape (n,)."""
+    K = S.shape[0]
+    return (softplus(S).sum(axis=0) - S[y, np.arange(y.size)]) / K
+
+
+def compute_loss_bce(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray) -> float:
+    """Mean multiple binary cross-entropy L = (1/n) Σ_i l_i (see the module docstring).
+
+    X d × n, Y one-hot K × n or labels (n,), W K × d, b K × 1.
+    """
+    y = labels_of(Y)
+    return float(np.mean(_per_sample_loss_bce(scores(X, W, b), y)))
+
+
+def compute_loss(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, loss: str = "softmax") -> float:
+    """Mean cross-entropy L = -(1/n) Σ log P[y_i, i]; Y one-hot (K × n) or labels (n,).
+
+    ``loss="bce"`` gives the mean multiple binary cross-entropy instead.
+    """
+    _check_loss(loss)
+    if loss == "bce":
+        return compute_loss_bce(X, Y, W, b)
     y = labels_of(Y)
     return float(np.mean(_per_sample_loss(scores(X, W, b), y)))
 
 
-def compute_cost(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, lam: float) -> float:
-    """J = L + λ ‖W‖² (squared Frobenius norm of W; b not regularised)."""
-    return compute_loss(X, Y, W, b) + lam * float(np.sum(W * W))
+def compute_cost(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, lam: float,
+                 loss: str = "softmax") -> float:
+    """J = L + λ ‖W‖² (squared Frobenius norm of W; b not regularised); L per ``loss``."""
+    return compute_loss(X, Y, W, b, loss) + lam * float(np.sum(W * W))
 
 
 def predict(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -112,15 +176,18 @@ def compute_accuracy(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray)
     return float(np.mean(predict(X, W, b) == y))
 
 
-def metrics_from_scores(S: np.ndarray, y: np.ndarray, reg: float) -> tuple[float, float, float]:
+def metrics_from_scores(S: np.ndarray, y: np.ndarray, reg: float,
+                        loss: str = "softmax") -> tuple[float, float, float]:
     """(loss, cost, accuracy) from one score matrix S (K × n): one forward pass for all three.
 
-    ``reg`` is the already computed λ‖W‖².
+    ``reg`` is the already computed λ‖W‖²; ``loss`` is "softmax" or "bce".
     """
+    _check_loss(loss)
     y = labels_of(y)
-    loss = float(np.mean(_per_sample_loss(S, y)))
+    per_sample = _per_sample_loss_bce(S, y) if loss == "bce" else _per_sample_loss(S, y)
+    mean_loss = float(np.mean(per_sample))
     acc = float(np.mean(np.argmax(S, axis=0) == y))
-    return loss, loss + reg, acc
+    return mean_loss, mean_loss + reg, acc
 
 
 def compute_gradients(X: np.ndarray, Y: np.ndarray, P: np.ndarray, W: np.ndarray,
@@ -144,6 +211,22 @@ def compute_gradients(X: np.ndarray, Y: np.ndarray, P: np.ndarray, W: np.ndarray
         grad_W += (2 * lam) * W
     grad_b = G.sum(axis=1, keepdims=True)
     grad_b /= n
+    return grad_W, grad_b
+
+
+def compute_gradients_bce(X: np.ndarray, Y: np.ndarray, P: np.ndarray, W: np.ndarray,
+                          lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Analytic gradients of the BCE cost: (∂J/∂W K × d, ∂J/∂b K × 1).
+
+    P = σ(S) (K × n);  G = (P - Y) / K;  ∂J/∂W = G Xᵀ / n + 2 λ W;  ∂J/∂b = G 1 / n.
+    Y one-hot (K × n) or integer labels (n,).
+    """
+    K = P.shape[0]
+    grad_W, grad_b = compute_gradients(X, Y, P, W, 0.0)
+    grad_W /= K
+    grad_b /= K
+    if lam:
+        grad_W += (2 * lam) * W
     return grad_W, grad_b
 
 

@@ -318,8 +318,8 @@ def require_converged(run: Artifact) -> None:
 
 
 def gradcheck(ws: Workspace, n_samples: int = 100, n_dims: int | None = None, lams=(0.0, 0.1),
-              h: float = 1e-6, seed: int = 42, force: bool = False) -> Artifact:
-    """Analytic against centred-difference gradients on the first training images."""
+              h: float = 1e-6, seed: int = 42, force: bool = False, loss: str = "softmax") -> Artifact:
+    """Analytic against centred-difference gradients on the first training images (``loss``: softmax or bce)."""
     from cifarcli import gradcheck as checker
     from cifarcli.model import init_parameters, one_hot
 
@@ -329,7 +329,11 @@ def gradcheck(ws: Workspace, n_samples: int = 100, n_dims: int | None = None, la
             or not all(0 <= lam < float("inf") for lam in lams):
         raise CifarError("--n-samples and --n-dims must be at least 1, --h finite and positive, "
                          "--lam finite and not negative")
-    params = _gradcheck_params(n_samples, n_dims, lams, h, seed)
+    from cifarcli.model import LOSSES
+
+    if loss not in LOSSES:
+        raise CifarError(f"--loss: unknown loss {loss!r}", hint=f"use one of: {', '.join(LOSSES)}")
+    params = _gradcheck_params(n_samples, n_dims, lams, h, seed, loss)
 
     def compute():
         import numpy as np
@@ -341,7 +345,7 @@ def gradcheck(ws: Workspace, n_samples: int = 100, n_dims: int | None = None, la
         X = np.ascontiguousarray(data.X_train[:dims, :n_samples], dtype=np.float64)
         Y = one_hot(data.y_train[:n_samples], len(data.label_names)).astype(np.float64)
         W, b = init_parameters(Y.shape[0], dims, np.random.default_rng(seed), dtype=np.float64)
-        result = checker.check_gradients(X, Y, W, b, lams=tuple(params["lams"]), h=h)
+        result = checker.check_gradients(X, Y, W, b, lams=tuple(params["lams"]), h=h, loss=loss)
         elapsed = sum(entry["seconds"] for entry in result["results"])
         result = {**result, "n_samples": n_samples, "n_dims": dims, "seed": seed, "elapsed": elapsed}
         return result, {"max_error": result["max_error"], "elapsed": elapsed}
@@ -350,8 +354,11 @@ def gradcheck(ws: Workspace, n_samples: int = 100, n_dims: int | None = None, la
                                    compute, force=force)
 
 
-def _gradcheck_params(n_samples=100, n_dims=None, lams=(0.0, 0.1), h=1e-6, seed=42) -> dict:
-    return {"n_samples": n_samples, "n_dims": n_dims, "lams": [float(lam) for lam in lams], "h": h, "seed": seed}
+def _gradcheck_params(n_samples=100, n_dims=None, lams=(0.0, 0.1), h=1e-6, seed=42, loss="softmax") -> dict:
+    params = {"n_samples": n_samples, "n_dims": n_dims, "lams": [float(lam) for lam in lams], "h": h, "seed": seed}
+    if loss != "softmax":  # only a non-default loss enters the key: existing gradcheck keys stay
+        params["loss"] = loss
+    return params
 
 
 def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
@@ -364,7 +371,7 @@ def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
 
     def compute():
         data = prepared(dataset_by_key(ws, data_key), config.split, config.val_size, config.dtype)
-        return evaluate_model(run.payload["W"], run.payload["b"], config.lam, data), {}
+        return evaluate_model(run.payload["W"], run.payload["b"], config.lam, data, loss=config.loss), {}
 
     return ws.store.get_or_compute("evaluate", VERSIONS["evaluate"], {}, {"train": run.key}, compute, force=force)
 

@@ -11,6 +11,24 @@ W and b start from N(0, 0.01²) drawn from ``numpy.random.default_rng(seed)``.
 After epoch 0 (the initial weights) and after every epoch the history records
 loss, cost and accuracy on the training and validation splits.
 
+Options beyond the study (each off by default; see TrainConfig):
+
+* ``loss="bce"``: P = σ(S) elementwise and G = (P - Y_b) / K (model.py).
+* ``shuffle``: epoch e visits the rows in the order ``epoch_rng(seed, e).permutation(n)``.
+* ``flip=p``: in epoch e, image i is mirrored left-right when
+  ``epoch_rng(seed, e).random(n)[i] < p`` (drawn after the permutation). The
+  flip is that of the raw image, normalised with the training statistics, as
+  in the course: mirroring the raw pixels x to x' (x'_j = x_m(j)) and then
+  normalising gives, from the normalised row z,
+
+      z'_j = (x_m(j)/255 - μ_j) / σ_j = z_m(j) · σ_m(j)/σ_j + (μ_m(j) - μ_j)/σ_j
+
+  i.e. a column gather plus a per-pixel affine map (``flip_rows``). Mirroring
+  z alone would pair each pixel with the statistics of its mirror pixel. The
+  metrics after each epoch are those of the unflipped training split.
+* ``decay_every=k, decay_factor=f``: epoch e uses η · f^⌊(e-1)/k⌋ (``learning_rate``).
+* ``init="xavier"``: W and b from N(0, 1/d) instead of N(0, 0.01²), same generator.
+
 How it is made fast (2-core Xeon, OpenBLAS 0.3.31, 8000 × 3072 float32,
 n_batch 100; the whole seed run takes ~1.1 s vs ~1.85 s for the same loop in
 PyTorch 2.13, see benchmarks/bench_train.py; ms figures are microbenchmarks):
@@ -37,10 +55,20 @@ PyTorch 2.13, see benchmarks/bench_train.py; ms figures are microbenchmarks):
   the results were bit-identical between 1 and 2 threads for these shapes,
   so the thread count is left alone.
 
+With ``flip`` the batch rows are augmented, so the W_prev half of the fused
+GEMM would score flipped images: those runs multiply by W alone and pay one
+metrics pass over the (unflipped) training split per epoch instead. With
+``shuffle`` alone the fused trick still holds: the W_prev scores are those of
+the epoch's permuted rows, scored against the permuted labels (the loss is a
+mean and the accuracy a count, so the order does not matter). Augmented
+batches are gathered into one preallocated n_batch × d buffer: no per-epoch
+copy of the training split (which would double the memory of split full).
+
 Determinism: the same config and data give bit-identical W and b. Nothing is
-random after initialisation; any per-epoch randomness added later (shuffling,
-flips) must be drawn from ``epoch_rng(seed, epoch)``, never from a generator
-that runs across epochs, so a resumed run stays bit-identical.
+random after initialisation except the per-epoch shuffle and flips, drawn from
+``epoch_rng(seed, epoch)`` and never from a generator that runs across epochs,
+and the learning rate depends only on the epoch number: a resumed run stays
+bit-identical.
 """
 
 from __future__ import annotations
@@ -54,7 +82,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import CifarError, WorkFailed
-from .model import init_parameters
+from .model import LOSSES, init_parameters
 from .prepare import SPLITS, PreparedData
 
 # float32 by measurement (benchmarks/bench_train.py --compare-dtypes, CIFAR-10
@@ -67,9 +95,14 @@ DEFAULT_DTYPE = "float32"
 DTYPES = ("float32", "float64")
 HISTORY_KEYS = ("epoch", "train_loss", "train_cost", "train_acc", "val_loss", "val_cost", "val_acc")
 
+INITS = ("normal", "xavier")
+IMAGE_SHAPE = (3, 32, 32)   # a CIFAR record: 3 channels × 32 rows × 32 columns
+
 # Options added later go here with their default; key_params() leaves out any
 # option at its default, so existing run IDs stay stable.
-_OPTIONAL_DEFAULTS: dict[str, object] = {}
+_OPTIONAL_DEFAULTS: dict[str, object] = {
+    "shuffle": False, "flip": 0.0, "decay_every": 0, "decay_factor": 1.0, "init": "normal", "loss": "softmax",
+}
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -87,6 +120,17 @@ class TrainConfig:
     split: str = "seed"
     val_size: int = 1000
     dtype: str = DEFAULT_DTYPE
+    shuffle: bool = False
+    flip: float = 0.0
+    decay_every: int = 0
+    decay_factor: float = 1.0
+    init: str = "normal"
+    loss: str = "softmax"
+
+    @property
+    def decays(self) -> bool:
+        """Whether the step decay changes anything (it needs both decay_every > 0 and decay_factor < 1)."""
+        return self.decay_every > 0 and self.decay_factor < 1
 
     def validate(self, n_train: int | None = None) -> "TrainConfig":
         """Raise CifarError naming the option when a value is out of range."""
@@ -117,13 +161,30 @@ class TrainConfig:
                       "the default is 1000")
         if self.dtype not in DTYPES:
             raise bad("--dtype", f"unknown dtype {self.dtype!r}", f"use one of: {', '.join(DTYPES)}")
+        if not isinstance(self.shuffle, (bool, np.bool_)):
+            raise bad("--shuffle", f"must be true or false, got {self.shuffle!r}", "--shuffle or --no-shuffle")
+        if not _is_real(self.flip) or not 0 <= self.flip <= 1:
+            raise bad("--flip", f"the flip probability must be a number in [0, 1], got {self.flip!r}",
+                      "0 turns flipping off; the course uses 0.5")
+        if not _is_int(self.decay_every) or self.decay_every < 0:
+            raise bad("--decay-every", f"must be an integer >= 0 (0: no decay), got {self.decay_every!r}",
+                      "e.g. --decay-every 10 --decay-factor 0.1")
+        if not _is_real(self.decay_factor) or not 0 < self.decay_factor <= 1:
+            raise bad("--decay-factor", f"must be a number in (0, 1], got {self.decay_factor!r}",
+                      "η is multiplied by it every --decay-every epochs; e.g. 0.1")
+        if self.init not in INITS:
+            raise bad("--init", f"unknown initialisation {self.init!r}", f"use one of: {', '.join(INITS)}")
+        if self.loss not in LOSSES:
+            raise bad("--loss", f"unknown loss {self.loss!r}", f"use one of: {', '.join(LOSSES)}")
         return self
 
     def key_params(self) -> dict:
         """Canonical parameters for the cache key (the run ID).
 
         val_size only matters for split "full"; options in _OPTIONAL_DEFAULTS
-        are included only when they differ from their default.
+        are included only when they differ from their default (as the default's
+        type, so flip=1 and flip=1.0 are one run), and the two decay options
+        only when the decay is on (both set), since otherwise they change nothing.
         """
         params = {"lam": float(self.lam), "eta": float(self.eta), "n_epochs": int(self.n_epochs),
                   "n_batch": int(self.n_batch), "seed": int(self.seed), "split": self.split,
@@ -131,9 +192,11 @@ class TrainConfig:
         if self.split == "full":
             params["val_size"] = int(self.val_size)
         for name, default in _OPTIONAL_DEFAULTS.items():
+            if name in ("decay_every", "decay_factor") and not self.decays:
+                continue
             value = getattr(self, name)
             if value != default:
-                params[name] = value
+                params[name] = type(default)(value)
         return params
 
     def to_dict(self) -> dict:
@@ -146,6 +209,66 @@ def _is_real(x) -> bool:
 
 def _is_int(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def learning_rate(config: TrainConfig, epoch: int) -> float:
+    """η used in ``epoch`` (1-based): η · f^⌊(epoch - 1)/k⌋ with step decay, else η."""
+    if not config.decays:
+        return float(config.eta)
+    return float(config.eta) * float(config.decay_factor) ** ((int(epoch) - 1) // int(config.decay_every))
+
+
+def init_std(config: TrainConfig, d: int) -> float:
+    """Standard deviation of the initial W and b: 0.01 (the study) or 1/sqrt(d) (Xavier)."""
+    return 1.0 / math.sqrt(d) if config.init == "xavier" else 0.01
+
+
+def epoch_plan(config: TrainConfig, n: int, epoch: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(order, flips) of ``epoch``: the row permutation (or None) and the flip mask over images (or None).
+
+    Both come from ``epoch_rng(config.seed, epoch)``, the permutation first;
+    flips[i] says whether training image i is mirrored in this epoch.
+    """
+    if not config.shuffle and not config.flip > 0:
+        return None, None
+    rng = epoch_rng(config.seed, epoch)
+    order = rng.permutation(n) if config.shuffle else None
+    flips = rng.random(n) < config.flip if config.flip > 0 else None
+    return order, flips
+
+
+def mirror_index(shape: tuple[int, int, int] = IMAGE_SHAPE) -> np.ndarray:
+    """Column index m with x[m] = the image x (channels × rows × columns, flattened) mirrored left-right."""
+    return np.arange(int(np.prod(shape))).reshape(shape)[:, :, ::-1].ravel()
+
+
+def flip_transform(mean: np.ndarray, std: np.ndarray, dtype=np.float64):
+    """(m, scale, shift) with flip(z) = z[:, m] · scale + shift for normalised rows z (n × d).
+
+    flip(z) is the normalisation (with the same μ, σ) of the mirrored raw
+    image: z'_j = z_m(j) σ_m(j)/σ_j + (μ_m(j) - μ_j)/σ_j; see the module docstring.
+    """
+    mean = np.asarray(mean, dtype=np.float64).ravel()
+    std = np.asarray(std, dtype=np.float64).ravel()
+    m = mirror_index()
+    if mean.size != m.size or std.size != m.size:
+        raise CifarError(f"--flip needs 32 × 32 colour images ({m.size} values), got {mean.size}")
+    scale = (std[m] / std).astype(dtype)
+    shift = ((mean[m] - mean) / std).astype(dtype)
+    return m, scale, shift
+
+
+def flip_rows(Z: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Normalised rows Z (n × d) of images → normalised rows of the same images mirrored left-right.
+
+    Z[:, m] is the reversed last axis of the (n, 3, 32, 32) view, which numpy
+    reads with a negative stride (faster than gathering columns by index).
+    """
+    _, scale, shift = flip_transform(mean, std, Z.dtype)
+    out = np.multiply(Z.reshape(-1, *IMAGE_SHAPE)[..., ::-1], scale.reshape(IMAGE_SHAPE))
+    out = out.reshape(Z.shape[0], -1)
+    out += shift
+    return out
 
 
 @dataclass
@@ -199,6 +322,20 @@ def _row_metrics(T: np.ndarray, y: np.ndarray, flat: np.ndarray, reg: float) -> 
     return loss, loss + reg, acc
 
 
+def _row_metrics_bce(T: np.ndarray, y: np.ndarray, flat: np.ndarray, reg: float) -> tuple[float, float, float]:
+    """(loss, cost, acc) of the multiple binary cross-entropy from scores in rows T (n × K).
+
+    Per sample (1/K) Σ_k [softplus(T[i, k]) - Y[i, k] T[i, k]], with softplus
+    as logaddexp(0, ·): never log(0), exact for large |scores|.
+    """
+    per_sample = np.logaddexp(0, T).sum(axis=1)
+    per_sample -= T.reshape(-1)[flat]
+    per_sample /= T.shape[1]
+    loss = float(np.mean(per_sample, dtype=np.float64))
+    acc = float(np.count_nonzero(np.argmax(T, axis=1) == y)) / y.size
+    return loss, loss + reg, acc
+
+
 def _rows(X: np.ndarray, dtype) -> np.ndarray:
     """X (d × n) as samples-in-rows n × d C-ordered, without a copy when possible."""
     A = X.T
@@ -226,7 +363,12 @@ def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None 
     n, d = A.shape
     K = int(data.Y_train.shape[0]) if data.Y_train is not None and data.Y_train.ndim == 2 else 10
     config.validate(n)
-    lam, eta, nb = float(config.lam), float(config.eta), int(config.n_batch)
+    lam, nb = float(config.lam), int(config.n_batch)
+    bce = config.loss == "bce"
+    flipping = config.flip > 0
+    augment = flipping or bool(config.shuffle)    # batches are gathered into a buffer
+    fused = not flipping                          # W_prev scores of unaugmented rows are the metrics
+    row_metrics = _row_metrics_bce if bce else _row_metrics
 
     if resume is not None:
         start = int(resume.epoch)
@@ -240,32 +382,44 @@ def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None 
             raise CifarError(f"checkpoint of epoch {start} holds {len(history.get('epoch', []))} history rows")
     else:
         start = 0
-        W0, b0 = init_parameters(K, d, np.random.default_rng(config.seed), std=0.01, dtype=dtype)
+        W0, b0 = init_parameters(K, d, np.random.default_rng(config.seed), std=init_std(config, d), dtype=dtype)
         history = _empty_history()
 
     # --- buffers -----------------------------------------------------------
     WW = np.empty((2 * K, d), dtype)          # [W; W_prev] for the fused forward GEMM
     W, W_prev = WW[:K], WW[K:]
     W[...] = W0
+    W_fwd = WW if fused else W                # with flips: W alone, metrics in a separate pass
+    width = 2 * K if fused else K
     b = np.array(np.asarray(b0).reshape(K), dtype=dtype)   # row vector: scores are m × K
     b_prev = b.copy()
-    S = np.empty((n, 2 * K), dtype)           # per-epoch scores: [:, :K] current, [:, K:] W_prev
+    S = np.empty((n, width), dtype)           # per-epoch scores: [:, :K] current, [:, K:] W_prev
     S_flat = S.reshape(-1)
-    true_flat = np.arange(n) * (2 * K) + y    # S_flat[true_flat] is S[i, y_i]
+    true_flat0 = np.arange(n) * width + y     # S_flat[true_flat] is S[i, y_i]
     T_val = np.empty((yv.size, K), dtype)
     val_flat = np.arange(yv.size) * K + yv
     T_tr = np.empty((n, K), dtype)
-    tr_flat = np.arange(n) * K + y
+    tr_flat0 = np.arange(n) * K + y
     dW = np.empty((K, d), dtype)
     col = np.empty((nb, 1), dtype)            # per-sample max, then (η/m) / Σ exp
+    if augment:
+        A_buf = np.empty((nb, d), dtype)      # the gathered (and partly flipped) batch
+    if flipping:
+        _, f_scale, f_shift = flip_transform(data.mean, data.std, dtype)
+        f_scale = f_scale.reshape(IMAGE_SHAPE)   # applied to the reversed (n, 3, 32, 32) view
+        F_buf = np.empty((nb, d), dtype)
 
     bounds = [(s, min(s + nb, n)) for s in range(0, n, nb)]
     n_batches = len(bounds)
     stride = max(1, n_batches // 20)
-    # A huge η overflows the dtype (inf): no warning here, training reports the divergence as one line.
-    with np.errstate(over="ignore", invalid="ignore"):
-        steps = [(s, e, dtype.type(eta / (e - s))) for s, e in bounds]
-        decay = dtype.type(1.0 - 2.0 * eta * lam)
+
+    def schedule(eta_e: float):
+        """Per-batch step sizes (η/m, and η/(mK) for BCE) and the weight-decay factor for η_e."""
+        steps = [(s, e, dtype.type(eta_e / (e - s)), dtype.type(eta_e / ((e - s) * K))) for s, e in bounds]
+        return steps, dtype.type(1.0 - 2.0 * eta_e * lam)
+
+    eta = learning_rate(config, start + 1)
+    steps, decay = schedule(eta)
 
     def reg_of(Wm: np.ndarray) -> float:
         W64 = Wm.astype(np.float64)
@@ -274,7 +428,13 @@ def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None 
     def val_metrics(Wm, bm):
         np.matmul(Av, Wm.T, out=T_val)
         np.add(T_val, bm, out=T_val)
-        return _row_metrics(T_val, yv, val_flat, reg_of(Wm))
+        return row_metrics(T_val, yv, val_flat, reg_of(Wm))
+
+    def train_metrics(Wm, bm):
+        """A separate pass over the (unflipped) training split."""
+        np.matmul(A, Wm.T, out=T_tr)
+        np.add(T_tr, bm, out=T_tr)
+        return row_metrics(T_tr, y, tr_flat0, reg_of(Wm))
 
     epoch_seconds: list[float] = []
     pending: dict | None = None   # epoch whose val metrics are known, train metrics not yet
@@ -296,24 +456,66 @@ def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         if not history["epoch"]:                      # a fresh run: epoch 0 = the initial weights
             pending = {"epoch": 0, "val": val_metrics(W, b)}
+            if not fused:
+                finish(0, train_metrics(W, b), W, b)
         t_epoch = time.perf_counter()
         for epoch in range(start + 1, config.n_epochs + 1):
-            W_prev[...] = W
-            b_prev[...] = b
-            for i, (s, e, c) in enumerate(steps):
-                Ab = A[s:e]
+            eta_e = learning_rate(config, epoch)
+            if eta_e != eta:
+                eta = eta_e
+                steps, decay = schedule(eta)
+            order, flips = epoch_plan(config, n, epoch) if augment else (None, None)
+            if order is None:
+                y_ep, true_flat, tr_flat = y, true_flat0, tr_flat0
+            else:                                     # row s of this epoch is image order[s]
+                y_ep = y[order]
+                true_flat = np.arange(n) * width + y_ep
+                tr_flat = np.arange(n) * K + y_ep
+            if fused:
+                W_prev[...] = W
+                b_prev[...] = b
+            for i, (s, e, c, cK) in enumerate(steps):
+                batch_flat = true_flat[s:e]
+                if not augment:
+                    Ab = A[s:e]
+                elif flips is None:                   # shuffled: gather the batch's rows
+                    Ab = A_buf[:e - s]
+                    np.take(A, order[s:e], axis=0, out=Ab, mode="clip")   # "clip": no buffered copy
+                else:
+                    # The batch's unflipped images, then its flipped ones (the update
+                    # sums over the batch, so the row order inside it does not matter).
+                    Ab = A_buf[:e - s]
+                    images = order[s:e] if order is not None else np.arange(s, e)
+                    fb = flips[images]
+                    keep, mirrored = images[~fb], images[fb]
+                    nk = keep.size
+                    np.take(A, keep, axis=0, out=Ab[:nk], mode="clip")
+                    if mirrored.size:
+                        Fb = F_buf[:mirrored.size]
+                        np.take(A, mirrored, axis=0, out=Fb, mode="clip")
+                        np.multiply(Fb.reshape(-1, *IMAGE_SHAPE)[..., ::-1], f_scale,
+                                    out=Ab[nk:].reshape(-1, *IMAGE_SHAPE))
+                        Ab[nk:] += f_shift
+                    batch_flat = np.arange(s, e) * width + np.concatenate((y[keep], y[mirrored]))
                 Sb = S[s:e]
-                np.matmul(Ab, WW.T, out=Sb)           # [W; W_prev] scores of the batch
+                np.matmul(Ab, W_fwd.T, out=Sb)        # [W; W_prev] scores of the batch
                 G = Sb[:, :K]
                 G += b
-                cb = col[:e - s]
-                np.max(G, axis=1, keepdims=True, out=cb)
-                G -= cb
-                np.exp(G, out=G)
-                np.sum(G, axis=1, keepdims=True, out=cb)
-                np.divide(c, cb, out=cb)
-                G *= cb                               # (η/m) P
-                S_flat[true_flat[s:e]] -= c           # (η/m) (P - Y)
+                if bce:
+                    np.negative(G, out=G)
+                    np.exp(G, out=G)
+                    G += 1
+                    np.divide(cK, G, out=G)           # (η/(mK)) σ(S)
+                    S_flat[batch_flat] -= cK          # (η/(mK)) (σ(S) - Y)
+                else:
+                    cb = col[:e - s]
+                    np.max(G, axis=1, keepdims=True, out=cb)
+                    G -= cb
+                    np.exp(G, out=G)
+                    np.sum(G, axis=1, keepdims=True, out=cb)
+                    np.divide(c, cb, out=cb)
+                    G *= cb                           # (η/m) P
+                    S_flat[batch_flat] -= c           # (η/m) (P - Y)
                 np.matmul(G.T, Ab, out=dW)            # (η/m) G X_bᵀ
                 if lam:
                     W *= decay
@@ -321,16 +523,18 @@ def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None 
                 b -= G.sum(axis=0)
                 if on_batch is not None and (i % stride == stride - 1 or i == n_batches - 1):
                     on_batch(epoch, i, n_batches)
-            if pending is not None:                   # metrics of epoch - 1 from the fused half
-                T_prev = S[:, K:]
-                T_prev += b_prev
-                np.copyto(T_tr, T_prev)
-                finish(epoch - 1, _row_metrics(T_tr, y, tr_flat, reg_of(W_prev)), W_prev, b_prev)
-            pending = {"epoch": epoch, "val": val_metrics(W, b)}
-            if epoch == config.n_epochs:              # the last epoch needs its own pass
-                np.matmul(A, W.T, out=T_tr)
-                T_tr += b
-                finish(epoch, _row_metrics(T_tr, y, tr_flat, reg_of(W)), W, b)
+            if not fused:                             # augmented rows: metrics from their own pass
+                pending = {"epoch": epoch, "val": val_metrics(W, b)}
+                finish(epoch, train_metrics(W, b), W, b)
+            else:
+                if pending is not None:               # metrics of epoch - 1 from the fused half
+                    T_prev = S[:, K:]
+                    T_prev += b_prev
+                    np.copyto(T_tr, T_prev)
+                    finish(epoch - 1, row_metrics(T_tr, y_ep, tr_flat, reg_of(W_prev)), W_prev, b_prev)
+                pending = {"epoch": epoch, "val": val_metrics(W, b)}
+                if epoch == config.n_epochs:          # the last epoch needs its own pass
+                    finish(epoch, train_metrics(W, b), W, b)
             now = time.perf_counter()
             epoch_seconds.append(now - t_epoch)
             t_epoch = now
