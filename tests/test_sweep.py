@@ -125,16 +125,21 @@ def test_sweep_killed_mid_way_resumes_with_only_missing_points(tmp_path, tiny_ar
     """A real kill -9 of a sequential sweep; the rerun trains what is not in the cache, nothing else."""
     cache = tmp_path / "cache"
     base = [sys.executable, "-m", "cifarcli"]
-    subprocess.run([*base, "fetch", "--source", str(tiny_archive), "--cache-dir", str(cache), "--quiet"], check=True)
+    subprocess.run([*base, "fetch", "--source", str(tiny_archive), "--cache-dir", str(cache), "--quiet"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+    def finished() -> set[str]:  # whole artifacts only: a kill may leave a .tmp-* folder mid-commit
+        return {p.parent.name for p in cache.glob("train/*/meta.json") if not p.parent.name.startswith(".")}
+
     args = ["sweep", "--lam", "0,0.1,1", "--eta", "0.0001,0.0003", "--n-epochs", "25", "--n-batch", "20",
             "--dtype", "float64", "--cache-dir", str(cache), "--reports-dir", str(tmp_path / "reports"), "--json"]
     proc = subprocess.Popen([*base, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and len(list(cache.glob("train/*/meta.json"))) < 2:
+    while time.monotonic() < deadline and proc.poll() is None and len(finished()) < 2:
         time.sleep(0.01)
     proc.kill()
     proc.wait()
-    before = {p.parent.name for p in cache.glob("train/*/meta.json")}
+    before = finished()
     rerun = subprocess.run([*base, *args], capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     doc = json.loads(rerun.stdout)
