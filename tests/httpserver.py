@@ -32,6 +32,8 @@ class Route:
     stall_times: int = 0               # ...on this many first requests
     location: str | None = None        # answer 302 to this URL (absolute, or a path here)
     honour_range: bool = True          # False: ignore Range and send the whole body with 200
+    trickle: int = 0                   # send the body in pieces of this many bytes...
+    trickle_delay: float = 0.0         # ...sleeping this long before each (a slow link)
     hits: int = 0
 
 
@@ -111,6 +113,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body[:route.cut_after])
             self.wfile.flush()
             self.close_connection = True
+            return
+        if route.trickle:
+            for i in range(0, len(body), route.trickle):
+                time.sleep(route.trickle_delay)
+                try:
+                    self.wfile.write(body[i:i + route.trickle])
+                    self.wfile.flush()
+                except OSError:  # the client was killed mid-download
+                    self.close_connection = True
+                    return
             return
         self.wfile.write(body)
 
