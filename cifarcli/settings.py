@@ -17,6 +17,11 @@ A settings file looks like this (every key optional except each run's lam and et
     [[run]]
     lam = 0.1
     eta = 0.001
+
+    [sweep]             # optional: a λ × η grid (see cifarcli.sweep); [[run]] tables are then optional
+    lam = [0, 0.01, 0.1, 1]
+    eta = [0.001, 0.01]
+    n_epochs = 40       # n_batch / n_epochs: a list or one value; other run keys are fixed values
 """
 
 from __future__ import annotations
