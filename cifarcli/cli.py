@@ -141,13 +141,26 @@ Split = Annotated[str, typer.Option("--split", help="seed (batch 1, 80/20), dd24
 ValSize = Annotated[int, typer.Option("--val-size", help="Validation images with --split full.")]
 Dtype = Annotated[str, typer.Option("--dtype", help="float32 or float64.")]
 RunId = Annotated[Optional[str], typer.Option("--run", help="Use this run ID (or a unique prefix) instead of the training options.")]
+# Beyond the study (all off by default; a run ID changes only when one is set):
+Shuffle = Annotated[bool, typer.Option("--shuffle/--no-shuffle", help="Visit the training images in a new seeded order every epoch.")]
+Flip = Annotated[float, typer.Option("--flip", metavar="P", help="Mirror each training image left-right with probability P every epoch (0: off).")]
+DecayEvery = Annotated[int, typer.Option("--decay-every", metavar="K", help="Step decay: multiply η by --decay-factor every K epochs (0: off).")]
+DecayFactor = Annotated[float, typer.Option("--decay-factor", metavar="F", help="Step-decay factor in (0, 1], e.g. 0.1.")]
+Init = Annotated[str, typer.Option("--init", help="Initialisation: normal (N(0, 0.01²), the study) or xavier (N(0, 1/d)).")]
+Loss = Annotated[str, typer.Option("--loss", help="softmax (cross-entropy) or bce (multiple binary cross-entropy, sigmoid outputs).")]
 
 
-def _config(lam, eta, n_epochs, n_batch, seed, split, val_size, dtype):
+def _config(options: dict):
+    """The TrainConfig of a command's training options: pass it the command's ``locals()``.
+
+    Every command taking training options declares them with the aliases above
+    under TrainConfig's field names; other locals (cache_dir, force, ...) are ignored.
+    """
+    from dataclasses import fields
+
     from cifarcli.train import TrainConfig
 
-    return TrainConfig(lam=lam, eta=eta, n_epochs=n_epochs, n_batch=n_batch, seed=seed, split=split,
-                       val_size=val_size, dtype=dtype)
+    return TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig) if f.name in options})
 
 
 def _run(ws, run_id, config):
@@ -184,6 +197,7 @@ def gradcheck(
     h: Annotated[float, typer.Option("--h", help="Finite-difference step.")] = 1e-6,
     tol: Annotated[Optional[float], typer.Option("--tol", help="Gate: exit 1 when the max relative error exceeds it.")] = None,
     seed: Seed = 42,
+    loss: Annotated[str, typer.Option("--loss", help="Check the gradients of softmax (cross-entropy) or bce (multiple binary cross-entropy).")] = "softmax",
     cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
     """Compare analytic and numerical gradients for every parameter of W and b."""
@@ -192,7 +206,7 @@ def gradcheck(
     out, ws = _start(as_json, quiet, cache_dir)
     if tol is not None and not (math.isfinite(tol) and tol >= 0):  # `worst > nan` is never true: a silent pass
         raise CifarError(f"--tol: must be a finite number >= 0, got {tol}", hint="CI uses --tol 1e-6")
-    artifact = pipeline.gradcheck(ws, n_samples, n_dims, tuple(lam) if lam else (0.0, 0.1), h, seed, force)
+    artifact = pipeline.gradcheck(ws, n_samples, n_dims, tuple(lam) if lam else (0.0, 0.1), h, seed, force, loss=loss)
     out.result(views.gradcheck_json(artifact, tol), *views.gradcheck_view(artifact, tol))
     worst = artifact.payload["max_error"]
     if tol is not None and worst > tol:
@@ -203,13 +217,15 @@ def gradcheck(
 def train(
     lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
     split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32",
+    shuffle: Shuffle = False, flip: Flip = 0.0, decay_every: DecayEvery = 0, decay_factor: DecayFactor = 1.0,
+    init: Init = "normal", loss: Loss = "softmax",
     cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
     """Train one configuration with mini-batch gradient descent (resumes an interrupted run)."""
     from cifarcli import pipeline, views
 
     out, ws = _start(as_json, quiet, cache_dir)
-    run = pipeline.train(ws, _config(lam, eta, n_epochs, n_batch, seed, split, val_size, dtype), force)
+    run = pipeline.train(ws, _config(locals()), force)
     out.result(views.run_json(run), *views.run_view(run))
     pipeline.require_converged(run)
 
@@ -218,6 +234,8 @@ def train(
 def evaluate(
     lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
     split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32", run_id: RunId = None,
+    shuffle: Shuffle = False, flip: Flip = 0.0, decay_every: DecayEvery = 0, decay_factor: DecayFactor = 1.0,
+    init: Init = "normal", loss: Loss = "softmax",
     min_accuracy: Annotated[Optional[float], typer.Option("--min-accuracy", help="Gate: exit 1 when test accuracy is below it.")] = None,
     cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
@@ -227,7 +245,7 @@ def evaluate(
     out, ws = _start(as_json, quiet, cache_dir)
     if min_accuracy is not None and not 0 <= min_accuracy <= 1:  # also refuses nan, which never fails a gate
         raise CifarError(f"--min-accuracy: must be between 0 and 1, got {min_accuracy}", hint="e.g. --min-accuracy 0.38")
-    run = _run(ws, run_id, _config(lam, eta, n_epochs, n_batch, seed, split, val_size, dtype))
+    run = _run(ws, run_id, _config(locals()))
     metrics = pipeline.evaluate(ws, run, force)
     out.result(views.metrics_json(run, metrics, min_accuracy), *views.metrics_view(run, metrics))
     accuracy = metrics.payload["test"]["accuracy"]
@@ -239,6 +257,8 @@ def evaluate(
 def plot(
     lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
     split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32", run_id: RunId = None,
+    shuffle: Shuffle = False, flip: Flip = 0.0, decay_every: DecayEvery = 0, decay_factor: DecayFactor = 1.0,
+    init: Init = "normal", loss: Loss = "softmax",
     cache_dir: CacheDir = Path("cache"), reports_dir: ReportsDir = Path("reports"),
     force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
@@ -246,7 +266,7 @@ def plot(
     from cifarcli import pipeline
 
     out, ws = _start(as_json, quiet, cache_dir, reports_dir)
-    run = _run(ws, run_id, _config(lam, eta, n_epochs, n_batch, seed, split, val_size, dtype))
+    run = _run(ws, run_id, _config(locals()))
     paths = pipeline.plot(ws, run, force)
     out.result({"run_id": run.key, "figures": {name: str(path) for name, path in paths.items()}},
                *[str(path) for path in paths.values()])
@@ -273,13 +293,15 @@ def report(
 def status(
     lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
     split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32",
+    shuffle: Shuffle = False, flip: Flip = 0.0, decay_every: DecayEvery = 0, decay_factor: DecayFactor = 1.0,
+    init: Init = "normal", loss: Loss = "softmax",
     cache_dir: CacheDir = Path("cache"), as_json: Json = False,
 ):
     """Show, for these training options, which stages are cached, missing, partial or damaged."""
     from cifarcli import pipeline, views
 
     out, ws = _start(as_json, False, cache_dir)
-    rows = pipeline.status(ws, _config(lam, eta, n_epochs, n_batch, seed, split, val_size, dtype))
+    rows = pipeline.status(ws, _config(locals()))
     out.result({"cache_dir": str(ws.cache_dir), "stages": rows}, views.status_view(rows))
 
 
