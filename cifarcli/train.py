@@ -415,8 +415,10 @@ def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None 
 
     def schedule(eta_e: float):
         """Per-batch step sizes (η/m, and η/(mK) for BCE) and the weight-decay factor for η_e."""
-        steps = [(s, e, dtype.type(eta_e / (e - s)), dtype.type(eta_e / ((e - s) * K))) for s, e in bounds]
-        return steps, dtype.type(1.0 - 2.0 * eta_e * lam)
+        # A huge η overflows the dtype (inf): no warning here, training reports the divergence as one line.
+        with np.errstate(over="ignore", invalid="ignore"):
+            steps = [(s, e, dtype.type(eta_e / (e - s)), dtype.type(eta_e / ((e - s) * K))) for s, e in bounds]
+            return steps, dtype.type(1.0 - 2.0 * eta_e * lam)
 
     eta = learning_rate(config, start + 1)
     steps, decay = schedule(eta)
