@@ -203,6 +203,7 @@ def train(ws: Workspace, config, force: bool = False) -> Artifact:
     """The training run for ``config``, trained (or resumed from its checkpoint) when missing."""
     from cifarcli import train as training
 
+    config.validate()  # a bad option is reported before any dataset is looked for (or downloaded)
     data_artifact = dataset(ws)
     config.validate(_n_train(data_artifact, config))
     params = config.key_params()
@@ -540,6 +541,7 @@ def _write_if_changed(path: Path, content: bytes) -> None:
 
 def status(ws: Workspace, config) -> list[dict]:
     """Each stage's key and state (cached, missing, damaged, partial) for ``config``; computes nothing."""
+    config.validate()  # bad options are an error even before any dataset is imported
     rows = []
 
     def add(stage: str, key: str | None, state: tuple[str, str | None] = ("missing", None)) -> None:
