@@ -115,3 +115,78 @@ def test_full_size_check_runs_on_all_parameters():
     r = report["results"][0]
     assert r["W"]["n"] == 30720 and r["b"]["n"] == 10
     assert r["W"]["median"] < 1e-7 and r["W"]["share_below_tol"] > 0.99
+
+
+# --------------------------------------------------------------------------- multiple binary cross-entropy
+
+
+def _naive_bce_gradient(X, Y, W, b, lam, h):
+    """Full compute_cost(..., loss="bce") differences, one per parameter."""
+    W, b = W.copy(), b.copy()
+    out = []
+    for theta in (W, b):
+        g = np.zeros_like(theta)
+        for idx in np.ndindex(theta.shape):
+            old = theta[idx]
+            theta[idx] = old + h
+            cp = compute_cost(X, Y, W, b, lam, "bce")
+            theta[idx] = old - h
+            cm = compute_cost(X, Y, W, b, lam, "bce")
+            theta[idx] = old
+            g[idx] = (cp - cm) / (2 * h)
+        out.append(g)
+    return out
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.1])
+def test_fast_bce_numerical_gradient_equals_naive_loop(problem, lam):
+    X, Y, W, b = problem
+    gW, gb = numerical_gradients(X, Y, W, b, lam, 1e-6, loss="bce")
+    nW, nb = _naive_bce_gradient(X, Y, W, b, lam, 1e-6)
+    np.testing.assert_allclose(gW, nW, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(gb, nb, rtol=1e-6, atol=1e-9)
+
+
+def test_bce_difference_is_exact_where_subtraction_is_not():
+    """softplus(s + δ) - softplus(s - δ) via log1p/expm1 against a 50-digit reference."""
+    from decimal import Decimal, getcontext
+
+    from cifarcli.gradcheck import _cost_differences
+    from cifarcli.model import sigmoid
+
+    getcontext().prec = 50
+    s, delta = np.array([-3.0, 0.2, 4.0]), np.array([[1e-7, 1e-7, 1e-7]])
+
+    def softplus(v):
+        return (Decimal(1) + Decimal(v).exp()).ln()
+
+    exact = [float(softplus(Decimal(float(si)) + Decimal(1e-7)) - softplus(Decimal(float(si)) - Decimal(1e-7)))
+             for si in s]
+    fast = [_cost_differences(sigmoid(s[i:i + 1]), np.array([False]), delta[:, i:i + 1])[0] for i in range(3)]
+    np.testing.assert_allclose(fast, exact, rtol=1e-12)
+
+
+def test_check_passes_bce_gradients(problem):
+    X, Y, W, b = problem
+    report = check_gradients(X, Y, W, b, lams=(0.0, 0.1), loss="bce")
+    json.dumps(report)
+    assert report["loss"] == "bce" and report["max_error"] <= 1e-6
+
+
+def _bce_no_mean_over_classes(X, Y, P, W, lam):
+    from cifarcli.model import compute_gradients_bce
+
+    gW, gb = compute_gradients_bce(X, Y, P, W, lam)
+    K = W.shape[0]
+    return (gW - 2 * lam * W) * K + 2 * lam * W, gb * K          # the 1/K is missing
+
+
+def test_check_catches_a_bce_gradient_without_its_1_over_K(problem):
+    X, Y, W, b = problem
+    report = check_gradients(X, Y, W, b, lams=(0.0,), loss="bce", gradient_fn=_bce_no_mean_over_classes)
+    assert report["max_error"] > 0.5                              # |K g - g| / (K g + g) = 9/11
+    for p in ("W", "b"):
+        assert report["results"][0][p]["median"] == pytest.approx(9 / 11, rel=1e-3)
+    # and the softmax gradient is not the BCE one
+    report = check_gradients(X, Y, W, b, lams=(0.0,), loss="bce", gradient_fn=compute_gradients)
+    assert report["max_error"] > 1e-2

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from cifarcli.model import (compute_accuracy, compute_cost, compute_gradients, compute_loss,
-                            evaluate_classifier, init_parameters, metrics_from_scores, one_hot,
-                            scores, softmax)
+from cifarcli.model import (compute_accuracy, compute_cost, compute_gradients, compute_gradients_bce,
+                            compute_loss, compute_loss_bce, evaluate_classifier, init_parameters,
+                            metrics_from_scores, one_hot, probabilities, scores, sigmoid, softmax,
+                            softplus)
 
 
 @pytest.fixture
@@ -126,3 +127,70 @@ def test_metrics_from_scores_matches_separate_functions(problem):
     assert loss == pytest.approx(compute_loss(X, Y, W, b), rel=1e-13)
     assert cost == pytest.approx(compute_cost(X, Y, W, b, 0.1), rel=1e-13)
     assert acc == compute_accuracy(X, y, W, b)
+
+
+# --------------------------------------------------------------------------- multiple binary cross-entropy
+
+
+def test_sigmoid_and_softplus_are_stable_and_exact():
+    s = np.array([-800.0, -30.0, -1.0, 0.0, 2.0, 30.0, 800.0])
+    with np.errstate(over="raise", divide="raise", invalid="raise"):   # underflow to 0 is the exact limit
+        p = sigmoid(s)
+        sp = softplus(s)
+    np.testing.assert_allclose(p[1:-1], 1 / (1 + np.exp(-s[1:-1])), rtol=1e-14)
+    assert p[0] == 0.0 and p[-1] == 1.0 and p[3] == 0.5
+    np.testing.assert_allclose(sp[1:-1], np.log1p(np.exp(s[1:-1])), rtol=1e-14)
+    assert sp[0] == 0.0 and sp[-1] == 800.0
+
+
+def test_bce_loss_equals_the_naive_formula(problem):
+    X, y, Y, W, b = problem
+    P = 1 / (1 + np.exp(-(W @ X + b)))
+    K = W.shape[0]
+    naive = np.mean(-np.sum((1 - Y) * np.log(1 - P) + Y * np.log(P), axis=0) / K)
+    assert compute_loss_bce(X, Y, W, b) == pytest.approx(naive, rel=1e-12)
+    assert compute_loss(X, Y, W, b, loss="bce") == pytest.approx(naive, rel=1e-12)
+    assert compute_cost(X, Y, W, b, 0.3, loss="bce") == pytest.approx(naive + 0.3 * np.sum(W * W), rel=1e-12)
+    assert compute_loss_bce(X, y, W, b) == compute_loss_bce(X, Y, W, b)
+    np.testing.assert_allclose(probabilities(W @ X + b, "bce"), P, rtol=1e-14)
+    S = W @ X + b
+    loss, cost, acc = metrics_from_scores(S, Y, 0.5, loss="bce")
+    assert loss == pytest.approx(naive, rel=1e-12) and cost == pytest.approx(naive + 0.5, rel=1e-12)
+    assert acc == compute_accuracy(X, Y, W, b)                   # argmax of scores, as for softmax
+
+
+def test_bce_loss_finite_for_huge_scores():
+    """A confident right answer costs ~0, a confident wrong one |s|/K: never log(0)."""
+    X = np.array([[1.0, 1.0]])
+    W = np.array([[900.0], [-900.0]])                            # K = 2, d = 1
+    b = np.zeros((2, 1))
+    with np.errstate(over="raise", divide="raise", invalid="raise"):   # underflow to 0 is the exact limit
+        right = compute_loss_bce(X, np.array([0, 0]), W, b)
+        wrong = compute_loss_bce(X, np.array([1, 1]), W, b)
+    assert right == 0.0
+    assert wrong == pytest.approx(900.0, rel=1e-12)             # (900 + 900) / 2
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.2])
+def test_bce_gradients_match_finite_differences(problem, lam):
+    X, y, Y, W, b = problem
+    gW, gb = compute_gradients_bce(X, Y, sigmoid(W @ X + b), W, lam)
+    h = 1e-6
+    for (k, j) in [(0, 0), (3, 7), (9, 49)]:
+        Wp, Wm = W.copy(), W.copy()
+        Wp[k, j] += h
+        Wm[k, j] -= h
+        num = (compute_cost(X, Y, Wp, b, lam, "bce") - compute_cost(X, Y, Wm, b, lam, "bce")) / (2 * h)
+        assert gW[k, j] == pytest.approx(num, rel=1e-5, abs=1e-9)
+    bp = b.copy()
+    bp[2] += h
+    bm = b.copy()
+    bm[2] -= h
+    num = (compute_cost(X, Y, W, bp, lam, "bce") - compute_cost(X, Y, W, bm, lam, "bce")) / (2 * h)
+    assert gb[2, 0] == pytest.approx(num, rel=1e-5, abs=1e-9)
+
+
+def test_unknown_loss_is_refused(problem):
+    X, y, Y, W, b = problem
+    with pytest.raises(ValueError, match="hinge"):
+        compute_loss(X, Y, W, b, loss="hinge")
