@@ -453,7 +453,10 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
                     "n_test": info["n_test"]},
         "preprocessing": {"scale": "pixels / 255",
                           "normalisation": "per-dimension mean and std of the training split"},
-        "initialisation": {"distribution": "normal", "std": 0.01, "seed": sorted({r["config"]["seed"] for r in runs})},
+        "initialisation": {"distribution": "normal", "std": 0.01, "seed": sorted({r["config"]["seed"] for r in runs})}
+        if all(r["config"].get("init", "normal") == "normal" for r in runs) else
+        {"distribution": "normal, std 0.01 (init normal) or 1/√d (init xavier)", "std": None,
+         "seed": sorted({r["config"]["seed"] for r in runs})},
         "gradcheck": {**check.payload, "tol": 1e-6, "passed": check.payload["max_error"] <= 1e-6},
         "runs": runs,
     }
