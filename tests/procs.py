@@ -99,6 +99,8 @@ def checksums(cache: Path) -> dict[str, str]:
     """'stage/key' -> payload_sha256 of every committed artifact."""
     found = {}
     for meta in sorted(Path(cache).glob("*/*/meta.json")):
+        if meta.parent.name.startswith("."):  # a write in progress (or killed mid-commit), not an artifact
+            continue
         found[f"{meta.parent.parent.name}/{meta.parent.name}"] = json.loads(meta.read_text())["payload_sha256"]
     return found
 

@@ -105,7 +105,7 @@ def compare_caches(cache: Path, reference: Path) -> None:
 
 def delays(seed: int, n: int, duration: float) -> list[float]:
     rng = random.Random(seed)
-    return [rng.uniform(0.02, duration * 1.1) for _ in range(n)]
+    return [rng.uniform(0.02, duration * 0.95) for _ in range(n)]
 
 
 def timed(cwd: Path, *args) -> float:
