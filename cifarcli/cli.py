@@ -243,8 +243,8 @@ def evaluate(
     from cifarcli import pipeline, views
 
     out, ws = _start(as_json, quiet, cache_dir)
-    if min_accuracy is not None and not 0 <= min_accuracy <= 1:  # also refuses nan, which never fails a gate
-        raise CifarError(f"--min-accuracy: must be between 0 and 1, got {min_accuracy}", hint="e.g. --min-accuracy 0.38")
+    if min_accuracy is not None and not math.isfinite(min_accuracy):  # `accuracy < nan` never fails the gate
+        raise CifarError(f"--min-accuracy: must be a finite number, got {min_accuracy}", hint="e.g. --min-accuracy 0.38")
     run = _run(ws, run_id, _config(locals()))
     metrics = pipeline.evaluate(ws, run, force)
     out.result(views.metrics_json(run, metrics, min_accuracy), *views.metrics_view(run, metrics))
