@@ -104,6 +104,16 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _error_line(message: str, hint: str | None = None) -> None:
+    """One red ``error:`` line on stderr, as ``Output.fail`` draws it, even with --quiet."""
+    from rich.console import Console
+
+    line = f"[bold red]error:[/] {_escape(message)}"
+    if hint:
+        line += f" [dim]({_escape(hint)})[/]"
+    Console(stderr=True, soft_wrap=True).print(line, highlight=False)
+
+
 def _escape(text: str) -> str:
     from rich.markup import escape
 
@@ -270,6 +280,61 @@ def plot(
     paths = pipeline.plot(ws, run, force)
     out.result({"run_id": run.key, "figures": {name: str(path) for name, path in paths.items()}},
                *[str(path) for path in paths.values()])
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files (PNG, JPEG, ...; any size).",
+                                                 show_default=False)],
+    lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
+    split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32", run_id: RunId = None,
+    shuffle: Shuffle = False, flip: Flip = 0.0, decay_every: DecayEvery = 0, decay_factor: DecayFactor = 1.0,
+    init: Init = "normal", loss: Loss = "softmax",
+    cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False,
+):
+    """Classify image files with a trained model: the top 3 classes and their probabilities.
+
+    Each image is converted to RGB and resized to 32×32 (area average when shrinking). An unreadable
+    file is one error line naming it; the others are still classified, and the exit code is 2.
+    """
+    from cifarcli import pipeline, views
+
+    out, ws = _start(as_json, quiet, cache_dir)
+    read = pipeline.read_images(images)
+    bad = [image for image in read if "error" in image]
+    for image in bad:  # one line per bad file, shown even with --quiet
+        _error_line(image["error"])
+    if len(bad) < len(read):
+        result = pipeline.predict(ws, _run(ws, run_id, _config(locals())), read)
+    else:  # nothing to classify: no need to find (or train) the run
+        result = {"images": [{"path": image["path"], "error": image["error"]} for image in read]}
+    out.result(result, *views.predict_view(result))
+    if bad:
+        if as_json:
+            names = ", ".join(image["path"] for image in bad)
+            out.document = {**(out.document or {}), "exit_code": 2,
+                            "error": f"{len(bad)} of {len(read)} image(s) could not be read: {names}",
+                            "hint": "give PNG or JPEG files"}
+        out.flush()
+        raise typer.Exit(2)
+
+
+@app.command()
+def export(
+    lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
+    split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32", run_id: RunId = None,
+    shuffle: Shuffle = False, flip: Flip = 0.0, decay_every: DecayEvery = 0, decay_factor: DecayFactor = 1.0,
+    init: Init = "normal", loss: Loss = "softmax",
+    path: Annotated[Optional[Path], typer.Option("--out", help="The .npz file to write (default: model-<run id>.npz).")] = None,
+    cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False,
+):
+    """Write a trained model as a plain .npz (W, b, mean, std, class names, loss, settings) for numpy alone."""
+    from cifarcli import pipeline, views
+
+    out, ws = _start(as_json, quiet, cache_dir)
+    run = _run(ws, run_id, _config(locals()))
+    result = pipeline.export(ws, run, path if path is not None else Path(f"model-{run.key[:12]}.npz"))
+    out.result(result, *views.export_view(result))
 
 
 @app.command()

@@ -40,6 +40,7 @@ __all__ = [
     "one_hot", "compute_loss", "compute_cost", "compute_accuracy",
     "compute_gradients", "init_parameters", "metrics_from_scores", "predict",
     "LOSSES", "sigmoid", "softplus", "compute_loss_bce", "compute_gradients_bce", "probabilities",
+    "true_class_probabilities",
 ]
 
 LOSSES = ("softmax", "bce")
@@ -100,6 +101,22 @@ def probabilities(S: np.ndarray, loss: str = "softmax") -> np.ndarray:
     """P from scores S (K × n): softmax(S) column-wise, or σ(S) elementwise for ``loss="bce"``."""
     _check_loss(loss)
     return sigmoid(S) if loss == "bce" else softmax(S)
+
+
+def true_class_probabilities(S: np.ndarray, y: np.ndarray, loss: str = "softmax") -> np.ndarray:
+    """P[y_i, i] per column (n,): the probability the model gives each image's true class.
+
+    S is K × n scores, y (n,) labels or K × n one-hot. For softmax this is
+    exp(S[y_i, i] - logsumexp(S[:, i])); for ``loss="bce"`` it is σ(S[y_i, i]),
+    the class's own yes/no probability (the K sigmoids do not sum to 1).
+    """
+    _check_loss(loss)
+    y = labels_of(y)
+    S = np.asarray(S, dtype=np.float64)
+    s_true = S[y, np.arange(y.size)]
+    if loss == "bce":
+        return sigmoid(s_true)
+    return np.exp(s_true - log_sum_exp(S))
 
 
 def _check_loss(loss: str) -> None:

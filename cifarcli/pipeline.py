@@ -21,7 +21,8 @@ from cifarcli.cache import Artifact, Store, artifact_key, write_atomic
 from cifarcli.errors import CifarError, WorkFailed
 
 # Bump a stage's version when its output for the same inputs changes.
-VERSIONS = {"dataset": 1, "gradcheck": 1, "train": 1, "evaluate": 1, "plot": 1, "report": 1}
+# evaluate 2, plot 2, report 2: the true-class probability summary, its histogram figure and report sections.
+VERSIONS = {"dataset": 1, "gradcheck": 1, "train": 1, "evaluate": 2, "plot": 2, "report": 2}
 WORKSPACE_FILE = "workspace.json"
 
 
@@ -384,7 +385,7 @@ def dataset_by_key(ws: Workspace, key: str) -> Artifact:
     return found
 
 
-FIGURES = ("loss", "accuracy", "weights", "confusion")
+FIGURES = ("loss", "accuracy", "weights", "confusion", "probabilities")
 
 
 def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
@@ -408,6 +409,10 @@ def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
             plots.plot_accuracy(history, folder / "accuracy.png", title=_label(config_of(run)))
             plots.plot_weights(W, names, folder / "weights.png")
             plots.plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png")
+            config = config_of(run)
+            plots.plot_probabilities(metrics["probabilities"], folder / "probabilities.png",
+                                     title=f"True-class probability on the test set, λ={config.lam:g}, "
+                                           f"η={config.eta:g}, loss {config.loss}")
             return {name: (folder / f"{name}.png").read_bytes() for name in FIGURES}, {}
 
     artifact = ws.store.get_or_compute("plot", VERSIONS["plot"], {}, {"train": run.key}, compute, force=force)
@@ -423,7 +428,79 @@ def _materialise(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:
 
 
 def _label(config) -> str:
-    return f"λ={config.lam:g}, η={config.eta:g}"
+    # A BCE run says so: a softmax and a BCE run of the same λ, η are otherwise indistinguishable.
+    return f"λ={config.lam:g}, η={config.eta:g}" + (f", {config.loss.upper()}" if config.loss != "softmax" else "")
+
+
+# -- using the model ----------------------------------------------------------------
+
+
+def read_images(paths) -> list[dict]:
+    """Each path with its CIFAR record (``record``), or the one line saying why it is unreadable (``error``)."""
+    from cifarcli.predict import ImageError, load_image
+
+    images = []
+    for path in paths:
+        try:
+            images.append({"path": str(path), "record": load_image(path)})
+        except ImageError as bad:
+            images.append({"path": str(path), "error": bad.message})
+    return images
+
+
+def predict(ws: Workspace, run: Artifact, images: list[dict]) -> dict:
+    """The top-3 classes of every readable image in ``images`` (from ``read_images``) under ``run``'s model.
+
+    Returns ``{"run_id", "loss", "output": {"kind", "sums_to_one", "note"}, "preprocessing", "images": [
+    {"path", "top3": [{"class", "probability"}] × 3, "probabilities": {class: p}} or {"path", "error"}]}``.
+    """
+    import numpy as np
+
+    from cifarcli.predict import RESAMPLE, classify, top_k
+
+    require_converged(run)
+    config, p = config_of(run), run.payload
+    names = list(p["label_names"])
+    results: list[dict] = [{"path": im["path"], "error": im.get("error")} for im in images]
+    good = [i for i, im in enumerate(images) if "record" in im]
+    if good:
+        P = classify(np.stack([images[i]["record"] for i in good]), p["W"], p["b"], p["mean"], p["std"],
+                     config.loss)
+        for j, (i, top) in enumerate(zip(good, top_k(P, names, 3))):
+            results[i] = {"path": images[i]["path"], "top3": top,
+                          "probabilities": {name: float(P[k, j]) for k, name in enumerate(names)}}
+    kind = {"kind": "sigmoid", "sums_to_one": False,
+            "note": "bce run: each class has its own sigmoid probability (a yes/no answer per class); "
+                    "they do not sum to 1"} if config.loss == "bce" else \
+        {"kind": "softmax", "sums_to_one": True, "note": "softmax over the 10 classes: they sum to 1"}
+    return {"run_id": run.key, "loss": config.loss, "output": kind,
+            "preprocessing": f"RGB, resized to 32×32 ({RESAMPLE}), pixels / 255, normalised with the "
+                             "run's training mean and std", "images": results}
+
+
+def export(ws: Workspace, run: Artifact, out: Path) -> dict:
+    """Write ``run``'s model as a plain ``.npz`` at ``out`` (atomically: temp file beside it, then rename)."""
+    import io
+
+    import numpy as np
+
+    from cifarcli import __version__
+    from cifarcli.predict import export_arrays
+
+    require_converged(run)
+    out = Path(out)
+    if out.is_dir():
+        raise CifarError(f"--out {out} is a folder", hint="give a file name, e.g. --out model.npz")
+    config, p = config_of(run), run.payload
+    from dataclasses import asdict
+
+    arrays = export_arrays(p["W"], p["b"], p["mean"], p["std"], p["label_names"], config.loss,
+                           asdict(config), run.key, __version__)  # every setting, defaults included
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(out, buffer.getvalue())
+    return {"run_id": run.key, "path": str(out), "bytes": len(buffer.getvalue()), "loss": config.loss,
+            "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in arrays.items()}}
 
 
 # -- report ------------------------------------------------------------------------

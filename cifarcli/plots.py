@@ -376,3 +376,52 @@ def plot_sweep_heatmap(lams: Sequence[float], etas: Sequence[float], values: Any
                        best: tuple[int, int] | None = None) -> Path:
     """Write the sweep's validation-accuracy heat-map to ``path`` (PNG, 960×720 px)."""
     return save_figure(sweep_heatmap_figure(lams, etas, values, title, best), path)
+
+
+# --------------------------------------------------------------------------
+# true-class probability histograms
+
+PROBABILITY_SIZE = (7.0, 4.5)    # -> 1050 x 675 px
+CORRECT_COLOUR = "#15803d"
+WRONG_COLOUR = "#b91c1c"
+
+
+def probabilities_figure(summary: Mapping[str, Any], title: str | None = None):
+    """Histograms of the probability given to the true class, correct vs incorrect test images.
+
+    ``summary`` is ``evaluate.probability_summary``'s dict: the bin edges on
+    [0, 1] and per group (``correct``, ``incorrect``) the counts over those
+    bins. Both groups share the bins and are drawn overlaid as filled steps, each
+    as the share of its own group (so a few mistakes stay visible beside many hits).
+    """
+    edges = np.asarray(summary["bins"], dtype=float)
+    fig = new_figure(PROBABILITY_SIZE)
+    ax = fig.add_subplot()
+    style_axes(ax)
+    for key, label, colour in (("correct", "correctly classified", CORRECT_COLOUR),
+                               ("incorrect", "misclassified", WRONG_COLOUR)):
+        group = summary[key]
+        counts = np.asarray(group["counts"], dtype=float)
+        if counts.shape != (len(edges) - 1,):
+            raise ValueError(f"{key}: {counts.size} counts for {len(edges) - 1} bins")
+        share = counts / counts.sum() if counts.sum() else counts
+        mean = f", mean {group['mean']:.3f}" if group.get("mean") is not None else ""
+        ax.stairs(share, edges, fill=True, alpha=0.3, color=colour)
+        ax.stairs(share, edges, color=colour, linewidth=1.6, label=f"{label} (n={group['n']}{mean})")
+    threshold = summary.get("threshold")
+    if threshold is not None:
+        ax.axvline(threshold, color=MUTED, linestyle=":", linewidth=1.0,
+                   label=f"p = {threshold:g} (mistakes left of it: confident)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, None)
+    kind = "sigmoid σ(s_y)" if summary.get("kind") == "sigmoid" else "softmax"
+    ax.set_xlabel(f"probability given to the true class ({kind})")
+    ax.set_ylabel("share of the group's test images")
+    ax.set_title(title or "Probability of the true class on the test set", fontsize=11, loc="left")
+    ax.legend(frameon=True, framealpha=0.9, edgecolor="white", fontsize=8.5, loc="best")
+    return fig
+
+
+def plot_probabilities(summary: Mapping[str, Any], path: str | os.PathLike, title: str | None = None) -> Path:
+    """Write the true-class probability histograms to ``path`` (PNG, 1050×675 px)."""
+    return save_figure(probabilities_figure(summary, title), path)

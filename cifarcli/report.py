@@ -64,6 +64,8 @@ FIGURE_CAPTIONS = {
     "accuracy": "Accuracy per epoch (train and validation).",
     "weights": "Learnt weights W, one 32×32 image per class, each scaled to its own range.",
     "confusion": "Confusion matrix on the test set (rows: true class, columns: predicted).",
+    "probabilities": "Probability the model gives the true class of each test image, correctly vs "
+                     "incorrectly classified images, each as a share of its group.",
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MINUS = "\u2212"
@@ -425,6 +427,96 @@ def class_sentences(run: Mapping[str, Any]) -> list[str]:
             f"hardest {lo[0]} ({fmt_acc(lo[1])})."]
 
 
+def loss_of(run: Mapping[str, Any]) -> str:
+    """The run's training loss: "softmax" (the study; absent from the config) or "bce"."""
+    return str((run.get("config") or {}).get("loss", "softmax"))
+
+
+def probability_stats(run: Mapping[str, Any]) -> dict[str, float | None]:
+    """Mean true-class probability on correct / misclassified test images and the share of
+    confident mistakes, from the run's evaluate summary (None where missing)."""
+    pr = (run.get("metrics") or {}).get("probabilities") or {}
+
+    def num(x):
+        return float(x) if _finite(x) else None
+
+    return {"correct": num((pr.get("correct") or {}).get("mean")),
+            "incorrect": num((pr.get("incorrect") or {}).get("mean")),
+            "confident": num(pr.get("confident_mistakes")), "threshold": num(pr.get("threshold"))}
+
+
+def loss_pairs(runs: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], Mapping[str, Any], bool]]:
+    """(softmax run, BCE run, same other settings) pairs to compare; [] unless both losses are present.
+
+    Runs identical but for ``loss`` are paired; when there is no such pair, the
+    best-on-validation run of each loss is compared instead (flagged False).
+    Only evaluated runs count.
+    """
+    done = [r for r in runs if (r.get("metrics") or {}).get("test")]
+    by_loss = {loss: [r for r in done if loss_of(r) == loss] for loss in ("softmax", "bce")}
+    if not by_loss["softmax"] or not by_loss["bce"]:
+        return []
+    pairs, used = [], set()
+    for soft in by_loss["softmax"]:
+        rest = {k: v for k, v in soft["config"].items() if k != "loss"}
+        for bce in by_loss["bce"]:
+            if id(bce) not in used and {k: v for k, v in bce["config"].items() if k != "loss"} == rest:
+                pairs.append((soft, bce, True))
+                used.add(id(bce))
+                break
+    if pairs:
+        return pairs
+
+    def best(group):
+        return max(group, key=lambda r: _acc(r, "val") if _acc(r, "val") is not None else -1.0)
+
+    return [(best(by_loss["softmax"]), best(by_loss["bce"]), False)]
+
+
+def _more_less(a: float, b: float, fmt, more: str, less: str, same: str) -> str:
+    return same if fmt(a) == fmt(b) else more if a > b else less
+
+
+def loss_sentences(soft: Mapping[str, Any], bce: Mapping[str, Any], same_settings: bool) -> list[str]:
+    """How a BCE run compares with a softmax run: accuracy, true-class probabilities, confident mistakes."""
+    out = []
+    if same_settings:
+        shared = {k: soft["config"].get(k) for k in ("lam", "eta")}
+        where = f"At {_describe(shared)} with every other setting equal"
+    else:
+        where = (f"Comparing the best run of each loss on validation accuracy ({run_name(soft)} for softmax, "
+                 f"{run_name(bce)} for BCE; their other settings differ)")
+    ts, tb = _acc(soft, "test"), _acc(bce, "test")
+    if ts is not None and tb is not None:
+        if fmt_acc(ts) == fmt_acc(tb):
+            out.append(f"{where}, both losses reached test accuracy {fmt_acc(ts)}.")
+        else:
+            out.append(f"{where}, BCE reached test accuracy {fmt_acc(tb)} against {fmt_acc(ts)} for softmax "
+                       f"({fmt_points(tb - ts, signed=True)} points): "
+                       f"{'BCE' if tb > ts else 'softmax'} classified more test images correctly.")
+    ps, pb = probability_stats(soft), probability_stats(bce)
+    if None not in (ps["correct"], pb["correct"], ps["incorrect"], pb["incorrect"]):
+        out.append(f"The mean probability given to the true class was {fmt_acc(pb['correct'])} (BCE) and "
+                   f"{fmt_acc(ps['correct'])} (softmax) on correctly classified images, "
+                   f"{fmt_acc(pb['incorrect'])} and {fmt_acc(ps['incorrect'])} on misclassified ones.")
+        gs, gb = ps["correct"] - ps["incorrect"], pb["correct"] - pb["incorrect"]
+        if fmt_acc(gs) == fmt_acc(gb):
+            out.append(f"Right and wrong answers are separated by the same margin, {fmt_acc(gs)}, with both losses.")
+        else:
+            wide, narrow = ("BCE", "softmax") if gb > gs else ("softmax", "BCE")
+            out.append(f"The difference between the two means is {fmt_acc(gb)} with BCE and {fmt_acc(gs)} with "
+                       f"softmax: {wide}'s probability of the true class tells right from wrong answers "
+                       f"more clearly than {narrow}'s.")
+    if ps["confident"] is not None and pb["confident"] is not None:
+        t = ps["threshold"] if ps["threshold"] is not None else 0.1
+        cs, cb = ps["confident"], pb["confident"]
+        verdict = _more_less(cb, cs, fmt_share, "BCE makes more confident mistakes",
+                             "BCE makes fewer confident mistakes", "the same share for both")
+        out.append(f"Confident mistakes (a misclassified image whose true class gets p < {t:g}): "
+                   f"{fmt_share(cb)} of BCE's mistakes against {fmt_share(cs)} of softmax's; {verdict}.")
+    return out
+
+
 def gradcheck_sentences(gc: Mapping[str, Any] | None) -> list[str]:
     """The largest relative error found and the verdict against the tolerance."""
     if not gc:
@@ -523,6 +615,7 @@ class Figure:
 class FigureRow:
     figures: list[Figure]
     wide: bool = False       # HTML: use the full column width (weights grid)
+    side_by_side: bool = False   # Markdown: one table row of images instead of one image after another
 
 
 @dataclass
@@ -667,11 +760,57 @@ def _run_blocks(run: Mapping[str, Any], i: int) -> list:
                      fmt_loss(s.get("cost")), fmt_acc(s.get("accuracy"))])
     blocks.append(Table(["split", "images", "loss", "cost", "accuracy"], rows))
     figs = run.get("figures") or {}
-    for k in ("loss", "accuracy", "weights", "confusion"):
+    for k in ("loss", "accuracy", "weights", "confusion", "probabilities"):
         if figs.get(k):
             what = f"{k} curves" if k in ("loss", "accuracy") else k
-            blocks.append(FigureRow([Figure(figs[k], f"{what}, {run_name(run)}", FIGURE_CAPTIONS[k])],
+            caption = _probability_caption(run) if k == "probabilities" else FIGURE_CAPTIONS[k]
+            blocks.append(FigureRow([Figure(figs[k], f"{what}, {run_name(run)}", caption)],
                                     wide=(k == "weights")))
+    return blocks
+
+
+def _probability_caption(run: Mapping[str, Any]) -> str:
+    """The histogram's caption with the run's own numbers (kind of probability, the two means)."""
+    kind = ("per-class sigmoid σ(s_y) of a BCE run; the ten do not sum to 1" if loss_of(run) == "bce"
+            else "softmax")
+    text = FIGURE_CAPTIONS["probabilities"].rstrip(".") + f" ({kind})."
+    st = probability_stats(run)
+    if st["correct"] is not None or st["incorrect"] is not None:
+        text += (f" Mean {fmt_acc(st['correct'])} on correctly and {fmt_acc(st['incorrect'])} on "
+                 "incorrectly classified images")
+        if st["confident"] is not None:
+            text += f"; {fmt_share(st['confident'])} of the mistakes have p < {st['threshold'] or 0.1:g}"
+        text += "."
+    return text
+
+
+def _loss_comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
+    """Softmax vs BCE: a table, the histograms side by side, sentences from the numbers; [] with one loss."""
+    pairs = loss_pairs(runs)
+    if not pairs:
+        return []
+    blocks: list = [Heading(3, "Softmax vs binary cross-entropy", "comparison-losses")]
+    rows = []
+    t = 0.1
+    for soft, bce, _ in pairs:
+        for r in (soft, bce):
+            st = probability_stats(r)
+            t = st["threshold"] if st["threshold"] is not None else t
+            rows.append([run_name(r), loss_of(r), fmt_acc(_acc(r, "test")), fmt_acc(st["correct"]),
+                         fmt_acc(st["incorrect"]), fmt_share(st["confident"]),
+                         Span(str(r.get("run_id", "—")), code=True)])
+    blocks.append(Table(["run", "loss", "test acc.", "mean p(true), correct", "mean p(true), misclassified",
+                         f"confident mistakes (p(true) < {t:g})", "run ID"], rows, align="llrrrrl",
+                        caption="Probability given to the true class on the test set. Softmax probabilities "
+                                "sum to 1 over the classes; BCE's are one sigmoid per class and do not. "
+                                "Confident mistakes: share of the misclassified images."))
+    for soft, bce, same in pairs:
+        figs = [(r, (r.get("figures") or {}).get("probabilities")) for r in (soft, bce)]
+        if all(path for _, path in figs):
+            blocks.append(FigureRow([Figure(path, f"true-class probability, {run_name(r)}, loss {loss_of(r)}",
+                                            f"{loss_of(r)}: {run_name(r)}") for r, path in figs],
+                                    side_by_side=True))
+        blocks.append(Bullets(list(loss_sentences(soft, bce, same))))
     return blocks
 
 
@@ -701,7 +840,7 @@ def _comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
         prow = [[cls] + [fmt_acc(p.get(cls)) for p in pcs] for cls in classes]
         blocks.append(Table(["class"] + [run_name(r) for r in runs], prow,
                             caption="Accuracy per class on the test set."))
-    return blocks
+    return blocks + _loss_comparison_blocks(runs)
 
 
 def _sweep_blocks(sweep: Mapping[str, Any]) -> list:
@@ -868,6 +1007,11 @@ def _md_block(b) -> str:
         for r in b.rows:
             lines.append("| " + " | ".join(_md_inline(c) for c in r) + " |")
         return "\n".join(lines)
+    if isinstance(b, FigureRow) and b.side_by_side:
+        cells = [f"![{_md_text(f.alt)}]({_md_link(f.path)})" for f in b.figures]
+        return "\n".join(["| " + " | ".join(_md_text(f.caption) for f in b.figures) + " |",
+                          "|" + "|".join(":---:" for _ in b.figures) + "|",
+                          "| " + " | ".join(cells) + " |"])
     if isinstance(b, FigureRow):
         return "\n\n".join(f"![{_md_text(f.alt)}]({_md_link(f.path)})\n\n*{_md_text(f.caption)}*"
                            for f in b.figures)

@@ -179,6 +179,34 @@ def metrics_view(run: Artifact, metrics: Artifact) -> list[Any]:
     return [table, confusion]
 
 
+# -- using the model -------------------------------------------------------------------------
+
+
+def predict_view(result: dict) -> list[Any]:
+    """One row per classified image: its three most probable classes (unreadable files went to stderr)."""
+    rows = [image for image in result["images"] if "top3" in image]
+    if not rows:
+        return []
+    kind = result["output"]["kind"]
+    table = Table(title=f"Top 3 classes, run {result['run_id']} ({kind} probabilities)")
+    table.add_column("image", overflow="fold")
+    for rank in ("1st", "2nd", "3rd"):
+        table.add_column(rank, justify="right", no_wrap=True)
+    for image in rows:
+        table.add_row(image["path"], *(f"{top['class']} {top['probability']:.3f}" for top in image["top3"]))
+    out: list[Any] = [table]
+    if not result["output"]["sums_to_one"]:
+        out.append(f"[yellow]note:[/] {result['output']['note']}")
+    return out
+
+
+def export_view(result: dict) -> list[Any]:
+    shapes = ", ".join(f"{name} {'×'.join(map(str, a['shape'])) or 'scalar'}" for name, a in result["arrays"].items()
+                       if name in ("W", "b", "mean", "std", "class_names"))
+    return [f"wrote {result['path']} ({result['bytes'] / 1e3:.0f} kB; run {result['run_id']}, loss {result['loss']}): "
+            f"{shapes}"]
+
+
 # -- report and cache ----------------------------------------------------------------------
 
 

@@ -360,7 +360,7 @@ def test_json_success_for_every_command(cli, tiny_archive, settings_file):
 
     doc = ok_json(cli("plot", "--run", trained["run_id"], "--json"))
     assert doc["run_id"] == trained["run_id"]
-    assert sorted(doc["figures"]) == ["accuracy", "confusion", "loss", "weights"]
+    assert sorted(doc["figures"]) == ["accuracy", "confusion", "loss", "probabilities", "weights"]
     for path in doc["figures"].values():
         assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert Path(path).parent == Path("reports/figures") / trained["run_id"]

@@ -508,7 +508,7 @@ def test_unwritable_reports_folder_is_one_line_exit_2_and_the_cache_is_kept(tmp_
         # The work done before the failing write is cached: the next plot elsewhere reuses it.
         doc = json.loads(cli_process(tmp_path / "w", "plot", "--n-epochs", "2", "--cache-dir", "cache",
                                      "--reports-dir", "elsewhere", "--json").stdout)
-        assert len(doc["figures"]) == 4
+        assert len(doc["figures"]) == 5
         _verify_ok(tmp_path / "w", Path("cache"))
     finally:
         (tmp_path / "w" / "reports").chmod(0o755)

@@ -309,12 +309,13 @@ def test_unknown_and_ambiguous_run_ids_are_one_line_exit_2(cli, tiny_archive):
 # -- plot ------------------------------------------------------------------------------------
 
 
-def test_plot_writes_four_pngs_then_reuses_and_restores_them(workspace):
+def test_plot_writes_five_pngs_then_reuses_and_restores_them(workspace):
     run = pipeline.train(workspace, SMALL)
     paths = pipeline.plot(workspace, run)
     folder = workspace.reports_dir / "figures" / run.key
-    assert set(paths) == {"loss", "accuracy", "weights", "confusion"}
-    assert {p.name for p in folder.iterdir()} == {"loss.png", "accuracy.png", "weights.png", "confusion.png"}
+    assert set(paths) == {"loss", "accuracy", "weights", "confusion", "probabilities"}
+    assert {p.name for p in folder.iterdir()} == {"loss.png", "accuracy.png", "weights.png", "confusion.png",
+                                                  "probabilities.png"}
     assert all(paths[name] == folder / f"{name}.png" for name in paths)
     first = {name: p.read_bytes() for name, p in paths.items()}
     assert all(data.startswith(PNG_MAGIC) and len(data) > 1000 for data in first.values())
@@ -342,9 +343,9 @@ def test_plot_command_writes_under_reports_figures_run_id(cli, tmp_path, tiny_ar
     doc = json.loads(result.stdout)
     folder = tmp_path / "reports" / "figures" / doc["run_id"]
     assert {name: Path(p).resolve() for name, p in doc["figures"].items()} == \
-           {name: (folder / f"{name}.png").resolve() for name in ("loss", "accuracy", "weights", "confusion")}
-    assert all((folder / f"{name}.png").read_bytes().startswith(PNG_MAGIC)
-               for name in ("loss", "accuracy", "weights", "confusion"))
+           {name: (folder / f"{name}.png").resolve() for name in pipeline.FIGURES}
+    assert all((folder / f"{name}.png").read_bytes().startswith(PNG_MAGIC) for name in pipeline.FIGURES)
+    assert pipeline.FIGURES == ("loss", "accuracy", "weights", "confusion", "probabilities")
 
 
 # -- gradcheck --------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def test_default_report_reproduces_the_study(ws, study):
     text = md.read_text()
     for run in study["runs"]:
         assert f"{run['metrics']['test']['accuracy']:.4f}" in text
-        for name in ("loss", "accuracy", "weights", "confusion"):
+        for name in ("loss", "accuracy", "weights", "confusion", "probabilities"):
             assert (ws.reports_dir / run["figures"][name]).read_bytes().startswith(b"\x89PNG")
 
 

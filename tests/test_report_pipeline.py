@@ -89,9 +89,9 @@ def test_report_numbers_equal_evaluate_and_links_resolve(cli, tmp_path, study):
         assert cells[5:8] == [f"{metrics[s]['accuracy']:.4f}" for s in ("train", "val", "test")]
     assert all(0 < a < 1 for a in accuracies)   # the numbers compared are not all 1.0000
 
-    # figure links in report.md exist relative to it: 4 per run
+    # figure links in report.md exist relative to it: 5 per run
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(links) == 4 * len(RUNS)
+    assert len(links) == 5 * len(RUNS)
     for link in links:
         target = md_path.parent / link
         assert target.is_file(), link
@@ -101,7 +101,7 @@ def test_report_numbers_equal_evaluate_and_links_resolve(cli, tmp_path, study):
     refs = re.findall(r"""\b(?:src|href)\s*=\s*["']([^"']*)["']""", html, flags=re.I)
     assert refs and not [r for r in refs if re.match(r"\s*(https?:)?//", r, flags=re.I)]
     imgs = re.findall(r"<img\b[^>]*>", html, flags=re.I)
-    assert len(imgs) == 4 * len(RUNS)
+    assert len(imgs) == 5 * len(RUNS)
     assert all(re.search(r'src="data:image/png;base64,[A-Za-z0-9+/=]+"', img) for img in imgs)
     assert "http://" not in html and "https://" not in html
 
@@ -113,7 +113,7 @@ def test_second_report_computes_nothing_and_rewrites_nothing(cli, tmp_path, stud
     config, first = study
     files = {name: (tmp_path / "reports" / name).read_bytes() for name in ("report.md", "report.html")}
     figures = {p: p.read_bytes() for p in (tmp_path / "reports" / "figures").rglob("*.png")}
-    assert len(figures) == 4 * len(RUNS)
+    assert len(figures) == 5 * len(RUNS)
     # the first report computed every stage once (plus the parallel training)
     assert {s for s, _ in computed(first)} == {"gradcheck", "train", "evaluate", "plot", "report"}
 
