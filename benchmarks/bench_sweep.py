@@ -47,9 +47,11 @@ def sweep(cache: Path, reports: Path, jobs: int, inner: int | None) -> float:
     if inner is not None:
         env["CIFARCLI_BENCH_INNER_THREADS"] = str(inner)
     started = time.perf_counter()
-    subprocess.run([*command, "sweep", *GRID, "--jobs", str(jobs), "--cache-dir", str(cache),
-                    "--reports-dir", str(reports), "--quiet"], check=True, env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run([*command, "sweep", *GRID, "--jobs", str(jobs), "--cache-dir", str(cache),
+                           "--reports-dir", str(reports), "--quiet"], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        sys.exit(f"cifarcli sweep --jobs {jobs} failed (exit {done.returncode}): {done.stderr.strip()}")
     return time.perf_counter() - started
 
 
