@@ -176,7 +176,18 @@ def metrics_view(run: Artifact, metrics: Artifact) -> list[Any]:
     confusion.add_column("acc", justify="right", no_wrap=True)
     for name, row in zip(names, m["confusion_matrix"]):
         confusion.add_row(name, *(str(v) for v in row), f"{m['per_class_accuracy'][name]:.2f}")
-    return [table, confusion]
+    out: list[Any] = [table, confusion]
+    pr = m.get("probabilities")
+    if pr:
+        def mean(group: str) -> str:
+            return "—" if pr[group]["mean"] is None else f"{pr[group]['mean']:.3f}"
+
+        line = (f"probability of the true class ({pr['kind']}): mean {mean('correct')} on the "
+                f"{pr['correct']['n']} correct, {mean('incorrect')} on the {pr['incorrect']['n']} misclassified")
+        if pr["confident_mistakes"] is not None:
+            line += f"; {pr['confident_mistakes']:.1%} of the mistakes with p < {pr['threshold']:g}"
+        out.append(line)
+    return out
 
 
 # -- using the model -------------------------------------------------------------------------

@@ -139,6 +139,8 @@ def test_report_compares_softmax_and_bce_with_evaluates_numbers(cli, tmp_path, t
         cells = [c.strip() for c in row.strip().strip("|").split("|")]
         assert cells[1:6] == [loss, f"{ev['test']['accuracy']:.4f}", f"{pr['correct']['mean']:.4f}",
                               f"{pr['incorrect']['mean']:.4f}", f"{pr['confident_mistakes'] * 100:.1f} %"]
+        table = cli("evaluate", "--run", run["run_id"]).stdout        # the rich view says it too
+        assert f"mean {pr['correct']['mean']:.3f} on the {pr['correct']['n']} correct" in table
         # each run section shows its histogram too, linked and on disk
         link = f"figures/{run['run_id']}/probabilities.png"
         assert f"]({link})" in md_section(md, f"`{run['run_id']}`. Settings")
