@@ -284,7 +284,7 @@ def plot(
 
 @app.command()
 def predict(
-    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files (PNG, JPEG, ...; any size).",
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="Image files (PNG, JPEG, ...; any size).",
                                                  show_default=False)],
     lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
     split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32", run_id: RunId = None,
@@ -294,8 +294,8 @@ def predict(
 ):
     """Classify image files with a trained model: the top 3 classes and their probabilities.
 
-    Each image is converted to RGB and resized to 32×32 (area average when shrinking). An unreadable
-    file is one error line naming it; the others are still classified, and the exit code is 2.
+    Each image is converted to RGB and resized to 32×32 (area average when shrinking).
+    An unreadable file is one error line naming it; the others are still classified (exit code 2).
     """
     from cifarcli import pipeline, views
 
