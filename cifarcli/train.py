@@ -50,10 +50,10 @@ PyTorch 2.13, see benchmarks/bench_train.py; ms figures are microbenchmarks):
   ufuncs); η/m is folded into the softmax normalisation so G arrives scaled;
   the one-hot target is index arithmetic on precomputed flat indices; the
   weight decay is one in-place multiply.
-* BLAS threads: OpenBLAS' default (all cores) was measured fastest here
-  (2 threads vs 1: forward 9.4 vs 16.8 ms/epoch, backward 6.8 vs 15.1), and
-  the results were bit-identical between 1 and 2 threads for these shapes,
-  so the thread count is left alone.
+* BLAS threads: two are fastest on an idle machine (forward 9.4 vs 16.8
+  ms/epoch, backward 6.8 vs 15.1) but collapse when another process holds a
+  core, so ``threads.AdaptiveBlasThreads`` picks the count epoch by epoch from
+  measured epoch times. Results are bit-identical for 1 and 2 threads.
 
 With ``flip`` the batch rows are augmented, so the W_prev half of the fused
 GEMM would score flipped images: those runs multiply by W alone and pay one
@@ -84,6 +84,7 @@ import numpy as np
 from .errors import CifarError, WorkFailed
 from .model import LOSSES, init_parameters
 from .prepare import SPLITS, PreparedData
+from .threads import AdaptiveBlasThreads
 
 # float32 by measurement (benchmarks/bench_train.py --compare-dtypes, CIFAR-10
 # stand-in, seed split, 40 epochs, n_batch 100), test accuracy float32 / float64:
@@ -455,7 +456,8 @@ def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None 
             on_epoch(Checkpoint(epoch, np.array(Wm, copy=True),
                                 np.array(bm).reshape(K, 1), copy.deepcopy(history)))
 
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"), \
+            AdaptiveBlasThreads() as blas:
         if not history["epoch"]:                      # a fresh run: epoch 0 = the initial weights
             pending = {"epoch": 0, "val": val_metrics(W, b)}
             if not fused:
@@ -539,6 +541,7 @@ def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None 
                     finish(epoch, train_metrics(W, b), W, b)
             now = time.perf_counter()
             epoch_seconds.append(now - t_epoch)
+            blas.epoch_done(now - t_epoch)
             t_epoch = now
 
     total = time.perf_counter() - t_start
