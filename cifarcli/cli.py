@@ -381,7 +381,7 @@ def sweep(
     split: Annotated[Optional[str], typer.Option("--split", help="seed, dd2424 or full (fixed; default seed).")] = None,
     val_size: Annotated[Optional[int], typer.Option("--val-size", help="Validation images with --split full (fixed).")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32 or float64 (fixed).")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Train up to this many points at once on this machine.")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Train up to this many points at once on this machine.")] = 2,
     backend: Annotated[str, typer.Option("--backend", help="local (joblib processes) or dask (an existing cluster).")] = "local",
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (implies --backend dask).")] = None,
     cache_dir: CacheDir = Path("cache"), reports_dir: ReportsDir = Path("reports"),

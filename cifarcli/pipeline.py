@@ -192,12 +192,28 @@ def dataset(ws: Workspace) -> Artifact:
 # -- training ----------------------------------------------------------------
 
 
+_last_prepared: dict = {}
+
+
 def prepared(data_artifact: Artifact, split: str = "seed", val_size: int = 1000, dtype: str = "float32"):
+    """The normalised splits of a dataset; the last one is kept, so a sweep or a report
+    that trains and evaluates many settings on one split normalises it once per process.
+    Nothing writes into these arrays."""
+    import numpy as np
+
     from cifarcli.prepare import prepare
 
-    p = data_artifact.payload
-    return prepare(p["train_x"], p["train_y"], p["test_x"], p["test_y"], p["label_names"], p["batch_size"],
-                   split, val_size, dtype)
+    key = (data_artifact.key, split, val_size if split == "full" else None, dtype)
+    if key not in _last_prepared:
+        p = data_artifact.payload
+        _last_prepared.clear()  # one at a time: a full split in float64 is 1.5 GB
+        data = prepare(p["train_x"], p["train_y"], p["test_x"], p["test_y"], p["label_names"],
+                       p["batch_size"], split, val_size, dtype)
+        for array in vars(data).values():
+            if isinstance(array, np.ndarray):
+                array.flags.writeable = False  # shared by every later caller: enforce "nothing writes"
+        _last_prepared[key] = data
+    return _last_prepared[key]
 
 
 def train(ws: Workspace, config, force: bool = False) -> Artifact:
