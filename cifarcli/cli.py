@@ -22,10 +22,23 @@ from cifarcli.errors import CifarError, GateFailed
 _output: "Output | None" = None
 
 
+# Typer exports BadParameter but not its base, click's UsageError (which Typer now vendors).
+UsageError = typer.BadParameter.__bases__[0]
+
+
 class CifarGroup(TyperGroup):
     def invoke(self, ctx):
+        global _output
+        if ctx.parent is None:  # a new command line (tests run many in one process)
+            _output = None
+        args = [*getattr(ctx, "_protected_args", ()), *ctx.args]  # what the subcommand will parse
         try:
             result = super().invoke(ctx)
+        except UsageError as error:  # a bad option or value: one line too, not click's usage box
+            command = ctx.command_path.split()[1:] + [name for name in args[:1] if name in self.list_commands(ctx)]
+            error = CifarError(error.format_message(), hint=" ".join(["see: cifarcli", *command, "--help"]))
+            Output(as_json="--json" in args).fail(error)
+            raise typer.Exit(error.exit_code) from None
         except CifarError as error:
             (_output or Output()).fail(error)
             raise typer.Exit(error.exit_code) from None
@@ -413,7 +426,16 @@ def sweep(
 
 # -- cache -----------------------------------------------------------------------
 
-Stage = Annotated[Optional[str], typer.Option("--stage", help="Only this stage (dataset, gradcheck, train, evaluate, plot, report).")]
+def _known_stage(stage: Optional[str]) -> Optional[str]:
+    from cifarcli.pipeline import VERSIONS
+
+    if stage is not None and stage not in VERSIONS:
+        raise typer.BadParameter(f"unknown stage {stage!r}; one of: {', '.join(VERSIONS)}")
+    return stage
+
+
+Stage = Annotated[Optional[str], typer.Option("--stage", callback=_known_stage,
+                                              help="Only this stage (dataset, gradcheck, train, evaluate, plot, report, sweep).")]
 
 
 @cache_app.command("ls")

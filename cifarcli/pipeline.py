@@ -22,7 +22,7 @@ from cifarcli.errors import CifarError, WorkFailed
 
 # Bump a stage's version when its output for the same inputs changes.
 # evaluate 2, plot 2, report 2: the true-class probability summary, its histogram figure and report sections.
-VERSIONS = {"dataset": 1, "gradcheck": 1, "train": 1, "evaluate": 2, "plot": 2, "report": 2}
+VERSIONS = {"dataset": 1, "gradcheck": 1, "train": 1, "evaluate": 2, "plot": 2, "report": 2, "sweep": 1}
 WORKSPACE_FILE = "workspace.json"
 
 

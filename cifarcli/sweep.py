@@ -34,7 +34,6 @@ from typing import Any
 
 from cifarcli.errors import CifarError, WorkFailed
 
-VERSION = 1  # of the "sweep" artifact (the heat-map); bump when its drawing changes
 GRID = {"lam": ("--lam", float), "eta": ("--eta", float), "n_batch": ("--n-batch", int),
         "n_epochs": ("--n-epochs", int)}
 DASK_HINT = "pip install 'cifarcli[dask]'"
@@ -360,7 +359,7 @@ def draw_heatmap(ws, spec: SweepSpec, points: list[dict], data_key: str, best: d
                                             title=heatmap_title(spec), best=cell)
             return {"heatmap": path.read_bytes()}, {"n_points": len(points)}
 
-    artifact = ws.store.get_or_compute("sweep", VERSION, params, inputs, compute)
+    artifact = ws.store.get_or_compute("sweep", pipeline.VERSIONS["sweep"], params, inputs, compute)
     paths = pipeline._materialise(ws.reports_dir / "figures" / f"sweep-{artifact.key}", artifact.payload)
     return artifact.key, paths["heatmap"]
 

@@ -459,7 +459,21 @@ def test_unparseable_options_are_click_errors_with_exit_2(cli, options):
     assert result.exit_code == 2
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert options[0] in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line, not a usage box
+    assert "(see: cifarcli train --help)" in result.stderr
     assert not Path("cache").exists()  # rejected before any work
+
+
+def test_usage_errors_are_one_line_and_json_with_json(cli):
+    result = cli("cache", "ls", "--stage", "nope")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: Invalid value for '--stage': unknown stage 'nope'")
+    assert "(see: cifarcli cache ls --help)" in result.stderr and len(result.stderr.splitlines()) == 1
+    unknown = cli("nosuch")
+    assert unknown.exit_code == 2 and "(see: cifarcli --help)" in unknown.stderr
+    as_json = cli("train", "--eta", "abc", "--json")
+    assert as_json.exit_code == 2
+    assert json.loads(as_json.stdout)["error"].startswith("Invalid value for '--eta'")
 
 
 def test_unknown_run_suggests_cache_ls(cli, run):
