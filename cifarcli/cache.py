@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from cifarcli import __version__
-from cifarcli.errors import CifarError, WorkFailed, disk_error  # noqa: F401  (disk_error: re-exported)
+from cifarcli.errors import CifarError, disk_error  # noqa: F401  (disk_error: re-exported)
 
 PAYLOAD = "payload.joblib"
 META = "meta.json"

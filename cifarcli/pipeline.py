@@ -15,7 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from cifarcli.cache import Artifact, Store, artifact_key, write_atomic
 from cifarcli.errors import CifarError, WorkFailed

@@ -418,8 +418,6 @@ def connect(scheduler: str):
 
 def train_on_dask(ws, data_artifact, configs: list, scheduler: str) -> None:
     """Train ``configs`` on the cluster at ``scheduler``; this process alone stores each result as it arrives."""
-    from cifarcli import pipeline
-
     client = connect(scheduler)
     try:
         _train_with_client(ws, client, data_artifact, configs, scheduler)

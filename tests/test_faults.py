@@ -5,11 +5,10 @@ result an undisturbed run gives, and nothing half-written is ever read.
 
 What "exactly the result" means here (decided, see docs/reliability.md):
 
-* dataset, evaluate and plot artifacts: the same ``payload_sha256`` as in an
-  undisturbed cache (their payloads hold no time).
-* train: the same W, b, normalisation and history, bit for bit (np.array_equal
-  on the loaded payload). Its payload_sha256 is not compared: a run resumed
-  from a checkpoint pickles the same numbers with other pickle memo entries.
+* dataset, train, evaluate and plot artifacts: the same ``payload_sha256`` as
+  in an undisturbed cache (their payloads hold no time; a train payload is
+  written in a canonical form, so a run resumed from its checkpoint is
+  byte-identical to an uninterrupted one).
 * gradcheck: the same payload except its timings (``elapsed``, ``seconds``).
 * report: report.md and report.html equal the undisturbed ones once the date
   and the durations ("1.2 s") are masked; the --json document equals the
@@ -35,7 +34,6 @@ import time
 from pathlib import Path
 
 import joblib
-import numpy as np
 import pytest
 
 from httpserver import LoopbackServer
@@ -88,12 +86,7 @@ def compare_caches(cache: Path, reference: Path) -> None:
     assert set(ours) == set(theirs)
     for name, sha in theirs.items():
         stage, key = name.split("/")
-        if stage == "train":
-            a, b = (joblib.load(c / stage / key / "payload.joblib") for c in (cache, reference))
-            for field in ("W", "b", "mean", "std"):
-                assert np.array_equal(a[field], b[field]), (name, field)
-            assert a["history"] == b["history"] and a["diverged_at"] == b["diverged_at"]
-        elif stage == "gradcheck":
+        if stage == "gradcheck":
             a, b = (joblib.load(c / stage / key / "payload.joblib") for c in (cache, reference))
             assert stable_doc(a) == stable_doc(b)
         elif stage == "report":

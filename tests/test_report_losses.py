@@ -4,7 +4,6 @@ report's per-run histogram and softmax-vs-BCE comparison."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
