@@ -59,7 +59,8 @@ def softmax(S: np.ndarray) -> np.ndarray:
     The column maximum is subtracted first, so exp never overflows and every
     column sums to 1 up to rounding.
     """
-    P = S - S.max(axis=0, keepdims=True)
+    with np.errstate(over="ignore"):  # S - max may round to -inf for scores ~1e308 apart: exp gives 0, exactly
+        P = S - S.max(axis=0, keepdims=True)
     np.exp(P, out=P)
     P /= P.sum(axis=0, keepdims=True)
     return P
