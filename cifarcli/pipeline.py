@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cifarcli.cache import Artifact, Store, artifact_key, write_atomic
+from cifarcli.cache import Artifact, Store, artifact_key, disk_error, write_atomic
 from cifarcli.errors import CifarError, WorkFailed
 
 # Bump a stage's version when its output for the same inputs changes.
@@ -339,7 +339,7 @@ def gradcheck(ws: Workspace, n_samples: int = 100, n_dims: int | None = None, la
               h: float = 1e-6, seed: int = 42, force: bool = False, loss: str = "softmax") -> Artifact:
     """Analytic against centred-difference gradients on the first training images (``loss``: softmax or bce)."""
     from cifarcli import gradcheck as checker
-    from cifarcli.model import init_parameters, one_hot
+    from cifarcli.model import LOSSES, init_parameters, one_hot
 
     data_artifact = dataset(ws)
     # nan and inf fail these comparisons, so they are refused too (they crashed the cache key).
@@ -347,8 +347,6 @@ def gradcheck(ws: Workspace, n_samples: int = 100, n_dims: int | None = None, la
             or not all(0 <= lam < float("inf") for lam in lams):
         raise CifarError("--n-samples and --n-dims must be at least 1, --h finite and positive, "
                          "--lam finite and not negative")
-    from cifarcli.model import LOSSES
-
     if loss not in LOSSES:
         raise CifarError(f"--loss: unknown loss {loss!r}", hint=f"use one of: {', '.join(LOSSES)}")
     params = _gradcheck_params(n_samples, n_dims, lams, h, seed, loss)
@@ -407,6 +405,7 @@ FIGURES = ("loss", "accuracy", "weights", "confusion", "probabilities")
 def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
     """The run's figures as PNG files under ``reports/figures/<run-id>/``; drawn once, then copied from the cache."""
     metrics = evaluate(ws, run).payload
+    config = config_of(run)
 
     def compute():
         import tempfile
@@ -421,11 +420,10 @@ def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
                                          dir=stage_dir) as tmp:
             folder = Path(tmp)
             history, W, names = run.payload["history"], run.payload["W"], run.payload["label_names"]
-            plots.plot_loss(history, folder / "loss.png", title=_label(config_of(run)))
-            plots.plot_accuracy(history, folder / "accuracy.png", title=_label(config_of(run)))
+            plots.plot_loss(history, folder / "loss.png", title=_label(config))
+            plots.plot_accuracy(history, folder / "accuracy.png", title=_label(config))
             plots.plot_weights(W, names, folder / "weights.png")
             plots.plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png")
-            config = config_of(run)
             plots.plot_probabilities(metrics["probabilities"], folder / "probabilities.png",
                                      title=f"True-class probability on the test set, λ={config.lam:g}, "
                                            f"η={config.eta:g}, loss {config.loss}")
@@ -497,6 +495,7 @@ def predict(ws: Workspace, run: Artifact, images: list[dict]) -> dict:
 def export(ws: Workspace, run: Artifact, out: Path) -> dict:
     """Write ``run``'s model as a plain ``.npz`` at ``out`` (atomically: temp file beside it, then rename)."""
     import io
+    from dataclasses import asdict
 
     import numpy as np
 
@@ -508,8 +507,6 @@ def export(ws: Workspace, run: Artifact, out: Path) -> dict:
     if out.is_dir():
         raise CifarError(f"--out {out} is a folder", hint="give a file name, e.g. --out model.npz")
     config, p = config_of(run), run.payload
-    from dataclasses import asdict
-
     arrays = export_arrays(p["W"], p["b"], p["mean"], p["std"], p["label_names"], config.loss,
                            asdict(config), run.key, __version__)  # every setting, defaults included
     buffer = io.BytesIO()
@@ -546,10 +543,7 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
                     "n_test": info["n_test"]},
         "preprocessing": {"scale": "pixels / 255",
                           "normalisation": "per-dimension mean and std of the training split"},
-        "initialisation": {"distribution": "normal", "std": 0.01, "seed": sorted({r["config"]["seed"] for r in runs})}
-        if all(r["config"].get("init", "normal") == "normal" for r in runs) else
-        {"distribution": "normal, std 0.01 (init normal) or 1/√d (init xavier)", "std": None,
-         "seed": sorted({r["config"]["seed"] for r in runs})},
+        "initialisation": _initialisation(runs),
         "gradcheck": {**check.payload, "tol": 1e-6, "passed": check.payload["max_error"] <= 1e-6},
         "runs": runs,
     }
@@ -574,6 +568,13 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
         _write_if_changed(paths[name], artifact.payload[name].encode())
     return {**artifact.payload["doc"], "paths": {k: str(v) for k, v in paths.items()},
             "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.store.events]}
+
+
+def _initialisation(runs: list[dict]) -> dict:
+    seeds = sorted({run["config"]["seed"] for run in runs})
+    if any(run["config"].get("init", "normal") != "normal" for run in runs):
+        return {"distribution": "normal, std 0.01 (init normal) or 1/√d (init xavier)", "std": None, "seed": seeds}
+    return {"distribution": "normal", "std": 0.01, "seed": seeds}
 
 
 def _report_run(ws: Workspace, run: Artifact) -> dict:
@@ -623,8 +624,6 @@ def _train_in_worker(cache_dir: Path, config) -> tuple[str, str]:
 
 
 def _write_if_changed(path: Path, content: bytes) -> None:
-    from cifarcli.cache import disk_error
-
     try:
         if not (path.is_file() and path.read_bytes() == content):
             write_atomic(path, content)
@@ -652,7 +651,6 @@ def status(ws: Workspace, config) -> list[dict]:
     add("dataset", data_key, ws.store.state("dataset", data_key))
     gradcheck_key = _key("gradcheck", _gradcheck_params(), {"dataset": data_key})
     add("gradcheck", gradcheck_key, ws.store.state("gradcheck", gradcheck_key))
-    config.validate()
     train_key = _train_key(config, data_key)
     train_state = ws.store.state("train", train_key)
     if train_state[0] == "missing":
