@@ -417,7 +417,6 @@ def sweep(
     if scheduler and backend == "local":
         backend = "dask"
     result = sweeping.run_sweep(ws, spec, backend, scheduler)
-    result.pop("_best_run", None)
     out.result(result, *views.sweep_view(result))
     if result["best"] is None:
         raise WorkFailed("every point of the sweep diverged", hint="try smaller --eta values")

@@ -250,8 +250,7 @@ def spec_from_table(table: dict, defaults: dict, where: str) -> SweepSpec:
 def run_sweep(ws, spec: SweepSpec, backend: str = "local", scheduler: str | None = None) -> dict:
     """Train (or reuse) every point, select on validation accuracy, evaluate the best, draw the heat-map.
 
-    Returns the JSON-able result (see ``cifarcli sweep --json``) with the
-    best run's artifact under the private key ``"_best_run"``.
+    Returns the JSON-able result (see ``cifarcli sweep --json``).
     """
     from cifarcli import pipeline
 
@@ -280,7 +279,7 @@ def run_sweep(ws, spec: SweepSpec, backend: str = "local", scheduler: str | None
     points = [_point(run, config, i, run.key in computed) for i, (run, config) in enumerate(zip(runs, configs))]
     ranked = sorted(points, key=_rank)
     best_point = next((p for p in ranked if p["diverged_at"] is None and p["val_acc"] is not None), None)
-    best = best_run = None
+    best = None
     if best_point is not None:
         best_run = runs[best_point["index"]]
         metrics = pipeline.evaluate(ws, best_run).payload
@@ -293,7 +292,7 @@ def run_sweep(ws, spec: SweepSpec, backend: str = "local", scheduler: str | None
             "selection": "validation accuracy", "n_points": len(points),
             "computed": [p["run_id"] for p in points if p["status"] == "computed"],
             "points": [{k: v for k, v in p.items() if k != "index"} for p in ranked],
-            "best": best, "heatmap": str(heatmap), "_best_run": best_run}
+            "best": best, "heatmap": str(heatmap)}
 
 
 def _point(run, config, index: int, computed: bool) -> dict:
@@ -478,7 +477,7 @@ def report_section(ws, spec: SweepSpec) -> dict:
     from cifarcli import pipeline
 
     result = run_sweep(ws, spec)
-    best_run = result.pop("_best_run")
+    best_run = ws.store.load("train", result["best"]["run_id"]) if result["best"] else None
     heatmap = Path(result["heatmap"]).relative_to(ws.reports_dir).as_posix()
     return {"key": result["sweep"], "grid": result["grid"], "fixed": result["fixed"],
             "title": heatmap_title(spec), "points": result["points"],
