@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from cifarcli.gradcheck import check_gradients, numerical_gradients, relative_errors
-from cifarcli.model import compute_cost, compute_gradients, init_parameters, one_hot
+from cifarcli.model import compute_gradients, init_parameters, one_hot
+from numeric import naive_gradients
 
 
 @pytest.fixture
@@ -19,29 +20,11 @@ def problem():
     return X, one_hot(y, K), W, b
 
 
-def _naive(X, Y, W, b, lam, h):
-    """One full compute_cost per perturbed parameter: the slow reference."""
-    W, b = W.copy(), b.copy()
-    out = []
-    for theta in (W, b):
-        g = np.zeros_like(theta)
-        for idx in np.ndindex(theta.shape):
-            old = theta[idx]
-            theta[idx] = old + h
-            cp = compute_cost(X, Y, W, b, lam)
-            theta[idx] = old - h
-            cm = compute_cost(X, Y, W, b, lam)
-            theta[idx] = old
-            g[idx] = (cp - cm) / (2 * h)
-        out.append(g)
-    return out
-
-
 @pytest.mark.parametrize("lam", [0.0, 0.1])
 def test_fast_numerical_gradient_equals_naive_loop(problem, lam):
     X, Y, W, b = problem
     gW, gb = numerical_gradients(X, Y, W, b, lam, 1e-6)
-    nW, nb = _naive(X, Y, W, b, lam, 1e-6)
+    nW, nb = naive_gradients(X, Y, W, b, lam)
     assert gW.shape == W.shape and gb.shape == b.shape
     # both are finite differences of the same cost; only rounding differs (~1e-10 absolute)
     np.testing.assert_allclose(gW, nW, rtol=1e-6, atol=1e-8)
@@ -120,29 +103,11 @@ def test_full_size_check_runs_on_all_parameters():
 # --------------------------------------------------------------------------- multiple binary cross-entropy
 
 
-def _naive_bce_gradient(X, Y, W, b, lam, h):
-    """Full compute_cost(..., loss="bce") differences, one per parameter."""
-    W, b = W.copy(), b.copy()
-    out = []
-    for theta in (W, b):
-        g = np.zeros_like(theta)
-        for idx in np.ndindex(theta.shape):
-            old = theta[idx]
-            theta[idx] = old + h
-            cp = compute_cost(X, Y, W, b, lam, "bce")
-            theta[idx] = old - h
-            cm = compute_cost(X, Y, W, b, lam, "bce")
-            theta[idx] = old
-            g[idx] = (cp - cm) / (2 * h)
-        out.append(g)
-    return out
-
-
 @pytest.mark.parametrize("lam", [0.0, 0.1])
 def test_fast_bce_numerical_gradient_equals_naive_loop(problem, lam):
     X, Y, W, b = problem
     gW, gb = numerical_gradients(X, Y, W, b, lam, 1e-6, loss="bce")
-    nW, nb = _naive_bce_gradient(X, Y, W, b, lam, 1e-6)
+    nW, nb = naive_gradients(X, Y, W, b, lam, loss="bce")
     np.testing.assert_allclose(gW, nW, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(gb, nb, rtol=1e-6, atol=1e-9)
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import tinycifar
+from numeric import naive_gradients
 from cifarcli.cache import artifact_key
 from cifarcli.data import read_cifar10
 from cifarcli.errors import CifarError
@@ -59,22 +60,9 @@ def test_analytic_gradients_match_plain_finite_differences(problem):
     K = W.shape[0]
     Y = np.eye(K)[:, y]
     gW, gb = compute_gradients(X, Y, evaluate_classifier(X, W, b), W, lam)
-    h = 1e-6
-
-    def numeric(param):
-        grad = np.zeros_like(param)
-        for index in np.ndindex(param.shape):  # a naive loop over parameters, independent of gradcheck.py
-            old = param[index]
-            param[index] = old + h
-            up = compute_cost(X, Y, W, b, lam)
-            param[index] = old - h
-            down = compute_cost(X, Y, W, b, lam)
-            param[index] = old
-            grad[index] = (up - down) / (2 * h)
-        return grad
-
-    np.testing.assert_allclose(gW, numeric(W), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(gb, numeric(b), rtol=1e-5, atol=1e-7)
+    nW, nb = naive_gradients(X, Y, W, b, lam)  # a plain loop over parameters, independent of gradcheck.py
+    np.testing.assert_allclose(gW, nW, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(gb, nb, rtol=1e-5, atol=1e-7)
 
 
 json_scalars = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
