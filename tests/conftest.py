@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,24 @@ def real_archive() -> Path:
     if not REAL_ARCHIVE or not Path(REAL_ARCHIVE).is_file():
         pytest.skip("set CIFARCLI_TEST_ARCHIVE to the CIFAR-10 stand-in to run real-data tests")
     return Path(REAL_ARCHIVE)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path) -> int:
+    """No default download can leave the machine (the official URLs point at a closed loopback
+    port, returned), and no copy in the real home folder is found."""
+    from cifarcli import data
+
+    with socket.socket() as sock:  # bound, then released: nobody listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for fmt, official in list(data.OFFICIAL.items()):
+        monkeypatch.setitem(data.OFFICIAL, fmt, data.OfficialArchive(
+            fmt, f"http://127.0.0.1:{port}/{official.url.rsplit('/', 1)[1]}", official.md5, official.size))
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+    return port
 
 
 @pytest.fixture

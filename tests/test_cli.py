@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,17 +44,8 @@ eta = 0.001
 # --------------------------------------------------------------------------- helpers
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """A test that wrongly falls back to the official download fails at once on a closed loopback port."""
-    from cifarcli import data
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    for fmt, official in list(data.OFFICIAL.items()):
-        monkeypatch.setitem(data.OFFICIAL, fmt, data.OfficialArchive(
-            fmt, f"http://127.0.0.1:{port}/{official.url.rsplit('/', 1)[1]}", official.md5, official.size))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+def _offline(offline):
+    """Every test here: a wrong fallback to the official download fails at once (conftest.offline)."""
 
 
 def ok_json(result) -> dict:

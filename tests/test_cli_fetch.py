@@ -13,7 +13,6 @@ import io
 import json
 import os
 import pickle
-import socket
 import tarfile
 from pathlib import Path
 
@@ -94,26 +93,6 @@ def regular(name: str, raw: bytes) -> tuple[tarfile.TarInfo, bytes]:
     info.size = len(raw)
     info.mode = 0o644
     return info, raw
-
-
-def closed_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No default download can leave the machine, and no copy in the real home is found."""
-    port = closed_port()
-    for fmt, official in list(data.OFFICIAL.items()):
-        monkeypatch.setitem(data.OFFICIAL, fmt, data.OfficialArchive(
-            fmt, f"http://127.0.0.1:{port}/{official.url.rsplit('/', 1)[1]}", official.md5, official.size))
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    return port
 
 
 @pytest.fixture(scope="module")

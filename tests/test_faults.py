@@ -253,28 +253,34 @@ def test_kill_9_during_report_smoke(tmp_path, fetched_cache, report_reference):
     _report(tmp_path, fetched_cache, report_reference, SMOKE_KILLS, seed=3)
 
 
+def assert_most_kills_landed(counts: dict) -> None:
+    """Every kill was made, and most hit a running command: a kill after it finished proves nothing."""
+    assert counts["landed"] + counts["finished_first"] == SLOW_KILLS
+    assert counts["landed"] >= SLOW_KILLS // 2, counts
+
+
 @pytest.mark.slow
 def test_kill_9_at_20_moments_of_a_local_import(tmp_path, tiny_archive, fetched_cache):
     counts = _fetch_local(tmp_path, tiny_archive, fetched_cache, SLOW_KILLS, seed=11)
-    assert counts["landed"] + counts["finished_first"] == SLOW_KILLS
+    assert_most_kills_landed(counts)
 
 
 @pytest.mark.slow
 def test_kill_9_at_20_moments_of_a_download(tmp_path, tiny_archive, fetched_cache):
     counts = _fetch_download(tmp_path, tiny_archive, fetched_cache, SLOW_KILLS, seed=12)
-    assert counts["landed"] + counts["finished_first"] == SLOW_KILLS
+    assert_most_kills_landed(counts)
 
 
 @pytest.mark.slow
 def test_kill_9_at_20_moments_of_train(tmp_path, fetched_cache, train_reference):
     counts = _train(tmp_path, fetched_cache, train_reference, SLOW_KILLS, seed=13)
-    assert counts["landed"] + counts["finished_first"] == SLOW_KILLS
+    assert_most_kills_landed(counts)
 
 
 @pytest.mark.slow
 def test_kill_9_at_20_moments_of_report(tmp_path, fetched_cache, report_reference):
     counts = _report(tmp_path, fetched_cache, report_reference, SLOW_KILLS, seed=14)
-    assert counts["landed"] + counts["finished_first"] == SLOW_KILLS
+    assert_most_kills_landed(counts)
 
 
 # -- Ctrl-C during a download ----------------------------------------------------------------------

@@ -20,7 +20,6 @@ import json
 import pickle
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -56,21 +55,12 @@ def base(tmp_path_factory, tiny_archive) -> Path:
 
 
 @pytest.fixture
-def ws(tmp_path, base, monkeypatch):
-    """A copy of ``base`` as the working folder, offline (the official URLs point at a closed port)."""
-    from cifarcli import data
-
+def ws(tmp_path, base, monkeypatch, offline):
+    """A copy of ``base`` as the working folder, offline (conftest.offline)."""
     work = tmp_path / "w"
     shutil.copytree(base, work)
     monkeypatch.chdir(work)
     monkeypatch.delenv("CIFARCLI_CACHE_DIR", raising=False)
-    monkeypatch.setenv("HOME", str(work / "home"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    for fmt, official in list(data.OFFICIAL.items()):
-        monkeypatch.setitem(data.OFFICIAL, fmt, data.OfficialArchive(
-            fmt, f"http://127.0.0.1:{port}/{official.url.rsplit('/', 1)[1]}", official.md5, official.size))
     return work
 
 
