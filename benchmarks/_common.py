@@ -35,3 +35,32 @@ def median_of(times: list[float]) -> str:
 
 def verdict(value: float, target: float) -> str:
     return f"[{'ok' if value <= target else 'MISSED'}: target <= {target:g} s]"
+
+
+def machine() -> str:
+    """The CPU model (lscpu) and the BLAS build and kernel (threadpoolctl): print it with every figure."""
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    cpu = "unknown CPU"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        cpu = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        pass
+    np.ones((64, 64)) @ np.ones((64, 64))   # make sure the BLAS is loaded
+    blas = [f"{p.get('internal_api')} {p.get('version')} kernel {p.get('architecture')}"
+            for p in threadpool_info() if p.get("user_api") == "blas"]
+    return f"CPU: {cpu}, {os.cpu_count()} cores; numpy {np.__version__}; BLAS: {'; '.join(blas) or 'none found'}"
+
+
+class busy_core:
+    """Context manager: one busy process beside the measurement (another user's job holding a core)."""
+
+    def __enter__(self) -> "busy_core":
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.kill()
+        self.proc.wait()

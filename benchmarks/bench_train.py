@@ -15,6 +15,7 @@ float64 and prints the test accuracies side by side.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -29,6 +30,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _common import busy_core, machine  # noqa: E402
 
 from cifarcli.evaluate import evaluate_model  # noqa: E402
 from cifarcli.model import init_parameters  # noqa: E402
@@ -166,11 +170,35 @@ def compare_dtypes(arrays) -> None:
         print(f"{lam:5g} {eta:6g} | {a32:7.4f} {a64:7.4f} {a32 - a64:+8.4f} | {s32:5.2f} {s64:5.2f}")
 
 
+def compare_with_torch(torch, data, cfg: TrainConfig, repeats: int) -> None:
+    """Time cifarcli's training and PyTorch's, alternating, and print the ratio of the medians."""
+    train(TrainConfig(lam=0.1, eta=0.001, n_epochs=1), data)           # warm-up
+    if torch is not None:
+        torch_train(torch, data, TrainConfig(lam=0.1, eta=0.001, n_epochs=1))
+    t_np, t_pt, res, W_pt, hist = [], [], None, None, None
+    for _ in range(repeats):           # alternated, so a change of load hits both alike
+        t, _, res = timed(lambda: train(cfg, data), 1)
+        t_np.append(t)
+        if torch is not None:
+            t, _, (W_pt, hist) = timed(lambda: torch_train(torch, data, cfg), 1)
+            t_pt.append(t)
+    med_np = statistics.median(t_np)
+    print(f"cifarcli (numpy {np.__version__}): median {med_np:.3f} s  runs {[round(t, 3) for t in t_np]}"
+          f"  final val acc {res.history['val_acc'][-1]:.4f}")
+    if torch is not None:
+        med_pt = statistics.median(t_pt)
+        print(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads): median {med_pt:.3f} s"
+              f"  runs {[round(t, 3) for t in t_pt]}  final val acc {hist[-1][5]:.4f}")
+        print(f"speed-up cifarcli vs PyTorch: {med_pt / med_np:.2f}x (medians)"
+              f"  (max |W_numpy - W_torch| = {np.abs(res.W - W_pt).max():.2e})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compare-dtypes", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--busy", action="store_true", help="also time both with one busy process beside them")
     ap.add_argument("--child-memory", choices=["seed", "dd2424", "full"], help=argparse.SUPPRESS)
     ap.add_argument("--epochs", type=int, default=40, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -184,24 +212,16 @@ def main() -> None:
     cfg = TrainConfig(lam=0.1, eta=0.001)
     print(f"config: {cfg.key_params()}  train {data.sizes['train']}, val {data.sizes['val']}")
 
-    train(TrainConfig(lam=0.1, eta=0.001, n_epochs=1), data)           # warm-up
-    t_np, all_np, res = timed(lambda: train(cfg, data), args.repeats)
-    print(f"cifarcli (numpy {np.__version__}): median {t_np:.3f} s  best {min(all_np):.3f} s"
-          f"  runs {[round(t, 3) for t in all_np]}"
-          f"  final val acc {res.history['val_acc'][-1]:.4f}")
-
+    print(machine())
     try:
         import torch
     except ImportError:
+        torch = None
         print("torch not importable: PyTorch comparison skipped")
-    else:
-        torch_train(torch, data, TrainConfig(lam=0.1, eta=0.001, n_epochs=1))   # warm-up
-        t_pt, all_pt, (W_pt, hist) = timed(lambda: torch_train(torch, data, cfg), args.repeats)
-        print(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads): median {t_pt:.3f} s"
-              f"  best {min(all_pt):.3f} s  runs {[round(t, 3) for t in all_pt]}  final val acc {hist[-1][5]:.4f}")
-        print(f"speed-up cifarcli vs PyTorch: {t_pt / t_np:.2f}x (medians), {min(all_pt) / min(all_np):.2f}x (best)"
-              f"  (max |W_numpy - W_torch| = {np.abs(res.W - W_pt).max():.2e})")
-
+    for load in (["idle", "one busy process beside it"] if args.busy else ["idle"]):
+        with busy_core() if load != "idle" else contextlib.nullcontext():
+            print(f"-- {load}")
+            compare_with_torch(torch, data, cfg, args.repeats)
     if not args.no_memory:
         for split, epochs in (("seed", 40), ("full", 2)):
             m = measure_memory(split, epochs)

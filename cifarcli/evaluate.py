@@ -23,6 +23,7 @@ import numpy as np
 
 from .model import metrics_from_scores, scores, true_class_probabilities
 from .prepare import PreparedData
+from .threads import on_one_blas_thread
 
 __all__ = ["confusion_matrix", "evaluate_model", "probability_summary", "PROB_BINS", "CONFIDENT_MISTAKE"]
 
@@ -37,6 +38,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, K: int = 10) -> np.
     return np.bincount(y_true * K + y_pred, minlength=K * K).reshape(K, K)
 
 
+@on_one_blas_thread
 def evaluate_model(W: np.ndarray, b: np.ndarray, lam: float, data: PreparedData,
                    loss: str = "softmax") -> dict:
     """JSON-serialisable metrics of (W, b) on data's three splits."""

@@ -35,6 +35,7 @@ import numpy as np
 
 from .model import (LOSSES, compute_gradients, compute_gradients_bce, labels_of, probabilities,
                     scores)
+from .threads import on_one_blas_thread
 
 __all__ = ["numerical_gradients", "relative_errors", "check_gradients", "error_summary"]
 
@@ -96,6 +97,7 @@ def error_summary(err: np.ndarray, threshold: float = 1e-6) -> dict:
     }
 
 
+@on_one_blas_thread
 def check_gradients(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray,
                     lams=(0.0, 0.1), h: float = 1e-6,
                     gradient_fn: Callable | None = None, eps: float = 1e-10,

@@ -37,6 +37,7 @@ import numpy as np
 from .errors import CifarError
 from .model import probabilities, scores
 from .prepare import normalise
+from .threads import on_one_blas_thread
 
 SIDE = 32
 D = 3 * SIDE * SIDE
@@ -92,6 +93,7 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"{path}: damaged or truncated image ({exc})") from None
 
 
+@on_one_blas_thread
 def classify(records: np.ndarray, W: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray,
              loss: str = "softmax") -> np.ndarray:
     """Class probabilities P (K × n) of records (n × 3072 uint8, CIFAR order), in float64.

@@ -29,34 +29,32 @@ Options beyond the study (each off by default; see TrainConfig):
 * ``decay_every=k, decay_factor=f``: epoch e uses η · f^⌊(e-1)/k⌋ (``learning_rate``).
 * ``init="xavier"``: W and b from N(0, 1/d) instead of N(0, 0.01²), same generator.
 
-How it is made fast (2-core Xeon, OpenBLAS 0.3.31, 8000 × 3072 float32,
-n_batch 100; the whole seed run takes ~1.1 s vs ~1.85 s for the same loop in
-PyTorch 2.13, see benchmarks/bench_train.py; ms figures are microbenchmarks):
+``train_reference`` is that loop written plainly, as the course writes it;
+``train`` computes the same updates (equal to float rounding, tested) faster:
 
 * Samples are rows: A = X_train.T is n × d C-ordered (prepare.normalise makes
-  it so), a batch is one contiguous block, and scores are kept as m × K rows.
-  Of the layouts measured this pair of GEMMs was fastest:
+  it so), a batch is one contiguous block, and scores are kept as m × K rows:
   ``S_b = A_b Wᵀ`` then ``ΔW = G_bᵀ A_b`` (G_bᵀ read in place, no copy).
-* The GEMMs of K = 10 rows are dominated by OpenBLAS packing the 1.2 MB batch,
-  not by arithmetic, so adding rows is cheap (10 → 20 rows: +3 ms/epoch, while
-  a separate metrics pass over the training split costs ~8 ms). The forward GEMM therefore
+* The products of K = 10 rows are dominated by streaming the batch, not by
+  arithmetic, so extra rows are cheap. The forward product therefore
   multiplies the batch by the stacked [W; W_prev] (2K × d), where W_prev is
   the weights at the start of the epoch: its half of the result is exactly the
-  training-split scores needed for the previous epoch's metrics. The separate
-  metrics pass over the training split disappears (only the last epoch needs
-  one); the metrics of epoch e are thus complete after the pass of epoch e+1,
-  which is when ``on_epoch`` is called for epoch e.
-* Everything in the hot loop writes into preallocated buffers (``out=``, in-place
-  ufuncs); η/m is folded into the softmax normalisation so G arrives scaled;
-  the one-hot target is index arithmetic on precomputed flat indices; the
-  weight decay is one in-place multiply.
-* BLAS threads: two are fastest on an idle machine (forward 9.4 vs 16.8
-  ms/epoch, backward 6.8 vs 15.1) but collapse when another process holds a
-  core, so ``threads.AdaptiveBlasThreads`` picks the count epoch by epoch from
-  measured epoch times. Results are bit-identical for 1 and 2 threads.
+  training-split scores needed for the previous epoch's metrics, so no
+  separate metrics pass over the training split is needed (only the last
+  epoch needs one). The metrics of epoch e are thus complete after the pass
+  of epoch e+1, which is when ``on_epoch`` is called for epoch e.
+* Everything in the hot loop writes into preallocated buffers (``out=``,
+  in-place ufuncs); η/m is folded into the softmax normalisation so G arrives
+  scaled; the one-hot target is index arithmetic on precomputed flat indices;
+  the weight decay is one in-place multiply.
+* Threads without changing a bit (threads.py): every product runs on one BLAS
+  thread and is cut in two at a fixed place (the forward product by rows of
+  the batch, the update by columns of W); ``TwoHalves`` runs the halves on two
+  threads, or on one when another process holds a core, chosen epoch by epoch
+  from measured epoch times.
 
 With ``flip`` the batch rows are augmented, so the W_prev half of the fused
-GEMM would score flipped images: those runs multiply by W alone and pay one
+product would score flipped images: those runs multiply by W alone and pay one
 metrics pass over the (unflipped) training split per epoch instead. With
 ``shuffle`` alone the fused trick still holds: the W_prev scores are those of
 the epoch's permuted rows, scored against the permuted labels (the loss is a
@@ -64,11 +62,15 @@ mean and the accuracy a count, so the order does not matter). Augmented
 batches are gathered into one preallocated n_batch × d buffer: no per-epoch
 copy of the training split (which would double the memory of split full).
 
-Determinism: the same config and data give bit-identical W and b. Nothing is
-random after initialisation except the per-epoch shuffle and flips, drawn from
+Determinism, by construction: a run's W and b are a function of its config,
+its data and this machine's numpy/BLAS build only. Every product has the same
+shape, operands and single BLAS thread however many threads run, whatever the
+load, in ``train``, ``report``, ``sweep`` or on Dask. Nothing is random after
+initialisation except the per-epoch shuffle and flips, drawn from
 ``epoch_rng(seed, epoch)`` and never from a generator that runs across epochs,
-and the learning rate depends only on the epoch number: a resumed run stays
-bit-identical.
+and the learning rate depends only on the epoch number: a resumed run is
+bit-identical to an uninterrupted one. Another CPU may take other kernels, so
+its bits may differ (the README says by how much).
 """
 
 from __future__ import annotations
@@ -82,9 +84,10 @@ from typing import Callable
 import numpy as np
 
 from .errors import CifarError, WorkFailed
-from .model import LOSSES, init_parameters
+from .model import (LOSSES, compute_gradients, compute_gradients_bce, evaluate_classifier, init_parameters, scores,
+                    sigmoid)
 from .prepare import SPLITS, PreparedData
-from .threads import AdaptiveBlasThreads
+from .threads import TwoHalves, one_blas_thread
 
 # float32 by measurement (benchmarks/bench_train.py --compare-dtypes, CIFAR-10
 # stand-in, seed split, 40 epochs, n_batch 100), test accuracy float32 / float64:
@@ -310,16 +313,17 @@ def _row_metrics(T: np.ndarray, y: np.ndarray, flat: np.ndarray, reg: float) -> 
     """(loss, cost, acc) from scores in rows T (n × K, C-contiguous) and flat true-class indices.
 
     Works in T's dtype (the per-sample log-sum-exp is exact to its precision)
-    and averages in float64.
+    and averages in float64. T is overwritten.
     """
-    m = T.max(axis=1)
-    E = T - m[:, None]
-    np.exp(E, out=E)
-    per_sample = np.log(E.sum(axis=1))
-    per_sample += m
-    per_sample -= T.reshape(-1)[flat]
-    loss = float(np.mean(per_sample, dtype=np.float64))
     acc = float(np.count_nonzero(np.argmax(T, axis=1) == y)) / y.size
+    m = T.max(axis=1)
+    true_scores = T.reshape(-1)[flat]
+    T -= m[:, None]
+    np.exp(T, out=T)
+    per_sample = np.log(T.sum(axis=1))
+    per_sample += m
+    per_sample -= true_scores
+    loss = float(np.mean(per_sample, dtype=np.float64))
     return loss, loss + reg, acc
 
 
@@ -345,207 +349,278 @@ def _rows(X: np.ndarray, dtype) -> np.ndarray:
     return A
 
 
+# -- the reference loop -----------------------------------------------------------
+
+
+def train_reference(config: TrainConfig, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
+    """The study's loop as the course writes it: the plain version of ``train``, for reading and testing.
+
+    Returns the final (W, b). ``train`` computes the same updates (equal to
+    float rounding, tested) in preallocated buffers, with the metrics fused in.
+    """
+    dtype = np.dtype(config.dtype)
+    X, Y = data.X_train.astype(dtype), data.Y_train.astype(dtype)
+    K, (d, n) = Y.shape[0], X.shape
+    W, b = init_parameters(K, d, np.random.default_rng(config.seed), std=init_std(config, d), dtype=dtype)
+    if config.flip > 0:
+        X_mirrored = flip_rows(X.T, data.mean, data.std).T     # every image mirrored, normalised
+    for epoch in range(1, config.n_epochs + 1):
+        eta = learning_rate(config, epoch)
+        order, flips = epoch_plan(config, n, epoch)
+        images = order if order is not None else np.arange(n)
+        for start in range(0, n, config.n_batch):
+            batch = images[start:start + config.n_batch]
+            Xb, Yb = X[:, batch], Y[:, batch]
+            if flips is not None:
+                Xb = np.where(flips[batch], X_mirrored[:, batch], Xb)
+            if config.loss == "bce":
+                grad_W, grad_b = compute_gradients_bce(Xb, Yb, sigmoid(scores(Xb, W, b)), W, config.lam)
+            else:
+                grad_W, grad_b = compute_gradients(Xb, Yb, evaluate_classifier(Xb, W, b), W, config.lam)
+            W = W - eta * grad_W
+            b = b - eta * grad_b
+    return W, b
+
+
+# -- the fast loop ----------------------------------------------------------------
+
+
+class _FastLoop:
+    """The buffers and steps of ``train``: gather a batch, forward, gradient, update, metrics.
+
+    Samples are rows (A is n × d). Every product is cut in two at a fixed
+    place, rows of the batch for the forward product and columns of W for the
+    update, and the halves run through ``TwoHalves``: the bits are the same
+    on one thread or two (see threads.py).
+    """
+
+    def __init__(self, config: TrainConfig, data: PreparedData, W0: np.ndarray, b0: np.ndarray):
+        self.config, dtype = config, np.dtype(config.dtype)
+        self.A, self.A_val = _rows(data.X_train, dtype), _rows(data.X_val, dtype)
+        self.y, self.y_val = np.asarray(data.y_train, np.intp), np.asarray(data.y_val, np.intp)
+        n, d = self.A.shape
+        K = self.K = W0.shape[0]
+        self.lam, self.dtype = float(config.lam), dtype
+        self.metrics_of = _row_metrics_bce if config.loss == "bce" else _row_metrics
+        self.augment = config.flip > 0 or bool(config.shuffle)   # batches gathered into a buffer
+        # Fused: the forward product multiplies by [W; W_prev], W_prev the weights at the start of
+        # the epoch, so its second half scores the training split for the previous epoch's metrics
+        # at no extra pass. Flipped batches are not the training split: those runs pay a pass.
+        self.fused = not config.flip > 0
+        width = 2 * K if self.fused else K
+        self.WW = np.empty((width, d), dtype)
+        self.W, self.W_prev = self.WW[:K], self.WW[K:]
+        self.W[...] = W0
+        self.b = np.array(np.asarray(b0).reshape(K), dtype=dtype)   # a row: scores are m × K
+        self.b_prev = self.b.copy()
+        self.S = np.empty((n, width), dtype)                        # the epoch's scores, batch by batch
+        self.true_flat0 = np.arange(n) * width + self.y             # S.flat[true_flat0[i]] is S[i, y_i]
+        self.T_train, self.T_val = np.empty((n, K), dtype), np.empty((self.y_val.size, K), dtype)
+        self.columns = (slice(0, d // 2), slice(d // 2, d))       # the update's fixed cut
+        self.dW = [np.empty((K, c.stop - c.start), dtype) for c in self.columns]
+        self.col = np.empty((config.n_batch, 1), dtype)
+        if self.augment:
+            self.A_buf = np.empty((config.n_batch, d), dtype)
+        if config.flip > 0:
+            _, scale, self.f_shift = flip_transform(data.mean, data.std, dtype)
+            self.f_scale = scale.reshape(IMAGE_SHAPE)
+            self.F_buf = np.empty((config.n_batch, d), dtype)
+        self.bounds = [(s, min(s + config.n_batch, n)) for s in range(0, n, config.n_batch)]
+        self.halves: TwoHalves | None = None
+
+    def set_learning_rate(self, eta: float) -> None:
+        """Per-batch step sizes η/m (softmax) or η/(mK) (BCE), and the weight decay 1 - 2ηλ."""
+        per_class = self.K if self.config.loss == "bce" else 1
+        # A huge η overflows the dtype (inf): the divergence is reported as one line, not warned about.
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.steps = [self.dtype.type(eta / ((e - s) * per_class)) for s, e in self.bounds]
+            self.decay = self.dtype.type(1.0 - 2.0 * eta * self.lam)
+
+    def gather(self, s: int, e: int, order, flips) -> tuple[np.ndarray, np.ndarray]:
+        """The batch of rows s:e of this epoch (n_b × d) and the flat indices of its true classes in S."""
+        width = self.S.shape[1]
+        if not self.augment:
+            return self.A[s:e], self.true_flat0[s:e]
+        images = order[s:e] if order is not None else np.arange(s, e)
+        Ab = self.A_buf[:e - s]
+        if flips is None:
+            np.take(self.A, images, axis=0, out=Ab, mode="clip")    # "clip": no buffered copy
+            return Ab, np.arange(s, e) * width + self.y[images]
+        # Unflipped images first, then the flipped ones: the update sums over the batch.
+        keep, mirrored = images[~flips[images]], images[flips[images]]
+        np.take(self.A, keep, axis=0, out=Ab[:keep.size], mode="clip")
+        if mirrored.size:
+            Fb = self.F_buf[:mirrored.size]
+            np.take(self.A, mirrored, axis=0, out=Fb, mode="clip")
+            np.multiply(Fb.reshape(-1, *IMAGE_SHAPE)[..., ::-1], self.f_scale,
+                        out=Ab[keep.size:].reshape(-1, *IMAGE_SHAPE))
+            Ab[keep.size:] += self.f_shift
+        return Ab, np.arange(s, e) * width + np.concatenate((self.y[keep], self.y[mirrored]))
+
+    def forward(self, Ab: np.ndarray, s: int, e: int) -> np.ndarray:
+        """S[s:e] = Ab [W; W_prev]ᵀ; returns the current weights' scores plus b (n_b × K, in S)."""
+        Sb, half = self.S[s:e], (e - s) // 2
+        self.halves.run(lambda: np.matmul(Ab[:half], self.WW.T, out=Sb[:half]),
+                        lambda: np.matmul(Ab[half:], self.WW.T, out=Sb[half:]))
+        G = Sb[:, :self.K]
+        G += self.b
+        return G
+
+    def softmax_gradient(self, G: np.ndarray, true_flat: np.ndarray, step) -> None:
+        """Scores G → step · (P - Y) in place, P = softmax of each row."""
+        cb = self.col[:G.shape[0]]
+        np.max(G, axis=1, keepdims=True, out=cb)
+        G -= cb
+        np.exp(G, out=G)
+        np.sum(G, axis=1, keepdims=True, out=cb)
+        np.divide(step, cb, out=cb)
+        G *= cb
+        self.S.reshape(-1)[true_flat] -= step
+
+    def bce_gradient(self, G: np.ndarray, true_flat: np.ndarray, step) -> None:
+        """Scores G → step · (σ(G) - Y) in place."""
+        np.negative(G, out=G)
+        np.exp(G, out=G)
+        G += 1
+        np.divide(step, G, out=G)
+        self.S.reshape(-1)[true_flat] -= step
+
+    def update(self, G: np.ndarray, Ab: np.ndarray) -> None:
+        """W ← (1 - 2ηλ) W - Gᵀ Ab and b ← b - Σ G, with G already scaled by the step."""
+        def half(i: int) -> Callable[[], None]:
+            cols, dW = self.columns[i], self.dW[i]
+
+            def apply() -> None:
+                np.matmul(G.T, Ab[:, cols], out=dW)
+                if self.lam:
+                    self.W[:, cols] *= self.decay
+                self.W[:, cols] -= dW
+            return apply
+
+        self.halves.run(half(0), half(1))
+        self.b -= G.sum(axis=0)
+
+    def run_epoch(self, epoch: int, on_batch) -> None:
+        order, flips = epoch_plan(self.config, self.A.shape[0], epoch) if self.augment else (None, None)
+        self.epoch_order = order
+        if self.fused:
+            self.W_prev[...] = self.W
+            self.b_prev[...] = self.b
+        gradient = self.bce_gradient if self.config.loss == "bce" else self.softmax_gradient
+        n_batches = len(self.bounds)
+        stride = max(1, n_batches // 20)
+        for i, ((s, e), step) in enumerate(zip(self.bounds, self.steps)):
+            Ab, true_flat = self.gather(s, e, order, flips)
+            G = self.forward(Ab, s, e)
+            gradient(G, true_flat, step)
+            self.update(G, Ab)
+            if on_batch is not None and (i % stride == stride - 1 or i == n_batches - 1):
+                on_batch(epoch, i, n_batches)
+
+    # -- metrics --
+
+    def _scores(self, A: np.ndarray, T: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+        half = A.shape[0] // 2
+        self.halves.run(lambda: np.matmul(A[:half], W.T, out=T[:half]),
+                        lambda: np.matmul(A[half:], W.T, out=T[half:]))
+        T += b
+        return T
+
+    def _reg(self, W: np.ndarray) -> float:
+        W64 = W.astype(np.float64)
+        return self.lam * float(np.einsum("ij,ij->", W64, W64))
+
+    def val_metrics(self) -> tuple[float, float, float]:
+        T = self._scores(self.A_val, self.T_val, self.W, self.b)
+        return self.metrics_of(T, self.y_val, np.arange(self.y_val.size) * self.K + self.y_val, self._reg(self.W))
+
+    def train_metrics(self) -> tuple[float, float, float]:
+        """A separate pass over the (unflipped) training split with the current weights."""
+        T = self._scores(self.A, self.T_train, self.W, self.b)
+        return self.metrics_of(T, self.y, np.arange(self.y.size) * self.K + self.y, self._reg(self.W))
+
+    def previous_train_metrics(self) -> tuple[float, float, float]:
+        """Training metrics of W_prev from the epoch's fused scores (rows in the epoch's order)."""
+        y = self.y if self.epoch_order is None else self.y[self.epoch_order]
+        np.add(self.S[:, self.K:], self.b_prev, out=self.T_train)
+        return self.metrics_of(self.T_train, y, np.arange(y.size) * self.K + y, self._reg(self.W_prev))
+
+
+def _start(config: TrainConfig, K: int, d: int, resume: Checkpoint | None):
+    """(first epoch, W0, b0, history) of a fresh run or of one resumed from ``resume``."""
+    if resume is None:
+        W0, b0 = init_parameters(K, d, np.random.default_rng(config.seed), std=init_std(config, d),
+                                 dtype=np.dtype(config.dtype))
+        return 0, W0, b0, _empty_history()
+    start = int(resume.epoch)
+    if not 0 <= start <= config.n_epochs:
+        raise CifarError(f"cannot resume from epoch {start} of a {config.n_epochs}-epoch run")
+    W0, b0 = np.asarray(resume.W), np.asarray(resume.b)
+    if W0.shape != (K, d) or b0.size != K:
+        raise CifarError(f"checkpoint shapes {W0.shape}, {b0.shape} do not match the data ({K} × {d})")
+    history = copy.deepcopy(resume.history)
+    if len(history.get("epoch", [])) != start + 1:
+        raise CifarError(f"checkpoint of epoch {start} holds {len(history.get('epoch', []))} history rows")
+    return start, W0, b0, history
+
+
 def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None = None,
           on_epoch: Callable[[Checkpoint], None] | None = None,
-          on_batch: Callable[[int, int, int], None] | None = None) -> TrainResult:
+          on_batch: Callable[[int, int, int], None] | None = None, threads: int | None = None) -> TrainResult:
     """Train W, b; see the module docstring for the algorithm and the callbacks.
 
     ``on_batch(epoch, batch_index, n_batches)`` is called about 20 times per
     epoch (and on the last batch), not on every batch, to keep the loop tight.
     ``on_epoch(checkpoint)`` is called once per epoch (starting after epoch 1
     resumes, or with epoch 0 first) as soon as that epoch's metrics are known.
+    ``threads`` (1 or 2; None: chosen epoch by epoch) is how many threads compute; it never changes a bit.
     """
     t_start = time.perf_counter()
-    dtype = np.dtype(config.dtype)
-    A = _rows(data.X_train, dtype)
-    Av = _rows(data.X_val, dtype)
-    y = np.asarray(data.y_train, dtype=np.intp)
-    yv = np.asarray(data.y_val, dtype=np.intp)
-    n, d = A.shape
+    n, d = data.X_train.shape[1], data.X_train.shape[0]
     K = int(data.Y_train.shape[0]) if data.Y_train is not None and data.Y_train.ndim == 2 else 10
     config.validate(n)
-    lam, nb = float(config.lam), int(config.n_batch)
-    bce = config.loss == "bce"
-    flipping = config.flip > 0
-    augment = flipping or bool(config.shuffle)    # batches are gathered into a buffer
-    fused = not flipping                          # W_prev scores of unaugmented rows are the metrics
-    row_metrics = _row_metrics_bce if bce else _row_metrics
-
-    if resume is not None:
-        start = int(resume.epoch)
-        if not 0 <= start <= config.n_epochs:
-            raise CifarError(f"cannot resume from epoch {start} of a {config.n_epochs}-epoch run")
-        W0, b0 = np.asarray(resume.W), np.asarray(resume.b)
-        if W0.shape != (K, d) or b0.size != K:
-            raise CifarError(f"checkpoint shapes {W0.shape}, {b0.shape} do not match the data ({K} × {d})")
-        history = copy.deepcopy(resume.history)
-        if len(history.get("epoch", [])) != start + 1:
-            raise CifarError(f"checkpoint of epoch {start} holds {len(history.get('epoch', []))} history rows")
-    else:
-        start = 0
-        W0, b0 = init_parameters(K, d, np.random.default_rng(config.seed), std=init_std(config, d), dtype=dtype)
-        history = _empty_history()
-
-    # --- buffers -----------------------------------------------------------
-    WW = np.empty((2 * K, d), dtype)          # [W; W_prev] for the fused forward GEMM
-    W, W_prev = WW[:K], WW[K:]
-    W[...] = W0
-    W_fwd = WW if fused else W                # with flips: W alone, metrics in a separate pass
-    width = 2 * K if fused else K
-    b = np.array(np.asarray(b0).reshape(K), dtype=dtype)   # row vector: scores are m × K
-    b_prev = b.copy()
-    S = np.empty((n, width), dtype)           # per-epoch scores: [:, :K] current, [:, K:] W_prev
-    S_flat = S.reshape(-1)
-    true_flat0 = np.arange(n) * width + y     # S_flat[true_flat] is S[i, y_i]
-    T_val = np.empty((yv.size, K), dtype)
-    val_flat = np.arange(yv.size) * K + yv
-    T_tr = np.empty((n, K), dtype)
-    tr_flat0 = np.arange(n) * K + y
-    dW = np.empty((K, d), dtype)
-    col = np.empty((nb, 1), dtype)            # per-sample max, then (η/m) / Σ exp
-    if augment:
-        A_buf = np.empty((nb, d), dtype)      # the gathered (and partly flipped) batch
-    if flipping:
-        _, f_scale, f_shift = flip_transform(data.mean, data.std, dtype)
-        f_scale = f_scale.reshape(IMAGE_SHAPE)   # applied to the reversed (n, 3, 32, 32) view
-        F_buf = np.empty((nb, d), dtype)
-
-    bounds = [(s, min(s + nb, n)) for s in range(0, n, nb)]
-    n_batches = len(bounds)
-    stride = max(1, n_batches // 20)
-
-    def schedule(eta_e: float):
-        """Per-batch step sizes (η/m, and η/(mK) for BCE) and the weight-decay factor for η_e."""
-        # A huge η overflows the dtype (inf): no warning here, training reports the divergence as one line.
-        with np.errstate(over="ignore", invalid="ignore"):
-            steps = [(s, e, dtype.type(eta_e / (e - s)), dtype.type(eta_e / ((e - s) * K))) for s, e in bounds]
-            return steps, dtype.type(1.0 - 2.0 * eta_e * lam)
-
+    start, W0, b0, history = _start(config, K, d, resume)
+    loop = _FastLoop(config, data, W0, b0)
     eta = learning_rate(config, start + 1)
-    steps, decay = schedule(eta)
+    loop.set_learning_rate(eta)
 
-    def reg_of(Wm: np.ndarray) -> float:
-        W64 = Wm.astype(np.float64)
-        return lam * float(np.einsum("ij,ij->", W64, W64))
-
-    def val_metrics(Wm, bm):
-        np.matmul(Av, Wm.T, out=T_val)
-        np.add(T_val, bm, out=T_val)
-        return row_metrics(T_val, yv, val_flat, reg_of(Wm))
-
-    def train_metrics(Wm, bm):
-        """A separate pass over the (unflipped) training split."""
-        np.matmul(A, Wm.T, out=T_tr)
-        np.add(T_tr, bm, out=T_tr)
-        return row_metrics(T_tr, y, tr_flat0, reg_of(Wm))
-
-    epoch_seconds: list[float] = []
-    pending: dict | None = None   # epoch whose val metrics are known, train metrics not yet
-
-    def finish(epoch: int, train_m, Wm, bm):
-        """Record the epoch's row, check divergence, hand out the checkpoint."""
-        nonlocal pending
-        val_m = pending["val"]
-        pending = None
-        row = (epoch, *train_m, *val_m)
-        for key, value in zip(HISTORY_KEYS, row):
+    def record(epoch: int, train_m, val_m, W: np.ndarray, b: np.ndarray) -> None:
+        """Append the epoch's row, stop on divergence, hand out the checkpoint."""
+        for key, value in zip(HISTORY_KEYS, (epoch, *train_m, *val_m)):
             history[key].append(int(value) if key == "epoch" else float(value))
         if not (math.isfinite(train_m[1]) and math.isfinite(val_m[1])):
             raise TrainingDiverged(epoch, copy.deepcopy(history), eta)
         if on_epoch is not None:
-            on_epoch(Checkpoint(epoch, np.array(Wm, copy=True),
-                                np.array(bm).reshape(K, 1), copy.deepcopy(history)))
+            on_epoch(Checkpoint(epoch, W.copy(), b.reshape(K, 1).copy(), copy.deepcopy(history)))
 
+    epoch_seconds: list[float] = []
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"), \
-            AdaptiveBlasThreads() as blas:
+            one_blas_thread(), TwoHalves(threads) as halves:
+        loop.halves = halves
+        pending = None                                # (epoch, val metrics) whose train metrics are due
         if not history["epoch"]:                      # a fresh run: epoch 0 = the initial weights
-            pending = {"epoch": 0, "val": val_metrics(W, b)}
-            if not fused:
-                finish(0, train_metrics(W, b), W, b)
+            pending = (0, loop.val_metrics())
+            if not loop.fused:
+                record(0, loop.train_metrics(), pending[1], loop.W, loop.b)
+                pending = None
         t_epoch = time.perf_counter()
         for epoch in range(start + 1, config.n_epochs + 1):
-            eta_e = learning_rate(config, epoch)
-            if eta_e != eta:
-                eta = eta_e
-                steps, decay = schedule(eta)
-            order, flips = epoch_plan(config, n, epoch) if augment else (None, None)
-            if order is None:
-                y_ep, true_flat, tr_flat = y, true_flat0, tr_flat0
-            else:                                     # row s of this epoch is image order[s]
-                y_ep = y[order]
-                true_flat = np.arange(n) * width + y_ep
-                tr_flat = np.arange(n) * K + y_ep
-            if fused:
-                W_prev[...] = W
-                b_prev[...] = b
-            for i, (s, e, c, cK) in enumerate(steps):
-                batch_flat = true_flat[s:e]
-                if not augment:
-                    Ab = A[s:e]
-                elif flips is None:                   # shuffled: gather the batch's rows
-                    Ab = A_buf[:e - s]
-                    np.take(A, order[s:e], axis=0, out=Ab, mode="clip")   # "clip": no buffered copy
-                else:
-                    # The batch's unflipped images, then its flipped ones (the update
-                    # sums over the batch, so the row order inside it does not matter).
-                    Ab = A_buf[:e - s]
-                    images = order[s:e] if order is not None else np.arange(s, e)
-                    fb = flips[images]
-                    keep, mirrored = images[~fb], images[fb]
-                    nk = keep.size
-                    np.take(A, keep, axis=0, out=Ab[:nk], mode="clip")
-                    if mirrored.size:
-                        Fb = F_buf[:mirrored.size]
-                        np.take(A, mirrored, axis=0, out=Fb, mode="clip")
-                        np.multiply(Fb.reshape(-1, *IMAGE_SHAPE)[..., ::-1], f_scale,
-                                    out=Ab[nk:].reshape(-1, *IMAGE_SHAPE))
-                        Ab[nk:] += f_shift
-                    batch_flat = np.arange(s, e) * width + np.concatenate((y[keep], y[mirrored]))
-                Sb = S[s:e]
-                np.matmul(Ab, W_fwd.T, out=Sb)        # [W; W_prev] scores of the batch
-                G = Sb[:, :K]
-                G += b
-                if bce:
-                    np.negative(G, out=G)
-                    np.exp(G, out=G)
-                    G += 1
-                    np.divide(cK, G, out=G)           # (η/(mK)) σ(S)
-                    S_flat[batch_flat] -= cK          # (η/(mK)) (σ(S) - Y)
-                else:
-                    cb = col[:e - s]
-                    np.max(G, axis=1, keepdims=True, out=cb)
-                    G -= cb
-                    np.exp(G, out=G)
-                    np.sum(G, axis=1, keepdims=True, out=cb)
-                    np.divide(c, cb, out=cb)
-                    G *= cb                           # (η/m) P
-                    S_flat[batch_flat] -= c           # (η/m) (P - Y)
-                np.matmul(G.T, Ab, out=dW)            # (η/m) G X_bᵀ
-                if lam:
-                    W *= decay
-                W -= dW
-                b -= G.sum(axis=0)
-                if on_batch is not None and (i % stride == stride - 1 or i == n_batches - 1):
-                    on_batch(epoch, i, n_batches)
-            if not fused:                             # augmented rows: metrics from their own pass
-                pending = {"epoch": epoch, "val": val_metrics(W, b)}
-                finish(epoch, train_metrics(W, b), W, b)
-            else:
-                if pending is not None:               # metrics of epoch - 1 from the fused half
-                    T_prev = S[:, K:]
-                    T_prev += b_prev
-                    np.copyto(T_tr, T_prev)
-                    finish(epoch - 1, row_metrics(T_tr, y_ep, tr_flat, reg_of(W_prev)), W_prev, b_prev)
-                pending = {"epoch": epoch, "val": val_metrics(W, b)}
-                if epoch == config.n_epochs:          # the last epoch needs its own pass
-                    finish(epoch, train_metrics(W, b), W, b)
+            if learning_rate(config, epoch) != eta:
+                eta = learning_rate(config, epoch)
+                loop.set_learning_rate(eta)
+            loop.run_epoch(epoch, on_batch)
+            if pending is not None:                   # the fused half scored the previous epoch's weights
+                record(pending[0], loop.previous_train_metrics(), pending[1], loop.W_prev, loop.b_prev)
+            pending = (epoch, loop.val_metrics())
+            if not loop.fused or epoch == config.n_epochs:
+                record(epoch, loop.train_metrics(), pending[1], loop.W, loop.b)
+                pending = None
             now = time.perf_counter()
             epoch_seconds.append(now - t_epoch)
-            blas.epoch_done(now - t_epoch)
+            halves.epoch_done(now - t_epoch)
             t_epoch = now
 
-    total = time.perf_counter() - t_start
-    return TrainResult(W=W.copy(), b=b.reshape(K, 1).copy(), history=history,
-                       timings={"total_seconds": total, "epoch_seconds": epoch_seconds,
+    return TrainResult(W=loop.W.copy(), b=loop.b.reshape(K, 1).copy(), history=history,
+                       timings={"total_seconds": time.perf_counter() - t_start, "epoch_seconds": epoch_seconds,
                                 "first_epoch": start + 1},
                        config=config)

@@ -177,38 +177,3 @@ def test_resume_rejects_mismatched_checkpoint(data32):
                      history={k: [0.0, 0.0] for k in HISTORY_KEYS})
     with pytest.raises(CifarError):
         train(cfg, data32, resume=bad)
-
-
-def test_weights_do_not_depend_on_the_blas_thread_count():
-    """The adaptive thread choice may change speed only: 1 and 2 threads give the same bits."""
-    from threadpoolctl import threadpool_limits
-
-    x, y = tinycifar.make_arrays(n_per_batch=1000, n_test=50, seed=3)[0][0]
-    data = prepare(x, y, x[:50], y[:50], tinycifar.LABEL_NAMES, 1000, "seed", 1000, "float32")
-    config = TrainConfig(lam=0.1, eta=0.01, n_epochs=4, n_batch=100)  # the study's batch shape
-    results = []
-    for threads in (1, 2):
-        with threadpool_limits(limits=threads, user_api="blas"):
-            results.append(train(config, data))
-    assert np.array_equal(results[0].W, results[1].W) and np.array_equal(results[0].b, results[1].b)
-
-
-def test_adaptive_threads_keep_the_faster_count_and_restore_the_limit():
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    from cifarcli.threads import AdaptiveBlasThreads
-
-    with threadpool_limits(limits=2, user_api="blas"):
-        with AdaptiveBlasThreads() as blas:
-            assert blas.threads == 2
-            blas.epoch_done(1.0)       # 2 threads: 1.0 s
-            assert blas.threads == 1   # then try 1
-            blas.epoch_done(0.5)
-            assert blas.threads == 1   # 1 was faster: keep it
-            blas.epoch_done(3.0)       # load appeared: 1 thread slowed down
-            assert blas.threads == 2
-        assert {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"} == {2}
-    with threadpool_limits(limits=1, user_api="blas"):  # e.g. a joblib worker: nothing to choose
-        with AdaptiveBlasThreads() as blas:
-            blas.epoch_done(1.0)
-            assert blas.threads is None
