@@ -21,6 +21,7 @@ depends on that choice.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import threading
 from contextlib import contextmanager
@@ -69,6 +70,8 @@ class _Helper(threading.Thread):
 
     def __init__(self) -> None:
         super().__init__(name="cifarcli-half", daemon=True)
+        # The caller's context, so its settings hold here too (numpy's errstate lives in a contextvar).
+        self._context = contextvars.copy_context()
         self._go, self._done = threading.Lock(), threading.Lock()
         self._go.acquire()
         self._done.acquire()
@@ -76,6 +79,9 @@ class _Helper(threading.Thread):
         self._error: BaseException | None = None
 
     def run(self) -> None:
+        self._context.run(self._serve)
+
+    def _serve(self) -> None:
         while True:
             self._go.acquire()
             if self._task is None:

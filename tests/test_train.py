@@ -177,3 +177,15 @@ def test_resume_rejects_mismatched_checkpoint(data32):
                      history={k: [0.0, 0.0] for k in HISTORY_KEYS})
     with pytest.raises(CifarError):
         train(cfg, data32, resume=bad)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_divergence_warns_nothing_on_either_thread(data32, threads):
+    """A blow-up is reported once, as TrainingDiverged: no numpy RuntimeWarning from the helper thread."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(TrainingDiverged):
+            train(TrainConfig(lam=1.0, eta=1e3, n_epochs=10, n_batch=20), data32, threads=threads)
+    assert [w for w in caught if issubclass(w.category, RuntimeWarning)] == []
