@@ -389,9 +389,9 @@ class _FastLoop:
     """The buffers and steps of ``train``: gather a batch, forward, gradient, update, metrics.
 
     Samples are rows (A is n × d). Every product is cut in two at a fixed
-    place, rows of the batch for the forward product and columns of W for the
-    update, and the halves run through ``TwoHalves``: the bits are the same
-    on one thread or two (see threads.py).
+    place (the batch products by columns of W, the metrics by rows) and the
+    halves run through ``TwoHalves``: the bits are the same on one thread or
+    two (see threads.py).
     """
 
     def __init__(self, config: TrainConfig, data: PreparedData, W0: np.ndarray, b0: np.ndarray):
@@ -416,11 +416,12 @@ class _FastLoop:
         self.S = np.empty((n, width), dtype)                        # the epoch's scores, batch by batch
         self.true_flat0 = np.arange(n) * width + self.y             # S.flat[true_flat0[i]] is S[i, y_i]
         self.T_train, self.T_val = np.empty((n, K), dtype), np.empty((self.y_val.size, K), dtype)
-        self.columns = (slice(0, d // 2), slice(d // 2, d))       # the update's fixed cut
+        self.columns = (slice(0, d // 2), slice(d // 2, d))       # the fixed cut of every batch product
         self.dW = [np.empty((K, c.stop - c.start), dtype) for c in self.columns]
+        self.S_halves = [np.empty((config.n_batch, width), dtype) for _ in self.columns]
         self.col = np.empty((config.n_batch, 1), dtype)
-        if self.augment:
-            self.A_buf = np.empty((config.n_batch, d), dtype)
+        if self.augment:   # two: a batch is still read by its update while the next is gathered
+            self.A_bufs = [np.empty((config.n_batch, d), dtype) for _ in range(2)]
         if config.flip > 0:
             _, scale, self.f_shift = flip_transform(data.mean, data.std, dtype)
             self.f_scale = scale.reshape(IMAGE_SHAPE)
@@ -436,13 +437,14 @@ class _FastLoop:
             self.steps = [self.dtype.type(eta / ((e - s) * per_class)) for s, e in self.bounds]
             self.decay = self.dtype.type(1.0 - 2.0 * eta * self.lam)
 
-    def gather(self, s: int, e: int, order, flips) -> tuple[np.ndarray, np.ndarray]:
-        """The batch of rows s:e of this epoch (n_b × d) and the flat indices of its true classes in S."""
+    def gather(self, s: int, e: int, order, flips, buffer) -> tuple[np.ndarray, np.ndarray]:
+        """The batch of rows s:e of this epoch (n_b × d, in ``buffer`` when augmented) and the flat
+        indices of its true classes in S."""
         width = self.S.shape[1]
         if not self.augment:
             return self.A[s:e], self.true_flat0[s:e]
         images = order[s:e] if order is not None else np.arange(s, e)
-        Ab = self.A_buf[:e - s]
+        Ab = buffer[:e - s]
         if flips is None:
             np.take(self.A, images, axis=0, out=Ab, mode="clip")    # "clip": no buffered copy
             return Ab, np.arange(s, e) * width + self.y[images]
@@ -456,15 +458,6 @@ class _FastLoop:
                         out=Ab[keep.size:].reshape(-1, *IMAGE_SHAPE))
             Ab[keep.size:] += self.f_shift
         return Ab, np.arange(s, e) * width + np.concatenate((self.y[keep], self.y[mirrored]))
-
-    def forward(self, Ab: np.ndarray, s: int, e: int) -> np.ndarray:
-        """S[s:e] = Ab [W; W_prev]ᵀ; returns the current weights' scores plus b (n_b × K, in S)."""
-        Sb, half = self.S[s:e], (e - s) // 2
-        self.halves.run(lambda: np.matmul(Ab[:half], self.WW.T, out=Sb[:half]),
-                        lambda: np.matmul(Ab[half:], self.WW.T, out=Sb[half:]))
-        G = Sb[:, :self.K]
-        G += self.b
-        return G
 
     def softmax_gradient(self, G: np.ndarray, true_flat: np.ndarray, step) -> None:
         """Scores G → step · (P - Y) in place, P = softmax of each row."""
@@ -485,20 +478,36 @@ class _FastLoop:
         np.divide(step, G, out=G)
         self.S.reshape(-1)[true_flat] -= step
 
-    def update(self, G: np.ndarray, Ab: np.ndarray) -> None:
-        """W ← (1 - 2ηλ) W - Gᵀ Ab and b ← b - Σ G, with G already scaled by the step."""
-        def half(i: int) -> Callable[[], None]:
-            cols, dW = self.columns[i], self.dW[i]
+    def step(self, pending: tuple[np.ndarray, np.ndarray] | None, Ab: np.ndarray | None,
+             s: int, e: int) -> np.ndarray | None:
+        """The update of the pending batch, then the forward product of batch ``Ab`` (rows s:e).
 
-            def apply() -> None:
-                np.matmul(G.T, Ab[:, cols], out=dW)
-                if self.lam:
-                    self.W[:, cols] *= self.decay
-                self.W[:, cols] -= dW
-            return apply
+        Each column half c of W is one task: W[:, c] ← (1 - 2ηλ) W[:, c] - Gᵀ A_prev[:, c], with G
+        already scaled by the step, then S_c = Ab[:, c] [W; W_prev][:, c]ᵀ. A thread so owns its half
+        of W from one batch to the next, and the two threads meet once per batch. Returns the
+        scores plus b of the current weights (n_b × K, a view into S), or None without a batch.
+        """
+        def half(c: slice, dW: np.ndarray, S_c: np.ndarray) -> Callable[[], None]:
+            def work() -> None:
+                if pending is not None:
+                    G, A_prev = pending
+                    np.matmul(G.T, A_prev[:, c], out=dW)
+                    if self.lam:
+                        self.W[:, c] *= self.decay
+                    self.W[:, c] -= dW
+                if Ab is not None:
+                    np.matmul(Ab[:, c], self.WW[:, c].T, out=S_c)
+            return work
 
-        self.halves.run(half(0), half(1))
-        self.b -= G.sum(axis=0)
+        m = e - s
+        self.halves.run(*(half(c, dW, S_c[:m]) for c, dW, S_c in zip(self.columns, self.dW, self.S_halves)))
+        if Ab is None:
+            return None
+        Sb = self.S[s:e]
+        np.add(self.S_halves[0][:m], self.S_halves[1][:m], out=Sb)
+        G = Sb[:, :self.K]
+        G += self.b
+        return G
 
     def run_epoch(self, epoch: int, on_batch) -> None:
         order, flips = epoch_plan(self.config, self.A.shape[0], epoch) if self.augment else (None, None)
@@ -509,13 +518,16 @@ class _FastLoop:
         gradient = self.bce_gradient if self.config.loss == "bce" else self.softmax_gradient
         n_batches = len(self.bounds)
         stride = max(1, n_batches // 20)
+        pending = None                                 # (G, batch) whose update is due
         for i, ((s, e), step) in enumerate(zip(self.bounds, self.steps)):
-            Ab, true_flat = self.gather(s, e, order, flips)
-            G = self.forward(Ab, s, e)
+            Ab, true_flat = self.gather(s, e, order, flips, self.A_bufs[i % 2] if self.augment else None)
+            G = self.step(pending, Ab, s, e)
             gradient(G, true_flat, step)
-            self.update(G, Ab)
+            self.b -= G.sum(axis=0)
+            pending = (G, Ab)
             if on_batch is not None and (i % stride == stride - 1 or i == n_batches - 1):
                 on_batch(epoch, i, n_batches)
+        self.step(pending, None, 0, 0)
 
     # -- metrics --
 
