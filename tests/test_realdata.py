@@ -75,3 +75,19 @@ def test_float32_and_float64_agree_to_three_decimals(ws, study):
     metrics64 = pipeline.evaluate(ws, run64).payload
     assert metrics64["test"]["accuracy"] == pytest.approx(run32["metrics"]["test"]["accuracy"], abs=0.002)
     assert metrics64["val"]["accuracy"] == pytest.approx(run32["metrics"]["val"]["accuracy"], abs=0.002)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_unstable_run_has_one_w_however_it_is_trained(ws, study, threads):
+    """The study's unstable setting amplifies any rounding difference: the report's run, trained in
+    the report, and the same run trained again on one or on two threads are one W, bit for bit."""
+    from cifarcli.train import train
+
+    config = TrainConfig(lam=0.0, eta=0.1)
+    [entry] = [r for r in study["runs"] if (r["config"]["lam"], r["config"]["eta"]) == (0.0, 0.1)]
+    cached = pipeline.train(ws, config)
+    assert cached.key == entry["run_id"] and cached.status == "hit"
+    result = train(config, pipeline.prepared(pipeline.dataset(ws)), threads=threads)
+    assert result.W.tobytes() == cached.payload["W"].tobytes()
+    assert result.b.tobytes() == cached.payload["b"].tobytes()
+    assert result.history == cached.payload["history"]
