@@ -215,3 +215,9 @@ def test_cache_keys_and_run_ids_are_pinned(workspace):
     assert pipeline.evaluate(workspace, trained).key == pipeline._key("evaluate", {}, {"train": trained.key})
     pipeline.plot(workspace, trained)
     assert (workspace.store.path("plot", pipeline._key("plot", {}, {"train": trained.key})) / META).is_file()
+
+
+def test_the_history_schema_names_the_keys_training_records():
+    from cifarcli import pipeline, train
+
+    assert pipeline.HISTORY_KEYS == train.HISTORY_KEYS  # a literal there, so opening the store imports no numpy
