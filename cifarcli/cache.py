@@ -13,22 +13,34 @@ Layout under the cache root::
 A key is the hash of the stage name, the stage's version, its parameters as
 canonical JSON and the keys of its inputs: same inputs, same key; any change
 upstream changes every key downstream.
+
+Nothing read from the cache is trusted: payloads and checkpoints are unpickled
+with an allow-list (``safe_load``: numpy arrays, dtypes and scalars, joblib's
+array frames, plain containers; nothing else is imported or called), then
+checked against their stage's schema (``validate``), and every ``meta.json``
+against the store's own. A payload also records the ``payload_sha256`` of the
+artifacts it was made from (``input_sha256``): when one of them has changed
+since, the payload is stale. Damaged or stale, it is reported in one line,
+removed and recomputed.
 """
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
 import time
 from contextlib import contextmanager
+from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from cifarcli import __version__
 from cifarcli.errors import CifarError, disk_error  # noqa: F401  (disk_error: re-exported)
@@ -92,6 +104,246 @@ def approx_size(value: Any) -> int:
     return 8
 
 
+# -- reading pickles without running them ------------------------------------------
+
+
+class UnsafePickle(Exception):
+    """Raised from ``find_class``: the pickle names a global outside the allow-list."""
+
+
+@lru_cache(maxsize=1)
+def _safe_unpickler():
+    """joblib's own unpickler (it turns its array frames into arrays, memory-mapped on request)
+    with a ``find_class`` that only hands out the few objects our payloads are made of.
+
+    Built on first use so that importing the store does not import joblib and numpy.
+    """
+    import numpy as np
+    from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray
+
+    # Looked up in this table, never imported by name: a pickle cannot reach anything else.
+    allowed = {
+        ("joblib.numpy_pickle", "NumpyArrayWrapper"): NumpyArrayWrapper,  # joblib's frame for one array
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "memmap"): np.memmap,  # only compared with, as the array's recorded class
+        ("numpy", "dtype"): np.dtype,
+        **{(module, name): getattr(multiarray, name)
+           for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+           for name in ("_reconstruct", "scalar")},
+        **{("builtins", name): getattr(builtins, name)
+           for name in ("dict", "list", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int",
+                        "float", "complex", "bool")},
+    }
+
+    class SafeUnpickler(NumpyUnpickler):
+        def find_class(self, module: str, name: str):
+            try:
+                return allowed[(module, name)]
+            except KeyError:
+                raise UnsafePickle(f"{module}.{name}") from None
+
+    return SafeUnpickler
+
+
+def safe_load(path: Path, *, mmap: bool = False) -> Any:
+    """``joblib.load`` of a file the store wrote, without executing anything found in it.
+
+    Raises ``UnsafePickle`` for a global outside the allow-list (before it is
+    imported or called), and whatever pickle or numpy raise for bytes that do not parse.
+    Only uncompressed files are read: the store never compresses (arrays must
+    be mappable), and joblib's compressed and pre-0.10 formats have readers of
+    their own that this allow-list would not cover.
+    """
+    unpickler_class = _safe_unpickler()
+    with open(path, "rb") as handle:
+        if handle.read(1) != pickle.PROTO:
+            raise pickle.UnpicklingError("not an uncompressed joblib pickle")
+        handle.seek(0)
+        unpickler = unpickler_class(str(path), handle, ensure_native_byte_order=not mmap,
+                                    mmap_mode="r" if mmap else None)
+        return unpickler.load()
+
+
+# -- schemas ------------------------------------------------------------------------
+#
+# A schema is plain data: a Python type (``int`` refuses bools, ``float`` accepts ints),
+# ``None``, a dict literal (these keys, each of its schema; ``Opt`` marks a key that may
+# be absent; other keys are allowed), or one of the small classes below. Names in an
+# ``Array`` or ``ListOf`` shape ("n", "K") must take one value throughout a document
+# (throughout one item, for names first bound inside a list's item).
+
+
+class SchemaError(Exception):
+    def __init__(self, where: str, problem: str):
+        super().__init__(f"{where or 'the document'}: {problem}")
+
+
+@dataclass(frozen=True)
+class Array:
+    """An ndarray of one of ``dtypes`` (names, or kinds such as "f" for any float) and ``shape``."""
+
+    dtypes: tuple[str, ...]
+    shape: tuple[int | str, ...]
+    within: tuple[float, float] | None = None  # every value in [lo, hi]
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: Any
+    length: int | str | None = None
+
+
+@dataclass(frozen=True)
+class DictOf:
+    key: Any
+    value: Any
+
+
+@dataclass(frozen=True)
+class OneOf:
+    options: tuple
+
+
+@dataclass(frozen=True)
+class Opt:
+    """A dict value whose key may be absent."""
+
+    schema: Any
+
+
+@dataclass(frozen=True)
+class Check:
+    """``schema``, then ``test(value)`` must hold (e.g. a range, or agreement between two fields)."""
+
+    schema: Any
+    test: Callable[[Any], bool]
+    what: str
+
+
+HEX64 = Check(str, lambda s: len(s) == 64 and all(c in "0123456789abcdef" for c in s), "64 hex digits")
+NUMBER = float
+
+
+def validate(value: Any, schema: Any, where: str = "") -> None:
+    """Raise ``SchemaError`` naming the first place where ``value`` does not fit ``schema``."""
+    _validate(value, schema, where, {})
+
+
+def _validate(value: Any, schema: Any, where: str, dims: dict) -> None:
+    if schema is None:
+        if value is not None:
+            raise SchemaError(where, f"expected None, found {type(value).__name__}")
+    elif isinstance(schema, type):
+        if not _is_instance(value, schema):
+            raise SchemaError(where, f"expected {schema.__name__}, found {type(value).__name__}")
+    elif isinstance(schema, dict):
+        _validate_dict(value, schema, where, dims)
+    elif isinstance(schema, Array):
+        _validate_array(value, schema, where, dims)
+    elif isinstance(schema, ListOf):
+        if not isinstance(value, list):
+            raise SchemaError(where, f"expected a list, found {type(value).__name__}")
+        if schema.length is not None:
+            _bind(dims, schema.length, len(value), where, "length")
+        for i, item in enumerate(value):  # each item its own scope: names it binds stay inside it
+            _validate(item, schema.item, f"{where}[{i}]", dict(dims))
+    elif isinstance(schema, DictOf):
+        if not isinstance(value, dict):
+            raise SchemaError(where, f"expected a dict, found {type(value).__name__}")
+        for k, v in value.items():
+            _validate(k, schema.key, f"{where} key {k!r}", dims)
+            _validate(v, schema.value, f"{where}[{k!r}]", dims)
+    elif isinstance(schema, OneOf):
+        errors = []
+        for option in schema.options:
+            trial = dict(dims)
+            try:
+                _validate(value, option, where, trial)
+            except SchemaError as error:
+                errors.append(str(error))
+                continue
+            dims.update(trial)
+            return
+        raise SchemaError(where, "fits none of its forms (" + "; ".join(errors) + ")")
+    elif isinstance(schema, Check):
+        _validate(value, schema.schema, where, dims)
+        if not schema.test(value):
+            raise SchemaError(where, f"must be {schema.what}")
+    else:
+        raise TypeError(f"not a schema: {schema!r}")
+
+
+def _is_instance(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return type(value) is kind or (kind is not bool and isinstance(value, kind))
+
+
+def _validate_dict(value: Any, schema: dict, where: str, dims: dict) -> None:
+    if not isinstance(value, dict):
+        raise SchemaError(where, f"expected a dict, found {type(value).__name__}")
+    for key, sub in schema.items():
+        optional = isinstance(sub, Opt)
+        if key not in value:
+            if optional:
+                continue
+            raise SchemaError(where, f"missing key {key!r}")
+        _validate(value[key], sub.schema if optional else sub, f"{where}.{key}" if where else key, dims)
+
+
+def _validate_array(value: Any, schema: Array, where: str, dims: dict) -> None:
+    import numpy as np
+
+    if not isinstance(value, np.ndarray):
+        raise SchemaError(where, f"expected an array, found {type(value).__name__}")
+    if value.dtype.name not in schema.dtypes and value.dtype.kind not in schema.dtypes:
+        raise SchemaError(where, f"dtype {value.dtype} is not {' or '.join(schema.dtypes)}")
+    if value.ndim != len(schema.shape):
+        raise SchemaError(where, f"shape {value.shape} is not {_shape_text(schema.shape)}")
+    for size, expected in zip(value.shape, schema.shape):
+        _bind(dims, expected, size, where, f"shape {value.shape} (expected {_shape_text(schema.shape)})")
+    if schema.within is not None and value.size:
+        lo, hi = schema.within
+        if not (lo <= value.min() and value.max() <= hi):
+            raise SchemaError(where, f"values outside {lo}..{hi}")
+
+
+def _bind(dims: dict, expected: int | str, found: int, where: str, what: str) -> None:
+    if isinstance(expected, int):
+        if found != expected:
+            raise SchemaError(where, f"{what}: {found}, not {expected}")
+    elif dims.setdefault(expected, found) != found:
+        raise SchemaError(where, f"{what}: {expected} is {found} here but {dims[expected]} elsewhere")
+
+
+def _shape_text(shape: tuple) -> str:
+    return "(" + " × ".join(str(s) for s in shape) + ")"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What one stage's artifacts hold: its payload, and its meta.json's ``params`` and ``info``."""
+
+    payload: Any
+    params: Any = dict
+    info: Any = dict
+
+
+# The store's own fields of every meta.json; the key must be the hash of the rest.
+META_SCHEMA = {
+    "stage": str, "key": str, "version": int, "params": dict, "inputs": DictOf(str, str), "info": dict,
+    "created": str, "duration": NUMBER, "cifarcli_version": str, "payload_size": int,
+    "payload_mtime_ns": int, "payload_sha256": HEX64, "input_sha256": Opt(DictOf(str, HEX64)),
+}
+
+
 @dataclass
 class Artifact:
     stage: str
@@ -104,11 +356,16 @@ class Artifact:
 
 @dataclass
 class Store:
-    """The cache folder. ``log`` receives one-line notices (waiting, damage found)."""
+    """The cache folder. ``log`` receives one-line notices (waiting, damage found).
+
+    ``schemas`` maps a stage to the ``Schema`` its artifacts must fit; a stage
+    without one is only read through the allow-list.
+    """
 
     root: Path
     log: Callable[[str], None] = lambda message: None
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    schemas: dict[str, Schema] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -119,49 +376,119 @@ class Store:
         return self.root / stage / key
 
     def load(self, stage: str, key: str, *, mmap: bool = False) -> Artifact | None:
-        """The artifact if it is present and whole; None if absent.
+        """The artifact if it is present, whole, of its schema and up to date; None if absent.
 
-        Raises ``DamagedArtifact`` when it is present but its payload does not
-        match its ``meta.json``. The payload is re-hashed only when its mtime
-        differs from the one recorded at commit, so a cache hit stays cheap.
+        Raises ``DamagedArtifact`` when it is present but its meta.json or
+        payload is not what the store wrote (``StaleArtifact`` when an input it
+        was made from has changed since). The payload is re-hashed only when its
+        mtime differs from the one recorded at commit, so a cache hit stays cheap.
         """
         folder = self.path(stage, key)
         if not folder.is_dir():
             return None
         meta = self._check(folder, full=False)
-        import joblib
-
-        try:
-            payload = joblib.load(folder / PAYLOAD, mmap_mode="r" if mmap else None)
-        except Exception as exc:  # any unpickling failure means the file is damaged
-            raise DamagedArtifact(stage, key, f"payload does not load ({type(exc).__name__})") from None
+        payload = self._payload(folder, mmap)
+        self._check_inputs(meta)
         return Artifact(stage, key, folder, meta, payload)
 
-    def _check(self, folder: Path, *, full: bool) -> dict:
+    def _payload(self, folder: Path, mmap: bool) -> Any:
+        """The payload, read through the allow-list and checked against its stage's schema."""
+        stage, key = folder.parent.name, folder.name
+        try:
+            payload = safe_load(folder / PAYLOAD, mmap=mmap)
+        except UnsafePickle as refused:
+            raise DamagedArtifact(stage, key, f"payload refused: it names {refused}") from None
+        except Exception as exc:  # any unpickling failure means the file is damaged
+            raise DamagedArtifact(stage, key, f"payload does not load ({type(exc).__name__})") from None
+        schema = self.schemas.get(stage)
+        if schema is not None:
+            try:
+                validate(payload, schema.payload, "payload")
+            except SchemaError as wrong:
+                raise DamagedArtifact(stage, key, f"not a {stage} payload: {wrong}") from None
+        return payload
+
+    def _read_meta(self, folder: Path) -> dict:
+        """meta.json, checked: the store's fields, the stage's params and info, and a key that is
+        the hash of its stage, version, params and inputs (so params can be trusted to rebuild a config)."""
         stage, key = folder.parent.name, folder.name
         try:
             meta = json.loads((folder / META).read_text())
-            recorded_size, recorded_mtime, recorded_sha = (
-                meta["payload_size"], meta["payload_mtime_ns"], meta["payload_sha256"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError):
             raise DamagedArtifact(stage, key, "meta.json is missing or unreadable") from None
+        schema = self.schemas.get(stage, Schema(payload=object))
+        try:
+            validate(meta, META_SCHEMA, "meta.json")
+            validate(meta["params"], schema.params, "meta.json params")
+            validate(meta["info"], schema.info, "meta.json info")
+        except SchemaError as wrong:
+            raise DamagedArtifact(stage, key, str(wrong)) from None
+        try:
+            hashed = artifact_key(meta["stage"], meta["version"], meta["params"], meta["inputs"])
+        except ValueError:  # NaN or infinity in params
+            hashed = None
+        if (meta["stage"], meta["key"], hashed) != (stage, key, key):
+            raise DamagedArtifact(stage, key, "meta.json does not describe this artifact (its key differs)")
+        return meta
+
+    def meta(self, stage: str, key: str) -> dict | None:
+        """The checked meta.json of an artifact, or None when it is absent or damaged."""
+        folder = self.path(stage, key)
+        if not folder.is_dir():
+            return None
+        try:
+            return self._read_meta(folder)
+        except DamagedArtifact:
+            return None
+
+    def _check(self, folder: Path, *, full: bool) -> dict:
+        stage, key = folder.parent.name, folder.name
+        meta = self._read_meta(folder)
         try:
             info = (folder / PAYLOAD).stat()
         except OSError:
             raise DamagedArtifact(stage, key, "payload is missing") from None
+        recorded_size, recorded_mtime, recorded_sha = (
+            meta["payload_size"], meta["payload_mtime_ns"], meta["payload_sha256"])
         if info.st_size != recorded_size:
             raise DamagedArtifact(stage, key, f"payload is {info.st_size} bytes, expected {recorded_size}")
         if (full or info.st_mtime_ns != recorded_mtime) and file_sha256(folder / PAYLOAD) != recorded_sha:
             raise DamagedArtifact(stage, key, "payload checksum does not match meta.json")
         return meta
 
+    def _input_sha256(self, stage: str, key: str) -> str | None:
+        """The current payload_sha256 of an input, None when it is absent or unreadable (it is then
+        recomputed by whoever needs it, and checked again then)."""
+        meta = self.meta(stage, key)
+        return meta["payload_sha256"] if meta else None
+
+    def _check_inputs(self, meta: dict) -> None:
+        """Raise ``StaleArtifact`` when an input this artifact was made from has changed since.
+
+        An artifact written before inputs were recorded (no ``input_sha256``) but made
+        from inputs cannot show it is current, so it counts as stale (recomputed once).
+        """
+        stage, key = meta["stage"], meta["key"]
+        recorded = meta.get("input_sha256")
+        if recorded is None:
+            if meta["inputs"]:
+                raise StaleArtifact(stage, key, "was made before the checksums of its inputs were recorded")
+            return
+        for name, sha in recorded.items():
+            input_stage, _, input_key = name.partition("/")
+            current = self._input_sha256(input_stage, input_key)
+            if current is not None and current != sha:
+                raise StaleArtifact(stage, key, f"was made from an older {input_stage} artifact ({name})")
+
     def state(self, stage: str, key: str) -> tuple[str, str | None]:
-        """("cached" | "missing" | "damaged", reason) without loading the payload."""
+        """("cached" | "missing" | "damaged" | "stale", reason) without loading the payload."""
         folder = self.path(stage, key)
         if not folder.is_dir():
             return "missing", None
         try:
-            self._check(folder, full=False)
+            self._check_inputs(self._check(folder, full=False))
+        except StaleArtifact as stale:
+            return "stale", stale.reason
         except DamagedArtifact as damage:
             return "damaged", damage.reason
         return "cached", None
@@ -178,11 +505,15 @@ class Store:
         *,
         force: bool = False,
         mmap: bool = False,
+        depends: Iterable[tuple[str, str]] = (),
     ) -> Artifact:
         """Return the artifact for these inputs, computing it at most once across processes.
 
         ``compute()`` returns ``(payload, info)``; ``info`` is kept in meta.json
-        (small, JSON) so that listings never load payloads.
+        (small, JSON) so that listings never load payloads. ``depends`` names the
+        artifacts (stage, key) the payload is made from; their payload_sha256 are
+        recorded, and when one changes the payload is stale (see ``_check_inputs``).
+        They are not part of the key: run IDs do not move.
         """
         key = artifact_key(stage, version, params, inputs)
         if not force:
@@ -198,8 +529,11 @@ class Store:
                     return found
             started = time.perf_counter()
             payload, info = compute()
+            # Read after compute: the inputs it used are the ones on disk now.
+            made_from = {f"{s}/{k}": self._input_sha256(s, k) for s, k in depends}
             meta = {
                 "stage": stage, "key": key, "version": version, "params": params, "inputs": inputs,
+                "input_sha256": {name: sha for name, sha in made_from.items() if sha is not None},
                 "info": info, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "duration": round(time.perf_counter() - started, 4), "cifarcli_version": __version__,
             }
@@ -214,7 +548,7 @@ class Store:
             return self.load(stage, key, mmap=mmap)
         except DamagedArtifact as damage:
             self.log(f"{damage.message}; removing it and recomputing")
-            self.events.append((stage, key, "damaged"))
+            self.events.append((stage, key, "stale" if isinstance(damage, StaleArtifact) else "damaged"))
             self._remove(self.path(stage, key))
             return None
 
@@ -310,18 +644,25 @@ class Store:
         except OSError as exc:
             raise disk_error(exc, folder / name, approx_size(value)) from None
 
-    def load_scratch(self, stage: str, key: str, name: str) -> Any | None:
-        """The saved partial work, or None when there is none or it does not load."""
-        import joblib
-
+    def load_scratch(self, stage: str, key: str, name: str, schema: Any = object) -> Any | None:
+        """The saved partial work, or None (with a notice) when there is none, or it does not
+        load through the allow-list, or does not fit ``schema``."""
         path = self.scratch(stage, key) / name
         if not path.is_file():
             return None
         try:
-            return joblib.load(path)
-        except Exception:  # a damaged checkpoint only costs the work it held
+            value = safe_load(path)
+            validate(value, schema, name)
+        except UnsafePickle as refused:  # a damaged checkpoint only costs the work it held
+            self.log(f"ignoring checkpoint {path}: it names {refused}")
+            return None
+        except SchemaError as wrong:
+            self.log(f"ignoring checkpoint {path}: {wrong}")
+            return None
+        except Exception:
             self.log(f"ignoring unreadable checkpoint {path}")
             return None
+        return value
 
     def drop_scratch(self, stage: str, key: str) -> None:
         shutil.rmtree(self.scratch(stage, key), ignore_errors=True)
@@ -350,9 +691,9 @@ class Store:
         rows = []
         for folder in self._folders(stage):
             try:
-                meta = json.loads((folder / META).read_text())
-            except (OSError, ValueError):
-                meta = {"damaged": "meta.json is missing or unreadable"}
+                meta = self._read_meta(folder)
+            except DamagedArtifact as damage:
+                meta = {"damaged": damage.reason}
             rows.append({"stage": folder.parent.name, "key": folder.name, "path": str(folder),
                          "params": meta.get("params", {}), "size": meta.get("payload_size"),
                          "created": meta.get("created"), "info": meta.get("info", {}),
@@ -364,12 +705,15 @@ class Store:
         return [folder.name for folder in self._folders(stage) if folder.name.startswith(prefix)]
 
     def verify(self, stage: str | None = None) -> list[dict]:
-        """Re-hash every payload; one row per artifact with ``ok`` and, when damaged, ``reason``."""
+        """Re-hash every payload and read it as a load would (allow-list, schema, inputs);
+        one row per artifact with ``ok`` and, when damaged or stale, ``reason``."""
         rows = []
         for folder in self._folders(stage):
             row = {"stage": folder.parent.name, "key": folder.name, "ok": True}
             try:
-                self._check(folder, full=True)
+                meta = self._check(folder, full=True)
+                self._payload(folder, mmap=True)  # mapped: verifying a large dataset reads no array
+                self._check_inputs(meta)
             except DamagedArtifact as damage:
                 row.update(ok=False, reason=damage.reason)
             rows.append(row)
@@ -429,3 +773,11 @@ class DamagedArtifact(CifarError):
     def __init__(self, stage: str, key: str, reason: str):
         super().__init__(f"damaged artifact {stage}/{key}: {reason}")
         self.reason = reason
+
+
+class StaleArtifact(DamagedArtifact):
+    """Whole and well-formed, but made from an input that has changed since."""
+
+    def __init__(self, stage: str, key: str, reason: str):
+        CifarError.__init__(self, f"{stage}/{key} {reason}")
+        self.reason = f"stale: {reason}"

@@ -17,13 +17,105 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cifarcli.cache import Artifact, Store, artifact_key, disk_error, write_atomic
+from cifarcli.cache import (HEX64, NUMBER, Array, Artifact, Check, DamagedArtifact, DictOf, ListOf, OneOf, Opt,
+                            Schema, SchemaError, Store, artifact_key, disk_error, validate, write_atomic)
 from cifarcli.errors import CifarError, WorkFailed
 
 # Bump a stage's version when its output for the same inputs changes.
 # evaluate 2, plot 2, report 2: the true-class probability summary, its histogram figure and report sections.
 VERSIONS = {"dataset": 1, "gradcheck": 1, "train": 1, "evaluate": 2, "plot": 2, "report": 2, "sweep": 1}
 WORKSPACE_FILE = "workspace.json"
+
+
+# -- what each stage's artifacts hold -----------------------------------------------
+#
+# Checked on every load (cache.Store.schemas): a payload, checkpoint or meta.json that
+# does not fit is "damaged" — reported, removed, recomputed — instead of a traceback
+# further down. See cache.validate for the notation.
+
+FLOATS = ("float32", "float64")
+LABELS = ("i", "u")  # any integer dtype
+PNG = Check(bytes, lambda data: data.startswith(b"\x89PNG\r\n\x1a\n"), "a PNG file")
+NAMES = ListOf(str, 10)
+# train.HISTORY_KEYS (a literal here so that opening the store does not import numpy)
+HISTORY_KEYS = ("epoch", "train_loss", "train_cost", "train_acc", "val_loss", "val_cost", "val_acc")
+HISTORY = {key: ListOf(int if key == "epoch" else NUMBER, "rows") for key in HISTORY_KEYS}
+MAYBE_NUMBER = OneOf((None, NUMBER))
+MAYBE_INT = OneOf((None, int))
+
+
+def _valid_train_params(params: dict) -> bool:
+    """A train meta's params rebuild a valid config whose key params are exactly these."""
+    from cifarcli.train import TrainConfig
+
+    try:
+        return TrainConfig(**params).validate().key_params() == params
+    except (TypeError, ValueError, CifarError):
+        return False
+
+
+DATASET_PAYLOAD = {
+    "train_x": Array(("uint8",), ("n", 3072)), "train_y": Array(LABELS, ("n",), within=(0, 9)),
+    "test_x": Array(("uint8",), ("m", 3072)), "test_y": Array(LABELS, ("m",), within=(0, 9)),
+    "label_names": NAMES, "batch_size": Check(int, lambda n: n >= 1, "at least 1"),
+}
+DATASET_INFO = {
+    "source": str, "format": str, "md5": str, "sha256": HEX64, "official": bool, "note": OneOf((None, str)),
+    "n_train": int, "n_test": int, "batch_size": int, "label_names": NAMES,
+    "per_class": {"train": ListOf(int, 10), "test": ListOf(int, 10)},
+}
+TRAIN_PAYLOAD = Check(
+    {"W": OneOf((None, Array(FLOATS, ("K", "d")))), "b": OneOf((None, Array(FLOATS, ("K", 1)))),
+     "mean": Array(FLOATS, ("d", 1)), "std": Array(FLOATS, ("d", 1)), "history": HISTORY,
+     "label_names": ListOf(str, "K"), "diverged_at": MAYBE_INT},
+    lambda p: (p["W"] is None) == (p["b"] is None) and (p["W"] is not None or p["diverged_at"] is not None),
+    "W and b both present, or both absent in a diverged run")
+TRAIN_INFO = {"config": dict, "split_sizes": DictOf(str, int), "timings": {"total_seconds": Opt(NUMBER)},
+              "diverged_at": MAYBE_INT, "final": DictOf(str, MAYBE_NUMBER)}
+CHECKPOINT = Check({"epoch": int, "W": Array(FLOATS, ("K", "d")), "b": Array(FLOATS, ("K", 1)), "history": HISTORY},
+                   lambda c: c["epoch"] >= 0 and len(c["history"]["epoch"]) == c["epoch"] + 1,
+                   "a checkpoint whose history has one row per epoch, epoch 0 included")
+_SPLIT_METRICS = {"loss": NUMBER, "cost": NUMBER, "accuracy": NUMBER, "n": int}
+_PROBABILITY_GROUP = {"n": int, "mean": MAYBE_NUMBER, "median": MAYBE_NUMBER, "counts": ListOf(int, "bins")}
+EVALUATE_PAYLOAD = {
+    "lam": NUMBER, "loss": Opt(str), "train": _SPLIT_METRICS, "val": _SPLIT_METRICS, "test": _SPLIT_METRICS,
+    "confusion_matrix": ListOf(ListOf(int, "K"), "K"), "per_class_accuracy": DictOf(str, NUMBER),
+    "probabilities": {"kind": str, "bins": ListOf(NUMBER), "threshold": NUMBER, "correct": _PROBABILITY_GROUP,
+                      "incorrect": _PROBABILITY_GROUP, "confident_mistakes": MAYBE_NUMBER},
+    "label_names": ListOf(str, "K"),
+}
+_ERRORS = {"max": NUMBER, "mean": NUMBER, "median": NUMBER, "share_below_tol": NUMBER, "n": int,
+           "corner": ListOf(ListOf(NUMBER))}
+GRADCHECK_PAYLOAD = {
+    "h": NUMBER, "eps": NUMBER, "loss": str, "n_images": int, "n_params": int, "max_error": NUMBER,
+    "results": ListOf({"lam": NUMBER, "W": _ERRORS, "b": _ERRORS, "seconds": NUMBER}),
+    "n_samples": int, "n_dims": int, "seed": int, "elapsed": NUMBER,
+}
+FIGURES = ("loss", "accuracy", "weights", "confusion", "probabilities")
+_REPORT_RUN = {"run_id": str, "label": str, "config": {"lam": NUMBER, "eta": NUMBER, "n_batch": int, "n_epochs": int},
+               "split_sizes": DictOf(str, int), "history": HISTORY, "diverged_at": MAYBE_INT,
+               "train_seconds": MAYBE_NUMBER, "metrics": OneOf((None, EVALUATE_PAYLOAD)), "figures": DictOf(str, str)}
+REPORT_PAYLOAD = {
+    "doc": {"title": str, "cifarcli_version": str, "dataset": dict, "preprocessing": dict, "initialisation": dict,
+            "gradcheck": {**GRADCHECK_PAYLOAD, "tol": NUMBER, "passed": bool}, "runs": ListOf(_REPORT_RUN),
+            "sweep": Opt(dict), "created": str},
+    "report.md": str, "report.html": str,
+}
+SCHEMAS = {
+    "dataset": Schema(DATASET_PAYLOAD, params={"sha256": HEX64}, info=DATASET_INFO),
+    "gradcheck": Schema(GRADCHECK_PAYLOAD, info={"max_error": NUMBER, "elapsed": NUMBER}),
+    "train": Schema(TRAIN_PAYLOAD, params=Check(dict, _valid_train_params, "valid training settings"),
+                    info=TRAIN_INFO),
+    "evaluate": Schema(EVALUATE_PAYLOAD),
+    "plot": Schema({name: PNG for name in FIGURES}),
+    "report": Schema(REPORT_PAYLOAD),
+    "sweep": Schema({"heatmap": PNG}, info={"n_points": int}),
+}
+WORKSPACE_SCHEMA = {
+    "dataset": Opt({"key": Check(str, lambda k: len(k) == 16 and all(c in "0123456789abcdef" for c in k),
+                                 "a 16-digit key"), "source": str, "path": str}),
+    "checksums": Opt(DictOf(str, {"md5": str, "sha256": HEX64})),
+}
 
 
 class Progress:
@@ -52,15 +144,26 @@ class Workspace:
 
     def __post_init__(self) -> None:
         self.cache_dir, self.reports_dir = Path(self.cache_dir), Path(self.reports_dir)
-        self.store = Store(self.cache_dir, log=self.log)
+        self.store = Store(self.cache_dir, log=self.log, schemas=SCHEMAS)
+        self._state_noticed = False
 
     # The workspace file remembers the current dataset and the checksums of
     # sources already seen, so a repeated fetch need not re-hash 170 MB.
+    # It is a convenience, never needed: a damaged one reads as empty (once noticed).
     def read_state(self) -> dict:
+        path = self.cache_dir / WORKSPACE_FILE
         try:
-            return json.loads((self.cache_dir / WORKSPACE_FILE).read_text())
-        except (OSError, ValueError):
+            state = json.loads(path.read_text())
+            validate(state, WORKSPACE_SCHEMA, WORKSPACE_FILE)
+        except FileNotFoundError:
             return {}
+        except (OSError, ValueError, SchemaError) as damage:
+            if not self._state_noticed:
+                self._state_noticed = True
+                reason = damage if isinstance(damage, SchemaError) else "not readable JSON"
+                self.log(f"ignoring damaged {path} ({reason}); it is rewritten on the next import")
+            return {}
+        return state
 
     def write_state(self, state: dict) -> None:
         write_atomic(self.cache_dir / WORKSPACE_FILE, json.dumps(state, indent=2).encode())
@@ -166,27 +269,73 @@ def _check_pins(path: Path, sums: dict, md5: str | None, sha256: str | None) -> 
                              hint="check the file, or drop the --" + name + " pin")
 
 
-def _current_dataset(ws: Workspace) -> Artifact | None:
-    """The dataset the workspace last imported, when it is still whole in the cache."""
+def _current_dataset_key(ws: Workspace) -> str | None:
+    """The key of the dataset the workspace last imported; without a (readable) workspace file,
+    the newest whole dataset artifact in the store, so a lost file never means a download."""
     remembered = ws.read_state().get("dataset")
-    if not remembered:
+    if remembered:
+        return remembered["key"]
+    found = [row for row in ws.store.ls("dataset") if "damaged" not in row]
+    return max(found, key=lambda row: row["created"])["key"] if found else None
+
+
+def _current_dataset(ws: Workspace) -> Artifact | None:
+    """The current dataset (re-imported from its recorded source when damaged), or None."""
+    key = _current_dataset_key(ws)
+    if key is None:
         return None
     try:
-        return ws.store.load("dataset", remembered["key"], mmap=True)
-    except CifarError as damage:
-        ws.log(f"{damage.message}; importing it again")
+        artifact = dataset_by_key(ws, key)
+    except CifarError as failure:
+        ws.log(failure.message)
         return None
+    if not ws.read_state().get("dataset"):  # found in the store: remember it again (best effort)
+        ws.log(f"using the dataset {key} found in {ws.cache_dir}")
+        try:
+            ws.write_state({**ws.read_state(), "dataset": {"key": key, "source": artifact.meta["info"]["source"],
+                                                           "path": artifact.meta["info"]["source"]}})
+        except CifarError:  # a read-only cache still serves what it holds
+            pass
+    return artifact
 
 
 def dataset(ws: Workspace) -> Artifact:
-    """The current dataset; imports it first when there is none (from the last source, else by default)."""
-    current = _current_dataset(ws)
-    if current is not None:
-        return current
-    remembered = ws.read_state().get("dataset")
-    if remembered and Path(remembered["path"]).exists():
-        return fetch(ws, remembered["path"], force=True)
+    """The current dataset; imports it first when there is none (from its last source, else by default)."""
     return fetch(ws)
+
+
+def dataset_by_key(ws: Workspace, key: str) -> Artifact:
+    """The dataset artifact ``key``. A damaged or missing one is imported again from its recorded
+    source: the local file or folder, or for a URL the verified download kept in cache/downloads/."""
+    try:
+        found = ws.store.load("dataset", key, mmap=True)
+    except DamagedArtifact as damage:
+        ws.log(f"{damage.message}; importing it again")
+        found = None
+    if found is not None:
+        return found
+    source = _dataset_source(ws, key)
+    if source is None:
+        raise CifarError(f"dataset {key} is no longer in the cache and its source is gone",
+                         hint="run cifarcli fetch --source PATH again")
+    artifact = fetch(ws, source, force=True)
+    if artifact.key != key:
+        raise CifarError(f"dataset {key} is no longer in the cache, and {source} now holds other data",
+                         hint="run cifarcli fetch --source PATH with the original data")
+    return artifact
+
+
+def _dataset_source(ws: Workspace, key: str) -> str | None:
+    """Where dataset ``key`` was imported from, as its meta.json or the workspace file remember it."""
+    from cifarcli import data
+
+    meta = ws.store.meta("dataset", key)
+    remembered = ws.read_state().get("dataset") or {}
+    candidates = [meta["info"]["source"]] if meta else []
+    if remembered.get("key") == key:
+        candidates += [remembered["path"], remembered["source"]]
+    # A URL is fetched again, which reuses its verified download when cache/downloads/ still has it.
+    return next((c for c in candidates if data.is_url(c) or Path(c).exists()), None)
 
 
 # -- training ----------------------------------------------------------------
@@ -216,24 +365,27 @@ def prepared(data_artifact: Artifact, split: str = "seed", val_size: int = 1000,
     return _last_prepared[key]
 
 
-def train(ws: Workspace, config, force: bool = False) -> Artifact:
-    """The training run for ``config``, trained (or resumed from its checkpoint) when missing."""
+def train(ws: Workspace, config, force: bool = False, data_artifact: Artifact | None = None) -> Artifact:
+    """The training run for ``config`` (on the current dataset unless ``data_artifact`` is given),
+    trained (or resumed from its checkpoint) when missing."""
     from cifarcli import train as training
 
     config.validate()  # a bad option is reported before any dataset is looked for (or downloaded)
-    data_artifact = dataset(ws)
+    data_artifact = data_artifact or dataset(ws)
     config.validate(_n_train(data_artifact, config))
     params = config.key_params()
     key = _train_key(config, data_artifact.key)
 
     def compute():
         data = prepared(data_artifact, config.split, config.val_size, config.dtype)
-        resume = None if force else ws.store.load_scratch("train", key, "checkpoint")
+        resume = None if force else load_checkpoint(ws, key, config, data.X_train.shape[0])
         n_batches = -(-data.sizes["train"] // config.n_batch)
         ws.progress.run_started(key, config.n_epochs, n_batches, resume.epoch if resume else 0)
 
         def on_epoch(checkpoint):
-            ws.store.save_scratch("train", key, "checkpoint", checkpoint)
+            # A plain dict, not the Checkpoint class: loading admits no class of ours.
+            ws.store.save_scratch("train", key, "checkpoint", {
+                "epoch": checkpoint.epoch, "W": checkpoint.W, "b": checkpoint.b, "history": checkpoint.history})
             ws.progress.epoch(checkpoint.epoch, checkpoint.history)
 
         diverged_at = None
@@ -242,16 +394,31 @@ def train(ws: Workspace, config, force: bool = False) -> Artifact:
             W, b, history, seconds = result.W, result.b, result.history, result.timings
         except training.TrainingDiverged as diverged:
             # Keep what was learnt before the blow-up: the history and the last finite weights.
-            last = ws.store.load_scratch("train", key, "checkpoint")
+            last = load_checkpoint(ws, key, config, data.X_train.shape[0])
             W, b = (last.W, last.b) if last else (None, None)
             history, seconds, diverged_at = diverged.history, {}, diverged.epoch
         ws.progress.run_finished(key)
         return run_payload(config, data, W, b, history, seconds, diverged_at)
 
     artifact = ws.store.get_or_compute("train", VERSIONS["train"], params, {"dataset": data_artifact.key},
-                                       compute, force=force)
+                                       compute, force=force, depends=[("dataset", data_artifact.key)])
     ws.store.drop_scratch("train", key)
     return artifact
+
+
+def load_checkpoint(ws: Workspace, key: str, config=None, d: int | None = None):
+    """The run's last checkpoint as a ``train.Checkpoint``, or None (with a notice) when there is
+    none or it is not one of this run: wrong form, wrong shapes, more epochs than the run has."""
+    from cifarcli.train import Checkpoint
+
+    saved = ws.store.load_scratch("train", key, "checkpoint", schema=CHECKPOINT)
+    if saved is None:
+        return None
+    K, width = saved["W"].shape
+    if (config is not None and saved["epoch"] > config.n_epochs) or (d is not None and (K, width) != (10, d)):
+        ws.log(f"ignoring the checkpoint of run {key}: epoch {saved['epoch']}, W {K} × {width} do not fit this run")
+        return None
+    return Checkpoint(saved["epoch"], saved["W"], saved["b"], saved["history"])
 
 
 def run_payload(config, data, W, b, history: dict, seconds: dict, diverged_at: int | None) -> tuple[dict, dict]:
@@ -287,7 +454,8 @@ def store_trained(ws: Workspace, config, data_artifact: Artifact, data, result: 
                            result["diverged_at"])
 
     return ws.store.get_or_compute("train", VERSIONS["train"], config.key_params(),
-                                   {"dataset": data_artifact.key}, compute, force=force)
+                                   {"dataset": data_artifact.key}, compute, force=force,
+                                   depends=[("dataset", data_artifact.key)])
 
 
 def _final_row(history: dict) -> dict:
@@ -314,10 +482,24 @@ def find_run(ws: Workspace, run_id: str) -> Artifact:
         raise CifarError(f"no training run {run_id!r} in {ws.cache_dir}", hint="list runs with: cifarcli cache ls --stage train")
     if len(keys) > 1:
         raise CifarError(f"run ID {run_id!r} is ambiguous: {', '.join(keys[:5])}", hint="type more of the ID")
-    found = ws.store.load("train", keys[0])
+    try:
+        found = ws.store.load("train", keys[0])
+    except DamagedArtifact as damage:
+        found = _train_again(ws, keys[0], damage)
     if found is None:
         raise CifarError(f"training run {keys[0]} is not readable", hint="run cifarcli cache verify")
     return found
+
+
+def _train_again(ws: Workspace, key: str, damage: DamagedArtifact) -> Artifact:
+    """A damaged or stale run, trained again from the settings its (checked) meta.json records."""
+    from cifarcli.train import TrainConfig
+
+    meta = ws.store.meta("train", key)
+    if meta is None:  # no trustworthy settings: nothing to retrain from
+        raise CifarError(damage.message, hint="train it again with its options, or run cifarcli cache clear")
+    # train() reports the damage itself (one line) when it finds the artifact.
+    return train(ws, TrainConfig(**meta["params"]), data_artifact=dataset_by_key(ws, meta["inputs"]["dataset"]))
 
 
 def config_of(run: Artifact):
@@ -367,7 +549,7 @@ def gradcheck(ws: Workspace, n_samples: int = 100, n_dims: int | None = None, la
         return result, {"max_error": result["max_error"], "elapsed": elapsed}
 
     return ws.store.get_or_compute("gradcheck", VERSIONS["gradcheck"], params, {"dataset": data_artifact.key},
-                                   compute, force=force)
+                                   compute, force=force, depends=[("dataset", data_artifact.key)])
 
 
 def _gradcheck_params(n_samples=100, n_dims=None, lams=(0.0, 0.1), h=1e-6, seed=42, loss="softmax") -> dict:
@@ -389,22 +571,15 @@ def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
         data = prepared(dataset_by_key(ws, data_key), config.split, config.val_size, config.dtype)
         return evaluate_model(run.payload["W"], run.payload["b"], config.lam, data, loss=config.loss), {}
 
-    return ws.store.get_or_compute("evaluate", VERSIONS["evaluate"], {}, {"train": run.key}, compute, force=force)
+    return ws.store.get_or_compute("evaluate", VERSIONS["evaluate"], {}, {"train": run.key}, compute, force=force,
+                                   depends=[("train", run.key)])
 
-
-def dataset_by_key(ws: Workspace, key: str) -> Artifact:
-    found = ws.store.load("dataset", key, mmap=True)
-    if found is None:
-        raise CifarError(f"dataset {key} is no longer in the cache", hint="run cifarcli fetch again")
-    return found
-
-
-FIGURES = ("loss", "accuracy", "weights", "confusion", "probabilities")
 
 
 def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
     """The run's figures as PNG files under ``reports/figures/<run-id>/``; drawn once, then copied from the cache."""
-    metrics = evaluate(ws, run).payload
+    evaluated = evaluate(ws, run)
+    metrics = evaluated.payload
     config = config_of(run)
 
     def compute():
@@ -429,7 +604,8 @@ def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
                                            f"η={config.eta:g}, loss {config.loss}")
             return {name: (folder / f"{name}.png").read_bytes() for name in FIGURES}, {}
 
-    artifact = ws.store.get_or_compute("plot", VERSIONS["plot"], {}, {"train": run.key}, compute, force=force)
+    artifact = ws.store.get_or_compute("plot", VERSIONS["plot"], {}, {"train": run.key}, compute, force=force,
+                                       depends=[("train", run.key), ("evaluate", evaluated.key)])
     return _materialise(ws.reports_dir / "figures" / run.key, artifact.payload)
 
 
@@ -561,13 +737,27 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
         return {"doc": doc, "report.md": render_markdown(doc),
                 "report.html": render_html(doc, ws.reports_dir)}, {}
 
-    artifact = ws.store.get_or_compute("report", VERSIONS["report"], {}, inputs, compute, force=force)
+    # Made from more than its key names: every run's metrics and figures, and the sweep's best run.
+    depends = [("gradcheck", check.key), *(d for run in runs for d in _run_depends(run))]
+    if swept is not None:
+        depends += [("sweep", swept["key"]), *(_run_depends(swept["best"]) if swept["best"] else [])]
+    artifact = ws.store.get_or_compute("report", VERSIONS["report"], {}, inputs, compute, force=force,
+                                       depends=depends)
     paths = {}
     for name in ("report.md", "report.html"):
         paths[name] = ws.reports_dir / name
         _write_if_changed(paths[name], artifact.payload[name].encode())
     return {**artifact.payload["doc"], "paths": {k: str(v) for k, v in paths.items()},
             "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.store.events]}
+
+
+def _run_depends(entry: dict) -> list[tuple[str, str]]:
+    """The artifacts a report section of one run (``_report_run``) is made from."""
+    run_id = entry["run_id"]
+    made_from = [("train", run_id)]
+    if entry["metrics"] is not None:
+        made_from += [(stage, _key(stage, {}, {"train": run_id})) for stage in ("evaluate", "plot")]
+    return made_from
 
 
 def _initialisation(runs: list[dict]) -> dict:
@@ -635,26 +825,25 @@ def _write_if_changed(path: Path, content: bytes) -> None:
 
 
 def status(ws: Workspace, config) -> list[dict]:
-    """Each stage's key and state (cached, missing, damaged, partial) for ``config``; computes nothing."""
+    """Each stage's key and state (cached, missing, damaged, stale, partial) for ``config``; computes nothing."""
     config.validate()  # bad options are an error even before any dataset is imported
     rows = []
 
     def add(stage: str, key: str | None, state: tuple[str, str | None] = ("missing", None)) -> None:
         rows.append({"stage": stage, "key": key, "state": state[0], "reason": state[1]})
 
-    remembered = ws.read_state().get("dataset")
-    if not remembered:
+    data_key = _current_dataset_key(ws)
+    if data_key is None:
         for stage in ("dataset", "gradcheck", "train", "evaluate", "plot"):
             add(stage, None)
         return rows
-    data_key = remembered["key"]
     add("dataset", data_key, ws.store.state("dataset", data_key))
     gradcheck_key = _key("gradcheck", _gradcheck_params(), {"dataset": data_key})
     add("gradcheck", gradcheck_key, ws.store.state("gradcheck", gradcheck_key))
     train_key = _train_key(config, data_key)
     train_state = ws.store.state("train", train_key)
     if train_state[0] == "missing":
-        checkpoint = ws.store.load_scratch("train", train_key, "checkpoint")
+        checkpoint = load_checkpoint(ws, train_key, config)
         if checkpoint is not None:
             train_state = ("partial", f"checkpoint at epoch {checkpoint.epoch} of {config.n_epochs}")
     add("train", train_key, train_state)

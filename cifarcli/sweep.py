@@ -358,7 +358,8 @@ def draw_heatmap(ws, spec: SweepSpec, points: list[dict], data_key: str, best: d
                                             title=heatmap_title(spec), best=cell)
             return {"heatmap": path.read_bytes()}, {"n_points": len(points)}
 
-    artifact = ws.store.get_or_compute("sweep", pipeline.VERSIONS["sweep"], params, inputs, compute)
+    artifact = ws.store.get_or_compute("sweep", pipeline.VERSIONS["sweep"], params, inputs, compute,
+                                       depends=[("train", p["run_id"]) for p in by_index])
     paths = pipeline._materialise(ws.reports_dir / "figures" / f"sweep-{artifact.key}", artifact.payload)
     return artifact.key, paths["heatmap"]
 

@@ -257,7 +257,7 @@ def verify_view(rows: list[dict]) -> Table:
 
 
 def status_view(rows: list[dict]) -> Table:
-    colours = {"cached": "green", "missing": "yellow", "partial": "cyan", "damaged": "red"}
+    colours = {"cached": "green", "missing": "yellow", "partial": "cyan", "damaged": "red", "stale": "magenta"}
     table = Table(title="Pipeline status")
     for column in ("stage", "key", "state"):
         table.add_column(column)

@@ -149,7 +149,7 @@ def _start_and_stop_after_epoch_2(cwd: Path, cache: Path, key: str, sig: int) ->
                 pytest.fail(f"training finished (rc {proc.returncode}) before it could be interrupted: {err}")
             if checkpoint.is_file():
                 try:
-                    seen = joblib.load(checkpoint).epoch
+                    seen = joblib.load(checkpoint)["epoch"]  # a plain dict since checkpoints admit no class
                 except Exception:  # replaced while we read it: look again
                     pass
             time.sleep(0.005)

@@ -8,7 +8,7 @@ import numpy as np
 
 from cifarcli import pipeline
 from cifarcli.cache import PAYLOAD
-from cifarcli.train import Checkpoint, TrainConfig
+from cifarcli.train import HISTORY_KEYS, Checkpoint, TrainConfig
 
 
 def states(rows):
@@ -36,9 +36,15 @@ def test_status_follows_the_pipeline(workspace):
 def test_status_shows_a_resumable_checkpoint(workspace):
     config = TrainConfig(lam=0.0, eta=0.01, n_epochs=5)
     key = pipeline._train_key(config, pipeline.dataset(workspace).key)
-    workspace.store.save_scratch("train", key, "checkpoint", Checkpoint(2, np.zeros((10, 3072)), np.zeros((10, 1)), {}))
+    history = {name: [0, 1, 2] if name == "epoch" else [0.5] * 3 for name in HISTORY_KEYS}
+    workspace.store.save_scratch("train", key, "checkpoint",
+                                 {"epoch": 2, "W": np.zeros((10, 3072)), "b": np.zeros((10, 1)), "history": history})
     row = next(r for r in pipeline.status(workspace, config) if r["stage"] == "train")
     assert row["state"] == "partial" and row["reason"] == "checkpoint at epoch 2 of 5"
+    # The old form (a pickled train.Checkpoint) is a class outside the allow-list: ignored, not resumed.
+    workspace.store.save_scratch("train", key, "checkpoint", Checkpoint(2, np.zeros((10, 3072)), np.zeros((10, 1)), history))
+    row = next(r for r in pipeline.status(workspace, config) if r["stage"] == "train")
+    assert row["state"] == "missing"
 
 
 def test_status_cli_on_an_empty_folder(cli, tmp_path):
