@@ -93,6 +93,7 @@ def fetch(ws: Workspace, source: str | None = None, fmt: str = "binary", md5: st
             raise CifarError(f"no such file or folder: {source}",
                              hint="give a CIFAR-10 archive, an extracted cifar-10-batches-* folder, or a URL")
         path = path.resolve()
+        data.check_source(path)  # a device, FIFO or huge file is refused before it is hashed
     sums = _checksums(ws, path)
     _check_pins(path, sums, md5, sha256)
     official = next((a for a in data.OFFICIAL.values() if a.md5 == sums["md5"]), None)

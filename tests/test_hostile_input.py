@@ -6,10 +6,23 @@ Real files, real FIFOs and device nodes, a real loopback HTTP server, real proce
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import signal
 import socket
+import stat
 import struct
+import threading
+import time
+from pathlib import Path
 
-from httpserver import LoopbackServer
+import pytest
+
+import tinycifar
+from httpserver import LoopbackServer, http_server  # noqa: F401  (fixture)
+from procs import cli_process, env_for, error_lines, one_error
 
 # Bounds on a subprocess that must end at once: a timeout, never a speed target.
 PROMPT = 20
@@ -33,3 +46,205 @@ def test_a_client_hanging_up_mid_body_leaves_nothing_on_stderr(capfd):
         assert server.wait_finished(1, timeout=PROMPT)
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+BIG = 64 << 20
+
+
+def snapshot(root: Path, skip: tuple[str, ...] = ("cache",)) -> dict[str, str]:
+    """relative path -> what it is, for everything under ``root`` but ``skip``.
+
+    Like ``procs.tree`` but never opens anything that is not a regular file (reading a
+    FIFO would block): those are recorded by kind and device number.
+    """
+    found = {}
+    for path in sorted(Path(root).rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if any(rel == s or rel.startswith(s + "/") for s in skip):
+            continue
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            found[rel] = "link -> " + os.readlink(path)
+        elif stat.S_ISREG(st.st_mode) and st.st_size > BIG:  # a sparse giant: hashing it would take minutes
+            found[rel] = f"{st.st_size} bytes, mtime {st.st_mtime_ns}"
+        elif stat.S_ISREG(st.st_mode):
+            found[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            found[rel] = f"{stat.S_IFMT(st.st_mode):o} {st.st_rdev}"
+    return found
+
+
+def unix_socket(path: Path) -> socket.socket:
+    """A listening AF_UNIX socket bound at ``path`` (close it when done)."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    return sock
+
+
+def char_device(path: Path) -> Path:
+    """Our own character device node (a twin of /dev/null, 1:3), or skip where mknod is refused."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"cannot create a device node here ({exc})")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_cache(tmp_path_factory, tiny_archive) -> tuple[Path, str]:
+    """A cache holding the tiny dataset and one short training run: (cache folder, run ID)."""
+    from cifarcli import pipeline
+    from cifarcli.train import TrainConfig
+
+    ws = pipeline.Workspace(tmp_path_factory.mktemp("trained") / "cache")
+    pipeline.fetch(ws, str(tiny_archive))
+    run = pipeline.train(ws, TrainConfig(lam=0.0, eta=0.01, n_epochs=1, n_batch=50))
+    return ws.cache_dir, run.key
+
+
+def with_cache(tmp_path: Path, trained_cache) -> str:
+    """Copy the trained cache into ``tmp_path/cache``; returns the run ID."""
+    shutil.copytree(trained_cache[0], tmp_path / "cache")
+    env_for(tmp_path)  # the processes' HOME and TMPDIR, made before any snapshot is taken
+    return trained_cache[1]
+
+
+# -- endless or huge inputs never hang (issue 10, item 5) -------------------------------------
+
+SPARSE = 20 << 30  # a 20 GB file that takes no disk: hashing it used to take 74 s
+
+
+def _local_source(kind: str, tmp_path: Path):
+    """(path given to --source, words the error line must hold)."""
+    if kind in ("/dev/zero", "/dev/urandom"):
+        return kind, ("character device",)
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "cifar-10-binary.tar.gz")
+        return tmp_path / "cifar-10-binary.tar.gz", ("FIFO",)
+    if kind == "socket":
+        tmp_path.joinpath("s").mkdir()
+        _keep.append(unix_socket(tmp_path / "s" / "cifar.tar.gz"))
+        return tmp_path / "s" / "cifar.tar.gz", ("socket",)
+    if kind == "sparse-20GB":
+        with open(tmp_path / "cifar-10-binary.tar.gz", "wb") as f:
+            f.truncate(SPARSE)
+        return tmp_path / "cifar-10-binary.tar.gz", ("21.5 GB", "far larger")
+    folder = tinycifar.write_folder(tmp_path, tinycifar.binary_members(n_per_batch=20, n_test=20),
+                                    "cifar-10-batches-bin")
+    member = folder / "data_batch_3.bin"
+    member.unlink()
+    if kind == "folder-member-fifo":
+        os.mkfifo(member)
+        return folder, ("data_batch_3.bin", "FIFO")
+    if kind == "folder-member-link-to-dev-zero":
+        member.symlink_to("/dev/zero")
+        return folder, ("data_batch_3.bin", "character device")
+    if kind == "folder-member-link-to-a-sparse-file":
+        with open(tmp_path / "huge", "wb") as f:
+            f.truncate(SPARSE)
+        member.symlink_to(tmp_path / "huge")
+        return folder, ("data_batch_3.bin", "far larger")
+    raise AssertionError(kind)
+
+
+_keep: list = []  # sockets bound for a test, alive until the module ends
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "/dev/urandom", "fifo", "socket", "sparse-20GB",
+                                  "folder-member-fifo", "folder-member-link-to-dev-zero",
+                                  "folder-member-link-to-a-sparse-file"])
+def test_an_endless_or_huge_local_source_is_refused_at_once(tmp_path, kind):
+    source, words = _local_source(kind, tmp_path)
+    env = env_for(tmp_path)
+    before = snapshot(tmp_path)
+    # The timeout bounds a hang (it used to be forever for /dev/zero and a FIFO); it is no speed target.
+    result = cli_process(tmp_path, "fetch", "--source", source, "--cache-dir", "cache", timeout=PROMPT, env=env)
+    one_error(result, 2, str(source), "refusing to read it", *words)
+    assert not (tmp_path / "cache" / "dataset").exists()
+    assert snapshot(tmp_path) == before
+
+
+def test_a_folder_whose_members_are_all_fifos_names_one(tmp_path):
+    """Before, FIFOs under the official names were skipped and the folder called empty; or read, forever."""
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    for name in [*(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin", "batches.meta.txt"]:
+        os.mkfifo(folder / name)
+    result = cli_process(tmp_path, "fetch", "--source", folder, "--cache-dir", "cache", timeout=PROMPT)
+    one_error(result, 2, "FIFO", "refusing to read it")
+
+
+def _watch_size(path: Path, stop: threading.Event, sizes: list[int]) -> None:
+    """Record the size of ``path`` every millisecond until ``stop``."""
+    while not stop.is_set():
+        try:
+            sizes.append(path.stat().st_size)
+        except FileNotFoundError:
+            pass
+        time.sleep(0.001)
+
+
+def test_an_endless_download_is_stopped_at_the_cap_and_its_part_removed(cli, tmp_path, http_server, monkeypatch):
+    """A body without a Content-Length that never ends (it grew a 2.8 GB .part in 8 s)."""
+    from cifarcli import data
+
+    cap = 8 << 20  # the real cap (682 MB) works the same; a small one keeps the test light on disk
+    monkeypatch.setattr(data, "MAX_SOURCE_BYTES", cap)
+    http_server.route("/cifar.tar.gz", body=b"\x1f\x8b" + bytes(64 << 10), endless=True, endless_for=PROMPT)
+    downloads = tmp_path / "cache" / "downloads"
+    sizes: list[int] = []
+    stop = threading.Event()
+    downloads.mkdir(parents=True)
+    before = snapshot(tmp_path)
+    url = http_server.url("/cifar.tar.gz")
+    part = downloads / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-cifar.tar.gz.part"
+    watcher = threading.Thread(target=_watch_size, args=(part, stop, sizes), daemon=True)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        result = cli("fetch", "--source", url)
+    finally:
+        stop.set()
+        watcher.join()
+    assert time.monotonic() - started < PROMPT  # stopped by the cap, not by the server giving up
+    assert result.exit_code == 2
+    [line] = error_lines(result.stderr)  # beside the "downloading …" notice
+    assert "sent more than 8.4 MB" in line and url in line
+    assert sizes and max(sizes) <= cap + data._CHUNK  # never past the cap by more than one chunk
+    assert list(downloads.iterdir()) == []  # the .part is gone, nothing under the final name
+    assert snapshot(tmp_path) == before
+    assert len(http_server.requests) == 1  # refused, not retried
+
+
+def test_a_download_announcing_a_huge_size_is_refused_before_its_body(tmp_path, http_server):
+    """The real cap, in a real process: a Content-Length of 20 GB is refused before a byte is kept."""
+    http_server.route("/cifar.tar.gz", endless=True, endless_for=PROMPT, announce=SPARSE)
+    env = env_for(tmp_path)
+    before = snapshot(tmp_path)
+    result = cli_process(tmp_path, "fetch", "--source", http_server.url("/cifar.tar.gz"), "--cache-dir", "cache",
+                         timeout=PROMPT, env=env)
+    one_error(result, 2, "21.5 GB", "far larger than any CIFAR-10 archive", "not downloading it")
+    assert list((tmp_path / "cache" / "downloads").iterdir()) == []
+    assert snapshot(tmp_path) == before
+
+
+def test_a_leftover_part_past_the_cap_is_discarded_not_resumed(tmp_path, http_server, tiny_archive):
+    """A .part an older version let grow (sparse here: 700 MB that take no disk) is started over."""
+    from cifarcli import data
+
+    body = tiny_archive.read_bytes()
+    http_server.route("/cifar.tar.gz", body=body)
+    url = http_server.url("/cifar.tar.gz")
+    downloads = tmp_path / "cache" / "downloads"
+    downloads.mkdir(parents=True)
+    part = downloads / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-cifar.tar.gz.part"
+    with open(part, "wb") as f:
+        f.truncate(data.MAX_SOURCE_BYTES + 1)
+    result = cli_process(tmp_path, "fetch", "--source", url, "--cache-dir", "cache", "--json", timeout=PROMPT * 3)
+    assert result.returncode == 0, result.stderr
+    assert http_server.ranges("/cifar.tar.gz") == [None]  # a fresh download, no Range from the huge .part
+    assert not part.exists() and part.with_suffix("").read_bytes() == body
+    assert json.loads(result.stdout)["n_train"] == 1000
