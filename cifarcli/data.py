@@ -20,6 +20,7 @@ import ssl
 import stat
 import tarfile
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 import zlib
@@ -424,8 +425,20 @@ def _check_batch(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, 
 
 
 def _check_names(names: list, where: str) -> tuple[str, ...]:
+    """Ten non-empty names, none holding a control character.
+
+    Class names reach terminals, reports and figures: an escape sequence (``\x1b[2J``),
+    a carriage return or a bell in one would act there instead of printing. Printable
+    text of any script (``café``, ``飞机``) is fine; rich markup in it is escaped where shown.
+    """
     if len(names) != N_CLASSES or not all(names):
         raise CifarError(f"{where}: expected {N_CLASSES} class names, found {len(names)}")
+    for i, name in enumerate(names, 1):
+        control = next((c for c in name if unicodedata.category(c) == "Cc"), None)
+        if control is not None:
+            # repr: the message itself must not carry the control character to the terminal.
+            raise CifarError(f"{where}: class name {i} {name!r} holds the control character "
+                             f"U+{ord(control):04X}; refusing it", hint="class names must be printable text")
     return tuple(names)
 
 
@@ -441,10 +454,14 @@ def _binary_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _binary_names(data: bytes, where: str) -> tuple[str, ...]:
     try:
-        lines = data.decode("utf-8").splitlines()
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CifarError(f"{where} is not a text file of class names") from exc
-    return _check_names([line.strip() for line in lines if line.strip()], where)
+    # One name per "\n" line; a CRLF file's "\r" and padding spaces or tabs belong to the layout.
+    # Not splitlines(): it would also split at "\r", "\x0b" or "\x1c" inside a name, hiding
+    # them from the control-character check instead of refusing them.
+    names = [line.rstrip("\r").strip(" \t") for line in text.split("\n")]
+    return _check_names([name for name in names if name], where)
 
 
 # ---- python layout (pickles)

@@ -248,3 +248,80 @@ def test_a_leftover_part_past_the_cap_is_discarded_not_resumed(tmp_path, http_se
     assert http_server.ranges("/cifar.tar.gz") == [None]  # a fresh download, no Range from the huge .part
     assert not part.exists() and part.with_suffix("").read_bytes() == body
     assert json.loads(result.stdout)["n_train"] == 1000
+
+
+# -- strings from an archive are text, never markup or control sequences (issue 10, item 6) ----
+
+# Rich markup, a closing tag alone, a trailing backslash (escapes the next tag), printable unicode.
+HOSTILE_NAMES = ["[/]", "[bold red]x", "café", "飞机", "[link=https://example.com]l[/link]",
+                 "back\\", "[b]bird[/b]", "[red", "deer]", "truck"]
+
+
+def _hostile_archive(folder: Path, layout: str, names: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if layout == "binary":
+        members = tinycifar.binary_members(n_per_batch=50, n_test=50, label_names=names)
+        return tinycifar.write_archive(folder / "cifar-10-binary.tar.gz", members, "cifar-10-batches-bin")
+    members = tinycifar.python_members(n_per_batch=50, n_test=50, label_names=names)
+    return tinycifar.write_archive(folder / "cifar-10-python.tar.gz", members, "cifar-10-batches-py")
+
+
+@pytest.mark.parametrize("layout", ["binary", "python"])
+def test_class_names_with_markup_and_paths_with_brackets_print_literally(tmp_path, layout):
+    """`[/]` as a class name crashed fetch and predict (rich.errors.MarkupError); `[b]` in a path vanished."""
+    from PIL import Image
+
+    odd = tmp_path / "a[b]"  # `[b]` is rich's bold tag: it must print as itself
+    archive = _hostile_archive(odd, layout, HOSTILE_NAMES)
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(odd / "img[1].png")
+    env = env_for(tmp_path)
+
+    def run(*args: str) -> str:
+        result = cli_process(tmp_path, *args, "--cache-dir", "cache", timeout=120, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        return result.stdout
+
+    shown = run("fetch", "--source", archive)
+    assert str(archive) in shown
+    for name in HOSTILE_NAMES:
+        assert name in shown, name
+    run_id = json.loads(run("train", "--n-epochs", "1", "--n-batch", "20", "--json"))["run_id"]
+    shown = run("evaluate", "--run", run_id)
+    for name in HOSTILE_NAMES:
+        assert name in shown, name
+    top = json.loads(run("predict", "--run", run_id, odd / "img[1].png", "--json"))["images"][0]["top3"]
+    shown = run("predict", "--run", run_id, odd / "img[1].png")
+    assert "img[1].png" in shown and all(f"{t['class']} {t['probability']:.3f}" in shown for t in top)
+    shown = run("export", "--run", run_id, "--out", odd / "m[2].npz")
+    assert f"wrote {odd / 'm[2].npz'}" in shown
+    assert "dataset" in run("cache", "ls")
+    assert "cached" in run("status", "--n-epochs", "1", "--n-batch", "20")
+    run("plot", "--run", run_id)  # the names are axis labels and titles of the figures
+
+
+@pytest.mark.parametrize("name", ["\x1b[2J", "ca\rt", "bell\x07", "tab\there", "nul\x00", "del\x7f", "nel\x85"])
+@pytest.mark.parametrize("layout", ["binary", "python"])
+def test_a_control_character_in_a_class_name_is_refused_naming_the_entry(tmp_path, layout, name):
+    names = [*tinycifar.LABEL_NAMES[:3], name, *tinycifar.LABEL_NAMES[4:]]
+    archive = _hostile_archive(tmp_path / "src", layout, names)
+    env = env_for(tmp_path)
+    before = snapshot(tmp_path)
+    result = cli_process(tmp_path, "fetch", "--source", archive, "--cache-dir", "cache", timeout=PROMPT, env=env)
+    meta = "batches.meta.txt" if layout == "binary" else "batches.meta"
+    one_error(result, 2, meta, "class name 4", "control character")
+    # The message names it by its escaped form: the control character itself never reaches the terminal.
+    assert not any(c in result.stderr for c in name if ord(c) < 32 or 127 <= ord(c) < 160 and c != "\n")
+    assert not (tmp_path / "cache" / "dataset").exists() or not any((tmp_path / "cache" / "dataset").iterdir())
+    assert snapshot(tmp_path) == before
+
+
+def test_crlf_and_padding_in_batches_meta_txt_are_layout_not_names(tmp_path):
+    """A batches.meta.txt saved on Windows (CRLF) or with padded lines still reads as the ten names."""
+    from cifarcli import data
+
+    members = tinycifar.binary_members(n_per_batch=10, n_test=10)
+    members["batches.meta.txt"] = "".join(f"  {n}\t\r\n" for n in tinycifar.LABEL_NAMES).encode() + b"\r\n"
+    archive = tinycifar.write_archive(tmp_path / "c.tar.gz", members, "cifar-10-batches-bin")
+    dataset, _ = data.read_cifar10(archive)
+    assert list(dataset.label_names) == tinycifar.LABEL_NAMES
