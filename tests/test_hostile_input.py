@@ -325,3 +325,83 @@ def test_crlf_and_padding_in_batches_meta_txt_are_layout_not_names(tmp_path):
     archive = tinycifar.write_archive(tmp_path / "c.tar.gz", members, "cifar-10-batches-bin")
     dataset, _ = data.read_cifar10(archive)
     assert list(dataset.label_names) == tinycifar.LABEL_NAMES
+
+
+# -- export --out never destroys what it points at (issue 10, item 3) ------------------------
+
+
+def _make_target(kind: str, folder: Path):
+    """(path given to --out, a check that it is still what it was)."""
+    target = folder / "out.npz"
+    if kind == "fifo":
+        os.mkfifo(target)
+        return target, lambda: stat.S_ISFIFO(os.lstat(target).st_mode)
+    if kind == "char-device":
+        char_device(target)
+        return target, lambda: stat.S_ISCHR(os.lstat(target).st_mode) and os.lstat(target).st_rdev == os.makedev(1, 3)
+    if kind == "socket":
+        sock = unix_socket(target)
+        return target, lambda: sock and stat.S_ISSOCK(os.lstat(target).st_mode)
+    if kind == "symlink-to-a-file":
+        (folder / "precious.npz").write_bytes(b"precious")
+        target.symlink_to("precious.npz")
+        return target, lambda: (os.readlink(target) == "precious.npz"
+                                and (folder / "precious.npz").read_bytes() == b"precious")
+    if kind == "dangling-symlink":
+        target.symlink_to("nowhere.npz")
+        return target, lambda: os.readlink(target) == "nowhere.npz" and not (folder / "nowhere.npz").exists()
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("fifo", ("FIFO", "not a regular file")),
+    ("char-device", ("character device", "not a regular file")),
+    ("socket", ("socket", "not a regular file")),
+    ("symlink-to-a-file", ("symlink",)),
+    ("dangling-symlink", ("symlink",)),
+])
+def test_export_refuses_anything_but_a_regular_file_at_out(tmp_path, trained_cache, kind, words):
+    run_id = with_cache(tmp_path, trained_cache)
+    (tmp_path / "models").mkdir()
+    target, unchanged = _make_target(kind, tmp_path / "models")
+    before = snapshot(tmp_path)
+    result = cli_process(tmp_path, "export", "--run", run_id, "--out", target, "--cache-dir", "cache",
+                         timeout=PROMPT)
+    line = one_error(result, 2, "--out", str(target), *words)
+    assert "(" in line  # the hint
+    assert unchanged()
+    assert snapshot(tmp_path) == before  # no temporary file beside it, nothing else written
+
+
+def test_export_to_dev_null_leaves_it_a_character_device(tmp_path, trained_cache):
+    """As root the old rename replaced the machine's /dev/null with a regular file."""
+    run_id = with_cache(tmp_path, trained_cache)
+    before = os.stat("/dev/null")
+    result = cli_process(tmp_path, "export", "--run", run_id, "--out", "/dev/null", "--cache-dir", "cache",
+                         timeout=PROMPT)
+    one_error(result, 2, "/dev/null", "character device")
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+    assert not list(Path("/dev").glob(".null.*"))  # no temporary left in /dev
+
+
+def test_export_creates_missing_folders_follows_the_umask_and_refuses_a_file_as_folder(tmp_path, trained_cache):
+    run_id = with_cache(tmp_path, trained_cache)
+
+    def umask_027():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.umask(0o027)
+
+    result = cli_process(tmp_path, "export", "--run", run_id, "--out", "a/b/model.npz", "--cache-dir", "cache",
+                         preexec_fn=umask_027, timeout=PROMPT)
+    assert result.returncode == 0, result.stderr
+    written = tmp_path / "a" / "b" / "model.npz"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o640  # 0666 less the umask, like any new file
+    assert [p.name for p in written.parent.iterdir()] == ["model.npz"]
+
+    (tmp_path / "afile").write_bytes(b"x")
+    before = snapshot(tmp_path)
+    result = cli_process(tmp_path, "export", "--run", run_id, "--out", "afile/model.npz", "--cache-dir", "cache",
+                         timeout=PROMPT)
+    one_error(result, 2, "afile", "not a folder")
+    assert snapshot(tmp_path) == before
