@@ -353,13 +353,13 @@ def _make_target(kind: str, folder: Path):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind, words", [
+@pytest.mark.parametrize("kind, words", [pytest.param(kind, words, id=kind) for kind, words in [
     ("fifo", ("FIFO", "not a regular file")),
     ("char-device", ("character device", "not a regular file")),
     ("socket", ("socket", "not a regular file")),
     ("symlink-to-a-file", ("symlink",)),
     ("dangling-symlink", ("symlink",)),
-])
+]])
 def test_export_refuses_anything_but_a_regular_file_at_out(tmp_path, trained_cache, kind, words):
     run_id = with_cache(tmp_path, trained_cache)
     (tmp_path / "models").mkdir()
