@@ -535,14 +535,15 @@ def _check_export_target(out: Path) -> None:
 
     try:
         mode = os.lstat(out).st_mode
-    except FileNotFoundError:
-        mode = None
-    except NotADirectoryError:  # a file where one of its folders should be
+    except (FileNotFoundError, NotADirectoryError):  # absent (a file in a folder's place: below)
         mode = None
     except OSError as exc:
         raise CifarError(f"--out {out}: {exc.strerror or exc}", hint=_OUT_HINT) from None
     if mode is not None and stat.S_ISDIR(mode):
         raise CifarError(f"--out {out} is a folder", hint="give a file name, e.g. --out model.npz")
+    if mode is not None and stat.S_ISLNK(mode):
+        raise CifarError(f"--out {out} is a symlink; refusing to replace it or write through it",
+                         hint=f"to write its target, give --out {os.path.realpath(out)}; else a new file name")
     if mode is not None and not stat.S_ISREG(mode):
         raise CifarError(f"--out {out} is {data.file_kind(mode)}, not a regular file; refusing to replace it",
                          hint=_OUT_HINT)
