@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import pickle
+import secrets
 import shutil
 import tempfile
 import time
@@ -69,12 +70,20 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half."""
+def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half.
+
+    ``mode``: create the file with these permission bits less the umask, as ``open()`` does
+    (for a file the user asked for, e.g. ``export --out``); None: 0600, as ``mkstemp`` does.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        if mode is None:
+            handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        else:
+            tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+            handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     except OSError as exc:
         raise disk_error(exc, path, len(data)) from None
     try:

@@ -17,8 +17,10 @@ import os
 import pickle
 import socket
 import ssl
+import stat
 import tarfile
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 import zlib
@@ -30,7 +32,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from cifarcli import __version__
-from cifarcli.errors import CifarError, WorkFailed, disk_error
+from cifarcli.errors import CifarError, WorkFailed, disk_error, human_size
 
 PIXELS = 3072            # 32 x 32 x 3, stored as 1024 R, 1024 G, 1024 B
 RECORD = PIXELS + 1      # binary layout: one label byte, then the pixels
@@ -38,6 +40,7 @@ N_CLASSES = 10
 TRAIN_BATCHES = 5
 
 SOURCE_HINT = "use --source PATH to import a copy you have"
+_COPY_HINT = "give a CIFAR-10 archive or an extracted cifar-10-batches-* folder"
 _CHUNK = 1 << 20
 _MAX_MEMBER = 256 << 20  # an official batch is ~31 MB; refuse gzip bombs early
 
@@ -58,6 +61,11 @@ OFFICIAL: dict[str, OfficialArchive] = {
     "python": OfficialArchive("python", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                               "c58f30108f718f92721af3b95e74349a", 170498071),
 }
+
+# No CIFAR-10 copy is larger: the official archives are 170 MB and an uncompressed .tar of
+# either is under 190 MB. Four times the largest is generous for repackaged copies, yet
+# refuses a huge file (or an HTTP body that never ends) before it is read, hashed or kept.
+MAX_SOURCE_BYTES = 4 * max(archive.size for archive in OFFICIAL.values())
 
 
 @dataclass(frozen=True)
@@ -134,8 +142,8 @@ def _hashers() -> tuple:
     return hashlib.md5(usedforsecurity=False), hashlib.sha256()
 
 
-def _feed_file(path: Path, hashers) -> None:
-    with open(path, "rb") as f:
+def _feed_file(path: Path, hashers, limit: int, what: str) -> None:
+    with _open_regular(path, limit, what) as f:
         while chunk := f.read(_CHUNK):
             for h in hashers:
                 h.update(chunk)
@@ -153,13 +161,13 @@ def checksums(path: Path) -> tuple[str, str]:
     try:
         if path.is_dir():
             folder, fmt = _batches_folder(path)
-            for name in sorted(n for n in LAYOUTS[fmt].required if (folder / n).is_file()):
+            for name in sorted(n for n in LAYOUTS[fmt].required if os.path.lexists(folder / n)):
                 size = (folder / name).stat().st_size
                 for h in hashers:
                     h.update(f"{name}\0{size}\0".encode())
-                _feed_file(folder / name, hashers)
+                _feed_file(folder / name, hashers, _MAX_MEMBER, "batch file")
         else:
-            _feed_file(path, hashers)
+            _feed_file(path, hashers, MAX_SOURCE_BYTES, "archive")
     except OSError as exc:
         raise CifarError(f"cannot read {path}: {exc.strerror or exc}") from exc
     return hashers[0].hexdigest(), hashers[1].hexdigest()
@@ -178,8 +186,6 @@ def read_cifar10(path: Path) -> tuple[Cifar10, str]:
         folder, fmt = _batches_folder(path)
         files = _read_folder_files(folder, LAYOUTS[fmt])
         return _build(fmt, files, lambda name: str(folder / name)), fmt
-    if not path.is_file():
-        raise CifarError(f"no such file or folder: {path}", hint=SOURCE_HINT)
     fmt, files = _read_archive(path)
     folder = LAYOUTS[fmt].folder
     return _build(fmt, files, lambda name: f"{path.name}:{folder}/{name}"), fmt
@@ -189,7 +195,8 @@ def _batches_folder(path: Path) -> tuple[Path, str]:
     """(folder holding the batch files, format) for a batches folder or its parent."""
     for candidate in (path, *(path / layout.folder for layout in LAYOUTS.values())):
         for fmt, layout in LAYOUTS.items():
-            if any((candidate / name).is_file() for name in layout.required):
+            # lexists, not is_file: a FIFO or device under an official name is refused by name later.
+            if any(os.path.lexists(candidate / name) for name in layout.required):
                 return candidate, fmt
     raise CifarError(f"{path} holds no CIFAR-10 batch files",
                      hint="expected a cifar-10-batches-py/ or cifar-10-batches-bin/ folder")
@@ -200,19 +207,92 @@ def _read_folder_files(folder: Path, layout: _Layout) -> dict[str, bytes]:
     files = {}
     for name in layout.required:
         file = folder / name
-        if not file.is_file():
+        if not os.path.lexists(file):
             continue
         try:
-            files[name] = file.read_bytes()
+            with _open_regular(file, _MAX_MEMBER, "batch file") as f:
+                files[name] = f.read()
         except OSError as exc:
             raise CifarError(f"cannot read {file}: {exc.strerror or exc}") from exc
     return files
 
 
+# --------------------------------------------------------------------------- local sources
+
+# What a path can be besides a regular file or a folder; each would block or never end when read.
+_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular ``st_mode`` is, for an error message: "a FIFO (named pipe)", ..."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    return next((name for is_kind, name in _KINDS if is_kind(mode)), "not a regular file")
+
+
+def check_source(path: Path) -> None:
+    """Refuse, from file metadata alone, a local source that cannot be a CIFAR-10 copy.
+
+    Called before anything is hashed or read: a device (``/dev/zero``), a FIFO or a
+    socket would block or never end, and a file far larger than any CIFAR-10 archive
+    would take minutes to hash only to be refused. For a folder, every official file
+    in it must be a regular file (a symlink to one is fine) no larger than a batch can be.
+    """
+    path = Path(path)
+    st = _stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        _check_regular(path, st, MAX_SOURCE_BYTES, "archive")
+        return
+    folder, fmt = _batches_folder(path)
+    for name in LAYOUTS[fmt].required:
+        if os.path.lexists(folder / name):
+            _check_regular(folder / name, _stat(folder / name), _MAX_MEMBER, "batch file")
+
+
+def _stat(path: Path) -> os.stat_result:
+    """``os.stat`` (following symlinks) with its failure as one line."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise CifarError(f"no such file or folder: {path}", hint=SOURCE_HINT) from None
+    except OSError as exc:
+        raise CifarError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _check_regular(path: Path, st: os.stat_result, limit: int, what: str) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise CifarError(f"{path} is {file_kind(st.st_mode)}, not a CIFAR-10 {what}; refusing to read it", hint=_COPY_HINT)
+    if st.st_size > limit:
+        raise CifarError(f"{path} is {human_size(st.st_size)}, far larger than any CIFAR-10 {what} "
+                         f"(at most {human_size(limit)}); refusing to read it", hint=_COPY_HINT)
+
+
+def _open_regular(path: Path, limit: int, what: str):
+    """Open ``path`` for reading only when it is a regular file of at most ``limit`` bytes.
+
+    Checked twice: by ``stat`` first, so a device is never even opened (opening some has
+    side effects), then on the open descriptor, so a file swapped in between is caught.
+    O_NONBLOCK makes that open return at once even if a FIFO was swapped in.
+    """
+    path = Path(path)
+    _check_regular(path, _stat(path), limit, what)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        _check_regular(path, os.fstat(fd), limit, what)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _is_gzip(path: Path) -> bool:
     """True for gzip, False for a plain tar, from the magic bytes; anything else is refused."""
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path, MAX_SOURCE_BYTES, "archive") as f:
             head = f.read(512)
     except OSError as exc:
         raise CifarError(f"cannot read {path}: {exc.strerror or exc}") from exc
@@ -230,7 +310,7 @@ def _read_archive(path: Path) -> tuple[str, dict[str, bytes]]:
     """(format, official file name -> bytes), reading the tar stream once, in memory."""
     gzipped = _is_gzip(path)
     try:
-        with open(path, "rb") as raw:
+        with _open_regular(path, MAX_SOURCE_BYTES, "archive") as raw:
             # GzipFile rather than tarfile's own "r|gz": it checks the CRC and length
             # at the end of the stream, so damaged bytes cannot pass as a short archive.
             stream = gzip.GzipFile(fileobj=raw) if gzipped else raw
@@ -345,8 +425,20 @@ def _check_batch(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, 
 
 
 def _check_names(names: list, where: str) -> tuple[str, ...]:
+    """Ten non-empty names, none holding a control character.
+
+    Class names reach terminals, reports and figures: an escape sequence (``\x1b[2J``),
+    a carriage return or a bell in one would act there instead of printing. Printable
+    text of any script (``café``, ``飞机``) is fine; rich markup in it is escaped where shown.
+    """
     if len(names) != N_CLASSES or not all(names):
         raise CifarError(f"{where}: expected {N_CLASSES} class names, found {len(names)}")
+    for i, name in enumerate(names, 1):
+        control = next((c for c in name if unicodedata.category(c) == "Cc"), None)
+        if control is not None:
+            # repr: the message itself must not carry the control character to the terminal.
+            raise CifarError(f"{where}: class name {i} {name!r} holds the control character "
+                             f"U+{ord(control):04X}; refusing it", hint="class names must be printable text")
     return tuple(names)
 
 
@@ -362,10 +454,14 @@ def _binary_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _binary_names(data: bytes, where: str) -> tuple[str, ...]:
     try:
-        lines = data.decode("utf-8").splitlines()
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CifarError(f"{where} is not a text file of class names") from exc
-    return _check_names([line.strip() for line in lines if line.strip()], where)
+    # One name per "\n" line; a CRLF file's "\r" and padding spaces or tabs belong to the layout.
+    # Not splitlines(): it would also split at "\r", "\x0b" or "\x1c" inside a name, hiding
+    # them from the control-character check instead of refusing them.
+    names = [line.rstrip("\r").strip(" \t") for line in text.split("\n")]
+    return _check_names([name for name in names if name], where)
 
 
 # ---- python layout (pickles)
@@ -547,6 +643,8 @@ def _fetch(opener, url: str, part: Path, expected_size: int | None,
         if offset == expected_size:
             return  # an earlier run got every byte; verification decides
         offset = _discard(part)
+    if offset > MAX_SOURCE_BYTES:  # grown past the cap (by an older version): no CIFAR-10 copy to resume
+        offset = _discard(part)
     response, offset = _open(opener, url, part, offset, timeout)
     with response:
         total = _total_size(response, offset) or expected_size
@@ -617,6 +715,10 @@ def _check_response(url: str, part: Path, response, total: int | None, expected_
     if expected_size is not None and total is not None and total != expected_size:
         _discard(part)
         raise CifarError(f"{url} is {total} bytes, expected {expected_size}", hint=SOURCE_HINT)
+    if total is not None and total > MAX_SOURCE_BYTES:
+        _discard(part)
+        raise CifarError(f"{url} is {human_size(total)}, far larger than any CIFAR-10 archive "
+                         f"(at most {human_size(MAX_SOURCE_BYTES)}); not downloading it", hint=SOURCE_HINT)
 
 
 def _html_error(url: str) -> CifarError:
@@ -627,6 +729,9 @@ def _html_error(url: str) -> CifarError:
 def _stream(url, part, response, out, offset, total, expected_size, on_progress) -> None:
     """Copy the body to ``out`` chunk by chunk; network trouble becomes ``_Transient``."""
     first = offset == 0
+    # The official size when known; else the cap. A Content-Length is enforced by http.client,
+    # but a body without one (or chunked) could otherwise grow the .part until the disk is full.
+    limit = expected_size if expected_size is not None else MAX_SOURCE_BYTES
     while True:
         try:
             chunk = response.read(_CHUNK)
@@ -639,6 +744,10 @@ def _stream(url, part, response, out, offset, total, expected_size, on_progress)
             _discard(part)
             raise _html_error(url)
         first = False
+        if offset + len(chunk) > limit:  # checked before writing: the .part never exceeds the limit
+            out.close()
+            _discard(part)
+            raise _too_long(url, expected_size)
         try:
             out.write(chunk)
             if total is not None and offset + len(chunk) >= total:
@@ -646,15 +755,18 @@ def _stream(url, part, response, out, offset, total, expected_size, on_progress)
         except OSError as exc:
             raise disk_error(exc, part, total - offset if total else None) from None
         offset += len(chunk)
-        if expected_size is not None and offset > expected_size:
-            out.close()
-            _discard(part)
-            raise CifarError(f"{url} sent more than the expected {expected_size} bytes", hint=SOURCE_HINT)
         if on_progress:
             on_progress(offset, total)
     # http.client returns b"" rather than raising when a body stops short of its length.
     if total is not None and offset < total:
         raise _Transient(f"connection closed after {offset} of {total} bytes")
+
+
+def _too_long(url: str, expected_size: int | None) -> CifarError:
+    if expected_size is not None:
+        return CifarError(f"{url} sent more than the expected {expected_size} bytes", hint=SOURCE_HINT)
+    return CifarError(f"{url} sent more than {human_size(MAX_SOURCE_BYTES)}, more than any CIFAR-10 archive; "
+                      "stopped and removed the partial download", hint=SOURCE_HINT)
 
 
 def _looks_like_html(chunk: bytes) -> bool:

@@ -196,6 +196,7 @@ def fetch(ws: Workspace, source: str | None = None, fmt: str = "binary", md5: st
             raise CifarError(f"no such file or folder: {source}",
                              hint="give a CIFAR-10 archive, an extracted cifar-10-batches-* folder, or a URL")
         path = path.resolve()
+        data.check_source(path)  # a device, FIFO or huge file is refused before it is hashed
     sums = _checksums(ws, path)
     _check_pins(path, sums, md5, sha256)
     official = next((a for a in data.OFFICIAL.values() if a.md5 == sums["md5"]), None)
@@ -680,16 +681,55 @@ def export(ws: Workspace, run: Artifact, out: Path) -> dict:
 
     require_converged(run)
     out = Path(out)
-    if out.is_dir():
-        raise CifarError(f"--out {out} is a folder", hint="give a file name, e.g. --out model.npz")
+    _check_export_target(out)
     config, p = config_of(run), run.payload
     arrays = export_arrays(p["W"], p["b"], p["mean"], p["std"], p["label_names"], config.loss,
                            asdict(config), run.key, __version__)  # every setting, defaults included
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    write_atomic(out, buffer.getvalue())
+    write_atomic(out, buffer.getvalue(), mode=0o666)  # a file for the user: their umask applies
     return {"run_id": run.key, "path": str(out), "bytes": len(buffer.getvalue()), "loss": config.loss,
             "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in arrays.items()}}
+
+
+_OUT_HINT = "give a new file name or a regular file, e.g. --out model.npz"
+
+
+def _check_export_target(out: Path) -> None:
+    """Refuse an ``--out`` that the atomic rename would destroy; make sure its folder exists.
+
+    The rename replaces whatever is at ``out``: a device node (``/dev/null``, as root), a FIFO or
+    a socket would be swapped for a regular file. Only a regular file (replaced whole) or nothing
+    is accepted. A symlink is refused, never followed or replaced: writing through it would
+    change a file the user did not name, replacing it would silently drop the link; naming the
+    link's target is explicit.
+    """
+    import os
+    import stat
+
+    from cifarcli import data
+
+    try:
+        mode = os.lstat(out).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # absent (a file in a folder's place: below)
+        mode = None
+    except OSError as exc:
+        raise CifarError(f"--out {out}: {exc.strerror or exc}", hint=_OUT_HINT) from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise CifarError(f"--out {out} is a folder", hint="give a file name, e.g. --out model.npz")
+    if mode is not None and stat.S_ISLNK(mode):
+        raise CifarError(f"--out {out} is a symlink; refusing to replace it or write through it",
+                         hint=f"to write its target, give --out {os.path.realpath(out)}; else a new file name")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise CifarError(f"--out {out} is {data.file_kind(mode)}, not a regular file; refusing to replace it",
+                         hint=_OUT_HINT)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in out.parents if os.path.lexists(p)), out.parent)  # nearest existing one
+        raise CifarError(f"--out {out}: {blocker} is not a folder", hint=_OUT_HINT) from None
+    except OSError as exc:
+        raise disk_error(exc, out.parent) from None
 
 
 # -- report ------------------------------------------------------------------------

@@ -2,6 +2,10 @@
 
 Pure presentation: every function turns artifacts into something to show.
 Imported only by ``cli.py``, and only inside commands, so ``--help`` stays fast.
+
+Every string shown here that comes from outside this module (class names read from
+an archive, paths, parameters and reasons from the cache) goes through ``_t``: rich
+would otherwise read ``[/]`` or ``[bold red]`` in it as markup, and crash or restyle.
 """
 
 from __future__ import annotations
@@ -10,12 +14,22 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cifarcli.cache import Artifact
 from cifarcli.pipeline import Progress
 
 SPLITS = (("train", "training"), ("val", "validation"), ("test", "test"))
+
+
+def _t(value: Any) -> str:
+    """``value`` as literal text inside rich markup."""
+    return escape(str(value))
+
+
+def _params(params: dict) -> str:
+    return _t(", ".join(f"{k}={v}" for k, v in params.items()))
 
 
 # -- progress ----------------------------------------------------------------------
@@ -83,17 +97,17 @@ def dataset_view(artifact: Artifact) -> list[Any]:
     info = artifact.meta["info"]
     status = "official archive" if info["official"] else "not the official archive (structure valid)"
     summary = Table.grid(padding=(0, 2))
-    summary.add_row("dataset", artifact.key + ("  (cached)" if artifact.status == "hit" else ""))
-    summary.add_row("source", str(info["source"]))
-    summary.add_row("format", info["format"])
-    summary.add_row("md5", f"{info['md5']}  [{'green' if info['official'] else 'yellow'}]{status}[/]")
-    summary.add_row("sha256", info["sha256"])
+    summary.add_row("dataset", _t(artifact.key) + ("  (cached)" if artifact.status == "hit" else ""))
+    summary.add_row("source", _t(info["source"]))
+    summary.add_row("format", _t(info["format"]))
+    summary.add_row("md5", f"{_t(info['md5'])}  [{'green' if info['official'] else 'yellow'}]{status}[/]")
+    summary.add_row("sha256", _t(info["sha256"]))
     counts = Table(title="Images per class")
     counts.add_column("class")
     counts.add_column("train", justify="right")
     counts.add_column("test", justify="right")
     for name, n_train, n_test in zip(info["label_names"], info["per_class"]["train"], info["per_class"]["test"]):
-        counts.add_row(name, str(n_train), str(n_test))
+        counts.add_row(_t(name), str(n_train), str(n_test))
     counts.add_row("[bold]total", f"[bold]{info['n_train']}", f"[bold]{info['n_test']}")
     return [summary, counts]
 
@@ -139,7 +153,7 @@ def run_json(run: Artifact) -> dict:
 def run_view(run: Artifact) -> list[Any]:
     info, params = run.meta["info"], run.meta["params"]
     final = info["final"]
-    table = Table(title=f"run {run.key}  " + ", ".join(f"{k}={v}" for k, v in params.items()))
+    table = Table(title=f"run {_t(run.key)}  " + _params(params))
     for column in ("", "loss", "cost", "accuracy"):
         table.add_column(column, justify="right")
     for prefix, name in SPLITS[:2]:
@@ -149,7 +163,7 @@ def run_view(run: Artifact) -> list[Any]:
     note = "cached" if run.status == "hit" else f"trained in {seconds:.1f} s" if seconds else "trained"
     if info["diverged_at"] is not None:
         note = f"[red]diverged at epoch {info['diverged_at']}[/]"
-    return [table, f"run ID [bold]{run.key}[/]  ({note})"]
+    return [table, f"run ID [bold]{_t(run.key)}[/]  ({note})"]
 
 
 def metrics_json(run: Artifact, metrics: Artifact, min_accuracy: float | None) -> dict:
@@ -162,7 +176,7 @@ def metrics_json(run: Artifact, metrics: Artifact, min_accuracy: float | None) -
 
 def metrics_view(run: Artifact, metrics: Artifact) -> list[Any]:
     m = metrics.payload
-    table = Table(title=f"run {run.key}  " + ", ".join(f"{k}={v}" for k, v in run.meta["params"].items()))
+    table = Table(title=f"run {_t(run.key)}  " + _params(run.meta["params"]))
     for column in ("", "loss", "cost", "accuracy"):
         table.add_column(column, justify="right")
     for prefix, name in SPLITS:
@@ -172,10 +186,10 @@ def metrics_view(run: Artifact, metrics: Artifact) -> list[Any]:
                       box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True)
     confusion.add_column("", no_wrap=True)
     for name in names:
-        confusion.add_column(name[:4], justify="right", no_wrap=True)
+        confusion.add_column(_t(name[:4]), justify="right", no_wrap=True)
     confusion.add_column("acc", justify="right", no_wrap=True)
     for name, row in zip(names, m["confusion_matrix"]):
-        confusion.add_row(name, *(str(v) for v in row), f"{m['per_class_accuracy'][name]:.2f}")
+        confusion.add_row(_t(name), *(str(v) for v in row), f"{m['per_class_accuracy'][name]:.2f}")
     out: list[Any] = [table, confusion]
     pr = m.get("probabilities")
     if pr:
@@ -199,23 +213,23 @@ def predict_view(result: dict) -> list[Any]:
     if not rows:
         return []
     kind = result["output"]["kind"]
-    table = Table(title=f"Top 3 classes, run {result['run_id']} ({kind} probabilities)")
+    table = Table(title=f"Top 3 classes, run {_t(result['run_id'])} ({_t(kind)} probabilities)")
     table.add_column("image", overflow="fold")
     for rank in ("1st", "2nd", "3rd"):
         table.add_column(rank, justify="right", no_wrap=True)
     for image in rows:
-        table.add_row(image["path"], *(f"{top['class']} {top['probability']:.3f}" for top in image["top3"]))
+        table.add_row(_t(image["path"]), *(f"{_t(top['class'])} {top['probability']:.3f}" for top in image["top3"]))
     out: list[Any] = [table]
     if not result["output"]["sums_to_one"]:
-        out.append(f"[yellow]note:[/] {result['output']['note']}")
+        out.append(f"[yellow]note:[/] {_t(result['output']['note'])}")
     return out
 
 
 def export_view(result: dict) -> list[Any]:
     shapes = ", ".join(f"{name} {'×'.join(map(str, a['shape'])) or 'scalar'}" for name, a in result["arrays"].items()
                        if name in ("W", "b", "mean", "std", "class_names"))
-    return [f"wrote {result['path']} ({result['bytes'] / 1e3:.0f} kB; run {result['run_id']}, loss {result['loss']}): "
-            f"{shapes}"]
+    return [f"wrote {_t(result['path'])} ({result['bytes'] / 1e3:.0f} kB; run {_t(result['run_id'])}, "
+            f"loss {_t(result['loss'])}): {_t(shapes)}"]
 
 
 # -- report and cache ----------------------------------------------------------------------
@@ -231,8 +245,8 @@ def report_view(result: dict) -> list[Any]:
         accs = [f"{m[s]['accuracy']:.4f}" for s in ("train", "val", "test")] if m else ["diverged"] * 3
         if m and m["test"]["accuracy"] == best:
             accs[2] = f"[bold green]{accs[2]} ★[/]"
-        table.add_row(run["run_id"][:12], f"{c['lam']:g}", f"{c['eta']:g}", str(c["n_batch"]), str(c["n_epochs"]), *accs)
-    return [table, *(f"wrote {path}" for path in result["paths"].values())]
+        table.add_row(_t(run["run_id"][:12]), f"{c['lam']:g}", f"{c['eta']:g}", str(c["n_batch"]), str(c["n_epochs"]), *accs)
+    return [table, *(f"wrote {_t(path)}" for path in result["paths"].values())]
 
 
 def cache_table(rows: list[dict]) -> Table:
@@ -242,8 +256,8 @@ def cache_table(rows: list[dict]) -> Table:
     for row in rows:
         params = ", ".join(f"{k}={v}" for k, v in row["params"].items())
         size = f"{row['size'] / 1e6:.1f} MB" if row["size"] else "?"
-        table.add_row(row["stage"], row["key"], params if len(params) < 60 else params[:57] + "…",
-                      size, row.get("damaged") or row["created"] or "")
+        table.add_row(_t(row["stage"]), _t(row["key"]), _t(params if len(params) < 60 else params[:57] + "…"),
+                      size, _t(row.get("damaged") or row["created"] or ""))
     return table
 
 
@@ -252,7 +266,8 @@ def verify_view(rows: list[dict]) -> Table:
     for column in ("stage", "key", "status"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["stage"], row["key"], "[green]ok[/]" if row["ok"] else f"[red]{row['reason']}[/]")
+        table.add_row(_t(row["stage"]), _t(row["key"]),
+                      "[green]ok[/]" if row["ok"] else f"[red]{_t(row['reason'])}[/]")
     return table
 
 
@@ -262,8 +277,8 @@ def status_view(rows: list[dict]) -> Table:
     for column in ("stage", "key", "state"):
         table.add_column(column)
     for row in rows:
-        state = f"[{colours[row['state']]}]{row['state']}[/]" + (f" ({row['reason']})" if row["reason"] else "")
-        table.add_row(row["stage"], row["key"] or "-", state)
+        state = f"[{colours[row['state']]}]{row['state']}[/]" + (f" ({_t(row['reason'])})" if row["reason"] else "")
+        table.add_row(_t(row["stage"]), _t(row["key"] or "-"), state)
     return table
 
 
@@ -275,7 +290,7 @@ def sweep_view(result: dict) -> list[Any]:
     grid = result["grid"]
     shape = " × ".join(str(len(grid[k])) for k in ("lam", "eta", "n_batch", "n_epochs")
                        if len(grid[k]) > 1 or k in ("lam", "eta"))
-    table = Table(title=f"Sweep {result['sweep']}: {result['n_points']} points ({shape}), "
+    table = Table(title=f"Sweep {_t(result['sweep'])}: {result['n_points']} points ({shape}), "
                         "sorted by validation accuracy (cost: final training cost)",
                   box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True)
     for column in ("λ", "η", "batch", "epochs", "train acc", "val acc", "cost", "run ID"):
@@ -288,7 +303,7 @@ def sweep_view(result: dict) -> list[Any]:
             accs = [f"{p['train_acc']:.4f}", f"{p['val_acc']:.4f}", f"{p['train_cost']:.4f}"]
         if p["run_id"] == best:
             accs[1] = f"[bold green]{accs[1]}★[/]"
-        run_id = p["run_id"] if p["status"] == "computed" else f"[dim]{p['run_id']}[/]"
+        run_id = _t(p["run_id"]) if p["status"] == "computed" else f"[dim]{_t(p['run_id'])}[/]"
         table.add_row(f"{p['lam']:g}", f"{p['eta']:g}", str(p["n_batch"]), str(p["n_epochs"]), *accs, run_id)
     out: list[Any] = [table]
     if result.get("best"):
@@ -296,9 +311,9 @@ def sweep_view(result: dict) -> list[Any]:
         c = b["config"]
         out.append(f"best on validation: λ={c['lam']:g}, η={c['eta']:g}, n_batch={c['n_batch']}, "
                    f"epochs={c['n_epochs']}: val acc [bold]{b['val_acc']:.4f}[/], "
-                   f"test acc [bold]{b['test_acc']:.4f}[/], run ID [bold]{b['run_id']}[/]")
+                   f"test acc [bold]{b['test_acc']:.4f}[/], run ID [bold]{_t(b['run_id'])}[/]")
     else:
         out.append("[red]every point diverged: nothing to select[/]")
     out.append(f"trained {len(result['computed'])} of {result['n_points']} points (cached ones dimmed); "
-               f"heat-map {result['heatmap']}")
+               f"heat-map {_t(result['heatmap'])}")
     return out

@@ -12,6 +12,7 @@ requests only, so every retry loop in the code under test ends.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -34,7 +35,40 @@ class Route:
     honour_range: bool = True          # False: ignore Range and send the whole body with 200
     trickle: int = 0                   # send the body in pieces of this many bytes...
     trickle_delay: float = 0.0         # ...sleeping this long before each (a slow link)
+    endless: bool = False              # stream the body over and over, without a Content-Length...
+    endless_for: float = 20.0          # ...until the client hangs up or this many seconds pass
+    announce: int | None = None        # with endless: claim this Content-Length anyway
     hits: int = 0
+
+
+# A client that hangs up mid-response is a scripted event in these tests (a kill, a cap reached),
+# not a server failure: socketserver would print its traceback into whichever test runs next.
+_DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address, handler):
+        super().__init__(address, handler)
+        self._finished = threading.Condition()
+        self.finished = 0  # requests whose handling is over (answered, failed or cut)
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], _DISCONNECTS):
+            return
+        super().handle_error(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        super().shutdown_request(request)
+        with self._finished:
+            self.finished += 1
+            self._finished.notify_all()
+
+    def wait_finished(self, n: int, timeout: float) -> bool:
+        """Wait until ``n`` requests have been handled to the end; False on timeout."""
+        with self._finished:
+            return self._finished.wait_for(lambda: self.finished >= n, timeout)
 
 
 class LoopbackServer:
@@ -44,8 +78,7 @@ class LoopbackServer:
         self.routes: dict[str, Route] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.app = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
@@ -66,6 +99,10 @@ class LoopbackServer:
     def route(self, path: str, **kw) -> Route:
         self.routes[path] = Route(**kw)
         return self.routes[path]
+
+    def wait_finished(self, n: int, timeout: float = 10) -> bool:
+        """Wait until ``n`` requests in all have been handled to the end (the handler thread is done)."""
+        return self._httpd.wait_finished(n, timeout)
 
     def ranges(self, path: str) -> list[str | None]:
         """The Range header of each request for ``path``, in order (None when absent)."""
@@ -98,6 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._simple(500, b"try later")
         if route.status != 200:
             return self._simple(route.status, route.body)
+        if route.endless:
+            return self._endless(route)
         start = self._range_start(route) if route.honour_range else 0
         if start is None:
             return self._simple(416, b"")
@@ -125,6 +164,22 @@ class _Handler(BaseHTTPRequestHandler):
                     return
             return
         self.wfile.write(body)
+
+    def _endless(self, route: Route) -> None:
+        """Send ``route.body`` again and again (a body that never ends), bounded by ``endless_for``."""
+        self.send_response(200)
+        self.send_header("Content-Type", route.content_type)
+        if route.announce is not None:
+            self.send_header("Content-Length", str(route.announce))
+        self.end_headers()
+        self.close_connection = True  # no length: the body ends when the connection does
+        piece = route.body or bytes(64 << 10)
+        deadline = time.monotonic() + route.endless_for
+        while time.monotonic() < deadline:
+            try:
+                self.wfile.write(piece)
+            except _DISCONNECTS:  # the client stopped reading: what the test wants
+                return
 
     def _range_start(self, route: Route) -> int | None:
         """First byte asked for (0 without Range); None when past the end (416)."""

@@ -38,16 +38,16 @@ def _binary_bytes(x, y) -> bytes:
     return np.hstack([y[:, None], x]).astype(np.uint8).tobytes()
 
 
-def binary_members(n_per_batch=200, n_test=200, seed=0) -> dict[str, bytes]:
-    """File name -> bytes of a ``cifar-10-batches-bin`` folder."""
+def binary_members(n_per_batch=200, n_test=200, seed=0, label_names=LABEL_NAMES) -> dict[str, bytes]:
+    """File name -> bytes of a ``cifar-10-batches-bin`` folder (``label_names``: batches.meta.txt's lines)."""
     batches, test = make_arrays(n_per_batch, n_test, seed)
     files = {f"{name}.bin": _binary_bytes(*xy) for name, xy in zip(TRAIN_FILES, batches)}
     files["test_batch.bin"] = _binary_bytes(*test)
-    files["batches.meta.txt"] = ("\n".join(LABEL_NAMES) + "\n\n").encode()
+    files["batches.meta.txt"] = ("\n".join(label_names) + "\n\n").encode()
     return files
 
 
-def python_members(n_per_batch=200, n_test=200, seed=0) -> dict[str, bytes]:
+def python_members(n_per_batch=200, n_test=200, seed=0, label_names=LABEL_NAMES) -> dict[str, bytes]:
     """File name -> bytes of a ``cifar-10-batches-py`` folder (pickles as the official ones)."""
     batches, test = make_arrays(n_per_batch, n_test, seed)
 
@@ -60,7 +60,7 @@ def python_members(n_per_batch=200, n_test=200, seed=0) -> dict[str, bytes]:
              for i, (name, xy) in enumerate(zip(TRAIN_FILES, batches))}
     files["test_batch"] = batch_pickle("testing batch 1 of 1", *test)
     files["batches.meta"] = pickle.dumps(
-        {b"label_names": [n.encode() for n in LABEL_NAMES], b"num_cases_per_batch": len(batches[0][1]),
+        {b"label_names": [n.encode() for n in label_names], b"num_cases_per_batch": len(batches[0][1]),
          b"num_vis": 3072}, protocol=2)
     return files
 
