@@ -346,13 +346,17 @@ def gradcheck(
     """Compare analytic and numerical gradients for every parameter of W and b."""
     from cifarcli import pipeline, views
 
+    from cifarcli.gradcheck import check_options
+
     out, ws = _start(as_json, quiet, cache_dir)
     if tol is not None and not (math.isfinite(tol) and tol >= 0):  # `worst > nan` is never true: a silent pass
         raise CifarError(f"--tol: must be a finite number >= 0, got {tol}", hint="CI uses --tol 1e-6")
-    artifact = pipeline.gradcheck(ws, n_samples, n_dims, tuple(lam) if lam else (0.0, 0.1), h, seed, force, loss=loss)
+    lams = tuple(lam) if lam else (0.0, 0.1)
+    check_options(n_samples, n_dims, lams, h, seed, loss)
+    artifact = pipeline.gradcheck(ws, n_samples, n_dims, lams, h, seed, force, loss=loss)
     out.result(views.gradcheck_json(artifact, tol), *views.gradcheck_view(artifact, tol))
     worst = artifact.payload["max_error"]
-    if tol is not None and worst > tol:
+    if tol is not None and not worst <= tol:  # a NaN error fails the gate too
         raise GateFailed(f"gradient check failed: max relative error {worst:.2e} exceeds --tol {tol:g}")
 
 
@@ -485,6 +489,26 @@ def report(
         raise CifarError(f"--jobs: must be at least 1, got {jobs}")
     result = pipeline.report(ws, config, force)
     out.result(result, *views.report_view(result))
+    _require_a_converged_run(out, result)
+
+
+def _require_a_converged_run(out: Output, result: dict) -> None:
+    """A diverged run is a finding the report shows (exit 0); a report in which every run diverged failed (exit 1).
+
+    The same rule as ``sweep``: the report was written either way, but with no
+    converged run it holds no accuracy to compare, which a CI job must notice.
+    """
+    from cifarcli.errors import WorkFailed
+
+    runs = result.get("runs") or []
+    diverged = [run for run in runs if run.get("diverged_at") is not None]
+    for run in diverged:
+        out.log(f"run {run['run_id']} ({run['label']}) diverged at epoch {run['diverged_at']}; "
+                "its section in the report says so")
+    sweep = result.get("sweep")
+    if runs and len(diverged) == len(runs) and not (sweep and sweep.get("best")):
+        raise WorkFailed(f"every run of the report diverged ({len(runs)} of {len(runs)}); the report was written",
+                         hint="try smaller eta values")
 
 
 @app.command()
