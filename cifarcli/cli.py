@@ -8,15 +8,20 @@ line with a hint; exit code 2 for bad input or usage, 1 for failed work.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import signal
+import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from typer.core import TyperGroup
 
-from cifarcli.errors import CifarError, GateFailed
+from cifarcli.errors import CifarError, GateFailed, OutputFailed, StdoutGone, Terminated, interrupted
 
 _output: "Output | None" = None
 
@@ -26,33 +31,100 @@ UsageError = typer.BadParameter.__bases__[0]
 
 
 class CifarGroup(TyperGroup):
+    """The CLI's one error boundary: every failure becomes one line (or one JSON document) and an exit code."""
+
     def invoke(self, ctx):
         global _output
-        if ctx.parent is None:  # a new command line (tests run many in one process)
+        top = ctx.parent is None
+        if top:  # a new command line (tests run many in one process)
             _output = None
         args = [*getattr(ctx, "_protected_args", ()), *ctx.args]  # what the subcommand will parse
-        try:
-            result = super().invoke(ctx)
-        except UsageError as error:  # a bad option or value: one line too, not click's usage box
-            command = ctx.command_path.split()[1:] + [name for name in args[:1] if name in self.list_commands(ctx)]
-            error = CifarError(error.format_message(), hint=" ".join(["see: cifarcli", *command, "--help"]))
-            Output(as_json="--json" in args).fail(error)
-            raise typer.Exit(error.exit_code) from None
-        except CifarError as error:
-            (_output or Output()).fail(error)
-            raise typer.Exit(error.exit_code) from None
-        except KeyboardInterrupt:
-            (_output or Output()).fail(CifarError("interrupted; finished work is kept, rerun to resume"))
-            raise typer.Exit(130) from None
-        except OSError as exc:  # a file-system error no code path translated: still one line
-            from cifarcli.errors import os_error
+        with _command_line(top):
+            try:
+                result = super().invoke(ctx)
+                if _output is not None:
+                    _output.flush()
+            except UsageError as error:  # a bad option or value: one line too, not click's usage box
+                command = ctx.command_path.split()[1:] + [name for name in args[:1] if name in self.list_commands(ctx)]
+                error = CifarError(error.format_message(), hint=" ".join(["see: cifarcli", *command, "--help"]))
+                _fail(error, Output(as_json="--json" in args))
+            except CifarError as error:
+                _fail(error)
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP (see _command_line)
+                _ignore_signals()  # a second signal while the line is written must not print a traceback
+                _fail(interrupted(exc))
+            except OSError as exc:  # a file-system error no code path translated: still one line
+                from cifarcli.errors import os_error
 
-            error = os_error(exc)
-            (_output or Output()).fail(error)
-            raise typer.Exit(error.exit_code) from None
-        if _output is not None:
-            _output.flush()
+                _fail(os_error(exc))
         return result
+
+
+def _fail(error: CifarError, output: "Output | None" = None):
+    (output or _output or Output()).fail(error)
+    raise typer.Exit(error.exit_code) from None
+
+
+_STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+@contextlib.contextmanager
+def _command_line(top: bool):
+    """Around the outermost command: guarded standard streams, and SIGTERM/SIGHUP stopping it like Ctrl-C.
+
+    Python's default for SIGTERM and SIGHUP is to die on the spot: no cleanup,
+    no error line, and the joblib worker processes of ``report``/``sweep`` kept
+    training. Raising ``Terminated`` (a KeyboardInterrupt) instead unwinds every
+    stage as Ctrl-C does, and the parallel training stops its workers on it.
+    The previous handlers are restored afterwards (tests run many commands in one process).
+    """
+    if not top or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _guard_streams()
+    previous = {name: signal.getsignal(getattr(signal, name)) for name in _STOP_SIGNALS}
+    for name in ("SIGTERM", "SIGHUP"):
+        if previous[name] is not signal.SIG_IGN:  # `nohup cifarcli ...` asked for SIGHUP to be ignored
+            signal.signal(getattr(signal, name), _terminate)
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler if handler is not None else signal.SIG_DFL)
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
+def _ignore_signals() -> None:
+    if threading.current_thread() is threading.main_thread():
+        for name in _STOP_SIGNALS:
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def _guard_streams() -> None:
+    """Make the standard streams safe to use before anything is written.
+
+    * A closed descriptor 0, 1 or 2 would be reused by the next file opened
+      (a cache file would then receive the output, a worker process inherit
+      it): it is plugged with /dev/null. ``sys.stdout`` stays None, so a
+      result to print is then one error line (``Output``).
+    * A stdout whose encoding cannot show a character (``PYTHONIOENCODING=ascii``
+      and a λ in a table) shows ``?`` instead of raising: the result is still
+      useful, and --json output is ASCII anyway (json.dumps escapes).
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            plug = os.open(os.devnull, os.O_RDWR)
+            if plug != fd:
+                os.dup2(plug, fd)
+                os.close(plug)
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="replace")
 
 
 app = typer.Typer(cls=CifarGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -65,11 +137,9 @@ class Output:
     """Where a command's output goes: stdout for results, stderr for everything else."""
 
     def __init__(self, as_json: bool = False, quiet: bool = False):
-        from rich.console import Console
-
         self.as_json, self.quiet = as_json, quiet
-        self.out = Console(soft_wrap=True)
-        self.err = Console(stderr=True, quiet=quiet, soft_wrap=True)  # a notice stays one line in logs
+        self.out = _console()
+        self.err = _console(stderr=True, quiet=quiet)
         self.document: dict | None = None
 
     def log(self, message: str) -> None:
@@ -81,26 +151,76 @@ class Output:
             self.document = document
         else:
             for item in renderables:
-                self.out.print(item)
+                _write_stdout(lambda: self.out.print(item))
 
     def flush(self) -> None:
         # Print the document once: `cifarcli cache ...` runs in a nested group, and each group flushes.
         if self.as_json and self.document is not None:
             document, self.document = self.document, None
-            typer.echo(json.dumps(_json_safe(document), indent=2, allow_nan=False, default=str))
+            text = json.dumps(_json_safe(document), indent=2, allow_nan=False, default=str) + "\n"
+            _write_stdout(lambda: (sys.stdout.write(text), sys.stdout.flush()))
 
     def fail(self, error: CifarError) -> None:
-        if self.as_json:  # a gate failure keeps the measured numbers beside the error
+        if isinstance(error, StdoutGone):  # the reader left (`| head`): silence, as coreutils
+            return
+        if self.as_json and not isinstance(error, OutputFailed):  # stdout is dead after an OutputFailed
+            # A gate failure keeps the measured numbers beside the error.
             self.document = {**(self.document or {}), "error": error.message, "hint": error.hint,
                              "exit_code": error.exit_code}
-            self.flush()
+            try:
+                self.flush()
+            except OutputFailed:
+                pass  # the error line below still says what went wrong
         # The error line is shown even with --quiet: a failure must never be silent.
-        from rich.console import Console
+        _error_line(error.message, error.hint)
 
-        line = f"[bold red]error:[/] {_escape(error.message)}"
-        if error.hint:
-            line += f" [dim]({_escape(error.hint)})[/]"
-        Console(stderr=True, soft_wrap=True).print(line, highlight=False)
+
+def _console(stderr: bool = False, quiet: bool = False):
+    """A rich Console (soft-wrapped: a notice stays one line in logs) that leaves broken pipes to us.
+
+    rich's own reaction to EPIPE is to point *stdout* at /dev/null and exit 1,
+    whichever stream broke. Here a broken stdout raises (``_write_stdout``
+    turns it into a silent exit), and a broken stderr just stops the notices.
+    """
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            if not stderr:
+                raise BrokenPipeError(32, "Broken pipe")
+            self.quiet = True
+
+    return _Console(stderr=stderr, quiet=quiet, soft_wrap=True)
+
+
+def _write_stdout(write) -> None:
+    """Run ``write()`` (which writes the result to stdout); a failure becomes one OutputFailed.
+
+    After a failure stdout is pointed at /dev/null, so that the interpreter's
+    final flush of what is still buffered cannot print a traceback of its own.
+    """
+    if sys.stdout is None:  # started with stdout closed (`cifarcli ... >&-`)
+        raise OutputFailed("cannot write the result: stdout is closed",
+                           hint="redirect it to a file or /dev/null instead of closing it")
+    try:
+        write()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        raise StdoutGone("stdout was closed by its reader") from None
+    except OSError as exc:
+        _stdout_to_devnull()
+        raise OutputFailed(f"cannot write the result to stdout: {exc.strerror or exc}",
+                           hint="stdout is full, closed or failing; redirect it elsewhere") from None
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests capture stdout in memory)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _json_safe(value: Any) -> Any:
@@ -118,12 +238,13 @@ def _json_safe(value: Any) -> Any:
 
 def _error_line(message: str, hint: str | None = None) -> None:
     """One red ``error:`` line on stderr, as ``Output.fail`` draws it, even with --quiet."""
-    from rich.console import Console
-
     line = f"[bold red]error:[/] {_escape(message)}"
     if hint:
         line += f" [dim]({_escape(hint)})[/]"
-    Console(stderr=True, soft_wrap=True).print(line, highlight=False)
+    try:
+        _console(stderr=True).print(line, highlight=False)
+    except (OSError, ValueError):  # stderr itself is gone (closed, hung up): the exit code still tells
+        pass
 
 
 def _escape(text: str) -> str:
@@ -225,13 +346,17 @@ def gradcheck(
     """Compare analytic and numerical gradients for every parameter of W and b."""
     from cifarcli import pipeline, views
 
+    from cifarcli.gradcheck import check_options
+
     out, ws = _start(as_json, quiet, cache_dir)
     if tol is not None and not (math.isfinite(tol) and tol >= 0):  # `worst > nan` is never true: a silent pass
         raise CifarError(f"--tol: must be a finite number >= 0, got {tol}", hint="CI uses --tol 1e-6")
-    artifact = pipeline.gradcheck(ws, n_samples, n_dims, tuple(lam) if lam else (0.0, 0.1), h, seed, force, loss=loss)
+    lams = tuple(lam) if lam else (0.0, 0.1)
+    check_options(n_samples, n_dims, lams, h, seed, loss)
+    artifact = pipeline.gradcheck(ws, n_samples, n_dims, lams, h, seed, force, loss=loss)
     out.result(views.gradcheck_json(artifact, tol), *views.gradcheck_view(artifact, tol))
     worst = artifact.payload["max_error"]
-    if tol is not None and worst > tol:
+    if tol is not None and not worst <= tol:  # a NaN error fails the gate too
         raise GateFailed(f"gradient check failed: max relative error {worst:.2e} exceeds --tol {tol:g}")
 
 
@@ -364,6 +489,26 @@ def report(
         raise CifarError(f"--jobs: must be at least 1, got {jobs}")
     result = pipeline.report(ws, config, force)
     out.result(result, *views.report_view(result))
+    _require_a_converged_run(out, result)
+
+
+def _require_a_converged_run(out: Output, result: dict) -> None:
+    """A diverged run is a finding the report shows (exit 0); a report in which every run diverged failed (exit 1).
+
+    The same rule as ``sweep``: the report was written either way, but with no
+    converged run it holds no accuracy to compare, which a CI job must notice.
+    """
+    from cifarcli.errors import WorkFailed
+
+    runs = result.get("runs") or []
+    diverged = [run for run in runs if run.get("diverged_at") is not None]
+    for run in diverged:
+        out.log(f"run {run['run_id']} ({run['label']}) diverged at epoch {run['diverged_at']}; "
+                "its section in the report says so")
+    sweep = result.get("sweep")
+    if runs and len(diverged) == len(runs) and not (sweep and sweep.get("best")):
+        raise WorkFailed(f"every run of the report diverged ({len(runs)} of {len(runs)}); the report was written",
+                         hint="try smaller eta values")
 
 
 @app.command()

@@ -32,6 +32,46 @@ class GateFailed(WorkFailed):
     """A CI gate (``--tol``, ``--min-accuracy``) was not met (exit code 1)."""
 
 
+class OutputFailed(WorkFailed):
+    """The result could not be written to stdout (full disk, closed stream, I/O error): exit code 1."""
+
+
+class StdoutGone(OutputFailed):
+    """The reader of stdout went away (EPIPE, ``cifarcli ... | head``): silent, exit 141 as coreutils.
+
+    141 is what a shell reports for a program killed by SIGPIPE (128 + 13), the
+    coreutils' behaviour; Python ignores SIGPIPE, so this exit code says the same.
+    """
+
+    exit_code = 141
+
+
+class Interrupted(CifarError):
+    """Ctrl-C, SIGTERM or SIGHUP stopped the command (exit code 130); finished work is kept."""
+
+    exit_code = 130
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by the CLI's SIGTERM/SIGHUP handler, so those signals unwind like Ctrl-C.
+
+    A KeyboardInterrupt, not an Exception: every ``except Exception`` on the way
+    lets it through, and joblib stops its worker processes on it.
+    """
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signal_name = signal.Signals(signum).name
+
+
+def interrupted(exc: KeyboardInterrupt) -> Interrupted:
+    """The one line for Ctrl-C or a termination signal."""
+    by = f" by {exc.signal_name}" if isinstance(exc, Terminated) else ""
+    return Interrupted(f"interrupted{by}; finished work is kept", hint="rerun the same command to resume")
+
+
 def human_size(n: int) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:

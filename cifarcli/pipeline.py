@@ -11,8 +11,12 @@ progress to ``Workspace.progress``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -825,19 +829,138 @@ def _train_missing_in_parallel(ws: Workspace, configs: list) -> None:
 
     Each worker writes its run to the store like a sequential run would, and
     training is deterministic, so the report is the same for any ``jobs``.
+    Interrupted (Ctrl-C, SIGTERM, SIGHUP: all a KeyboardInterrupt by then),
+    the workers are killed before the interruption goes on: their finished
+    epochs are in their checkpoints, and a rerun resumes from there.
     """
     data_key = dataset(ws).key
     missing = [c for c in configs
                if not (ws.store.path("train", _train_key(c, data_key)) / "meta.json").exists()]
     if ws.jobs <= 1 or len(missing) <= 1:
         return
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed, parallel_config
+    from joblib.externals.loky.process_executor import BrokenProcessPool
 
     ws.log(f"training {len(missing)} settings on {min(ws.jobs, len(missing))} processes")
     # An absolute path: joblib reuses its worker processes, whose working folder is the one they started in.
     cache_dir = ws.cache_dir.resolve()
-    done = Parallel(n_jobs=min(ws.jobs, len(missing)))(delayed(_train_in_worker)(cache_dir, c) for c in missing)
+    results = None
+    try:
+        with parallel_config(backend="loky", initializer=_worker_started):
+            parallel = Parallel(n_jobs=min(ws.jobs, len(missing)), return_as="generator")
+        # The call starts the workers and hands them the first tasks; the results come as they finish.
+        with _workers_starting():
+            results = parallel(delayed(_train_in_worker)(cache_dir, c) for c in missing)
+        done = list(results)
+    except BrokenProcessPool as exc:  # a worker died: killed from outside, out of memory, ...
+        _stop_workers(results)
+        raise WorkFailed(f"a training worker process died: {str(exc).splitlines()[0]}",
+                         hint="finished epochs are kept; rerun to resume (or use --jobs 1)") from None
+    except BaseException:
+        _stop_workers(results)
+        raise
     ws.store.events.extend(("train", key, status) for key, status in done)
+
+
+@contextlib.contextmanager
+def _workers_starting():
+    """While the worker processes start: no stray signal reaches them, and none cuts a start in half.
+
+    Ctrl-C in a terminal reaches the whole process group. A worker caught by it
+    while its interpreter was still starting printed a KeyboardInterrupt
+    traceback (dozens of lines); workers are stopped by this process instead
+    (``_stop_workers``). A blocked signal mask is kept across fork and exec, so
+    SIGINT blocked in this thread while the workers start stays blocked in
+    them for good. SIGHUP is blocked too: loky's and the stdlib's resource
+    trackers ignore SIGINT and SIGTERM but died of a SIGHUP to the group, and
+    their successors printed a traceback per shared resource; the workers
+    unblock it as they start (``_worker_started``).
+
+    Meanwhile a stop signal (taken by another thread of this process) is only
+    noted, and sent again at the end, once every started worker is registered
+    where ``_stop_workers`` finds it.
+    """
+    from multiprocessing import resource_tracker as stdlib_tracker
+
+    from joblib.externals.loky.backend import resource_tracker as loky_tracker
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    for signum, handler in handlers.items():
+        if callable(handler):  # a Python handler (Ctrl-C's, the CLI's); SIG_DFL and SIG_IGN stay as they are
+            signal.signal(signum, lambda number, frame: arrived.append(number))
+    blocked = {signal.SIGINT, signal.SIGHUP}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        loky_tracker.ensure_running()
+        stdlib_tracker.ensure_running()
+        # Python 3.11's tracker launch ends with SIG_UNBLOCK of SIGINT instead of restoring the mask.
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for signum, handler in handlers.items():
+            if callable(handler):
+                signal.signal(signum, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])  # now its own handler runs: KeyboardInterrupt or Terminated
+
+
+def _worker_started() -> None:
+    """Run first in every worker process: Ctrl-C is for the parent, which stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # also for a worker started later, outside _workers_starting
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # a hang-up of the group ends it quietly
+
+
+def _quiet_loky_threads() -> None:
+    """From now on, an exception in loky's executor manager thread is not printed.
+
+    Shut down while it was still handing out the first tasks, that thread can
+    die of a KeyError (a race inside loky): its traceback on stderr would be
+    noise after an interruption that already says what happened. Exceptions in
+    any other thread are shown as before.
+    """
+    previous = threading.excepthook
+    if getattr(previous, "_quiets_loky", False):
+        return
+
+    def hook(args):
+        if args.thread is None or args.thread.name != "ExecutorManagerThread":
+            previous(args)
+
+    hook._quiets_loky = True
+    threading.excepthook = hook
+
+
+def _stop_workers(results) -> None:
+    """Kill this process's worker processes now, and wait (briefly) until they are gone.
+
+    joblib kills its loky workers itself when the exception reaches it while it
+    waits for ``results``; this covers the moments around that (while the tasks
+    are handed out, or when a worker died and the pool broke).
+    """
+    import multiprocessing
+    import warnings
+
+    from joblib.externals.loky import get_reusable_executor
+
+    _quiet_loky_threads()
+    if results is not None:
+        with warnings.catch_warnings():  # joblib's "N tasks ... not used": abandoned on purpose
+            warnings.simplefilter("ignore")
+            results.close()  # joblib aborts the tasks and kills its workers
+    children = multiprocessing.active_children()  # loky's workers are multiprocessing processes
+    if not children:
+        return
+    get_reusable_executor(reuse=True).shutdown(wait=False, kill_workers=True)  # no new tasks, no respawn
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGKILL)  # mid-training: its finished epochs are in its checkpoint
+    for child in children:
+        child.join(timeout=5)
 
 
 def _key(stage: str, params: dict, inputs: dict[str, str]) -> str:

@@ -140,8 +140,13 @@ def run_name(run: Mapping[str, Any]) -> str:
     return f"λ={fmt_num(c.get('lam'))}, η={fmt_num(c.get('eta'))}"
 
 
+def _metrics(run: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The run's evaluation, {} when it has none (a diverged run is never evaluated: ``metrics`` is None)."""
+    return run.get("metrics") or {}
+
+
 def _acc(run: Mapping[str, Any], split: str) -> float | None:
-    v = run.get("metrics", {}).get(split, {}).get("accuracy")
+    v = (_metrics(run).get(split) or {}).get("accuracy")
     return float(v) if _finite(v) else None
 
 
@@ -396,6 +401,9 @@ def best_run_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
         return []
     best_test, best_val = best_runs(runs, "test"), best_runs(runs, "val")
     out = []
+    if len(runs) == 1 and runs[0].get("diverged_at") is not None:
+        return [f"One configuration was run ({run_name(runs[0])}); it diverged at epoch "
+                f"{runs[0]['diverged_at']}, so there is no accuracy to report."]
     if len(runs) == 1:
         r = runs[0]
         out.append(f"One configuration was run ({run_name(r)}); it reached test accuracy "
@@ -417,7 +425,7 @@ def best_run_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def class_sentences(run: Mapping[str, Any]) -> list[str]:
     """Easiest and hardest class of one run, from its per-class accuracy."""
-    pca = run.get("metrics", {}).get("per_class_accuracy") or {}
+    pca = _metrics(run).get("per_class_accuracy") or {}
     items = [(k, float(v)) for k, v in pca.items() if _finite(v)]
     if len(items) < 2:
         return []
@@ -435,7 +443,7 @@ def loss_of(run: Mapping[str, Any]) -> str:
 def probability_stats(run: Mapping[str, Any]) -> dict[str, float | None]:
     """Mean true-class probability on correct / misclassified test images and the share of
     confident mistakes, from the run's evaluate summary (None where missing)."""
-    pr = (run.get("metrics") or {}).get("probabilities") or {}
+    pr = _metrics(run).get("probabilities") or {}
 
     def num(x):
         return float(x) if _finite(x) else None
@@ -452,7 +460,7 @@ def loss_pairs(runs: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any
     best-on-validation run of each loss is compared instead (flagged False).
     Only evaluated runs count.
     """
-    done = [r for r in runs if (r.get("metrics") or {}).get("test")]
+    done = [r for r in runs if _metrics(r).get("test")]
     by_loss = {loss: [r for r in done if loss_of(r) == loss] for loss in ("softmax", "bce")}
     if not by_loss["softmax"] or not by_loss["bce"]:
         return []
@@ -747,18 +755,17 @@ def _run_blocks(run: Mapping[str, Any], i: int) -> list:
     if run.get("train_seconds") is not None:
         meta.append(f" Training took {fmt_seconds(run['train_seconds'])}.")
     blocks.append(Para(meta))
+    m = _metrics(run)
     if run.get("diverged_at") is not None:
-        blocks.append(Para(f"Training diverged at epoch {run['diverged_at']}: the cost became "
-                           "NaN or infinite and training was stopped; the metrics below are those "
-                           "of the last finite weights as recorded by the pipeline.", "warn"))
-    m = run.get("metrics", {})
-    sizes = run.get("split_sizes") or {}
-    rows = []
-    for key, name in SPLITS:
-        s = m.get(key) or {}
-        rows.append([name, str(sizes.get(key, "—")), fmt_loss(s.get("loss")),
-                     fmt_loss(s.get("cost")), fmt_acc(s.get("accuracy"))])
-    blocks.append(Table(["split", "images", "loss", "cost", "accuracy"], rows))
+        blocks += _diverged_blocks(run)
+    if m or run.get("diverged_at") is None:
+        sizes = run.get("split_sizes") or {}
+        rows = []
+        for key, name in SPLITS:
+            s = m.get(key) or {}
+            rows.append([name, str(sizes.get(key, "—")), fmt_loss(s.get("loss")),
+                         fmt_loss(s.get("cost")), fmt_acc(s.get("accuracy"))])
+        blocks.append(Table(["split", "images", "loss", "cost", "accuracy"], rows))
     figs = run.get("figures") or {}
     for k in ("loss", "accuracy", "weights", "confusion", "probabilities"):
         if figs.get(k):
@@ -767,6 +774,38 @@ def _run_blocks(run: Mapping[str, Any], i: int) -> list:
             blocks.append(FigureRow([Figure(figs[k], f"{what}, {run_name(run)}", caption)],
                                     wide=(k == "weights")))
     return blocks
+
+
+def _diverged_blocks(run: Mapping[str, Any]) -> list:
+    """A diverged run: when it diverged, and its history up to then (it has no metrics and no figures)."""
+    epoch = run["diverged_at"]
+    what = ("the metrics below are those of the last finite weights" if _metrics(run)
+            else "the run was not evaluated and has no figures")
+    blocks: list = [Para(f"Training diverged at epoch {epoch}: the cost became NaN or infinite and training "
+                         f"was stopped; {what}. Its history up to epoch {epoch} is below; a smaller η "
+                         "avoids the divergence.", "warn")]
+    h = run.get("history") or {}
+    columns = [("train_cost", "train cost"), ("val_cost", "val. cost"), ("train_acc", "train acc."),
+               ("val_acc", "val. acc.")]
+    rows = []
+    for i, e in enumerate(_epochs(run)):
+        if epoch is not None and _finite(e) and float(e) > float(epoch):
+            break
+        rows.append([fmt_num(e)] + [_fmt_history(h.get(key), i) for key, _ in columns])
+    if rows:
+        blocks.append(Table(["epoch"] + [name for _, name in columns], rows, align="rrrrr",
+                            caption="History of the diverged run (epoch 0: the initial weights)."))
+    return blocks
+
+
+def _fmt_history(values: Any, i: int) -> str:
+    """One history value: 4 decimals, 'NaN' / 'inf' where it blew up, '—' where there is none."""
+    if not isinstance(values, (list, tuple)) or i >= len(values) or values[i] is None:
+        return "—"
+    try:
+        return fmt_acc(float(values[i]))  # nan -> 'nan', inf -> 'inf': said as they are
+    except (TypeError, ValueError):
+        return "—"
 
 
 def _probability_caption(run: Mapping[str, Any]) -> str:
@@ -823,7 +862,7 @@ def _comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
     rows = []
     for i, r in enumerate(runs):
         c = r.get("config", {})
-        test = fmt_acc(_acc(r, "test"))
+        test = "diverged" if r.get("diverged_at") is not None else fmt_acc(_acc(r, "test"))
         rows.append([run_name(r), fmt_num(c.get("lam")), fmt_num(c.get("eta")), fmt_num(c.get("n_batch")),
                      fmt_num(c.get("n_epochs")), fmt_acc(_acc(r, "train")), fmt_acc(_acc(r, "val")),
                      Span(f"{test} ★", bold=True) if i in best else test,
@@ -834,11 +873,12 @@ def _comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
         blocks.append(Para("★ marks the highest test accuracy. It is reported for comparison with "
                            "the study only: a model for deployment is chosen on validation accuracy, "
                            "with the test set kept unseen.", "note"))
-    pcs = [r.get("metrics", {}).get("per_class_accuracy") or {} for r in runs]
+    evaluated = [r for r in runs if _metrics(r).get("per_class_accuracy")]  # not the diverged ones
+    pcs = [_metrics(r)["per_class_accuracy"] for r in evaluated]
     classes = list(dict.fromkeys(k for p in pcs for k in p))
     if classes:
         prow = [[cls] + [fmt_acc(p.get(cls)) for p in pcs] for cls in classes]
-        blocks.append(Table(["class"] + [run_name(r) for r in runs], prow,
+        blocks.append(Table(["class"] + [run_name(r) for r in evaluated], prow,
                             caption="Accuracy per class on the test set."))
     return blocks + _loss_comparison_blocks(runs)
 
@@ -912,6 +952,9 @@ def _summary(doc: Mapping[str, Any]) -> list:
     if runs:
         bt = best_runs(runs, "test")
         bits.append(f"{len(runs)} run{'s' if len(runs) != 1 else ''}")
+        diverged = [r for r in runs if r.get("diverged_at") is not None]
+        if diverged:
+            bits.append(f"{len(diverged)} diverged ({_join([run_name(r) for r in diverged])})")
         if bt:
             bits.append(f"best test accuracy {fmt_acc(_acc(runs[bt[0]], 'test'))} "
                         f"({run_name(runs[bt[0]])})")

@@ -75,6 +75,7 @@ def load_settings(path: Path | None) -> ReportSettings:
     configs = [_config({**defaults, **run}, f"{path}: run {i + 1}") for i, run in enumerate(runs)]
     gradcheck = _table(document, "gradcheck", path)
     _known(gradcheck, set(GRADCHECK_DEFAULTS), f"{path}: [gradcheck]")
+    _check_gradcheck({**GRADCHECK_DEFAULTS, **gradcheck}, f"{path}: [gradcheck]")
     sweep = None
     if "sweep" in document:
         from cifarcli.sweep import spec_from_table
@@ -107,3 +108,11 @@ def _config(values: dict, where: str):
         return TrainConfig(**values).validate()
     except CifarError as error:
         raise CifarError(f"{where}: {error.message}", error.hint) from None
+
+
+def _check_gradcheck(table: dict, where: str) -> None:
+    """The [gradcheck] keys, checked as ``cifarcli gradcheck`` checks its options, named as in the file."""
+    from cifarcli.gradcheck import check_options
+
+    check_options(table["n_samples"], table["n_dims"], table["lams"], table["h"], table["seed"],
+                  names={key: f"{where} {key}" for key in GRADCHECK_DEFAULTS})

@@ -131,6 +131,12 @@ class TrainConfig:
     init: str = "normal"
     loss: str = "softmax"
 
+    # Bounds beyond any real use, so that a typo (an extra zero or ten) is an error, not a training
+    # that runs for days; and the seed fits the int64 that `export` writes.
+    MAX_EPOCHS = 100_000
+    MAX_SEED = 2 ** 63 - 1
+    MAX_LAM = 1e10  # far past any use; near 1e38 λ‖W‖² overflows float32 and the initial cost is already inf
+
     @property
     def decays(self) -> bool:
         """Whether the step decay changes anything (it needs both decay_every > 0 and decay_factor < 1)."""
@@ -144,11 +150,11 @@ class TrainConfig:
         if not _is_real(self.eta) or not math.isfinite(self.eta) or self.eta <= 0:
             raise bad("--eta", f"the learning rate must be a finite number > 0, got {self.eta!r}",
                       "the study uses --eta 0.001 (and 0.1)")
-        if not _is_real(self.lam) or not math.isfinite(self.lam) or self.lam < 0:
-            raise bad("--lam", f"the regularisation must be a finite number >= 0, got {self.lam!r}",
-                      "the study uses --lam 0, 0.1 and 1")
-        if not _is_int(self.n_epochs) or self.n_epochs < 1:
-            raise bad("--n-epochs", f"must be an integer >= 1, got {self.n_epochs!r}",
+        if not _is_real(self.lam) or not math.isfinite(self.lam) or not 0 <= self.lam <= self.MAX_LAM:
+            raise bad("--lam", f"the regularisation must be a finite number from 0 to {self.MAX_LAM:g}, "
+                      f"got {self.lam!r}", "the study uses --lam 0, 0.1 and 1")
+        if not _is_int(self.n_epochs) or not 1 <= self.n_epochs <= self.MAX_EPOCHS:
+            raise bad("--n-epochs", f"must be an integer from 1 to {self.MAX_EPOCHS}, got {self.n_epochs!r}",
                       "the study uses 40")
         if not _is_int(self.n_batch) or self.n_batch < 1:
             raise bad("--n-batch", f"must be an integer >= 1, got {self.n_batch!r}",
@@ -156,11 +162,12 @@ class TrainConfig:
         if n_train is not None and self.n_batch > n_train:
             raise bad("--n-batch", f"{self.n_batch} is larger than the training split ({n_train} images)",
                       f"use at most {n_train}")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise bad("--seed", f"must be an integer >= 0, got {self.seed!r}", "the default is 42")
+        if not _is_int(self.seed) or not 0 <= self.seed <= self.MAX_SEED:
+            raise bad("--seed", f"must be an integer from 0 to {self.MAX_SEED} (2**63 - 1), got {self.seed!r}",
+                      "the default is 42")
         if self.split not in SPLITS:
             raise bad("--split", f"unknown split {self.split!r}", f"use one of: {', '.join(SPLITS)}")
-        if not _is_int(self.val_size) or self.val_size < 1:
+        if not _is_int(self.val_size) or not 1 <= self.val_size <= self.MAX_SEED:
             raise bad("--val-size", f"must be an integer >= 1, got {self.val_size!r}",
                       "the default is 1000")
         if self.dtype not in DTYPES:
@@ -170,9 +177,9 @@ class TrainConfig:
         if not _is_real(self.flip) or not 0 <= self.flip <= 1:
             raise bad("--flip", f"the flip probability must be a number in [0, 1], got {self.flip!r}",
                       "0 turns flipping off; the course uses 0.5")
-        if not _is_int(self.decay_every) or self.decay_every < 0:
+        if not _is_int(self.decay_every) or not 0 <= self.decay_every <= self.MAX_EPOCHS:
             raise bad("--decay-every", f"must be an integer >= 0 (0: no decay), got {self.decay_every!r}",
-                      "e.g. --decay-every 10 --decay-factor 0.1")
+                      f"at most {self.MAX_EPOCHS}; e.g. --decay-every 10 --decay-factor 0.1")
         if not _is_real(self.decay_factor) or not 0 < self.decay_factor <= 1:
             raise bad("--decay-factor", f"must be a number in (0, 1], got {self.decay_factor!r}",
                       "η is multiplied by it every --decay-every epochs; e.g. 0.1")

@@ -225,9 +225,10 @@ def test_a_connection_cut_mid_body_every_time_gives_up_keeping_the_part(ws, http
 
 
 BAD_OPTIONS = {
-    "gradcheck-h-nan": (("gradcheck", "--h", "nan"), 2, ("--h finite and positive",)),
-    "gradcheck-h-zero": (("gradcheck", "--h", "0"), 2, ("--h finite and positive",)),
-    "gradcheck-lam-inf": (("gradcheck", "--lam", "inf"), 2, ("--lam finite and not negative",)),
+    "gradcheck-h-nan": (("gradcheck", "--h", "nan"), 2, ("--h:", "(0, 1]")),
+    "gradcheck-h-zero": (("gradcheck", "--h", "0"), 2, ("--h:", "(0, 1]")),
+    "gradcheck-h-huge": (("gradcheck", "--h", "1e300"), 2, ("--h:", "(0, 1]")),
+    "gradcheck-lam-inf": (("gradcheck", "--lam", "inf"), 2, ("--lam:", "finite number >= 0")),
     "gradcheck-n-dims-0": (("gradcheck", "--n-dims", "0"), 2, ("--n-dims",)),
     "gradcheck-n-samples-too-many": (("gradcheck", "--n-samples", "100000", "--n-dims", "5"), 2,
                                      ("--n-samples 100000 is more than",)),

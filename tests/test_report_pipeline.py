@@ -188,6 +188,16 @@ def test_jobs_2_and_jobs_1_give_identical_weights_and_numbers(cli, tmp_path, tin
     ("[[run]]\nlam = 0.1\neta = 0.001\nn_epochs = 2.5\n", "n-epochs"),
     ("[[run]]\neta = 0.001\n", "lam"),
     ("[gradcheck]\nn_sample = 10\n[[run]]\nlam = 0.1\neta = 0.001\n", "n_sample"),
+    # every [gradcheck] key is checked as `cifarcli gradcheck` checks its options (these crashed or passed)
+    ("[gradcheck]\nlams = []\n[[run]]\nlam = 0.1\neta = 0.001\n", "lams"),
+    ('[gradcheck]\nlams = "abc"\n[[run]]\nlam = 0.1\neta = 0.001\n', "lams"),
+    ("[gradcheck]\nlams = [nan]\n[[run]]\nlam = 0.1\neta = 0.001\n", "lams"),
+    ('[gradcheck]\nn_samples = "abc"\n[[run]]\nlam = 0.1\neta = 0.001\n', "n_samples"),
+    ("[gradcheck]\nn_dims = 0.5\n[[run]]\nlam = 0.1\neta = 0.001\n", "n_dims"),
+    ("[gradcheck]\nh = inf\n[[run]]\nlam = 0.1\neta = 0.001\n", "h"),
+    ("[gradcheck]\nseed = 1.5\n[[run]]\nlam = 0.1\neta = 0.001\n", "seed"),
+    ("[[run]]\nlam = 0.1\neta = 0.001\nn_epochs = 100000000\n", "n-epochs"),
+    ("[[run]]\nlam = 0.1\neta = 0.001\nseed = 99999999999999999999\n", "seed"),
 ])
 def test_settings_errors_are_one_line_exit_2(cli, tmp_path, text, key):
     config = write(tmp_path, text)
@@ -239,3 +249,42 @@ def test_parallel_training_after_a_change_of_folder_writes_to_this_cache(cli, tm
         assert sorted(trained) == sorted(keys[name])              # each run trained once, by a worker
         assert sorted(row["key"] for row in Store(folder / "cache").ls("train")) == sorted(keys[name])
     assert sorted(row["key"] for row in Store(tmp_path / "a" / "cache").ls("train")) == sorted(keys["a"])
+
+
+# -- a run that diverges ----------------------------------------------------------------
+
+
+def test_a_diverged_run_is_a_section_and_the_rest_of_the_report_is_written(cli, tmp_path, tiny_archive):
+    """eta = 1e300 crashed the report (report.py:144); now its section says so and the report is written, exit 0."""
+    assert cli("fetch", "--source", tiny_archive, "--quiet").exit_code == 0
+    config = write(tmp_path, settings_toml([(0.0, 1e300), (0.1, 0.0003)]))
+    result = cli("report", "--config", config, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "diverged at epoch 1" in result.stderr  # a notice naming the run
+    doc = json.loads(result.stdout)
+    diverged, fine = doc["runs"]
+    assert diverged["diverged_at"] == 1 and diverged["metrics"] is None and diverged["figures"] == {}
+    assert len(diverged["history"]["train_cost"]) == 2 and diverged["history"]["train_cost"][-1] is None  # NaN
+    assert fine["diverged_at"] is None and fine["metrics"]["test"]["accuracy"] > 0
+    md = (tmp_path / "reports" / "report.md").read_text()
+    html = (tmp_path / "reports" / "report.html").read_text()
+    for page in (md, html):
+        assert "Training diverged at epoch 1" in page and "the run was not evaluated" in page
+        assert "History of the diverged run" in page
+        assert "Comparison of runs" in page and "Analysis" in page
+        assert "was unstable: training diverged at epoch 1" in page
+    assert "1 diverged" in md  # the summary line
+    assert f"| diverged | `{diverged['run_id']}` |" in md  # its row in the comparison table
+    assert len(re.findall(r"\| 0 \| [\d.]+ \| [\d.]+ \|", md)) >= 1  # the history table, epoch 0 first
+
+
+def test_a_report_where_every_run_diverged_is_written_but_exits_1(cli, tmp_path, tiny_archive):
+    assert cli("fetch", "--source", tiny_archive, "--quiet").exit_code == 0
+    config = write(tmp_path, settings_toml([(0.0, 1e300)]))
+    result = cli("report", "--config", config, "--json", "--quiet")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "every run of the report diverged" in lines[0], result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["exit_code"] == 1 and doc["runs"][0]["diverged_at"] == 1 and doc["hint"]
+    assert "it diverged at epoch 1" in (tmp_path / "reports" / "report.md").read_text()
