@@ -59,13 +59,13 @@ def row(name: str, times: list[float]) -> str:
 def main() -> None:
     import joblib
 
-    from cifarcli import pipeline
+    from cifarcli import stages, workflows
     from cifarcli.cache import PAYLOAD, safe_load
 
     print(machine())
     with tempfile.TemporaryDirectory() as tmp:
-        ws = pipeline.Workspace(Path(tmp) / "cache", Path(tmp) / "reports")
-        artifact = pipeline.fetch(ws, str(archive()))
+        ws = stages.Workspace(Path(tmp) / "cache", Path(tmp) / "reports")
+        artifact = stages.fetch(ws, str(archive()))
         path = artifact.path / PAYLOAD
         print(f"dataset artifact {artifact.key}: {path.stat().st_size / 1e6:.0f} MB")
         cases = {

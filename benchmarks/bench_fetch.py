@@ -37,9 +37,9 @@ def main() -> None:
 
 def mmap_figures(cache: Path) -> None:
     """Load the 184 MB dataset artifact with and without mmap, then prepare the default split."""
-    from cifarcli import pipeline
+    from cifarcli import stages, workflows
 
-    ws = pipeline.Workspace(cache)
+    ws = stages.Workspace(cache)
     key = ws.read_state()["dataset"]["key"]
     for mmap in (False, True):
         loads, prepares = [], []
@@ -47,8 +47,8 @@ def mmap_figures(cache: Path) -> None:
             started = time.perf_counter()
             artifact = ws.store.load("dataset", key, mmap=mmap)
             loaded = time.perf_counter()
-            pipeline._last_prepared.clear()  # measure the preparation, not the per-process memo
-            pipeline.prepared(artifact)
+            stages.forget_prepared()  # measure the preparation, not the per-process memo
+            stages.prepared(artifact)
             loads.append(loaded - started)
             prepares.append(time.perf_counter() - started)
         label = "mmap_mode='r'" if mmap else "read into memory"

@@ -36,7 +36,8 @@ def child() -> None:
     from bench_train import load_arrays
     from cifarcli.evaluate import evaluate_model
     from cifarcli.prepare import prepare
-    from cifarcli.train import TrainConfig, train
+    from cifarcli.config import TrainConfig
+from cifarcli.train import train
 
     arrays = load_arrays(1)
     data = prepare(*arrays[:5], batch_size=10000, split="seed", dtype="float32")

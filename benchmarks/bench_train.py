@@ -37,7 +37,8 @@ from _common import busy_core, machine  # noqa: E402
 from cifarcli.evaluate import evaluate_model  # noqa: E402
 from cifarcli.model import init_parameters  # noqa: E402
 from cifarcli.prepare import prepare  # noqa: E402
-from cifarcli.train import TrainConfig, train  # noqa: E402
+from cifarcli.config import TrainConfig
+from cifarcli.train import train  # noqa: E402
 
 LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 RECORD = 1 + 3072

@@ -21,7 +21,9 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from cifarcli.errors import CifarError, GateFailed, OutputFailed, StdoutGone, Terminated, interrupted
+from cifarcli.config import GRADCHECK_DEFAULTS, GRADCHECK_TOL, GRID, STAGE_NAMES, TRAIN_DEFAULTS, GradcheckConfig, TrainConfig, \
+    train_fields
+from cifarcli.errors import CifarError, GateFailed, OptionError, OutputFailed, StdoutGone, Terminated, interrupted
 
 _output: "Output | None" = None
 
@@ -48,6 +50,8 @@ class CifarGroup(TyperGroup):
                 command = ctx.command_path.split()[1:] + [name for name in args[:1] if name in self.list_commands(ctx)]
                 error = CifarError(error.format_message(), hint=" ".join(["see: cifarcli", *command, "--help"]))
                 _fail(error, Output(as_json="--json" in args))
+            except OptionError as error:  # the library names the setting; here it is the flag the user typed
+                _fail(CifarError(f"{flag_of(error.option)}: {error.message}", error.hint))
             except CifarError as error:
                 _fail(error)
             except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP (see _command_line)
@@ -58,6 +62,15 @@ class CifarGroup(TyperGroup):
 
                 _fail(os_error(exc))
         return result
+
+
+# Settings whose flag is not their field name with dashes.
+_FLAGS = {"lams": "--lam"}
+
+
+def flag_of(option: str) -> str:
+    """The command-line flag of a setting: ``n_epochs`` -> ``--n-epochs``."""
+    return _FLAGS.get(option, "--" + option.replace("_", "-"))
 
 
 def _fail(error: CifarError, output: "Output | None" = None):
@@ -257,7 +270,7 @@ def _start(as_json: bool, quiet: bool, cache_dir: Path, reports_dir: Path = Path
     """Set up output and the workspace for one command."""
     global _output
     from cifarcli import views
-    from cifarcli.pipeline import Workspace
+    from cifarcli.stages import Workspace
 
     _output = Output(as_json, quiet)
     for option, folder in (("--cache-dir", cache_dir), ("--reports-dir", reports_dir)):
@@ -268,6 +281,8 @@ def _start(as_json: bool, quiet: bool, cache_dir: Path, reports_dir: Path = Path
 
 
 # -- shared options ------------------------------------------------------------
+
+T, G = TRAIN_DEFAULTS, GRADCHECK_DEFAULTS   # every default is config's
 
 CacheDir = Annotated[Path, typer.Option("--cache-dir", envvar="CIFARCLI_CACHE_DIR", help="Artifact cache folder.")]
 ReportsDir = Annotated[Path, typer.Option("--reports-dir", help="Folder for figures and reports.")]
@@ -293,24 +308,20 @@ Init = Annotated[str, typer.Option("--init", help="Initialisation: normal (N(0, 
 Loss = Annotated[str, typer.Option("--loss", help="softmax (cross-entropy) or bce (multiple binary cross-entropy, sigmoid outputs).")]
 
 
-def _config(options: dict):
+def _config(options: dict) -> TrainConfig:
     """The TrainConfig of a command's training options: pass it the command's ``locals()``.
 
     Every command taking training options declares them with the aliases above
     under TrainConfig's field names; other locals (cache_dir, force, ...) are ignored.
     """
-    from dataclasses import fields
-
-    from cifarcli.train import TrainConfig
-
-    return TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig) if f.name in options})
+    return TrainConfig(**{name: options[name] for name in train_fields() if name in options})
 
 
 def _run(ws, run_id, config):
-    from cifarcli import pipeline
+    from cifarcli import stages
 
     # `--run ""` (an unset shell variable) is an error, not a silent 40-epoch training run.
-    return pipeline.find_run(ws, run_id) if run_id is not None else pipeline.train(ws, config)
+    return stages.find_run(ws, run_id) if run_id is not None else stages.train(ws, config)
 
 
 # -- commands --------------------------------------------------------------------
@@ -325,35 +336,32 @@ def fetch(
     cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
     """Obtain CIFAR-10: import a copy you have, find one in the usual places, or download it."""
-    from cifarcli import pipeline, views
+    from cifarcli import stages, views
 
     out, ws = _start(as_json, quiet, cache_dir)
-    artifact = pipeline.fetch(ws, source, fmt, md5, sha256, force)
+    artifact = stages.fetch(ws, source, fmt, md5, sha256, force)
     out.result(views.dataset_json(artifact), *views.dataset_view(artifact))
 
 
 @app.command()
 def gradcheck(
-    n_samples: Annotated[int, typer.Option("--n-samples", help="Training images in the batch.")] = 100,
-    n_dims: Annotated[Optional[int], typer.Option("--n-dims", help="Use only the first D input dimensions (default: all).")] = None,
+    n_samples: Annotated[int, typer.Option("--n-samples", help="Training images in the batch.")] = G.n_samples,
+    n_dims: Annotated[Optional[int], typer.Option("--n-dims", help="Use only the first D input dimensions (default: all).")] = G.n_dims,
     lam: Annotated[Optional[list[float]], typer.Option("--lam", help="λ to check (repeatable; default 0 and 0.1).")] = None,
-    h: Annotated[float, typer.Option("--h", help="Finite-difference step.")] = 1e-6,
-    tol: Annotated[Optional[float], typer.Option("--tol", help="Gate: exit 1 when the max relative error exceeds it.")] = None,
-    seed: Seed = 42,
-    loss: Annotated[str, typer.Option("--loss", help="Check the gradients of softmax (cross-entropy) or bce (multiple binary cross-entropy).")] = "softmax",
+    h: Annotated[float, typer.Option("--h", help="Finite-difference step.")] = G.h,
+    tol: Annotated[Optional[float], typer.Option("--tol", help=f"Gate: exit 1 when the max relative error exceeds it (the verdict uses {GRADCHECK_TOL:g} without it).")] = None,
+    seed: Seed = G.seed,
+    loss: Annotated[str, typer.Option("--loss", help="Check the gradients of softmax (cross-entropy) or bce (multiple binary cross-entropy).")] = G.loss,
     cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
     """Compare analytic and numerical gradients for every parameter of W and b."""
-    from cifarcli import pipeline, views
-
-    from cifarcli.gradcheck import check_options
+    from cifarcli import stages, views
 
     out, ws = _start(as_json, quiet, cache_dir)
     if tol is not None and not (math.isfinite(tol) and tol >= 0):  # `worst > nan` is never true: a silent pass
-        raise CifarError(f"--tol: must be a finite number >= 0, got {tol}", hint="CI uses --tol 1e-6")
-    lams = tuple(lam) if lam else (0.0, 0.1)
-    check_options(n_samples, n_dims, lams, h, seed, loss)
-    artifact = pipeline.gradcheck(ws, n_samples, n_dims, lams, h, seed, force, loss=loss)
+        raise OptionError("tol", f"must be a finite number >= 0, got {tol}", hint="CI uses --tol 1e-6")
+    config = GradcheckConfig(n_samples, n_dims, tuple(lam) if lam else G.lams, h, seed, loss).validate()
+    artifact = stages.gradcheck(ws, config, force)
     out.result(views.gradcheck_json(artifact, tol), *views.gradcheck_view(artifact, tol))
     worst = artifact.payload["max_error"]
     if tol is not None and not worst <= tol:  # a NaN error fails the gate too
@@ -362,38 +370,38 @@ def gradcheck(
 
 @app.command()
 def train(
-    lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
-    split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32",
-    shuffle: Shuffle = False, flip: Flip = 0.0, decay_every: DecayEvery = 0, decay_factor: DecayFactor = 1.0,
-    init: Init = "normal", loss: Loss = "softmax",
+    lam: Lam = T.lam, eta: Eta = T.eta, n_epochs: Epochs = T.n_epochs, n_batch: Batch = T.n_batch, seed: Seed = T.seed,
+    split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype,
+    shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
+    decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
     cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
     """Train one configuration with mini-batch gradient descent (resumes an interrupted run)."""
-    from cifarcli import pipeline, views
+    from cifarcli import stages, views
 
     out, ws = _start(as_json, quiet, cache_dir)
-    run = pipeline.train(ws, _config(locals()), force)
+    run = stages.train(ws, _config(locals()), force)
     out.result(views.run_json(run), *views.run_view(run))
-    pipeline.require_converged(run)
+    stages.require_converged(run)
 
 
 @app.command()
 def evaluate(
-    lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
-    split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32", run_id: RunId = None,
-    shuffle: Shuffle = False, flip: Flip = 0.0, decay_every: DecayEvery = 0, decay_factor: DecayFactor = 1.0,
-    init: Init = "normal", loss: Loss = "softmax",
+    lam: Lam = T.lam, eta: Eta = T.eta, n_epochs: Epochs = T.n_epochs, n_batch: Batch = T.n_batch, seed: Seed = T.seed,
+    split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype, run_id: RunId = None,
+    shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
+    decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
     min_accuracy: Annotated[Optional[float], typer.Option("--min-accuracy", help="Gate: exit 1 when test accuracy is below it.")] = None,
     cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
     """Loss, cost and accuracy on train/validation/test, per-class accuracy, confusion matrix."""
-    from cifarcli import pipeline, views
+    from cifarcli import stages, views
 
     out, ws = _start(as_json, quiet, cache_dir)
     if min_accuracy is not None and not math.isfinite(min_accuracy):  # `accuracy < nan` never fails the gate
-        raise CifarError(f"--min-accuracy: must be a finite number, got {min_accuracy}", hint="e.g. --min-accuracy 0.38")
+        raise OptionError("min_accuracy", f"must be a finite number, got {min_accuracy}", hint="e.g. --min-accuracy 0.38")
     run = _run(ws, run_id, _config(locals()))
-    metrics = pipeline.evaluate(ws, run, force)
+    metrics = stages.evaluate(ws, run, force)
     out.result(views.metrics_json(run, metrics, min_accuracy), *views.metrics_view(run, metrics))
     accuracy = metrics.payload["test"]["accuracy"]
     if min_accuracy is not None and accuracy < min_accuracy:
@@ -402,19 +410,19 @@ def evaluate(
 
 @app.command()
 def plot(
-    lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
-    split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32", run_id: RunId = None,
-    shuffle: Shuffle = False, flip: Flip = 0.0, decay_every: DecayEvery = 0, decay_factor: DecayFactor = 1.0,
-    init: Init = "normal", loss: Loss = "softmax",
+    lam: Lam = T.lam, eta: Eta = T.eta, n_epochs: Epochs = T.n_epochs, n_batch: Batch = T.n_batch, seed: Seed = T.seed,
+    split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype, run_id: RunId = None,
+    shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
+    decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
     cache_dir: CacheDir = Path("cache"), reports_dir: ReportsDir = Path("reports"),
     force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
     """Draw loss and accuracy curves, the learnt weights and the confusion matrix as PNG."""
-    from cifarcli import pipeline
+    from cifarcli import stages
 
     out, ws = _start(as_json, quiet, cache_dir, reports_dir)
     run = _run(ws, run_id, _config(locals()))
-    paths = pipeline.plot(ws, run, force)
+    paths = stages.plot(ws, run, force)
     out.result({"run_id": run.key, "figures": {name: str(path) for name, path in paths.items()}},
                *[str(path) for path in paths.values()])
 
@@ -423,10 +431,10 @@ def plot(
 def predict(
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="Image files (PNG, JPEG, ...; any size).",
                                                  show_default=False)],
-    lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
-    split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32", run_id: RunId = None,
-    shuffle: Shuffle = False, flip: Flip = 0.0, decay_every: DecayEvery = 0, decay_factor: DecayFactor = 1.0,
-    init: Init = "normal", loss: Loss = "softmax",
+    lam: Lam = T.lam, eta: Eta = T.eta, n_epochs: Epochs = T.n_epochs, n_batch: Batch = T.n_batch, seed: Seed = T.seed,
+    split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype, run_id: RunId = None,
+    shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
+    decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
     cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False,
 ):
     """Classify image files with a trained model: the top 3 classes and their probabilities.
@@ -434,15 +442,15 @@ def predict(
     Each image is converted to RGB and resized to 32×32 (area average when shrinking).
     An unreadable file is one error line naming it; the others are still classified (exit code 2).
     """
-    from cifarcli import pipeline, views
+    from cifarcli import stages, views, workflows
 
     out, ws = _start(as_json, quiet, cache_dir)
-    read = pipeline.read_images(images)
+    read = workflows.read_images(images)
     bad = [image for image in read if "error" in image]
     for image in bad:  # one line per bad file, shown even with --quiet
         _error_line(image["error"])
     if len(bad) < len(read):
-        result = pipeline.predict(ws, _run(ws, run_id, _config(locals())), read)
+        result = workflows.predict(ws, _run(ws, run_id, _config(locals())), read)
     else:  # nothing to classify: no need to find (or train) the run
         result = {"images": [{"path": image["path"], "error": image["error"]} for image in read]}
     out.result(result, *views.predict_view(result))
@@ -458,19 +466,19 @@ def predict(
 
 @app.command()
 def export(
-    lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
-    split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32", run_id: RunId = None,
-    shuffle: Shuffle = False, flip: Flip = 0.0, decay_every: DecayEvery = 0, decay_factor: DecayFactor = 1.0,
-    init: Init = "normal", loss: Loss = "softmax",
+    lam: Lam = T.lam, eta: Eta = T.eta, n_epochs: Epochs = T.n_epochs, n_batch: Batch = T.n_batch, seed: Seed = T.seed,
+    split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype, run_id: RunId = None,
+    shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
+    decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
     path: Annotated[Optional[Path], typer.Option("--out", help="The .npz file to write (default: model-<run id>.npz).")] = None,
     cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False,
 ):
     """Write a trained model as a plain .npz (W, b, mean, std, class names, loss, settings) for numpy alone."""
-    from cifarcli import pipeline, views
+    from cifarcli import views, workflows
 
     out, ws = _start(as_json, quiet, cache_dir)
     run = _run(ws, run_id, _config(locals()))
-    result = pipeline.export(ws, run, path if path is not None else Path(f"model-{run.key[:12]}.npz"))
+    result = workflows.export(ws, run, path if path is not None else Path(f"model-{run.key[:12]}.npz"))
     out.result(result, *views.export_view(result))
 
 
@@ -482,12 +490,12 @@ def report(
     force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
     """Run or reuse every stage for every setting and write reports/report.md and report.html."""
-    from cifarcli import pipeline, views
+    from cifarcli import views, workflows
 
     out, ws = _start(as_json, quiet, cache_dir, reports_dir, jobs)
     if jobs < 1:
-        raise CifarError(f"--jobs: must be at least 1, got {jobs}")
-    result = pipeline.report(ws, config, force)
+        raise OptionError("jobs", f"must be at least 1, got {jobs}")
+    result = workflows.report(ws, config, force)
     out.result(result, *views.report_view(result))
     _require_a_converged_run(out, result)
 
@@ -513,17 +521,17 @@ def _require_a_converged_run(out: Output, result: dict) -> None:
 
 @app.command()
 def status(
-    lam: Lam = 0.0, eta: Eta = 0.001, n_epochs: Epochs = 40, n_batch: Batch = 100, seed: Seed = 42,
-    split: Split = "seed", val_size: ValSize = 1000, dtype: Dtype = "float32",
-    shuffle: Shuffle = False, flip: Flip = 0.0, decay_every: DecayEvery = 0, decay_factor: DecayFactor = 1.0,
-    init: Init = "normal", loss: Loss = "softmax",
+    lam: Lam = T.lam, eta: Eta = T.eta, n_epochs: Epochs = T.n_epochs, n_batch: Batch = T.n_batch, seed: Seed = T.seed,
+    split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype,
+    shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
+    decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
     cache_dir: CacheDir = Path("cache"), as_json: Json = False,
 ):
     """Show, for these training options, which stages are cached, missing, partial or damaged."""
-    from cifarcli import pipeline, views
+    from cifarcli import stages, views
 
     out, ws = _start(as_json, False, cache_dir)
-    rows = pipeline.status(ws, _config(locals()))
+    rows = stages.status(ws, _config(locals()))
     out.result({"cache_dir": str(ws.cache_dir), "stages": rows}, views.status_view(rows))
 
 
@@ -550,15 +558,18 @@ def sweep(
     """
     from cifarcli import sweep as sweeping
     from cifarcli import views
+    from cifarcli.config import make_spec
     from cifarcli.errors import WorkFailed
 
     out, ws = _start(as_json, quiet, cache_dir, reports_dir, jobs)
     if jobs < 1:
-        raise CifarError(f"--jobs: must be at least 1, got {jobs}")
+        raise OptionError("jobs", f"must be at least 1, got {jobs}")
     fixed = {k: v for k, v in (("seed", seed), ("split", split), ("val_size", val_size), ("dtype", dtype))
              if v is not None}
-    fixed.update(sweeping.parse_extra_options(list(ctx.args)))
-    spec = sweeping.make_spec(lam, eta, n_batch, n_epochs, fixed)
+    fixed.update(parse_extra_options(list(ctx.args)))
+    axes = {name: parse_grid(name, text) for name, text in (("lam", lam), ("eta", eta), ("n_batch", n_batch),
+                                                       ("n_epochs", n_epochs)) if text is not None}
+    spec = make_spec(axes, fixed)
     if scheduler and backend == "local":
         backend = "dask"
     result = sweeping.run_sweep(ws, spec, backend, scheduler)
@@ -567,18 +578,88 @@ def sweep(
         raise WorkFailed("every point of the sweep diverged", hint="try smaller --eta values")
 
 
+_GRID_EXAMPLES = {"lam": "0,0.01,0.1,1", "eta": "0.001,0.01,0.1", "n_batch": "50,100", "n_epochs": "20,40"}
+
+
+def parse_grid(name: str, text: str) -> list[float]:
+    """``"0,0.01,0.1"`` -> ``[0.0, 0.01, 0.1]`` (config.make_spec checks the values)."""
+    example = f"e.g. {flag_of(name)} {_GRID_EXAMPLES[name]}"
+    items = [item.strip() for item in str(text).split(",")]
+    if not str(text).strip():
+        raise OptionError(name, "empty grid", hint=f"give a comma list, {example}")
+    values = []
+    for item in items:
+        if not item:
+            raise OptionError(name, f"empty item in {text!r}", hint=example)
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise OptionError(name, f"{item!r} is not a number", hint=example) from None
+    return values
+
+
+def parse_extra_options(args: list[str]) -> dict:
+    """Training options not declared on the sweep command (``--name value``, ``--flag``, ``--no-flag``).
+
+    Lets a sweep fix any option TrainConfig has, including ones added after
+    this command was written.
+    """
+    known = {name: kind for name, kind in train_fields().items() if name not in GRID}
+    fixed: dict = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise CifarError(f"unexpected argument {arg!r}", hint="see cifarcli sweep --help")
+        name, has_value, value = arg[2:].partition("=")
+        field_name = name.replace("-", "_")
+        if field_name.startswith("no_") and known.get(field_name[3:]) is bool and not has_value:
+            fixed[field_name[3:]] = False
+            i += 1
+            continue
+        if field_name not in known:
+            raise CifarError(f"no such option: --{name}", hint="see cifarcli sweep --help; "
+                             "training options: " + ", ".join(flag_of(k) for k in known))
+        if not has_value:
+            if known[field_name] is bool and (i + 1 == len(args) or args[i + 1].startswith("--")):
+                fixed[field_name] = True
+                i += 1
+                continue
+            if i + 1 == len(args):
+                raise OptionError(field_name, "needs a value")
+            value = args[i + 1]
+            i += 1
+        fixed[field_name] = typed_option(field_name, known[field_name], value)
+        i += 1
+    return fixed
+
+
+def typed_option(name: str, kind: type, text: str):
+    """The value of ``--name TEXT`` in the type of TrainConfig's field ``name``."""
+    if "," in text and kind is not str:
+        raise OptionError(name, f"takes one value in a sweep, got {text!r}",
+                          hint="only --lam, --eta, --n-batch and --n-epochs take lists")
+    try:
+        if kind is bool:
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError
+            return lowered in ("true", "1", "yes", "on")
+        return kind(text)
+    except ValueError:
+        raise OptionError(name, f"{text!r} is not a valid {kind.__name__}") from None
+
+
 # -- cache -----------------------------------------------------------------------
 
 def _known_stage(stage: Optional[str]) -> Optional[str]:
-    from cifarcli.pipeline import VERSIONS
-
-    if stage is not None and stage not in VERSIONS:
-        raise typer.BadParameter(f"unknown stage {stage!r}; one of: {', '.join(VERSIONS)}")
+    if stage is not None and stage not in STAGE_NAMES:
+        raise typer.BadParameter(f"unknown stage {stage!r}; one of: {', '.join(STAGE_NAMES)}")
     return stage
 
 
 Stage = Annotated[Optional[str], typer.Option("--stage", callback=_known_stage,
-                                              help="Only this stage (dataset, gradcheck, train, evaluate, plot, report, sweep).")]
+                                              help=f"Only this stage ({', '.join(STAGE_NAMES)}).")]
 
 
 @cache_app.command("ls")

@@ -39,7 +39,7 @@ RECORD = PIXELS + 1      # binary layout: one label byte, then the pixels
 N_CLASSES = 10
 TRAIN_BATCHES = 5
 
-SOURCE_HINT = "use --source PATH to import a copy you have"
+SOURCE_HINT = "import a copy you have with: cifarcli fetch --source PATH"
 _COPY_HINT = "give a CIFAR-10 archive or an extracted cifar-10-batches-* folder"
 _CHUNK = 1 << 20
 _MAX_MEMBER = 256 << 20  # an official batch is ~31 MB; refuse gzip bombs early

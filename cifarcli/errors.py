@@ -22,6 +22,15 @@ class CifarError(Exception):
         self.hint = hint
 
 
+class OptionError(CifarError):
+    """A setting out of range, named by its field (``n_epochs``); the CLI shows it as ``--n-epochs``,
+    a settings file as its key, so the library never speaks in flags (exit code 2)."""
+
+    def __init__(self, option: str, message: str, hint: str | None = None):
+        super().__init__(message, hint)
+        self.option = option
+
+
 class WorkFailed(CifarError):
     """The input was fine but the work failed (exit code 1)."""
 

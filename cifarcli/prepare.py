@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import CifarError
+from .config import SPLITS
+from .errors import CifarError, OptionError
 from .model import one_hot
 
-SPLITS = ("seed", "dd2424", "full")
 N_BATCHES = 5
 _CHUNK = 4096  # rows per chunk for the statistics (bounded float64 temporaries)
 
@@ -42,7 +42,7 @@ def split_indices(split: str, n_train_total: int, batch_size: int,
     for split "full".
     """
     if split not in SPLITS:
-        raise CifarError(f"unknown split {split!r}", f"--split must be one of: {', '.join(SPLITS)}")
+        raise OptionError("split", f"unknown split {split!r}", f"use one of: {', '.join(SPLITS)}")
     if batch_size < 1 or n_train_total < batch_size:
         raise CifarError(f"cannot take a batch of {batch_size} records from {n_train_total}",
                          "the dataset looks truncated; run `cifarcli fetch --force`")
@@ -54,12 +54,12 @@ def split_indices(split: str, n_train_total: int, batch_size: int,
     if split == "dd2424":
         if n_train_total < 2 * batch_size:
             raise CifarError(f"split 'dd2424' needs two training batches, have {n_train_total} records",
-                             "use --split seed")
+                             "use the seed split")
         return np.arange(0, batch_size), np.arange(batch_size, 2 * batch_size)
     # full
     if not 1 <= val_size < n_train_total:
-        raise CifarError(f"--val-size must be between 1 and {n_train_total - 1} for split 'full', "
-                         f"got {val_size}", "the default is 1000")
+        raise OptionError("val_size", f"must be between 1 and {n_train_total - 1} for split 'full', "
+                          f"got {val_size}", "the default is 1000")
     cut = n_train_total - val_size
     return np.arange(0, cut), np.arange(cut, n_train_total)
 
@@ -156,9 +156,9 @@ def prepare(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y
     try:
         dtype = np.dtype(dtype)
     except TypeError:
-        raise CifarError(f"unknown dtype {dtype!r}", "--dtype must be float32 or float64") from None
+        raise OptionError("dtype", f"unknown dtype {dtype!r}", "use float32 or float64") from None
     if dtype not in (np.float32, np.float64):
-        raise CifarError(f"unknown dtype {dtype.name!r}", "--dtype must be float32 or float64")
+        raise OptionError("dtype", f"unknown dtype {dtype.name!r}", "use float32 or float64")
     K = len(label_names) or 10
     train_x = np.asarray(train_x)
     test_x = np.asarray(test_x)

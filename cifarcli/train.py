@@ -78,148 +78,25 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from .config import TrainConfig
 from .errors import CifarError, WorkFailed
-from .model import (LOSSES, compute_gradients, compute_gradients_bce, evaluate_classifier, init_parameters, scores,
+from .model import (compute_gradients, compute_gradients_bce, evaluate_classifier, init_parameters, scores,
                     sigmoid)
-from .prepare import SPLITS, PreparedData
+from .prepare import PreparedData
 from .threads import TwoHalves, one_blas_thread
 
-# float32 by measurement (benchmarks/bench_train.py --compare-dtypes, CIFAR-10
-# stand-in, seed split, 40 epochs, n_batch 100), test accuracy float32 / float64:
-#   λ=0 η=0.001: 0.3863 / 0.3863   λ=0.1 η=0.001: 0.3889 / 0.3888   λ=1 η=0.001: 0.3738 / 0.3738
-#   λ=0 η=0.1 (the unstable setting): 0.2880 / 0.2506 — there any rounding difference
-#   is amplified by the oscillating loss, as it would be by a different BLAS or seed.
-# Stable settings agree to 1e-4; float32 trains ~1.8× faster (1.1 s vs 2.0 s).
-DEFAULT_DTYPE = "float32"
-DTYPES = ("float32", "float64")
 HISTORY_KEYS = ("epoch", "train_loss", "train_cost", "train_acc", "val_loss", "val_cost", "val_acc")
-
-INITS = ("normal", "xavier")
 IMAGE_SHAPE = (3, 32, 32)   # a CIFAR record: 3 channels × 32 rows × 32 columns
-
-# Options added later go here with their default; key_params() leaves out any
-# option at its default, so existing run IDs stay stable.
-_OPTIONAL_DEFAULTS: dict[str, object] = {
-    "shuffle": False, "flip": 0.0, "decay_every": 0, "decay_factor": 1.0, "init": "normal", "loss": "softmax",
-}
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     """The generator for per-epoch randomness: derived from (seed, epoch) only."""
     return np.random.default_rng([int(seed), int(epoch)])
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    lam: float
-    eta: float
-    n_epochs: int = 40
-    n_batch: int = 100
-    seed: int = 42
-    split: str = "seed"
-    val_size: int = 1000
-    dtype: str = DEFAULT_DTYPE
-    shuffle: bool = False
-    flip: float = 0.0
-    decay_every: int = 0
-    decay_factor: float = 1.0
-    init: str = "normal"
-    loss: str = "softmax"
-
-    # Bounds beyond any real use, so that a typo (an extra zero or ten) is an error, not a training
-    # that runs for days; and the seed fits the int64 that `export` writes.
-    MAX_EPOCHS = 100_000
-    MAX_SEED = 2 ** 63 - 1
-    MAX_LAM = 1e10  # far past any use; near 1e38 λ‖W‖² overflows float32 and the initial cost is already inf
-
-    @property
-    def decays(self) -> bool:
-        """Whether the step decay changes anything (it needs both decay_every > 0 and decay_factor < 1)."""
-        return self.decay_every > 0 and self.decay_factor < 1
-
-    def validate(self, n_train: int | None = None) -> "TrainConfig":
-        """Raise CifarError naming the option when a value is out of range."""
-        def bad(option: str, message: str, hint: str) -> CifarError:
-            return CifarError(f"{option}: {message}", hint)
-
-        if not _is_real(self.eta) or not math.isfinite(self.eta) or self.eta <= 0:
-            raise bad("--eta", f"the learning rate must be a finite number > 0, got {self.eta!r}",
-                      "the study uses --eta 0.001 (and 0.1)")
-        if not _is_real(self.lam) or not math.isfinite(self.lam) or not 0 <= self.lam <= self.MAX_LAM:
-            raise bad("--lam", f"the regularisation must be a finite number from 0 to {self.MAX_LAM:g}, "
-                      f"got {self.lam!r}", "the study uses --lam 0, 0.1 and 1")
-        if not _is_int(self.n_epochs) or not 1 <= self.n_epochs <= self.MAX_EPOCHS:
-            raise bad("--n-epochs", f"must be an integer from 1 to {self.MAX_EPOCHS}, got {self.n_epochs!r}",
-                      "the study uses 40")
-        if not _is_int(self.n_batch) or self.n_batch < 1:
-            raise bad("--n-batch", f"must be an integer >= 1, got {self.n_batch!r}",
-                      "the study uses 100")
-        if n_train is not None and self.n_batch > n_train:
-            raise bad("--n-batch", f"{self.n_batch} is larger than the training split ({n_train} images)",
-                      f"use at most {n_train}")
-        if not _is_int(self.seed) or not 0 <= self.seed <= self.MAX_SEED:
-            raise bad("--seed", f"must be an integer from 0 to {self.MAX_SEED} (2**63 - 1), got {self.seed!r}",
-                      "the default is 42")
-        if self.split not in SPLITS:
-            raise bad("--split", f"unknown split {self.split!r}", f"use one of: {', '.join(SPLITS)}")
-        if not _is_int(self.val_size) or not 1 <= self.val_size <= self.MAX_SEED:
-            raise bad("--val-size", f"must be an integer >= 1, got {self.val_size!r}",
-                      "the default is 1000")
-        if self.dtype not in DTYPES:
-            raise bad("--dtype", f"unknown dtype {self.dtype!r}", f"use one of: {', '.join(DTYPES)}")
-        if not isinstance(self.shuffle, (bool, np.bool_)):
-            raise bad("--shuffle", f"must be true or false, got {self.shuffle!r}", "--shuffle or --no-shuffle")
-        if not _is_real(self.flip) or not 0 <= self.flip <= 1:
-            raise bad("--flip", f"the flip probability must be a number in [0, 1], got {self.flip!r}",
-                      "0 turns flipping off; the course uses 0.5")
-        if not _is_int(self.decay_every) or not 0 <= self.decay_every <= self.MAX_EPOCHS:
-            raise bad("--decay-every", f"must be an integer >= 0 (0: no decay), got {self.decay_every!r}",
-                      f"at most {self.MAX_EPOCHS}; e.g. --decay-every 10 --decay-factor 0.1")
-        if not _is_real(self.decay_factor) or not 0 < self.decay_factor <= 1:
-            raise bad("--decay-factor", f"must be a number in (0, 1], got {self.decay_factor!r}",
-                      "η is multiplied by it every --decay-every epochs; e.g. 0.1")
-        if self.init not in INITS:
-            raise bad("--init", f"unknown initialisation {self.init!r}", f"use one of: {', '.join(INITS)}")
-        if self.loss not in LOSSES:
-            raise bad("--loss", f"unknown loss {self.loss!r}", f"use one of: {', '.join(LOSSES)}")
-        return self
-
-    def key_params(self) -> dict:
-        """Canonical parameters for the cache key (the run ID).
-
-        val_size only matters for split "full"; options in _OPTIONAL_DEFAULTS
-        are included only when they differ from their default (as the default's
-        type, so flip=1 and flip=1.0 are one run), and the two decay options
-        only when the decay is on (both set), since otherwise they change nothing.
-        """
-        params = {"lam": float(self.lam), "eta": float(self.eta), "n_epochs": int(self.n_epochs),
-                  "n_batch": int(self.n_batch), "seed": int(self.seed), "split": self.split,
-                  "dtype": self.dtype}
-        if self.split == "full":
-            params["val_size"] = int(self.val_size)
-        for name, default in _OPTIONAL_DEFAULTS.items():
-            if name in ("decay_every", "decay_factor") and not self.decays:
-                continue
-            value = getattr(self, name)
-            if value != default:
-                params[name] = type(default)(value)
-        return params
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _is_real(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
@@ -263,7 +140,7 @@ def flip_transform(mean: np.ndarray, std: np.ndarray, dtype=np.float64):
     std = np.asarray(std, dtype=np.float64).ravel()
     m = mirror_index()
     if mean.size != m.size or std.size != m.size:
-        raise CifarError(f"--flip needs 32 × 32 colour images ({m.size} values), got {mean.size}")
+        raise CifarError(f"flipping needs 32 × 32 colour images ({m.size} values), got {mean.size}")
     scale = (std[m] / std).astype(dtype)
     shift = ((mean[m] - mean) / std).astype(dtype)
     return m, scale, shift
@@ -307,9 +184,35 @@ class TrainingDiverged(WorkFailed):
     def __init__(self, epoch: int, history: dict[str, list], eta: float):
         super().__init__(
             f"training diverged at epoch {epoch}: the cost is no longer finite",
-            f"use a smaller --eta (this run used {eta:g})")
+            f"use a smaller learning rate η (this run used {eta:g})")
         self.epoch = epoch
         self.history = history
+
+
+def train_keeping_last_good(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None = None,
+                            on_epoch: Callable[[Checkpoint], None] | None = None,
+                            on_batch: Callable[[int, int, int], None] | None = None) -> dict:
+    """``train``, except that a run that diverges is a result too: its history up to the blow-up,
+    the weights of its last finite epoch (None before any), and the epoch it diverged at.
+
+    Returns ``{"W", "b", "history", "timings", "diverged_at"}``; the same wherever the run is
+    trained (this process, a worker process, a Dask worker).
+    """
+    last = [resume] if resume is not None else []
+
+    def keep(checkpoint: Checkpoint) -> None:
+        last[:] = [checkpoint]
+        if on_epoch is not None:
+            on_epoch(checkpoint)
+
+    try:
+        result = train(config, data, resume=resume, on_epoch=keep, on_batch=on_batch)
+    except TrainingDiverged as diverged:
+        good = last[-1] if last else None
+        return {"W": good.W if good else None, "b": good.b if good else None, "history": diverged.history,
+                "timings": {}, "diverged_at": diverged.epoch}
+    return {"W": result.W, "b": result.b, "history": result.history, "timings": result.timings,
+            "diverged_at": None}
 
 
 def _empty_history() -> dict[str, list]:

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cifarcli.cache import Artifact
-from cifarcli.pipeline import Progress
+from cifarcli.stages import Progress
 
 SPLITS = (("train", "training"), ("val", "validation"), ("test", "test"))
 

@@ -49,10 +49,10 @@ def offline(monkeypatch, tmp_path) -> int:
 @pytest.fixture
 def workspace(tmp_path, tiny_archive):
     """A fresh workspace in tmp_path with the tiny archive imported."""
-    from cifarcli import pipeline
+    from cifarcli import stages, workflows
 
-    ws = pipeline.Workspace(tmp_path / "cache", tmp_path / "reports")
-    pipeline.fetch(ws, str(tiny_archive))
+    ws = stages.Workspace(tmp_path / "cache", tmp_path / "reports")
+    stages.fetch(ws, str(tiny_archive))
     ws.store.events.clear()
     return ws
 

@@ -193,31 +193,31 @@ def test_clear_by_stage(tmp_path):
 
 def test_cache_keys_and_run_ids_are_pinned(workspace):
     """Content checks (input_sha256) must never change a key: every existing cache and run ID stays valid."""
-    from cifarcli import pipeline
-    from cifarcli.train import TrainConfig
+    from cifarcli import stages, workflows
+    from cifarcli.config import GradcheckConfig, TrainConfig
 
     data = "0123456789abcdef"
-    run = pipeline._train_key(TrainConfig(0.1, 0.001), data)
-    assert pipeline._key("dataset", {"sha256": "ab" * 32}, {}) == "8bd4852176ef660b"
-    assert pipeline._key("gradcheck", pipeline._gradcheck_params(), {"dataset": data}) == "27023fcc20ae757f"
+    run = stages.train_key(TrainConfig(0.1, 0.001), data)
+    assert stages.DATASET.key({"sha256": "ab" * 32}, {}) == "8bd4852176ef660b"
+    assert stages.GRADCHECK.key(GradcheckConfig().key_params(), {"dataset": data}) == "27023fcc20ae757f"
     assert run == "47603d9553e0f29c"
-    assert pipeline._train_key(TrainConfig(0.1, 0.001, shuffle=True, flip=0.5, loss="bce"), data) == "d569ce1bd5b0de56"
-    assert pipeline._key("evaluate", {}, {"train": run}) == "5a0931685c29e25e"
-    assert pipeline._key("plot", {}, {"train": run}) == "950ef26c1bf715ef"
-    assert pipeline._key("report", {}, {"gradcheck": "g" * 16, "run0": run}) == "3db6bb5e6f4af35a"
+    assert stages.train_key(TrainConfig(0.1, 0.001, shuffle=True, flip=0.5, loss="bce"), data) == "d569ce1bd5b0de56"
+    assert stages.run_key(stages.EVALUATE, run) == "5a0931685c29e25e"
+    assert stages.run_key(stages.PLOT, run) == "950ef26c1bf715ef"
+    assert stages.REPORT.key({}, {"gradcheck": "g" * 16, "run0": run}) == "3db6bb5e6f4af35a"
     grid = {"lam": [0.0, 0.1], "eta": [0.001], "n_batch": [100], "n_epochs": [40]}
-    assert pipeline._key("sweep", {"grid": grid}, {"dataset": data, "run0000": run}) == "890686415626a5b0"
+    assert stages.SWEEP.key({"grid": grid}, {"dataset": data, "run0000": run}) == "890686415626a5b0"
 
     # And the stages really use these formulas: a tiny real pipeline, keys recomputed from its inputs.
     config = TrainConfig(0.1, 0.01, n_epochs=2)
-    trained = pipeline.train(workspace, config)
-    assert trained.key == pipeline._train_key(config, pipeline.dataset(workspace).key)
-    assert pipeline.evaluate(workspace, trained).key == pipeline._key("evaluate", {}, {"train": trained.key})
-    pipeline.plot(workspace, trained)
-    assert (workspace.store.path("plot", pipeline._key("plot", {}, {"train": trained.key})) / META).is_file()
+    trained = stages.train(workspace, config)
+    assert trained.key == stages.train_key(config, stages.dataset(workspace).key)
+    assert stages.evaluate(workspace, trained).key == stages.run_key(stages.EVALUATE, trained.key)
+    stages.plot(workspace, trained)
+    assert (workspace.store.path("plot", stages.run_key(stages.PLOT, trained.key)) / META).is_file()
 
 
 def test_the_history_schema_names_the_keys_training_records():
-    from cifarcli import pipeline, train
+    from cifarcli import schemas, train
 
-    assert pipeline.HISTORY_KEYS == train.HISTORY_KEYS  # a literal there, so opening the store imports no numpy
+    assert schemas.HISTORY_KEYS == train.HISTORY_KEYS  # a literal there, so opening the store imports no numpy

@@ -17,8 +17,8 @@ import joblib
 import numpy as np
 import pytest
 
-from cifarcli import pipeline
-from cifarcli.train import TrainConfig
+from cifarcli import stages, workflows
+from cifarcli.config import TrainConfig
 
 COMMANDS = ("fetch", "gradcheck", "train", "evaluate", "plot", "report", "cache")
 SHORT = ("--n-epochs", "2")
@@ -175,7 +175,7 @@ def test_python_dash_m_exit_codes_and_plain_output(tmp_path, tiny_archive):
     bad = run("train", "--eta", "0")
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [
-        "error: --eta: the learning rate must be a finite number > 0, got 0.0 (the study uses --eta 0.001 (and 0.1))"]
+        "error: --eta: the learning rate must be a finite number > 0, got 0.0 (the study uses 0.001 (and 0.1))"]
 
 
 # --------------------------------------------------------------------------- cache ls / verify / clear / gc
@@ -373,7 +373,7 @@ def test_json_success_for_every_command(cli, tiny_archive, settings_file):
 
 def test_json_failure_of_bad_input_is_exit_2(cli, fetched):
     doc = failed_json(cli("train", "--eta", "-1", "--json"), 2, "--eta", "-1.0")
-    assert doc["hint"] == "the study uses --eta 0.001 (and 0.1)"
+    assert doc["hint"] == "the study uses 0.001 (and 0.1)"
     failed_json(cli("fetch", "--source", "missing.tar.gz", "--json"), 2, "missing.tar.gz")
     failed_json(cli("evaluate", "--run", "zzzz", "--json"), 2, "'zzzz'")
     failed_json(cli("plot", "--run", "zzzz", "--json"), 2, "'zzzz'")
@@ -397,7 +397,7 @@ def test_json_failure_of_a_diverged_run(cli, fetched):
     result = cli("train", "--lam", "1", "--eta", "1e6", "--n-epochs", "3", "--json")
     doc = failed_json(result, 1, "diverged at epoch 3")
     assert doc["diverged_at"] == 3 and doc["history"]["train_cost"][-1] is None  # NaN/inf written as null
-    assert doc["hint"] == "train with a smaller --eta"
+    assert doc["hint"] == "train it with a smaller learning rate η"
     # A diverged run cannot be evaluated; the message says why.
     failed_json(cli("evaluate", "--run", doc["run_id"], "--json"), 1, "diverged at epoch 3")
 
@@ -492,7 +492,7 @@ def test_an_ambiguous_prefix_is_refused(cli, fetched):
     # Find two seeds whose run IDs share their first hex digit (17 candidates guarantee a pair).
     by_digit: dict[str, list[int]] = {}
     for seed in range(17):
-        key = pipeline._train_key(TrainConfig(lam=0.0, eta=0.001, n_epochs=1, seed=seed), fetched["dataset"])
+        key = stages.train_key(TrainConfig(lam=0.0, eta=0.001, n_epochs=1, seed=seed), fetched["dataset"])
         by_digit.setdefault(key[0], []).append(seed)
     digit, seeds = next((d, s) for d, s in by_digit.items() if len(s) >= 2)
     made = [ok_json(cli("train", "--n-epochs", "1", "--seed", str(seed), "--json"))["run_id"] for seed in seeds[:2]]
@@ -505,15 +505,15 @@ def test_an_ambiguous_prefix_is_refused(cli, fetched):
 
 
 def test_find_run_directly_with_two_folders_sharing_a_prefix(tmp_path):
-    ws = pipeline.Workspace(tmp_path / "cache")
+    ws = stages.Workspace(tmp_path / "cache")
     for key in ("abc1000000000000", "abc2000000000000"):
         (tmp_path / "cache" / "train" / key).mkdir(parents=True)
     from cifarcli.errors import CifarError
 
     with pytest.raises(CifarError, match="ambiguous: abc1000000000000, abc2000000000000"):
-        pipeline.find_run(ws, "abc")
+        stages.find_run(ws, "abc")
     with pytest.raises(CifarError, match="no training run 'abd'"):
-        pipeline.find_run(ws, "abd")
+        stages.find_run(ws, "abd")
 
 
 # --------------------------------------------------------------------------- gates

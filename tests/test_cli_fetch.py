@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import tinycifar
-from cifarcli import data, pipeline
+from cifarcli import data, stages
 from httpserver import http_server  # noqa: F401  (pytest fixture)
 
 BIN = "cifar-10-batches-bin"
@@ -160,11 +160,11 @@ def test_md5_pin_of_a_local_file_is_enforced(cli, archives):
 
 
 def test_binary_and_python_versions_give_identical_arrays(cli, archives, tmp_path):
-    ws = pipeline.Workspace(tmp_path / "cache")
+    ws = stages.Workspace(tmp_path / "cache")
     loaded = {}
     for kind in ("binary-archive", "python-archive", "python-folder"):
         doc, _ = fetch_json(cli, "--source", archives[kind])
-        artifact = pipeline.dataset(ws)
+        artifact = stages.dataset(ws)
         assert artifact.key == doc["dataset"]
         loaded[kind] = {k: np.array(v) for k, v in artifact.payload.items()
                         if k in ("train_x", "train_y", "test_x", "test_y")}
@@ -217,10 +217,10 @@ def test_download_resumes_after_a_cut_connection(cli, http_server, tiny_archive,
     assert download.name.endswith("-cifar-10-binary.tar.gz") and download.read_bytes() == body
 
     # The resumed download equals a direct import of the archive, array for array.
-    ws_direct = pipeline.Workspace(tmp_path / "direct-cache")
-    direct = pipeline.fetch(ws_direct, str(tiny_archive))
+    ws_direct = stages.Workspace(tmp_path / "direct-cache")
+    direct = stages.fetch(ws_direct, str(tiny_archive))
     assert direct.key == doc["dataset"]
-    resumed = pipeline.dataset(pipeline.Workspace(tmp_path / "cache"))
+    resumed = stages.dataset(stages.Workspace(tmp_path / "cache"))
     for name in ("train_x", "train_y", "test_x", "test_y"):
         np.testing.assert_array_equal(resumed.payload[name], direct.payload[name])
 

@@ -22,7 +22,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 import tinycifar
 from cifarcli.prepare import prepare
 from cifarcli.threads import TwoHalves, one_blas_thread
-from cifarcli.train import TrainConfig, epoch_plan, train, train_reference
+from cifarcli.config import TrainConfig
+from cifarcli.train import epoch_plan, train, train_reference
 from procs import cli_process, env_for, spawn
 
 UNSTABLE = dict(lam=0.0, eta=0.1)          # the study's unstable setting: it amplifies any rounding difference

@@ -9,7 +9,8 @@ import tinycifar
 from cifarcli.evaluate import confusion_matrix, evaluate_model
 from cifarcli.model import compute_accuracy, compute_cost, compute_loss
 from cifarcli.prepare import prepare
-from cifarcli.train import TrainConfig, train
+from cifarcli.config import TrainConfig
+from cifarcli.train import train
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import tinycifar
-from cifarcli import pipeline
+from cifarcli import stages, workflows
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 TRAIN = ("--n-epochs", "3", "--n-batch", "20")
@@ -42,7 +42,7 @@ def trained(cli, tiny_archive, *options: str) -> dict:
 
 
 def train_artifact(tmp_path: Path, run_id: str):
-    return pipeline.find_run(pipeline.Workspace(tmp_path / "cache", tmp_path / "reports"), run_id)
+    return stages.find_run(stages.Workspace(tmp_path / "cache", tmp_path / "reports"), run_id)
 
 
 @pytest.mark.parametrize("loss", ["softmax", "bce"])
@@ -68,7 +68,7 @@ def test_export_arrays_equal_the_run_and_load_without_pickle(cli, tmp_path, tiny
         assert m["class_names"].dtype.kind == "U" and m["class_names"].tolist() == tinycifar.LABEL_NAMES
         assert m["loss"].shape == () and str(m["loss"]) == loss
         settings = json.loads(str(m["settings"]))
-        assert settings == asdict(pipeline.config_of(artifact)) and settings["loss"] == loss
+        assert settings == asdict(stages.config_of(artifact)) and settings["loss"] == loss
         assert str(m["run_id"]) == run["run_id"]
         assert float(m["lam"]) == 0.0 and float(m["eta"]) == 0.01 and int(m["n_epochs"]) == 3
         assert int(m["n_batch"]) == 20 and int(m["seed"]) == 42

@@ -96,12 +96,12 @@ def char_device(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def trained_cache(tmp_path_factory, tiny_archive) -> tuple[Path, str]:
     """A cache holding the tiny dataset and one short training run: (cache folder, run ID)."""
-    from cifarcli import pipeline
-    from cifarcli.train import TrainConfig
+    from cifarcli import stages, workflows
+    from cifarcli.config import TrainConfig
 
-    ws = pipeline.Workspace(tmp_path_factory.mktemp("trained") / "cache")
-    pipeline.fetch(ws, str(tiny_archive))
-    run = pipeline.train(ws, TrainConfig(lam=0.0, eta=0.01, n_epochs=1, n_batch=50))
+    ws = stages.Workspace(tmp_path_factory.mktemp("trained") / "cache")
+    stages.fetch(ws, str(tiny_archive))
+    run = stages.train(ws, TrainConfig(lam=0.0, eta=0.01, n_epochs=1, n_batch=50))
     return ws.cache_dir, run.key
 
 

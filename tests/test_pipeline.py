@@ -21,9 +21,9 @@ import joblib
 import numpy as np
 import pytest
 
-from cifarcli import pipeline
+from cifarcli import schemas, stages, workflows
 from cifarcli.cache import Store
-from cifarcli.train import TrainConfig
+from cifarcli.config import TrainConfig
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SMALL = TrainConfig(lam=0.1, eta=0.01, n_epochs=4, n_batch=20)
@@ -47,9 +47,9 @@ def cli_args(config: TrainConfig) -> list[str]:
             "--n-batch", str(config.n_batch)]
 
 
-def new_workspace(root: Path, archive: Path) -> pipeline.Workspace:
-    ws = pipeline.Workspace(root / "cache", root / "reports")
-    pipeline.fetch(ws, str(archive))
+def new_workspace(root: Path, archive: Path) -> stages.Workspace:
+    ws = stages.Workspace(root / "cache", root / "reports")
+    stages.fetch(ws, str(archive))
     ws.store.events.clear()
     return ws
 
@@ -58,8 +58,8 @@ def new_workspace(root: Path, archive: Path) -> pipeline.Workspace:
 
 
 def test_same_config_gives_same_run_id_and_bit_identical_weights(tmp_path, tiny_archive):
-    a = pipeline.train(new_workspace(tmp_path / "a", tiny_archive), SMALL)
-    b = pipeline.train(new_workspace(tmp_path / "b", tiny_archive), SMALL)
+    a = stages.train(new_workspace(tmp_path / "a", tiny_archive), SMALL)
+    b = stages.train(new_workspace(tmp_path / "b", tiny_archive), SMALL)
     assert a.status == b.status == "computed"
     assert a.key == b.key
     assert a.path != b.path
@@ -94,16 +94,16 @@ def test_defaults_give_the_same_run_id_whether_passed_or_not(cli, tiny_archive):
 ])
 def test_each_training_option_changes_the_run_id(workspace, change):
     base = TrainConfig(lam=0.1, eta=0.01, n_epochs=2, n_batch=20)
-    reference = pipeline.train(workspace, base)
-    changed = pipeline.train(workspace, replace(base, **change))
+    reference = stages.train(workspace, base)
+    changed = stages.train(workspace, replace(base, **change))
     assert changed.key != reference.key
     assert changed.status == "computed"
     assert changed.meta["params"] == replace(base, **change).key_params()
     # seed split: val_size is not part of the key; full split: it is
-    same = pipeline.train(workspace, replace(base, val_size=123))
+    same = stages.train(workspace, replace(base, val_size=123))
     assert same.key == reference.key and same.status == "hit"
     if change.get("split") == "full":
-        other = pipeline.train(workspace, replace(base, **{**change, "val_size": 200}))
+        other = stages.train(workspace, replace(base, **{**change, "val_size": 200}))
         assert other.key != changed.key
 
 
@@ -114,7 +114,7 @@ def test_each_training_option_changes_the_run_id(workspace, change):
 def long_reference(tmp_path_factory, tiny_archive):
     """The uninterrupted LONG run in its own cache."""
     ws = new_workspace(tmp_path_factory.mktemp("reference"), tiny_archive)
-    run = pipeline.train(ws, LONG)
+    run = stages.train(ws, LONG)
     assert run.status == "computed" and run.meta["info"]["timings"]["first_epoch"] == 1
     return run
 
@@ -219,10 +219,10 @@ def test_divergence_exits_1_names_the_epoch_and_keeps_the_history(cli, tmp_path,
     document = json.loads(first.stdout)                 # valid JSON although the history holds NaN
     epoch = document["diverged_at"]
     assert isinstance(epoch, int) and epoch >= 1
-    assert document["exit_code"] == 1 and "--eta" in document["hint"]
+    assert document["exit_code"] == 1 and "learning rate" in document["hint"]
     err = first.stderr.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in first.stderr
-    assert f"epoch {epoch}" in err[0] and "smaller --eta" in err[0]
+    assert f"epoch {epoch}" in err[0] and "smaller learning rate" in err[0]
 
     # the history up to the blow-up is in the cache
     run = Store(tmp_path / "cache").load("train", document["run_id"])
@@ -267,9 +267,9 @@ def test_evaluate_by_run_prefix_equals_by_options_and_matches_the_artifact(cli, 
     for split in ("train", "val", "test"):
         assert doc[split]["cost"] >= doc[split]["loss"] > 0
 
-    ws = pipeline.Workspace(tmp_path / "cache", tmp_path / "reports")
-    run = pipeline.find_run(ws, run_id)
-    metrics = pipeline.evaluate(ws, run)
+    ws = stages.Workspace(tmp_path / "cache", tmp_path / "reports")
+    run = stages.find_run(ws, run_id)
+    metrics = stages.evaluate(ws, run)
     assert ws.store.events == [("evaluate", metrics.key, "hit")]
     for split in ("train", "val", "test"):
         assert doc[split] == metrics.payload[split]
@@ -281,8 +281,8 @@ def test_evaluate_by_run_prefix_equals_by_options_and_matches_the_artifact(cli, 
 
 def test_evaluate_trains_a_missing_run_first(workspace):
     config = replace(SMALL, seed=5)
-    run = pipeline.train(workspace, config)
-    metrics = pipeline.evaluate(workspace, run)
+    run = stages.train(workspace, config)
+    metrics = stages.evaluate(workspace, run)
     assert workspace.store.events == [("train", run.key, "computed"), ("evaluate", metrics.key, "computed")]
     assert metrics.meta["inputs"] == {"train": run.key}
 
@@ -309,8 +309,8 @@ def test_unknown_and_ambiguous_run_ids_are_one_line_exit_2(cli, tiny_archive):
 
 
 def test_plot_writes_five_pngs_then_reuses_and_restores_them(workspace):
-    run = pipeline.train(workspace, SMALL)
-    paths = pipeline.plot(workspace, run)
+    run = stages.train(workspace, SMALL)
+    paths = stages.plot(workspace, run)
     folder = workspace.reports_dir / "figures" / run.key
     assert set(paths) == {"loss", "accuracy", "weights", "confusion", "probabilities"}
     assert {p.name for p in folder.iterdir()} == {"loss.png", "accuracy.png", "weights.png", "confusion.png",
@@ -322,14 +322,14 @@ def test_plot_writes_five_pngs_then_reuses_and_restores_them(workspace):
     plot_key = computed(workspace, "plot")[0][1]
 
     workspace.store.events.clear()
-    again = pipeline.plot(workspace, run)
+    again = stages.plot(workspace, run)
     assert computed(workspace) == []
     assert ("plot", plot_key, "hit") in workspace.store.events
     assert {name: p.read_bytes() for name, p in again.items()} == first
 
     (folder / "weights.png").unlink()
     workspace.store.events.clear()
-    restored = pipeline.plot(workspace, run)
+    restored = stages.plot(workspace, run)
     assert computed(workspace) == []
     assert statuses(workspace, "plot") == ["hit"]
     assert restored["weights"].read_bytes() == first["weights"]
@@ -342,16 +342,16 @@ def test_plot_command_writes_under_reports_figures_run_id(cli, tmp_path, tiny_ar
     doc = json.loads(result.stdout)
     folder = tmp_path / "reports" / "figures" / doc["run_id"]
     assert {name: Path(p).resolve() for name, p in doc["figures"].items()} == \
-           {name: (folder / f"{name}.png").resolve() for name in pipeline.FIGURES}
-    assert all((folder / f"{name}.png").read_bytes().startswith(PNG_MAGIC) for name in pipeline.FIGURES)
-    assert pipeline.FIGURES == ("loss", "accuracy", "weights", "confusion", "probabilities")
+           {name: (folder / f"{name}.png").resolve() for name in schemas.FIGURES}
+    assert all((folder / f"{name}.png").read_bytes().startswith(PNG_MAGIC) for name in schemas.FIGURES)
+    assert schemas.FIGURES == ("loss", "accuracy", "weights", "confusion", "probabilities")
 
 
 # -- gradcheck --------------------------------------------------------------------------------
 
 
 def test_gradcheck_is_accurate_and_cached(workspace):
-    check = pipeline.gradcheck(workspace)
+    check = stages.gradcheck(workspace)
     result = check.payload
     assert [entry["lam"] for entry in result["results"]] == [0.0, 0.1]
     for entry in result["results"]:
@@ -360,7 +360,7 @@ def test_gradcheck_is_accurate_and_cached(workspace):
     assert result["max_error"] <= 1e-6
     assert result["n_samples"] == 100 and result["n_dims"] == 3072
     assert workspace.store.events == [("gradcheck", check.key, "computed")]
-    again = pipeline.gradcheck(workspace)
+    again = stages.gradcheck(workspace)
     assert again.key == check.key
     assert workspace.store.events[-1] == ("gradcheck", check.key, "hit")
     assert again.payload["max_error"] == result["max_error"]
@@ -385,17 +385,17 @@ def test_gradcheck_command_with_fewer_dims_and_samples(cli, tiny_archive):
 def test_deleted_dataset_is_reimported_from_the_remembered_source(workspace):
     state = workspace.read_state()["dataset"]
     folder = workspace.store.path("dataset", state["key"])
-    first = pipeline.train(workspace, SMALL)
+    first = stages.train(workspace, SMALL)
     shutil.rmtree(folder)
     assert not folder.exists()
 
     workspace.store.events.clear()
-    run = pipeline.train(workspace, replace(SMALL, seed=3))
+    run = stages.train(workspace, replace(SMALL, seed=3))
     assert run.status == "computed" and run.meta["inputs"] == {"dataset": state["key"]}
     assert ("dataset", state["key"], "computed") in workspace.store.events
     assert (folder / "meta.json").is_file()
     # the old run is still found: same data, same key
-    assert pipeline.train(workspace, SMALL).key == first.key
+    assert stages.train(workspace, SMALL).key == first.key
     assert workspace.store.events[-1] == ("train", first.key, "hit")
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import tinycifar
-from cifarcli import model, pipeline
+from cifarcli import model, stages, workflows
 from cifarcli.predict import ImageError, classify, image_record, load_image, top_k
 
 TRAIN = ("--n-epochs", "3", "--n-batch", "20")
@@ -58,10 +58,10 @@ def trained(cli, tiny_archive, *options: str) -> dict:
 
 def model_predictions(tmp_path: Path, run_id: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The model's own predictions and probabilities on the original test records (prepared as in training)."""
-    ws = pipeline.Workspace(tmp_path / "cache", tmp_path / "reports")
-    run = pipeline.find_run(ws, run_id)
-    config = pipeline.config_of(run)
-    data = pipeline.prepared(pipeline.dataset_by_key(ws, run.meta["inputs"]["dataset"]), config.split,
+    ws = stages.Workspace(tmp_path / "cache", tmp_path / "reports")
+    run = stages.find_run(ws, run_id)
+    config = stages.config_of(run)
+    data = stages.prepared(stages.dataset_by_key(ws, run.meta["inputs"]["dataset"]), config.split,
                              config.val_size, config.dtype)
     W, b = run.payload["W"], run.payload["b"]
     S = model.scores(data.X_test, W, b).astype(np.float64)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cifarcli import pipeline
-from cifarcli.train import TrainConfig
+from cifarcli import stages, workflows
+from cifarcli.config import TrainConfig
 
 pytestmark = pytest.mark.realdata
 
@@ -23,8 +23,8 @@ BANDS = {(0.0, 0.1): (0.22, 0.33), (0.0, 0.001): (0.36, 0.41), (0.1, 0.001): (0.
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory, real_archive):
     root = tmp_path_factory.mktemp("realdata")
-    workspace = pipeline.Workspace(root / "cache", root / "reports")
-    artifact = pipeline.fetch(workspace, str(real_archive))
+    workspace = stages.Workspace(root / "cache", root / "reports")
+    artifact = stages.fetch(workspace, str(real_archive))
     info = artifact.meta["info"]
     assert (info["n_train"], info["n_test"], info["format"]) == (50000, 10000, "binary")
     return workspace
@@ -32,7 +32,7 @@ def ws(tmp_path_factory, real_archive):
 
 @pytest.fixture(scope="module")
 def study(ws):
-    return pipeline.report(ws)
+    return workflows.report(ws)
 
 
 def test_default_report_reproduces_the_study(ws, study):
@@ -69,10 +69,10 @@ def test_default_report_reproduces_the_study(ws, study):
 def test_float32_and_float64_agree_to_three_decimals(ws, study):
     [run32] = [r for r in study["runs"] if (r["config"]["lam"], r["config"]["eta"]) == (0.1, 0.001)]
     assert run32["config"]["dtype"] == "float32"
-    run64 = pipeline.train(ws, TrainConfig(lam=0.1, eta=0.001, dtype="float64"))
+    run64 = stages.train(ws, TrainConfig(lam=0.1, eta=0.001, dtype="float64"))
     assert run64.key != run32["run_id"]
     assert run64.payload["W"].dtype == np.float64
-    metrics64 = pipeline.evaluate(ws, run64).payload
+    metrics64 = stages.evaluate(ws, run64).payload
     assert metrics64["test"]["accuracy"] == pytest.approx(run32["metrics"]["test"]["accuracy"], abs=0.002)
     assert metrics64["val"]["accuracy"] == pytest.approx(run32["metrics"]["val"]["accuracy"], abs=0.002)
 
@@ -85,9 +85,9 @@ def test_the_unstable_run_has_one_w_however_it_is_trained(ws, study, threads):
 
     config = TrainConfig(lam=0.0, eta=0.1)
     [entry] = [r for r in study["runs"] if (r["config"]["lam"], r["config"]["eta"]) == (0.0, 0.1)]
-    cached = pipeline.train(ws, config)
+    cached = stages.train(ws, config)
     assert cached.key == entry["run_id"] and cached.status == "hit"
-    result = train(config, pipeline.prepared(pipeline.dataset(ws)), threads=threads)
+    result = train(config, stages.prepared(stages.dataset(ws)), threads=threads)
     assert result.W.tobytes() == cached.payload["W"].tobytes()
     assert result.b.tobytes() == cached.payload["b"].tobytes()
     assert result.history == cached.payload["history"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from cifarcli import pipeline
-from cifarcli.train import TrainConfig
+from cifarcli import stages, workflows
+from cifarcli.config import TrainConfig
 
 pytestmark = pytest.mark.realdata
 
@@ -22,16 +22,16 @@ IMPROVED = TrainConfig(lam=0.005, eta=0.01, split="full", shuffle=True, flip=0.5
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory, real_archive):
     root = tmp_path_factory.mktemp("realdata-improved")
-    workspace = pipeline.Workspace(root / "cache", root / "reports")
-    pipeline.fetch(workspace, str(real_archive))
+    workspace = stages.Workspace(root / "cache", root / "reports")
+    stages.fetch(workspace, str(real_archive))
     return workspace
 
 
 def test_documented_improved_setting_reaches_41_percent(ws):
-    run = pipeline.train(ws, IMPROVED)
+    run = stages.train(ws, IMPROVED)
     assert run.payload["diverged_at"] is None
     assert run.meta["info"]["split_sizes"] == {"train": 49000, "val": 1000, "test": 10000}
-    metrics = pipeline.evaluate(ws, run).payload
+    metrics = stages.evaluate(ws, run).payload
     assert metrics["test"]["accuracy"] >= 0.41, metrics["test"]
     assert metrics["val"]["accuracy"] >= 0.39, metrics["val"]
     # flips regularise: the recorded (unflipped) training accuracy stays close to validation

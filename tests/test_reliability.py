@@ -231,7 +231,7 @@ BAD_OPTIONS = {
     "gradcheck-lam-inf": (("gradcheck", "--lam", "inf"), 2, ("--lam:", "finite number >= 0")),
     "gradcheck-n-dims-0": (("gradcheck", "--n-dims", "0"), 2, ("--n-dims",)),
     "gradcheck-n-samples-too-many": (("gradcheck", "--n-samples", "100000", "--n-dims", "5"), 2,
-                                     ("--n-samples 100000 is more than",)),
+                                     ("--n-samples: 100000 is more than",)),
     "gradcheck-tol-nan": (("gradcheck", "--tol", "nan"), 2, ("--tol", "finite number >= 0")),
     "gradcheck-tol-negative": (("gradcheck", "--tol", "-1"), 2, ("--tol",)),
     "evaluate-min-accuracy-inf": (("evaluate", *TRAINED, "--min-accuracy", "inf"), 2, ("--min-accuracy", "finite")),
@@ -269,7 +269,7 @@ def test_eta_that_overflows_float32_is_one_line(ws):
 def test_report_toml_of_the_wrong_type(ws):
     Path("inputs").mkdir()
     Path("inputs/s.toml").write_text('[[run]]\nlam = 0.1\neta = 0.001\nn_batch = "ten"\n')
-    refused(ws, ("report", "--config", "inputs/s.toml"), 2, "s.toml", "--n-batch")
+    refused(ws, ("report", "--config", "inputs/s.toml"), 2, "s.toml", "n_batch")
 
 
 # --------------------------------------------------------------------------- the store

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifarcli import model, pipeline, plots, report
+from cifarcli import model, plots, report, stages, workflows
 from cifarcli.evaluate import probability_summary
-from cifarcli.train import TrainConfig
+from cifarcli.config import TrainConfig
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -72,11 +72,11 @@ def test_probabilities_figure_labels_and_deterministic_png(tmp_path):
 
 @pytest.mark.parametrize("loss", ["softmax", "bce"])
 def test_evaluate_summary_is_the_runs_probabilities_and_plot_draws_it(workspace, loss):
-    run = pipeline.train(workspace, TrainConfig(lam=0.0, eta=0.0005, n_epochs=2, n_batch=20, loss=loss))
-    metrics = pipeline.evaluate(workspace, run).payload
+    run = stages.train(workspace, TrainConfig(lam=0.0, eta=0.0005, n_epochs=2, n_batch=20, loss=loss))
+    metrics = stages.evaluate(workspace, run).payload
     summary = metrics["probabilities"]
-    config = pipeline.config_of(run)
-    data = pipeline.prepared(pipeline.dataset(workspace), config.split, config.val_size, config.dtype)
+    config = stages.config_of(run)
+    data = stages.prepared(stages.dataset(workspace), config.split, config.val_size, config.dtype)
     S = model.scores(data.X_test, run.payload["W"], run.payload["b"]).astype(np.float64)
     P = model.probabilities(S, loss)
     p_true = P[data.y_test, np.arange(data.y_test.size)]
@@ -94,10 +94,10 @@ def test_evaluate_summary_is_the_runs_probabilities_and_plot_draws_it(workspace,
     else:
         assert not np.allclose(P.sum(axis=0), 1)   # sigmoids: the summary is not a softmax in disguise
 
-    paths = pipeline.plot(workspace, run)
+    paths = stages.plot(workspace, run)
     assert paths["probabilities"] == workspace.reports_dir / "figures" / run.key / "probabilities.png"
     assert paths["probabilities"].read_bytes().startswith(PNG)
-    assert pipeline.VERSIONS["plot"] >= 2 and pipeline.VERSIONS["report"] >= 2
+    assert stages.PLOT.version >= 2 and stages.REPORT.version >= 2
 
 
 # -- the report ----------------------------------------------------------------------------------

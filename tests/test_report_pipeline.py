@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cifarcli.cache import Store
-from cifarcli.settings import load_settings
+from cifarcli.config import load_settings
 
 # Settings chosen so the tiny data gives accuracies well inside (0, 1): the
 # comparison of formatted numbers then means something.
@@ -185,7 +185,7 @@ def test_jobs_2_and_jobs_1_give_identical_weights_and_numbers(cli, tmp_path, tin
     ('[[run]]\nlam = 0.1\neta = "fast"\n', "eta"),
     ("[[run]]\nlam = 0.1\neta = -0.001\n", "eta"),
     ("[defaults]\nn_epochs = 2\n", "run"),
-    ("[[run]]\nlam = 0.1\neta = 0.001\nn_epochs = 2.5\n", "n-epochs"),
+    ("[[run]]\nlam = 0.1\neta = 0.001\nn_epochs = 2.5\n", "n_epochs"),
     ("[[run]]\neta = 0.001\n", "lam"),
     ("[gradcheck]\nn_sample = 10\n[[run]]\nlam = 0.1\neta = 0.001\n", "n_sample"),
     # every [gradcheck] key is checked as `cifarcli gradcheck` checks its options (these crashed or passed)
@@ -196,7 +196,7 @@ def test_jobs_2_and_jobs_1_give_identical_weights_and_numbers(cli, tmp_path, tin
     ("[gradcheck]\nn_dims = 0.5\n[[run]]\nlam = 0.1\neta = 0.001\n", "n_dims"),
     ("[gradcheck]\nh = inf\n[[run]]\nlam = 0.1\neta = 0.001\n", "h"),
     ("[gradcheck]\nseed = 1.5\n[[run]]\nlam = 0.1\neta = 0.001\n", "seed"),
-    ("[[run]]\nlam = 0.1\neta = 0.001\nn_epochs = 100000000\n", "n-epochs"),
+    ("[[run]]\nlam = 0.1\neta = 0.001\nn_epochs = 100000000\n", "n_epochs"),
     ("[[run]]\nlam = 0.1\neta = 0.001\nseed = 99999999999999999999\n", "seed"),
 ])
 def test_settings_errors_are_one_line_exit_2(cli, tmp_path, text, key):
@@ -224,7 +224,7 @@ def test_default_settings_are_the_studys_four():
     assert [(c.lam, c.eta) for c in settings.runs] == [(0, 0.1), (0, 0.001), (0.1, 0.001), (1, 0.001)]
     assert all(c.n_epochs == 40 and c.n_batch == 100 for c in settings.runs)
     assert all((c.seed, c.split, c.dtype) == (42, "seed", "float32") for c in settings.runs)
-    assert settings.gradcheck["lams"] == [0.0, 0.1]
+    assert settings.gradcheck.lams == (0.0, 0.1)
 
 
 def test_toml_defaults_apply_and_runs_override(tmp_path):
@@ -232,7 +232,7 @@ def test_toml_defaults_apply_and_runs_override(tmp_path):
                            "[[run]]\nlam = 1\neta = 0.001\nn_epochs = 7\n")
     settings = load_settings(path)
     assert [(c.lam, c.eta, c.n_epochs, c.n_batch) for c in settings.runs] == [(0, 0.01, 3, 50), (1, 0.001, 7, 50)]
-    assert settings.gradcheck["n_samples"] == 100
+    assert settings.gradcheck.n_samples == 100
 
 
 def test_parallel_training_after_a_change_of_folder_writes_to_this_cache(cli, tmp_path, tiny_archive, monkeypatch):

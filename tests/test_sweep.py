@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from cifarcli import pipeline
+from cifarcli import stages
 from cifarcli import sweep as sweeping
-from cifarcli.errors import CifarError
+from cifarcli.cli import parse_extra_options, parse_grid
+from cifarcli.config import GRID as AXES
+from cifarcli.config import make_spec, train_fields
+from cifarcli.errors import CifarError, OptionError
 
 # On the tiny archive (160 training / 40 validation images, n_batch 20) these
 # settings give accuracies well inside (0, 1), with ties on validation.
@@ -35,16 +38,25 @@ def fetched(cli, tiny_archive):
 
 
 def load_run(cache: Path, run_id: str):
-    return pipeline.find_run(pipeline.Workspace(cache), run_id)
+    return stages.find_run(stages.Workspace(cache), run_id)
 
 
 # -- grid parsing --------------------------------------------------------------------------------
 
 
+def spec_of(lam, eta, n_batch=None, n_epochs=None, fixed=None):
+    """The spec `cifarcli sweep --lam LAM --eta ETA ...` builds."""
+    axes = {name: parse_grid(name, text) for name, text in
+            (("lam", lam), ("eta", eta), ("n_batch", n_batch), ("n_epochs", n_epochs)) if text is not None}
+    return make_spec(axes, fixed)
+
+
 def test_parse_lists():
-    assert sweeping.parse_list("--lam", " 0, 0.001,1e-2 ,1", float) == [0.0, 0.001, 0.01, 1.0]
-    assert sweeping.parse_list("--n-batch", "20,40", int) == [20, 40]
-    spec = sweeping.make_spec("0,0.1", "0.001", None, "3,5", {"seed": 7})
+    assert parse_grid("lam", " 0, 0.001,1e-2 ,1") == [0.0, 0.001, 0.01, 1.0]
+    assert make_spec({"lam": 0, "eta": 0.1, "n_batch": parse_grid("n_batch", "20,40")}).n_batch == (20, 40)
+    with pytest.raises(OptionError, match="not an integer"):
+        make_spec({"lam": 0, "eta": 0.1, "n_batch": [20.5]})
+    spec = spec_of("0,0.1", "0.001", None, "3,5", {"seed": 7})
     assert spec.lam == (0.0, 0.1) and spec.eta == (0.001,) and spec.n_batch == (100,) and spec.n_epochs == (3, 5)
     configs = spec.configs()
     assert [(c.lam, c.n_epochs, c.seed) for c in configs] == [(0.0, 3, 7), (0.0, 5, 7), (0.1, 3, 7), (0.1, 5, 7)]
@@ -77,15 +89,18 @@ def test_bad_grids_are_one_line_exit_2(fetched, args, named):
 
 
 def test_extra_training_options_follow_trainconfig():
-    fields = sweeping.fixed_fields()
-    assert {"seed", "split", "val_size", "dtype"} <= set(fields) and not set(sweeping.GRID) & set(fields)
-    assert sweeping.parse_extra_options(["--val-size=500", "--seed", "3"]) == {"val_size": 500, "seed": 3}
+    assert {"seed", "split", "val_size", "dtype", "shuffle"} <= set(train_fields()) and set(AXES) <= set(train_fields())
+    assert parse_extra_options(["--val-size=500", "--seed", "3", "--shuffle"]) == {"val_size": 500, "seed": 3,
+                                                                                  "shuffle": True}
     with pytest.raises(CifarError, match="no such option: --nope"):
-        sweeping.parse_extra_options(["--nope", "1"])
-    with pytest.raises(CifarError, match="--seed: takes one value"):
-        sweeping.parse_extra_options(["--seed", "1,2"])
+        parse_extra_options(["--nope", "1"])
+    with pytest.raises(CifarError, match="no such option: --lam"):   # a grid axis is not a fixed option
+        parse_extra_options(["--lam", "1"])
+    with pytest.raises(OptionError, match="takes one value") as error:
+        parse_extra_options(["--seed", "1,2"])
+    assert error.value.option == "seed"
     with pytest.raises(CifarError, match="unexpected argument"):
-        sweeping.parse_extra_options(["stray"])
+        parse_extra_options(["stray"])
 
 
 # -- runs shared with `train`, resuming ---------------------------------------------------------
@@ -108,9 +123,9 @@ def test_sweep_run_ids_are_train_run_ids(fetched):
 
 
 def test_interrupted_sweep_computes_only_missing_points(workspace):
-    spec = sweeping.make_spec("0,0.1", "0.0003,0.0005", "20", "2")
+    spec = spec_of("0,0.1", "0.0003,0.0005", "20", "2")
     configs = spec.configs()
-    done = {pipeline.train(workspace, c).key for c in configs[:2]}  # what a stopped sweep left behind
+    done = {stages.train(workspace, c).key for c in configs[:2]}  # what a stopped sweep left behind
     workspace.store.events.clear()
     result = sweeping.run_sweep(workspace, spec)
     trained = {k for stage, k, status in workspace.store.events if stage == "train" and status == "computed"}
@@ -185,7 +200,7 @@ def test_best_is_chosen_on_validation_never_on_test(fetched):
 
 
 def test_only_the_best_point_is_evaluated(workspace):
-    spec = sweeping.make_spec("0,0.1", "0.0003,0.0005", "20", "2")
+    spec = spec_of("0,0.1", "0.0003,0.0005", "20", "2")
     result = sweeping.run_sweep(workspace, spec)
     evaluated = [k for stage, k, status in workspace.store.events if stage == "evaluate"]
     assert len(evaluated) == 1 and workspace.store.ls("evaluate")[0]["key"] == evaluated[0]
@@ -199,7 +214,7 @@ def test_ranking_rule():
         {"index": 2, "val_acc": 0.35, "diverged_at": None},
         {"index": 3, "val_acc": 0.35, "diverged_at": None},
     ]
-    assert [p["index"] for p in sorted(points, key=sweeping._rank)] == [2, 3, 0, 1]
+    assert [p["index"] for p in sorted(points, key=sweeping.rank)] == [2, 3, 0, 1]
 
 
 def test_diverged_points_are_shown_and_never_selected(fetched):
@@ -237,7 +252,7 @@ def test_heatmap_png_is_cached_and_restored(fetched, tmp_path):
 
 
 def test_heatmap_takes_the_max_over_n_batch_and_epochs(workspace):
-    spec = sweeping.make_spec("0,0.1", "0.0003,0.0005", "20,40", "1,2")
+    spec = spec_of("0,0.1", "0.0003,0.0005", "20,40", "1,2")
     result = sweeping.run_sweep(workspace, spec)
     values = sweeping.heatmap_matrix(spec, result["points"])
     for i, lam in enumerate(spec.lam):
@@ -245,7 +260,7 @@ def test_heatmap_takes_the_max_over_n_batch_and_epochs(workspace):
             cell = [p["val_acc"] for p in result["points"] if (p["lam"], p["eta"]) == (lam, eta)]
             assert len(cell) == 4 and values[i, j] == max(cell)
     assert "max over n_batch and epochs" in sweeping.heatmap_title(spec)
-    assert "max over" not in sweeping.heatmap_title(sweeping.make_spec("0", "0.1"))
+    assert "max over" not in sweeping.heatmap_title(spec_of("0", "0.1"))
 
 
 def test_json_is_one_document_with_every_point_and_the_best(fetched):

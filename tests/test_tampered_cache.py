@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cifarcli import pipeline
+from cifarcli import stages, workflows
 from cifarcli.cache import META, PAYLOAD, file_sha256
 from cifarcli.cli import app
 
@@ -105,8 +105,8 @@ def ws(reference, tmp_path, monkeypatch, offline):
 
 def artifact_folder(cache: Path, stage: str, run_id: str) -> Path:
     """The one artifact of ``stage`` the stage's command reads."""
-    keys = {"train": run_id, "evaluate": pipeline._key("evaluate", {}, {"train": run_id}),
-            "plot": pipeline._key("plot", {}, {"train": run_id}),
+    keys = {"train": run_id, "evaluate": stages.run_key(stages.EVALUATE, run_id),
+            "plot": stages.run_key(stages.PLOT, run_id),
             "dataset": json.loads((cache / "workspace.json").read_text())["dataset"]["key"]}
     if stage in keys:
         return cache / stage / keys[stage]
@@ -224,10 +224,10 @@ LONGER = ("--lam", "0.1", "--eta", "0.01", "--n-epochs", "3")
 
 
 def _checkpoint_path(cache: Path) -> Path:
-    from cifarcli.train import TrainConfig
+    from cifarcli.config import TrainConfig
 
     data_key = json.loads((cache / "workspace.json").read_text())["dataset"]["key"]
-    key = pipeline._train_key(TrainConfig(lam=0.1, eta=0.01, n_epochs=3), data_key)
+    key = stages.train_key(TrainConfig(lam=0.1, eta=0.01, n_epochs=3), data_key)
     path = cache / "train" / ".scratch" / key / "checkpoint"
     path.parent.mkdir(parents=True)
     return path
@@ -327,16 +327,16 @@ def test_a_zeroed_dataset_payload_is_reimported_from_the_recorded_source(ws, ref
 
 def test_a_changed_train_artifact_makes_evaluate_plot_and_report_stale(workspace, tmp_path):
     from cifarcli.evaluate import evaluate_model
-    from cifarcli.train import TrainConfig
+    from cifarcli.config import TrainConfig
 
     config = TrainConfig(lam=0.1, eta=0.01, n_epochs=2)
-    run = pipeline.train(workspace, config)
-    old = pipeline.evaluate(workspace, run)
-    pipeline.plot(workspace, run)
+    run = stages.train(workspace, config)
+    old = stages.evaluate(workspace, run)
+    stages.plot(workspace, run)
     settings = tmp_path / "s.toml"
     settings.write_text(SETTINGS)
-    pipeline.report(workspace, settings)
-    rows = {r["stage"]: r["state"] for r in pipeline.status(workspace, config)}
+    workflows.report(workspace, settings)
+    rows = {r["stage"]: r["state"] for r in stages.status(workspace, config)}
     assert rows == {"dataset": "cached", "gradcheck": "missing", "train": "cached", "evaluate": "cached",
                     "plot": "cached"}
 
@@ -344,41 +344,41 @@ def test_a_changed_train_artifact_makes_evaluate_plot_and_report_stale(workspace
     payload = {**run.payload, "W": run.payload["W"] * 3}
     info = run.meta["info"]
     data_key = run.meta["inputs"]["dataset"]
-    rewritten = workspace.store.get_or_compute("train", pipeline.VERSIONS["train"], run.meta["params"],
+    rewritten = workspace.store.get_or_compute("train", stages.TRAIN.version, run.meta["params"],
                                                run.meta["inputs"], lambda: (payload, info), force=True,
                                                depends=[("dataset", data_key)])
     assert rewritten.key == run.key and rewritten.meta["payload_sha256"] != run.meta["payload_sha256"]
-    rows = {r["stage"]: (r["state"], r["reason"]) for r in pipeline.status(workspace, config)}
+    rows = {r["stage"]: (r["state"], r["reason"]) for r in stages.status(workspace, config)}
     assert rows["evaluate"][0] == rows["plot"][0] == "stale" and "older train artifact" in rows["evaluate"][1]
     assert rows["train"] == ("cached", None)
 
     messages = []
     workspace.log = workspace.store.log = messages.append
     workspace.store.events.clear()
-    run = pipeline.find_run(workspace, run.key)
-    new = pipeline.evaluate(workspace, run)
+    run = stages.find_run(workspace, run.key)
+    new = stages.evaluate(workspace, run)
     assert new.status == "computed" and new.key == old.key  # same key, recomputed
     assert messages == [f"evaluate/{old.key} was made from an older train artifact (train/{run.key}); "
                         "removing it and recomputing"]
-    data = pipeline.prepared(pipeline.dataset_by_key(workspace, data_key), config.split, config.val_size, config.dtype)
+    data = stages.prepared(stages.dataset_by_key(workspace, data_key), config.split, config.val_size, config.dtype)
     expected = evaluate_model(payload["W"], payload["b"], config.lam, data)
     assert new.payload["test"] == expected["test"] and new.payload["test"] != old.payload["test"]
-    doc = pipeline.report(workspace, settings)
+    doc = workflows.report(workspace, settings)
     assert doc["runs"][0]["metrics"]["test"] == expected["test"]  # the report shows the new numbers
     assert ("report", workspace.store.events[-1][1], "computed") in workspace.store.events
-    assert {r["state"] for r in pipeline.status(workspace, config)} == {"cached", "missing"}
+    assert {r["state"] for r in stages.status(workspace, config)} == {"cached", "missing"}
 
 
 def test_an_artifact_made_before_inputs_were_recorded_counts_as_stale(workspace):
-    from cifarcli.train import TrainConfig
+    from cifarcli.config import TrainConfig
 
-    run = pipeline.train(workspace, TrainConfig(lam=0.1, eta=0.01, n_epochs=2))
-    made = pipeline.evaluate(workspace, run)
+    run = stages.train(workspace, TrainConfig(lam=0.1, eta=0.01, n_epochs=2))
+    made = stages.evaluate(workspace, run)
     meta = json.loads((made.path / META).read_text())
     assert meta["input_sha256"] == {f"train/{run.key}": run.meta["payload_sha256"]}
     del meta["input_sha256"]  # as every meta.json written before this check existed
     (made.path / META).write_text(json.dumps(meta))
     assert workspace.store.state("evaluate", made.key)[0] == "stale"
-    again = pipeline.evaluate(workspace, run)
+    again = stages.evaluate(workspace, run)
     assert again.status == "computed" and again.payload == made.payload
     assert workspace.store.state("evaluate", made.key) == ("cached", None)

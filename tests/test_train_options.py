@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 import tinycifar
-from cifarcli import pipeline
-from cifarcli.errors import CifarError
+from cifarcli import stages, workflows
+from cifarcli.errors import CifarError, OptionError
 from cifarcli.model import (compute_cost, compute_gradients, compute_gradients_bce, compute_loss_bce,
                             init_parameters, one_hot, probabilities, scores)
 from cifarcli.prepare import normalisation_stats, normalise, prepare
-from cifarcli.train import (IMAGE_SHAPE, TrainConfig, epoch_plan, flip_rows, init_std, learning_rate,
+from cifarcli.config import GradcheckConfig, TrainConfig
+from cifarcli.train import (IMAGE_SHAPE, epoch_plan, flip_rows, init_std, learning_rate,
                             mirror_index, train)
 
 DEFAULT_KEY = {"lam": 0.1, "eta": 0.001, "n_epochs": 40, "n_batch": 100, "seed": 42, "split": "seed",
@@ -54,18 +55,18 @@ def test_default_key_params_are_the_studys_and_omit_every_new_option():
 
 def test_default_run_ids_are_unchanged(workspace):
     """Pinned before the options existed: the study's runs keep their IDs (and caches)."""
-    assert pipeline._train_key(TrainConfig(lam=0.1, eta=0.001), "fixed-dataset-key") == "07d1aa552e3a4c71"
-    assert pipeline._train_key(TrainConfig(lam=0.1, eta=0.001, split="full"),
+    assert stages.train_key(TrainConfig(lam=0.1, eta=0.001), "fixed-dataset-key") == "07d1aa552e3a4c71"
+    assert stages.train_key(TrainConfig(lam=0.1, eta=0.001, split="full"),
                                "fixed-dataset-key") == "b7bcd00e62ffa7c8"
-    assert pipeline._key("gradcheck", pipeline._gradcheck_params(), {"dataset": "fixed-dataset-key"}) \
+    assert stages.GRADCHECK.key(GradcheckConfig().key_params(), {"dataset": "fixed-dataset-key"}) \
         == "21b9d41c4872120a"
-    assert pipeline._train_key(TrainConfig(lam=0.1, eta=0.001, n_epochs=2, **OFF),
+    assert stages.train_key(TrainConfig(lam=0.1, eta=0.001, n_epochs=2, **OFF),
                                "fixed-dataset-key") == "486b065789ac7d64"
-    assert pipeline._train_key(TrainConfig(lam=0.0, eta=0.1, split="dd2424", dtype="float64"),
+    assert stages.train_key(TrainConfig(lam=0.0, eta=0.1, split="dd2424", dtype="float64"),
                                "fixed-dataset-key") == "3191ed87665fdb70"
     # on the tiny fixture (its archive's bytes, hence its dataset key, vary with the gzip time stamp)
-    run = pipeline.train(workspace, TrainConfig(lam=0.1, eta=0.001, n_epochs=2, **OFF))
-    assert run.key == pipeline._train_key(TrainConfig(lam=0.1, eta=0.001, n_epochs=2), run.meta["inputs"]["dataset"])
+    run = stages.train(workspace, TrainConfig(lam=0.1, eta=0.001, n_epochs=2, **OFF))
+    assert run.key == stages.train_key(TrainConfig(lam=0.1, eta=0.001, n_epochs=2), run.meta["inputs"]["dataset"])
     assert run.meta["params"] == {**DEFAULT_KEY, "n_epochs": 2}
 
 
@@ -75,8 +76,8 @@ def test_default_run_ids_are_unchanged(workspace):
 def test_each_option_enters_the_key_when_set(option):
     params = TrainConfig(lam=0.1, eta=0.001, **option).key_params()
     assert params == {**DEFAULT_KEY, **option}
-    assert pipeline._train_key(TrainConfig(lam=0.1, eta=0.001, **option), "d") \
-        != pipeline._train_key(TrainConfig(lam=0.1, eta=0.001), "d")
+    assert stages.train_key(TrainConfig(lam=0.1, eta=0.001, **option), "d") \
+        != stages.train_key(TrainConfig(lam=0.1, eta=0.001), "d")
 
 
 def test_keys_are_canonical():
@@ -101,9 +102,9 @@ def test_keys_are_canonical():
     ({"loss": "hinge"}, "--loss"), ({"shuffle": "yes"}, "--shuffle"),
 ])
 def test_validation_names_the_option(kwargs, option):
-    with pytest.raises(CifarError) as info:
+    with pytest.raises(OptionError) as info:
         TrainConfig(lam=0.1, eta=0.001, **kwargs).validate()
-    assert info.value.message.startswith(option + ":")
+    assert info.value.option == option.lstrip("-").replace("-", "_") and "--" not in info.value.message
 
 
 def test_boundary_values_are_valid():
@@ -345,32 +346,33 @@ def test_bce_training_learns_and_records_the_bce_loss(data32):
 
 def test_evaluate_uses_the_runs_loss(workspace):
     cfg = TrainConfig(lam=0.01, eta=0.01, n_epochs=2, loss="bce")
-    run = pipeline.train(workspace, cfg)
-    metrics = pipeline.evaluate(workspace, run).payload
+    run = stages.train(workspace, cfg)
+    metrics = stages.evaluate(workspace, run).payload
     final = run.payload["history"]
     assert metrics["loss"] == "bce"
     assert metrics["train"]["loss"] == pytest.approx(final["train_loss"][-1], rel=1e-5)
     assert metrics["val"]["cost"] == pytest.approx(final["val_cost"][-1], rel=1e-5)
-    softmax_run = pipeline.train(workspace, TrainConfig(lam=0.01, eta=0.01, n_epochs=2))
-    assert "loss" not in pipeline.evaluate(workspace, softmax_run).payload
-    assert pipeline.config_of(run) == cfg                            # the options survive the cache
+    softmax_run = stages.train(workspace, TrainConfig(lam=0.01, eta=0.01, n_epochs=2))
+    assert "loss" not in stages.evaluate(workspace, softmax_run).payload
+    assert stages.config_of(run) == cfg                            # the options survive the cache
 
 
 # --------------------------------------------------------------------------- gradcheck stage, settings, CLI
 
 
 def test_gradcheck_stage_with_bce_passes_and_has_its_own_key(workspace):
-    default = pipeline.gradcheck(workspace, n_samples=10, n_dims=50)
-    bce = pipeline.gradcheck(workspace, n_samples=10, n_dims=50, loss="bce")
+    default = stages.gradcheck(workspace, GradcheckConfig(n_samples=10, n_dims=50))
+    bce = stages.gradcheck(workspace, GradcheckConfig(n_samples=10, n_dims=50, loss="bce"))
     assert bce.key != default.key and "loss" not in default.meta["params"]
     assert bce.meta["params"]["loss"] == "bce" and bce.payload["loss"] == "bce"
     assert bce.payload["max_error"] <= 1e-6
-    with pytest.raises(CifarError, match="--loss"):
-        pipeline.gradcheck(workspace, loss="hinge")
+    with pytest.raises(OptionError, match="unknown loss") as error:
+        stages.gradcheck(workspace, GradcheckConfig(loss="hinge"))
+    assert error.value.option == "loss"
 
 
 def test_settings_file_accepts_the_options(tmp_path):
-    from cifarcli.settings import load_settings
+    from cifarcli.config import load_settings
 
     path = tmp_path / "s.toml"
     path.write_text('[defaults]\nshuffle = true\nflip = 0.5\n\n[[run]]\nlam = 0.01\neta = 0.001\n'
@@ -379,7 +381,7 @@ def test_settings_file_accepts_the_options(tmp_path):
     assert (config.shuffle, config.flip, config.decay_every, config.decay_factor, config.init, config.loss) \
         == (True, 0.5, 10, 0.1, "xavier", "bce")
     path.write_text("[[run]]\nlam = 0.01\neta = 0.001\nflip = 2\n")
-    with pytest.raises(CifarError, match="run 1: --flip"):
+    with pytest.raises(CifarError, match="run 1: flip: the flip probability"):
         load_settings(path)
 
 

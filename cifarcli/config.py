@@ -1,0 +1,380 @@
+"""Every setting of the study and its default, defined once: training, the gradient check, sweeps, report files.
+
+The CLI and the settings-file reader take their defaults from here. A bad value
+raises ``OptionError`` naming the setting by its field name (``n_epochs``); the
+CLI shows it as its flag (``--n-epochs``), the settings reader as the key of
+the file, so nothing here speaks in flags. A settings file looks like this
+(every key optional except each run's lam and eta)::
+
+    [defaults]          # applies to every run below
+    n_epochs = 40
+    n_batch = 100
+
+    [gradcheck]
+    n_samples = 100
+    lams = [0.0, 0.1]
+
+    [[run]]
+    lam = 0.0
+    eta = 0.1
+
+    [sweep]             # optional: a λ × η grid; [[run]] tables are then optional
+    lam = [0, 0.01, 0.1, 1]
+    eta = [0.001, 0.01]
+    n_epochs = 40       # n_batch / n_epochs: a list or one value; other run keys are fixed values
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import CifarError, OptionError
+
+STAGE_NAMES = ("dataset", "gradcheck", "train", "evaluate", "plot", "report", "sweep")   # stages.STAGES
+SPLITS = ("seed", "dd2424", "full")
+DTYPES = ("float32", "float64")
+INITS = ("normal", "xavier")
+# float32 by measurement: test accuracy equal to float64 within 1e-4 on the stable settings and
+# about twice as fast (README, "Performance"); the unstable setting moves as with any rounding change.
+DEFAULT_DTYPE = "float32"
+GRADCHECK_TOL = 1e-6          # the verdict's bound on the max relative error (the course's)
+MAX_EPOCHS = 100_000          # bounds far beyond any real use: a typo is an error, not days of training
+MAX_SEED = 2 ** 63 - 1        # a seed fits the int64 that `export` writes
+MAX_LAM = 1e10                # near 1e38, λ‖W‖² overflows float32 and the initial cost is already inf
+
+# Options added after the study, with their defaults: key_params() leaves out any option at its
+# default, so existing run IDs stay stable.
+_OPTIONAL_DEFAULTS: dict[str, object] = {
+    "shuffle": False, "flip": 0.0, "decay_every": 0, "decay_factor": 1.0, "init": "normal", "loss": "softmax",
+}
+
+
+# numbers.* admit numpy's scalars too, and this module imports no numpy: the CLI reads its
+# defaults from here, and `cifarcli --help` must stay instant.
+def is_real(x) -> bool:
+    """An int or float (numpy's too), not a bool."""
+    return isinstance(x, numbers.Real) and not is_bool(x)
+
+
+def is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not is_bool(x)
+
+
+def is_bool(x) -> bool:
+    return isinstance(x, bool) or type(x).__name__ == "bool_"   # numpy.bool_ is no int subclass
+
+
+def losses() -> tuple[str, ...]:
+    """The losses the model knows (model.LOSSES), imported only when a setting is checked."""
+    from .model import LOSSES
+
+    return LOSSES
+
+
+def _require(ok: bool, option: str, message: str, hint: str | None = None) -> None:
+    if not ok:
+        raise OptionError(option, message, hint)
+
+
+# -- training -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Its key parameters (``key_params``) are its run ID."""
+
+    lam: float = 0.0
+    eta: float = 0.001
+    n_epochs: int = 40
+    n_batch: int = 100
+    seed: int = 42
+    split: str = "seed"
+    val_size: int = 1000
+    dtype: str = DEFAULT_DTYPE
+    shuffle: bool = False
+    flip: float = 0.0
+    decay_every: int = 0
+    decay_factor: float = 1.0
+    init: str = "normal"
+    loss: str = "softmax"
+
+    @property
+    def decays(self) -> bool:
+        """Whether the step decay changes anything (it needs both decay_every > 0 and decay_factor < 1)."""
+        return self.decay_every > 0 and self.decay_factor < 1
+
+    def validate(self, n_train: int | None = None) -> "TrainConfig":
+        """Raise OptionError naming the setting when a value is out of range."""
+        _require(is_real(self.eta) and math.isfinite(self.eta) and self.eta > 0, "eta",
+                 f"the learning rate must be a finite number > 0, got {self.eta!r}", "the study uses 0.001 (and 0.1)")
+        _require(is_real(self.lam) and math.isfinite(self.lam) and 0 <= self.lam <= MAX_LAM, "lam",
+                 f"the regularisation must be a finite number from 0 to {MAX_LAM:g}, got {self.lam!r}",
+                 "the study uses 0, 0.1 and 1")
+        _require(is_int(self.n_epochs) and 1 <= self.n_epochs <= MAX_EPOCHS, "n_epochs",
+                 f"must be an integer from 1 to {MAX_EPOCHS}, got {self.n_epochs!r}", "the study uses 40")
+        _require(is_int(self.n_batch) and self.n_batch >= 1, "n_batch",
+                 f"must be an integer >= 1, got {self.n_batch!r}", "the study uses 100")
+        _require(n_train is None or self.n_batch <= n_train, "n_batch",
+                 f"{self.n_batch} is larger than the training split ({n_train} images)", f"use at most {n_train}")
+        _require(is_int(self.seed) and 0 <= self.seed <= MAX_SEED, "seed",
+                 f"must be an integer from 0 to {MAX_SEED} (2**63 - 1), got {self.seed!r}", "the default is 42")
+        _require(self.split in SPLITS, "split", f"unknown split {self.split!r}", f"use one of: {', '.join(SPLITS)}")
+        _require(is_int(self.val_size) and 1 <= self.val_size <= MAX_SEED, "val_size",
+                 f"must be an integer >= 1, got {self.val_size!r}", "the default is 1000")
+        _require(self.dtype in DTYPES, "dtype", f"unknown dtype {self.dtype!r}", f"use one of: {', '.join(DTYPES)}")
+        _require(is_bool(self.shuffle), "shuffle",
+                 f"must be true or false, got {self.shuffle!r}")
+        _require(is_real(self.flip) and 0 <= self.flip <= 1, "flip",
+                 f"the flip probability must be a number in [0, 1], got {self.flip!r}",
+                 "0 turns flipping off; the course uses 0.5")
+        _require(is_int(self.decay_every) and 0 <= self.decay_every <= MAX_EPOCHS, "decay_every",
+                 f"must be an integer from 0 (no decay) to {MAX_EPOCHS}, got {self.decay_every!r}",
+                 "e.g. every 10 epochs, with a decay factor of 0.1")
+        _require(is_real(self.decay_factor) and 0 < self.decay_factor <= 1, "decay_factor",
+                 f"must be a number in (0, 1], got {self.decay_factor!r}",
+                 "η is multiplied by it at every decay step; e.g. 0.1")
+        _require(self.init in INITS, "init", f"unknown initialisation {self.init!r}",
+                 f"use one of: {', '.join(INITS)}")
+        _require(self.loss in losses(), "loss", f"unknown loss {self.loss!r}", f"use one of: {', '.join(losses())}")
+        return self
+
+    def key_params(self) -> dict:
+        """Canonical parameters for the cache key (the run ID).
+
+        val_size only matters for split "full"; options in _OPTIONAL_DEFAULTS
+        are included only when they differ from their default (as the default's
+        type, so flip=1 and flip=1.0 are one run), and the two decay options
+        only when the decay is on (both set), since otherwise they change nothing.
+        """
+        params = {"lam": float(self.lam), "eta": float(self.eta), "n_epochs": int(self.n_epochs),
+                  "n_batch": int(self.n_batch), "seed": int(self.seed), "split": self.split,
+                  "dtype": self.dtype}
+        if self.split == "full":
+            params["val_size"] = int(self.val_size)
+        for name, default in _OPTIONAL_DEFAULTS.items():
+            if name in ("decay_every", "decay_factor") and not self.decays:
+                continue
+            value = getattr(self, name)
+            if value != default:
+                params[name] = type(default)(value)
+        return params
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+TRAIN_DEFAULTS = TrainConfig()
+
+
+def train_fields() -> dict[str, type]:
+    """TrainConfig's fields and their plain types (``bool``, ``int``, ``float``, ``str``)."""
+    return {f.name: type(f.default) for f in fields(TrainConfig)}
+
+
+# -- the gradient check ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GradcheckConfig:
+    """The gradient check: the first ``n_samples`` training images, the first ``n_dims`` dimensions."""
+
+    n_samples: int = 100
+    n_dims: int | None = None   # None: all 3072
+    lams: tuple = (0.0, 0.1)
+    h: float = 1e-6
+    seed: int = 42
+    loss: str = "softmax"
+
+    def validate(self) -> "GradcheckConfig":
+        """Refuse, naming the setting and its range, any value the check cannot use.
+
+        An empty ``lams`` is refused: it used to report a PASS with nothing checked.
+        """
+        _require(is_int(self.n_samples) and self.n_samples >= 1, "n_samples",
+                 f"must be an integer >= 1 (images), got {self.n_samples!r}", "the default is 100")
+        _require(self.n_dims is None or (is_int(self.n_dims) and self.n_dims >= 1), "n_dims",
+                 f"must be an integer >= 1 (input dimensions), got {self.n_dims!r}", "leave it out to check all 3072")
+        _require(isinstance(self.lams, (list, tuple)) and len(self.lams) > 0, "lams",
+                 f"must list at least one λ, got {self.lams!r}", "e.g. 0 and 0.1")
+        for lam in self.lams:
+            _require(is_real(lam) and math.isfinite(lam) and lam >= 0, "lams",
+                     f"each λ must be a finite number >= 0, got {lam!r}", "e.g. 0 and 0.1")
+        _require(is_real(self.h) and math.isfinite(self.h) and 0 < self.h <= 1, "h",
+                 f"the finite-difference step must be a number in (0, 1], got {self.h!r}", "the default is 1e-6")
+        _require(is_int(self.seed) and 0 <= self.seed <= MAX_SEED, "seed",
+                 f"must be an integer from 0 to 2**63 - 1, got {self.seed!r}", "the default is 42")
+        _require(self.loss in losses(), "loss", f"unknown loss {self.loss!r}", f"use one of: {', '.join(losses())}")
+        return self
+
+    def key_params(self) -> dict:
+        params = {"n_samples": self.n_samples, "n_dims": self.n_dims, "lams": [float(lam) for lam in self.lams],
+                  "h": self.h, "seed": self.seed}
+        if self.loss != "softmax":  # only a non-default loss enters the key: existing gradcheck keys stay
+            params["loss"] = self.loss
+        return params
+
+
+GRADCHECK_DEFAULTS = GradcheckConfig()
+
+
+# -- sweeps ---------------------------------------------------------------------------
+
+
+GRID = {"lam": float, "eta": float, "n_batch": int, "n_epochs": int}   # the axes, and their types
+
+
+def grid_values(option: str, values: Any, kind: type) -> list:
+    """A grid axis given as a list or one number, checked and typed; OptionError naming ``option``."""
+    if not isinstance(values, list):
+        values = [values]
+    _require(len(values) > 0, option, "empty grid", "give one value or more")
+    out = []
+    for value in values:
+        _require(is_real(value) and math.isfinite(value), option, f"{value!r} is not a finite number")
+        if kind is int:
+            _require(value == int(value) and value >= 1, option, f"{value!r} is not an integer >= 1")
+            value = int(value)
+        else:
+            value = float(value)
+            _require(option != "eta" or value > 0, option, f"the learning rate must be > 0, got {value:g}")
+            _require(option != "lam" or value >= 0, option, f"the regularisation must be >= 0, got {value:g}")
+        _require(value not in out, option, f"{value:g} is listed twice", "each value once")
+        out.append(value)
+    return out
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """The grid and the options every point shares."""
+
+    lam: tuple
+    eta: tuple
+    n_batch: tuple = (TRAIN_DEFAULTS.n_batch,)
+    n_epochs: tuple = (TRAIN_DEFAULTS.n_epochs,)
+    fixed: dict = field(default_factory=dict)
+
+    def axes(self) -> dict[str, list]:
+        return {name: list(getattr(self, name)) for name in GRID}
+
+    def configs(self) -> list[TrainConfig]:
+        """One TrainConfig per point, in grid order (λ slowest, epochs fastest)."""
+        return [TrainConfig(lam=lam, eta=eta, n_batch=nb, n_epochs=ne, **self.fixed)
+                for lam, eta, nb, ne in itertools.product(self.lam, self.eta, self.n_batch, self.n_epochs)]
+
+    def varying(self) -> list[str]:
+        """The axes besides λ and η that take more than one value."""
+        return [name for name in ("n_batch", "n_epochs") if len(getattr(self, name)) > 1]
+
+
+def make_spec(axes: dict[str, Any], fixed: dict | None = None) -> SweepSpec:
+    """A SweepSpec from each axis's values (a list or one number; lam and eta required) and fixed options."""
+    values = {}
+    for name, kind in GRID.items():
+        raw = axes.get(name)
+        if raw is None:
+            _require(name not in ("lam", "eta"), name, "missing", "e.g. 0,0.01,0.1 (a list of values)")
+            values[name] = [getattr(TRAIN_DEFAULTS, name)]
+        else:
+            values[name] = grid_values(name, raw, kind)
+    fixed = dict(fixed or {})
+    unknown = [k for k in fixed if k not in train_fields() or k in GRID]
+    if unknown:
+        raise OptionError(unknown[0], "is not a training option a sweep can fix",
+                          hint="known: " + ", ".join(sorted(train_fields())))
+    spec = SweepSpec(**{k: tuple(v) for k, v in values.items()}, fixed=fixed)
+    spec.configs()[0].validate()  # the fixed options, named as in `cifarcli train`
+    return spec
+
+
+# -- the report's settings file ------------------------------------------------------
+
+
+STUDY = (TrainConfig(lam=0.0, eta=0.1), TrainConfig(lam=0.0, eta=0.001), TrainConfig(lam=0.1, eta=0.001),
+         TrainConfig(lam=1.0, eta=0.001))
+
+
+@dataclass
+class ReportSettings:
+    runs: list = field(default_factory=lambda: list(STUDY))     # list[TrainConfig]
+    gradcheck: GradcheckConfig = GRADCHECK_DEFAULTS
+    sweep: SweepSpec | None = None                              # with a [sweep] table
+
+
+def load_settings(path: Path | None) -> ReportSettings:
+    """The study's settings, or those of a TOML file, validated key by key."""
+    if path is None:
+        return ReportSettings()
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        document = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CifarError(f"no such settings file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CifarError(f"cannot read {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CifarError(f"{path} is not valid TOML: {exc}") from None
+    _known(document, {"defaults", "gradcheck", "run", "sweep"}, f"{path}")
+    defaults = _table(document, "defaults", path)
+    runs = document.get("run", [])
+    if not isinstance(runs, list) or not (runs or "sweep" in document) or \
+            not all(isinstance(run, dict) for run in runs):
+        raise CifarError(f"{path}: needs at least one [[run]] table (or a [sweep] table)",
+                         hint="see the README's report section")
+    configs = [_run_config({**defaults, **run}, f"{path}: run {i + 1}") for i, run in enumerate(runs)]
+    gradcheck = _gradcheck_config(_table(document, "gradcheck", path), f"{path}: [gradcheck]")
+    sweep = _sweep_spec(_table(document, "sweep", path), defaults, f"{path}: [sweep]") if "sweep" in document else None
+    return ReportSettings(runs=configs, gradcheck=gradcheck, sweep=sweep)
+
+
+def _table(document: dict, name: str, path) -> dict:
+    value = document.get(name, {})
+    if not isinstance(value, dict):
+        raise CifarError(f"{path}: {name} must be a table ([{name}])")
+    return value
+
+
+def _known(table: dict, allowed, where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise CifarError(f"{where}: unknown key {key!r}", hint="known keys: " + ", ".join(sorted(allowed)))
+
+
+def _named(where: str, make):
+    """``make()``, with an OptionError re-raised as one CifarError naming the file's key."""
+    try:
+        return make()
+    except OptionError as error:
+        raise CifarError(f"{where} {error.option}: {error.message}", error.hint) from None
+    except TypeError as error:  # a key of the wrong kind that the dataclass itself refused
+        raise CifarError(f"{where}: {error}") from None
+
+
+def _run_config(values: dict, where: str) -> TrainConfig:
+    _known(values, train_fields(), where)
+    for required in ("lam", "eta"):
+        if required not in values:
+            raise CifarError(f"{where}: missing key {required!r}")
+    return _named(where + ":", lambda: TrainConfig(**values).validate())
+
+
+def _gradcheck_config(table: dict, where: str) -> GradcheckConfig:
+    _known(table, {f.name for f in fields(GradcheckConfig)}, where)
+    values = {**table, **({"lams": tuple(table["lams"])} if isinstance(table.get("lams"), list) else {})}
+    return _named(where, lambda: GradcheckConfig(**values).validate())
+
+
+def _sweep_spec(table: dict, defaults: dict, where: str) -> SweepSpec:
+    """The ``[sweep]`` table (``[defaults]`` fill the options it leaves out)."""
+    _known(table, train_fields(), where)
+    merged = {**{k: v for k, v in defaults.items() if k not in ("lam", "eta")}, **table}
+    axes = {k: v for k, v in merged.items() if k in GRID}
+    return _named(where, lambda: make_spec(axes, {k: v for k, v in merged.items() if k not in GRID}))

@@ -1,0 +1,270 @@
+"""Training the runs that are missing: on local worker processes or on a Dask cluster.
+
+``report`` and ``sweep`` call ``train_missing`` before they ask for their runs:
+
+- ``local``: up to ``ws.jobs`` joblib/loky processes, each training one setting
+  and writing its run to the store exactly as a sequential ``train`` would.
+- ``dask``: an existing ``dask.distributed`` cluster. The client prepares each
+  needed split once and scatters its training part to every worker
+  (``broadcast=True``); workers run ``train_keeping_last_good`` and return the
+  result; the client alone writes the cache (``stages.store_trained``), so
+  workers need no shared disk. dask is imported only on this path.
+
+Training is deterministic by construction (see threads.py), so a run has the
+same bits whichever way it was trained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import signal
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from cifarcli import stages
+from cifarcli.config import TrainConfig
+from cifarcli.errors import CifarError, OptionError, WorkFailed
+from cifarcli.stages import Workspace
+from cifarcli.train import train_keeping_last_good
+
+BACKENDS = ("local", "dask")
+DASK_HINT = "pip install 'cifarcli[dask]'"
+
+
+def train_missing(ws: Workspace, configs: list[TrainConfig], backend: str = "local",
+                  scheduler: str | None = None) -> None:
+    """Train the settings of ``configs`` that are not cached yet, at once where the backend allows.
+
+    ``local``: on up to ``ws.jobs`` worker processes (with one job, nothing
+    here: each run is trained when it is asked for). ``dask``: on the cluster
+    at ``scheduler``. Afterwards every setting is an ordinary cached run, the
+    same bits whichever way it was trained (training is deterministic).
+    """
+    if backend not in BACKENDS:
+        raise OptionError("backend", f"unknown backend {backend!r}", hint="use local or dask")
+    if backend == "dask" and not scheduler:
+        raise OptionError("scheduler", "the Dask backend needs a scheduler address (tcp://HOST:PORT)",
+                          hint="the address printed by dask-scheduler")
+    data_artifact = stages.dataset(ws)
+    missing = [c for c in configs if stages.TRAIN.state(ws, stages.train_key(c, data_artifact.key))[0] != "cached"]
+    if backend == "dask" and missing:
+        _train_on_dask(ws, data_artifact, missing, scheduler)
+    elif ws.jobs > 1 and len(missing) > 1:
+        _train_on_processes(ws, missing)
+
+
+def _train_on_processes(ws: Workspace, missing: list[TrainConfig]) -> None:
+    """Train ``missing`` on up to ``ws.jobs`` processes, each writing its run to the store as ``train`` would.
+
+    Interrupted (Ctrl-C, SIGTERM, SIGHUP: all a KeyboardInterrupt by then),
+    the workers are killed before the interruption goes on: their finished
+    epochs are in their checkpoints, and a rerun resumes from there.
+    """
+    from joblib import Parallel, delayed, parallel_config
+    from joblib.externals.loky.process_executor import BrokenProcessPool
+
+    ws.log(f"training {len(missing)} settings on {min(ws.jobs, len(missing))} processes")
+    # An absolute path: joblib reuses its worker processes, whose working folder is the one they started in.
+    cache_dir = ws.cache_dir.resolve()
+    results = None
+    try:
+        with parallel_config(backend="loky", initializer=_worker_started):
+            parallel = Parallel(n_jobs=min(ws.jobs, len(missing)), return_as="generator")
+        # The call starts the workers and hands them the first tasks; the results come as they finish.
+        with _workers_starting():
+            results = parallel(delayed(_train_in_worker)(cache_dir, c) for c in missing)
+        done = list(results)
+    except BrokenProcessPool as exc:  # a worker died: killed from outside, out of memory, ...
+        _stop_workers(results)
+        raise WorkFailed(f"a training worker process died: {str(exc).splitlines()[0]}",
+                         hint="finished epochs are kept; rerun to resume (or train one setting at a time)") from None
+    except BaseException:
+        _stop_workers(results)
+        raise
+    ws.store.events.extend(("train", key, status) for key, status in done)
+
+
+@contextlib.contextmanager
+def _workers_starting():
+    """While the worker processes start: no stray signal reaches them, and none cuts a start in half.
+
+    Ctrl-C in a terminal reaches the whole process group. A worker caught by it
+    while its interpreter was still starting printed a KeyboardInterrupt
+    traceback (dozens of lines); workers are stopped by this process instead
+    (``_stop_workers``). A blocked signal mask is kept across fork and exec, so
+    SIGINT blocked in this thread while the workers start stays blocked in
+    them for good. SIGHUP is blocked too: loky's and the stdlib's resource
+    trackers ignore SIGINT and SIGTERM but died of a SIGHUP to the group, and
+    their successors printed a traceback per shared resource; the workers
+    unblock it as they start (``_worker_started``).
+
+    Meanwhile a stop signal (taken by another thread of this process) is only
+    noted, and sent again at the end, once every started worker is registered
+    where ``_stop_workers`` finds it.
+    """
+    from multiprocessing import resource_tracker as stdlib_tracker
+
+    from joblib.externals.loky.backend import resource_tracker as loky_tracker
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    for signum, handler in handlers.items():
+        if callable(handler):  # a Python handler (Ctrl-C's, the CLI's); SIG_DFL and SIG_IGN stay as they are
+            signal.signal(signum, lambda number, frame: arrived.append(number))
+    blocked = {signal.SIGINT, signal.SIGHUP}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        loky_tracker.ensure_running()
+        stdlib_tracker.ensure_running()
+        # Python 3.11's tracker launch ends with SIG_UNBLOCK of SIGINT instead of restoring the mask.
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for signum, handler in handlers.items():
+            if callable(handler):
+                signal.signal(signum, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])  # now its own handler runs: KeyboardInterrupt or Terminated
+
+
+def _worker_started() -> None:
+    """Run first in every worker process: Ctrl-C is for the parent, which stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # also for a worker started later, outside _workers_starting
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # a hang-up of the group ends it quietly
+
+
+def _quiet_loky_threads() -> None:
+    """From now on, an exception in loky's executor manager thread is not printed.
+
+    Shut down while it was still handing out the first tasks, that thread can
+    die of a KeyError (a race inside loky): its traceback on stderr would be
+    noise after an interruption that already says what happened. Exceptions in
+    any other thread are shown as before.
+    """
+    previous = threading.excepthook
+    if getattr(previous, "_quiets_loky", False):
+        return
+
+    def hook(args):
+        if args.thread is None or args.thread.name != "ExecutorManagerThread":
+            previous(args)
+
+    hook._quiets_loky = True
+    threading.excepthook = hook
+
+
+def _stop_workers(results) -> None:
+    """Kill this process's worker processes now, and wait (briefly) until they are gone.
+
+    joblib kills its loky workers itself when the exception reaches it while it
+    waits for ``results``; this covers the moments around that (while the tasks
+    are handed out, or when a worker died and the pool broke).
+    """
+    from joblib.externals.loky import get_reusable_executor
+
+    _quiet_loky_threads()
+    if results is not None:
+        with warnings.catch_warnings():  # joblib's "N tasks ... not used": abandoned on purpose
+            warnings.simplefilter("ignore")
+            results.close()  # joblib aborts the tasks and kills its workers
+    children = multiprocessing.active_children()  # loky's workers are multiprocessing processes
+    if not children:
+        return
+    get_reusable_executor(reuse=True).shutdown(wait=False, kill_workers=True)  # no new tasks, no respawn
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGKILL)  # mid-training: its finished epochs are in its checkpoint
+    for child in children:
+        child.join(timeout=5)
+
+
+def _train_in_worker(cache_dir: Path, config: TrainConfig) -> tuple[str, str]:
+    run = stages.train(stages.Workspace(cache_dir), config)
+    return run.key, run.status
+
+
+# -- Dask ------------------------------------------------------------------------------
+
+
+def _training_part(data):
+    """The prepared split without its test matrices (workers never look at the test set)."""
+    return dataclasses.replace(data, X_test=np.empty((data.X_test.shape[0], 0), data.X_test.dtype),
+                               Y_test=np.empty((data.Y_test.shape[0], 0), data.Y_test.dtype),
+                               y_test=np.empty(0, data.y_test.dtype))
+
+
+def _connect(scheduler: str):
+    """A dask.distributed Client for ``scheduler``; exit 2 without dask, exit 1 when unreachable."""
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise CifarError("the Dask backend needs dask.distributed, which is not installed", hint=DASK_HINT) from None
+    timeout = float(os.environ.get("CIFARCLI_DASK_TIMEOUT", "10"))
+    try:
+        return Client(scheduler, timeout=timeout, set_as_default=False)
+    except Exception as exc:  # OSError, TimeoutError, ValueError for a malformed address, ...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WorkFailed(f"cannot reach the Dask scheduler at {scheduler}: {reason}",
+                         hint="start one with dask-scheduler, or check the address") from None
+
+
+def _train_on_dask(ws: Workspace, data_artifact, configs: list[TrainConfig], scheduler: str) -> None:
+    """Train ``configs`` on the cluster at ``scheduler``; this process alone stores each result as it arrives."""
+    client = _connect(scheduler)
+    try:
+        _train_with_client(ws, client, data_artifact, configs, scheduler)
+    except (CifarError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the scheduler went away, a worker died, ...
+        raise WorkFailed(f"Dask training on {scheduler} failed: {type(exc).__name__}: {_first_line(exc)}",
+                         hint="finished points are kept; rerun to resume") from None
+    finally:
+        client.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _train_with_client(ws, client, data_artifact, configs: list, scheduler: str) -> None:
+    from dask.distributed import as_completed
+
+    try:
+        client.wait_for_workers(1, timeout=float(os.environ.get("CIFARCLI_DASK_TIMEOUT", "10")))
+    except Exception:
+        raise WorkFailed(f"the Dask scheduler at {scheduler} has no workers",
+                         hint="start some with: dask-worker " + scheduler) from None
+    prepared, futures = {}, {}
+    for config in configs:
+        group = (config.split, config.val_size, config.dtype)
+        if group not in prepared:  # each split prepared once here, sent once to every worker
+            data = stages.prepared(data_artifact, *group)
+            prepared[group] = (data, client.scatter(_training_part(data), broadcast=True))
+        future = client.submit(train_keeping_last_good, config, prepared[group][1], pure=False)
+        futures[future] = (config, prepared[group][0])
+    ws.log(f"training {len(configs)} points on the Dask cluster at {scheduler} ({len(client.nthreads())} workers)")
+    for done, future in enumerate(as_completed(list(futures), loop=client.loop), 1):
+        config, data = futures[future]
+        try:
+            result = future.result()
+        except CifarError:
+            raise
+        except Exception as exc:
+            raise WorkFailed(f"Dask training of λ={config.lam:g}, η={config.eta:g} failed on {scheduler}: "
+                             f"{type(exc).__name__}: {_first_line(exc)}",
+                             hint="finished points are kept; rerun to resume") from None
+        run = stages.store_trained(ws, config, data_artifact, data, result)
+        ws.log(f"[{done}/{len(configs)}] {run.key} λ={config.lam:g} η={config.eta:g}: "
+               + ("diverged" if result["diverged_at"] is not None
+                  else f"val acc {result['history']['val_acc'][-1]:.4f}"))

@@ -1,0 +1,92 @@
+"""What each stage's artifacts hold: payload, parameters and info, checkpoints, the workspace file.
+
+Checked on every load (``cache.Store`` with these schemas): a payload,
+checkpoint or meta.json that does not fit is "damaged" — reported, removed,
+recomputed — instead of a traceback further down. See ``cache.validate`` for
+the notation.
+"""
+
+from __future__ import annotations
+
+from cifarcli.cache import HEX64, NUMBER, Array, Check, DictOf, ListOf, OneOf, Opt, Schema
+from cifarcli.config import TrainConfig
+from cifarcli.errors import CifarError
+
+FLOATS = ("float32", "float64")
+LABELS = ("i", "u")  # any integer dtype
+PNG = Check(bytes, lambda data: data.startswith(b"\x89PNG\r\n\x1a\n"), "a PNG file")
+NAMES = ListOf(str, 10)
+# train.HISTORY_KEYS (a literal here so that opening the store does not import numpy)
+HISTORY_KEYS = ("epoch", "train_loss", "train_cost", "train_acc", "val_loss", "val_cost", "val_acc")
+HISTORY = {key: ListOf(int if key == "epoch" else NUMBER, "rows") for key in HISTORY_KEYS}
+MAYBE_NUMBER = OneOf((None, NUMBER))
+MAYBE_INT = OneOf((None, int))
+
+
+def _valid_train_params(params: dict) -> bool:
+    """A train meta's params rebuild a valid config whose key params are exactly these."""
+    try:
+        return TrainConfig(**params).validate().key_params() == params
+    except (TypeError, ValueError, CifarError):
+        return False
+
+
+DATASET_PAYLOAD = {
+    "train_x": Array(("uint8",), ("n", 3072)), "train_y": Array(LABELS, ("n",), within=(0, 9)),
+    "test_x": Array(("uint8",), ("m", 3072)), "test_y": Array(LABELS, ("m",), within=(0, 9)),
+    "label_names": NAMES, "batch_size": Check(int, lambda n: n >= 1, "at least 1"),
+}
+DATASET_INFO = {
+    "source": str, "format": str, "md5": str, "sha256": HEX64, "official": bool, "note": OneOf((None, str)),
+    "n_train": int, "n_test": int, "batch_size": int, "label_names": NAMES,
+    "per_class": {"train": ListOf(int, 10), "test": ListOf(int, 10)},
+}
+TRAIN_PAYLOAD = Check(
+    {"W": OneOf((None, Array(FLOATS, ("K", "d")))), "b": OneOf((None, Array(FLOATS, ("K", 1)))),
+     "mean": Array(FLOATS, ("d", 1)), "std": Array(FLOATS, ("d", 1)), "history": HISTORY,
+     "label_names": ListOf(str, "K"), "diverged_at": MAYBE_INT},
+    lambda p: (p["W"] is None) == (p["b"] is None) and (p["W"] is not None or p["diverged_at"] is not None),
+    "W and b both present, or both absent in a diverged run")
+TRAIN_INFO = {"config": dict, "split_sizes": DictOf(str, int), "timings": {"total_seconds": Opt(NUMBER)},
+              "diverged_at": MAYBE_INT, "final": DictOf(str, MAYBE_NUMBER)}
+CHECKPOINT = Check({"epoch": int, "W": Array(FLOATS, ("K", "d")), "b": Array(FLOATS, ("K", 1)), "history": HISTORY},
+                   lambda c: c["epoch"] >= 0 and len(c["history"]["epoch"]) == c["epoch"] + 1,
+                   "a checkpoint whose history has one row per epoch, epoch 0 included")
+_SPLIT_METRICS = {"loss": NUMBER, "cost": NUMBER, "accuracy": NUMBER, "n": int}
+_PROBABILITY_GROUP = {"n": int, "mean": MAYBE_NUMBER, "median": MAYBE_NUMBER, "counts": ListOf(int, "bins")}
+EVALUATE_PAYLOAD = {
+    "lam": NUMBER, "loss": Opt(str), "train": _SPLIT_METRICS, "val": _SPLIT_METRICS, "test": _SPLIT_METRICS,
+    "confusion_matrix": ListOf(ListOf(int, "K"), "K"), "per_class_accuracy": DictOf(str, NUMBER),
+    "probabilities": {"kind": str, "bins": ListOf(NUMBER), "threshold": NUMBER, "correct": _PROBABILITY_GROUP,
+                      "incorrect": _PROBABILITY_GROUP, "confident_mistakes": MAYBE_NUMBER},
+    "label_names": ListOf(str, "K"),
+}
+_ERRORS = {"max": NUMBER, "mean": NUMBER, "median": NUMBER, "share_below_tol": NUMBER, "n": int,
+           "corner": ListOf(ListOf(NUMBER))}
+GRADCHECK_PAYLOAD = {
+    "h": NUMBER, "eps": NUMBER, "loss": str, "n_images": int, "n_params": int, "max_error": NUMBER,
+    "results": ListOf({"lam": NUMBER, "W": _ERRORS, "b": _ERRORS, "seconds": NUMBER}),
+    "n_samples": int, "n_dims": int, "seed": int, "elapsed": NUMBER,
+}
+FIGURES = ("loss", "accuracy", "weights", "confusion", "probabilities")
+_REPORT_RUN = {"run_id": str, "label": str, "config": {"lam": NUMBER, "eta": NUMBER, "n_batch": int, "n_epochs": int},
+               "split_sizes": DictOf(str, int), "history": HISTORY, "diverged_at": MAYBE_INT,
+               "train_seconds": MAYBE_NUMBER, "metrics": OneOf((None, EVALUATE_PAYLOAD)), "figures": DictOf(str, str)}
+REPORT_PAYLOAD = {
+    "doc": {"title": str, "cifarcli_version": str, "dataset": dict, "preprocessing": dict, "initialisation": dict,
+            "gradcheck": {**GRADCHECK_PAYLOAD, "tol": NUMBER, "passed": bool}, "runs": ListOf(_REPORT_RUN),
+            "sweep": Opt(dict), "created": str},
+    "report.md": str, "report.html": str,
+}
+DATASET = Schema(DATASET_PAYLOAD, params={"sha256": HEX64}, info=DATASET_INFO)
+GRADCHECK = Schema(GRADCHECK_PAYLOAD, info={"max_error": NUMBER, "elapsed": NUMBER})
+TRAIN = Schema(TRAIN_PAYLOAD, params=Check(dict, _valid_train_params, "valid training settings"), info=TRAIN_INFO)
+EVALUATE = Schema(EVALUATE_PAYLOAD)
+PLOT = Schema({name: PNG for name in FIGURES})
+REPORT = Schema(REPORT_PAYLOAD)
+SWEEP = Schema({"heatmap": PNG}, info={"n_points": int})
+WORKSPACE_SCHEMA = {
+    "dataset": Opt({"key": Check(str, lambda k: len(k) == 16 and all(c in "0123456789abcdef" for c in k),
+                                 "a 16-digit key"), "source": str, "path": str}),
+    "checksums": Opt(DictOf(str, {"md5": str, "sha256": HEX64})),
+}

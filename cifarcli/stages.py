@@ -1,0 +1,572 @@
+"""The stages of the study: what each needs, its key, how it is produced, how its state reads.
+
+    fetch ──► dataset ──► gradcheck
+                     └──► train(config) ──► evaluate ──► plot ──► report(all configs)
+
+Each stage is declared once below (``Stage``: name, version, schema); its
+function here asks the artifact store for it and computes it when missing, so
+asking for a stage runs the missing stages upstream of it and reuses everything
+else. This module is the only user of ``cache.Store``. Nothing here prints
+(notices go to ``Workspace.log``, progress to ``Workspace.progress``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cifarcli import data, plots, schemas
+from cifarcli import train as training
+from cifarcli.cache import Artifact, DamagedArtifact, Schema, SchemaError, Store, artifact_key, disk_error, validate, \
+    write_atomic
+from cifarcli.config import GradcheckConfig, TrainConfig
+from cifarcli.errors import CifarError, OptionError, WorkFailed
+from cifarcli.evaluate import evaluate_model
+from cifarcli.gradcheck import check_gradients
+from cifarcli.model import init_parameters, one_hot
+from cifarcli.prepare import prepare, split_indices
+
+WORKSPACE_FILE = "workspace.json"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline: its folder in the cache, the version of its output, what its artifacts hold.
+
+    Bump a stage's version when its output for the same inputs changes.
+    """
+
+    name: str
+    version: int
+    schema: Schema
+
+    def key(self, params: dict, inputs: dict[str, str]) -> str:
+        """The artifact's address: a hash of the stage, its version, its parameters and its inputs' keys."""
+        return artifact_key(self.name, self.version, params, inputs)
+
+    def get_or_compute(self, ws: "Workspace", params: dict, inputs: dict[str, str],
+                       compute: Callable[[], tuple[Any, dict]], **options) -> Artifact:
+        return ws.store.get_or_compute(self.name, self.version, params, inputs, compute, **options)
+
+    def state(self, ws: "Workspace", key: str) -> tuple[str, str | None]:
+        """("cached" | "missing" | "damaged" | "stale", reason), without loading the payload."""
+        return ws.store.state(self.name, key)
+
+
+DATASET = Stage("dataset", 1, schemas.DATASET)
+GRADCHECK = Stage("gradcheck", 1, schemas.GRADCHECK)
+TRAIN = Stage("train", 1, schemas.TRAIN)
+# evaluate 2, plot 2, report 2: the true-class probability summary, its histogram figure and report sections.
+EVALUATE = Stage("evaluate", 2, schemas.EVALUATE)
+PLOT = Stage("plot", 2, schemas.PLOT)
+REPORT = Stage("report", 2, schemas.REPORT)
+SWEEP = Stage("sweep", 1, schemas.SWEEP)
+STAGES = {stage.name: stage for stage in (DATASET, GRADCHECK, TRAIN, EVALUATE, PLOT, REPORT, SWEEP)}
+
+
+def train_key(config: TrainConfig, data_key: str) -> str:
+    """The run ID of ``config`` on dataset ``data_key``."""
+    return TRAIN.key(config.key_params(), {"dataset": data_key})
+
+
+def gradcheck_key(config: GradcheckConfig, data_key: str) -> str:
+    return GRADCHECK.key(config.key_params(), {"dataset": data_key})
+
+
+def run_key(stage: Stage, run_id: str) -> str:
+    """The key of a stage made from one run alone (evaluate, plot)."""
+    return stage.key({}, {"train": run_id})
+
+
+class Progress:
+    """Progress sink; the CLI subclasses it with rich bars. All methods are optional no-ops."""
+
+    def download(self, done: int, total: int | None) -> None: ...
+
+    def run_started(self, run_id: str, n_epochs: int, n_batches: int, start_epoch: int) -> None: ...
+
+    def batch(self, epoch: int, index: int, n_batches: int) -> None: ...
+
+    def epoch(self, epoch: int, history: dict) -> None: ...
+
+    def run_finished(self, run_id: str) -> None: ...
+
+
+@dataclass
+class Workspace:
+    """Where artifacts and reports live, and where notices and progress go."""
+
+    cache_dir: Path = Path("cache")
+    reports_dir: Path = Path("reports")
+    log: Callable[[str], None] = lambda message: None
+    progress: Progress = field(default_factory=Progress)
+    jobs: int = 1
+
+    def __post_init__(self) -> None:
+        self.cache_dir, self.reports_dir = Path(self.cache_dir), Path(self.reports_dir)
+        self.store = Store(self.cache_dir, log=self.log, schemas={name: stage.schema for name, stage in STAGES.items()})
+        self._state_noticed = False
+
+    # The workspace file remembers the current dataset and the checksums of
+    # sources already seen, so a repeated fetch need not re-hash 170 MB.
+    # It is a convenience, never needed: a damaged one reads as empty (once noticed).
+    def read_state(self) -> dict:
+        path = self.cache_dir / WORKSPACE_FILE
+        try:
+            state = json.loads(path.read_text())
+            validate(state, schemas.WORKSPACE_SCHEMA, WORKSPACE_FILE)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, SchemaError) as damage:
+            if not self._state_noticed:
+                self._state_noticed = True
+                reason = damage if isinstance(damage, SchemaError) else "not readable JSON"
+                self.log(f"ignoring damaged {path} ({reason}); it is rewritten on the next import")
+            return {}
+        return state
+
+    def write_state(self, state: dict) -> None:
+        write_atomic(self.cache_dir / WORKSPACE_FILE, json.dumps(state, indent=2).encode())
+
+
+# -- dataset -----------------------------------------------------------------
+
+
+def fetch(ws: Workspace, source: str | None = None, fmt: str = "binary", md5: str | None = None,
+          sha256: str | None = None, force: bool = False) -> Artifact:
+    """Import CIFAR-10 from ``source`` (URL, archive or folder), a local copy, or the official site."""
+    if fmt not in data.OFFICIAL:
+        raise OptionError("format", f"unknown archive format {fmt!r}", hint="use binary or python")
+    if source is None and not force:
+        current = _current_dataset(ws)
+        if current is not None:
+            return current
+    if source is None:
+        local = data.find_local_copy()
+        if local is not None:
+            ws.log(f"using the copy found at {local}")
+        source = str(local) if local else data.OFFICIAL[fmt].url
+    if data.is_url(source):
+        path = _download(ws, source, fmt, md5, sha256)
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise CifarError(f"no such file or folder: {source}",
+                             hint="give a CIFAR-10 archive, an extracted cifar-10-batches-* folder, or a URL")
+        path = path.resolve()
+        data.check_source(path)  # a device, FIFO or huge file is refused before it is hashed
+    sums = _checksums(ws, path)
+    _check_pins(path, sums, md5, sha256)
+    official = next((a for a in data.OFFICIAL.values() if a.md5 == sums["md5"]), None)
+
+    def compute():
+        dataset, found_format = data.read_cifar10(path)
+        note = None if official else "not an official CIFAR-10 archive (checksum unknown); its structure is valid"
+        info = {"source": source if data.is_url(source) else str(path), "format": found_format, **sums,
+                "official": official is not None, "note": note,
+                "n_train": int(len(dataset.train_y)), "n_test": int(len(dataset.test_y)),
+                "batch_size": dataset.batch_size, "label_names": list(dataset.label_names),
+                "per_class": {"train": np.bincount(dataset.train_y, minlength=10).tolist(),
+                              "test": np.bincount(dataset.test_y, minlength=10).tolist()}}
+        payload = {"train_x": dataset.train_x, "train_y": dataset.train_y, "test_x": dataset.test_x,
+                   "test_y": dataset.test_y, "label_names": list(dataset.label_names),
+                   "batch_size": dataset.batch_size}
+        return payload, info
+
+    artifact = DATASET.get_or_compute(ws, {"sha256": sums["sha256"]}, {},
+                                       compute, force=force, mmap=True)
+    state = ws.read_state()
+    state["dataset"] = {"key": artifact.key, "source": source, "path": str(path)}
+    ws.write_state(state)
+    return artifact
+
+
+def _download(ws: Workspace, url: str, fmt: str, md5: str | None, sha256: str | None) -> Path:
+    official = data.OFFICIAL[fmt] if url == data.OFFICIAL[fmt].url else None
+    # The URL's hash in the name: the same file name from another server is another download.
+    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "cifar-10.tar.gz"
+    target = ws.store.downloads / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
+    if target.is_file():
+        return target
+    # One writer per .part: two fetches appending to the same file would interleave their bytes,
+    # and `cache gc` leaves a .part alone while its lock is held.
+    with ws.store.lock("downloads", target.name):
+        if target.is_file():  # another fetch finished it while we waited
+            return target
+        ws.log(f"downloading {url}")
+        return data.download(url, target, md5=md5 or (official.md5 if official else None), sha256=sha256,
+                             expected_size=official.size if official else None, on_progress=ws.progress.download)
+
+
+def _checksums(ws: Workspace, path: Path) -> dict:
+    """md5 and sha256 of a source, memoised on (path, size, mtime) in the workspace file."""
+    # A folder's own mtime does not change when a file in it is rewritten: fingerprint its files.
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    fingerprint = f"{path}:" + hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
+    state = ws.read_state()
+    memo = state.get("checksums", {})
+    if fingerprint not in memo:
+        md5, sha = data.checksums(path)
+        memo = {k: v for k, v in memo.items() if not k.startswith(f"{path}:")}
+        memo[fingerprint] = {"md5": md5, "sha256": sha}
+        state["checksums"] = memo
+        ws.write_state(state)
+    return memo[fingerprint]
+
+
+def _check_pins(path: Path, sums: dict, md5: str | None, sha256: str | None) -> None:
+    for name, pinned in (("md5", md5), ("sha256", sha256)):
+        if pinned and pinned.lower() != sums[name]:
+            raise CifarError(f"{path}: {name} is {sums[name]}, expected {pinned.lower()}",
+                             hint="check the file, or drop the --" + name + " pin")
+
+
+def _current_dataset_key(ws: Workspace) -> str | None:
+    """The key of the dataset the workspace last imported; without a (readable) workspace file,
+    the newest whole dataset artifact in the store, so a lost file never means a download."""
+    remembered = ws.read_state().get("dataset")
+    if remembered:
+        return remembered["key"]
+    found = [row for row in ws.store.ls("dataset") if "damaged" not in row]
+    return max(found, key=lambda row: row["created"])["key"] if found else None
+
+
+def _current_dataset(ws: Workspace) -> Artifact | None:
+    """The current dataset (re-imported from its recorded source when damaged), or None."""
+    key = _current_dataset_key(ws)
+    if key is None:
+        return None
+    try:
+        artifact = dataset_by_key(ws, key)
+    except CifarError as failure:
+        ws.log(failure.message)
+        return None
+    if not ws.read_state().get("dataset"):  # found in the store: remember it again (best effort)
+        ws.log(f"using the dataset {key} found in {ws.cache_dir}")
+        try:
+            ws.write_state({**ws.read_state(), "dataset": {"key": key, "source": artifact.meta["info"]["source"],
+                                                           "path": artifact.meta["info"]["source"]}})
+        except CifarError:  # a read-only cache still serves what it holds
+            pass
+    return artifact
+
+
+def dataset(ws: Workspace) -> Artifact:
+    """The current dataset; imports it first when there is none (from its last source, else by default)."""
+    return fetch(ws)
+
+
+def dataset_by_key(ws: Workspace, key: str) -> Artifact:
+    """The dataset artifact ``key``. A damaged or missing one is imported again from its recorded
+    source: the local file or folder, or for a URL the verified download kept in cache/downloads/."""
+    try:
+        found = ws.store.load("dataset", key, mmap=True)
+    except DamagedArtifact as damage:
+        ws.log(f"{damage.message}; importing it again")
+        found = None
+    if found is not None:
+        return found
+    source = _dataset_source(ws, key)
+    if source is None:
+        raise CifarError(f"dataset {key} is no longer in the cache and its source is gone",
+                         hint="run cifarcli fetch --source PATH again")
+    artifact = fetch(ws, source, force=True)
+    if artifact.key != key:
+        raise CifarError(f"dataset {key} is no longer in the cache, and {source} now holds other data",
+                         hint="run cifarcli fetch --source PATH with the original data")
+    return artifact
+
+
+def _dataset_source(ws: Workspace, key: str) -> str | None:
+    """Where dataset ``key`` was imported from, as its meta.json or the workspace file remember it."""
+    meta = ws.store.meta("dataset", key)
+    remembered = ws.read_state().get("dataset") or {}
+    candidates = [meta["info"]["source"]] if meta else []
+    if remembered.get("key") == key:
+        candidates += [remembered["path"], remembered["source"]]
+    # A URL is fetched again, which reuses its verified download when cache/downloads/ still has it.
+    return next((c for c in candidates if data.is_url(c) or Path(c).exists()), None)
+
+
+# -- training ----------------------------------------------------------------
+
+
+_last_prepared: dict = {}
+
+
+def forget_prepared() -> None:
+    """Drop the kept prepared split (benchmarks measure the preparation itself)."""
+    _last_prepared.clear()
+
+
+def prepared(data_artifact: Artifact, split: str = "seed", val_size: int = 1000, dtype: str = "float32"):
+    """The normalised splits of a dataset; the last one is kept, so a sweep or a report
+    that trains and evaluates many settings on one split normalises it once per process.
+    Nothing writes into these arrays."""
+    key = (data_artifact.key, split, val_size if split == "full" else None, dtype)
+    if key not in _last_prepared:
+        p = data_artifact.payload
+        _last_prepared.clear()  # one at a time: a full split in float64 is 1.5 GB
+        ready = prepare(p["train_x"], p["train_y"], p["test_x"], p["test_y"], p["label_names"],
+                        p["batch_size"], split, val_size, dtype)
+        for array in vars(ready).values():
+            if isinstance(array, np.ndarray):
+                array.flags.writeable = False  # shared by every later caller: enforce "nothing writes"
+        _last_prepared[key] = ready
+    return _last_prepared[key]
+
+
+def train(ws: Workspace, config, force: bool = False, data_artifact: Artifact | None = None) -> Artifact:
+    """The training run for ``config`` (on the current dataset unless ``data_artifact`` is given),
+    trained (or resumed from its checkpoint) when missing."""
+    config.validate()  # a bad option is reported before any dataset is looked for (or downloaded)
+    data_artifact = data_artifact or dataset(ws)
+    config.validate(n_train(data_artifact, config))
+    params = config.key_params()
+    key = train_key(config, data_artifact.key)
+
+    def compute():
+        split = prepared(data_artifact, config.split, config.val_size, config.dtype)
+        resume = None if force else load_checkpoint(ws, key, config, split.X_train.shape[0])
+        n_batches = -(-split.sizes["train"] // config.n_batch)
+        ws.progress.run_started(key, config.n_epochs, n_batches, resume.epoch if resume else 0)
+
+        def on_epoch(checkpoint):
+            # A plain dict, not the Checkpoint class: loading admits no class of ours.
+            ws.store.save_scratch("train", key, "checkpoint", {
+                "epoch": checkpoint.epoch, "W": checkpoint.W, "b": checkpoint.b, "history": checkpoint.history})
+            ws.progress.epoch(checkpoint.epoch, checkpoint.history)
+
+        result = training.train_keeping_last_good(config, split, resume=resume, on_epoch=on_epoch,
+                                                  on_batch=ws.progress.batch)
+        ws.progress.run_finished(key)
+        return run_payload(config, split, result)
+
+    artifact = TRAIN.get_or_compute(ws, params, {"dataset": data_artifact.key}, compute, force=force,
+                                    depends=[("dataset", data_artifact.key)])
+    ws.store.drop_scratch("train", key)
+    return artifact
+
+
+def load_checkpoint(ws: Workspace, key: str, config=None, d: int | None = None):
+    """The run's last checkpoint as a ``train.Checkpoint``, or None (with a notice) when there is
+    none or it is not one of this run: wrong form, wrong shapes, more epochs than the run has."""
+    saved = ws.store.load_scratch("train", key, "checkpoint", schema=schemas.CHECKPOINT)
+    if saved is None:
+        return None
+    K, width = saved["W"].shape
+    if (config is not None and saved["epoch"] > config.n_epochs) or (d is not None and (K, width) != (10, d)):
+        ws.log(f"ignoring the checkpoint of run {key}: epoch {saved['epoch']}, W {K} × {width} do not fit this run")
+        return None
+    return training.Checkpoint(saved["epoch"], saved["W"], saved["b"], saved["history"])
+
+
+def run_payload(config: TrainConfig, split, result: dict) -> tuple[dict, dict]:
+    """The train artifact's (payload, info) from ``train_keeping_last_good``'s result on the prepared
+    ``split``: the same whether trained here, in a worker process or on a Dask worker."""
+    # Canonical objects throughout: pickle records which objects are shared (down to dtype
+    # instances), so a resumed run's unpickled checkpoint would otherwise give other payload
+    # bytes for the same numbers, and "bit-identical" could not be checked on the checksum.
+    def canonical(array):
+        if array is None:
+            return None
+        fresh = np.empty(array.shape, dtype=np.dtype(array.dtype.name))  # the built-in dtype, not a copy of it
+        fresh[...] = array
+        return fresh
+
+    history, diverged_at = result["history"], result["diverged_at"]
+    payload = {"W": canonical(result["W"]), "b": canonical(result["b"]), "mean": canonical(split.mean),
+               "std": canonical(split.std), "history": json.loads(json.dumps(history)),
+               "label_names": list(split.label_names), "diverged_at": diverged_at}
+    info = {"config": config.key_params(), "split_sizes": split.sizes, "timings": result["timings"],
+            "diverged_at": diverged_at, "final": _final_row(history)}
+    return payload, info
+
+
+def store_trained(ws: Workspace, config: TrainConfig, data_artifact: Artifact, split, result: dict) -> Artifact:
+    """Store a run trained elsewhere (e.g. on a Dask worker) under the run ID ``train`` gives it.
+
+    ``result`` is ``train_keeping_last_good``'s; ``split`` is the prepared split
+    it was trained on. Only this process writes the cache.
+    """
+    return TRAIN.get_or_compute(ws, config.key_params(), {"dataset": data_artifact.key},
+                                lambda: run_payload(config, split, result), depends=[("dataset", data_artifact.key)])
+
+
+def _final_row(history: dict) -> dict:
+    """The last history row with a finite cost: a diverged run's last row holds NaN/inf, which JSON cannot."""
+    rows = [i for i, (a, b) in enumerate(zip(history["train_cost"], history["val_cost"]))
+            if math.isfinite(a) and math.isfinite(b)]
+    i = rows[-1] if rows else -1
+    return {k: v[i] if not isinstance(v[i], float) or math.isfinite(v[i]) else None for k, v in history.items()}
+
+
+def n_train(data_artifact: Artifact, config: TrainConfig) -> int:
+    """The size of the training split ``config`` takes from the dataset."""
+    p = data_artifact.payload
+    return len(split_indices(config.split, len(p["train_y"]), p["batch_size"], config.val_size)[0])
+
+
+def find_run(ws: Workspace, run_id: str) -> Artifact:
+    """The training run whose ID starts with ``run_id``."""
+    keys = ws.store.find("train", run_id.strip().lower()) if run_id.strip() else []
+    if not keys:
+        raise CifarError(f"no training run {run_id!r} in {ws.cache_dir}", hint="list runs with: cifarcli cache ls --stage train")
+    if len(keys) > 1:
+        raise CifarError(f"run ID {run_id!r} is ambiguous: {', '.join(keys[:5])}", hint="type more of the ID")
+    try:
+        found = ws.store.load("train", keys[0])
+    except DamagedArtifact as damage:
+        found = _train_again(ws, keys[0], damage)
+    if found is None:
+        raise CifarError(f"training run {keys[0]} is not readable", hint="run cifarcli cache verify")
+    return found
+
+
+def _train_again(ws: Workspace, key: str, damage: DamagedArtifact) -> Artifact:
+    """A damaged or stale run, trained again from the settings its (checked) meta.json records."""
+    meta = ws.store.meta("train", key)
+    if meta is None:  # no trustworthy settings: nothing to retrain from
+        raise CifarError(damage.message, hint="train it again with its options, or run cifarcli cache clear")
+    # train() reports the damage itself (one line) when it finds the artifact.
+    return train(ws, TrainConfig(**meta["params"]), data_artifact=dataset_by_key(ws, meta["inputs"]["dataset"]))
+
+
+def config_of(run: Artifact) -> TrainConfig:
+    return TrainConfig(**run.meta["params"])
+
+
+def require_converged(run: Artifact) -> None:
+    if run.payload["diverged_at"] is not None:
+        raise WorkFailed(f"run {run.key} diverged at epoch {run.payload['diverged_at']}: cost became NaN or inf",
+                         hint="train it with a smaller learning rate η")
+
+
+# -- gradcheck, evaluate, plot ------------------------------------------------
+
+
+def gradcheck(ws: Workspace, config: GradcheckConfig = GradcheckConfig(), force: bool = False) -> Artifact:
+    """Analytic against centred-difference gradients on the first training images."""
+    config.validate()
+    data_artifact = dataset(ws)
+
+    def compute():
+        split = prepared(data_artifact, dtype="float64")
+        if config.n_samples > split.sizes["train"]:
+            raise OptionError("n_samples", f"{config.n_samples} is more than the {split.sizes['train']} training images")
+        dims = split.X_train.shape[0] if config.n_dims is None else min(config.n_dims, split.X_train.shape[0])
+        X = np.ascontiguousarray(split.X_train[:dims, :config.n_samples], dtype=np.float64)
+        Y = one_hot(split.y_train[:config.n_samples], len(split.label_names)).astype(np.float64)
+        W, b = init_parameters(Y.shape[0], dims, np.random.default_rng(config.seed), dtype=np.float64)
+        result = check_gradients(X, Y, W, b, lams=tuple(float(lam) for lam in config.lams), h=config.h,
+                                 loss=config.loss)
+        elapsed = sum(entry["seconds"] for entry in result["results"])
+        result = {**result, "n_samples": config.n_samples, "n_dims": dims, "seed": config.seed, "elapsed": elapsed}
+        return result, {"max_error": result["max_error"], "elapsed": elapsed}
+
+    return GRADCHECK.get_or_compute(ws, config.key_params(), {"dataset": data_artifact.key}, compute, force=force,
+                                    depends=[("dataset", data_artifact.key)])
+
+
+def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
+    """Loss, cost, accuracy per split, per-class accuracy and the test confusion matrix of a run."""
+    require_converged(run)
+    config = config_of(run)
+    data_key = run.meta["inputs"]["dataset"]
+
+    def compute():
+        split = prepared(dataset_by_key(ws, data_key), config.split, config.val_size, config.dtype)
+        return evaluate_model(run.payload["W"], run.payload["b"], config.lam, split, loss=config.loss), {}
+
+    return EVALUATE.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
+                                   depends=[("train", run.key)])
+
+
+def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
+    """The run's figures as PNG files under ``reports/figures/<run-id>/``; drawn once, then copied from the cache."""
+    evaluated = evaluate(ws, run)
+    metrics = evaluated.payload
+    config = config_of(run)
+
+    def compute():
+        # Drawn inside the cache (a .tmp- folder of this key, which `cache gc` removes if we are
+        # killed), not in the system temp folder: nothing is ever written outside the cache.
+        stage_dir = ws.store.root / "plot"
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".tmp-{run_key(PLOT, run.key)}-draw-",
+                                         dir=stage_dir) as tmp:
+            folder = Path(tmp)
+            history, W, names = run.payload["history"], run.payload["W"], run.payload["label_names"]
+            plots.plot_loss(history, folder / "loss.png", title=run_label(config))
+            plots.plot_accuracy(history, folder / "accuracy.png", title=run_label(config))
+            plots.plot_weights(W, names, folder / "weights.png")
+            plots.plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png")
+            plots.plot_probabilities(metrics["probabilities"], folder / "probabilities.png",
+                                     title=f"True-class probability on the test set, λ={config.lam:g}, "
+                                           f"η={config.eta:g}, loss {config.loss}")
+            return {name: (folder / f"{name}.png").read_bytes() for name in schemas.FIGURES}, {}
+
+    artifact = PLOT.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
+                                   depends=[("train", run.key), ("evaluate", evaluated.key)])
+    return materialise(ws.reports_dir / "figures" / run.key, artifact.payload)
+
+
+def materialise(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:
+    """Write cached figure bytes to the reports folder unless an identical file is already there."""
+    paths = {name: folder / f"{name}.png" for name in files}
+    for name, path in paths.items():
+        write_if_changed(path, files[name])
+    return paths
+
+
+def run_label(config: TrainConfig) -> str:
+    # A BCE run says so: a softmax and a BCE run of the same λ, η are otherwise indistinguishable.
+    return f"λ={config.lam:g}, η={config.eta:g}" + (f", {config.loss.upper()}" if config.loss != "softmax" else "")
+
+
+def write_if_changed(path: Path, content: bytes) -> None:
+    try:
+        if not (path.is_file() and path.read_bytes() == content):
+            write_atomic(path, content)
+    except OSError as exc:
+        raise disk_error(exc, path) from None
+
+
+# -- status ------------------------------------------------------------------------
+
+
+def status(ws: Workspace, config) -> list[dict]:
+    """Each stage's key and state (cached, missing, damaged, stale, partial) for ``config``; computes nothing."""
+    config.validate()  # bad options are an error even before any dataset is imported
+    rows = []
+
+    def add(stage: str, key: str | None, state: tuple[str, str | None] = ("missing", None)) -> None:
+        rows.append({"stage": stage, "key": key, "state": state[0], "reason": state[1]})
+
+    data_key = _current_dataset_key(ws)
+    if data_key is None:
+        for stage in ("dataset", "gradcheck", "train", "evaluate", "plot"):
+            add(stage, None)
+        return rows
+    add("dataset", data_key, DATASET.state(ws, data_key))
+    check = gradcheck_key(GradcheckConfig(), data_key)
+    add("gradcheck", check, GRADCHECK.state(ws, check))
+    run_id = train_key(config, data_key)
+    train_state = TRAIN.state(ws, run_id)
+    if train_state[0] == "missing":
+        checkpoint = load_checkpoint(ws, run_id, config)
+        if checkpoint is not None:
+            train_state = ("partial", f"checkpoint at epoch {checkpoint.epoch} of {config.n_epochs}")
+    add("train", run_id, train_state)
+    for stage in (EVALUATE, PLOT):
+        key = run_key(stage, run_id)
+        add(stage.name, key, stage.state(ws, key))
+    return rows
