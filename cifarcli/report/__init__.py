@@ -1249,7 +1249,7 @@ def write_report(doc: Mapping[str, Any], reports_dir: str | Path) -> dict[str, P
 
     Returns ``{"md": <path of report.md>, "html": <path of report.html>}``.
     """
-    from .plots import atomic_write_bytes
+    from ..plots import atomic_write_bytes
 
     reports_dir = Path(reports_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
