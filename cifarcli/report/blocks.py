@@ -91,53 +91,66 @@ def _anchor(text: str) -> str:
     return a or "section"
 
 
+def _dataset_rows(ds: Mapping[str, Any]) -> list[list[Inline]]:
+    """Set-up table rows on the data: source, format, checksums, official or not, image counts."""
+    if not ds:
+        return []
+    rows: list[list[Inline]] = [["data source", str(ds.get("source", "—"))]]
+    if ds.get("format"):
+        rows.append(["format", str(ds["format"])])
+    for k, name in (("md5", "MD5"), ("sha256", "SHA-256")):
+        if ds.get(k):
+            rows.append([name, Span(str(ds[k]), code=True)])
+    official = ds.get("official")
+    if official is not None:
+        rows.append(["official archive", "yes" if official else "no"])
+    if ds.get("n_train_total") is not None:
+        rows.append(["training images available", str(ds["n_train_total"])])
+    if ds.get("n_test") is not None:
+        rows.append(["test images", str(ds["n_test"])])
+    return rows
+
+
+def _split_sizes(runs: Sequence[Mapping[str, Any]]) -> str | None:
+    """'train / val / test' image counts when every run used the same ones (and the split's name if shared)."""
+    sizes = {json.dumps(r.get("split_sizes"), sort_keys=True) for r in runs if r.get("split_sizes")}
+    splits = {str(r.get("config", {}).get("split")) for r in runs}
+    if len(sizes) != 1:
+        return None
+    s = json.loads(sizes.pop())
+    txt = " / ".join(str(s.get(k, "—")) for k in ("train", "val", "test"))
+    if len(splits) == 1 and splits != {"None"}:
+        txt += f" (split “{splits.pop()}”)"
+    return txt
+
+
+def _initialisation(init: Mapping[str, Any]) -> str:
+    bits = [str(init.get("distribution", ""))]
+    if init.get("std") is not None:
+        bits.append(f"std {fmt_num(init['std'])}")
+    if init.get("seed") is not None:
+        bits.append(f"seed {init['seed']}")
+    return ", ".join(b for b in bits if b)
+
+
 def _setup_blocks(doc: Mapping[str, Any]) -> list:
     ds = doc.get("dataset") or {}
     pre = doc.get("preprocessing") or {}
     init = doc.get("initialisation") or {}
-    rows: list[list[Inline]] = []
-
-    def row(k: str, v: Inline) -> None:
-        rows.append([k, v])
-
-    if ds:
-        row("data source", str(ds.get("source", "—")))
-        if ds.get("format"):
-            row("format", str(ds["format"]))
-        for k, name in (("md5", "MD5"), ("sha256", "SHA-256")):
-            if ds.get(k):
-                row(name, Span(str(ds[k]), code=True))
-        official = ds.get("official")
-        if official is not None:
-            row("official archive", "yes" if official else "no")
-        if ds.get("n_train_total") is not None:
-            row("training images available", str(ds["n_train_total"]))
-        if ds.get("n_test") is not None:
-            row("test images", str(ds["n_test"]))
-    sizes = {json.dumps(r.get("split_sizes"), sort_keys=True) for r in doc.get("runs", [])
-             if r.get("split_sizes")}
-    splits = {str(r.get("config", {}).get("split")) for r in doc.get("runs", [])}
-    if len(sizes) == 1:
-        s = json.loads(sizes.pop())
-        txt = " / ".join(str(s.get(k, "—")) for k in ("train", "val", "test"))
-        if len(splits) == 1 and splits != {"None"}:
-            txt += f" (split “{splits.pop()}”)"
-        row("train / validation / test", txt)
+    rows = _dataset_rows(ds)
+    sizes = _split_sizes(doc.get("runs", []))
+    if sizes is not None:
+        rows.append(["train / validation / test", sizes])
     if pre.get("scale"):
-        row("scaling", str(pre["scale"]))
+        rows.append(["scaling", str(pre["scale"])])
     if pre.get("normalisation"):
-        row("normalisation", str(pre["normalisation"]))
+        rows.append(["normalisation", str(pre["normalisation"])])
     if init:
-        bits = [str(init.get("distribution", ""))]
-        if init.get("std") is not None:
-            bits.append(f"std {fmt_num(init['std'])}")
-        if init.get("seed") is not None:
-            bits.append(f"seed {init['seed']}")
-        row("initialisation of W and b", ", ".join(b for b in bits if b))
+        rows.append(["initialisation of W and b", _initialisation(init)])
     if doc.get("cifarcli_version"):
-        row("cifarcli version", str(doc["cifarcli_version"]))
+        rows.append(["cifarcli version", str(doc["cifarcli_version"])])
     if doc.get("created"):
-        row("created", str(doc["created"]))
+        rows.append(["created", str(doc["created"])])
     blocks: list = [Heading(2, "Set-up", "setup")]
     if rows:
         blocks.append(Table(["item", "value"], rows, align="ll"))

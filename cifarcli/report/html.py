@@ -105,62 +105,79 @@ def _data_uri(figure_dir: Path, rel: str) -> str | None:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
+def _html_para(b: Para) -> str:
+    cls = {"warn": "callout warn", "fail": "callout fail", "pass": "callout pass",
+           "note": "callout", "meta": "meta"}.get(b.kind, "")
+    attr = f' class="{cls}"' if cls else ""
+    lead = "<strong>Warning:</strong> " if b.kind == "warn" else ""
+    return f"<p{attr}>{lead}{_html_inline(b.content)}</p>"
+
+
+def _html_table(b: Table) -> str:
+    align = b.align or "l" + "r" * (len(b.header) - 1)
+    out = ['<div class="table-wrap"><table>']
+    if b.caption:
+        out.append(f"<caption>{_h(b.caption)}</caption>")
+    out.append("<thead><tr>" + "".join(f'<th class="{a}" scope="col">{_html_inline(h)}</th>'
+                                      for h, a in zip(b.header, align)) + "</tr></thead>")
+    out.append("<tbody>")
+    for i, r in enumerate(b.rows):
+        cls = ' class="hl"' if i in b.highlight else ""
+        out.append(f"<tr{cls}>" + "".join(f'<td class="{a}">{_html_inline(c)}</td>'
+                                          for c, a in zip(r, align)) + "</tr>")
+    out.append("</tbody></table></div>")
+    return "\n".join(out)
+
+
+def _html_figures(b: FigureRow, figure_dir: Path) -> str:
+    items = []
+    for f in b.figures:
+        uri = _data_uri(figure_dir, f.path)
+        if uri is None:
+            items.append(f'<figure><p class="missing">Figure not available: {_h(f.path)}</p>'
+                         f"<figcaption>{_h(f.caption)}</figcaption></figure>")
+        else:
+            items.append(f'<figure><img src="{uri}" alt="{_h(f.alt)}">'
+                         f"<figcaption>{_h(f.caption)}</figcaption></figure>")
+    cls = "figrow" + (" wide" if b.wide else "") + (" single" if len(items) == 1 else "")
+    return f'<div class="{cls}">' + "\n".join(items) + "</div>"
+
+
+def _html_contents(b: Contents) -> str:
+    """The table of contents; the run entries (anchors ``run-*``) nest under the entry before them."""
+    lis = []
+    for anchor, text in b.entries:
+        sub = anchor.startswith("run-")
+        lis.append((sub, f'<li><a href="#{_h(anchor)}">{_h(text)}</a></li>'))
+    out, in_sub = ["<nav class=\"toc\" aria-label=\"Contents\"><strong>Contents</strong><ol>"], False
+    for sub, li in lis:
+        if sub and not in_sub:
+            out[-1] = out[-1].removesuffix("</li>")
+            out.append("<ol>")
+            in_sub = True
+        elif not sub and in_sub:
+            out.append("</ol></li>")
+            in_sub = False
+        out.append(li)
+    if in_sub:
+        out.append("</ol></li>")
+    out.append("</ol></nav>")
+    return "\n".join(out)
+
+
 def _html_block(b, figure_dir: Path) -> str:
     if isinstance(b, Heading):
         return f'<h{b.level} id="{_h(b.anchor)}">{_h(b.text)}</h{b.level}>'
     if isinstance(b, Para):
-        cls = {"warn": "callout warn", "fail": "callout fail", "pass": "callout pass",
-               "note": "callout", "meta": "meta"}.get(b.kind, "")
-        attr = f' class="{cls}"' if cls else ""
-        lead = "<strong>Warning:</strong> " if b.kind == "warn" else ""
-        return f"<p{attr}>{lead}{_html_inline(b.content)}</p>"
+        return _html_para(b)
     if isinstance(b, Bullets):
         return "<ul>\n" + "\n".join(f"<li>{_html_inline(i)}</li>" for i in b.items) + "\n</ul>"
     if isinstance(b, Table):
-        align = b.align or "l" + "r" * (len(b.header) - 1)
-        out = ['<div class="table-wrap"><table>']
-        if b.caption:
-            out.append(f"<caption>{_h(b.caption)}</caption>")
-        out.append("<thead><tr>" + "".join(f'<th class="{a}" scope="col">{_html_inline(h)}</th>'
-                                          for h, a in zip(b.header, align)) + "</tr></thead>")
-        out.append("<tbody>")
-        for i, r in enumerate(b.rows):
-            cls = ' class="hl"' if i in b.highlight else ""
-            out.append(f"<tr{cls}>" + "".join(f'<td class="{a}">{_html_inline(c)}</td>'
-                                              for c, a in zip(r, align)) + "</tr>")
-        out.append("</tbody></table></div>")
-        return "\n".join(out)
+        return _html_table(b)
     if isinstance(b, FigureRow):
-        items = []
-        for f in b.figures:
-            uri = _data_uri(figure_dir, f.path)
-            if uri is None:
-                items.append(f'<figure><p class="missing">Figure not available: {_h(f.path)}</p>'
-                             f"<figcaption>{_h(f.caption)}</figcaption></figure>")
-            else:
-                items.append(f'<figure><img src="{uri}" alt="{_h(f.alt)}">'
-                             f"<figcaption>{_h(f.caption)}</figcaption></figure>")
-        cls = "figrow" + (" wide" if b.wide else "") + (" single" if len(items) == 1 else "")
-        return f'<div class="{cls}">' + "\n".join(items) + "</div>"
+        return _html_figures(b, figure_dir)
     if isinstance(b, Contents):
-        lis = []
-        for anchor, text in b.entries:
-            sub = anchor.startswith("run-")
-            lis.append((sub, f'<li><a href="#{_h(anchor)}">{_h(text)}</a></li>'))
-        out, in_sub = ["<nav class=\"toc\" aria-label=\"Contents\"><strong>Contents</strong><ol>"], False
-        for sub, li in lis:
-            if sub and not in_sub:
-                out[-1] = out[-1].removesuffix("</li>")
-                out.append("<ol>")
-                in_sub = True
-            elif not sub and in_sub:
-                out.append("</ol></li>")
-                in_sub = False
-            out.append(li)
-        if in_sub:
-            out.append("</ol></li>")
-        out.append("</ol></nav>")
-        return "\n".join(out)
+        return _html_contents(b)
     raise TypeError(f"unknown block {b!r}")
 
 
