@@ -1,4 +1,4 @@
-"""report.py: analysis sentences from numbers, Markdown and self-contained HTML."""
+"""cifarcli.report: analysis sentences from numbers, Markdown and self-contained HTML."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from cifarcli import plots, report
+from cifarcli.report.markdown import md_text
 
 LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer",
                "dog", "frog", "horse", "ship", "truck"]
@@ -455,7 +456,7 @@ def test_analysis_appears_in_both_renderings(written):
     for _, sentences in report.analysis(doc):
         for sentence in sentences:
             assert sentence in text
-            assert report._md_text(sentence) in md
+            assert md_text(sentence) in md
 
 
 def test_formatting_helpers():

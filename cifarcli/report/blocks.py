@@ -1,0 +1,465 @@
+"""Layer 3 of the report: the document turned into a neutral list of blocks.
+
+``build_blocks(doc)`` returns headings, paragraphs, bullet lists, tables,
+figures and a table of contents, in reading order. Both renderers
+(``markdown.py``, ``html.py``) read only these blocks, never the document, so
+the two reports always say the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from .analysis import (STABILITY_RULE, accuracy_of, analysis, best_runs, epochs_of, gradcheck_passed,
+                       loss_of, loss_pairs, loss_sentences, metrics_of, probability_stats, run_name)
+from .format import (PARAM_WORDS, describe_setting, finite, fmt_acc, fmt_err, fmt_loss, fmt_num,
+                     fmt_seconds, fmt_share, join_names)
+
+SPLITS = (("train", "train"), ("val", "validation"), ("test", "test"))
+FIGURE_CAPTIONS = {
+    "loss": "Loss and cost per epoch (train and validation).",
+    "accuracy": "Accuracy per epoch (train and validation).",
+    "weights": "Learnt weights W, one 32×32 image per class, each scaled to its own range.",
+    "confusion": "Confusion matrix on the test set (rows: true class, columns: predicted).",
+    "probabilities": "Probability the model gives the true class of each test image, correctly vs "
+                     "incorrectly classified images, each as a share of its group.",
+}
+
+
+@dataclass(frozen=True)
+class Span:
+    text: str
+    bold: bool = False
+    code: bool = False
+
+
+Inline = Union[str, Span, Sequence[Union[str, Span]]]
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+    anchor: str
+
+
+@dataclass
+class Para:
+    content: Inline
+    kind: str = ""          # '', 'note', 'warn', 'pass', 'fail', 'meta'
+
+
+@dataclass
+class Bullets:
+    items: list[Inline]
+
+
+@dataclass
+class Table:
+    header: list[Inline]
+    rows: list[list[Inline]]
+    align: str = ""          # one 'l' or 'r' per column; default: first l, rest r
+    caption: str = ""
+    highlight: set[int] = field(default_factory=set)   # row indices to emphasise
+
+
+@dataclass
+class Figure:
+    path: str                # relative to the reports folder
+    alt: str
+    caption: str
+
+
+@dataclass
+class FigureRow:
+    figures: list[Figure]
+    wide: bool = False       # HTML: use the full column width (weights grid)
+    side_by_side: bool = False   # Markdown: one table row of images instead of one image after another
+
+
+@dataclass
+class Contents:
+    entries: list[tuple[str, str]]   # (anchor, text); HTML only
+
+
+def _anchor(text: str) -> str:
+    a = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return a or "section"
+
+
+def _dataset_rows(ds: Mapping[str, Any]) -> list[list[Inline]]:
+    """Set-up table rows on the data: source, format, checksums, official or not, image counts."""
+    if not ds:
+        return []
+    rows: list[list[Inline]] = [["data source", str(ds.get("source", "—"))]]
+    if ds.get("format"):
+        rows.append(["format", str(ds["format"])])
+    for k, name in (("md5", "MD5"), ("sha256", "SHA-256")):
+        if ds.get(k):
+            rows.append([name, Span(str(ds[k]), code=True)])
+    official = ds.get("official")
+    if official is not None:
+        rows.append(["official archive", "yes" if official else "no"])
+    if ds.get("n_train_total") is not None:
+        rows.append(["training images available", str(ds["n_train_total"])])
+    if ds.get("n_test") is not None:
+        rows.append(["test images", str(ds["n_test"])])
+    return rows
+
+
+def _split_sizes(runs: Sequence[Mapping[str, Any]]) -> str | None:
+    """'train / val / test' image counts when every run used the same ones (and the split's name if shared)."""
+    sizes = {json.dumps(r.get("split_sizes"), sort_keys=True) for r in runs if r.get("split_sizes")}
+    splits = {str(r.get("config", {}).get("split")) for r in runs}
+    if len(sizes) != 1:
+        return None
+    s = json.loads(sizes.pop())
+    txt = " / ".join(str(s.get(k, "—")) for k in ("train", "val", "test"))
+    if len(splits) == 1 and splits != {"None"}:
+        txt += f" (split “{splits.pop()}”)"
+    return txt
+
+
+def _initialisation(init: Mapping[str, Any]) -> str:
+    bits = [str(init.get("distribution", ""))]
+    if init.get("std") is not None:
+        bits.append(f"std {fmt_num(init['std'])}")
+    if init.get("seed") is not None:
+        bits.append(f"seed {init['seed']}")
+    return ", ".join(b for b in bits if b)
+
+
+def _setup_blocks(doc: Mapping[str, Any]) -> list:
+    ds = doc.get("dataset") or {}
+    pre = doc.get("preprocessing") or {}
+    init = doc.get("initialisation") or {}
+    rows = _dataset_rows(ds)
+    sizes = _split_sizes(doc.get("runs", []))
+    if sizes is not None:
+        rows.append(["train / validation / test", sizes])
+    if pre.get("scale"):
+        rows.append(["scaling", str(pre["scale"])])
+    if pre.get("normalisation"):
+        rows.append(["normalisation", str(pre["normalisation"])])
+    if init:
+        rows.append(["initialisation of W and b", _initialisation(init)])
+    if doc.get("cifarcli_version"):
+        rows.append(["cifarcli version", str(doc["cifarcli_version"])])
+    if doc.get("created"):
+        rows.append(["created", str(doc["created"])])
+    blocks: list = [Heading(2, "Set-up", "setup")]
+    if rows:
+        blocks.append(Table(["item", "value"], rows, align="ll"))
+    if ds.get("official") is False or ds.get("note"):
+        note = ds.get("note") or "not the official archive"
+        blocks.append(Para(f"Data: {note}.", "warn" if ds.get("official") is False else "note"))
+    return blocks
+
+
+def _gradcheck_blocks(gc: Mapping[str, Any] | None) -> list:
+    blocks: list = [Heading(2, "Gradient check", "gradcheck")]
+    if not gc:
+        blocks.append(Para("The gradient check is not part of this report."))
+        return blocks
+    tol = gc.get("tol")
+    ok = gradcheck_passed(gc)
+    desc = ["Relative error |g_a − g_n| / max(eps, |g_a| + |g_n|) between the analytic and a "
+            "centred-difference numerical gradient"]
+    if gc.get("n_samples") is not None:
+        desc.append(f", on {gc['n_samples']} examples")
+    if gc.get("n_dims") is not None:
+        desc.append(f" and {gc['n_dims']} input dimensions")
+    if gc.get("h") is not None:
+        desc.append(f", step h = {fmt_err(gc['h'])}")
+    if gc.get("elapsed") is not None:
+        desc.append(f" ({fmt_seconds(gc['elapsed'])})")
+    blocks.append(Para("".join(desc) + "."))
+    rows, bad = [], set()
+    for res in gc.get("results", []):
+        for p in ("W", "b"):
+            st = res.get(p)
+            if not st:
+                continue
+            passed = tol is not None and finite(st.get("max")) and float(st["max"]) <= float(tol)
+            if not passed:
+                bad.add(len(rows))
+            rows.append([fmt_num(res.get("lam")), Span(p, code=True), fmt_err(st.get("max")),
+                         fmt_err(st.get("mean")), fmt_err(st.get("median")),
+                         fmt_share(st.get("share_below_tol")),
+                         Span("PASS" if passed else "FAIL", bold=True)])
+    if rows:
+        blocks.append(Table(["λ", "parameter", "max", "mean", "median", f"share < {fmt_err(tol)}", "result"],
+                            rows, align="llrrrrl", highlight=bad))
+    blocks.append(Para([Span(f"{'PASS' if ok else 'FAIL'}", bold=True),
+                        f": every maximum relative error {'is' if ok else 'is not'} within the "
+                        f"tolerance {fmt_err(tol)}."], "pass" if ok else "fail"))
+    for res in gc.get("results", []):
+        corner = (res.get("W") or {}).get("corner")
+        if not corner:
+            continue
+        n = len(corner[0]) if corner else 0
+        blocks.append(Table([""] + [f"j={j}" for j in range(n)],
+                            [[f"k={i}"] + [fmt_err(v) for v in r] for i, r in enumerate(corner)],
+                            caption=f"Relative error of W, top-left {len(corner)}×{n} corner "
+                                    f"(λ={fmt_num(res.get('lam'))}); k = class, j = input dimension."))
+    return blocks
+
+
+def _run_anchor(run: Mapping[str, Any], i: int) -> str:
+    rid = str(run.get("run_id") or i)
+    return "run-" + _anchor(rid)
+
+
+def _run_blocks(run: Mapping[str, Any], i: int) -> list:
+    c = run.get("config", {})
+    blocks: list = [Heading(3, f"Run {i + 1}: {run_name(run)}", _run_anchor(run, i))]
+    settings = ", ".join(f"{PARAM_WORDS.get(k, k)}={fmt_num(v)}" for k, v in c.items())
+    meta: list[Union[str, Span]] = ["Run ID ", Span(str(run.get("run_id", "—")), code=True),
+                                    f". Settings: {settings}."]
+    if run.get("train_seconds") is not None:
+        meta.append(f" Training took {fmt_seconds(run['train_seconds'])}.")
+    blocks.append(Para(meta))
+    m = metrics_of(run)
+    if run.get("diverged_at") is not None:
+        blocks += _diverged_blocks(run)
+    if m or run.get("diverged_at") is None:
+        sizes = run.get("split_sizes") or {}
+        rows = []
+        for key, name in SPLITS:
+            s = m.get(key) or {}
+            rows.append([name, str(sizes.get(key, "—")), fmt_loss(s.get("loss")),
+                         fmt_loss(s.get("cost")), fmt_acc(s.get("accuracy"))])
+        blocks.append(Table(["split", "images", "loss", "cost", "accuracy"], rows))
+    figs = run.get("figures") or {}
+    for k in ("loss", "accuracy", "weights", "confusion", "probabilities"):
+        if figs.get(k):
+            what = f"{k} curves" if k in ("loss", "accuracy") else k
+            caption = _probability_caption(run) if k == "probabilities" else FIGURE_CAPTIONS[k]
+            blocks.append(FigureRow([Figure(figs[k], f"{what}, {run_name(run)}", caption)],
+                                    wide=(k == "weights")))
+    return blocks
+
+
+def _diverged_blocks(run: Mapping[str, Any]) -> list:
+    """A diverged run: when it diverged, and its history up to then (it has no metrics and no figures)."""
+    epoch = run["diverged_at"]
+    what = ("the metrics below are those of the last finite weights" if metrics_of(run)
+            else "the run was not evaluated and has no figures")
+    blocks: list = [Para(f"Training diverged at epoch {epoch}: the cost became NaN or infinite and training "
+                         f"was stopped; {what}. Its history up to epoch {epoch} is below; a smaller η "
+                         "avoids the divergence.", "warn")]
+    h = run.get("history") or {}
+    columns = [("train_cost", "train cost"), ("val_cost", "val. cost"), ("train_acc", "train acc."),
+               ("val_acc", "val. acc.")]
+    rows = []
+    for i, e in enumerate(epochs_of(run)):
+        if epoch is not None and finite(e) and float(e) > float(epoch):
+            break
+        rows.append([fmt_num(e)] + [_fmt_history(h.get(key), i) for key, _ in columns])
+    if rows:
+        blocks.append(Table(["epoch"] + [name for _, name in columns], rows, align="rrrrr",
+                            caption="History of the diverged run (epoch 0: the initial weights)."))
+    return blocks
+
+
+def _fmt_history(values: Any, i: int) -> str:
+    """One history value: 4 decimals, 'NaN' / 'inf' where it blew up, '—' where there is none."""
+    if not isinstance(values, (list, tuple)) or i >= len(values) or values[i] is None:
+        return "—"
+    try:
+        return fmt_acc(float(values[i]))  # nan -> 'nan', inf -> 'inf': said as they are
+    except (TypeError, ValueError):
+        return "—"
+
+
+def _probability_caption(run: Mapping[str, Any]) -> str:
+    """The histogram's caption with the run's own numbers (kind of probability, the two means)."""
+    kind = ("per-class sigmoid σ(s_y) of a BCE run; the ten do not sum to 1" if loss_of(run) == "bce"
+            else "softmax")
+    text = FIGURE_CAPTIONS["probabilities"].rstrip(".") + f" ({kind})."
+    st = probability_stats(run)
+    if st["correct"] is not None or st["incorrect"] is not None:
+        text += (f" Mean {fmt_acc(st['correct'])} on correctly and {fmt_acc(st['incorrect'])} on "
+                 "incorrectly classified images")
+        if st["confident"] is not None:
+            text += f"; {fmt_share(st['confident'])} of the mistakes have p < {st['threshold'] or 0.1:g}"
+        text += "."
+    return text
+
+
+def _loss_comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
+    """Softmax vs BCE: a table, the histograms side by side, sentences from the numbers; [] with one loss."""
+    pairs = loss_pairs(runs)
+    if not pairs:
+        return []
+    blocks: list = [Heading(3, "Softmax vs binary cross-entropy", "comparison-losses")]
+    rows = []
+    t = 0.1
+    for soft, bce, _ in pairs:
+        for r in (soft, bce):
+            st = probability_stats(r)
+            t = st["threshold"] if st["threshold"] is not None else t
+            rows.append([run_name(r), loss_of(r), fmt_acc(accuracy_of(r, "test")), fmt_acc(st["correct"]),
+                         fmt_acc(st["incorrect"]), fmt_share(st["confident"]),
+                         Span(str(r.get("run_id", "—")), code=True)])
+    blocks.append(Table(["run", "loss", "test acc.", "mean p(true), correct", "mean p(true), misclassified",
+                         f"confident mistakes (p(true) < {t:g})", "run ID"], rows, align="llrrrrl",
+                        caption="Probability given to the true class on the test set. Softmax probabilities "
+                                "sum to 1 over the classes; BCE's are one sigmoid per class and do not. "
+                                "Confident mistakes: share of the misclassified images."))
+    for soft, bce, same in pairs:
+        figs = [(r, (r.get("figures") or {}).get("probabilities")) for r in (soft, bce)]
+        if all(path for _, path in figs):
+            blocks.append(FigureRow([Figure(path, f"true-class probability, {run_name(r)}, loss {loss_of(r)}",
+                                            f"{loss_of(r)}: {run_name(r)}") for r, path in figs],
+                                    side_by_side=True))
+        blocks.append(Bullets(list(loss_sentences(soft, bce, same))))
+    return blocks
+
+
+def _comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
+    blocks: list = [Heading(2, "Comparison of runs", "comparison")]
+    if not runs:
+        blocks.append(Para("No run is part of this report."))
+        return blocks
+    best = set(best_runs(runs, "test")) if len(runs) > 1 else set()
+    rows = []
+    for i, r in enumerate(runs):
+        c = r.get("config", {})
+        test = "diverged" if r.get("diverged_at") is not None else fmt_acc(accuracy_of(r, "test"))
+        rows.append([run_name(r), fmt_num(c.get("lam")), fmt_num(c.get("eta")), fmt_num(c.get("n_batch")),
+                     fmt_num(c.get("n_epochs")), fmt_acc(accuracy_of(r, "train")), fmt_acc(accuracy_of(r, "val")),
+                     Span(f"{test} ★", bold=True) if i in best else test,
+                     Span(str(r.get("run_id", "—")), code=True)])
+    blocks.append(Table(["run", "λ", "η", "n_batch", "epochs", "train acc.", "val. acc.",
+                         "test acc.", "run ID"], rows, align="lrrrrrrrl", highlight=best))
+    if len(runs) > 1:
+        blocks.append(Para("★ marks the highest test accuracy. It is reported for comparison with "
+                           "the study only: a model for deployment is chosen on validation accuracy, "
+                           "with the test set kept unseen.", "note"))
+    evaluated = [r for r in runs if metrics_of(r).get("per_class_accuracy")]  # not the diverged ones
+    pcs = [metrics_of(r)["per_class_accuracy"] for r in evaluated]
+    classes = list(dict.fromkeys(k for p in pcs for k in p))
+    if classes:
+        prow = [[cls] + [fmt_acc(p.get(cls)) for p in pcs] for cls in classes]
+        blocks.append(Table(["class"] + [run_name(r) for r in evaluated], prow,
+                            caption="Accuracy per class on the test set."))
+    return blocks + _loss_comparison_blocks(runs)
+
+
+def _sweep_blocks(sweep: Mapping[str, Any]) -> list:
+    """The sweep: what was varied, the heat-map, the points by validation accuracy, the chosen run in full.
+
+    ``sweep`` holds ``grid`` (lam, eta, n_batch, n_epochs lists), ``fixed``,
+    ``points`` (sorted, best first; each with lam, eta, n_batch, n_epochs,
+    train_acc, val_acc, train_cost, diverged_at, run_id), ``best_run_id``,
+    ``best`` (a run entry as in ``runs``), ``heatmap`` (path relative to the
+    reports folder) and ``title`` (the heat-map's).
+    """
+    blocks: list = [Heading(2, "Hyper-parameter sweep", "sweep")]
+    grid, points = sweep.get("grid") or {}, list(sweep.get("points") or [])
+    axes = [f"{PARAM_WORDS.get(k, k)} ∈ {{{', '.join(fmt_num(v) for v in grid[k])}}}"
+            for k in ("lam", "eta", "n_batch", "n_epochs") if grid.get(k)]
+    fixed = sweep.get("fixed") or {}
+    text = f"{len(points)} settings: " + "; ".join(axes)
+    if fixed:
+        text += "; fixed: " + describe_setting(fixed)
+    text += (". Each point is an ordinary training run (run ID in the table). The setting is chosen on "
+             "validation accuracy; only the chosen one is evaluated on the test set.")
+    blocks.append(Para(text))
+    if sweep.get("heatmap"):
+        blocks.append(FigureRow([Figure(sweep["heatmap"], "validation accuracy heat-map over λ and η",
+                                        f"{sweep.get('title') or 'Validation accuracy over λ × η'}; "
+                                        "grey cells diverged, the chosen setting is outlined.")]))
+    rows, best_row = [], set()
+    for i, p in enumerate(points):
+        diverged = p.get("diverged_at") is not None
+        if p.get("run_id") == sweep.get("best_run_id"):
+            best_row.add(i)
+        val = "diverged" if diverged else fmt_acc(p.get("val_acc"))
+        rows.append([fmt_num(p.get("lam")), fmt_num(p.get("eta")), fmt_num(p.get("n_batch")),
+                     fmt_num(p.get("n_epochs")), "—" if diverged else fmt_acc(p.get("train_acc")),
+                     Span(f"{val} ★", bold=True) if i in best_row else val,
+                     "—" if diverged else fmt_loss(p.get("train_cost")),
+                     Span(str(p.get("run_id", "—")), code=True)])
+    if rows:
+        blocks.append(Table(["λ", "η", "n_batch", "epochs", "train acc.", "val. acc.", "final cost", "run ID"],
+                            rows, align="rrrrrrrl", highlight=best_row,
+                            caption="Sweep points by validation accuracy (★: chosen); final cost on the "
+                                    "training split."))
+    best = sweep.get("best")
+    if not best:
+        blocks.append(Para("Every point diverged: no setting was chosen.", "warn"))
+        return blocks
+    blocks.append(Para(f"Chosen on validation accuracy: {run_name(best)} (validation accuracy "
+                       f"{fmt_acc(accuracy_of(best, 'val'))}); its test accuracy is {fmt_acc(accuracy_of(best, 'test'))}.",
+                       "note"))
+    section = _run_blocks(best, 0)
+    section[0] = Heading(3, f"Chosen setting: {run_name(best)}", "sweep-best")
+    return blocks + section
+
+
+def _analysis_blocks(doc: Mapping[str, Any]) -> list:
+    blocks: list = [Heading(2, "Analysis", "analysis")]
+    groups = analysis(doc)
+    for title, sentences in groups:
+        blocks.append(Heading(3, title, "analysis-" + _anchor(title)))
+        blocks.append(Bullets(list(sentences)))
+        if title == "Stability":
+            blocks.append(Para(STABILITY_RULE, "note"))
+    return blocks
+
+
+def _summary(doc: Mapping[str, Any]) -> list:
+    runs = list(doc.get("runs", []))
+    bits = []
+    if runs:
+        bt = best_runs(runs, "test")
+        bits.append(f"{len(runs)} run{'s' if len(runs) != 1 else ''}")
+        diverged = [r for r in runs if r.get("diverged_at") is not None]
+        if diverged:
+            bits.append(f"{len(diverged)} diverged ({join_names([run_name(r) for r in diverged])})")
+        if bt:
+            bits.append(f"best test accuracy {fmt_acc(accuracy_of(runs[bt[0]], 'test'))} "
+                        f"({run_name(runs[bt[0]])})")
+    gc = doc.get("gradcheck")
+    if gc:
+        bits.append(f"gradient check {'PASS' if gradcheck_passed(gc) else 'FAIL'}")
+    return [Para("Summary: " + "; ".join(bits) + ".")] if bits else []
+
+
+def build_blocks(doc: Mapping[str, Any]) -> list:
+    """The whole report as a list of blocks, in reading order."""
+    runs = list(doc.get("runs", []))
+    title = str(doc.get("title") or "One-layer network on CIFAR-10")
+    meta = []
+    if doc.get("cifarcli_version"):
+        meta.append(f"cifarcli {doc['cifarcli_version']}")
+    if doc.get("created"):
+        meta.append(str(doc["created"]))
+    blocks: list = [Heading(1, title, "top")]
+    if meta:
+        blocks.append(Para(" · ".join(meta), "meta"))
+    blocks += _summary(doc)
+    toc = [("setup", "Set-up"), ("gradcheck", "Gradient check"), ("runs", "Runs")]
+    toc += [(_run_anchor(r, i), f"Run {i + 1}: {run_name(r)}") for i, r in enumerate(runs)]
+    toc += [("comparison", "Comparison of runs")]
+    toc += [("sweep", "Hyper-parameter sweep")] if doc.get("sweep") else []
+    toc += [("analysis", "Analysis")]
+    blocks.append(Contents(toc))
+    blocks += _setup_blocks(doc)
+    blocks += _gradcheck_blocks(doc.get("gradcheck"))
+    blocks.append(Heading(2, "Runs", "runs"))
+    if not runs:
+        blocks.append(Para("No run is part of this report."))
+    for i, r in enumerate(runs):
+        blocks += _run_blocks(r, i)
+    blocks += _comparison_blocks(runs)
+    if doc.get("sweep"):
+        blocks += _sweep_blocks(doc["sweep"])
+    blocks += _analysis_blocks(doc)
+    return blocks
