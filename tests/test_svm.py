@@ -1,0 +1,122 @@
+"""The multi-class SVM (hinge) loss: its formulas by numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cifarcli.model import (LOSSES, compute_cost, compute_gradients_svm, compute_loss, compute_loss_svm,
+                            init_parameters, metrics_from_scores, one_hot, probabilities, scores, svm_margins,
+                            true_class_margins, true_class_probabilities)
+from cifarcli.train import TrainConfig
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(11)
+    d, n, K = 40, 30, 10
+    X = rng.standard_normal((d, n))
+    y = rng.integers(0, K, n)
+    W, b = init_parameters(K, d, rng, std=0.2)
+    return X, y, W, b
+
+
+def loop_loss_and_gradient(X, y, W, b, lam):
+    """The hinge loss and its subgradient written image by image, class by class, as on paper."""
+    K, n = W.shape[0], X.shape[1]
+    S = W @ X + b
+    loss, gW, gb = 0.0, np.zeros_like(W), np.zeros_like(b)
+    for i in range(n):
+        for j in range(K):
+            if j == y[i]:
+                continue
+            margin = S[j, i] - S[y[i], i] + 1
+            if margin > 0:
+                loss += margin
+                gW[j] += X[:, i]
+                gW[y[i]] -= X[:, i]
+                gb[j] += 1
+                gb[y[i]] -= 1
+    return loss / n + lam * np.sum(W * W), gW / n + 2 * lam * W, gb / n
+
+
+# -- the math -------------------------------------------------------------------------------------
+
+
+def test_svm_is_a_loss():
+    assert "svm" in LOSSES
+    config = TrainConfig(lam=0.1, eta=0.001, loss="svm").validate()
+    assert config.key_params()["loss"] == "svm"                   # part of the run ID, not at its default
+    assert "loss" not in TrainConfig(lam=0.1, eta=0.001).key_params()
+
+
+def test_the_cs231n_example():
+    """The three images of the cs231n notes (cat, car, frog): losses 2.9, 0 and 12.9."""
+    S = np.array([[3.2, 1.3, 2.2], [5.1, 4.9, 2.5], [-1.7, 2.0, -3.1]])
+    y = np.array([0, 1, 2])
+    M = svm_margins(S, y)
+    np.testing.assert_allclose(M, [[0, -2.6, 6.3], [2.9, 0, 6.6], [-3.9, -1.9, 0]], atol=1e-12)
+    X, W = np.eye(3), S                                            # so that S = W X + 0
+    assert compute_loss_svm(X, y, W, np.zeros((3, 1))) == pytest.approx((2.9 + 0 + 12.9) / 3, rel=1e-12)
+    np.testing.assert_allclose(true_class_margins(S, y), [3.2 - 5.1, 4.9 - 2.0, -3.1 - 2.5], atol=1e-12)
+
+
+def test_loss_cost_and_metrics_equal_the_loop(problem):
+    X, y, W, b = problem
+    expected, _, _ = loop_loss_and_gradient(X, y, W, b, 0.3)
+    reg = 0.3 * np.sum(W * W)
+    assert compute_cost(X, y, W, b, 0.3, "svm") == pytest.approx(expected, rel=1e-12)
+    assert compute_cost(X, one_hot(y), W, b, 0.3, "svm") == pytest.approx(expected, rel=1e-12)
+    assert compute_loss(X, y, W, b, "svm") == pytest.approx(expected - reg, rel=1e-12)
+    loss, cost, acc = metrics_from_scores(scores(X, W, b), y, reg, "svm")
+    assert loss == pytest.approx(expected - reg, rel=1e-12) and cost == pytest.approx(expected, rel=1e-12)
+    assert acc == np.mean(np.argmax(scores(X, W, b), axis=0) == y)
+    # not the softmax loss under another name
+    assert compute_loss(X, y, W, b, "svm") != pytest.approx(compute_loss(X, y, W, b), rel=1e-3)
+
+
+def test_margins_zero_the_true_class_and_are_not_clipped(problem):
+    X, y, W, b = problem
+    S = scores(X, W, b)
+    M = svm_margins(S, y)
+    assert M.shape == S.shape
+    np.testing.assert_array_equal(M[y, np.arange(y.size)], 0.0)
+    others = np.ones(S.shape, bool)
+    others[y, np.arange(y.size)] = False
+    np.testing.assert_allclose(M[others], (S - S[y, np.arange(y.size)] + 1)[others], rtol=1e-15)
+    assert (M < 0).any() and (M > 0).any()
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.1])
+def test_gradient_equals_the_loop(problem, lam):
+    X, y, W, b = problem
+    _, gW, gb = loop_loss_and_gradient(X, y, W, b, lam)
+    aW, ab = compute_gradients_svm(X, y, scores(X, W, b), W, lam)
+    assert aW.shape == W.shape and ab.shape == b.shape
+    np.testing.assert_allclose(aW, gW, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ab, gb, rtol=1e-12, atol=1e-14)
+    aW1, ab1 = compute_gradients_svm(X, one_hot(y), scores(X, W, b), W, lam)   # one-hot labels too
+    np.testing.assert_array_equal(aW1, aW)
+    np.testing.assert_array_equal(ab1, ab)
+    # the true class's column sums cancel the others: each image's gradient over classes sums to 0
+    np.testing.assert_allclose(ab.sum(), 0.0, atol=1e-14)
+
+
+def test_an_svm_has_no_probabilities(problem):
+    X, y, W, b = problem
+    S = scores(X, W, b)
+    with pytest.raises(ValueError, match="no probabilities"):
+        probabilities(S, "svm")
+    with pytest.raises(ValueError, match="no probabilities"):
+        true_class_probabilities(S, y, "svm")
+
+
+def test_true_class_margin_is_positive_exactly_when_correct(problem):
+    X, y, W, b = problem
+    S = scores(X, W, b)
+    m = true_class_margins(S, y)
+    assert m.shape == y.shape
+    best_other = np.array([max(S[j, i] for j in range(S.shape[0]) if j != y[i]) for i in range(y.size)])
+    np.testing.assert_allclose(m, S[y, np.arange(y.size)] - best_other, rtol=1e-15)
+    np.testing.assert_array_equal(m > 0, np.argmax(S, axis=0) == y)
+    assert (m > 0).any() and (m < 0).any()
