@@ -1,14 +1,16 @@
-"""The multi-class SVM (hinge) loss: its formulas by numbers."""
+"""The multi-class SVM (hinge) loss: its formulas by numbers, the training branch."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import tinycifar
 from cifarcli.model import (LOSSES, compute_cost, compute_gradients_svm, compute_loss, compute_loss_svm,
                             init_parameters, metrics_from_scores, one_hot, probabilities, scores, svm_margins,
                             true_class_margins, true_class_probabilities)
-from cifarcli.train import TrainConfig
+from cifarcli.prepare import prepare
+from cifarcli.train import TrainConfig, _row_metrics_svm, train, train_reference
 
 
 @pytest.fixture
@@ -120,3 +122,62 @@ def test_true_class_margin_is_positive_exactly_when_correct(problem):
     np.testing.assert_allclose(m, S[y, np.arange(y.size)] - best_other, rtol=1e-15)
     np.testing.assert_array_equal(m > 0, np.argmax(S, axis=0) == y)
     assert (m > 0).any() and (m < 0).any()
+
+
+# -- the training branch ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    batches, (tx, ty) = tinycifar.make_arrays(200, 100, seed=3)
+    x = np.concatenate([b[0] for b in batches])
+    y = np.concatenate([b[1] for b in batches])
+    return prepare(x, y, tx, ty, tinycifar.LABEL_NAMES, 200, "seed", 100, "float64")
+
+
+def test_row_metrics_equal_the_model(problem):
+    X, y, W, b = problem
+    S = scores(X, W, b)
+    T = np.ascontiguousarray(S.T)
+    got = _row_metrics_svm(T, y, np.arange(y.size) * S.shape[0] + y, 0.25)
+    np.testing.assert_allclose(got, metrics_from_scores(S, y, 0.25, "svm"), rtol=1e-13)
+
+
+@pytest.mark.parametrize("options", [{}, dict(flip=0.5, shuffle=True)])   # fused metrics, and a pass each epoch
+def test_training_history_is_the_svm_cost(tiny, options):
+    config = TrainConfig(lam=0.1, eta=0.01, n_epochs=3, n_batch=30, dtype="float64", loss="svm", **options)
+    result = train(config, tiny)
+    for epoch_cost, split in ((result.history["train_cost"][-1], "train"), (result.history["val_cost"][-1], "val")):
+        X, y = getattr(tiny, f"X_{split}"), getattr(tiny, f"y_{split}")
+        assert epoch_cost == pytest.approx(compute_cost(X, y, result.W, result.b, 0.1, "svm"), rel=1e-10)
+    costs = result.history["train_cost"]
+    assert costs[-1] < costs[0]
+
+
+def test_svm_training_is_not_softmax_training(tiny):
+    common = dict(lam=0.1, eta=0.01, n_epochs=2, n_batch=30, dtype="float64")
+    W_svm, _ = train_reference(TrainConfig(**common, loss="svm"), tiny)
+    assert not np.allclose(W_svm, train_reference(TrainConfig(**common), tiny)[0], rtol=1e-3)
+    assert not np.allclose(W_svm, train_reference(TrainConfig(**common, loss="bce"), tiny)[0], rtol=1e-3)
+
+
+def test_fast_svm_gradient_step_is_the_model_gradient(tiny):
+    """One batch by hand: the fast loop's in-place step · M equals model.compute_gradients_svm."""
+    from cifarcli.threads import TwoHalves
+    from cifarcli.train import _FastLoop
+
+    config = TrainConfig(lam=0.0, eta=0.5, n_epochs=1, n_batch=40, dtype="float64", loss="svm")
+    rng = np.random.default_rng(0)
+    W0, b0 = init_parameters(10, tiny.X_train.shape[0], rng, std=0.05)
+    loop = _FastLoop(config, tiny, W0, b0)
+    loop.set_learning_rate(config.eta)
+    with TwoHalves(1) as halves:
+        loop.halves = halves
+        s, e = loop.bounds[0]
+        Ab, true_flat = loop.gather(s, e, None, None, None)
+        G = loop.step(None, Ab, s, e)
+        loop.svm_gradient(G, true_flat, loop.steps[0])
+    X, y = tiny.X_train[:, s:e], tiny.y_train[s:e]
+    gW, gb = compute_gradients_svm(X, y, scores(X, W0, b0), W0, 0.0)
+    np.testing.assert_allclose(G.T @ Ab, config.eta * gW, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(G.sum(axis=0), config.eta * gb.ravel(), rtol=1e-12, atol=1e-15)
