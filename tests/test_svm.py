@@ -1,4 +1,4 @@
-"""The multi-class SVM (hinge) loss: its formulas by numbers, the training branch."""
+"""The multi-class SVM (hinge) loss: its formulas by numbers, the training branch, classify."""
 
 from __future__ import annotations
 
@@ -181,3 +181,17 @@ def test_fast_svm_gradient_step_is_the_model_gradient(tiny):
     gW, gb = compute_gradients_svm(X, y, scores(X, W0, b0), W0, 0.0)
     np.testing.assert_allclose(G.T @ Ab, config.eta * gW, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(G.sum(axis=0), config.eta * gb.ravel(), rtol=1e-12, atol=1e-15)
+
+
+def test_classify_gives_scores_for_an_svm(problem):
+    from cifarcli.predict import classify
+
+    rng = np.random.default_rng(2)
+    records = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
+    mean, std = np.full((3072, 1), 0.5), np.full((3072, 1), 0.25)
+    W, b = init_parameters(10, 3072, rng, std=0.01)
+    S = classify(records, W, b, mean, std, "svm")
+    X = (records.T / 255 - mean) / std
+    np.testing.assert_allclose(S, W @ X + b, rtol=1e-12)
+    assert not np.allclose(S.sum(axis=0), 1.0)                     # scores: nothing sums to 1
+    np.testing.assert_allclose(classify(records, W, b, mean, std).sum(axis=0), 1.0)   # softmax still does
