@@ -1,7 +1,8 @@
 """Metrics of a trained model on the train, validation and test splits.
 
-For each split: loss L (mean cross-entropy, or mean multiple binary
-cross-entropy for a run trained with ``loss="bce"``), cost J = L + λ‖W‖², accuracy.
+For each split: loss L (mean cross-entropy, mean multiple binary
+cross-entropy for a run trained with ``loss="bce"``, or mean multi-class hinge
+loss for ``loss="svm"``), cost J = L + λ‖W‖², accuracy.
 On the test split also the confusion matrix C (K × K) with
 C[t, p] = #{i : y_i = t, argmax_k S[k, i] = p} (rows true class, columns
 predicted), and the per-class accuracy C[t, t] / Σ_p C[t, p].
@@ -14,6 +15,17 @@ summarised separately for correctly and incorrectly classified images
 mistake* is a misclassified image with p_i < ``CONFIDENT_MISTAKE`` (0.1); its
 share is taken over the misclassified images. The plot and report stages
 draw from this summary, so the test set is scored once.
+
+An SVM run (``loss="svm"``) has no probabilities, and its loss L is the mean
+multi-class hinge loss. In their place the test split gets ``"margins"``
+(``margin_summary``): the true class's margin m_i = s_{y_i} - max_{j ≠ y_i} s_j
+(``model.true_class_margins``; m_i > 0 exactly when image i is classified
+correctly, ties aside), summarised the same way over ``MARGIN_BINS`` (20)
+equal bins of width 0.5 on [-5, 5], bin edges at every half unit so 0 and ±1
+(the hinge's margin) are edges. The outer bins are open: a margin below -5
+counts in the first bin, one above 5 in the last. Its *confident mistakes* are
+the misclassified images with m_i < ``CONFIDENT_MARGIN`` (-1): another class
+beats the true one by more than the SVM's margin.
 One forward pass per split; pure numpy, no I/O.
 """
 
@@ -21,14 +33,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import metrics_from_scores, scores, true_class_probabilities
+from .model import metrics_from_scores, scores, true_class_margins, true_class_probabilities
 from .prepare import PreparedData
 from .threads import on_one_blas_thread
 
-__all__ = ["confusion_matrix", "evaluate_model", "probability_summary", "PROB_BINS", "CONFIDENT_MISTAKE"]
+__all__ = ["confusion_matrix", "evaluate_model", "probability_summary", "PROB_BINS", "CONFIDENT_MISTAKE",
+           "margin_summary", "MARGIN_BINS", "MARGIN_RANGE", "CONFIDENT_MARGIN"]
 
 PROB_BINS = 20
 CONFIDENT_MISTAKE = 0.1
+MARGIN_BINS = 20
+MARGIN_RANGE = (-5.0, 5.0)
+CONFIDENT_MARGIN = -1.0
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, K: int = 10) -> np.ndarray:
@@ -41,7 +57,11 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, K: int = 10) -> np.
 @on_one_blas_thread
 def evaluate_model(W: np.ndarray, b: np.ndarray, lam: float, data: PreparedData,
                    loss: str = "softmax") -> dict:
-    """JSON-serialisable metrics of (W, b) on data's three splits."""
+    """JSON-serialisable metrics of (W, b) on data's three splits.
+
+    The test split adds "probabilities" (``probability_summary``), or for
+    ``loss="svm"`` "margins" (``margin_summary``) instead.
+    """
     W = np.asarray(W)
     b = np.asarray(b).reshape(-1, 1)
     K = W.shape[0]
@@ -63,8 +83,11 @@ def evaluate_model(W: np.ndarray, b: np.ndarray, lam: float, data: PreparedData,
             out["confusion_matrix"] = C.astype(int).tolist()
             out["per_class_accuracy"] = {names[k]: float(per_class[k]) for k in range(K)}
             S64 = S.astype(np.float64)
-            out["probabilities"] = probability_summary(true_class_probabilities(S64, y, loss),
-                                                       np.argmax(S64, axis=0) == y, loss)
+            correct = np.argmax(S64, axis=0) == y
+            if loss == "svm":          # scores, no probabilities: the true class's margin instead
+                out["margins"] = margin_summary(true_class_margins(S64, y), correct)
+            else:
+                out["probabilities"] = probability_summary(true_class_probabilities(S64, y, loss), correct, loss)
     out["label_names"] = names
     return out
 
@@ -90,4 +113,31 @@ def probability_summary(p_true: np.ndarray, correct: np.ndarray, loss: str = "so
     wrong = p_true[~correct]
     return {"kind": "sigmoid" if loss == "bce" else "softmax", "bins": edges.tolist(), "threshold": threshold,
             "correct": group(p_true[correct]), "incorrect": group(wrong),
+            "confident_mistakes": float(np.mean(wrong < threshold)) if wrong.size else None}
+
+
+def margin_summary(margins: np.ndarray, correct: np.ndarray, bins: int = MARGIN_BINS,
+                   bounds: tuple[float, float] = MARGIN_RANGE, threshold: float = CONFIDENT_MARGIN) -> dict:
+    """JSON summary of an SVM's true-class margins (n,) split by ``correct`` (n,) bool.
+
+    ``{"kind": "svm_margin", "bins": [b_0 .. b_bins] (equal edges on ``bounds``),
+    "open_ends": True, "threshold": t, "correct": {"n", "mean", "median", "counts"},
+    "incorrect": {...}, "confident_mistakes": share of incorrect images with margin < t}``,
+    the shape of ``probability_summary``. Mean and median are of the margins
+    themselves; for the counts a margin outside ``bounds`` goes to the outer bin
+    on its side. A mean, median or share over no image is None.
+    """
+    margins = np.asarray(margins, dtype=np.float64)
+    correct = np.asarray(correct, dtype=bool)
+    low, high = float(bounds[0]), float(bounds[1])
+    edges = np.round(np.linspace(low, high, bins + 1), 12)
+
+    def group(m: np.ndarray) -> dict:
+        counts, _ = np.histogram(np.clip(m, low, high), bins=edges)
+        return {"n": int(m.size), "mean": float(m.mean()) if m.size else None,
+                "median": float(np.median(m)) if m.size else None, "counts": counts.astype(int).tolist()}
+
+    wrong = margins[~correct]
+    return {"kind": "svm_margin", "bins": edges.tolist(), "open_ends": True, "threshold": float(threshold),
+            "correct": group(margins[correct]), "incorrect": group(wrong),
             "confident_mistakes": float(np.mean(wrong < threshold)) if wrong.size else None}

@@ -24,6 +24,23 @@ The multiple binary cross-entropy (``loss="bce"``) has per-sample loss
     softplus(s + δ) - softplus(s) = log((1 + e^(s+δ)) / (1 + e^s)) = log1p(σ(s) · expm1(δ))
 
 — the same exact form as for softmax with p_k replaced by σ(s_k), scaled by 1/K.
+
+The multi-class SVM (``loss="svm"``) has l_i = Σ_{j ≠ y_i} relu(m_ji), with
+margins m_ji = s_j - s_{y_i} + 1 (``svm_margins``). Shifting row k of S by δ
+(δ_i = h X[j, i] for W[k, j], h for b[k]) moves the one margin m_ki of each
+image with y_i ≠ k by +δ_i, and every margin m_ji (j ≠ k) of each image with
+y_i = k by -δ_i. Each moved margin m contributes to J(θ + h) - J(θ - h)
+
+    relu(m + δ) - relu(m - δ) = sign(δ) · clip(m + |δ|, 0, 2|δ|)
+
+exactly: 2δ or 0 when |m| ≥ |δ|, with no subtraction of costs. The hinge has
+kinks: where a moved margin crosses zero inside ±h (|m| < |δ|) the centred
+difference mixes both slopes and is not the gradient of either side. Such a
+parameter is a *kink*: ``numerical_gradients(..., return_kinks=True)`` also
+returns the masks, ``check_gradients`` counts them per result (``"kinks"``) and
+leaves them out of the error summaries (``"n_excluded"``), so the verdict is
+over the parameters where J is linear on [θ - h, θ + h] and the centred
+difference equals the derivative.
 """
 
 from __future__ import annotations
@@ -33,8 +50,8 @@ from typing import Callable
 
 import numpy as np
 
-from .model import (LOSSES, compute_gradients, compute_gradients_bce, labels_of, probabilities,
-                    scores)
+from .model import (LOSSES, compute_gradients, compute_gradients_bce, compute_gradients_svm, labels_of,
+                    probabilities, scores, svm_margins)
 from .threads import on_one_blas_thread
 
 __all__ = ["numerical_gradients", "relative_errors", "check_gradients", "error_summary", "check_options"]
@@ -95,16 +112,83 @@ def _cost_differences(P_k: np.ndarray, is_k: np.ndarray, delta: np.ndarray) -> n
     return (up - down - 2 * delta * is_k).mean(axis=1)
 
 
+def _hinge_differences(m: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """relu(m + δ) - relu(m - δ) elementwise (broadcast), computed as sign(δ) · clip(m + |δ|, 0, 2|δ|).
+
+    Exactly 2δ (m ≥ |δ|) or 0 (m ≤ -|δ|) away from the kink; m + |δ| inside it.
+    """
+    a = np.abs(delta)
+    return np.sign(delta) * np.clip(m + a, 0, 2 * a)
+
+
+def _svm_cost_differences(M: np.ndarray, y: np.ndarray, k: int,
+                          delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(L(S_k + δ) - L(S_k - δ) per row of ``delta`` (p × n) -> (p,), kink mask (p,)) for the SVM.
+
+    M: K × n margins (``svm_margins``). Images with y_i ≠ k move their margin
+    M[k, i] by δ; images with y_i = k move every M[j, i], j ≠ k, by -δ. A row
+    is a kink when any moved margin satisfies |m| < |δ_i|.
+    """
+    K = M.shape[0]
+    is_k = y == k
+    other = ~is_k
+    diff = np.zeros(delta.shape)
+    diff[:, other] = _hinge_differences(M[k, other], delta[:, other])
+    d_k = delta[:, is_k]
+    for j in range(K):                             # over classes, not samples: the images of class k
+        if j != k:
+            diff[:, is_k] -= _hinge_differences(M[j, is_k], d_k)
+    # The margin nearest zero among those a shift of row k moves, per image.
+    nearest = np.abs(M[k])
+    if is_k.any():
+        rest = np.abs(np.delete(M[:, is_k], k, axis=0))
+        nearest[is_k] = rest.min(axis=0) if rest.size else np.inf
+    kinks = (nearest < np.abs(delta)).any(axis=1)
+    return diff.mean(axis=1), kinks
+
+
 def numerical_gradients(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray,
                         lam: float, h: float = 1e-6,
-                        loss: str = "softmax") -> tuple[np.ndarray, np.ndarray]:
-    """Centred-difference gradients (gW K × d, gb K × 1) of compute_cost(..., loss), in float64."""
+                        loss: str = "softmax", return_kinks: bool = False):
+    """Centred-difference gradients (gW K × d, gb K × 1) of compute_cost(..., loss), in float64.
+
+    With ``return_kinks`` also the boolean masks (kW K × d, kb K × 1) of the
+    parameters whose ±h straddles a kink of the loss (always all False for
+    softmax and BCE, which are smooth): (gW, gb, kW, kb).
+    """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
     X = np.asarray(X, dtype=np.float64)
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 1)
     y = labels_of(Y)
+    K = W.shape[0]
+    if loss == "svm":
+        gW, gb, kW, kb = _svm_numerical_gradients(X, y, W, b, lam, h)
+    else:
+        gW, gb = _smooth_numerical_gradients(X, y, W, b, lam, h, loss)
+        kW, kb = np.zeros(W.shape, bool), np.zeros((K, 1), bool)
+    return (gW, gb, kW, kb) if return_kinks else (gW, gb)
+
+
+def _svm_numerical_gradients(X, y, W, b, lam, h):
+    K = W.shape[0]
+    M = svm_margins(scores(X, W, b), y)
+    hX = h * X
+    hb = np.full((1, X.shape[1]), h)
+    gW = 4 * lam * h * W                           # λ((w + h)² - (w - h)²) = 4λhw exactly
+    gb = np.zeros((K, 1))
+    kW = np.zeros(W.shape, bool)
+    kb = np.zeros((K, 1), bool)
+    for k in range(K):
+        diff, kW[k] = _svm_cost_differences(M, y, k, hX)
+        gW[k] += diff
+        diff, kinks = _svm_cost_differences(M, y, k, hb)
+        gb[k], kb[k] = diff[0], kinks[0]
+    return gW / (2 * h), gb / (2 * h), kW, kb
+
+
+def _smooth_numerical_gradients(X, y, W, b, lam, h, loss):
     K = W.shape[0]
     P = probabilities(scores(X, W, b), loss)   # softmax(S), or σ(S) for BCE
     scale = 1.0 / K if loss == "bce" else 1.0  # BCE averages its K binary losses
@@ -127,14 +211,27 @@ def relative_errors(ga: np.ndarray, gn: np.ndarray, eps: float = 1e-10) -> np.nd
     return np.abs(ga - gn) / np.maximum(eps, np.abs(ga) + np.abs(gn))
 
 
-def error_summary(err: np.ndarray, threshold: float = 1e-6) -> dict:
-    """max, mean, median, share below threshold and the 5 × 5 top-left corner."""
+def error_summary(err: np.ndarray, threshold: float = 1e-6, exclude: np.ndarray | None = None) -> dict:
+    """max, mean, median, share below threshold and the 5 × 5 top-left corner.
+
+    ``exclude`` (bool, err's shape) marks parameters left out of max, mean,
+    median and share (the SVM's kinks); "n" stays the number of parameters and
+    "n_excluded" counts those left out. The corner shows every parameter's
+    error, excluded ones too. A summary over no parameter cannot pass: its
+    max, mean and median are 1.0 (the largest relative error) and its share 0.
+    """
+    err = np.asarray(err, dtype=np.float64)
+    mask = np.zeros(err.shape, bool) if exclude is None else np.asarray(exclude, bool).reshape(err.shape)
+    kept = err[~mask]
+    if kept.size:
+        stats = {"max": float(kept.max()), "mean": float(kept.mean()), "median": float(np.median(kept)),
+                 "share_below_tol": float(np.mean(kept < threshold))}
+    else:
+        stats = {"max": 1.0, "mean": 1.0, "median": 1.0, "share_below_tol": 0.0}
     return {
-        "max": float(err.max()),
-        "mean": float(err.mean()),
-        "median": float(np.median(err)),
-        "share_below_tol": float(np.mean(err < threshold)),
+        **stats,
         "n": int(err.size),
+        "n_excluded": int(mask.sum()),
         "corner": [[float(v) for v in row] for row in err[:5, :5]],
     }
 
@@ -147,27 +244,32 @@ def check_gradients(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray,
     """Compare ``gradient_fn`` with numerical gradients for every parameter and each λ.
 
     ``gradient_fn(X, Y, P, W, lam) -> (grad_W, grad_b)``, P = softmax(S) (or
-    σ(S) for ``loss="bce"``); by default the model's analytic gradients of that
-    loss. Returns a
+    σ(S) for ``loss="bce"``, and the scores S themselves for ``loss="svm"``);
+    by default the model's analytic gradients of that loss. Returns a
     JSON-serialisable dict: {"h", "eps", "n_images", "n_params", "max_error",
-    "results": [{"lam", "W": summary, "b": summary, "seconds"}, ...]}.
+    "results": [{"lam", "W": summary, "b": summary, "kinks": {"W", "b"}, "seconds"}, ...]}.
+    "kinks" counts the parameters within h of a kink (always 0 for the smooth
+    losses); they are left out of the summaries and so of the verdict ``max_error``.
     """
     X = np.asarray(X, dtype=np.float64)
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 1)
     Y = np.asarray(Y)
     if gradient_fn is None:
-        gradient_fn = compute_gradients_bce if loss == "bce" else compute_gradients
+        gradient_fn = {"softmax": compute_gradients, "bce": compute_gradients_bce,
+                       "svm": compute_gradients_svm}[loss]
     results = []
     for lam in lams:
         t0 = time.perf_counter()
-        P = probabilities(scores(X, W, b), loss)
-        ga_W, ga_b = gradient_fn(X, Y, P, W, float(lam))
-        gn_W, gn_b = numerical_gradients(X, Y, W, b, float(lam), h, loss)
+        S = scores(X, W, b)
+        ga_W, ga_b = gradient_fn(X, Y, S if loss == "svm" else probabilities(S, loss), W, float(lam))
+        gn_W, gn_b, kink_W, kink_b = numerical_gradients(X, Y, W, b, float(lam), h, loss, return_kinks=True)
         err_W = relative_errors(ga_W, gn_W, eps)
         err_b = relative_errors(np.asarray(ga_b).reshape(-1, 1), gn_b, eps)
-        results.append({"lam": float(lam), "W": error_summary(err_W), "b": error_summary(err_b),
-                         "seconds": time.perf_counter() - t0})
+        results.append({"lam": float(lam), "W": error_summary(err_W, exclude=kink_W),
+                        "b": error_summary(err_b, exclude=kink_b),
+                        "kinks": {"W": int(kink_W.sum()), "b": int(kink_b.sum())},
+                        "seconds": time.perf_counter() - t0})
     worst = max([r["W"]["max"] for r in results] + [r["b"]["max"] for r in results], default=0.0)
     return {"h": float(h), "eps": float(eps), "loss": loss, "n_images": int(X.shape[1]),
             "n_params": int(W.size + b.size), "max_error": float(worst), "results": results}

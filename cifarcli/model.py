@@ -23,7 +23,21 @@ each class is a separate yes/no question with sigmoid outputs::
     ∂l_i/∂S[:, i] = (P[:, i] - Y[:, i]) / K
     ∂J/∂W = (1/(nK)) (P - Y) Xᵀ + 2 λ W,   ∂J/∂b = (1/(nK)) (P - Y) 1
 
-Predictions (and so accuracy) are argmax_k S[k, i] for both losses.
+The multi-class SVM (``loss="svm"``, hinge loss with margin 1, the cs231n /
+course form) works on the scores themselves; it has no probabilities::
+
+    M[j, i] = S[j, i] - S[y_i, i] + 1   for j ≠ y_i,   M[y_i, i] = 0   (margins, K × n)
+    l_i = Σ_{j ≠ y_i} max(0, M[j, i]),   L = (1/n) Σ_i l_i,   J = L + λ ‖W‖²
+    G[j, i] = [M[j, i] > 0]  for j ≠ y_i,   G[y_i, i] = -Σ_{j ≠ y_i} [M[j, i] > 0]
+    ∂J/∂W = (1/n) G Xᵀ + 2 λ W,   ∂J/∂b = (1/n) G 1
+
+i.e. for each image, each class whose margin is positive gets +x and the true
+class gets -(their count)·x. The hinge is not differentiable where a margin is
+exactly 0; G is the subgradient that counts such a margin as not positive.
+
+Predictions (and so accuracy) are argmax_k S[k, i] for every loss. The SVM's
+``true_class_margins`` s_{y_i} - max_{j ≠ y_i} s_j is positive exactly when
+image i is classified correctly (ties aside).
 
 Everything here is pure numpy: no I/O, no printing, no Python loop over samples.
 The loss is computed as log-sum-exp minus the true-class score, which equals
@@ -40,10 +54,11 @@ __all__ = [
     "one_hot", "compute_loss", "compute_cost", "compute_accuracy",
     "compute_gradients", "init_parameters", "metrics_from_scores", "predict",
     "LOSSES", "sigmoid", "softplus", "compute_loss_bce", "compute_gradients_bce", "probabilities",
-    "true_class_probabilities",
+    "true_class_probabilities", "svm_margins", "compute_loss_svm", "compute_gradients_svm",
+    "true_class_margins",
 ]
 
-LOSSES = ("softmax", "bce")
+LOSSES = ("softmax", "bce", "svm")
 
 
 def scores(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -99,8 +114,12 @@ def sigmoid(S: np.ndarray) -> np.ndarray:
 
 
 def probabilities(S: np.ndarray, loss: str = "softmax") -> np.ndarray:
-    """P from scores S (K × n): softmax(S) column-wise, or σ(S) elementwise for ``loss="bce"``."""
+    """P from scores S (K × n): softmax(S) column-wise, or σ(S) elementwise for ``loss="bce"``.
+
+    ``loss="svm"`` raises ValueError: an SVM gives scores, not probabilities.
+    """
     _check_loss(loss)
+    _no_probabilities(loss)
     return sigmoid(S) if loss == "bce" else softmax(S)
 
 
@@ -112,6 +131,7 @@ def true_class_probabilities(S: np.ndarray, y: np.ndarray, loss: str = "softmax"
     the class's own yes/no probability (the K sigmoids do not sum to 1).
     """
     _check_loss(loss)
+    _no_probabilities(loss)
     y = labels_of(y)
     S = np.asarray(S, dtype=np.float64)
     s_true = S[y, np.arange(y.size)]
@@ -123,6 +143,44 @@ def true_class_probabilities(S: np.ndarray, y: np.ndarray, loss: str = "softmax"
 def _check_loss(loss: str) -> None:
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
+
+
+def _no_probabilities(loss: str) -> None:
+    if loss == "svm":
+        raise ValueError("an SVM (loss 'svm') has no probabilities: it gives class scores S = W X + b; "
+                         "use the scores, or true_class_margins for how clearly the true class wins")
+
+
+def true_class_margins(S: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """s_{y_i} - max_{j ≠ y_i} s_j per column (n,): how far the true class's score leads the best other one.
+
+    S is K × n scores (K ≥ 2), y (n,) labels or K × n one-hot. Positive when the
+    image is classified correctly, negative when another class wins (0 on a tie).
+    """
+    y = labels_of(y)
+    S = np.asarray(S)
+    if S.shape[0] < 2:
+        raise ValueError(f"a margin needs at least 2 classes, got scores of shape {S.shape}")
+    cols = np.arange(y.size)
+    others = np.array(S, dtype=np.result_type(S, np.float64), copy=True)
+    s_true = others[y, cols].copy()
+    others[y, cols] = -np.inf
+    return s_true - others.max(axis=0)
+
+
+def svm_margins(S: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Margins M (K × n): M[j, i] = S[j, i] - S[y_i, i] + 1 for j ≠ y_i, and M[y_i, i] = 0.
+
+    Not clipped: the hinge loss is Σ_j max(0, M[j, i]) and its subgradient the
+    indicator M > 0 (the zeroed true class is never positive). S K × n, y (n,) or one-hot.
+    """
+    y = labels_of(y)
+    cols = np.arange(y.size)
+    S = np.asarray(S)
+    M = S - S[y, cols]
+    M += 1
+    M[y, cols] = 0
+    return M
 
 
 def labels_of(Y: np.ndarray) -> np.ndarray:
@@ -156,6 +214,19 @@ def _per_sample_loss_bce(S: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (softplus(S).sum(axis=0) - S[y, np.arange(y.size)]) / K
 
 
+def _per_sample_loss_svm(S: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Σ_{j ≠ y_i} max(0, S[j, i] - S[y_i, i] + 1) per column, shape (n,)."""
+    return np.maximum(svm_margins(S, y), 0).sum(axis=0)
+
+
+def compute_loss_svm(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray) -> float:
+    """Mean multi-class hinge loss L = (1/n) Σ_i Σ_{j ≠ y_i} max(0, s_j - s_{y_i} + 1).
+
+    X d × n, Y one-hot K × n or labels (n,), W K × d, b K × 1.
+    """
+    return float(np.mean(_per_sample_loss_svm(scores(X, W, b), labels_of(Y))))
+
+
 def compute_loss_bce(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray) -> float:
     """Mean multiple binary cross-entropy L = (1/n) Σ_i l_i (see the module docstring).
 
@@ -168,11 +239,14 @@ def compute_loss_bce(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray)
 def compute_loss(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, loss: str = "softmax") -> float:
     """Mean cross-entropy L = -(1/n) Σ log P[y_i, i]; Y one-hot (K × n) or labels (n,).
 
-    ``loss="bce"`` gives the mean multiple binary cross-entropy instead.
+    ``loss="bce"`` gives the mean multiple binary cross-entropy instead, ``loss="svm"``
+    the mean multi-class hinge loss.
     """
     _check_loss(loss)
     if loss == "bce":
         return compute_loss_bce(X, Y, W, b)
+    if loss == "svm":
+        return compute_loss_svm(X, Y, W, b)
     y = labels_of(Y)
     return float(np.mean(_per_sample_loss(scores(X, W, b), y)))
 
@@ -198,11 +272,11 @@ def metrics_from_scores(S: np.ndarray, y: np.ndarray, reg: float,
                         loss: str = "softmax") -> tuple[float, float, float]:
     """(loss, cost, accuracy) from one score matrix S (K × n): one forward pass for all three.
 
-    ``reg`` is the already computed λ‖W‖²; ``loss`` is "softmax" or "bce".
+    ``reg`` is the already computed λ‖W‖²; ``loss`` is "softmax", "bce" or "svm".
     """
     _check_loss(loss)
     y = labels_of(y)
-    per_sample = _per_sample_loss_bce(S, y) if loss == "bce" else _per_sample_loss(S, y)
+    per_sample = {"softmax": _per_sample_loss, "bce": _per_sample_loss_bce, "svm": _per_sample_loss_svm}[loss](S, y)
     mean_loss = float(np.mean(per_sample))
     acc = float(np.mean(np.argmax(S, axis=0) == y))
     return mean_loss, mean_loss + reg, acc
@@ -245,6 +319,27 @@ def compute_gradients_bce(X: np.ndarray, Y: np.ndarray, P: np.ndarray, W: np.nda
     grad_b /= K
     if lam:
         grad_W += (2 * lam) * W
+    return grad_W, grad_b
+
+
+def compute_gradients_svm(X: np.ndarray, Y: np.ndarray, S: np.ndarray, W: np.ndarray,
+                          lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """(Sub)gradients of the multi-class SVM cost: (∂J/∂W K × d, ∂J/∂b K × 1).
+
+    Takes the SCORES S = W X + b (K × n), not probabilities (an SVM has none).
+    G = [M > 0] with G[y_i, i] = -Σ_{j ≠ y_i} [M[j, i] > 0], M = svm_margins(S, y);
+    ∂J/∂W = G Xᵀ / n + 2 λ W;  ∂J/∂b = G 1 / n. X d × n, Y one-hot (K × n) or labels (n,).
+    """
+    y = labels_of(Y)
+    n = X.shape[1]
+    G = (svm_margins(S, y) > 0).astype(np.result_type(S, W))
+    G[y, np.arange(n)] = -G.sum(axis=0)
+    grad_W = G @ X.T
+    grad_W /= n
+    if lam:
+        grad_W += (2 * lam) * W
+    grad_b = G.sum(axis=1, keepdims=True)
+    grad_b /= n
     return grad_W, grad_b
 
 

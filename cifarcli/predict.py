@@ -96,14 +96,17 @@ def load_image(path: str | Path) -> np.ndarray:
 @on_one_blas_thread
 def classify(records: np.ndarray, W: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray,
              loss: str = "softmax") -> np.ndarray:
-    """Class probabilities P (K × n) of records (n × 3072 uint8, CIFAR order), in float64.
+    """Class probabilities P (K × n) of records (n × 3072 uint8, CIFAR order), in float64 (an SVM: scores).
 
     Softmax columns sum to 1; for ``loss="bce"`` each entry is that class's sigmoid.
+    For ``loss="svm"`` the result is the class SCORES S = W X + b (K × n), not
+    probabilities: an SVM has none. They are unbounded, do not sum to 1, and
+    only their order (the highest wins) and differences (margins) mean anything.
     """
     records = np.asarray(records, dtype=np.uint8).reshape(-1, D)
     X = normalise(records, mean, std, np.float64)          # d × n
     S = scores(X, np.asarray(W, dtype=np.float64), np.asarray(b, dtype=np.float64))
-    return probabilities(S, loss)
+    return S if loss == "svm" else probabilities(S, loss)
 
 
 def top_k(P: np.ndarray, names: list[str], k: int = 3) -> list[list[dict[str, Any]]]:

@@ -251,6 +251,25 @@ def _row_metrics_bce(T: np.ndarray, y: np.ndarray, flat: np.ndarray, reg: float)
     return loss, loss + reg, acc
 
 
+def _row_metrics_svm(T: np.ndarray, y: np.ndarray, flat: np.ndarray, reg: float) -> tuple[float, float, float]:
+    """(loss, cost, acc) of the multi-class SVM from scores in rows T (n × K, C-contiguous).
+
+    Per sample Σ_{j ≠ y_i} max(0, T[i, j] - T[i, y_i] + 1) (model.py); works in
+    T's dtype and averages in float64. T is overwritten.
+    """
+    acc = float(np.count_nonzero(np.argmax(T, axis=1) == y)) / y.size
+    true_scores = T.reshape(-1)[flat]
+    T -= true_scores[:, None]
+    T += 1
+    np.maximum(T, 0, out=T)
+    T.reshape(-1)[flat] = 0                           # the true class is not one of its own margins
+    loss = float(np.mean(T.sum(axis=1), dtype=np.float64))
+    return loss, loss + reg, acc
+
+
+_ROW_METRICS = {"softmax": _row_metrics, "bce": _row_metrics_bce, "svm": _row_metrics_svm}
+
+
 def _rows(X: np.ndarray, dtype) -> np.ndarray:
     """X (d × n) as samples-in-rows n × d C-ordered, without a copy when possible."""
     A = X.T
@@ -267,7 +286,11 @@ def train_reference(config: TrainConfig, data: PreparedData) -> tuple[np.ndarray
 
     Returns the final (W, b). ``train`` computes the same updates (equal to
     float rounding, tested) in preallocated buffers, with the metrics fused in.
+    The gradient per ``config.loss``: softmax, BCE (model.compute_gradients_bce)
+    or the multi-class SVM (model.compute_gradients_svm, from the scores).
     """
+    from .model import compute_gradients_svm
+
     dtype = np.dtype(config.dtype)
     X, Y = data.X_train.astype(dtype), data.Y_train.astype(dtype)
     K, (d, n) = Y.shape[0], X.shape
@@ -285,6 +308,8 @@ def train_reference(config: TrainConfig, data: PreparedData) -> tuple[np.ndarray
                 Xb = np.where(flips[batch], X_mirrored[:, batch], Xb)
             if config.loss == "bce":
                 grad_W, grad_b = compute_gradients_bce(Xb, Yb, sigmoid(scores(Xb, W, b)), W, config.lam)
+            elif config.loss == "svm":
+                grad_W, grad_b = compute_gradients_svm(Xb, Yb, scores(Xb, W, b), W, config.lam)
             else:
                 grad_W, grad_b = compute_gradients(Xb, Yb, evaluate_classifier(Xb, W, b), W, config.lam)
             W = W - eta * grad_W
@@ -311,7 +336,10 @@ class _FastLoop:
         n, d = self.A.shape
         K = self.K = W0.shape[0]
         self.lam, self.dtype = float(config.lam), dtype
-        self.metrics_of = _row_metrics_bce if config.loss == "bce" else _row_metrics
+        # The loss decides two steps, each chosen here once: the batch gradient and the metrics.
+        self.gradient = {"softmax": self.softmax_gradient, "bce": self.bce_gradient,
+                         "svm": self.svm_gradient}[config.loss]
+        self.metrics_of = _ROW_METRICS[config.loss]
         self.augment = config.flip > 0 or bool(config.shuffle)   # batches gathered into a buffer
         # Fused: the forward product multiplies by [W; W_prev], W_prev the weights at the start of
         # the epoch, so its second half scores the training split for the previous epoch's metrics
@@ -340,7 +368,7 @@ class _FastLoop:
         self.halves: TwoHalves | None = None
 
     def set_learning_rate(self, eta: float) -> None:
-        """Per-batch step sizes η/m (softmax) or η/(mK) (BCE), and the weight decay 1 - 2ηλ."""
+        """Per-batch step sizes η/m (softmax, SVM) or η/(mK) (BCE), and the weight decay 1 - 2ηλ."""
         per_class = self.K if self.config.loss == "bce" else 1
         # A huge η overflows the dtype (inf): the divergence is reported as one line, not warned about.
         with np.errstate(over="ignore", invalid="ignore"):
@@ -388,6 +416,19 @@ class _FastLoop:
         np.divide(step, G, out=G)
         self.S.reshape(-1)[true_flat] -= step
 
+    def svm_gradient(self, G: np.ndarray, true_flat: np.ndarray, step) -> None:
+        """Scores G → step · M in place: M[i, j] = [G[i, j] - G[i, y_i] + 1 > 0] for j ≠ y_i and
+        M[i, y_i] = -(the count of those), the multi-class SVM's subgradient (model.py)."""
+        cb = self.col[:G.shape[0]]
+        np.take(self.S.reshape(-1), true_flat, out=cb.reshape(-1), mode="clip")   # "clip": not buffered
+        G -= cb
+        G += 1                                     # margins; the true class's own is exactly 1
+        np.greater(G, 0, out=G)                    # 1 where the margin is positive, the true class included
+        np.sum(G, axis=1, keepdims=True, out=cb)
+        np.subtract(1, cb, out=cb)                 # -(count of positive margins of the other classes)
+        self.S.reshape(-1)[true_flat] = cb.reshape(-1)
+        G *= step
+
     def step(self, pending: tuple[np.ndarray, np.ndarray] | None, Ab: np.ndarray | None,
              s: int, e: int) -> np.ndarray | None:
         """The update of the pending batch, then the forward product of batch ``Ab`` (rows s:e).
@@ -425,7 +466,7 @@ class _FastLoop:
         if self.fused:
             self.W_prev[...] = self.W
             self.b_prev[...] = self.b
-        gradient = self.bce_gradient if self.config.loss == "bce" else self.softmax_gradient
+        gradient = self.gradient
         n_batches = len(self.bounds)
         stride = max(1, n_batches // 20)
         pending = None                                 # (G, batch) whose update is due

@@ -84,7 +84,8 @@ def test_seed_split_bits_with_a_busy_process_beside(seed_split, busy_core):
     assert bits(train(config, seed_split)) == bits(train(config, seed_split, threads=1))
 
 
-@pytest.mark.parametrize("options", [{}, dict(shuffle=True, flip=0.5, decay_every=1, decay_factor=0.5)])
+@pytest.mark.parametrize("options", [{}, dict(shuffle=True, flip=0.5, decay_every=1, decay_factor=0.5),
+                                     dict(loss="svm"), dict(loss="svm", shuffle=True, flip=0.5)])
 def test_resume_at_every_epoch_is_bit_identical(seed_split, options):
     config = TrainConfig(**UNSTABLE, n_epochs=4, **options)
     checkpoints = {}
@@ -106,7 +107,7 @@ def tiny64():
     return prepare(x, y, tx, ty, tinycifar.LABEL_NAMES, 200, "seed", 100, "float64")
 
 
-@pytest.mark.parametrize("loss", ["softmax", "bce"])
+@pytest.mark.parametrize("loss", ["softmax", "bce", "svm"])
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("flip", [0.0, 0.5])
 @pytest.mark.parametrize("decay", [False, True])

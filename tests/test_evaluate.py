@@ -61,3 +61,58 @@ def test_float32_model_on_float32_data(trained):
     m64 = evaluate_model(res.W, res.b, 0.1, data)
     assert m32["test"]["loss"] == pytest.approx(m64["test"]["loss"], rel=1e-5)
     assert abs(m32["test"]["accuracy"] - m64["test"]["accuracy"]) <= 2 / 150
+
+
+# -- the multi-class SVM: scores, no probabilities -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_svm(trained):
+    data, _ = trained
+    return data, train(TrainConfig(lam=0.1, eta=0.001, n_epochs=2, n_batch=40, dtype="float64", loss="svm"), data)
+
+
+def test_evaluate_svm_model(trained_svm):
+    from cifarcli.evaluate import MARGIN_BINS
+    from cifarcli.model import scores, true_class_margins
+
+    data, res = trained_svm
+    m = evaluate_model(res.W, res.b, 0.1, data, loss="svm")
+    json.dumps(m)
+    assert m["loss"] == "svm"
+    for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),
+                        ("test", data.X_test, data.y_test)):
+        assert m[split]["loss"] == pytest.approx(compute_loss(X, y, res.W, res.b, "svm"), rel=1e-12)
+        assert m[split]["cost"] == pytest.approx(compute_cost(X, y, res.W, res.b, 0.1, "svm"), rel=1e-12)
+        assert m[split]["accuracy"] == compute_accuracy(X, y, res.W, res.b)
+    assert m["train"]["cost"] == pytest.approx(res.history["train_cost"][-1], rel=1e-12)
+    assert "probabilities" not in m
+    margins = m["margins"]
+    assert margins["kind"] == "svm_margin" and margins["open_ends"] is True
+    assert margins["bins"] == [-5 + 0.5 * i for i in range(MARGIN_BINS + 1)]
+    true_m = true_class_margins(scores(data.X_test, res.W, res.b), data.y_test)
+    correct = true_m > 0
+    assert margins["correct"]["n"] == round(m["test"]["accuracy"] * 150) == correct.sum()
+    assert margins["incorrect"]["n"] == 150 - correct.sum()
+    assert margins["correct"]["mean"] == pytest.approx(true_m[correct].mean(), rel=1e-12)
+    assert margins["incorrect"]["median"] == pytest.approx(np.median(true_m[~correct]), rel=1e-12)
+    for group in ("correct", "incorrect"):
+        assert sum(margins[group]["counts"]) == margins[group]["n"]
+    # 0 is an edge: correct images (margin > 0) fill only the upper half, mistakes only the lower
+    assert sum(margins["correct"]["counts"][:MARGIN_BINS // 2]) == 0
+    assert sum(margins["incorrect"]["counts"][MARGIN_BINS // 2:]) == 0
+    assert margins["confident_mistakes"] == pytest.approx(np.mean(true_m[~correct] < -1.0))
+
+
+def test_margin_summary_bins_have_open_ends():
+    from cifarcli.evaluate import margin_summary
+
+    m = np.array([-40.0, -5.0, -4.9, -0.2, 0.3, 4.99, 5.0, 12.0])
+    s = margin_summary(m, m > 0)
+    assert s["incorrect"]["counts"][0] == 3 and s["incorrect"]["counts"][9] == 1     # -40 and -5 in the first bin
+    assert s["correct"]["counts"][-1] == 3 and s["correct"]["counts"][10] == 1      # 5 and 12 in the last
+    assert s["incorrect"]["mean"] == pytest.approx(np.mean([-40.0, -5.0, -4.9, -0.2]))   # of the margins, unclipped
+    assert s["confident_mistakes"] == 0.75
+    empty = margin_summary(m, np.ones(m.size, bool))
+    assert empty["incorrect"] == {"n": 0, "mean": None, "median": None, "counts": [0] * 20}
+    assert empty["confident_mistakes"] is None

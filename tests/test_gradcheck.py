@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cifarcli.gradcheck import check_gradients, numerical_gradients, relative_errors
-from cifarcli.model import compute_gradients, init_parameters, one_hot
+from cifarcli.model import compute_gradients, compute_gradients_svm, init_parameters, one_hot
 from numeric import naive_gradients
 
 
@@ -155,3 +155,134 @@ def test_check_catches_a_bce_gradient_without_its_1_over_K(problem):
     # and the softmax gradient is not the BCE one
     report = check_gradients(X, Y, W, b, lams=(0.0,), loss="bce", gradient_fn=compute_gradients)
     assert report["max_error"] > 1e-2
+
+
+# --------------------------------------------------------------------------- multi-class SVM (hinge)
+
+
+def _svm_without_the_true_class_term(X, Y, S, W, lam):
+    """The common mistake: +x for each positive margin, but no -(count)·x for the true class."""
+    from cifarcli.model import labels_of, svm_margins
+
+    n = X.shape[1]
+    G = (svm_margins(S, labels_of(Y)) > 0).astype(np.float64)
+    return G @ X.T / n + 2 * lam * W, G.sum(axis=1, keepdims=True) / n
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.1])
+def test_fast_svm_numerical_gradient_equals_naive_loop(problem, lam):
+    X, Y, W, b = problem
+    gW, gb = numerical_gradients(X, Y, W, b, lam, 1e-6, loss="svm")
+    nW, nb = naive_gradients(X, Y, W, b, lam, loss="svm")
+    np.testing.assert_allclose(gW, nW, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gb, nb, rtol=1e-6, atol=1e-8)
+
+
+def test_check_passes_svm_gradients(problem):
+    X, Y, W, b = problem
+    report = check_gradients(X, Y, W, b, lams=(0.0, 0.1), loss="svm")
+    json.dumps(report)
+    assert report["loss"] == "svm" and report["max_error"] <= 1e-6
+    for r in report["results"]:
+        assert set(r["kinks"]) == {"W", "b"}
+        assert r["W"]["n_excluded"] == r["kinks"]["W"] and r["b"]["n_excluded"] == r["kinks"]["b"]
+        assert r["W"]["share_below_tol"] == 1.0
+
+
+def test_check_catches_an_svm_gradient_without_the_true_class_term(problem):
+    X, Y, W, b = problem
+    report = check_gradients(X, Y, W, b, lams=(0.0, 0.1), loss="svm", gradient_fn=_svm_without_the_true_class_term)
+    assert report["max_error"] > 0.5
+    absent = np.mean(np.bincount(np.argmax(Y, axis=0), minlength=10) == 0)
+    assert absent == 0.2                   # 2 of the 10 classes have no image: no true-class term to miss
+    for r in report["results"]:
+        for p in ("W", "b"):
+            assert r[p]["median"] > 1e-2, (r["lam"], p, r[p])
+            assert r[p]["share_below_tol"] <= absent, (r["lam"], p, r[p])
+    # nor is the softmax gradient (fed the scores) the SVM's
+    assert check_gradients(X, Y, W, b, lams=(0.0,), loss="svm", gradient_fn=compute_gradients)["max_error"] > 1e-2
+
+
+H = 1e-6
+
+
+@pytest.fixture
+def one_margin_at_a_kink():
+    """K = 4, d = 6, n = 5, every margin far from 0 except M[c, 0] = 3e-7 < h: image 0, class c.
+
+    Row 5 of X is 1 for image 0 and 0 elsewhere, so W[c, 5] moves that margin alone.
+    """
+    from cifarcli.model import labels_of, scores, svm_margins
+
+    rng = np.random.default_rng(8)
+    K, d, n = 4, 6, 5
+    X = rng.standard_normal((d, n))
+    X[:, 0] = [2.0, -0.1, 0.5, -1.5, 0.2, 1.0]
+    X[5, 1:] = 0.0
+    y = np.array([1, 0, 2, 3, 1])
+    W, b = init_parameters(K, d, rng, std=0.3)
+    c, far = 2, 1e-4                                       # far: no kink when |m| > h · max|x| (≈ 2e-6)
+    margins = np.ones((K, n), bool)                        # the margins that exist: not the true classes'
+    margins[labels_of(y), np.arange(n)] = False
+    M = svm_margins(scores(X, W, b), y)
+    assert np.abs(M[margins]).min() > far
+    W[c, 5] += 3e-7 - M[c, 0]
+    M = svm_margins(scores(X, W, b), y)
+    assert M[c, 0] == pytest.approx(3e-7, abs=1e-15)
+    margins[c, 0] = False
+    assert np.abs(M[margins]).min() > far
+    return X, one_hot(y, K), W, b, c
+
+
+def test_svm_kinks_are_counted_and_left_out(one_margin_at_a_kink):
+    X, Y, W, b, c = one_margin_at_a_kink
+    y0 = int(np.argmax(Y[:, 0]))
+    gW, gb, kW, kb = numerical_gradients(X, Y, W, b, 0.0, H, loss="svm", return_kinks=True)
+    # Shifting row c moves M[c, 0]; shifting row y0 (image 0's true class) moves all of image 0's margins.
+    # W[k, j] moves them by h·X[j, 0]: a kink where h|X[j, 0]| > 3e-7, i.e. |X[j, 0]| > 0.3: j = 0, 2, 3, 5.
+    expected_W = np.zeros(W.shape, bool)
+    expected_W[np.ix_([c, y0], [0, 2, 3, 5])] = True
+    expected_b = np.zeros(b.shape, bool)
+    expected_b[[c, y0]] = True
+    np.testing.assert_array_equal(kW, expected_W)
+    np.testing.assert_array_equal(kb, expected_b)
+
+    report = check_gradients(X, Y, W, b, lams=(0.0, 0.1), h=H, loss="svm")
+    for r in report["results"]:
+        assert r["kinks"] == {"W": 8, "b": 2}
+        assert r["W"]["n_excluded"] == 8 and r["b"]["n_excluded"] == 2 and r["W"]["n"] == W.size
+        assert r["W"]["max"] <= 1e-6 and r["b"]["max"] <= 1e-6          # the rest passes
+    assert report["max_error"] <= 1e-6
+    # the excluded ones really are no gradient: the difference straddling the kink is off
+    ga_W, ga_b = compute_gradients_svm(X, Y, W @ X + b, W, 0.0)
+    err_W, err_b = relative_errors(ga_W, gW), relative_errors(ga_b, gb)
+    assert err_b[kb].min() > 1e-2 and err_W[kW].max() > 1e-2
+    assert err_W[~kW].max() <= 1e-6 and err_b[~kb].max() <= 1e-6
+
+
+def test_svm_difference_at_a_kink_is_still_the_exact_difference(one_margin_at_a_kink):
+    """Across the kink the fast centred difference is still (J(θ+h) - J(θ-h)) / 2h, only not a gradient."""
+    X, Y, W, b, _ = one_margin_at_a_kink
+    gW, gb = numerical_gradients(X, Y, W, b, 0.1, H, loss="svm")
+    nW, nb = naive_gradients(X, Y, W, b, 0.1, h=H, loss="svm")
+    np.testing.assert_allclose(gW, nW, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gb, nb, rtol=1e-6, atol=1e-8)
+
+
+def test_smooth_losses_have_no_kinks(problem):
+    X, Y, W, b = problem
+    for loss in ("softmax", "bce"):
+        r = check_gradients(X, Y, W, b, lams=(0.0,), loss=loss)["results"][0]
+        assert r["kinks"] == {"W": 0, "b": 0} and r["W"]["n_excluded"] == 0
+
+
+def test_error_summary_leaves_out_the_excluded():
+    from cifarcli.gradcheck import error_summary
+
+    err = np.array([[1e-9, 0.5], [2e-9, 3e-9]])
+    s = error_summary(err, exclude=np.array([[False, True], [False, False]]))
+    assert s["max"] == 3e-9 and s["mean"] == pytest.approx(2e-9) and s["share_below_tol"] == 1.0
+    assert s["n"] == 4 and s["n_excluded"] == 1 and s["corner"][0][1] == 0.5
+    assert error_summary(err)["max"] == 0.5 and error_summary(err)["n_excluded"] == 0
+    nothing = error_summary(err, exclude=np.ones((2, 2), bool))        # nothing checked: cannot pass
+    assert nothing["max"] == 1.0 and nothing["share_below_tol"] == 0.0 and nothing["n_excluded"] == 4
