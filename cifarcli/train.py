@@ -14,6 +14,7 @@ loss, cost and accuracy on the training and validation splits.
 Options beyond the study (each off by default; see TrainConfig):
 
 * ``loss="bce"``: P = σ(S) elementwise and G = (P - Y_b) / K (model.py).
+* ``loss="svm"``: the multi-class hinge loss; G is the margin indicator matrix M (model.py).
 * ``shuffle``: epoch e visits the rows in the order ``epoch_rng(seed, e).permutation(n)``.
 * ``flip=p``: in epoch e, image i is mirrored left-right when
   ``epoch_rng(seed, e).random(n)[i] < p`` (drawn after the permutation). The
@@ -85,8 +86,8 @@ import numpy as np
 
 from .config import TrainConfig
 from .errors import CifarError, WorkFailed
-from .model import (compute_gradients, compute_gradients_bce, evaluate_classifier, init_parameters, scores,
-                    sigmoid)
+from .model import (compute_gradients, compute_gradients_bce, compute_gradients_svm, evaluate_classifier,
+                    init_parameters, scores, sigmoid)
 from .prepare import PreparedData
 from .threads import TwoHalves, one_blas_thread
 
@@ -289,8 +290,6 @@ def train_reference(config: TrainConfig, data: PreparedData) -> tuple[np.ndarray
     The gradient per ``config.loss``: softmax, BCE (model.compute_gradients_bce)
     or the multi-class SVM (model.compute_gradients_svm, from the scores).
     """
-    from .model import compute_gradients_svm
-
     dtype = np.dtype(config.dtype)
     X, Y = data.X_train.astype(dtype), data.Y_train.astype(dtype)
     K, (d, n) = Y.shape[0], X.shape
