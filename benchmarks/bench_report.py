@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import archive, cifarcli, median_of, verdict  # noqa: E402
+from _common import archive, cifarcli, machine, median_of, verdict  # noqa: E402
 
 RUNS = 3
 STAGES = ("gradcheck", "train", "evaluate", "plot", "report")
@@ -34,6 +34,7 @@ def stage_seconds(cache: Path) -> dict[str, float]:
 
 
 def main() -> None:
+    print(machine())
     source = str(archive())
     firsts, seconds_again, shares = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
