@@ -297,6 +297,12 @@ def compute_gradients(X: np.ndarray, Y: np.ndarray, P: np.ndarray, W: np.ndarray
         G[Y.astype(np.intp, copy=False), np.arange(n)] -= 1
     else:
         G -= Y
+    return _gradients_of(G, X, W, lam)
+
+
+def _gradients_of(G: np.ndarray, X: np.ndarray, W: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """(G Xᵀ / n + 2 λ W, G 1 / n) for G = ∂l/∂S (K × n): the form every loss's gradient takes."""
+    n = X.shape[1]
     grad_W = G @ X.T
     grad_W /= n
     if lam:
@@ -334,13 +340,7 @@ def compute_gradients_svm(X: np.ndarray, Y: np.ndarray, S: np.ndarray, W: np.nda
     n = X.shape[1]
     G = (svm_margins(S, y) > 0).astype(np.result_type(S, W))
     G[y, np.arange(n)] = -G.sum(axis=0)
-    grad_W = G @ X.T
-    grad_W /= n
-    if lam:
-        grad_W += (2 * lam) * W
-    grad_b = G.sum(axis=1, keepdims=True)
-    grad_b /= n
-    return grad_W, grad_b
+    return _gradients_of(G, X, W, lam)
 
 
 def init_parameters(K: int, d: int, rng: np.random.Generator, std: float = 0.01,
