@@ -59,7 +59,7 @@ def row(name: str, times: list[float]) -> str:
 def main() -> None:
     import joblib
 
-    from cifarcli import stages, workflows
+    from cifarcli import stages
     from cifarcli.cache import PAYLOAD, safe_load
 
     print(machine())

@@ -37,7 +37,7 @@ def main() -> None:
 
 def mmap_figures(cache: Path) -> None:
     """Load the 184 MB dataset artifact with and without mmap, then prepare the default split."""
-    from cifarcli import stages, workflows
+    from cifarcli import stages
 
     ws = stages.Workspace(cache)
     key = ws.read_state()["dataset"]["key"]

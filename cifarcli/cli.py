@@ -442,7 +442,7 @@ def predict(
     Each image is converted to RGB and resized to 32×32 (area average when shrinking).
     An unreadable file is one error line naming it; the others are still classified (exit code 2).
     """
-    from cifarcli import stages, views, workflows
+    from cifarcli import views, workflows
 
     out, ws = _start(as_json, quiet, cache_dir)
     read = workflows.read_images(images)

@@ -49,7 +49,7 @@ def offline(monkeypatch, tmp_path) -> int:
 @pytest.fixture
 def workspace(tmp_path, tiny_archive):
     """A fresh workspace in tmp_path with the tiny archive imported."""
-    from cifarcli import stages, workflows
+    from cifarcli import stages
 
     ws = stages.Workspace(tmp_path / "cache", tmp_path / "reports")
     stages.fetch(ws, str(tiny_archive))

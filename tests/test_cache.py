@@ -193,7 +193,7 @@ def test_clear_by_stage(tmp_path):
 
 def test_cache_keys_and_run_ids_are_pinned(workspace):
     """Content checks (input_sha256) must never change a key: every existing cache and run ID stays valid."""
-    from cifarcli import stages, workflows
+    from cifarcli import stages
     from cifarcli.config import GradcheckConfig, TrainConfig
 
     data = "0123456789abcdef"

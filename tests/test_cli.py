@@ -17,7 +17,7 @@ import joblib
 import numpy as np
 import pytest
 
-from cifarcli import stages, workflows
+from cifarcli import stages
 from cifarcli.config import TrainConfig
 
 COMMANDS = ("fetch", "gradcheck", "train", "evaluate", "plot", "report", "cache")

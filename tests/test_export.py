@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import tinycifar
-from cifarcli import stages, workflows
+from cifarcli import stages
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 TRAIN = ("--n-epochs", "3", "--n-batch", "20")

@@ -96,7 +96,7 @@ def char_device(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def trained_cache(tmp_path_factory, tiny_archive) -> tuple[Path, str]:
     """A cache holding the tiny dataset and one short training run: (cache folder, run ID)."""
-    from cifarcli import stages, workflows
+    from cifarcli import stages
     from cifarcli.config import TrainConfig
 
     ws = stages.Workspace(tmp_path_factory.mktemp("trained") / "cache")

@@ -21,7 +21,7 @@ import joblib
 import numpy as np
 import pytest
 
-from cifarcli import schemas, stages, workflows
+from cifarcli import schemas, stages
 from cifarcli.cache import Store
 from cifarcli.config import TrainConfig
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import tinycifar
-from cifarcli import model, stages, workflows
+from cifarcli import model, stages
 from cifarcli.predict import ImageError, classify, image_record, load_image, top_k
 
 TRAIN = ("--n-epochs", "3", "--n-batch", "20")

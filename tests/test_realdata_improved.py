@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from cifarcli import stages, workflows
+from cifarcli import stages
 from cifarcli.config import TrainConfig
 
 pytestmark = pytest.mark.realdata

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifarcli import model, plots, report, stages, workflows
+from cifarcli import model, plots, report, stages
 from cifarcli.evaluate import probability_summary
 from cifarcli.config import TrainConfig
 

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from cifarcli import stages, workflows
+from cifarcli import stages
 from cifarcli.cache import PAYLOAD
 from cifarcli.config import TrainConfig
 from cifarcli.train import HISTORY_KEYS, Checkpoint

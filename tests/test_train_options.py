@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tinycifar
-from cifarcli import stages, workflows
+from cifarcli import stages
 from cifarcli.errors import CifarError, OptionError
 from cifarcli.model import (compute_cost, compute_gradients, compute_gradients_bce, compute_loss_bce,
                             init_parameters, one_hot, probabilities, scores)
