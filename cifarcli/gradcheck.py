@@ -54,49 +54,7 @@ from .model import (LOSSES, compute_gradients, compute_gradients_bce, compute_gr
                     probabilities, scores, svm_margins)
 from .threads import on_one_blas_thread
 
-__all__ = ["numerical_gradients", "relative_errors", "check_gradients", "error_summary", "check_options"]
-
-MAX_SEED = 2 ** 63 - 1
-
-
-def check_options(n_samples, n_dims, lams, h, seed, loss="softmax", names: dict | None = None) -> None:
-    """Refuse, in one CifarError naming the option and its range, any value the check cannot use.
-
-    ``names`` maps each argument to what the user typed it as (``--n-samples``
-    on the command line, ``s.toml: [gradcheck] n_samples`` in a settings file).
-    An empty ``lams`` is refused: it used to report a PASS with nothing checked.
-    """
-    from .errors import CifarError
-
-    name = {"n_samples": "--n-samples", "n_dims": "--n-dims", "lams": "--lam", "h": "--h", "seed": "--seed",
-            "loss": "--loss", **(names or {})}
-
-    def integer(x) -> bool:
-        return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-    def real(x) -> bool:
-        return (integer(x) or isinstance(x, (float, np.floating))) and np.isfinite(x)
-
-    if not integer(n_samples) or n_samples < 1:
-        raise CifarError(f"{name['n_samples']}: must be an integer >= 1 (images), got {n_samples!r}",
-                         hint="the default is 100")
-    if n_dims is not None and (not integer(n_dims) or n_dims < 1):
-        raise CifarError(f"{name['n_dims']}: must be an integer >= 1 (input dimensions), got {n_dims!r}",
-                         hint="leave it out to check all 3072")
-    if not isinstance(lams, (list, tuple)) or not lams:
-        raise CifarError(f"{name['lams']}: must list at least one λ, got {lams!r}", hint="e.g. [0.0, 0.1]")
-    for lam in lams:
-        if not real(lam) or lam < 0:
-            raise CifarError(f"{name['lams']}: each λ must be a finite number >= 0, got {lam!r}",
-                             hint="e.g. 0 and 0.1")
-    if not real(h) or not 0 < h <= 1:
-        raise CifarError(f"{name['h']}: the finite-difference step must be a number in (0, 1], got {h!r}",
-                         hint="the default is 1e-6")
-    if not integer(seed) or not 0 <= seed <= MAX_SEED:
-        raise CifarError(f"{name['seed']}: must be an integer from 0 to 2**63 - 1, got {seed!r}",
-                         hint="the default is 42")
-    if loss not in LOSSES:
-        raise CifarError(f"{name['loss']}: unknown loss {loss!r}", hint=f"use one of: {', '.join(LOSSES)}")
+__all__ = ["numerical_gradients", "relative_errors", "check_gradients", "error_summary"]
 
 
 def _cost_differences(P_k: np.ndarray, is_k: np.ndarray, delta: np.ndarray) -> np.ndarray:
