@@ -175,18 +175,19 @@ def checksums(path: Path) -> tuple[str, str]:
 
 # --------------------------------------------------------------------------- reading
 
-def read_cifar10(path: Path) -> tuple[Cifar10, str]:
+def read_cifar10(path: Path, on_member: Callable[[str], None] | None = None) -> tuple[Cifar10, str]:
     """Read an official archive (``.tar.gz``, any name) or an extracted batches folder.
 
     The format is told from the content: gzip/tar magic bytes and the member
     names, never the file name. Returns (dataset, 'binary' | 'python').
+    ``on_member`` is told the name of each official file as it is read.
     """
     path = Path(path)
     if path.is_dir():
         folder, fmt = _batches_folder(path)
-        files = _read_folder_files(folder, LAYOUTS[fmt])
+        files = _read_folder_files(folder, LAYOUTS[fmt], on_member)
         return _build(fmt, files, lambda name: str(folder / name)), fmt
-    fmt, files = _read_archive(path)
+    fmt, files = _read_archive(path, on_member)
     folder = LAYOUTS[fmt].folder
     return _build(fmt, files, lambda name: f"{path.name}:{folder}/{name}"), fmt
 
@@ -202,13 +203,15 @@ def _batches_folder(path: Path) -> tuple[Path, str]:
                      hint="expected a cifar-10-batches-py/ or cifar-10-batches-bin/ folder")
 
 
-def _read_folder_files(folder: Path, layout: _Layout) -> dict[str, bytes]:
+def _read_folder_files(folder: Path, layout: _Layout, on_member=None) -> dict[str, bytes]:
     """Bytes of each official file present; missing ones are reported by ``_build``."""
     files = {}
     for name in layout.required:
         file = folder / name
         if not os.path.lexists(file):
             continue
+        if on_member is not None:
+            on_member(name)
         try:
             with _open_regular(file, _MAX_MEMBER, "batch file") as f:
                 files[name] = f.read()
@@ -306,7 +309,7 @@ def _is_gzip(path: Path) -> bool:
                      hint="expected cifar-10-binary.tar.gz, cifar-10-python.tar.gz or an extracted folder")
 
 
-def _read_archive(path: Path) -> tuple[str, dict[str, bytes]]:
+def _read_archive(path: Path, on_member=None) -> tuple[str, dict[str, bytes]]:
     """(format, official file name -> bytes), reading the tar stream once, in memory."""
     gzipped = _is_gzip(path)
     try:
@@ -315,7 +318,7 @@ def _read_archive(path: Path) -> tuple[str, dict[str, bytes]]:
             # at the end of the stream, so damaged bytes cannot pass as a short archive.
             stream = gzip.GzipFile(fileobj=raw) if gzipped else raw
             with stream, tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK) as tar:
-                fmt, files = _read_members(tar, path)
+                fmt, files = _read_members(tar, path, on_member)
                 if gzipped:
                     _drain(stream, path)
     except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
@@ -326,7 +329,7 @@ def _read_archive(path: Path) -> tuple[str, dict[str, bytes]]:
     return fmt, files
 
 
-def _read_members(tar: tarfile.TarFile, path: Path) -> tuple[str | None, dict[str, bytes]]:
+def _read_members(tar: tarfile.TarFile, path: Path, on_member=None) -> tuple[str | None, dict[str, bytes]]:
     """Allow-list and read every member of a tar stream: (format or None, file name -> bytes)."""
     fmt = None
     files: dict[str, bytes] = {}
@@ -336,6 +339,8 @@ def _read_members(tar: tarfile.TarFile, path: Path) -> tuple[str | None, dict[st
             continue
         if name in files:
             raise CifarError(f"{path.name}: archive member {info.name!r} appears twice")
+        if on_member is not None:
+            on_member(name)
         files[name] = tar.extractfile(info).read()
     return fmt, files
 

@@ -56,10 +56,10 @@ def train_missing(ws: Workspace, configs: list[TrainConfig], backend: str = "loc
     if backend == "dask" and missing:
         _train_on_dask(ws, data_artifact, missing, scheduler)
     elif ws.jobs > 1 and len(missing) > 1:
-        _train_on_processes(ws, missing)
+        _train_on_processes(ws, missing, data_artifact.key)
 
 
-def _train_on_processes(ws: Workspace, missing: list[TrainConfig]) -> None:
+def _train_on_processes(ws: Workspace, missing: list[TrainConfig], data_key: str) -> None:
     """Train ``missing`` on up to ``ws.jobs`` processes, each writing its run to the store as ``train`` would.
 
     Interrupted (Ctrl-C, SIGTERM, SIGHUP: all a KeyboardInterrupt by then),
@@ -73,21 +73,116 @@ def _train_on_processes(ws: Workspace, missing: list[TrainConfig]) -> None:
     # An absolute path: joblib reuses its worker processes, whose working folder is the one they started in.
     cache_dir = ws.cache_dir.resolve()
     results = None
+    watcher = _Watcher(ws, missing, data_key, f"{min(ws.jobs, len(missing))} processes")
     try:
         with parallel_config(backend="loky", initializer=_worker_started):
             parallel = Parallel(n_jobs=min(ws.jobs, len(missing)), return_as="generator")
         # The call starts the workers and hands them the first tasks; the results come as they finish.
         with _workers_starting():
             results = parallel(delayed(_train_in_worker)(cache_dir, c) for c in missing)
+        watcher.start()  # after the workers' start: its thread is made with this thread's usual signal mask
         done = list(results)
     except BrokenProcessPool as exc:  # a worker died: killed from outside, out of memory, ...
+        watcher.stop(finished=False)
         _stop_workers(results)
         raise WorkFailed(f"a training worker process died: {str(exc).splitlines()[0]}",
                          hint="finished epochs are kept; rerun to resume (or train one setting at a time)") from None
     except BaseException:
+        watcher.stop(finished=False)
         _stop_workers(results)
         raise
+    watcher.stop(finished=True)
     ws.store.events.extend(("train", key, status) for key, status in done)
+
+
+class _Watcher:
+    """Worker progress, seen from the parent: polls each setting's checkpoint file a few times a second.
+
+    A worker saves its checkpoint (epoch, W, b, history) after every epoch; its
+    modification time says when to read it again, so a poll costs a ``stat``
+    per setting and a 120 kB load per new epoch, in a thread of this process
+    that never blocks the results. A setting whose run is in the store is
+    finished: one notice (``ws.log``), and its bar goes. Nothing here draws:
+    it calls ``ws.progress``.
+    """
+
+    INTERVAL = 0.25
+
+    def __init__(self, ws: Workspace, configs: list[TrainConfig], data_key: str, where: str):
+        self.ws, self.where = ws, where
+        self.settings = [(stages.train_key(c, data_key), stages.run_label(c), c.n_epochs) for c in configs]
+        self.seen = {key: self._mtime(key) for key, _, _ in self.settings}  # an old checkpoint waits to be resumed
+        self.latest: dict[str, tuple[int, dict]] = {}
+        self.finished: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _checkpoint(self, key: str) -> Path:
+        return self.ws.store.scratch("train", key) / "checkpoint"
+
+    def _mtime(self, key: str) -> int | None:
+        try:
+            return self._checkpoint(key).stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def start(self) -> None:
+        self.ws.progress.settings_started(len(self.settings), self.where)
+        self._thread = threading.Thread(target=self._run, name="cifarcli-progress", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            try:
+                self.poll()
+            except Exception:  # progress is never worth a failure
+                pass
+
+    def poll(self) -> None:
+        from cifarcli.cache import safe_load
+
+        for key, label, n_epochs in self.settings:
+            if key in self.finished:
+                continue
+            meta = self.ws.store.meta("train", key) if self.ws.store.path("train", key).is_dir() else None
+            if meta is not None:
+                self._finish(key, label, n_epochs, meta["info"])
+                continue
+            mtime = self._mtime(key)
+            if mtime is None or mtime == self.seen[key]:
+                continue
+            self.seen[key] = mtime
+            try:
+                saved = safe_load(self._checkpoint(key))
+                epoch, history = int(saved["epoch"]), saved["history"]
+                latest = {name: values[-1] for name, values in history.items() if values}
+            except Exception:  # replaced while read, or not one: the next poll reads the next one
+                continue
+            self.latest[key] = (epoch, latest)
+            self.ws.progress.setting(key, label, epoch, n_epochs, latest)
+
+    def _finish(self, key: str, label: str, n_epochs: int, info: dict) -> None:
+        self.finished.add(key)
+        final = dict(info.get("final") or {})
+        seconds = (info.get("timings") or {}).get("total_seconds")
+        if info.get("diverged_at") is not None:
+            outcome = f"diverged at epoch {info['diverged_at']}"
+        else:
+            outcome = f"epoch {n_epochs}/{n_epochs}, val acc {final.get('val_acc', float('nan')):.4f}"
+        took = f", {seconds:.1f} s" if seconds else ""
+        self.ws.progress.setting_finished(key, label, n_epochs, final)
+        self.ws.log(f"[{len(self.finished)}/{len(self.settings)}] trained {label}: {outcome} (run {key[:12]}{took})")
+
+    def stop(self, finished: bool) -> None:
+        """Stop polling; with ``finished``, a last poll first, so every setting has its notice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            if finished:
+                self.poll()
+        finally:
+            self.ws.progress.settings_finished()
 
 
 @contextlib.contextmanager
@@ -238,8 +333,6 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _train_with_client(ws, client, data_artifact, configs: list, scheduler: str) -> None:
-    from dask.distributed import as_completed
-
     try:
         client.wait_for_workers(1, timeout=float(os.environ.get("CIFARCLI_DASK_TIMEOUT", "10")))
     except Exception:
@@ -254,6 +347,20 @@ def _train_with_client(ws, client, data_artifact, configs: list, scheduler: str)
         future = client.submit(train_keeping_last_good, config, prepared[group][1], pure=False)
         futures[future] = (config, prepared[group][0])
     ws.log(f"training {len(configs)} points on the Dask cluster at {scheduler} ({len(client.nthreads())} workers)")
+    # One bar per point, full when its result arrives (epochs are not sent back from the cluster).
+    ws.progress.settings_started(len(configs), f"the Dask cluster at {scheduler}")
+    try:
+        for config, _ in futures.values():
+            ws.progress.setting(stages.train_key(config, data_artifact.key), stages.run_label(config), 0,
+                                config.n_epochs, {})
+        _collect_from_dask(ws, futures, client, data_artifact, configs, scheduler)
+    finally:
+        ws.progress.settings_finished()
+
+
+def _collect_from_dask(ws, futures: dict, client, data_artifact, configs: list, scheduler: str) -> None:
+    from dask.distributed import as_completed
+
     for done, future in enumerate(as_completed(list(futures), loop=client.loop), 1):
         config, data = futures[future]
         try:
@@ -265,6 +372,7 @@ def _train_with_client(ws, client, data_artifact, configs: list, scheduler: str)
                              f"{type(exc).__name__}: {_first_line(exc)}",
                              hint="finished points are kept; rerun to resume") from None
         run = stages.store_trained(ws, config, data_artifact, data, result)
+        ws.progress.setting_finished(run.key, stages.run_label(config), config.n_epochs, run.meta["info"]["final"])
         ws.log(f"[{done}/{len(configs)}] {run.key} λ={config.lam:g} η={config.eta:g}: "
                + ("diverged" if result["diverged_at"] is not None
                   else f"val acc {result['history']['val_acc'][-1]:.4f}"))

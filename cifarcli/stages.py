@@ -90,13 +90,29 @@ class Progress:
 
     def download(self, done: int, total: int | None) -> None: ...
 
-    def run_started(self, run_id: str, n_epochs: int, n_batches: int, start_epoch: int) -> None: ...
+    def run_started(self, run_id: str, n_epochs: int, n_batches: int, start_epoch: int, label: str = "") -> None: ...
 
     def batch(self, epoch: int, index: int, n_batches: int) -> None: ...
 
     def epoch(self, epoch: int, history: dict) -> None: ...
 
     def run_finished(self, run_id: str) -> None: ...
+
+    # Something slow without steps to count (reading an archive): ``what`` until ``done_working``.
+    def working(self, what: str) -> None: ...
+
+    def done_working(self) -> None: ...
+
+    # Settings trained elsewhere at once (worker processes, a Dask cluster), seen from this process:
+    # ``setting`` is called whenever one is seen to move (``epoch`` of ``n_epochs``, the latest
+    # metrics of its history: train_acc, val_acc, ...), ``setting_finished`` once it is stored.
+    def settings_started(self, n_settings: int, where: str) -> None: ...
+
+    def setting(self, run_id: str, label: str, epoch: int, n_epochs: int, latest: dict) -> None: ...
+
+    def setting_finished(self, run_id: str, label: str, n_epochs: int, latest: dict) -> None: ...
+
+    def settings_finished(self) -> None: ...
 
 
 @dataclass
@@ -162,12 +178,21 @@ def fetch(ws: Workspace, source: str | None = None, fmt: str = "binary", md5: st
                              hint="give a CIFAR-10 archive, an extracted cifar-10-batches-* folder, or a URL")
         path = path.resolve()
         data.check_source(path)  # a device, FIFO or huge file is refused before it is hashed
-    sums = _checksums(ws, path)
+    ws.progress.working(f"checking {path.name}")
+    try:
+        sums = _checksums(ws, path)
+    finally:
+        ws.progress.done_working()
     _check_pins(path, sums, md5, sha256)
     official = next((a for a in data.OFFICIAL.values() if a.md5 == sums["md5"]), None)
 
     def compute():
-        dataset, found_format = data.read_cifar10(path)
+        ws.progress.working(f"reading {path.name}")
+        try:
+            dataset, found_format = data.read_cifar10(
+                path, on_member=lambda name: ws.progress.working(f"reading {path.name}: {name}"))
+        finally:
+            ws.progress.done_working()
         note = None if official else "not an official CIFAR-10 archive (checksum unknown); its structure is valid"
         info = {"source": source if data.is_url(source) else str(path), "format": found_format, **sums,
                 "official": official is not None, "note": note,
@@ -337,7 +362,8 @@ def train(ws: Workspace, config, force: bool = False, data_artifact: Artifact | 
         split = prepared(data_artifact, config.split, config.val_size, config.dtype)
         resume = None if force else load_checkpoint(ws, key, config, split.X_train.shape[0])
         n_batches = -(-split.sizes["train"] // config.n_batch)
-        ws.progress.run_started(key, config.n_epochs, n_batches, resume.epoch if resume else 0)
+        ws.progress.run_started(key, config.n_epochs, n_batches, resume.epoch if resume else 0,
+                                label=run_label(config))
 
         def on_epoch(checkpoint):
             # A plain dict, not the Checkpoint class: loading admits no class of ours.

@@ -43,13 +43,16 @@ def progress_for(console: Console) -> Progress:
 
 
 class RichProgress(Progress):
-    def __init__(self, console: Console):
-        from rich import progress as rp
+    """rich bars on stderr: a download, one training run, a spinner, or one bar per setting trained elsewhere.
 
-        self._bars = rp.Progress(
-            rp.TextColumn("{task.description}"), rp.BarColumn(), rp.TaskProgressColumn(),
-            rp.TextColumn("{task.fields[status]}"), rp.TimeRemainingColumn(), console=console, transient=True)
-        self._download = self._epochs = self._batches = None
+    Only one live display at a time: each kind starts its own and stops it when done.
+    """
+
+    def __init__(self, console: Console):
+        self.console = console
+        self._download = self._run = self._spinner = self._settings = None
+        self._tasks: dict[str, Any] = {}
+        self._last_batch = 0.0
 
     def download(self, done: int, total: int | None) -> None:
         if self._download is None:
@@ -57,33 +60,109 @@ class RichProgress(Progress):
 
             self._download_bars = rp.Progress(
                 rp.TextColumn("download"), rp.BarColumn(), rp.DownloadColumn(), rp.TransferSpeedColumn(),
-                rp.TimeRemainingColumn(), console=self._bars.console, transient=True)
+                rp.TimeRemainingColumn(), console=self.console, transient=True)
             self._download_bars.start()
             self._download = self._download_bars.add_task("download", total=total)
         self._download_bars.update(self._download, completed=done, total=total)
         if total is not None and done >= total:
             self._download_bars.stop()
 
-    def run_started(self, run_id: str, n_epochs: int, n_batches: int, start_epoch: int) -> None:
-        self._bars.start()
+    # -- one run trained here: one bar that advances within each epoch ----------------------------
+
+    def run_started(self, run_id: str, n_epochs: int, n_batches: int, start_epoch: int, label: str = "") -> None:
+        from rich import progress as rp
+
+        self._run_bars = rp.Progress(
+            rp.TextColumn("{task.description}"), rp.BarColumn(bar_width=None if self.console.width >= 100 else 16),
+            rp.TextColumn("epoch {task.fields[epoch]}/{task.fields[n_epochs]}"), rp.TextColumn("{task.fields[status]}"),
+            rp.TimeRemainingColumn(), console=self.console, transient=True)
         resumed = f" (resumed at epoch {start_epoch})" if start_epoch else ""
-        self._epochs = self._bars.add_task(f"train {run_id[:12]}{resumed}", total=n_epochs, completed=start_epoch,
-                                           status="")
-        self._batches = self._bars.add_task("  batches", total=n_batches, status="")
+        self._run_bars.start()
+        self._run = self._run_bars.add_task(f"train {_t(label or run_id[:12])}{resumed}", total=n_epochs,
+                                            completed=start_epoch, epoch=start_epoch, n_epochs=n_epochs, status="")
 
     def batch(self, epoch: int, index: int, n_batches: int) -> None:
-        self._bars.update(self._batches, completed=index + 1)
+        import time
+
+        now = time.monotonic()
+        if self._run is None or (now - self._last_batch < 0.1 and index + 1 < n_batches):
+            return
+        self._last_batch = now
+        self._run_bars.update(self._run, completed=epoch - 1 + (index + 1) / n_batches)  # epoch counts from 1
 
     def epoch(self, epoch: int, history: dict) -> None:
-        status = (f"loss {history['train_loss'][-1]:.3f}/{history['val_loss'][-1]:.3f} "
-                  f"acc {history['train_acc'][-1]:.3f}/{history['val_acc'][-1]:.3f}")
-        self._bars.update(self._epochs, completed=epoch, status=status)
-        self._bars.reset(self._batches, status="")
+        if self._run is not None:
+            self._run_bars.update(self._run, epoch=epoch,
+                                  status=_metrics({k: v[-1] for k, v in history.items() if v}, self.console.width))
 
     def run_finished(self, run_id: str) -> None:
-        self._bars.stop()
-        for task in list(self._bars.task_ids):
-            self._bars.remove_task(task)
+        if self._run is not None:
+            self._run_bars.stop()
+            self._run = None
+
+    # -- a spinner -------------------------------------------------------------------------------
+
+    def working(self, what: str) -> None:
+        if self._spinner is None:
+            from rich import progress as rp
+
+            self._spinner_bars = rp.Progress(rp.SpinnerColumn(), rp.TextColumn("{task.description}"),
+                                             rp.TimeElapsedColumn(), console=self.console, transient=True)
+            self._spinner_bars.start()
+            self._spinner = self._spinner_bars.add_task(_t(what))
+        self._spinner_bars.update(self._spinner, description=_t(what))
+
+    def done_working(self) -> None:
+        if self._spinner is not None:
+            self._spinner_bars.stop()
+            self._spinner = None
+
+    # -- settings trained elsewhere: a bar each while it trains ---------------------------------
+
+    def settings_started(self, n_settings: int, where: str) -> None:
+        from rich import progress as rp
+
+        self._settings = rp.Progress(
+            rp.TextColumn("{task.description}"), rp.BarColumn(bar_width=None if self.console.width >= 100 else 16),
+            rp.TextColumn("epoch {task.fields[epoch]}/{task.fields[n_epochs]}"), rp.TextColumn("{task.fields[status]}"),
+            rp.TimeElapsedColumn(), console=self.console, transient=True)
+        self._settings.start()
+        self._tasks = {}
+
+    def setting(self, run_id: str, label: str, epoch: int, n_epochs: int, latest: dict) -> None:
+        if self._settings is None:
+            return
+        status = _metrics(latest, self.console.width) if latest else "[dim]started[/]"
+        if run_id not in self._tasks:
+            self._tasks[run_id] = self._settings.add_task(_t(label), total=n_epochs, epoch=epoch, n_epochs=n_epochs,
+                                                          status=status)
+        self._settings.update(self._tasks[run_id], completed=epoch, epoch=epoch, n_epochs=n_epochs, status=status)
+
+    def setting_finished(self, run_id: str, label: str, n_epochs: int, latest: dict) -> None:
+        if self._settings is None:
+            return
+        self.setting(run_id, label, n_epochs, n_epochs, latest)
+        self._settings.refresh()  # its last frame says epoch N/N before the bar goes
+        self._settings.remove_task(self._tasks.pop(run_id))
+
+    def settings_finished(self) -> None:
+        if self._settings is not None:
+            self._settings.stop()
+            self._settings = None
+
+
+def _metrics(latest: dict, width: int) -> str:
+    """The latest epoch's labelled metrics: ``train acc 0.459 · val acc 0.374`` (and the losses when wide)."""
+    def value(name: str) -> str:
+        number = latest.get(name)
+        return "—" if not isinstance(number, (int, float)) else f"{number:.3f}"
+
+    parts = [f"train acc {value('train_acc')}", f"val acc {value('val_acc')}"]
+    if width >= 120:
+        parts += [f"train loss {value('train_loss')}", f"val loss {value('val_loss')}"]
+    elif width >= 100:
+        parts.append(f"val loss {value('val_loss')}")
+    return " · ".join(parts)
 
 
 # -- dataset -------------------------------------------------------------------------
