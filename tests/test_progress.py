@@ -1,0 +1,141 @@
+"""The progress display under a real pseudo-terminal, and its absence without one.
+
+Each case runs ``python -m cifarcli ...`` with stderr on the slave side of a
+pty (COLUMNS, LINES and TERM set as a terminal would), reads everything the
+command draws from the master side, and looks at the frames with the escape
+sequences taken out. Without a tty (plain pipes) stderr holds plain lines only.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from procs import cli_process, env_for
+
+N_EPOCHS = 200
+SETTINGS = (f"[defaults]\nn_epochs = {N_EPOCHS}\nn_batch = 5\n[gradcheck]\nn_samples = 5\nn_dims = 20\n"
+            "[[run]]\nlam = 0.0\neta = 0.001\n[[run]]\nlam = 0.1\neta = 0.001\n")
+LABELS = ("λ=0, η=0.001", "λ=0.1, η=0.001")
+COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # within a line
+ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[=>]")  # cursor moves: between lines
+
+
+@pytest.fixture(scope="module")
+def fetched(tmp_path_factory, tiny_archive) -> Path:
+    root = tmp_path_factory.mktemp("progress")
+    done = cli_process(root, "fetch", "--source", tiny_archive, "--cache-dir", "cache", "-q")
+    assert done.returncode == 0, done.stderr
+    return root / "cache"
+
+
+@pytest.fixture
+def work(tmp_path, fetched) -> Path:
+    shutil.copytree(fetched, tmp_path / "cache")
+    (tmp_path / "s.toml").write_text(SETTINGS)
+    return tmp_path
+
+
+def on_terminal(cwd: Path, *args, timeout: float = 240) -> tuple[int, str, str]:
+    """(exit code, stdout, what stderr drew on a 100 × 30 terminal) of ``python -m cifarcli ARGS``."""
+    env = {**env_for(cwd), "COLUMNS": "100", "LINES": "30", "TERM": "xterm"}
+    for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        env.pop(name, None)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "cifarcli", *map(str, args)], cwd=cwd, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, start_new_session=True)
+    os.close(slave)
+    drawn = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:  # drain the master side, or the command blocks once the pty buffer is full
+            assert time.monotonic() < deadline, f"still running after {timeout} s: {drawn[-2000:]!r}"
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every holder of the slave side is gone
+                    break
+                if not chunk:
+                    break
+                drawn += chunk
+            elif proc.poll() is not None:
+                break
+        out = proc.communicate(timeout=60)[0].decode()
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out, drawn.decode(errors="replace")
+
+
+def frames(drawn: str) -> list[str]:
+    """Every line the terminal showed at some moment: escapes out, split at carriage returns and newlines."""
+    plain = ESCAPES.sub("\n", COLOURS.sub("", drawn))
+    return [line.strip() for line in re.split(r"[\r\n]", plain) if line.strip()]
+
+
+def bar_lines(lines: list[str], label: str) -> list[str]:
+    return [line for line in lines if line.startswith(label + " ") and "━" in line]
+
+
+def test_report_on_two_processes_shows_a_bar_per_setting_that_finishes(work):
+    code, out, drawn = on_terminal(work, "report", "--config", "s.toml", "--jobs", "2", "--cache-dir", "cache")
+    assert code == 0, drawn[-3000:]
+    assert "\x1b[" in drawn  # drawn as a terminal is: a live display
+    lines = frames(drawn)
+    for label in LABELS:
+        bars = bar_lines(lines, label)
+        assert bars, (label, lines[-40:])
+        epochs = [int(m.group(1)) for bar in bars for m in [re.search(rf"epoch (\d+)/{N_EPOCHS}\b", bar)] if m]
+        assert N_EPOCHS in epochs, bars  # the bar finishes...
+        assert any(0 < e < N_EPOCHS for e in epochs), bars  # ... after being seen mid-training
+        assert any("val acc" in bar and "train acc" in bar for bar in bars), bars
+        # and a plain line stays once the bars are gone
+        assert any(re.match(rf"\[\d/2\] trained {re.escape(label)}: epoch {N_EPOCHS}/{N_EPOCHS}", line)
+                   for line in lines), lines[-20:]
+
+
+def test_train_bar_says_epoch_and_labelled_metrics(work):
+    code, out, drawn = on_terminal(work, "train", "--n-epochs", "150", "--n-batch", "5", "--cache-dir", "cache")
+    assert code == 0, drawn[-3000:]
+    bars = [line for line in frames(drawn) if line.startswith("train λ=0, η=0.001") and "━" in line]
+    assert bars, frames(drawn)[-20:]
+    assert any(re.search(r"epoch \d+/150 ", bar) and "train acc" in bar and "val acc" in bar for bar in bars), bars
+    assert not any("batches" in line for line in frames(drawn))  # the one bar, no second one at 0 %
+    assert "run ID" in out
+
+
+def test_fetch_of_a_local_archive_shows_a_spinner(tmp_path, tiny_archive):
+    code, out, drawn = on_terminal(tmp_path, "fetch", "--source", tiny_archive, "--cache-dir", "cache")
+    assert code == 0, drawn[-3000:]
+    shown = "\n".join(frames(drawn))
+    assert f"checking {tiny_archive.name}" in shown or f"reading {tiny_archive.name}" in shown, shown
+    assert f"reading {tiny_archive.name}" in shown, shown
+
+
+def test_without_a_terminal_stderr_is_plain_lines(work, tiny_archive):
+    done = cli_process(work, "report", "--config", "s.toml", "--jobs", "2", "--cache-dir", "cache")
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stderr and "━" not in done.stderr and "\r" not in done.stderr, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == "training 2 settings on 2 processes", lines
+    finished = [line for line in lines if re.match(r"\[\d/2\] trained λ=", line)]
+    assert len(finished) == 2, lines
+    assert all(f"epoch {N_EPOCHS}/{N_EPOCHS}, val acc " in line for line in finished), finished
+    for label in LABELS:
+        assert any(f"trained {label}:" in line for line in finished), finished
+    train = cli_process(work, "train", "--n-epochs", "5", "--lam", "0.5", "--cache-dir", "cache")
+    assert train.returncode == 0 and "\x1b" not in train.stderr and "━" not in train.stderr, train.stderr
+    fetch = cli_process(work, "fetch", "--source", tiny_archive, "--cache-dir", "other")
+    assert fetch.returncode == 0 and fetch.stderr == "", fetch.stderr
