@@ -36,7 +36,7 @@ from typing import Any
 
 from .errors import CifarError, OptionError
 
-STAGE_NAMES = ("dataset", "gradcheck", "train", "evaluate", "plot", "report", "sweep")   # stages.STAGES
+STAGE_NAMES = ("dataset", "gradcheck", "train", "evaluate", "plot", "report", "sweep", "comparison")   # stages.STAGES
 SPLITS = ("seed", "dd2424", "full")
 DTYPES = ("float32", "float64")
 INITS = ("normal", "xavier")

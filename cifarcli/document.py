@@ -53,6 +53,18 @@ class SweepSection:
 
 
 @dataclass
+class ComparisonSection:
+    """Every run side by side: the overlaid validation curves and the weights grid (paths relative to
+    the reports folder), cached as one "comparison" artifact keyed by the run IDs."""
+
+    key: str
+    figures: dict[str, str]               # "curves", "weights" -> path relative to the reports folder
+
+    def made_from(self) -> list[tuple[str, str]]:
+        return [("comparison", self.key)]
+
+
+@dataclass
 class ReportDocument:
     title: str
     cifarcli_version: str
@@ -62,9 +74,12 @@ class ReportDocument:
     gradcheck: dict
     runs: list[RunSection]
     sweep: SweepSection | None = None
+    comparison: ComparisonSection | None = None
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
+        if self.comparison is None:
+            del doc["comparison"]
         if self.sweep is None:
             del doc["sweep"]
         else:
@@ -84,6 +99,15 @@ def run_section(ws: Workspace, run: Artifact) -> RunSection:
         figures = stages.plot(ws, run)
         section.figures = {name: path.relative_to(ws.reports_dir).as_posix() for name, path in figures.items()}
     return section
+
+
+def comparison_section(ws: Workspace, runs: list[Artifact]) -> ComparisonSection | None:
+    """The figures comparing ``runs`` (trained runs, in the report's order); None without runs."""
+    if not runs:
+        return None
+    key, figures = stages.comparison(ws, runs)
+    return ComparisonSection(key=key, figures={name: path.relative_to(ws.reports_dir).as_posix()
+                                               for name, path in figures.items()})
 
 
 def initialisation(runs: list[RunSection]) -> dict:

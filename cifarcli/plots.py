@@ -142,19 +142,44 @@ def _mark_non_finite(ax, epochs: np.ndarray, history, keys) -> None:
 # curves
 
 
-def loss_figure(history: Mapping[str, Sequence[float]], title: str | None = None):
-    """Loss and cost per epoch, train and validation (4 lines)."""
+def cost_is_loss(history: Mapping[str, Sequence[float]], lam: float | None = None) -> bool:
+    """Whether the cost curves coincide with the loss curves (λ = 0, or equal numbers when λ is not given)."""
+    if lam is not None:
+        return float(lam) == 0.0
+    return all(np.allclose(_series(history, f"{s}_loss"), _series(history, f"{s}_cost"), rtol=1e-12, atol=0,
+                           equal_nan=True) for s in ("train", "val"))
+
+
+def legend_labels(fig) -> list[str]:
+    """The texts of every legend entry in ``fig`` (axes legends and figure legends), in order."""
+    legends = [ax.get_legend() for ax in fig.axes] + list(fig.legends)
+    return [t.get_text() for legend in legends if legend is not None for t in legend.get_texts()]
+
+
+def loss_figure(history: Mapping[str, Sequence[float]], title: str | None = None, lam: float | None = None):
+    """Loss and cost per epoch, train and validation (4 lines).
+
+    When the cost equals the loss (λ = 0; or, without ``lam``, equal numbers) each split is
+    drawn and labelled once ("train loss = cost (λ = 0)"): no legend entry for a hidden line.
+    """
     _check_history(history, ("epoch", "train_loss", "train_cost", "val_loss", "val_cost"))
     epochs = np.asarray(history["epoch"], dtype=float)
     fig = new_figure(CURVE_SIZE)
     ax = fig.add_subplot()
     style_axes(ax)
-    lines = [
-        ("train_loss", "train loss", TRAIN_COLOUR, "-", 2.0),
-        ("val_loss", "validation loss", VAL_COLOUR, "-", 2.0),
-        ("train_cost", "train cost (loss + λ‖W‖²)", TRAIN_COLOUR, "--", 1.4),
-        ("val_cost", "validation cost (loss + λ‖W‖²)", VAL_COLOUR, "--", 1.4),
-    ]
+    if cost_is_loss(history, lam):
+        why = " (λ = 0)" if lam is not None else ""
+        lines = [
+            ("train_loss", f"train loss = cost{why}", TRAIN_COLOUR, "-", 2.0),
+            ("val_loss", f"validation loss = cost{why}", VAL_COLOUR, "-", 2.0),
+        ]
+    else:
+        lines = [
+            ("train_loss", "train loss", TRAIN_COLOUR, "-", 2.0),
+            ("val_loss", "validation loss", VAL_COLOUR, "-", 2.0),
+            ("train_cost", "train cost (loss + λ‖W‖²)", TRAIN_COLOUR, "--", 1.4),
+            ("val_cost", "validation cost (loss + λ‖W‖²)", VAL_COLOUR, "--", 1.4),
+        ]
     for key, label, colour, ls, lw in lines:
         ax.plot(epochs, _series(history, key), color=colour, linestyle=ls,
                 linewidth=lw, label=label)
@@ -197,9 +222,9 @@ def accuracy_figure(history: Mapping[str, Sequence[float]], title: str | None = 
 
 
 def plot_loss(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
-              title: str | None = None) -> Path:
+              title: str | None = None, lam: float | None = None) -> Path:
     """Write the loss/cost curves to ``path`` (PNG, 1050×675 px)."""
-    return save_figure(loss_figure(history, title), path)
+    return save_figure(loss_figure(history, title, lam), path)
 
 
 def plot_accuracy(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
@@ -425,3 +450,102 @@ def probabilities_figure(summary: Mapping[str, Any], title: str | None = None):
 def plot_probabilities(summary: Mapping[str, Any], path: str | os.PathLike, title: str | None = None) -> Path:
     """Write the true-class probability histograms to ``path`` (PNG, 1050×675 px)."""
     return save_figure(probabilities_figure(summary, title), path)
+
+
+# --------------------------------------------------------------------------
+# comparison of runs: curves overlaid, weights side by side
+
+COMPARISON_CURVES_SIZE = (9.0, 3.4)   # two panels -> 1350 x 510 px
+RUN_COLOURS = ("#1f77b4", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
+RUN_STYLES = ("-", "--", "-.", ":")
+
+
+def _run_style(i: int) -> dict:
+    """Colour, then line style once the colours are used up: every run has its own look."""
+    return {"color": RUN_COLOURS[i % len(RUN_COLOURS)],
+            "linestyle": RUN_STYLES[(i // len(RUN_COLOURS)) % len(RUN_STYLES)]}
+
+
+def comparison_curves_figure(runs: Sequence[tuple[str, Mapping[str, Sequence[float]]]], title: str | None = None):
+    """Every run's validation loss (left) and validation accuracy (right) per epoch, overlaid.
+
+    ``runs`` is a sequence of (label, history). Non-finite values (a diverged run) are not drawn;
+    the loss axis turns logarithmic when the runs span more than a factor 50.
+    """
+    if not runs:
+        raise ValueError("no run to compare")
+    for _, history in runs:
+        _check_history(history, ("epoch", "val_loss", "val_acc"))
+    fig = new_figure(COMPARISON_CURVES_SIZE)
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for ax in (loss_ax, acc_ax):
+        style_axes(ax)
+        _integer_epochs(ax)
+        ax.set_xlabel("epoch")
+    for i, (label, history) in enumerate(runs):
+        epochs = np.asarray(history["epoch"], dtype=float)
+        loss_ax.plot(epochs, _series(history, "val_loss"), linewidth=1.8, label=label, **_run_style(i))
+        acc_ax.plot(epochs, _series(history, "val_acc"), linewidth=1.8, label=label, **_run_style(i))
+    losses = np.concatenate([_series(h, "val_loss") for _, h in runs])
+    losses = losses[np.isfinite(losses)]
+    if losses.size and losses.min() > 0 and losses.max() / losses.min() > 50:
+        loss_ax.set_yscale("log")
+    accs = np.concatenate([_series(h, "val_acc") for _, h in runs])
+    top = np.nanmax(accs) if np.isfinite(accs).any() else 1.0
+    acc_ax.axhline(0.1, color=MUTED, linestyle=":", linewidth=1.0, label="chance (0.1)")
+    acc_ax.set_ylim(0, min(1.0, max(0.2, top * 1.15)))
+    loss_ax.set_ylabel("validation loss")
+    acc_ax.set_ylabel("validation accuracy")
+    loss_ax.set_title("Validation loss per epoch", fontsize=11, loc="left")
+    acc_ax.set_title("Validation accuracy per epoch", fontsize=11, loc="left")
+    loss_ax.legend(frameon=False, fontsize=8.5, loc="best")
+    acc_ax.legend(frameon=False, fontsize=8.5, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=11, x=0.01, ha="left")
+    return fig
+
+
+def comparison_weights_figure(runs: Sequence[tuple[str, Any]], label_names: Sequence[str]):
+    """One row per run: its K class templates side by side, the row labelled with the run.
+
+    ``runs`` is a sequence of (label, W); a W of None (a diverged run without weights) gives a
+    row that says so. Each image is scaled to its own range, as in ``weights_figure``.
+    """
+    if not runs:
+        raise ValueError("no run to compare")
+    k = len(label_names)
+    images = [None if W is None else weight_images(W) for _, W in runs]
+    for img in images:
+        if img is not None and img.shape[0] != k:
+            raise ValueError(f"{img.shape[0]} weight rows but {k} label names")
+    fig = new_figure((9.0, 0.35 + 0.95 * len(runs)))
+    axes = fig.subplots(len(runs), k, squeeze=False)
+    for r, ((label, _), img) in enumerate(zip(runs, images)):
+        for j, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_color("#d1d5db")
+            if r == 0:
+                ax.set_title(str(label_names[j]), fontsize=8.5, pad=3)
+            if img is not None:
+                ax.imshow(img[j], interpolation="nearest")
+            elif j == 0:
+                ax.text(0.0, 0.5, "no weights (diverged)", transform=ax.transAxes, fontsize=8.5,
+                        color=WRONG_COLOUR, va="center", ha="left", style="italic")
+            if img is None:
+                ax.spines[:].set_visible(False)
+        axes[r][0].set_ylabel(label, fontsize=8.5, rotation=0, ha="right", va="center", labelpad=6)
+    return fig
+
+
+def plot_comparison_curves(runs: Sequence[tuple[str, Mapping[str, Sequence[float]]]], path: str | os.PathLike,
+                           title: str | None = None) -> Path:
+    """Write the overlaid validation curves of several runs to ``path`` (PNG, 1350×510 px)."""
+    return save_figure(comparison_curves_figure(runs, title), path)
+
+
+def plot_comparison_weights(runs: Sequence[tuple[str, Any]], label_names: Sequence[str],
+                            path: str | os.PathLike) -> Path:
+    """Write the grid of every run's class templates to ``path`` (PNG, 1350 px wide, one row per run)."""
+    return save_figure(comparison_weights_figure(runs, label_names), path)

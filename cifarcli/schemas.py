@@ -69,13 +69,14 @@ GRADCHECK_PAYLOAD = {
     "n_samples": int, "n_dims": int, "seed": int, "elapsed": NUMBER,
 }
 FIGURES = ("loss", "accuracy", "weights", "confusion", "probabilities")
+COMPARISON_FIGURES = ("curves", "weights")   # every run's validation curves overlaid; their weights, a row each
 _REPORT_RUN = {"run_id": str, "label": str, "config": {"lam": NUMBER, "eta": NUMBER, "n_batch": int, "n_epochs": int},
                "split_sizes": DictOf(str, int), "history": HISTORY, "diverged_at": MAYBE_INT,
                "train_seconds": MAYBE_NUMBER, "metrics": OneOf((None, EVALUATE_PAYLOAD)), "figures": DictOf(str, str)}
 REPORT_PAYLOAD = {
     "doc": {"title": str, "cifarcli_version": str, "dataset": dict, "preprocessing": dict, "initialisation": dict,
             "gradcheck": {**GRADCHECK_PAYLOAD, "tol": NUMBER, "passed": bool}, "runs": ListOf(_REPORT_RUN),
-            "sweep": Opt(dict), "created": str},
+            "sweep": Opt(dict), "comparison": Opt({"key": str, "figures": DictOf(str, str)}), "created": str},
     "report.md": str, "report.html": str,
 }
 DATASET = Schema(DATASET_PAYLOAD, params={"sha256": HEX64}, info=DATASET_INFO)
@@ -85,6 +86,7 @@ EVALUATE = Schema(EVALUATE_PAYLOAD)
 PLOT = Schema({name: PNG for name in FIGURES})
 REPORT = Schema(REPORT_PAYLOAD)
 SWEEP = Schema({"heatmap": PNG}, info={"n_points": int})
+COMPARISON = Schema({name: PNG for name in COMPARISON_FIGURES}, info={"n_runs": int})
 WORKSPACE_SCHEMA = {
     "dataset": Opt({"key": Check(str, lambda k: len(k) == 16 and all(c in "0123456789abcdef" for c in k),
                                  "a 16-digit key"), "source": str, "path": str}),

@@ -64,11 +64,15 @@ DATASET = Stage("dataset", 1, schemas.DATASET)
 GRADCHECK = Stage("gradcheck", 1, schemas.GRADCHECK)
 TRAIN = Stage("train", 1, schemas.TRAIN)
 # evaluate 2, plot 2, report 2: the true-class probability summary, its histogram figure and report sections.
+# plot 3: with λ = 0 the loss curve is drawn once, "loss = cost (λ = 0)".
+# report 3: the comparison section at the top, figures two to a row with numbered captions, print CSS,
+# the data source as a file name.
 EVALUATE = Stage("evaluate", 2, schemas.EVALUATE)
-PLOT = Stage("plot", 2, schemas.PLOT)
-REPORT = Stage("report", 2, schemas.REPORT)
+PLOT = Stage("plot", 3, schemas.PLOT)
+REPORT = Stage("report", 3, schemas.REPORT)
 SWEEP = Stage("sweep", 1, schemas.SWEEP)
-STAGES = {stage.name: stage for stage in (DATASET, GRADCHECK, TRAIN, EVALUATE, PLOT, REPORT, SWEEP)}
+COMPARISON = Stage("comparison", 1, schemas.COMPARISON)   # every run of a report side by side
+STAGES = {stage.name: stage for stage in (DATASET, GRADCHECK, TRAIN, EVALUATE, PLOT, REPORT, SWEEP, COMPARISON)}
 
 
 def train_key(config: TrainConfig, data_key: str) -> str:
@@ -531,7 +535,7 @@ def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
                                          dir=stage_dir) as tmp:
             folder = Path(tmp)
             history, W, names = run.payload["history"], run.payload["W"], run.payload["label_names"]
-            plots.plot_loss(history, folder / "loss.png", title=run_label(config))
+            plots.plot_loss(history, folder / "loss.png", title=run_label(config), lam=config.lam)
             plots.plot_accuracy(history, folder / "accuracy.png", title=run_label(config))
             plots.plot_weights(W, names, folder / "weights.png")
             plots.plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png")
@@ -543,6 +547,41 @@ def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
     artifact = PLOT.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
                                    depends=[("train", run.key), ("evaluate", evaluated.key)])
     return materialise(ws.reports_dir / "figures" / run.key, artifact.payload)
+
+
+def comparison_key(runs: list[Artifact]) -> str:
+    """The comparison's key: the run IDs, in the report's order."""
+    return COMPARISON.key({}, {f"run{i}": run.key for i, run in enumerate(runs)})
+
+
+def comparison(ws: Workspace, runs: list[Artifact], force: bool = False) -> tuple[str, dict[str, Path]]:
+    """Every run's validation curves overlaid and their weights one row per run, as PNG files under
+    ``reports/figures/comparison-<key>/``; drawn once per set of runs, then copied from the cache.
+    Returns (key, {"curves": path, "weights": path})."""
+    if not runs:
+        raise CifarError("no run to compare")
+    key = comparison_key(runs)
+
+    def compute():
+        def diverged(run):
+            at = run.payload["diverged_at"]
+            return "" if at is None else f" (diverged at epoch {at})"
+
+        labelled = [(run_label(config_of(run)), run) for run in runs]
+        stage_dir = ws.store.root / COMPARISON.name
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".tmp-{key}-draw-", dir=stage_dir) as tmp:
+            folder = Path(tmp)
+            plots.plot_comparison_curves([(label + diverged(run), run.payload["history"]) for label, run in labelled],
+                                         folder / "curves.png")
+            plots.plot_comparison_weights([(label, run.payload["W"]) for label, run in labelled],
+                                          runs[0].payload["label_names"], folder / "weights.png")
+            return ({name: (folder / f"{name}.png").read_bytes() for name in schemas.COMPARISON_FIGURES},
+                    {"n_runs": len(runs)})
+
+    artifact = COMPARISON.get_or_compute(ws, {}, {f"run{i}": run.key for i, run in enumerate(runs)}, compute,
+                                         force=force, depends=[("train", run.key) for run in runs])
+    return artifact.key, materialise(ws.reports_dir / "figures" / f"comparison-{artifact.key}", artifact.payload)
 
 
 def materialise(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:

@@ -19,7 +19,7 @@ import numpy as np
 from cifarcli import __version__, data, execute, stages
 from cifarcli.cache import Artifact, disk_error, write_atomic
 from cifarcli.config import GRADCHECK_TOL, load_settings
-from cifarcli.document import ReportDocument, initialisation, run_section
+from cifarcli.document import ReportDocument, comparison_section, initialisation, run_section
 from cifarcli.errors import OptionError
 from cifarcli.predict import RESAMPLE, ImageError, classify, export_arrays, load_image, top_k
 from cifarcli.report import render_html, render_markdown
@@ -33,7 +33,9 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
     data_artifact = stages.dataset(ws)
     check = stages.gradcheck(ws, settings.gradcheck)
     execute.train_missing(ws, settings.runs)
-    runs = [run_section(ws, stages.train(ws, config)) for config in settings.runs]
+    trained = [stages.train(ws, config) for config in settings.runs]
+    runs = [run_section(ws, run) for run in trained]
+    compared = comparison_section(ws, trained)
     swept = report_section(ws, settings.sweep) if settings.sweep is not None else None
     info = data_artifact.meta["info"]
     document = ReportDocument(
@@ -44,10 +46,12 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
         preprocessing={"scale": "pixels / 255", "normalisation": "per-dimension mean and std of the training split"},
         initialisation=initialisation(runs),
         gradcheck={**check.payload, "tol": GRADCHECK_TOL, "passed": check.payload["max_error"] <= GRADCHECK_TOL},
-        runs=runs, sweep=swept)
+        runs=runs, sweep=swept, comparison=compared)
     inputs = {"gradcheck": check.key, **{f"run{i}": run.run_id for i, run in enumerate(runs)}}
     if swept is not None:
         inputs["sweep"] = swept.key
+    if compared is not None:
+        inputs["comparison"] = compared.key
 
     def compute():
         doc = {**document.to_dict(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -55,7 +59,8 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
 
     # Made from more than its key names: every run's metrics and figures, and the sweep's best run.
     depends = [("gradcheck", check.key), *(d for run in runs for d in run.made_from()),
-               *(swept.made_from() if swept is not None else [])]
+               *(swept.made_from() if swept is not None else []),
+               *(compared.made_from() if compared is not None else [])]
     artifact = stages.REPORT.get_or_compute(ws, {}, inputs, compute, force=force, depends=depends)
     paths = {}
     for name in ("report.md", "report.html"):

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from .analysis import (STABILITY_RULE, accuracy_of, analysis, best_runs, epochs_of, gradcheck_passed,
+from .analysis import (STABILITY_RULE, accuracy_of, analysis, best_runs, epochs_of, gradcheck_passed, instability,
                        loss_of, loss_pairs, loss_sentences, metrics_of, probability_stats, run_name)
 from .format import (PARAM_WORDS, describe_setting, finite, fmt_acc, fmt_err, fmt_loss, fmt_num,
                      fmt_seconds, fmt_share, join_names)
@@ -30,11 +30,24 @@ FIGURE_CAPTIONS = {
 }
 
 
+# What each per-run figure shows, as the start of its caption ("Figure 5: loss and cost, λ=0.1, η=0.001").
+FIGURE_NAMES = {"loss": "loss and cost", "accuracy": "accuracy", "weights": "learnt weights",
+                "confusion": "confusion matrix", "probabilities": "true-class probability"}
+# The rest of a per-run caption, after its name and the run's.
+RUN_FIGURE_DETAILS = {"loss": "Per epoch, train and validation; dashed: the cost, loss + λ‖W‖².",
+                      "accuracy": "Per epoch, train and validation; dotted: chance (0.1).",
+                      "weights": "W as one 32×32 image per class, each scaled to its own range.",
+                      "confusion": "On the test set; rows: true class, columns: predicted."}
+# Per-run figures two to a row: (loss | accuracy), (weights | confusion), then the histogram.
+FIGURE_PAIRS = (("loss", "accuracy"), ("weights", "confusion"), ("probabilities",))
+
+
 @dataclass(frozen=True)
 class Span:
     text: str
     bold: bool = False
     code: bool = False
+    nowrap: bool = False    # HTML: never broken across lines (a run's name in a narrow column)
 
 
 Inline = Union[str, Span, Sequence[Union[str, Span]]]
@@ -79,6 +92,7 @@ class FigureRow:
     figures: list[Figure]
     wide: bool = False       # HTML: use the full column width (weights grid)
     side_by_side: bool = False   # Markdown: one table row of images instead of one image after another
+    half: bool = False       # HTML: a lone figure at half the column width (the slot of a pair)
 
 
 @dataclass
@@ -91,11 +105,22 @@ def _anchor(text: str) -> str:
     return a or "section"
 
 
+def source_name(source: Any) -> str:
+    """The data source as a reader may see it: a URL as it is, a local file or folder by its name
+    only (the checksums beside it identify it), never where it lies on the machine."""
+    if source is None or source == "":
+        return "—"
+    text = str(source)
+    if re.match(r"^[a-z][a-z0-9+.\-]*://", text, flags=re.I):
+        return text
+    return re.split(r"[\\/]", text.rstrip("/\\"))[-1] or text
+
+
 def _dataset_rows(ds: Mapping[str, Any]) -> list[list[Inline]]:
     """Set-up table rows on the data: source, format, checksums, official or not, image counts."""
     if not ds:
         return []
-    rows: list[list[Inline]] = [["data source", str(ds.get("source", "—"))]]
+    rows: list[list[Inline]] = [["data source", source_name(ds.get("source"))]]
     if ds.get("format"):
         rows.append(["format", str(ds["format"])])
     for k, name in (("md5", "MD5"), ("sha256", "SHA-256")):
@@ -235,13 +260,26 @@ def _run_blocks(run: Mapping[str, Any], i: int) -> list:
                          fmt_loss(s.get("cost")), fmt_acc(s.get("accuracy"))])
         blocks.append(Table(["split", "images", "loss", "cost", "accuracy"], rows))
     figs = run.get("figures") or {}
-    for k in ("loss", "accuracy", "weights", "confusion", "probabilities"):
-        if figs.get(k):
-            what = f"{k} curves" if k in ("loss", "accuracy") else k
-            caption = _probability_caption(run) if k == "probabilities" else FIGURE_CAPTIONS[k]
-            blocks.append(FigureRow([Figure(figs[k], f"{what}, {run_name(run)}", caption)],
-                                    wide=(k == "weights")))
+    for pair in FIGURE_PAIRS:
+        row = [_run_figure(run, k, figs[k]) for k in pair if figs.get(k)]
+        if row:
+            blocks.append(FigureRow(row, side_by_side=len(row) > 1, half=len(row) == 1))
     return blocks
+
+
+def _run_figure(run: Mapping[str, Any], k: str, path: str) -> Figure:
+    """One figure of a run; its caption starts with what it shows and the run ("loss and cost, λ=0.1, η=0.001")."""
+    what = f"{k} curves" if k in ("loss", "accuracy") else k
+    name = FIGURE_NAMES[k]
+    if k == "loss" and finite(run.get("config", {}).get("lam")) and float(run["config"]["lam"]) == 0:
+        name = "loss (= cost, λ = 0)"
+    if k == "probabilities":
+        detail = _probability_caption(run)
+    elif k == "loss" and name != FIGURE_NAMES["loss"]:
+        detail = "Per epoch, train and validation; with λ = 0 the cost equals the loss, so each is drawn once."
+    else:
+        detail = RUN_FIGURE_DETAILS.get(k, FIGURE_CAPTIONS[k])
+    return Figure(path, f"{what}, {run_name(run)}", f"{name}, {run_name(run)}. {detail}")
 
 
 def _diverged_blocks(run: Mapping[str, Any]) -> list:
@@ -321,7 +359,35 @@ def _loss_comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
     return blocks
 
 
-def _comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
+def _stability_cell(run: Mapping[str, Any]) -> Inline:
+    """'stable', or the flag of an unstable or diverged run (bold: it must catch the eye)."""
+    found = instability(run)
+    if found is None:
+        return "stable"
+    if found.kind == "diverged":
+        at = run.get("diverged_at")
+        return Span("⚠ diverged" + (f" at epoch {at}" if at is not None else ""), bold=True, nowrap=True)
+    return Span("⚠ unstable", bold=True, nowrap=True)
+
+
+def _comparison_figure_blocks(runs: Sequence[Mapping[str, Any]], compared: Mapping[str, Any] | None) -> list:
+    """The overlaid validation curves and the weights grid of every run (both full width)."""
+    figs = (compared or {}).get("figures") or {}
+    names = join_names([run_name(r) for r in runs])
+    blocks: list = []
+    if figs.get("curves"):
+        blocks.append(FigureRow([Figure(figs["curves"], "validation loss and accuracy of every run, overlaid",
+                                        f"validation loss and accuracy of every run ({names}), per epoch. "
+                                        "A diverged run's curves stop where its cost became NaN or infinite.")],
+                                wide=True))
+    if figs.get("weights"):
+        blocks.append(FigureRow([Figure(figs["weights"], "learnt weights of every run, one row per run",
+                                        "learnt weights of every run, one row per run (labelled λ, η), one "
+                                        "32×32 image per class, each scaled to its own range.")], wide=True))
+    return blocks
+
+
+def _comparison_blocks(runs: Sequence[Mapping[str, Any]], compared: Mapping[str, Any] | None = None) -> list:
     blocks: list = [Heading(2, "Comparison of runs", "comparison")]
     if not runs:
         blocks.append(Para("No run is part of this report."))
@@ -331,16 +397,25 @@ def _comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
     for i, r in enumerate(runs):
         c = r.get("config", {})
         test = "diverged" if r.get("diverged_at") is not None else fmt_acc(accuracy_of(r, "test"))
-        rows.append([run_name(r), fmt_num(c.get("lam")), fmt_num(c.get("eta")), fmt_num(c.get("n_batch")),
+        rows.append([Span(run_name(r), nowrap=True), fmt_num(c.get("lam")), fmt_num(c.get("eta")),
+                     fmt_num(c.get("n_batch")),
                      fmt_num(c.get("n_epochs")), fmt_acc(accuracy_of(r, "train")), fmt_acc(accuracy_of(r, "val")),
-                     Span(f"{test} ★", bold=True) if i in best else test,
+                     Span(f"{test} ★", bold=True) if i in best else test, _stability_cell(r),
                      Span(str(r.get("run_id", "—")), code=True)])
+    flagged = [(r, instability(r)) for r in runs]
+    flagged = [(r, found) for r, found in flagged if found is not None]
     blocks.append(Table(["run", "λ", "η", "n_batch", "epochs", "train acc.", "val. acc.",
-                         "test acc.", "run ID"], rows, align="lrrrrrrrl", highlight=best))
+                         "test acc.", "stability", "run ID"], rows, align="lrrrrrrrll", highlight=best,
+                        caption="Final accuracies of every run; ⚠ flags an unstable or diverged run "
+                                "(rule in the analysis)."))
+    for r, found in flagged:
+        blocks.append(Para([Span(run_name(r), bold=True), f" was {'unstable' if found.kind != 'diverged' else 'diverged'}"
+                            f": {found.reason}; {found.curve}."], "warn"))
     if len(runs) > 1:
         blocks.append(Para("★ marks the highest test accuracy. It is reported for comparison with "
                            "the study only: a model for deployment is chosen on validation accuracy, "
                            "with the test set kept unseen.", "note"))
+    blocks += _comparison_figure_blocks(runs, compared)
     evaluated = [r for r in runs if metrics_of(r).get("per_class_accuracy")]  # not the diverged ones
     pcs = [metrics_of(r)["per_class_accuracy"] for r in evaluated]
     classes = list(dict.fromkeys(k for p in pcs for k in p))
@@ -445,12 +520,13 @@ def build_blocks(doc: Mapping[str, Any]) -> list:
     if meta:
         blocks.append(Para(" · ".join(meta), "meta"))
     blocks += _summary(doc)
-    toc = [("setup", "Set-up"), ("gradcheck", "Gradient check"), ("runs", "Runs")]
+    toc = [("comparison", "Comparison of runs"), ("setup", "Set-up"), ("gradcheck", "Gradient check"), ("runs", "Runs")]
     toc += [(_run_anchor(r, i), f"Run {i + 1}: {run_name(r)}") for i, r in enumerate(runs)]
-    toc += [("comparison", "Comparison of runs")]
     toc += [("sweep", "Hyper-parameter sweep")] if doc.get("sweep") else []
     toc += [("analysis", "Analysis")]
     blocks.append(Contents(toc))
+    # The study's central result first: every run side by side, then how it was made, then each run.
+    blocks += _comparison_blocks(runs, doc.get("comparison"))
     blocks += _setup_blocks(doc)
     blocks += _gradcheck_blocks(doc.get("gradcheck"))
     blocks.append(Heading(2, "Runs", "runs"))
@@ -458,8 +534,18 @@ def build_blocks(doc: Mapping[str, Any]) -> list:
         blocks.append(Para("No run is part of this report."))
     for i, r in enumerate(runs):
         blocks += _run_blocks(r, i)
-    blocks += _comparison_blocks(runs)
     if doc.get("sweep"):
         blocks += _sweep_blocks(doc["sweep"])
     blocks += _analysis_blocks(doc)
+    return number_figures(blocks)
+
+
+def number_figures(blocks: list) -> list:
+    """Number every figure in reading order: its caption starts "Figure n: "."""
+    n = 0
+    for b in blocks:
+        if isinstance(b, FigureRow):
+            for f in b.figures:
+                n += 1
+                f.caption = f"Figure {n}: {f.caption}"
     return blocks

@@ -57,17 +57,36 @@ figcaption { color: var(--muted); font-size: .88rem; margin-top: .35rem; }
 .figrow { display: grid; grid-template-columns: repeat(auto-fit, minmax(22rem, 1fr)); gap: 1rem; }
 .figrow.single figure { max-width: 44rem; }
 .figrow.single.wide figure { max-width: none; }
+.figrow.pair { grid-template-columns: 1fr 1fr; }
+.figrow.half { grid-template-columns: 1fr 1fr; }
+.figrow.half figure { grid-column: 1; }
+.figrow.pair figure, .figrow.half figure { margin: .6rem 0 .8rem; }
+td code, .nowrap { white-space: nowrap; word-break: normal; }
 .missing { color: var(--bad); font-style: italic; }
 ul { padding-left: 1.3rem; }
 li { margin: .3rem 0; }
+@page { margin: 12mm 12mm 14mm; }
 @media print {
-  body { font-size: 11pt; }
+  body { font-size: 10pt; line-height: 1.4; }
   main { max-width: none; padding: 0; }
   nav.toc { display: none; }
-  table, figure, .figrow, .callout, .table-wrap { break-inside: avoid; page-break-inside: avoid; }
-  h2, h3 { break-after: avoid; page-break-after: avoid; }
-  .table-wrap { overflow: visible; }
-  .figrow { display: block; }
+  h2 { margin: 1.2rem 0 .5rem; font-size: 1.25rem; }
+  h3 { margin: 1rem 0 .4rem; }
+  /* A figure never leaves its caption, a table its rows, on another page. */
+  figure, figure img, figcaption, table, .callout { break-inside: avoid; page-break-inside: avoid; }
+  .figrow { break-inside: avoid; page-break-inside: avoid; gap: .8rem; }
+  h2, h3, caption { break-after: avoid; page-break-after: avoid; }
+  .table-wrap { overflow: visible; margin: .5rem 0 .7rem; }
+  th, td { padding: .22rem .5rem; }
+  table { font-size: 9pt; }
+  figure { margin: .5rem 0 .7rem; }
+  figcaption { font-size: 8.5pt; line-height: 1.3; }
+  .figrow.single.wide figure { max-width: none; }
+  .figrow.single:not(.wide):not(.half) figure { max-width: 75%; }
+  /* Compact: two figures to a row at most 2.45 in high, a full-width figure at most 3.4 in. */
+  .figrow.pair img, .figrow.half img { max-height: 2.45in; width: auto; max-width: 100%; margin: 0 auto; }
+  .figrow.wide img { max-height: 3.4in; width: auto; max-width: 100%; margin: 0 auto; }
+  img { max-height: 9in; }
   a { color: inherit; text-decoration: none; }
 }
 """
@@ -84,6 +103,8 @@ def _html_inline(x: Inline) -> str:
         t = _h(x.text)
         if x.code:
             t = f"<code>{t}</code>"
+        if x.nowrap:
+            t = f'<span class="nowrap">{t}</span>'
         return f"<strong>{t}</strong>" if x.bold else t
     return "".join(_html_inline(p) for p in x)
 
@@ -139,7 +160,8 @@ def _html_figures(b: FigureRow, figure_dir: Path) -> str:
         else:
             items.append(f'<figure><img src="{uri}" alt="{_h(f.alt)}">'
                          f"<figcaption>{_h(f.caption)}</figcaption></figure>")
-    cls = "figrow" + (" wide" if b.wide else "") + (" single" if len(items) == 1 else "")
+    cls = "figrow" + (" wide" if b.wide else "") + (" single" if len(items) == 1 else "") + \
+        (" half" if b.half and len(items) == 1 else "") + (" pair" if len(items) == 2 else "")
     return f'<div class="{cls}">' + "\n".join(items) + "</div>"
 
 
