@@ -164,8 +164,8 @@ def test_report_compares_softmax_and_bce_with_evaluates_numbers(cli, tmp_path, t
 
     assert 'id="comparison-losses"' in html
     html_section = html.split('id="comparison-losses"', 1)[1].split("<h2", 1)[0]
-    assert html_section.count('<img src="data:image/png;base64,') == 2 and 'class="figrow"' in html_section
-    assert html.count("data:image/png;base64,") == 5 * 2 + 2
+    assert html_section.count('<img src="data:image/png;base64,') == 2 and 'class="figrow' in html_section
+    assert html.count("data:image/png;base64,") == 5 * 2 + 2 + 2   # and the comparison's two figures
 
 
 def test_no_loss_comparison_with_a_single_loss(cli, tmp_path, tiny_archive):

@@ -91,7 +91,7 @@ def test_report_numbers_equal_evaluate_and_links_resolve(cli, tmp_path, study):
 
     # figure links in report.md exist relative to it: 5 per run
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(links) == 5 * len(RUNS)
+    assert len(links) == 5 * len(RUNS) + 2   # and the comparison's curves and weights grid
     for link in links:
         target = md_path.parent / link
         assert target.is_file(), link
@@ -101,7 +101,7 @@ def test_report_numbers_equal_evaluate_and_links_resolve(cli, tmp_path, study):
     refs = re.findall(r"""\b(?:src|href)\s*=\s*["']([^"']*)["']""", html, flags=re.I)
     assert refs and not [r for r in refs if re.match(r"\s*(https?:)?//", r, flags=re.I)]
     imgs = re.findall(r"<img\b[^>]*>", html, flags=re.I)
-    assert len(imgs) == 5 * len(RUNS)
+    assert len(imgs) == 5 * len(RUNS) + 2
     assert all(re.search(r'src="data:image/png;base64,[A-Za-z0-9+/=]+"', img) for img in imgs)
     assert "http://" not in html and "https://" not in html
 
@@ -113,14 +113,14 @@ def test_second_report_computes_nothing_and_rewrites_nothing(cli, tmp_path, stud
     config, first = study
     files = {name: (tmp_path / "reports" / name).read_bytes() for name in ("report.md", "report.html")}
     figures = {p: p.read_bytes() for p in (tmp_path / "reports" / "figures").rglob("*.png")}
-    assert len(figures) == 5 * len(RUNS)
+    assert len(figures) == 5 * len(RUNS) + 2
     # the first report computed every stage once (plus the parallel training)
-    assert {s for s, _ in computed(first)} == {"gradcheck", "train", "evaluate", "plot", "report"}
+    assert {s for s, _ in computed(first)} == {"gradcheck", "train", "evaluate", "plot", "comparison", "report"}
 
     second = report(cli, config)
     assert computed(second) == []
     assert {s["status"] for s in second["stages"]} == {"hit"}
-    assert {s["stage"] for s in second["stages"]} >= {"gradcheck", "train", "evaluate", "plot", "report"}
+    assert {s["stage"] for s in second["stages"]} >= {"gradcheck", "train", "evaluate", "plot", "comparison", "report"}
     assert {name: (tmp_path / "reports" / name).read_bytes() for name in files} == files
     assert {p: p.read_bytes() for p in figures} == figures
     assert second["runs"] == first["runs"]
@@ -139,7 +139,7 @@ def test_editing_one_setting_recomputes_only_that_run_and_the_report(cli, tmp_pa
     assert [r["run_id"] for i, r in enumerate(doc["runs"]) if i != 1] == \
            [r["run_id"] for i, r in enumerate(first["runs"]) if i != 1]
     done = computed(doc)
-    assert sorted(s for s, _ in done) == ["evaluate", "plot", "report", "train"]
+    assert sorted(s for s, _ in done) == ["comparison", "evaluate", "plot", "report", "train"]
     assert ("train", changed) in done
     assert not {k for _, k in done} & old_keys
     hits = {(s["stage"], s["key"]) for s in doc["stages"] if s["status"] == "hit"}
@@ -274,7 +274,7 @@ def test_a_diverged_run_is_a_section_and_the_rest_of_the_report_is_written(cli, 
         assert "Comparison of runs" in page and "Analysis" in page
         assert "was unstable: training diverged at epoch 1" in page
     assert "1 diverged" in md  # the summary line
-    assert f"| diverged | `{diverged['run_id']}` |" in md  # its row in the comparison table
+    assert f"| diverged | **⚠ diverged at epoch 1** | `{diverged['run_id']}` |" in md  # its row, flagged
     assert len(re.findall(r"\| 0 \| [\d.]+ \| [\d.]+ \|", md)) >= 1  # the history table, epoch 0 first
 
 

@@ -376,7 +376,7 @@ def test_report_with_a_sweep_table(fetched, tmp_path):
         assert f"figures/{swept['best_run_id']}/{name}.png" in md
     page = (tmp_path / "reports" / "report.html").read_text()
     assert 'id="sweep"' in page and "Figure not available" not in page
-    assert page.count("data:image/png;base64,") == 5 + 1 + 5  # the run, the heat-map, the chosen run
+    assert page.count("data:image/png;base64,") == 2 + 5 + 1 + 5  # comparison, the run, the heat-map, the chosen run
     # Nothing changed: all cache hits.
     again = json.loads(fetched("report", "--config", config, "--json").stdout)
     assert not [s for s in again["stages"] if s["status"] == "computed"]
