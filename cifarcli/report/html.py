@@ -25,7 +25,7 @@ CSS = """
 html { background: var(--bg); }
 body { margin: 0; color: var(--fg); background: var(--bg);
        font: 16px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 60rem; margin: 0 auto; padding: 2rem 1.25rem 4rem; }
+main { max-width: 62rem; margin: 0 auto; padding: 2rem 1.25rem 4rem; }
 h1 { font-size: 1.9rem; margin: 0 0 .25rem; line-height: 1.2; }
 h2 { font-size: 1.4rem; margin: 2.5rem 0 .75rem; padding-bottom: .3rem; border-bottom: 2px solid var(--line); }
 h3 { font-size: 1.12rem; margin: 1.8rem 0 .5rem; }
@@ -45,7 +45,7 @@ nav.toc a:hover { text-decoration: underline; }
 .table-wrap { overflow-x: auto; margin: .9rem 0 1.2rem; }
 table { border-collapse: collapse; font-size: .92rem; font-variant-numeric: tabular-nums; min-width: 50%; }
 caption { caption-side: top; text-align: left; color: var(--muted); font-size: .88rem; padding-bottom: .35rem; }
-th, td { padding: .38rem .75rem; border-bottom: 1px solid var(--line); vertical-align: top; }
+th, td { padding: .38rem .6rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background: #f3f4f6; font-weight: 600; border-bottom: 2px solid #d1d5db; text-align: left; }
 tbody tr:nth-child(even) { background: var(--zebra); }
 tbody tr.hl { background: #fff7e6; }
