@@ -364,7 +364,7 @@ def test_json_success_for_every_command(cli, tiny_archive, settings_file):
 
     listing = ok_json(cli("cache", "ls", "--json"))
     assert {r["stage"] for r in listing["artifacts"]} == {"dataset", "gradcheck", "train", "evaluate", "plot",
-                                                         "report"}
+                                                         "comparison", "report"}
     assert ok_json(cli("cache", "verify", "--json"))["damaged"] == []
     assert ok_json(cli("cache", "gc", "--json")) == {"removed": []}
     assert ok_json(cli("cache", "clear", "--stage", "report", "--json")) == {"removed": 1}

@@ -206,13 +206,13 @@ SVM_BAND = (0.33, 0.38)
 
 @pytest.mark.realdata
 def test_svm_on_the_seed_split_trains_stably(tmp_path_factory, real_archive):
-    from cifarcli import pipeline
+    from cifarcli import stages
     from cifarcli.evaluate import evaluate_model
 
     root = tmp_path_factory.mktemp("realdata-svm")
-    ws = pipeline.Workspace(root / "cache", root / "reports")
-    pipeline.fetch(ws, str(real_archive))
-    data = pipeline.prepared(pipeline.dataset(ws))
+    ws = stages.Workspace(root / "cache", root / "reports")
+    stages.fetch(ws, str(real_archive))
+    data = stages.prepared(stages.dataset(ws))
     config = TrainConfig(lam=0.1, eta=0.001, n_epochs=40, n_batch=100, loss="svm")
     result = train(config, data)
     history = result.history
