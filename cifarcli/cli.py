@@ -35,6 +35,16 @@ UsageError = typer.BadParameter.__bases__[0]
 class CifarGroup(TyperGroup):
     """The CLI's one error boundary: every failure becomes one line (or one JSON document) and an exit code."""
 
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            tidy_help(command, ctx)
+        return command
+
+    def format_help(self, ctx, formatter):
+        tidy_help(self, ctx)
+        return super().format_help(ctx, formatter)
+
     def invoke(self, ctx):
         global _output
         top = ctx.parent is None
@@ -62,6 +72,42 @@ class CifarGroup(TyperGroup):
 
                 _fail(os_error(exc))
         return result
+
+
+# The help panels every command groups its options into, by parameter name. Every other
+# training setting (TrainConfig's fields, newer ones included) goes into BEYOND.
+STUDY, BEYOND, OUTPUT = "The study", "Beyond the study", "Output and cache"
+STUDY_OPTIONS = ("lam", "eta", "n_epochs", "n_batch", "seed", "split", "val_size", "dtype")
+OUTPUT_OPTIONS = ("cache_dir", "reports_dir", "force", "as_json", "quiet", "jobs")
+
+
+def tidy_help(command, ctx) -> None:
+    """Group a command's options into the three panels, and show flags without a value type.
+
+    Typer's rich help prints ``<bool>`` after every flag (``--force``, ``--shuffle/--no-shuffle``,
+    ``--help``), as if it took a value; an empty metavar leaves its type column blank.
+    """
+    for param in [*command.params, command.get_help_option(ctx)]:
+        if param is None or getattr(param, "param_type_name", None) != "option":
+            continue
+        if param.is_flag and param.metavar is None:
+            param.metavar = ""
+        if getattr(param, "rich_help_panel", None) is None:
+            param.rich_help_panel = (STUDY if param.name in STUDY_OPTIONS else OUTPUT if param.name in OUTPUT_OPTIONS
+                                     else BEYOND if param.name in train_fields() else None)
+
+
+def examples(*lines: str) -> str:
+    """A command's help epilog: 2–3 real command lines (rich help keeps paragraphs, so one per paragraph)."""
+    return "\n\n".join(["Examples:", *(f"  {line}" for line in lines)])
+
+
+def _version(value: bool) -> None:
+    if value:
+        from cifarcli import __version__
+
+        print(f"cifarcli {__version__}")
+        raise typer.Exit(0)
 
 
 # Settings whose flag is not their field name with dashes.
@@ -140,10 +186,24 @@ def _guard_streams() -> None:
         reconfigure(errors="replace")
 
 
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}   # inherited by every subcommand's context
 app = typer.Typer(cls=CifarGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Reproduce the one-layer softmax network on CIFAR-10, end to end, with every stage cached.")
-cache_app = typer.Typer(cls=CifarGroup, no_args_is_help=True, help="Inspect and prune the artifact cache.")
+                  context_settings=HELP_OPTIONS,
+                  help="Reproduce the one-layer softmax network on CIFAR-10, end to end, with every stage cached.",
+                  epilog=examples("cifarcli report                # the whole study → reports/report.html",
+                                  "cifarcli fetch --source cifar-10-binary.tar.gz   # offline: import a copy",
+                                  "cifarcli runs                  # compare the runs you trained"))
+cache_app = typer.Typer(cls=CifarGroup, no_args_is_help=True, help="Inspect and prune the artifact cache.",
+                        context_settings=HELP_OPTIONS)
 app.add_typer(cache_app, name="cache")
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
 
 
 class Output:
@@ -327,7 +387,9 @@ def _run(ws, run_id, config):
 # -- commands --------------------------------------------------------------------
 
 
-@app.command()
+@app.command(epilog=examples("cifarcli fetch                     # a local copy, else download",
+                               "cifarcli fetch --source cifar-10-binary.tar.gz",
+                               "cifarcli fetch --format python --json"))
 def fetch(
     source: Annotated[Optional[str], typer.Option("--source", help="URL, archive or extracted cifar-10-batches-* folder.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Archive to download when no source is given: binary or python.")] = "binary",
@@ -343,7 +405,9 @@ def fetch(
     out.result(views.dataset_json(artifact), *views.dataset_view(artifact))
 
 
-@app.command()
+@app.command(epilog=examples("cifarcli gradcheck                 # verdict against 1e-06",
+                               "cifarcli gradcheck --tol 1e-6        # CI gate: exit 1 above it",
+                               "cifarcli gradcheck --n-samples 20 --n-dims 100 --lam 0.5 --loss bce"))
 def gradcheck(
     n_samples: Annotated[int, typer.Option("--n-samples", help="Training images in the batch.")] = G.n_samples,
     n_dims: Annotated[Optional[int], typer.Option("--n-dims", help="Use only the first D input dimensions (default: all).")] = G.n_dims,
@@ -362,13 +426,16 @@ def gradcheck(
         raise OptionError("tol", f"must be a finite number >= 0, got {tol}", hint="CI uses --tol 1e-6")
     config = GradcheckConfig(n_samples, n_dims, tuple(lam) if lam else G.lams, h, seed, loss).validate()
     artifact = stages.gradcheck(ws, config, force)
-    out.result(views.gradcheck_json(artifact, tol), *views.gradcheck_view(artifact, tol))
+    out.result(views.gradcheck_json(artifact, tol), *views.gradcheck_view(artifact, tol),
+               views.gradcheck_verdict(artifact, GRADCHECK_TOL if tol is None else tol))
     worst = artifact.payload["max_error"]
     if tol is not None and not worst <= tol:  # a NaN error fails the gate too
         raise GateFailed(f"gradient check failed: max relative error {worst:.2e} exceeds --tol {tol:g}")
 
 
-@app.command()
+@app.command(epilog=examples("cifarcli train --lam 0.1 --eta 0.001    # the study's best setting",
+                               "cifarcli train --lam 0 --eta 0.1 --n-epochs 40 --json",
+                               "cifarcli train --split full --shuffle --flip 0.5 --decay-every 10 --decay-factor 0.3"))
 def train(
     lam: Lam = T.lam, eta: Eta = T.eta, n_epochs: Epochs = T.n_epochs, n_batch: Batch = T.n_batch, seed: Seed = T.seed,
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype,
@@ -385,7 +452,9 @@ def train(
     stages.require_converged(run)
 
 
-@app.command()
+@app.command(epilog=examples("cifarcli evaluate --lam 0.1 --eta 0.001",
+                               "cifarcli evaluate --run 51a620ab --min-accuracy 0.38   # CI gate",
+                               "cifarcli evaluate --lam 1 --eta 0.001 --json"))
 def evaluate(
     lam: Lam = T.lam, eta: Eta = T.eta, n_epochs: Epochs = T.n_epochs, n_batch: Batch = T.n_batch, seed: Seed = T.seed,
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype, run_id: RunId = None,
@@ -408,7 +477,8 @@ def evaluate(
         raise GateFailed(f"test accuracy {accuracy:.4f} is below --min-accuracy {min_accuracy:g}")
 
 
-@app.command()
+@app.command(epilog=examples("cifarcli plot --lam 0.1 --eta 0.001   # → reports/figures/<run id>/",
+                               "cifarcli plot --run 51a620ab --reports-dir out"))
 def plot(
     lam: Lam = T.lam, eta: Eta = T.eta, n_epochs: Epochs = T.n_epochs, n_batch: Batch = T.n_batch, seed: Seed = T.seed,
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype, run_id: RunId = None,
@@ -427,7 +497,8 @@ def plot(
                *[str(path) for path in paths.values()])
 
 
-@app.command()
+@app.command(epilog=examples("cifarcli predict cat.jpg dog.png --lam 0.1 --eta 0.001",
+                               "cifarcli predict photos/*.jpg --run 51a620ab --json"))
 def predict(
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="Image files (PNG, JPEG, ...; any size).",
                                                  show_default=False)],
@@ -450,7 +521,13 @@ def predict(
     for image in bad:  # one line per bad file, shown even with --quiet
         _error_line(image["error"])
     if len(bad) < len(read):
-        result = workflows.predict(ws, _run(ws, run_id, _config(locals())), read)
+        config = _config(locals())
+        run = _run(ws, run_id, config)
+        if run_id is None and config == TRAIN_DEFAULTS:  # nothing chosen: say which run that is
+            settings = ", ".join(f"{k}={v}" for k, v in run.meta["params"].items())
+            out.log(f"using run {run.key} ({settings}), the default training options; pick another with "
+                    "--run ID or training options such as --lam 0.1 --eta 0.001 (list runs: cifarcli runs)")
+        result = workflows.predict(ws, run, read)
     else:  # nothing to classify: no need to find (or train) the run
         result = {"images": [{"path": image["path"], "error": image["error"]} for image in read]}
     out.result(result, *views.predict_view(result))
@@ -464,7 +541,8 @@ def predict(
         raise typer.Exit(2)
 
 
-@app.command()
+@app.command(epilog=examples("cifarcli export --lam 0.1 --eta 0.001    # → model-<run id>.npz",
+                               "cifarcli export --run 51a620ab --out model.npz"))
 def export(
     lam: Lam = T.lam, eta: Eta = T.eta, n_epochs: Epochs = T.n_epochs, n_batch: Batch = T.n_batch, seed: Seed = T.seed,
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype, run_id: RunId = None,
@@ -478,11 +556,13 @@ def export(
 
     out, ws = _start(as_json, quiet, cache_dir)
     run = _run(ws, run_id, _config(locals()))
-    result = workflows.export(ws, run, path if path is not None else Path(f"model-{run.key[:12]}.npz"))
+    result = workflows.export(ws, run, path if path is not None else Path(f"model-{run.key}.npz"))
     out.result(result, *views.export_view(result))
 
 
-@app.command()
+@app.command(epilog=examples("cifarcli report                      # the study's four settings",
+                               "cifarcli report --config my-study.toml --jobs 1",
+                               "cifarcli report --reports-dir out --json"))
 def report(
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file listing the settings (default: the study's four).")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Train up to this many settings at once.")] = 2,
@@ -519,7 +599,8 @@ def _require_a_converged_run(out: Output, result: dict) -> None:
                          hint="try smaller eta values")
 
 
-@app.command()
+@app.command(epilog=examples("cifarcli status --lam 0.1 --eta 0.001",
+                               "cifarcli status --lam 0 --eta 0.1 --json"))
 def status(
     lam: Lam = T.lam, eta: Eta = T.eta, n_epochs: Epochs = T.n_epochs, n_batch: Batch = T.n_batch, seed: Seed = T.seed,
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype,
@@ -535,7 +616,10 @@ def status(
     out.result({"cache_dir": str(ws.cache_dir), "stages": rows}, views.status_view(rows))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             epilog=examples("cifarcli sweep --lam 0,0.01,0.1,1 --eta 0.001,0.01",
+                             "cifarcli sweep --lam 0,0.1 --eta 0.001 --n-epochs 20,40 --jobs 2",
+                             "cifarcli sweep --lam 0,0.1 --eta 0.001 --shuffle --scheduler tcp://host:8786"))
 def sweep(
     ctx: typer.Context,
     lam: Annotated[str, typer.Option("--lam", help="Comma list of λ, e.g. 0,0.001,0.01,0.1,1.")],
@@ -650,6 +734,52 @@ def typed_option(name: str, kind: type, text: str):
         raise OptionError(name, f"{text!r} is not a valid {kind.__name__}") from None
 
 
+# -- runs ------------------------------------------------------------------------
+
+
+@app.command(epilog=examples("cifarcli runs                           # every run, best validation accuracy first",
+                             "cifarcli runs --where lam=0.1 --where 'eta<0.01' --sort created",
+                             "cifarcli runs --diff 51a620ab 5091cb19   # two runs side by side"))
+def runs(
+    where: Annotated[Optional[list[str]], typer.Option(
+        "--where", metavar="FIELD=VALUE",
+        help="Only runs where a setting or metric has this value (repeatable; also !=, <, <=, >, >=), "
+             "e.g. lam=0.1, shuffle=true, val_acc>=0.38.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Only runs on this split (seed, dd2424 or full).")] = None,
+    sort: Annotated[str, typer.Option("--sort", metavar="FIELD",
+                                      help="Sort by a setting (lam, eta, …) or val_acc, train_acc, test_acc, train_cost, "
+                                           "val_cost, created, seconds, run_id; metrics best first, newest first.")] = "val_acc",
+    reverse: Annotated[bool, typer.Option("--reverse", help="Reverse the order of --sort.")] = False,
+    all_params: Annotated[bool, typer.Option("--all-params", help="Show every setting, not only those that differ.")] = False,
+    diff: Annotated[Optional[tuple[str, str]], typer.Option("--diff", metavar="A B",
+                                                            help="Show two runs (IDs or unique prefixes) side by side.")] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout (full run ID, every setting and metric).",
+                                         rich_help_panel=OUTPUT)] = False,
+    cache_dir: CacheDir = Path("cache"), as_json: Json = False,
+):
+    """List the trained runs: the settings that differ, final accuracy and cost, test accuracy where evaluated.
+
+    Reads only the runs' meta.json files. The run ID shown is the shortest prefix that is unique (at least
+    8 characters); any command's --run takes it.
+    """
+    from cifarcli import runs as listing
+    from cifarcli import views
+
+    out, ws = _start(as_json, False, cache_dir)
+    if as_csv and as_json:
+        raise OptionError("csv", "cannot be combined with --json", hint="choose one output format")
+    if diff is not None:
+        result = listing.diff_runs(ws, *diff)
+        out.result(result, *views.runs_diff_view(result))
+        return
+    result = listing.list_runs(ws, where, split, sort, reverse)
+    if as_csv:
+        text = views.runs_csv(result)
+        _write_stdout(lambda: (sys.stdout.write(text), sys.stdout.flush()))
+        return
+    out.result(result, *views.runs_view(result, out.out.width, all_params))
+
+
 # -- cache -----------------------------------------------------------------------
 
 def _known_stage(stage: Optional[str]) -> Optional[str]:
@@ -662,7 +792,7 @@ Stage = Annotated[Optional[str], typer.Option("--stage", callback=_known_stage,
                                               help=f"Only this stage ({', '.join(STAGE_NAMES)}).")]
 
 
-@cache_app.command("ls")
+@cache_app.command("ls", epilog=examples("cifarcli cache ls --stage train", "cifarcli cache ls --json"))
 def cache_ls(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_json: Json = False):
     """List cached artifacts (reads only their meta.json)."""
     from cifarcli import views
@@ -672,7 +802,7 @@ def cache_ls(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_json: 
     out.result({"cache_dir": str(ws.cache_dir), "artifacts": rows}, views.cache_table(rows))
 
 
-@cache_app.command("clear")
+@cache_app.command("clear", epilog=examples("cifarcli cache clear --stage plot", "cifarcli cache clear"))
 def cache_clear(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False):
     """Remove cached artifacts (all, or one stage) and any leftovers of interrupted writes."""
     out, ws = _start(as_json, quiet, cache_dir)
@@ -680,7 +810,7 @@ def cache_clear(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_jso
     out.result({"removed": removed}, f"removed {removed} artifact(s) from {ws.cache_dir}")
 
 
-@cache_app.command("gc")
+@cache_app.command("gc", epilog=examples("cifarcli cache gc", "cifarcli cache gc --json"))
 def cache_gc(cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False):
     """Remove temporary files left by interrupted writes; artifacts are kept."""
     out, ws = _start(as_json, quiet, cache_dir)
@@ -688,7 +818,7 @@ def cache_gc(cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: 
     out.result({"removed": removed}, f"removed {len(removed)} leftover(s)")
 
 
-@cache_app.command("verify")
+@cache_app.command("verify", epilog=examples("cifarcli cache verify", "cifarcli cache verify --stage train --json"))
 def cache_verify(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False):
     """Re-hash every payload and report damaged artifacts (exit 1 if any)."""
     from cifarcli import views

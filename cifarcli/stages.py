@@ -470,6 +470,22 @@ def _train_again(ws: Workspace, key: str, damage: DamagedArtifact) -> Artifact:
     return train(ws, TrainConfig(**meta["params"]), data_artifact=dataset_by_key(ws, meta["inputs"]["dataset"]))
 
 
+def run_metas(ws: Workspace) -> list[tuple[dict, dict | None]]:
+    """Every readable training run's checked meta.json, with its evaluate meta.json when that is
+    cached and made from the run as it is now (else None). Reads meta.json files only, never a payload."""
+    found = []
+    for key in ws.store.find(TRAIN.name, ""):
+        meta = ws.store.meta(TRAIN.name, key)
+        if meta is None:  # damaged: `cache verify` names it
+            continue
+        evaluated = ws.store.meta(EVALUATE.name, run_key(EVALUATE, key))
+        made_from = (evaluated or {}).get("input_sha256") or {}
+        if evaluated is not None and made_from.get(f"{TRAIN.name}/{key}") != meta["payload_sha256"]:
+            evaluated = None  # stale: an evaluation of weights that were retrained since
+        found.append((meta, evaluated))
+    return found
+
+
 def config_of(run: Artifact) -> TrainConfig:
     return TrainConfig(**run.meta["params"])
 
@@ -514,7 +530,9 @@ def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
 
     def compute():
         split = prepared(dataset_by_key(ws, data_key), config.split, config.val_size, config.dtype)
-        return evaluate_model(run.payload["W"], run.payload["b"], config.lam, split, loss=config.loss), {}
+        metrics = evaluate_model(run.payload["W"], run.payload["b"], config.lam, split, loss=config.loss)
+        # The test numbers in meta.json too, so `cifarcli runs` lists them without loading payloads.
+        return metrics, {"test": {k: metrics["test"][k] for k in ("loss", "cost", "accuracy")}}
 
     return EVALUATE.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
                                    depends=[("train", run.key)])
@@ -600,7 +618,7 @@ def run_label(config: TrainConfig) -> str:
 def write_if_changed(path: Path, content: bytes) -> None:
     try:
         if not (path.is_file() and path.read_bytes() == content):
-            write_atomic(path, content)
+            write_atomic(path, content, mode=0o666)  # a file for the user (reports/): their umask applies
     except OSError as exc:
         raise disk_error(exc, path) from None
 

@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cifarcli.cache import Artifact
+from cifarcli.config import GRADCHECK_TOL
 from cifarcli.stages import Progress
 
 SPLITS = (("train", "training"), ("val", "validation"), ("test", "test"))
@@ -197,7 +198,20 @@ def dataset_view(artifact: Artifact) -> list[Any]:
 def gradcheck_json(artifact: Artifact, tol: float | None) -> dict:
     worst = artifact.payload["max_error"]
     return {"gradcheck": artifact.key, "cached": artifact.status == "hit", **artifact.payload,
-            "max_error": worst, "tol": tol, "passed": None if tol is None else worst <= tol}
+            "max_error": worst, "tol": tol, "passed": None if tol is None else worst <= tol,
+            "verdict": verdict_line(worst, GRADCHECK_TOL if tol is None else tol)}
+
+
+def verdict_line(worst: float, bound: float) -> str:
+    """``PASS: max relative error 2.1e-09 ≤ 1e-06``, or ``FAIL: … > …`` (a NaN error fails)."""
+    if worst <= bound:
+        return f"PASS: max relative error {worst:.1e} ≤ {bound:g}"
+    return f"FAIL: max relative error {worst:.1e} > {bound:g}"
+
+
+def gradcheck_verdict(artifact: Artifact, bound: float) -> str:
+    line = verdict_line(artifact.payload["max_error"], bound)
+    return f"[bold {'green' if line.startswith('PASS') else 'red'}]{_t(line)}[/]"
 
 
 def gradcheck_view(artifact: Artifact, tol: float | None) -> list[Any]:
@@ -396,3 +410,160 @@ def sweep_view(result: dict) -> list[Any]:
     out.append(f"trained {len(result['computed'])} of {result['n_points']} points (cached ones dimmed); "
                f"heat-map {_t(result['heatmap'])}")
     return out
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+_SETTING_HEADERS = {"lam": "λ", "eta": "η", "n_epochs": "epochs", "n_batch": "batch", "val_size": "val\nsize",
+                    "decay_every": "decay\nevery", "decay_factor": "decay\nfactor"}
+_METRIC_HEADERS = {"train_acc": "train\nacc", "val_acc": "val\nacc", "test_acc": "test\nacc",
+                   "train_cost": "train\ncost", "val_cost": "val\ncost", "seconds": "time", "created": "created"}
+# Dropped first when the terminal is too narrow, then settings the runs share (--all-params), then
+# train_acc and test_acc, then the differing settings from the right; never the run ID or val_acc.
+_DROP_FIRST, _DROP_LATER = ("created", "seconds", "train_cost", "val_cost"), ("train_acc", "test_acc")
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _created(text: str | None) -> str:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text).astimezone().strftime("%Y-%m-%d %H:%M")
+    except (TypeError, ValueError):
+        return "?"
+
+
+def _run_cells(row: dict) -> dict[str, str]:
+    """The plain text of a row's metric cells; a diverged run says where instead of its accuracies."""
+    def number(value: float | None) -> str:
+        return "—" if value is None else f"{value:.4f}"
+
+    cells = {name: number(row[name]) for name in ("train_acc", "val_acc", "train_cost", "val_cost")}
+    cells["test_acc"] = number(row["test_acc"]) if row["evaluated"] else "—"
+    if row["diverged_at"] is not None:
+        cells.update(train_acc="diverged", val_acc=f"at epoch {row['diverged_at']}", train_cost="—", val_cost="—")
+    cells["seconds"] = _duration(row["seconds"])
+    cells["created"] = _created(row["created"])
+    return cells
+
+
+def _table_width(columns: list[tuple[str, str, list[str]]]) -> int:
+    """The width rich gives the runs table (SIMPLE_HEAD box, padding 1, collapsed) for these columns."""
+    widths = [max([len(line) for line in header.split("\n")] + [len(cell) for cell in cells])
+              for _, header, cells in columns]
+    return sum(widths) + 2 * len(widths) - 1 + 1 if widths else 0
+
+
+def runs_view(result: dict, width: int = 80, all_params: bool = False) -> list[Any]:
+    """One row per run: its ID, the settings that differ (all with ``all_params``), the final metrics,
+    test accuracy where evaluated, time and creation; columns are dropped, never wrapped, to fit ``width``."""
+    rows = result["runs"]
+    if not rows:
+        where = f" matching {', '.join(result['where'])}" if result["where"] else ""
+        return [f"no trained runs{_t(where)} in {_t(result['cache_dir'])} "
+                f"({result['n_total']} in all; train one with: cifarcli train)"]
+    shown = list(result["changed"]) if not all_params else [name for name in result["runs"][0]["settings"]]
+    cells = [_run_cells(row) for row in rows]
+    columns: list[tuple[str, str, list[str]]] = [("id", "run ID", [row["id"] for row in rows])]
+    columns += [(name, _SETTING_HEADERS.get(name, name), [_setting_text(row["settings"][name]) for row in rows])
+                for name in shown]
+    metrics = ["train_acc", "val_acc"] + (["test_acc"] if any(row["evaluated"] for row in rows) else [])
+    metrics += ["train_cost", "val_cost", "seconds", "created"]
+    columns += [(name, _METRIC_HEADERS[name], [c[name] for c in cells]) for name in metrics]
+    dropped = []
+    shared = [name for name in reversed(shown) if name not in result["changed"]]
+    changed = [name for name in reversed(shown) if name in result["changed"]]
+    for name in (*_DROP_FIRST, *shared, *_DROP_LATER, *changed):
+        if _table_width(columns) <= width:
+            break
+        if any(column[0] == name for column in columns):
+            columns = [column for column in columns if column[0] != name]
+            dropped.append(name)
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, show_edge=False, pad_edge=False)
+    for name, header, _ in columns:
+        table.add_column(header, justify="left" if name in ("id", "created") or name in shown else "right",
+                         no_wrap=True, overflow="crop")
+    for i, row in enumerate(rows):
+        styled = []
+        for name, _, column_cells in columns:
+            text = _t(column_cells[i])
+            if row["diverged_at"] is not None and name in ("train_acc", "val_acc"):
+                text = f"[red]{text}[/]"
+            elif name == "val_acc" and i == 0 and result["sort"] == "val_acc" and not result["reverse"]:
+                text = f"[bold green]{text}[/]"
+            styled.append(text)
+        table.add_row(*styled)
+    order = "reversed " if result["reverse"] else ""
+    lines = [f"{result['n_runs']} of {result['n_total']} run(s), sorted by {order}{_t(result['sort'])}"
+             + (f", where {_t(', '.join(result['where']))}" if result["where"] else "")]
+    kept = {column[0] for column in columns}
+    same = ", ".join(f"{k}={_setting_text(v)}" for k, v in result["same"].items() if k not in kept)
+    if same:
+        lines.append(f"same in all: {same}")
+    dropped = [name for name in dropped if name not in result["same"]]
+    if dropped:
+        lines.append(f"hidden to fit {width} columns: {', '.join(dropped)} (wider terminal, --json or --csv)")
+    return [table, *(_t(line) for line in _wrap(lines, width))]
+
+
+def _wrap(lines: list[str], width: int) -> list[str]:
+    """Notes below the table, broken at spaces to ``width`` (the console itself never wraps)."""
+    import textwrap
+
+    return [part for line in lines for part in textwrap.wrap(line, width, subsequent_indent="  ") or [""]]
+
+
+def runs_csv(result: dict) -> str:
+    """The listing as CSV for spreadsheets: the full run ID, every setting, every metric (empty when missing)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    names = list(result["runs"][0]["settings"]) if result["runs"] else []
+    header = ["run_id", *names, "train_acc", "val_acc", "test_acc", "train_cost", "val_cost", "diverged_at",
+              "created", "seconds"]
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in result["runs"]:
+        writer.writerow([row["run_id"], *(row["settings"][n] for n in names),
+                         *("" if row[k] is None else row[k] for k in header[len(names) + 1:])])
+    return buffer.getvalue()
+
+
+def runs_diff_view(result: dict) -> list[Any]:
+    """Two runs side by side: settings (the differing ones marked), then final metrics."""
+    a, b = result["a"], result["b"]
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, show_edge=False, pad_edge=False)
+    table.add_column("", no_wrap=True)
+    table.add_column(_t(a["id"]), no_wrap=True, justify="right")
+    table.add_column(_t(b["id"]), no_wrap=True, justify="right")
+    table.add_column("", no_wrap=True)
+    for s in result["settings"]:
+        marker = "" if s["same"] else "[yellow]≠[/]"
+        cell = (lambda v: _t(_setting_text(v))) if s["same"] else (lambda v: f"[bold yellow]{_t(_setting_text(v))}[/]")
+        table.add_row(_t(s["name"]) if s["same"] else f"[bold]{_t(s['name'])}[/]", cell(s["a"]), cell(s["b"]), marker)
+    table.add_section()
+    ca, cb = _run_cells(a), _run_cells(b)
+    for name in ("train_acc", "val_acc", "test_acc", "train_cost", "val_cost"):
+        table.add_row(_t(name), _t(ca[name]), _t(cb[name]), "")
+    table.add_row("diverged at", _t(a["diverged_at"] or "—"), _t(b["diverged_at"] or "—"), "")
+    table.add_row("time", _t(ca["seconds"]), _t(cb["seconds"]), "")
+    table.add_row("created", _t(ca["created"]), _t(cb["created"]), "")
+    changed = ", ".join(result["changed"]) or "none"
+    return [table, f"settings that differ: {_t(changed)}"]
