@@ -21,13 +21,15 @@ notebook and in tests); ``plot_*`` = builder + ``save_figure``.
 
 from __future__ import annotations
 
+import io
 import os
-import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cifarcli.cache import write_atomic
 
 DPI = 150
 CURVE_SIZE = (7.0, 4.5)          # inches -> 1050 x 675 px at 150 dpi
@@ -67,29 +69,18 @@ def style_axes(ax) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, write) -> Path:
-    """Call ``write(fileobj)`` on a temp file next to ``path``, then rename.
+    """Call ``write(fileobj)`` on an in-memory buffer, then write it to ``path`` atomically.
 
-    The temporary file lives in the destination folder (same file system, so
-    ``os.replace`` is atomic), is created with the usual umask-derived mode,
-    and is removed if ``write`` fails. A killed process leaves at worst a
-    hidden ``.<name>.*.tmp`` file, never a half-written file under ``path``.
+    One atomic write for the whole package (``cache.write_atomic``: a temporary
+    file in the destination folder, then ``os.replace``), here with the mode a
+    file the user asked for gets, 0666 less the umask (0644 under umask 022).
+    A killed process leaves at worst a hidden ``.<name>.*.tmp`` file, never a
+    half-written file under ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    buffer = io.BytesIO()
+    write(buffer)
+    write_atomic(path, buffer.getvalue(), mode=0o666)
     return path
 
 
