@@ -29,6 +29,7 @@ MIN_ID_LENGTH = 8
 _DESCENDING = {"train_acc", "val_acc", "test_acc", "created", "seconds"}
 _WHERE = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(<=|>=|!=|==|=|<|>)\s*(.*?)\s*$")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+_DEFAULTS = asdict(TrainConfig())
 
 
 def list_runs(ws: Workspace, where: list[str] | None = None, split: str | None = None,
@@ -88,7 +89,7 @@ def _row(meta: dict, evaluated: dict | None) -> dict:
     info = meta["info"]
     final = info.get("final") or {}
     test = ((evaluated or {}).get("info") or {}).get("test") or {}
-    return {"run_id": meta["key"], "settings": asdict(TrainConfig(**meta["params"])),
+    return {"run_id": meta["key"], "settings": {**_DEFAULTS, **meta["params"]},   # the params leave out defaults
             **{name: _number(final.get(name)) for name in ("train_acc", "val_acc", "train_cost", "val_cost")},
             "test_acc": _number(test.get("accuracy")), "evaluated": evaluated is not None,
             "diverged_at": info.get("diverged_at"), "created": meta["created"],

@@ -449,7 +449,7 @@ def find_run(ws: Workspace, run_id: str) -> Artifact:
     """The training run whose ID starts with ``run_id``."""
     keys = ws.store.find("train", run_id.strip().lower()) if run_id.strip() else []
     if not keys:
-        raise CifarError(f"no training run {run_id!r} in {ws.cache_dir}", hint="list runs with: cifarcli cache ls --stage train")
+        raise CifarError(f"no training run {run_id!r} in {ws.cache_dir}", hint="list runs with: cifarcli runs")
     if len(keys) > 1:
         raise CifarError(f"run ID {run_id!r} is ambiguous: {', '.join(keys[:5])}", hint="type more of the ID")
     try:

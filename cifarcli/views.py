@@ -463,11 +463,56 @@ def _run_cells(row: dict) -> dict[str, str]:
     return cells
 
 
+def _widths(columns: list[tuple[str, str, list[str]]]) -> list[int]:
+    from rich.cells import cell_len
+
+    return [max([cell_len(line) for line in header.split("\n")] + [cell_len(cell) for cell in cells])
+            for _, header, cells in columns]
+
+
 def _table_width(columns: list[tuple[str, str, list[str]]]) -> int:
-    """The width rich gives the runs table (SIMPLE_HEAD box, padding 1, collapsed) for these columns."""
-    widths = [max([len(line) for line in header.split("\n")] + [len(cell) for cell in cells])
-              for _, header, cells in columns]
-    return sum(widths) + 2 * len(widths) - 1 + 1 if widths else 0
+    """The width of ``_fixed_table`` for these columns: the cells, two spaces between columns."""
+    widths = _widths(columns)
+    return sum(widths) + 2 * (len(widths) - 1) if widths else 0
+
+
+def _fixed_table(columns: list[tuple[str, str, list[str]]], rows: list[dict], best: bool, left: set[str]):
+    """The runs table as one rich Text: one line per run, cells padded to their column's width.
+
+    Drawn here, not with rich's Table: every cell is one line of known width (the columns were
+    chosen to fit), and laying out thousands of rows through Table takes seconds.
+    """
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    widths = _widths(columns)
+    depth = max(header.count("\n") + 1 for _, header, _ in columns)
+    text = Text(no_wrap=True, overflow="ignore")
+
+    def cell(value: str, width: int, name: str) -> str:
+        pad = " " * (width - cell_len(value))
+        return value + pad if name in left else pad + value
+
+    for level in range(depth):
+        parts = []
+        for (name, header, _), width in zip(columns, widths):
+            lines = header.split("\n")
+            lines = [""] * (depth - len(lines)) + lines   # headers sit on the bottom line
+            parts.append(cell(lines[level], width, name))
+        text.append("  ".join(parts).rstrip() + "\n", style="bold")
+    text.append("─" * (sum(widths) + 2 * (len(widths) - 1)) + "\n", style="dim")
+    for i, row in enumerate(rows):
+        for j, ((name, _, cells), width) in enumerate(zip(columns, widths)):
+            style = None
+            if row["diverged_at"] is not None and name in ("train_acc", "val_acc"):
+                style = "red"
+            elif best and i == 0 and name == "val_acc":
+                style = "bold green"
+            value = cell(cells[i], width, name)
+            text.append(value.rstrip() if j == len(columns) - 1 else value + "  ", style=style)
+        text.append("\n")
+    text.rstrip()
+    return text
 
 
 def runs_view(result: dict, width: int = 80, all_params: bool = False) -> list[Any]:
@@ -486,7 +531,7 @@ def runs_view(result: dict, width: int = 80, all_params: bool = False) -> list[A
     metrics = ["train_acc", "val_acc"] + (["test_acc"] if any(row["evaluated"] for row in rows) else [])
     metrics += ["train_cost", "val_cost", "seconds", "created"]
     columns += [(name, _METRIC_HEADERS[name], [c[name] for c in cells]) for name in metrics]
-    dropped = []
+    dropped: list[str] = []
     shared = [name for name in reversed(shown) if name not in result["changed"]]
     changed = [name for name in reversed(shown) if name in result["changed"]]
     for name in (*_DROP_FIRST, *shared, *_DROP_LATER, *changed):
@@ -495,20 +540,12 @@ def runs_view(result: dict, width: int = 80, all_params: bool = False) -> list[A
         if any(column[0] == name for column in columns):
             columns = [column for column in columns if column[0] != name]
             dropped.append(name)
-    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, show_edge=False, pad_edge=False)
-    for name, header, _ in columns:
-        table.add_column(header, justify="left" if name in ("id", "created") or name in shown else "right",
-                         no_wrap=True, overflow="crop")
-    for i, row in enumerate(rows):
-        styled = []
-        for name, _, column_cells in columns:
-            text = _t(column_cells[i])
-            if row["diverged_at"] is not None and name in ("train_acc", "val_acc"):
-                text = f"[red]{text}[/]"
-            elif name == "val_acc" and i == 0 and result["sort"] == "val_acc" and not result["reverse"]:
-                text = f"[bold green]{text}[/]"
-            styled.append(text)
-        table.add_row(*styled)
+            if name == "train_acc":  # "diverged | at epoch N" lose their first half: say it in one cell
+                columns = [(n, h, [f"diverged at epoch {row['diverged_at']}" if n == "val_acc" and
+                                   row["diverged_at"] is not None else cell for row, cell in zip(rows, cs)])
+                           for n, h, cs in columns]
+    table = _fixed_table(columns, rows, best=result["sort"] == "val_acc" and not result["reverse"],
+                         left={"id", "created", *shown})
     order = "reversed " if result["reverse"] else ""
     lines = [f"{result['n_runs']} of {result['n_total']} run(s), sorted by {order}{_t(result['sort'])}"
              + (f", where {_t(', '.join(result['where']))}" if result["where"] else "")]
