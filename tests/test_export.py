@@ -105,7 +105,7 @@ def test_export_with_training_options_and_default_name(cli, tmp_path, tiny_archi
     result = cli("export", *TRAIN, "--json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert doc["run_id"] == run["run_id"] and doc["path"] == f"model-{run['run_id'][:12]}.npz"
+    assert doc["run_id"] == run["run_id"] and doc["path"] == f"model-{run['run_id']}.npz"
     with np.load(tmp_path / doc["path"], allow_pickle=False) as m:
         assert str(m["run_id"]) == run["run_id"]
     text = cli("export", *TRAIN, "--out", "again.npz")
