@@ -469,10 +469,10 @@ def test_usage_errors_are_one_line_and_json_with_json(cli):
     assert json.loads(as_json.stdout)["error"].startswith("Invalid value for '--eta'")
 
 
-def test_unknown_run_suggests_cache_ls(cli, run):
+def test_unknown_run_suggests_cifarcli_runs(cli, run):
     result = cli("evaluate", "--run", "zzzz")
     assert result.exit_code == 2
-    line = error_line(result, "no training run 'zzzz'", "cifarcli cache ls")
+    line = error_line(result, "no training run 'zzzz'", "list runs with: cifarcli runs")
     assert len(result.stderr.strip().splitlines()) == 1, line
 
 

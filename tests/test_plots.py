@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from cifarcli import plots
+from cifarcli.errors import CifarError
 
 LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer",
                "dog", "frog", "horse", "ship", "truck"]
@@ -180,7 +181,8 @@ def test_failed_save_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    # cache.write_atomic, the one atomic write, names the file in one CifarError
+    with pytest.raises(CifarError, match=f"cannot write {target}: disk full"):
         plots.plot_loss(history(unstable=True), target)
     assert target.read_bytes() == before
     assert no_temp_files(tmp_path) == []
