@@ -48,10 +48,12 @@ def test_reports_figures_and_export_follow_the_umask(tmp_path, tiny_archive, mas
     run_id = json.loads(done.stdout)["runs"][0]["run_id"]
     file_mode, folder_mode = 0o666 & ~mask, 0o777 & ~mask
     reports = tmp_path / "reports"
-    files = [reports / "report.md", reports / "report.html", *sorted((reports / "figures" / run_id).glob("*.png"))]
-    assert len(files) == 2 + 5
-    assert {path.name: mode(path) for path in files} == {path.name: file_mode for path in files}
-    folders = [reports, reports / "figures", reports / "figures" / run_id]
+    assert len(list((reports / "figures" / run_id).glob("*.png"))) == 5
+    files = [p for p in reports.rglob("*") if p.is_file()]    # the report, the run's figures, the comparison's
+    assert {"report.md", "report.html", "loss.png"} <= {p.name for p in files}
+    assert {str(p): mode(p) for p in files} == {str(p): file_mode for p in files}
+    folders = [reports, *(p for p in reports.rglob("*") if p.is_dir())]
+    assert reports / "figures" / run_id in folders
     assert {str(p): mode(p) for p in folders} == {str(p): folder_mode for p in folders}
 
     done = run("export", "--run", run_id, "--json")                       # the default name, in the current folder
