@@ -365,7 +365,7 @@ Flip = Annotated[float, typer.Option("--flip", metavar="P", help="Mirror each tr
 DecayEvery = Annotated[int, typer.Option("--decay-every", metavar="K", help="Step decay: multiply η by --decay-factor every K epochs (0: off).")]
 DecayFactor = Annotated[float, typer.Option("--decay-factor", metavar="F", help="Step-decay factor in (0, 1], e.g. 0.1.")]
 Init = Annotated[str, typer.Option("--init", help="Initialisation: normal (N(0, 0.01²), the study) or xavier (N(0, 1/d)).")]
-Loss = Annotated[str, typer.Option("--loss", help="softmax (cross-entropy) or bce (multiple binary cross-entropy, sigmoid outputs).")]
+Loss = Annotated[str, typer.Option("--loss", help="softmax (cross-entropy), bce (multiple binary cross-entropy, sigmoid outputs) or svm (multi-class hinge loss, margin 1; scores, no probabilities).")]
 
 
 def _config(options: dict) -> TrainConfig:
@@ -415,7 +415,7 @@ def gradcheck(
     h: Annotated[float, typer.Option("--h", help="Finite-difference step.")] = G.h,
     tol: Annotated[Optional[float], typer.Option("--tol", help=f"Gate: exit 1 when the max relative error exceeds it (the verdict uses {GRADCHECK_TOL:g} without it).")] = None,
     seed: Seed = G.seed,
-    loss: Annotated[str, typer.Option("--loss", help="Check the gradients of softmax (cross-entropy) or bce (multiple binary cross-entropy).")] = G.loss,
+    loss: Annotated[str, typer.Option("--loss", help="Check the gradients of softmax (cross-entropy), bce (multiple binary cross-entropy) or svm (hinge; parameters within h of a kink are counted and left out of the verdict).")] = G.loss,
     cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
     """Compare analytic and numerical gradients for every parameter of W and b."""

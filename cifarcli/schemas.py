@@ -54,22 +54,28 @@ CHECKPOINT = Check({"epoch": int, "W": Array(FLOATS, ("K", "d")), "b": Array(FLO
                    "a checkpoint whose history has one row per epoch, epoch 0 included")
 _SPLIT_METRICS = {"loss": NUMBER, "cost": NUMBER, "accuracy": NUMBER, "n": int}
 _PROBABILITY_GROUP = {"n": int, "mean": MAYBE_NUMBER, "median": MAYBE_NUMBER, "counts": ListOf(int, "bins")}
-EVALUATE_PAYLOAD = {
+_TRUE_CLASS_SUMMARY = {"kind": str, "bins": ListOf(NUMBER), "threshold": NUMBER, "correct": _PROBABILITY_GROUP,
+                       "incorrect": _PROBABILITY_GROUP, "confident_mistakes": MAYBE_NUMBER}
+# An SVM run has no probabilities: its test split summarises the true class's margins instead (evaluate.py).
+EVALUATE_PAYLOAD = Check({
     "lam": NUMBER, "loss": Opt(str), "train": _SPLIT_METRICS, "val": _SPLIT_METRICS, "test": _SPLIT_METRICS,
     "confusion_matrix": ListOf(ListOf(int, "K"), "K"), "per_class_accuracy": DictOf(str, NUMBER),
-    "probabilities": {"kind": str, "bins": ListOf(NUMBER), "threshold": NUMBER, "correct": _PROBABILITY_GROUP,
-                      "incorrect": _PROBABILITY_GROUP, "confident_mistakes": MAYBE_NUMBER},
+    "probabilities": Opt(_TRUE_CLASS_SUMMARY), "margins": Opt({**_TRUE_CLASS_SUMMARY, "open_ends": Opt(bool)}),
     "label_names": ListOf(str, "K"),
-}
+}, lambda p: ("margins" in p) == (p.get("loss") == "svm") and ("probabilities" in p) != ("margins" in p),
+    '"probabilities", or "margins" for an svm run (one of the two)')
 _ERRORS = {"max": NUMBER, "mean": NUMBER, "median": NUMBER, "share_below_tol": NUMBER, "n": int,
-           "corner": ListOf(ListOf(NUMBER))}
+           "n_excluded": Opt(int), "corner": ListOf(ListOf(NUMBER))}
 GRADCHECK_PAYLOAD = {
     "h": NUMBER, "eps": NUMBER, "loss": str, "n_images": int, "n_params": int, "max_error": NUMBER,
-    "results": ListOf({"lam": NUMBER, "W": _ERRORS, "b": _ERRORS, "seconds": NUMBER}),
+    "results": ListOf({"lam": NUMBER, "W": _ERRORS, "b": _ERRORS, "kinks": Opt({"W": int, "b": int}),
+                        "seconds": NUMBER}),
     "n_samples": int, "n_dims": int, "seed": int, "elapsed": NUMBER,
 }
 FIGURES = ("loss", "accuracy", "weights", "confusion", "probabilities")
 COMPARISON_FIGURES = ("curves", "weights")   # every run's validation curves overlaid; their weights, a row each
+# An SVM run's plot has "margins" (the true class's margin histogram) in place of "probabilities".
+SVM_FIGURES = ("loss", "accuracy", "weights", "confusion", "margins")
 _REPORT_RUN = {"run_id": str, "label": str, "config": {"lam": NUMBER, "eta": NUMBER, "n_batch": int, "n_epochs": int},
                "split_sizes": DictOf(str, int), "history": HISTORY, "diverged_at": MAYBE_INT,
                "train_seconds": MAYBE_NUMBER, "metrics": OneOf((None, EVALUATE_PAYLOAD)), "figures": DictOf(str, str)}
@@ -83,7 +89,7 @@ DATASET = Schema(DATASET_PAYLOAD, params={"sha256": HEX64}, info=DATASET_INFO)
 GRADCHECK = Schema(GRADCHECK_PAYLOAD, info={"max_error": NUMBER, "elapsed": NUMBER})
 TRAIN = Schema(TRAIN_PAYLOAD, params=Check(dict, _valid_train_params, "valid training settings"), info=TRAIN_INFO)
 EVALUATE = Schema(EVALUATE_PAYLOAD)
-PLOT = Schema({name: PNG for name in FIGURES})
+PLOT = Schema(OneOf(({name: PNG for name in FIGURES}, {name: PNG for name in SVM_FIGURES})))
 REPORT = Schema(REPORT_PAYLOAD)
 SWEEP = Schema({"heatmap": PNG}, info={"n_points": int})
 COMPARISON = Schema({name: PNG for name in COMPARISON_FIGURES}, info={"n_runs": int})

@@ -557,10 +557,16 @@ def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
             plots.plot_accuracy(history, folder / "accuracy.png", title=run_label(config))
             plots.plot_weights(W, names, folder / "weights.png")
             plots.plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png")
-            plots.plot_probabilities(metrics["probabilities"], folder / "probabilities.png",
-                                     title=f"True-class probability on the test set, λ={config.lam:g}, "
-                                           f"η={config.eta:g}, loss {config.loss}")
-            return {name: (folder / f"{name}.png").read_bytes() for name in schemas.FIGURES}, {}
+            if config.loss == "svm":   # scores, no probabilities: the true class's margin instead
+                plots.plot_margins(metrics["margins"], folder / "margins.png",
+                                   title=f"True-class margin on the test set, λ={config.lam:g}, "
+                                         f"η={config.eta:g}, loss svm")
+            else:
+                plots.plot_probabilities(metrics["probabilities"], folder / "probabilities.png",
+                                         title=f"True-class probability on the test set, λ={config.lam:g}, "
+                                               f"η={config.eta:g}, loss {config.loss}")
+            names = schemas.SVM_FIGURES if config.loss == "svm" else schemas.FIGURES
+            return {name: (folder / f"{name}.png").read_bytes() for name in names}, {}
 
     artifact = PLOT.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
                                    depends=[("train", run.key), ("evaluate", evaluated.key)])

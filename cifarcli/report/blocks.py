@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from .analysis import (STABILITY_RULE, accuracy_of, analysis, best_runs, epochs_of, gradcheck_passed, instability,
-                       loss_of, loss_pairs, loss_sentences, metrics_of, probability_stats, run_name)
+                       loss_of, loss_pairs, loss_sentences, margin_stats, metrics_of, probability_stats, run_name,
+                       svm_sentences)
 from .format import (PARAM_WORDS, describe_setting, finite, fmt_acc, fmt_err, fmt_loss, fmt_num,
                      fmt_seconds, fmt_share, join_names)
 
@@ -27,19 +28,23 @@ FIGURE_CAPTIONS = {
     "confusion": "Confusion matrix on the test set (rows: true class, columns: predicted).",
     "probabilities": "Probability the model gives the true class of each test image, correctly vs "
                      "incorrectly classified images, each as a share of its group.",
+    "margins": "Margin of the true class of each test image, s_y − max_(j≠y) s_j (an SVM gives scores, not "
+               "probabilities; > 0 is a correct answer), correctly vs incorrectly classified images, each as "
+               "a share of its group; the outer bins hold everything beyond ±5.",
 }
 
 
 # What each per-run figure shows, as the start of its caption ("Figure 5: loss and cost, λ=0.1, η=0.001").
 FIGURE_NAMES = {"loss": "loss and cost", "accuracy": "accuracy", "weights": "learnt weights",
-                "confusion": "confusion matrix", "probabilities": "true-class probability"}
+                "confusion": "confusion matrix", "probabilities": "true-class probability",
+                "margins": "true-class margin (SVM)"}
 # The rest of a per-run caption, after its name and the run's.
 RUN_FIGURE_DETAILS = {"loss": "Per epoch, train and validation; dashed: the cost, loss + λ‖W‖².",
                       "accuracy": "Per epoch, train and validation; dotted: chance (0.1).",
                       "weights": "W as one 32×32 image per class, each scaled to its own range.",
                       "confusion": "On the test set; rows: true class, columns: predicted."}
 # Per-run figures two to a row: (loss | accuracy), (weights | confusion), then the histogram.
-FIGURE_PAIRS = (("loss", "accuracy"), ("weights", "confusion"), ("probabilities",))
+FIGURE_PAIRS = (("loss", "accuracy"), ("weights", "confusion"), ("probabilities",), ("margins",))
 
 
 @dataclass(frozen=True)
@@ -204,6 +209,7 @@ def _gradcheck_blocks(gc: Mapping[str, Any] | None) -> list:
         desc.append(f" ({fmt_seconds(gc['elapsed'])})")
     blocks.append(Para("".join(desc) + "."))
     rows, bad = [], set()
+    kinked = gc.get("loss") == "svm"
     for res in gc.get("results", []):
         for p in ("W", "b"):
             st = res.get(p)
@@ -212,13 +218,20 @@ def _gradcheck_blocks(gc: Mapping[str, Any] | None) -> list:
             passed = tol is not None and finite(st.get("max")) and float(st["max"]) <= float(tol)
             if not passed:
                 bad.add(len(rows))
+            kinks = [f"{(res.get('kinks') or {}).get(p, 0)} of {st.get('n', '—')}"] if kinked else []
             rows.append([fmt_num(res.get("lam")), Span(p, code=True), fmt_err(st.get("max")),
                          fmt_err(st.get("mean")), fmt_err(st.get("median")),
-                         fmt_share(st.get("share_below_tol")),
+                         fmt_share(st.get("share_below_tol")), *kinks,
                          Span("PASS" if passed else "FAIL", bold=True)])
     if rows:
-        blocks.append(Table(["λ", "parameter", "max", "mean", "median", f"share < {fmt_err(tol)}", "result"],
-                            rows, align="llrrrrl", highlight=bad))
+        blocks.append(Table(["λ", "parameter", "max", "mean", "median", f"share < {fmt_err(tol)}",
+                             *(["within h of a kink (excluded)"] if kinked else []), "result"],
+                            rows, align="llrrrr" + ("r" if kinked else "") + "l", highlight=bad))
+    if kinked:
+        n_kinks = sum(sum((res.get("kinks") or {}).values()) for res in gc.get("results", []))
+        blocks.append(Para(f"The SVM's hinge has kinks: {n_kinks} checked parameter(s) lie within h of one "
+                           "(their ±h moves a margin across zero, where a centred difference is not a "
+                           "gradient). They are left out of max, mean, median and the verdict.", "note"))
     blocks.append(Para([Span(f"{'PASS' if ok else 'FAIL'}", bold=True),
                         f": every maximum relative error {'is' if ok else 'is not'} within the "
                         f"tolerance {fmt_err(tol)}."], "pass" if ok else "fail"))
@@ -275,6 +288,8 @@ def _run_figure(run: Mapping[str, Any], k: str, path: str) -> Figure:
         name = "loss (= cost, λ = 0)"
     if k == "probabilities":
         detail = _probability_caption(run)
+    elif k == "margins":
+        detail = _margin_caption(run)
     elif k == "loss" and name != FIGURE_NAMES["loss"]:
         detail = "Per epoch, train and validation; with λ = 0 the cost equals the loss, so each is drawn once."
     else:
@@ -327,6 +342,50 @@ def _probability_caption(run: Mapping[str, Any]) -> str:
             text += f"; {fmt_share(st['confident'])} of the mistakes have p < {st['threshold'] or 0.1:g}"
         text += "."
     return text
+
+
+def _margin_caption(run: Mapping[str, Any]) -> str:
+    """The SVM margin histogram's caption with the run's own numbers."""
+    text = FIGURE_CAPTIONS["margins"]
+    st = margin_stats(run)
+    if st["correct"] is not None or st["incorrect"] is not None:
+        text += (f" Mean {fmt_loss(st['correct'])} on correctly and {fmt_loss(st['incorrect'])} on "
+                 "incorrectly classified images")
+        if st["confident"] is not None:
+            threshold = st["threshold"] if st["threshold"] is not None else -1.0
+            text += f"; {fmt_share(st['confident'])} of the mistakes have a margin < {threshold:g}"
+        text += "."
+    return text
+
+
+def _svm_comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
+    """Softmax vs SVM: a table of accuracies and the SVM's margins, the figures, sentences; [] without both."""
+    pairs = loss_pairs(runs, "svm")
+    if not pairs:
+        return []
+    blocks: list = [Heading(3, "Softmax vs SVM", "comparison-svm")]
+    rows = []
+    for soft, svm, _ in pairs:
+        for r in (soft, svm):
+            st = margin_stats(r) if loss_of(r) == "svm" else {"correct": None, "incorrect": None}
+            rows.append([run_name(r), loss_of(r), fmt_acc(accuracy_of(r, "val")), fmt_acc(accuracy_of(r, "test")),
+                         fmt_loss(st["correct"]) if st["correct"] is not None else "—",
+                         fmt_loss(st["incorrect"]) if st["incorrect"] is not None else "—",
+                         Span(str(r.get("run_id", "—")), code=True)])
+    blocks.append(Table(["run", "loss", "val. acc.", "test acc.", "mean margin, correct",
+                         "mean margin, misclassified", "run ID"], rows, align="llrrrrl",
+                        caption="The multi-class SVM (hinge loss, margin 1) against softmax. The SVM gives "
+                                "scores, not probabilities: its margin is the true class's score minus the "
+                                "best other score, on the test set."))
+    for soft, svm, same in pairs:
+        figs = [(soft, (soft.get("figures") or {}).get("probabilities")),
+                (svm, (svm.get("figures") or {}).get("margins"))]
+        if all(path for _, path in figs):
+            blocks.append(FigureRow([Figure(path, f"true class, {run_name(r)}, loss {loss_of(r)}",
+                                            f"{loss_of(r)}: {run_name(r)}") for r, path in figs],
+                                    side_by_side=True))
+        blocks.append(Bullets(list(svm_sentences(soft, svm, same))))
+    return blocks
 
 
 def _loss_comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
@@ -423,7 +482,7 @@ def _comparison_blocks(runs: Sequence[Mapping[str, Any]], compared: Mapping[str,
         prow = [[cls] + [fmt_acc(p.get(cls)) for p in pcs] for cls in classes]
         blocks.append(Table(["class"] + [run_name(r) for r in evaluated], prow,
                             caption="Accuracy per class on the test set."))
-    return blocks + _loss_comparison_blocks(runs)
+    return blocks + _loss_comparison_blocks(runs) + _svm_comparison_blocks(runs)
 
 
 def _sweep_blocks(sweep: Mapping[str, Any]) -> list:
