@@ -365,6 +365,8 @@ Flip = Annotated[float, typer.Option("--flip", metavar="P", help="Mirror each tr
 DecayEvery = Annotated[int, typer.Option("--decay-every", metavar="K", help="Step decay: multiply η by --decay-factor every K epochs (0: off).")]
 DecayFactor = Annotated[float, typer.Option("--decay-factor", metavar="F", help="Step-decay factor in (0, 1], e.g. 0.1.")]
 Init = Annotated[str, typer.Option("--init", help="Initialisation: normal (N(0, 0.01²), the study) or xavier (N(0, 1/d)).")]
+Patience = Annotated[int, typer.Option("--patience", metavar="P", help="Early stopping: stop when validation accuracy has not improved for P epochs (0: off).")]
+Keep = Annotated[str, typer.Option("--keep", help="Weights to keep: last (the last epoch's) or best (the epoch with the highest validation accuracy; ties: the earliest).")]
 Loss = Annotated[str, typer.Option("--loss", help="softmax (cross-entropy), bce (multiple binary cross-entropy, sigmoid outputs) or svm (multi-class hinge loss, margin 1; scores, no probabilities).")]
 
 
@@ -441,6 +443,7 @@ def train(
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype,
     shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
     decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
+    patience: Patience = T.patience, keep: Keep = T.keep,
     cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
     """Train one configuration with mini-batch gradient descent (resumes an interrupted run)."""
@@ -460,6 +463,7 @@ def evaluate(
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype, run_id: RunId = None,
     shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
     decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
+    patience: Patience = T.patience, keep: Keep = T.keep,
     min_accuracy: Annotated[Optional[float], typer.Option("--min-accuracy", help="Gate: exit 1 when test accuracy is below it.")] = None,
     cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
@@ -484,6 +488,7 @@ def plot(
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype, run_id: RunId = None,
     shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
     decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
+    patience: Patience = T.patience, keep: Keep = T.keep,
     cache_dir: CacheDir = Path("cache"), reports_dir: ReportsDir = Path("reports"),
     force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
@@ -506,6 +511,7 @@ def predict(
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype, run_id: RunId = None,
     shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
     decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
+    patience: Patience = T.patience, keep: Keep = T.keep,
     cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False,
 ):
     """Classify image files with a trained model: the top 3 classes and their probabilities.
@@ -548,6 +554,7 @@ def export(
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype, run_id: RunId = None,
     shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
     decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
+    patience: Patience = T.patience, keep: Keep = T.keep,
     path: Annotated[Optional[Path], typer.Option("--out", help="The .npz file to write (default: model-<run id>.npz).")] = None,
     cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False,
 ):
@@ -606,6 +613,7 @@ def status(
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype,
     shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
     decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
+    patience: Patience = T.patience, keep: Keep = T.keep,
     cache_dir: CacheDir = Path("cache"), as_json: Json = False,
 ):
     """Show, for these training options, which stages are cached, missing, partial or damaged."""

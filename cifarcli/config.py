@@ -40,6 +40,7 @@ STAGE_NAMES = ("dataset", "gradcheck", "train", "evaluate", "plot", "report", "s
 SPLITS = ("seed", "dd2424", "full")
 DTYPES = ("float32", "float64")
 INITS = ("normal", "xavier")
+KEEPS = ("last", "best")      # --keep: the weights of the last epoch, or of the best on validation
 # float32 by measurement: test accuracy equal to float64 within 1e-4 on the stable settings and
 # about twice as fast (README, "Performance"); the unstable setting moves as with any rounding change.
 DEFAULT_DTYPE = "float32"
@@ -52,6 +53,7 @@ MAX_LAM = 1e10                # near 1e38, λ‖W‖² overflows float32 and the
 # default, so existing run IDs stay stable.
 _OPTIONAL_DEFAULTS: dict[str, object] = {
     "shuffle": False, "flip": 0.0, "decay_every": 0, "decay_factor": 1.0, "init": "normal", "loss": "softmax",
+    "patience": 0, "keep": "last",
 }
 
 
@@ -103,6 +105,13 @@ class TrainConfig:
     decay_factor: float = 1.0
     init: str = "normal"
     loss: str = "softmax"
+    patience: int = 0             # early stopping: stop when validation accuracy has not improved for this many epochs
+    keep: str = "last"            # "best": keep the weights of the epoch with the highest validation accuracy
+
+    @property
+    def stops_early(self) -> bool:
+        """Whether early stopping is on: --patience > 0 or --keep best (the training loop then tracks the best epoch)."""
+        return self.patience > 0 or self.keep == "best"
 
     @property
     def decays(self) -> bool:
@@ -142,6 +151,10 @@ class TrainConfig:
         _require(self.init in INITS, "init", f"unknown initialisation {self.init!r}",
                  f"use one of: {', '.join(INITS)}")
         _require(self.loss in losses(), "loss", f"unknown loss {self.loss!r}", f"use one of: {', '.join(losses())}")
+        _require(is_int(self.patience) and 0 <= self.patience <= MAX_EPOCHS, "patience",
+                 f"must be an integer from 0 (off) to {MAX_EPOCHS}, got {self.patience!r}",
+                 "stop when validation accuracy has not improved for this many epochs, e.g. 20")
+        _require(self.keep in KEEPS, "keep", f"unknown choice {self.keep!r}", f"use one of: {', '.join(KEEPS)}")
         return self
 
     def key_params(self) -> dict:

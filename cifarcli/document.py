@@ -29,6 +29,7 @@ class RunSection:
     train_seconds: float | None
     metrics: dict | None = None
     figures: dict[str, str] = field(default_factory=dict)   # name -> path relative to the reports folder
+    chosen_epoch: int | None = None       # early stopping: the epoch whose weights were kept (None: off)
 
     def made_from(self) -> list[tuple[str, str]]:
         """The artifacts (stage, key) this section is made from: a change in any of them makes it stale."""
@@ -93,7 +94,8 @@ def run_section(ws: Workspace, run: Artifact) -> RunSection:
     section = RunSection(run_id=run.key, label=stages.run_label(config), config=run.meta["params"],
                          split_sizes=run.meta["info"]["split_sizes"], history=run.payload["history"],
                          diverged_at=run.payload["diverged_at"],
-                         train_seconds=run.meta["info"]["timings"].get("total_seconds"))
+                         train_seconds=run.meta["info"]["timings"].get("total_seconds"),
+                         chosen_epoch=run.payload.get("chosen_epoch"))
     if run.payload["diverged_at"] is None:
         section.metrics = stages.evaluate(ws, run).payload
         figures = stages.plot(ws, run)

@@ -133,6 +133,13 @@ def _mark_non_finite(ax, epochs: np.ndarray, history, keys) -> None:
 # curves
 
 
+def _mark_chosen(ax, chosen_epoch: int | None) -> None:
+    """Early stopping: a vertical line at the epoch whose weights the run kept (--keep best)."""
+    if chosen_epoch is not None:
+        ax.axvline(chosen_epoch, color=MUTED, linestyle="-.", linewidth=1.2,
+                   label=f"kept: epoch {chosen_epoch} (best validation accuracy)")
+
+
 def cost_is_loss(history: Mapping[str, Sequence[float]], lam: float | None = None) -> bool:
     """Whether the cost curves coincide with the loss curves (λ = 0, or equal numbers when λ is not given)."""
     if lam is not None:
@@ -147,8 +154,9 @@ def legend_labels(fig) -> list[str]:
     return [t.get_text() for legend in legends if legend is not None for t in legend.get_texts()]
 
 
-def loss_figure(history: Mapping[str, Sequence[float]], title: str | None = None, lam: float | None = None):
-    """Loss and cost per epoch, train and validation (4 lines).
+def loss_figure(history: Mapping[str, Sequence[float]], title: str | None = None, lam: float | None = None,
+                chosen_epoch: int | None = None):
+    """Loss and cost per epoch, train and validation (4 lines); ``chosen_epoch`` (early stopping) marked when given.
 
     When the cost equals the loss (λ = 0; or, without ``lam``, equal numbers) each split is
     drawn and labelled once ("train loss = cost (λ = 0)"): no legend entry for a hidden line.
@@ -184,12 +192,14 @@ def loss_figure(history: Mapping[str, Sequence[float]], title: str | None = None
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy")
     ax.set_title(title or "Loss and cost per epoch", fontsize=11, loc="left")
+    _mark_chosen(ax, chosen_epoch)
     ax.legend(frameon=False, fontsize=8.5, ncols=2, loc="best")
     return fig
 
 
-def accuracy_figure(history: Mapping[str, Sequence[float]], title: str | None = None):
-    """Accuracy per epoch, train and validation, with the chance level."""
+def accuracy_figure(history: Mapping[str, Sequence[float]], title: str | None = None,
+                    chosen_epoch: int | None = None):
+    """Accuracy per epoch, train and validation, with the chance level; ``chosen_epoch`` marked when given."""
     _check_history(history, ("epoch", "train_acc", "val_acc"))
     epochs = np.asarray(history["epoch"], dtype=float)
     fig = new_figure(CURVE_SIZE)
@@ -208,20 +218,21 @@ def accuracy_figure(history: Mapping[str, Sequence[float]], title: str | None = 
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy")
     ax.set_title(title or "Accuracy per epoch", fontsize=11, loc="left")
+    _mark_chosen(ax, chosen_epoch)
     ax.legend(frameon=False, fontsize=9, loc="lower right")
     return fig
 
 
 def plot_loss(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
-              title: str | None = None, lam: float | None = None) -> Path:
+              title: str | None = None, lam: float | None = None, chosen_epoch: int | None = None) -> Path:
     """Write the loss/cost curves to ``path`` (PNG, 1050×675 px)."""
-    return save_figure(loss_figure(history, title, lam), path)
+    return save_figure(loss_figure(history, title, lam, chosen_epoch), path)
 
 
 def plot_accuracy(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
-                  title: str | None = None) -> Path:
+                  title: str | None = None, chosen_epoch: int | None = None) -> Path:
     """Write the accuracy curves to ``path`` (PNG, 1050×675 px)."""
-    return save_figure(accuracy_figure(history, title), path)
+    return save_figure(accuracy_figure(history, title, chosen_epoch), path)
 
 
 # --------------------------------------------------------------------------

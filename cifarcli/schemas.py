@@ -44,14 +44,23 @@ DATASET_INFO = {
 TRAIN_PAYLOAD = Check(
     {"W": OneOf((None, Array(FLOATS, ("K", "d")))), "b": OneOf((None, Array(FLOATS, ("K", 1)))),
      "mean": Array(FLOATS, ("d", 1)), "std": Array(FLOATS, ("d", 1)), "history": HISTORY,
-     "label_names": ListOf(str, "K"), "diverged_at": MAYBE_INT},
-    lambda p: (p["W"] is None) == (p["b"] is None) and (p["W"] is not None or p["diverged_at"] is not None),
-    "W and b both present, or both absent in a diverged run")
+     "label_names": ListOf(str, "K"), "diverged_at": MAYBE_INT,
+     "chosen_epoch": Opt(MAYBE_INT)},   # early stopping: the epoch whose weights W, b are
+    lambda p: (p["W"] is None) == (p["b"] is None) and (p["W"] is not None or p["diverged_at"] is not None)
+    and (p.get("chosen_epoch") is None or p["chosen_epoch"] in p["history"]["epoch"]),
+    "W and b both present, or both absent in a diverged run; a chosen epoch of the history")
 TRAIN_INFO = {"config": dict, "split_sizes": DictOf(str, int), "timings": {"total_seconds": Opt(NUMBER)},
-              "diverged_at": MAYBE_INT, "final": DictOf(str, MAYBE_NUMBER)}
-CHECKPOINT = Check({"epoch": int, "W": Array(FLOATS, ("K", "d")), "b": Array(FLOATS, ("K", 1)), "history": HISTORY},
-                   lambda c: c["epoch"] >= 0 and len(c["history"]["epoch"]) == c["epoch"] + 1,
-                   "a checkpoint whose history has one row per epoch, epoch 0 included")
+              "diverged_at": MAYBE_INT, "final": DictOf(str, MAYBE_NUMBER), "chosen_epoch": Opt(MAYBE_INT),
+              "chosen": Opt(DictOf(str, MAYBE_NUMBER))}
+# With keep="best" a checkpoint also holds the best epoch so far and its weights (train.EarlyStopping).
+CHECKPOINT = Check({"epoch": int, "W": Array(FLOATS, ("K", "d")), "b": Array(FLOATS, ("K", 1)), "history": HISTORY,
+                    "best_epoch": Opt(int), "best_W": Opt(Array(FLOATS, ("K", "d"))),
+                    "best_b": Opt(Array(FLOATS, ("K", 1)))},
+                   lambda c: c["epoch"] >= 0 and len(c["history"]["epoch"]) == c["epoch"] + 1
+                   and (("best_epoch" in c) == ("best_W" in c) == ("best_b" in c))
+                   and 1 <= c.get("best_epoch", 1) <= c["epoch"],
+                   "a checkpoint whose history has one row per epoch, epoch 0 included, and a best epoch "
+                   "(with its W and b) among them")
 _SPLIT_METRICS = {"loss": NUMBER, "cost": NUMBER, "accuracy": NUMBER, "n": int}
 _PROBABILITY_GROUP = {"n": int, "mean": MAYBE_NUMBER, "median": MAYBE_NUMBER, "counts": ListOf(int, "bins")}
 _TRUE_CLASS_SUMMARY = {"kind": str, "bins": ListOf(NUMBER), "threshold": NUMBER, "correct": _PROBABILITY_GROUP,
@@ -78,7 +87,8 @@ COMPARISON_FIGURES = ("curves", "weights")   # every run's validation curves ove
 SVM_FIGURES = ("loss", "accuracy", "weights", "confusion", "margins")
 _REPORT_RUN = {"run_id": str, "label": str, "config": {"lam": NUMBER, "eta": NUMBER, "n_batch": int, "n_epochs": int},
                "split_sizes": DictOf(str, int), "history": HISTORY, "diverged_at": MAYBE_INT,
-               "train_seconds": MAYBE_NUMBER, "metrics": OneOf((None, EVALUATE_PAYLOAD)), "figures": DictOf(str, str)}
+               "train_seconds": MAYBE_NUMBER, "metrics": OneOf((None, EVALUATE_PAYLOAD)), "figures": DictOf(str, str),
+               "chosen_epoch": Opt(MAYBE_INT)}
 REPORT_PAYLOAD = {
     "doc": {"title": str, "cifarcli_version": str, "dataset": dict, "preprocessing": dict, "initialisation": dict,
             "gradcheck": {**GRADCHECK_PAYLOAD, "tol": NUMBER, "passed": bool}, "runs": ListOf(_REPORT_RUN),

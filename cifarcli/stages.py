@@ -371,8 +371,10 @@ def train(ws: Workspace, config, force: bool = False, data_artifact: Artifact | 
 
         def on_epoch(checkpoint):
             # A plain dict, not the Checkpoint class: loading admits no class of ours.
-            ws.store.save_scratch("train", key, "checkpoint", {
-                "epoch": checkpoint.epoch, "W": checkpoint.W, "b": checkpoint.b, "history": checkpoint.history})
+            saved = {"epoch": checkpoint.epoch, "W": checkpoint.W, "b": checkpoint.b, "history": checkpoint.history}
+            if checkpoint.best_W is not None:         # keep="best": the best-so-far weights survive a kill -9
+                saved.update(best_epoch=checkpoint.best_epoch, best_W=checkpoint.best_W, best_b=checkpoint.best_b)
+            ws.store.save_scratch("train", key, "checkpoint", saved)
             ws.progress.epoch(checkpoint.epoch, checkpoint.history)
 
         result = training.train_keeping_last_good(config, split, resume=resume, on_epoch=on_epoch,
@@ -396,7 +398,12 @@ def load_checkpoint(ws: Workspace, key: str, config=None, d: int | None = None):
     if (config is not None and saved["epoch"] > config.n_epochs) or (d is not None and (K, width) != (10, d)):
         ws.log(f"ignoring the checkpoint of run {key}: epoch {saved['epoch']}, W {K} × {width} do not fit this run")
         return None
-    return training.Checkpoint(saved["epoch"], saved["W"], saved["b"], saved["history"])
+    if config is not None and config.keep == "best" and training.best_epoch(saved["history"]["val_acc"]) \
+            != saved.get("best_epoch"):
+        ws.log(f"ignoring the checkpoint of run {key}: it does not hold the weights of its best epoch")
+        return None
+    return training.Checkpoint(saved["epoch"], saved["W"], saved["b"], saved["history"], saved.get("best_epoch"),
+                               saved.get("best_W"), saved.get("best_b"))
 
 
 def run_payload(config: TrainConfig, split, result: dict) -> tuple[dict, dict]:
@@ -418,6 +425,11 @@ def run_payload(config: TrainConfig, split, result: dict) -> tuple[dict, dict]:
                "label_names": list(split.label_names), "diverged_at": diverged_at}
     info = {"config": config.key_params(), "split_sizes": split.sizes, "timings": result["timings"],
             "diverged_at": diverged_at, "final": _final_row(history)}
+    if config.stops_early:   # the epoch whose weights these are (a run without early stopping: the last)
+        payload["chosen_epoch"] = info["chosen_epoch"] = result.get("chosen_epoch")
+        if info["chosen_epoch"] is not None:
+            row = history["epoch"].index(info["chosen_epoch"])
+            info["chosen"] = {k: v[row] for k, v in history.items()}
     return payload, info
 
 
@@ -553,8 +565,9 @@ def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
                                          dir=stage_dir) as tmp:
             folder = Path(tmp)
             history, W, names = run.payload["history"], run.payload["W"], run.payload["label_names"]
-            plots.plot_loss(history, folder / "loss.png", title=run_label(config), lam=config.lam)
-            plots.plot_accuracy(history, folder / "accuracy.png", title=run_label(config))
+            chosen = run.payload.get("chosen_epoch") if config.keep == "best" else None   # marked on the curves
+            plots.plot_loss(history, folder / "loss.png", title=run_label(config), lam=config.lam, chosen_epoch=chosen)
+            plots.plot_accuracy(history, folder / "accuracy.png", title=run_label(config), chosen_epoch=chosen)
             plots.plot_weights(W, names, folder / "weights.png")
             plots.plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png")
             if config.loss == "svm":   # scores, no probabilities: the true class's margin instead

@@ -254,7 +254,9 @@ def run_json(run: Artifact) -> dict:
     info = run.meta["info"]
     return {"run_id": run.key, "cached": run.status == "hit", "config": run.meta["params"],
             "split_sizes": info["split_sizes"], "diverged_at": info["diverged_at"], "final": info["final"],
-            "timings": info["timings"], "history": run.payload["history"]}
+            "timings": info["timings"], "history": run.payload["history"],
+            **({"chosen_epoch": info.get("chosen_epoch"), "chosen": info.get("chosen")}
+               if "chosen_epoch" in info else {})}
 
 
 def run_view(run: Artifact) -> list[Any]:
@@ -270,7 +272,12 @@ def run_view(run: Artifact) -> list[Any]:
     note = "cached" if run.status == "hit" else f"trained in {seconds:.1f} s" if seconds else "trained"
     if info["diverged_at"] is not None:
         note = f"[red]diverged at epoch {info['diverged_at']}[/]"
-    return [table, f"run ID [bold]{_t(run.key)}[/]  ({note})"]
+    out: list[Any] = [table, f"run ID [bold]{_t(run.key)}[/]  ({note})"]
+    if info.get("chosen") and "chosen_epoch" in info:   # early stopping: which epoch's weights were kept
+        trained = run.payload["history"]["epoch"][-1]
+        out.append(f"early stopping: trained {trained} of {params['n_epochs']} epochs; kept the weights of epoch "
+                   f"[bold]{info['chosen_epoch']}[/] (validation accuracy {info['chosen']['val_acc']:.4f})")
+    return out
 
 
 def metrics_json(run: Artifact, metrics: Artifact, min_accuracy: float | None) -> dict:

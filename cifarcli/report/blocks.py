@@ -261,6 +261,8 @@ def _run_blocks(run: Mapping[str, Any], i: int) -> list:
     if run.get("train_seconds") is not None:
         meta.append(f" Training took {fmt_seconds(run['train_seconds'])}.")
     blocks.append(Para(meta))
+    if run.get("chosen_epoch") is not None:
+        blocks.append(Para(_early_stopping_text(run), "note"))
     m = metrics_of(run)
     if run.get("diverged_at") is not None:
         blocks += _diverged_blocks(run)
@@ -295,6 +297,34 @@ def _run_figure(run: Mapping[str, Any], k: str, path: str) -> Figure:
     else:
         detail = RUN_FIGURE_DETAILS.get(k, FIGURE_CAPTIONS[k])
     return Figure(path, f"{what}, {run_name(run)}", f"{name}, {run_name(run)}. {detail}")
+
+
+def _epochs_cell(run: Mapping[str, Any]) -> str:
+    """The comparison table's epochs: the setting, and with early stopping the epochs trained and the one kept."""
+    c = run.get("config", {})
+    if run.get("chosen_epoch") is None:
+        return fmt_num(c.get("n_epochs"))
+    trained = (epochs_of(run) or [None])[-1]
+    return f"{fmt_num(trained)} of {fmt_num(c.get('n_epochs'))}, kept {fmt_num(run['chosen_epoch'])}"
+
+
+def _early_stopping_text(run: Mapping[str, Any]) -> str:
+    """What early stopping did, from the run's history: epochs trained, the epoch kept and its accuracy."""
+    c, h = run.get("config", {}), run.get("history") or {}
+    epochs, chosen = epochs_of(run), run["chosen_epoch"]
+    trained = epochs[-1] if epochs else None
+    val = (h.get("val_acc") or [])[epochs.index(chosen)] if chosen in epochs else None
+    text = f"Early stopping: trained {fmt_num(trained)} of {fmt_num(c.get('n_epochs'))} epochs"
+    if c.get("patience"):
+        stopped = trained is not None and trained < c.get("n_epochs", trained)
+        text += (f" (stopped: validation accuracy had not improved for {fmt_num(c['patience'])} epochs)" if stopped
+                 else f" (patience {fmt_num(c['patience'])} never ran out)")
+    if c.get("keep") == "best":
+        text += (f"; the weights kept, and evaluated below, are those of epoch {fmt_num(chosen)}, the highest "
+                 f"validation accuracy ({fmt_acc(val)}; ties go to the earliest), marked on the curves.")
+    else:
+        text += f"; the weights kept are those of the last epoch, {fmt_num(chosen)}."
+    return text
 
 
 def _diverged_blocks(run: Mapping[str, Any]) -> list:
@@ -458,7 +488,7 @@ def _comparison_blocks(runs: Sequence[Mapping[str, Any]], compared: Mapping[str,
         test = "diverged" if r.get("diverged_at") is not None else fmt_acc(accuracy_of(r, "test"))
         rows.append([Span(run_name(r), nowrap=True), fmt_num(c.get("lam")), fmt_num(c.get("eta")),
                      fmt_num(c.get("n_batch")),
-                     fmt_num(c.get("n_epochs")), fmt_acc(accuracy_of(r, "train")), fmt_acc(accuracy_of(r, "val")),
+                     _epochs_cell(r), fmt_acc(accuracy_of(r, "train")), fmt_acc(accuracy_of(r, "val")),
                      Span(f"{test} ★", bold=True) if i in best else test, _stability_cell(r),
                      Span(str(r.get("run_id", "—")), code=True)])
     flagged = [(r, instability(r)) for r in runs]
