@@ -567,6 +567,43 @@ def export(
     out.result(result, *views.export_view(result))
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"1,2,3"`` -> ``[1, 2, 3]``: distinct integer seeds (config checks their range)."""
+    try:
+        seeds = [int(item.strip()) for item in str(text).split(",")]
+    except ValueError:
+        raise OptionError("seeds", f"{text!r} is not a comma list of integers", hint="e.g. --seeds 1,2,3,4,5") from None
+    if len(set(seeds)) != len(seeds) or len(seeds) < 2:
+        raise OptionError("seeds", f"needs at least two different seeds, got {text!r}", hint="e.g. --seeds 1,2,3,4,5")
+    return seeds
+
+
+@app.command()
+def ensemble(
+    run_ids: Annotated[Optional[list[str]], typer.Option("--run", help="A member run ID (or unique prefix); repeat it.")] = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma list of seeds: the training options below at each seed (missing members are trained).")] = None,
+    lam: Lam = T.lam, eta: Eta = T.eta, n_epochs: Epochs = T.n_epochs, n_batch: Batch = T.n_batch,
+    split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype,
+    shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
+    decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
+    patience: Patience = T.patience, keep: Keep = T.keep,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Train up to this many missing members at once.")] = 2,
+    cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
+):
+    """Combine trained runs: majority vote and mean probabilities (scores for SVM) on validation and test.
+
+    A tied vote goes to the lowest class index. Members: --run A --run B ..., or training options plus --seeds.
+    """
+    from cifarcli import views, workflows
+
+    out, ws = _start(as_json, quiet, cache_dir, jobs=jobs)
+    if jobs < 1:
+        raise OptionError("jobs", f"must be at least 1, got {jobs}")
+    result = workflows.ensemble(ws, run_ids, _config(locals()), parse_seeds(seeds) if seeds is not None else None,
+                                force)
+    out.result(result, *views.ensemble_view(result))
+
+
 @app.command(epilog=examples("cifarcli report                      # the study's four settings",
                                "cifarcli report --config my-study.toml --jobs 1",
                                "cifarcli report --reports-dir out --json"))

@@ -76,11 +76,14 @@ class ReportDocument:
     runs: list[RunSection]
     sweep: SweepSection | None = None
     comparison: ComparisonSection | None = None
+    ensemble: dict | None = None          # with an [ensemble] table: the ensemble artifact's payload and key
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
         if self.comparison is None:
             del doc["comparison"]
+        if self.ensemble is None:
+            del doc["ensemble"]
         if self.sweep is None:
             del doc["sweep"]
         else:

@@ -92,7 +92,8 @@ _REPORT_RUN = {"run_id": str, "label": str, "config": {"lam": NUMBER, "eta": NUM
 REPORT_PAYLOAD = {
     "doc": {"title": str, "cifarcli_version": str, "dataset": dict, "preprocessing": dict, "initialisation": dict,
             "gradcheck": {**GRADCHECK_PAYLOAD, "tol": NUMBER, "passed": bool}, "runs": ListOf(_REPORT_RUN),
-            "sweep": Opt(dict), "comparison": Opt({"key": str, "figures": DictOf(str, str)}), "created": str},
+            "sweep": Opt(dict), "comparison": Opt({"key": str, "figures": DictOf(str, str)}), "ensemble": Opt(dict),
+            "created": str},
     "report.md": str, "report.html": str,
 }
 DATASET = Schema(DATASET_PAYLOAD, params={"sha256": HEX64}, info=DATASET_INFO)
@@ -103,6 +104,13 @@ PLOT = Schema(OneOf(({name: PNG for name in FIGURES}, {name: PNG for name in SVM
 REPORT = Schema(REPORT_PAYLOAD)
 SWEEP = Schema({"heatmap": PNG}, info={"n_points": int})
 COMPARISON = Schema({name: PNG for name in COMPARISON_FIGURES}, info={"n_runs": int})
+_ENSEMBLE_SPLIT = {"vote": NUMBER, "mean": NUMBER, "vote_ties": int, "n": int}
+ENSEMBLE_PAYLOAD = {
+    "loss": str, "combined": str, "tie_rule": str, "split": str, "n_members": int,
+    "members": ListOf({"run_id": str, "label": str, "config": dict, "val": NUMBER, "test": NUMBER}, "M"),
+    "val": _ENSEMBLE_SPLIT, "test": _ENSEMBLE_SPLIT,
+}
+ENSEMBLE = Schema(ENSEMBLE_PAYLOAD, info={"n_members": int, "val_vote": NUMBER, "val_mean": NUMBER})
 WORKSPACE_SCHEMA = {
     "dataset": Opt({"key": Check(str, lambda k: len(k) == 16 and all(c in "0123456789abcdef" for c in k),
                                  "a 16-digit key"), "source": str, "path": str}),

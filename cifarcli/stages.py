@@ -2,6 +2,7 @@
 
     fetch ──► dataset ──► gradcheck
                      └──► train(config) ──► evaluate ──► plot ──► report(all configs)
+                                   └──► ensemble(runs)
 
 Each stage is declared once below (``Stage``: name, version, schema); its
 function here asks the artifact store for it and computes it when missing, so
@@ -72,7 +73,9 @@ PLOT = Stage("plot", 3, schemas.PLOT)
 REPORT = Stage("report", 3, schemas.REPORT)
 SWEEP = Stage("sweep", 1, schemas.SWEEP)
 COMPARISON = Stage("comparison", 1, schemas.COMPARISON)   # every run of a report side by side
-STAGES = {stage.name: stage for stage in (DATASET, GRADCHECK, TRAIN, EVALUATE, PLOT, REPORT, SWEEP, COMPARISON)}
+ENSEMBLE = Stage("ensemble", 1, schemas.ENSEMBLE)         # runs combined: majority vote and mean output
+STAGES = {stage.name: stage for stage in (DATASET, GRADCHECK, TRAIN, EVALUATE, PLOT, REPORT, SWEEP, COMPARISON,
+                                          ENSEMBLE)}
 
 
 def train_key(config: TrainConfig, data_key: str) -> str:
@@ -619,6 +622,47 @@ def comparison(ws: Workspace, runs: list[Artifact], force: bool = False) -> tupl
     artifact = COMPARISON.get_or_compute(ws, {}, {f"run{i}": run.key for i, run in enumerate(runs)}, compute,
                                          force=force, depends=[("train", run.key) for run in runs])
     return artifact.key, materialise(ws.reports_dir / "figures" / f"comparison-{artifact.key}", artifact.payload)
+
+
+def ensemble(ws: Workspace, runs: list[Artifact], force: bool = False) -> Artifact:
+    """The majority vote and the mean output of ``runs`` on validation and test (ensemble.py), cached.
+
+    The members are a set: their order does not change the key. They must be
+    converged runs of one loss on one dataset and split.
+    """
+    from cifarcli.ensemble import TIE_RULE, combine
+
+    runs = sorted({run.key: run for run in runs}.values(), key=lambda run: run.key)
+    if len(runs) < 2:
+        raise OptionError("run", f"an ensemble needs at least two different runs, got {len(runs)}",
+                          hint="give --run twice or more, or --seeds 1,2,3")
+    for run in runs:
+        require_converged(run)
+    configs = [config_of(run) for run in runs]
+    shared = {(c.loss, c.split, c.val_size if c.split == "full" else None, c.dtype) for c in configs}
+    datasets = {run.meta["inputs"]["dataset"] for run in runs}
+    if len(shared) > 1 or len(datasets) > 1:
+        raise OptionError("run", "the members of an ensemble must share the loss, the dataset, the split and the dtype",
+                          hint="these runs differ in " + ("the dataset" if len(datasets) > 1 else
+                                                          "loss, split or dtype"))
+    first = configs[0]
+
+    def compute():
+        split = prepared(dataset_by_key(ws, next(iter(datasets))), first.split, first.val_size, first.dtype)
+        weights = [(run.payload["W"], run.payload["b"]) for run in runs]
+        results = {"val": combine(weights, split.X_val, split.y_val, first.loss),
+                   "test": combine(weights, split.X_test, split.y_test, first.loss)}
+        members = [{"run_id": run.key, "label": run_label(config) + f", seed {config.seed}",
+                    "config": run.meta["params"], "val": results["val"]["members"][i],
+                    "test": results["test"]["members"][i]} for i, (run, config) in enumerate(zip(runs, configs))]
+        payload = {"loss": first.loss, "combined": "scores" if first.loss == "svm" else "probabilities",
+                   "tie_rule": TIE_RULE, "split": first.split, "n_members": len(runs), "members": members,
+                   **{name: {k: v for k, v in results[name].items() if k != "members"} for name in ("val", "test")}}
+        return payload, {"n_members": len(runs), "val_vote": payload["val"]["vote"],
+                         "val_mean": payload["val"]["mean"]}
+
+    return ENSEMBLE.get_or_compute(ws, {}, {f"member{i}": run.key for i, run in enumerate(runs)}, compute,
+                                   force=force, depends=[("train", run.key) for run in runs])
 
 
 def materialise(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:

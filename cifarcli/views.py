@@ -638,3 +638,25 @@ def runs_diff_view(result: dict) -> list[Any]:
     table.add_row("created", _t(ca["created"]), _t(cb["created"]), "")
     changed = ", ".join(result["changed"]) or "none"
     return [table, f"settings that differ: {_t(changed)}"]
+
+
+# -- ensemble ----------------------------------------------------------------------------------
+
+
+def ensemble_view(result: dict) -> list[Any]:
+    """Each member's accuracy, then the majority vote's and the mean's, on validation and test."""
+    combined = "scores" if result["combined"] == "scores" else "probabilities"
+    table = Table(title=f"Ensemble {_t(result['ensemble'])}: {result['n_members']} members, loss {_t(result['loss'])}",
+                  box=box.SIMPLE_HEAD)
+    for column in ("", "val acc", "test acc", "run ID"):
+        table.add_column(column, justify="right" if column.endswith("acc") else "left")
+    for member in result["members"]:
+        table.add_row(_t(member["label"]), f"{member['val']:.4f}", f"{member['test']:.4f}", _t(member["run_id"]))
+    best_val = max(result["val"]["vote"], result["val"]["mean"])
+    for key, name in (("vote", "majority vote"), (f"mean", f"mean of the {combined}")):
+        val, test = result["val"][key], result["test"][key]
+        mark = " ★" if val == best_val else ""
+        table.add_row(f"[bold]{name}[/]", f"[bold]{val:.4f}{mark}[/]", f"[bold]{test:.4f}[/]", "")
+    return [table, f"ties: {_t(result['tie_rule'])} ({result['val']['vote_ties']} tied votes on validation, "
+                   f"{result['test']['vote_ties']} on test); ★ the better rule on validation"
+                   + ("  (cached)" if result.get("cached") else "")]
