@@ -29,6 +29,7 @@ from cifarcli.cache import Artifact, DamagedArtifact, Schema, SchemaError, Store
     write_atomic
 from cifarcli.config import GradcheckConfig, TrainConfig
 from cifarcli.errors import CifarError, OptionError, WorkFailed
+from cifarcli.ensemble import TIE_RULE, combine
 from cifarcli.evaluate import evaluate_model
 from cifarcli.gradcheck import check_gradients
 from cifarcli.model import init_parameters, one_hot
@@ -630,8 +631,6 @@ def ensemble(ws: Workspace, runs: list[Artifact], force: bool = False) -> Artifa
     The members are a set: their order does not change the key. They must be
     converged runs of one loss on one dataset and split.
     """
-    from cifarcli.ensemble import TIE_RULE, combine
-
     runs = sorted({run.key: run for run in runs}.values(), key=lambda run: run.key)
     if len(runs) < 2:
         raise OptionError("run", f"an ensemble needs at least two different runs, got {len(runs)}",
