@@ -578,7 +578,9 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-@app.command()
+@app.command(epilog=examples("cifarcli ensemble --run 33cb83e2 --run b4ecfb7d --run e06a55e3",
+                               "cifarcli ensemble --lam 0.1 --eta 0.001 --seeds 1,2,3,4,5",
+                               "cifarcli ensemble --loss svm --lam 0.1 --eta 0.001 --seeds 1,2,3 --json"))
 def ensemble(
     run_ids: Annotated[Optional[list[str]], typer.Option("--run", help="A member run ID (or unique prefix); repeat it.")] = None,
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma list of seeds: the training options below at each seed (missing members are trained).")] = None,
