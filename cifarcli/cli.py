@@ -365,7 +365,9 @@ Flip = Annotated[float, typer.Option("--flip", metavar="P", help="Mirror each tr
 DecayEvery = Annotated[int, typer.Option("--decay-every", metavar="K", help="Step decay: multiply η by --decay-factor every K epochs (0: off).")]
 DecayFactor = Annotated[float, typer.Option("--decay-factor", metavar="F", help="Step-decay factor in (0, 1], e.g. 0.1.")]
 Init = Annotated[str, typer.Option("--init", help="Initialisation: normal (N(0, 0.01²), the study) or xavier (N(0, 1/d)).")]
-Loss = Annotated[str, typer.Option("--loss", help="softmax (cross-entropy) or bce (multiple binary cross-entropy, sigmoid outputs).")]
+Patience = Annotated[int, typer.Option("--patience", metavar="P", help="Early stopping: stop when validation accuracy has not improved for P epochs (0: off).")]
+Keep = Annotated[str, typer.Option("--keep", help="Weights to keep: last (the last epoch's) or best (the epoch with the highest validation accuracy; ties: the earliest).")]
+Loss = Annotated[str, typer.Option("--loss", help="softmax (cross-entropy), bce (multiple binary cross-entropy, sigmoid outputs) or svm (multi-class hinge loss, margin 1; scores, no probabilities).")]
 
 
 def _config(options: dict) -> TrainConfig:
@@ -415,7 +417,7 @@ def gradcheck(
     h: Annotated[float, typer.Option("--h", help="Finite-difference step.")] = G.h,
     tol: Annotated[Optional[float], typer.Option("--tol", help=f"Gate: exit 1 when the max relative error exceeds it (the verdict uses {GRADCHECK_TOL:g} without it).")] = None,
     seed: Seed = G.seed,
-    loss: Annotated[str, typer.Option("--loss", help="Check the gradients of softmax (cross-entropy) or bce (multiple binary cross-entropy).")] = G.loss,
+    loss: Annotated[str, typer.Option("--loss", help="Check the gradients of softmax (cross-entropy), bce (multiple binary cross-entropy) or svm (hinge; parameters within h of a kink are counted and left out of the verdict).")] = G.loss,
     cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
     """Compare analytic and numerical gradients for every parameter of W and b."""
@@ -441,6 +443,7 @@ def train(
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype,
     shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
     decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
+    patience: Patience = T.patience, keep: Keep = T.keep,
     cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
     """Train one configuration with mini-batch gradient descent (resumes an interrupted run)."""
@@ -460,6 +463,7 @@ def evaluate(
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype, run_id: RunId = None,
     shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
     decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
+    patience: Patience = T.patience, keep: Keep = T.keep,
     min_accuracy: Annotated[Optional[float], typer.Option("--min-accuracy", help="Gate: exit 1 when test accuracy is below it.")] = None,
     cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
@@ -484,6 +488,7 @@ def plot(
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype, run_id: RunId = None,
     shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
     decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
+    patience: Patience = T.patience, keep: Keep = T.keep,
     cache_dir: CacheDir = Path("cache"), reports_dir: ReportsDir = Path("reports"),
     force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
@@ -506,6 +511,7 @@ def predict(
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype, run_id: RunId = None,
     shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
     decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
+    patience: Patience = T.patience, keep: Keep = T.keep,
     cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False,
 ):
     """Classify image files with a trained model: the top 3 classes and their probabilities.
@@ -548,6 +554,7 @@ def export(
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype, run_id: RunId = None,
     shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
     decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
+    patience: Patience = T.patience, keep: Keep = T.keep,
     path: Annotated[Optional[Path], typer.Option("--out", help="The .npz file to write (default: model-<run id>.npz).")] = None,
     cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False,
 ):
@@ -558,6 +565,45 @@ def export(
     run = _run(ws, run_id, _config(locals()))
     result = workflows.export(ws, run, path if path is not None else Path(f"model-{run.key}.npz"))
     out.result(result, *views.export_view(result))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"1,2,3"`` -> ``[1, 2, 3]``: distinct integer seeds (config checks their range)."""
+    try:
+        seeds = [int(item.strip()) for item in str(text).split(",")]
+    except ValueError:
+        raise OptionError("seeds", f"{text!r} is not a comma list of integers", hint="e.g. --seeds 1,2,3,4,5") from None
+    if len(set(seeds)) != len(seeds) or len(seeds) < 2:
+        raise OptionError("seeds", f"needs at least two different seeds, got {text!r}", hint="e.g. --seeds 1,2,3,4,5")
+    return seeds
+
+
+@app.command(epilog=examples("cifarcli ensemble --run 33cb83e2 --run b4ecfb7d --run e06a55e3",
+                               "cifarcli ensemble --lam 0.1 --eta 0.001 --seeds 1,2,3,4,5",
+                               "cifarcli ensemble --loss svm --lam 0.1 --eta 0.001 --seeds 1,2,3 --json"))
+def ensemble(
+    run_ids: Annotated[Optional[list[str]], typer.Option("--run", help="A member run ID (or unique prefix); repeat it.")] = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma list of seeds: the training options below at each seed (missing members are trained).")] = None,
+    lam: Lam = T.lam, eta: Eta = T.eta, n_epochs: Epochs = T.n_epochs, n_batch: Batch = T.n_batch,
+    split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype,
+    shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
+    decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
+    patience: Patience = T.patience, keep: Keep = T.keep,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Train up to this many missing members at once.")] = 2,
+    cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
+):
+    """Combine trained runs: majority vote and mean probabilities (scores for SVM) on validation and test.
+
+    A tied vote goes to the lowest class index. Members: --run A --run B ..., or training options plus --seeds.
+    """
+    from cifarcli import views, workflows
+
+    out, ws = _start(as_json, quiet, cache_dir, jobs=jobs)
+    if jobs < 1:
+        raise OptionError("jobs", f"must be at least 1, got {jobs}")
+    result = workflows.ensemble(ws, run_ids, _config(locals()), parse_seeds(seeds) if seeds is not None else None,
+                                force)
+    out.result(result, *views.ensemble_view(result))
 
 
 @app.command(epilog=examples("cifarcli report                      # the study's four settings",
@@ -606,6 +652,7 @@ def status(
     split: Split = T.split, val_size: ValSize = T.val_size, dtype: Dtype = T.dtype,
     shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
     decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
+    patience: Patience = T.patience, keep: Keep = T.keep,
     cache_dir: CacheDir = Path("cache"), as_json: Json = False,
 ):
     """Show, for these training options, which stages are cached, missing, partial or damaged."""

@@ -22,6 +22,11 @@ the file, so nothing here speaks in flags. A settings file looks like this
     lam = [0, 0.01, 0.1, 1]
     eta = [0.001, 0.01]
     n_epochs = 40       # n_batch / n_epochs: a list or one value; other run keys are fixed values
+
+    [ensemble]          # optional: one setting at several seeds, combined (cifarcli ensemble)
+    seeds = [1, 2, 3]
+    lam = 0.1           # any key of a [[run]]; [defaults] fill the others
+    eta = 0.001
 """
 
 from __future__ import annotations
@@ -36,10 +41,12 @@ from typing import Any
 
 from .errors import CifarError, OptionError
 
-STAGE_NAMES = ("dataset", "gradcheck", "train", "evaluate", "plot", "report", "sweep", "comparison")   # stages.STAGES
+STAGE_NAMES = ("dataset", "gradcheck", "train", "evaluate", "plot", "report", "sweep", "comparison",
+               "ensemble")   # stages.STAGES
 SPLITS = ("seed", "dd2424", "full")
 DTYPES = ("float32", "float64")
 INITS = ("normal", "xavier")
+KEEPS = ("last", "best")      # --keep: the weights of the last epoch, or of the best on validation
 # float32 by measurement: test accuracy equal to float64 within 1e-4 on the stable settings and
 # about twice as fast (README, "Performance"); the unstable setting moves as with any rounding change.
 DEFAULT_DTYPE = "float32"
@@ -52,6 +59,7 @@ MAX_LAM = 1e10                # near 1e38, λ‖W‖² overflows float32 and the
 # default, so existing run IDs stay stable.
 _OPTIONAL_DEFAULTS: dict[str, object] = {
     "shuffle": False, "flip": 0.0, "decay_every": 0, "decay_factor": 1.0, "init": "normal", "loss": "softmax",
+    "patience": 0, "keep": "last",
 }
 
 
@@ -103,6 +111,13 @@ class TrainConfig:
     decay_factor: float = 1.0
     init: str = "normal"
     loss: str = "softmax"
+    patience: int = 0             # early stopping: stop when validation accuracy has not improved for this many epochs
+    keep: str = "last"            # "best": keep the weights of the epoch with the highest validation accuracy
+
+    @property
+    def stops_early(self) -> bool:
+        """Whether early stopping is on: --patience > 0 or --keep best (the training loop then tracks the best epoch)."""
+        return self.patience > 0 or self.keep == "best"
 
     @property
     def decays(self) -> bool:
@@ -142,6 +157,10 @@ class TrainConfig:
         _require(self.init in INITS, "init", f"unknown initialisation {self.init!r}",
                  f"use one of: {', '.join(INITS)}")
         _require(self.loss in losses(), "loss", f"unknown loss {self.loss!r}", f"use one of: {', '.join(losses())}")
+        _require(is_int(self.patience) and 0 <= self.patience <= MAX_EPOCHS, "patience",
+                 f"must be an integer from 0 (off) to {MAX_EPOCHS}, got {self.patience!r}",
+                 "stop when validation accuracy has not improved for this many epochs, e.g. 20")
+        _require(self.keep in KEEPS, "keep", f"unknown choice {self.keep!r}", f"use one of: {', '.join(KEEPS)}")
         return self
 
     def key_params(self) -> dict:
@@ -304,6 +323,7 @@ class ReportSettings:
     runs: list = field(default_factory=lambda: list(STUDY))     # list[TrainConfig]
     gradcheck: GradcheckConfig = GRADCHECK_DEFAULTS
     sweep: SweepSpec | None = None                              # with a [sweep] table
+    ensemble: list | None = None                                # with an [ensemble] table: its members' TrainConfigs
 
 
 def load_settings(path: Path | None) -> ReportSettings:
@@ -322,17 +342,31 @@ def load_settings(path: Path | None) -> ReportSettings:
         raise CifarError(f"cannot read {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise CifarError(f"{path} is not valid TOML: {exc}") from None
-    _known(document, {"defaults", "gradcheck", "run", "sweep"}, f"{path}")
+    _known(document, {"defaults", "gradcheck", "run", "sweep", "ensemble"}, f"{path}")
     defaults = _table(document, "defaults", path)
     runs = document.get("run", [])
-    if not isinstance(runs, list) or not (runs or "sweep" in document) or \
+    if not isinstance(runs, list) or not (runs or "sweep" in document or "ensemble" in document) or \
             not all(isinstance(run, dict) for run in runs):
         raise CifarError(f"{path}: needs at least one [[run]] table (or a [sweep] table)",
                          hint="see the README's report section")
     configs = [_run_config({**defaults, **run}, f"{path}: run {i + 1}") for i, run in enumerate(runs)]
     gradcheck = _gradcheck_config(_table(document, "gradcheck", path), f"{path}: [gradcheck]")
     sweep = _sweep_spec(_table(document, "sweep", path), defaults, f"{path}: [sweep]") if "sweep" in document else None
-    return ReportSettings(runs=configs, gradcheck=gradcheck, sweep=sweep)
+    ensemble = (_ensemble_configs(_table(document, "ensemble", path), defaults, f"{path}: [ensemble]")
+                if "ensemble" in document else None)
+    return ReportSettings(runs=configs, gradcheck=gradcheck, sweep=sweep, ensemble=ensemble)
+
+
+def _ensemble_configs(table: dict, defaults: dict, where: str) -> list[TrainConfig]:
+    """The ``[ensemble]`` table: ``seeds`` (two or more) and the options of one run, each at every seed."""
+    _known(table, {*train_fields(), "seeds"}, where)
+    seeds = table.get("seeds")
+    if not isinstance(seeds, list) or len(seeds) < 2 or not all(is_int(s) for s in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise CifarError(f"{where}: seeds must list two or more different integers, got {seeds!r}",
+                         hint="e.g. seeds = [1, 2, 3, 4, 5]")
+    run = {k: v for k, v in table.items() if k != "seeds"}
+    return [_run_config({**defaults, **run, "seed": seed}, where) for seed in seeds]
 
 
 def _table(document: dict, name: str, path) -> dict:

@@ -29,6 +29,7 @@ class RunSection:
     train_seconds: float | None
     metrics: dict | None = None
     figures: dict[str, str] = field(default_factory=dict)   # name -> path relative to the reports folder
+    chosen_epoch: int | None = None       # early stopping: the epoch whose weights were kept (None: off)
 
     def made_from(self) -> list[tuple[str, str]]:
         """The artifacts (stage, key) this section is made from: a change in any of them makes it stale."""
@@ -75,11 +76,14 @@ class ReportDocument:
     runs: list[RunSection]
     sweep: SweepSection | None = None
     comparison: ComparisonSection | None = None
+    ensemble: dict | None = None          # with an [ensemble] table: the ensemble artifact's payload and key
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
         if self.comparison is None:
             del doc["comparison"]
+        if self.ensemble is None:
+            del doc["ensemble"]
         if self.sweep is None:
             del doc["sweep"]
         else:
@@ -93,7 +97,8 @@ def run_section(ws: Workspace, run: Artifact) -> RunSection:
     section = RunSection(run_id=run.key, label=stages.run_label(config), config=run.meta["params"],
                          split_sizes=run.meta["info"]["split_sizes"], history=run.payload["history"],
                          diverged_at=run.payload["diverged_at"],
-                         train_seconds=run.meta["info"]["timings"].get("total_seconds"))
+                         train_seconds=run.meta["info"]["timings"].get("total_seconds"),
+                         chosen_epoch=run.payload.get("chosen_epoch"))
     if run.payload["diverged_at"] is None:
         section.metrics = stages.evaluate(ws, run).payload
         figures = stages.plot(ws, run)

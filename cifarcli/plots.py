@@ -133,6 +133,13 @@ def _mark_non_finite(ax, epochs: np.ndarray, history, keys) -> None:
 # curves
 
 
+def _mark_chosen(ax, chosen_epoch: int | None) -> None:
+    """Early stopping: a vertical line at the epoch whose weights the run kept (--keep best)."""
+    if chosen_epoch is not None:
+        ax.axvline(chosen_epoch, color=MUTED, linestyle="-.", linewidth=1.2,
+                   label=f"kept: epoch {chosen_epoch} (best validation accuracy)")
+
+
 def cost_is_loss(history: Mapping[str, Sequence[float]], lam: float | None = None) -> bool:
     """Whether the cost curves coincide with the loss curves (λ = 0, or equal numbers when λ is not given)."""
     if lam is not None:
@@ -147,8 +154,9 @@ def legend_labels(fig) -> list[str]:
     return [t.get_text() for legend in legends if legend is not None for t in legend.get_texts()]
 
 
-def loss_figure(history: Mapping[str, Sequence[float]], title: str | None = None, lam: float | None = None):
-    """Loss and cost per epoch, train and validation (4 lines).
+def loss_figure(history: Mapping[str, Sequence[float]], title: str | None = None, lam: float | None = None,
+                chosen_epoch: int | None = None):
+    """Loss and cost per epoch, train and validation (4 lines); ``chosen_epoch`` (early stopping) marked when given.
 
     When the cost equals the loss (λ = 0; or, without ``lam``, equal numbers) each split is
     drawn and labelled once ("train loss = cost (λ = 0)"): no legend entry for a hidden line.
@@ -184,12 +192,14 @@ def loss_figure(history: Mapping[str, Sequence[float]], title: str | None = None
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy")
     ax.set_title(title or "Loss and cost per epoch", fontsize=11, loc="left")
+    _mark_chosen(ax, chosen_epoch)
     ax.legend(frameon=False, fontsize=8.5, ncols=2, loc="best")
     return fig
 
 
-def accuracy_figure(history: Mapping[str, Sequence[float]], title: str | None = None):
-    """Accuracy per epoch, train and validation, with the chance level."""
+def accuracy_figure(history: Mapping[str, Sequence[float]], title: str | None = None,
+                    chosen_epoch: int | None = None):
+    """Accuracy per epoch, train and validation, with the chance level; ``chosen_epoch`` marked when given."""
     _check_history(history, ("epoch", "train_acc", "val_acc"))
     epochs = np.asarray(history["epoch"], dtype=float)
     fig = new_figure(CURVE_SIZE)
@@ -208,20 +218,21 @@ def accuracy_figure(history: Mapping[str, Sequence[float]], title: str | None = 
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy")
     ax.set_title(title or "Accuracy per epoch", fontsize=11, loc="left")
+    _mark_chosen(ax, chosen_epoch)
     ax.legend(frameon=False, fontsize=9, loc="lower right")
     return fig
 
 
 def plot_loss(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
-              title: str | None = None, lam: float | None = None) -> Path:
+              title: str | None = None, lam: float | None = None, chosen_epoch: int | None = None) -> Path:
     """Write the loss/cost curves to ``path`` (PNG, 1050×675 px)."""
-    return save_figure(loss_figure(history, title, lam), path)
+    return save_figure(loss_figure(history, title, lam, chosen_epoch), path)
 
 
 def plot_accuracy(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
-                  title: str | None = None) -> Path:
+                  title: str | None = None, chosen_epoch: int | None = None) -> Path:
     """Write the accuracy curves to ``path`` (PNG, 1050×675 px)."""
-    return save_figure(accuracy_figure(history, title), path)
+    return save_figure(accuracy_figure(history, title, chosen_epoch), path)
 
 
 # --------------------------------------------------------------------------
@@ -540,3 +551,48 @@ def plot_comparison_weights(runs: Sequence[tuple[str, Any]], label_names: Sequen
                             path: str | os.PathLike) -> Path:
     """Write the grid of every run's class templates to ``path`` (PNG, 1350 px wide, one row per run)."""
     return save_figure(comparison_weights_figure(runs, label_names), path)
+
+
+# an SVM's true-class margin histograms (an SVM has no probabilities)
+
+
+def margins_figure(summary: Mapping[str, Any], title: str | None = None):
+    """Histograms of the true class's margin m = s_y − max_{j≠y} s_j, correct vs incorrect test images.
+
+    ``summary`` is ``evaluate.margin_summary``'s dict (bin edges on [-5, 5], open
+    outer bins); drawn as ``probabilities_figure`` draws its summary, each group
+    as the share of its own group. m > 0 is a correct answer; the dotted line is
+    the threshold of a confident mistake (another class wins by more than the margin 1).
+    """
+    edges = np.asarray(summary["bins"], dtype=float)
+    fig = new_figure(PROBABILITY_SIZE)
+    ax = fig.add_subplot()
+    style_axes(ax)
+    for key, label, colour in (("correct", "correctly classified", CORRECT_COLOUR),
+                               ("incorrect", "misclassified", WRONG_COLOUR)):
+        group = summary[key]
+        counts = np.asarray(group["counts"], dtype=float)
+        if counts.shape != (len(edges) - 1,):
+            raise ValueError(f"{key}: {counts.size} counts for {len(edges) - 1} bins")
+        share = counts / counts.sum() if counts.sum() else counts
+        mean = f", mean {group['mean']:.3f}" if group.get("mean") is not None else ""
+        ax.stairs(share, edges, fill=True, alpha=0.3, color=colour)
+        ax.stairs(share, edges, color=colour, linewidth=1.6, label=f"{label} (n={group['n']}{mean})")
+    ax.axvline(0, color=MUTED, linestyle="-", linewidth=0.8)
+    threshold = summary.get("threshold")
+    if threshold is not None:
+        ax.axvline(threshold, color=MUTED, linestyle=":", linewidth=1.0,
+                   label=f"margin = {threshold:g} (mistakes left of it: confident)")
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_ylim(0, None)
+    open_ends = " (outer bins include everything beyond)" if summary.get("open_ends") else ""
+    ax.set_xlabel(f"margin of the true class, s_y − max_(j≠y) s_j (SVM scores){open_ends}")
+    ax.set_ylabel("share of the group's test images")
+    ax.set_title(title or "Margin of the true class on the test set", fontsize=11, loc="left")
+    ax.legend(frameon=True, framealpha=0.9, edgecolor="white", fontsize=8.5, loc="best")
+    return fig
+
+
+def plot_margins(summary: Mapping[str, Any], path: str | os.PathLike, title: str | None = None) -> Path:
+    """Write the true-class margin histograms of an SVM run to ``path`` (PNG, 1050×675 px)."""
+    return save_figure(margins_figure(summary, title), path)

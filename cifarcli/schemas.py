@@ -44,49 +44,73 @@ DATASET_INFO = {
 TRAIN_PAYLOAD = Check(
     {"W": OneOf((None, Array(FLOATS, ("K", "d")))), "b": OneOf((None, Array(FLOATS, ("K", 1)))),
      "mean": Array(FLOATS, ("d", 1)), "std": Array(FLOATS, ("d", 1)), "history": HISTORY,
-     "label_names": ListOf(str, "K"), "diverged_at": MAYBE_INT},
-    lambda p: (p["W"] is None) == (p["b"] is None) and (p["W"] is not None or p["diverged_at"] is not None),
-    "W and b both present, or both absent in a diverged run")
+     "label_names": ListOf(str, "K"), "diverged_at": MAYBE_INT,
+     "chosen_epoch": Opt(MAYBE_INT)},   # early stopping: the epoch whose weights W, b are
+    lambda p: (p["W"] is None) == (p["b"] is None) and (p["W"] is not None or p["diverged_at"] is not None)
+    and (p.get("chosen_epoch") is None or p["chosen_epoch"] in p["history"]["epoch"]),
+    "W and b both present, or both absent in a diverged run; a chosen epoch of the history")
 TRAIN_INFO = {"config": dict, "split_sizes": DictOf(str, int), "timings": {"total_seconds": Opt(NUMBER)},
-              "diverged_at": MAYBE_INT, "final": DictOf(str, MAYBE_NUMBER)}
-CHECKPOINT = Check({"epoch": int, "W": Array(FLOATS, ("K", "d")), "b": Array(FLOATS, ("K", 1)), "history": HISTORY},
-                   lambda c: c["epoch"] >= 0 and len(c["history"]["epoch"]) == c["epoch"] + 1,
-                   "a checkpoint whose history has one row per epoch, epoch 0 included")
+              "diverged_at": MAYBE_INT, "final": DictOf(str, MAYBE_NUMBER), "chosen_epoch": Opt(MAYBE_INT),
+              "chosen": Opt(DictOf(str, MAYBE_NUMBER))}
+# With keep="best" a checkpoint also holds the best epoch so far and its weights (train.EarlyStopping).
+CHECKPOINT = Check({"epoch": int, "W": Array(FLOATS, ("K", "d")), "b": Array(FLOATS, ("K", 1)), "history": HISTORY,
+                    "best_epoch": Opt(int), "best_W": Opt(Array(FLOATS, ("K", "d"))),
+                    "best_b": Opt(Array(FLOATS, ("K", 1)))},
+                   lambda c: c["epoch"] >= 0 and len(c["history"]["epoch"]) == c["epoch"] + 1
+                   and (("best_epoch" in c) == ("best_W" in c) == ("best_b" in c))
+                   and 1 <= c.get("best_epoch", 1) <= c["epoch"],
+                   "a checkpoint whose history has one row per epoch, epoch 0 included, and a best epoch "
+                   "(with its W and b) among them")
 _SPLIT_METRICS = {"loss": NUMBER, "cost": NUMBER, "accuracy": NUMBER, "n": int}
 _PROBABILITY_GROUP = {"n": int, "mean": MAYBE_NUMBER, "median": MAYBE_NUMBER, "counts": ListOf(int, "bins")}
-EVALUATE_PAYLOAD = {
+_TRUE_CLASS_SUMMARY = {"kind": str, "bins": ListOf(NUMBER), "threshold": NUMBER, "correct": _PROBABILITY_GROUP,
+                       "incorrect": _PROBABILITY_GROUP, "confident_mistakes": MAYBE_NUMBER}
+# An SVM run has no probabilities: its test split summarises the true class's margins instead (evaluate.py).
+EVALUATE_PAYLOAD = Check({
     "lam": NUMBER, "loss": Opt(str), "train": _SPLIT_METRICS, "val": _SPLIT_METRICS, "test": _SPLIT_METRICS,
     "confusion_matrix": ListOf(ListOf(int, "K"), "K"), "per_class_accuracy": DictOf(str, NUMBER),
-    "probabilities": {"kind": str, "bins": ListOf(NUMBER), "threshold": NUMBER, "correct": _PROBABILITY_GROUP,
-                      "incorrect": _PROBABILITY_GROUP, "confident_mistakes": MAYBE_NUMBER},
+    "probabilities": Opt(_TRUE_CLASS_SUMMARY), "margins": Opt({**_TRUE_CLASS_SUMMARY, "open_ends": Opt(bool)}),
     "label_names": ListOf(str, "K"),
-}
+}, lambda p: ("margins" in p) == (p.get("loss") == "svm") and ("probabilities" in p) != ("margins" in p),
+    '"probabilities", or "margins" for an svm run (one of the two)')
 _ERRORS = {"max": NUMBER, "mean": NUMBER, "median": NUMBER, "share_below_tol": NUMBER, "n": int,
-           "corner": ListOf(ListOf(NUMBER))}
+           "n_excluded": Opt(int), "corner": ListOf(ListOf(NUMBER))}
 GRADCHECK_PAYLOAD = {
     "h": NUMBER, "eps": NUMBER, "loss": str, "n_images": int, "n_params": int, "max_error": NUMBER,
-    "results": ListOf({"lam": NUMBER, "W": _ERRORS, "b": _ERRORS, "seconds": NUMBER}),
+    "results": ListOf({"lam": NUMBER, "W": _ERRORS, "b": _ERRORS, "kinks": Opt({"W": int, "b": int}),
+                        "seconds": NUMBER}),
     "n_samples": int, "n_dims": int, "seed": int, "elapsed": NUMBER,
 }
 FIGURES = ("loss", "accuracy", "weights", "confusion", "probabilities")
 COMPARISON_FIGURES = ("curves", "weights")   # every run's validation curves overlaid; their weights, a row each
+# An SVM run's plot has "margins" (the true class's margin histogram) in place of "probabilities".
+SVM_FIGURES = ("loss", "accuracy", "weights", "confusion", "margins")
 _REPORT_RUN = {"run_id": str, "label": str, "config": {"lam": NUMBER, "eta": NUMBER, "n_batch": int, "n_epochs": int},
                "split_sizes": DictOf(str, int), "history": HISTORY, "diverged_at": MAYBE_INT,
-               "train_seconds": MAYBE_NUMBER, "metrics": OneOf((None, EVALUATE_PAYLOAD)), "figures": DictOf(str, str)}
+               "train_seconds": MAYBE_NUMBER, "metrics": OneOf((None, EVALUATE_PAYLOAD)), "figures": DictOf(str, str),
+               "chosen_epoch": Opt(MAYBE_INT)}
 REPORT_PAYLOAD = {
     "doc": {"title": str, "cifarcli_version": str, "dataset": dict, "preprocessing": dict, "initialisation": dict,
             "gradcheck": {**GRADCHECK_PAYLOAD, "tol": NUMBER, "passed": bool}, "runs": ListOf(_REPORT_RUN),
-            "sweep": Opt(dict), "comparison": Opt({"key": str, "figures": DictOf(str, str)}), "created": str},
+            "sweep": Opt(dict), "comparison": Opt({"key": str, "figures": DictOf(str, str)}), "ensemble": Opt(dict),
+            "created": str},
     "report.md": str, "report.html": str,
 }
 DATASET = Schema(DATASET_PAYLOAD, params={"sha256": HEX64}, info=DATASET_INFO)
 GRADCHECK = Schema(GRADCHECK_PAYLOAD, info={"max_error": NUMBER, "elapsed": NUMBER})
 TRAIN = Schema(TRAIN_PAYLOAD, params=Check(dict, _valid_train_params, "valid training settings"), info=TRAIN_INFO)
 EVALUATE = Schema(EVALUATE_PAYLOAD)
-PLOT = Schema({name: PNG for name in FIGURES})
+PLOT = Schema(OneOf(({name: PNG for name in FIGURES}, {name: PNG for name in SVM_FIGURES})))
 REPORT = Schema(REPORT_PAYLOAD)
 SWEEP = Schema({"heatmap": PNG}, info={"n_points": int})
 COMPARISON = Schema({name: PNG for name in COMPARISON_FIGURES}, info={"n_runs": int})
+_ENSEMBLE_SPLIT = {"vote": NUMBER, "mean": NUMBER, "vote_ties": int, "n": int}
+ENSEMBLE_PAYLOAD = {
+    "loss": str, "combined": str, "tie_rule": str, "split": str, "n_members": int,
+    "members": ListOf({"run_id": str, "label": str, "config": dict, "val": NUMBER, "test": NUMBER}, "M"),
+    "val": _ENSEMBLE_SPLIT, "test": _ENSEMBLE_SPLIT,
+}
+ENSEMBLE = Schema(ENSEMBLE_PAYLOAD, info={"n_members": int, "val_vote": NUMBER, "val_mean": NUMBER})
 WORKSPACE_SCHEMA = {
     "dataset": Opt({"key": Check(str, lambda k: len(k) == 16 and all(c in "0123456789abcdef" for c in k),
                                  "a 16-digit key"), "source": str, "path": str}),

@@ -2,6 +2,7 @@
 
     fetch ──► dataset ──► gradcheck
                      └──► train(config) ──► evaluate ──► plot ──► report(all configs)
+                                   └──► ensemble(runs)
 
 Each stage is declared once below (``Stage``: name, version, schema); its
 function here asks the artifact store for it and computes it when missing, so
@@ -28,6 +29,7 @@ from cifarcli.cache import Artifact, DamagedArtifact, Schema, SchemaError, Store
     write_atomic
 from cifarcli.config import GradcheckConfig, TrainConfig
 from cifarcli.errors import CifarError, OptionError, WorkFailed
+from cifarcli.ensemble import TIE_RULE, combine
 from cifarcli.evaluate import evaluate_model
 from cifarcli.gradcheck import check_gradients
 from cifarcli.model import init_parameters, one_hot
@@ -72,7 +74,9 @@ PLOT = Stage("plot", 3, schemas.PLOT)
 REPORT = Stage("report", 3, schemas.REPORT)
 SWEEP = Stage("sweep", 1, schemas.SWEEP)
 COMPARISON = Stage("comparison", 1, schemas.COMPARISON)   # every run of a report side by side
-STAGES = {stage.name: stage for stage in (DATASET, GRADCHECK, TRAIN, EVALUATE, PLOT, REPORT, SWEEP, COMPARISON)}
+ENSEMBLE = Stage("ensemble", 1, schemas.ENSEMBLE)         # runs combined: majority vote and mean output
+STAGES = {stage.name: stage for stage in (DATASET, GRADCHECK, TRAIN, EVALUATE, PLOT, REPORT, SWEEP, COMPARISON,
+                                          ENSEMBLE)}
 
 
 def train_key(config: TrainConfig, data_key: str) -> str:
@@ -371,8 +375,10 @@ def train(ws: Workspace, config, force: bool = False, data_artifact: Artifact | 
 
         def on_epoch(checkpoint):
             # A plain dict, not the Checkpoint class: loading admits no class of ours.
-            ws.store.save_scratch("train", key, "checkpoint", {
-                "epoch": checkpoint.epoch, "W": checkpoint.W, "b": checkpoint.b, "history": checkpoint.history})
+            saved = {"epoch": checkpoint.epoch, "W": checkpoint.W, "b": checkpoint.b, "history": checkpoint.history}
+            if checkpoint.best_W is not None:         # keep="best": the best-so-far weights survive a kill -9
+                saved.update(best_epoch=checkpoint.best_epoch, best_W=checkpoint.best_W, best_b=checkpoint.best_b)
+            ws.store.save_scratch("train", key, "checkpoint", saved)
             ws.progress.epoch(checkpoint.epoch, checkpoint.history)
 
         result = training.train_keeping_last_good(config, split, resume=resume, on_epoch=on_epoch,
@@ -396,7 +402,12 @@ def load_checkpoint(ws: Workspace, key: str, config=None, d: int | None = None):
     if (config is not None and saved["epoch"] > config.n_epochs) or (d is not None and (K, width) != (10, d)):
         ws.log(f"ignoring the checkpoint of run {key}: epoch {saved['epoch']}, W {K} × {width} do not fit this run")
         return None
-    return training.Checkpoint(saved["epoch"], saved["W"], saved["b"], saved["history"])
+    if config is not None and config.keep == "best" and training.best_epoch(saved["history"]["val_acc"]) \
+            != saved.get("best_epoch"):
+        ws.log(f"ignoring the checkpoint of run {key}: it does not hold the weights of its best epoch")
+        return None
+    return training.Checkpoint(saved["epoch"], saved["W"], saved["b"], saved["history"], saved.get("best_epoch"),
+                               saved.get("best_W"), saved.get("best_b"))
 
 
 def run_payload(config: TrainConfig, split, result: dict) -> tuple[dict, dict]:
@@ -418,6 +429,11 @@ def run_payload(config: TrainConfig, split, result: dict) -> tuple[dict, dict]:
                "label_names": list(split.label_names), "diverged_at": diverged_at}
     info = {"config": config.key_params(), "split_sizes": split.sizes, "timings": result["timings"],
             "diverged_at": diverged_at, "final": _final_row(history)}
+    if config.stops_early:   # the epoch whose weights these are (a run without early stopping: the last)
+        payload["chosen_epoch"] = info["chosen_epoch"] = result.get("chosen_epoch")
+        if info["chosen_epoch"] is not None:
+            row = history["epoch"].index(info["chosen_epoch"])
+            info["chosen"] = {k: v[row] for k, v in history.items()}
     return payload, info
 
 
@@ -553,14 +569,21 @@ def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
                                          dir=stage_dir) as tmp:
             folder = Path(tmp)
             history, W, names = run.payload["history"], run.payload["W"], run.payload["label_names"]
-            plots.plot_loss(history, folder / "loss.png", title=run_label(config), lam=config.lam)
-            plots.plot_accuracy(history, folder / "accuracy.png", title=run_label(config))
+            chosen = run.payload.get("chosen_epoch") if config.keep == "best" else None   # marked on the curves
+            plots.plot_loss(history, folder / "loss.png", title=run_label(config), lam=config.lam, chosen_epoch=chosen)
+            plots.plot_accuracy(history, folder / "accuracy.png", title=run_label(config), chosen_epoch=chosen)
             plots.plot_weights(W, names, folder / "weights.png")
             plots.plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png")
-            plots.plot_probabilities(metrics["probabilities"], folder / "probabilities.png",
-                                     title=f"True-class probability on the test set, λ={config.lam:g}, "
-                                           f"η={config.eta:g}, loss {config.loss}")
-            return {name: (folder / f"{name}.png").read_bytes() for name in schemas.FIGURES}, {}
+            if config.loss == "svm":   # scores, no probabilities: the true class's margin instead
+                plots.plot_margins(metrics["margins"], folder / "margins.png",
+                                   title=f"True-class margin on the test set, λ={config.lam:g}, "
+                                         f"η={config.eta:g}, loss svm")
+            else:
+                plots.plot_probabilities(metrics["probabilities"], folder / "probabilities.png",
+                                         title=f"True-class probability on the test set, λ={config.lam:g}, "
+                                               f"η={config.eta:g}, loss {config.loss}")
+            names = schemas.SVM_FIGURES if config.loss == "svm" else schemas.FIGURES
+            return {name: (folder / f"{name}.png").read_bytes() for name in names}, {}
 
     artifact = PLOT.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
                                    depends=[("train", run.key), ("evaluate", evaluated.key)])
@@ -600,6 +623,45 @@ def comparison(ws: Workspace, runs: list[Artifact], force: bool = False) -> tupl
     artifact = COMPARISON.get_or_compute(ws, {}, {f"run{i}": run.key for i, run in enumerate(runs)}, compute,
                                          force=force, depends=[("train", run.key) for run in runs])
     return artifact.key, materialise(ws.reports_dir / "figures" / f"comparison-{artifact.key}", artifact.payload)
+
+
+def ensemble(ws: Workspace, runs: list[Artifact], force: bool = False) -> Artifact:
+    """The majority vote and the mean output of ``runs`` on validation and test (ensemble.py), cached.
+
+    The members are a set: their order does not change the key. They must be
+    converged runs of one loss on one dataset and split.
+    """
+    runs = sorted({run.key: run for run in runs}.values(), key=lambda run: run.key)
+    if len(runs) < 2:
+        raise OptionError("run", f"an ensemble needs at least two different runs, got {len(runs)}",
+                          hint="give --run twice or more, or --seeds 1,2,3")
+    for run in runs:
+        require_converged(run)
+    configs = [config_of(run) for run in runs]
+    shared = {(c.loss, c.split, c.val_size if c.split == "full" else None, c.dtype) for c in configs}
+    datasets = {run.meta["inputs"]["dataset"] for run in runs}
+    if len(shared) > 1 or len(datasets) > 1:
+        raise OptionError("run", "the members of an ensemble must share the loss, the dataset, the split and the dtype",
+                          hint="these runs differ in " + ("the dataset" if len(datasets) > 1 else
+                                                          "loss, split or dtype"))
+    first = configs[0]
+
+    def compute():
+        split = prepared(dataset_by_key(ws, next(iter(datasets))), first.split, first.val_size, first.dtype)
+        weights = [(run.payload["W"], run.payload["b"]) for run in runs]
+        results = {"val": combine(weights, split.X_val, split.y_val, first.loss),
+                   "test": combine(weights, split.X_test, split.y_test, first.loss)}
+        members = [{"run_id": run.key, "label": run_label(config) + f", seed {config.seed}",
+                    "config": run.meta["params"], "val": results["val"]["members"][i],
+                    "test": results["test"]["members"][i]} for i, (run, config) in enumerate(zip(runs, configs))]
+        payload = {"loss": first.loss, "combined": "scores" if first.loss == "svm" else "probabilities",
+                   "tie_rule": TIE_RULE, "split": first.split, "n_members": len(runs), "members": members,
+                   **{name: {k: v for k, v in results[name].items() if k != "members"} for name in ("val", "test")}}
+        return payload, {"n_members": len(runs), "val_vote": payload["val"]["vote"],
+                         "val_mean": payload["val"]["mean"]}
+
+    return ENSEMBLE.get_or_compute(ws, {}, {f"member{i}": run.key for i, run in enumerate(runs)}, compute,
+                                   force=force, depends=[("train", run.key) for run in runs])
 
 
 def materialise(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:

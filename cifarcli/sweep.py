@@ -58,7 +58,7 @@ def run_sweep(ws: Workspace, spec: SweepSpec, backend: str = "local", scheduler:
 
 def _point(run, config, index: int, computed: bool) -> dict:
     info = run.meta["info"]
-    final = info["final"]
+    final = info.get("chosen") or info["final"]   # with --keep best: the metrics of the weights kept
     diverged = info["diverged_at"]
     return {"index": index, "run_id": run.key, "lam": config.lam, "eta": config.eta, "n_batch": config.n_batch,
             "n_epochs": config.n_epochs, "config": run.meta["params"],

@@ -29,6 +29,12 @@ Options beyond the study (each off by default; see TrainConfig):
   metrics after each epoch are those of the unflipped training split.
 * ``decay_every=k, decay_factor=f``: epoch e uses η · f^⌊(e-1)/k⌋ (``learning_rate``).
 * ``init="xavier"``: W and b from N(0, 1/d) instead of N(0, 0.01²), same generator.
+* Early stopping on validation (``EarlyStopping``): the *best* epoch is the
+  first epoch e ≥ 1 with the highest validation accuracy (ties go to the
+  earliest). ``keep="best"`` returns its weights instead of the last epoch's;
+  ``patience=P`` stops after epoch e when e − best = P (validation accuracy has
+  not improved for P epochs). The history still holds every epoch trained, and
+  each checkpoint carries the best-so-far weights, so a resumed run is exact.
 
 ``train_reference`` is that loop written plainly, as the course writes it;
 ``train`` computes the same updates (equal to float rounding, tested) faster:
@@ -162,12 +168,60 @@ def flip_rows(Z: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Checkpoint:
-    """The state after ``epoch`` epochs: W (K × d), b (K × 1), history up to that epoch."""
+    """The state after ``epoch`` epochs: W (K × d), b (K × 1), history up to that epoch, and with
+    ``keep="best"`` the best epoch so far and its weights (None otherwise)."""
 
     epoch: int
     W: np.ndarray
     b: np.ndarray
     history: dict[str, list]
+    best_epoch: int | None = None
+    best_W: np.ndarray | None = None
+    best_b: np.ndarray | None = None
+
+
+def best_epoch(val_acc: list[float], upto: int | None = None) -> int | None:
+    """The first epoch e ≥ 1 (history rows 1..upto) with the highest validation accuracy, or None."""
+    rows = list(val_acc[1:None if upto is None else upto + 1])
+    return None if not rows else 1 + rows.index(max(rows))
+
+
+class EarlyStopping:
+    """``keep="best"`` and ``patience``: the best epoch on validation so far (ties: the earliest), its
+    weights when they are to be kept, and when to stop. Rebuilt exactly from a checkpoint."""
+
+    def __init__(self, config: TrainConfig, resume: Checkpoint | None = None):
+        self.keep_best, self.patience = config.keep == "best", int(config.patience)
+        self.epoch, self.acc, self.W, self.b = None, -math.inf, None, None
+        if resume is not None:
+            self.epoch = best_epoch(resume.history["val_acc"])
+            self.acc = resume.history["val_acc"][self.epoch] if self.epoch is not None else -math.inf
+            if self.keep_best and self.epoch is not None:
+                if resume.best_epoch != self.epoch or resume.best_W is None or resume.best_b is None:
+                    raise CifarError(f"checkpoint of epoch {resume.epoch} lacks the weights of its best epoch")
+                self.W, self.b = np.array(resume.best_W), np.array(resume.best_b).reshape(-1, 1)
+
+    def offer(self, epoch: int, val_acc: float, W: np.ndarray, b: np.ndarray) -> None:
+        """Epoch ``epoch`` reached ``val_acc`` with weights (W, b): kept when strictly better than the best."""
+        if epoch >= 1 and val_acc > self.acc:
+            self.epoch, self.acc = epoch, float(val_acc)
+            if self.keep_best:
+                self.W, self.b = W.copy(), np.array(b).reshape(-1, 1)
+
+    def should_stop(self, epoch: int) -> bool:
+        """Whether training stops after ``epoch``: validation accuracy not improved for ``patience`` epochs."""
+        return self.patience > 0 and self.epoch is not None and epoch - self.epoch >= self.patience
+
+    def checkpoint(self, epoch: int, W: np.ndarray, b: np.ndarray, history: dict) -> Checkpoint:
+        if not self.keep_best or self.epoch is None:
+            return Checkpoint(epoch, W, b, history)
+        return Checkpoint(epoch, W, b, history, self.epoch, self.W.copy(), self.b.copy())
+
+    def chosen(self, W: np.ndarray, b: np.ndarray, last_epoch: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(W, b, epoch) the run returns: the best epoch's with ``keep="best"``, else the last's."""
+        if self.keep_best and self.epoch is not None:
+            return self.W.copy(), self.b.copy(), self.epoch
+        return W, b, last_epoch
 
 
 @dataclass
@@ -177,6 +231,7 @@ class TrainResult:
     history: dict[str, list]
     timings: dict = field(default_factory=dict)
     config: TrainConfig | None = None
+    chosen_epoch: int | None = None      # the epoch whose weights W, b are (the last, or the best with keep="best")
 
 
 class TrainingDiverged(WorkFailed):
@@ -196,8 +251,9 @@ def train_keeping_last_good(config: TrainConfig, data: PreparedData, *, resume: 
     """``train``, except that a run that diverges is a result too: its history up to the blow-up,
     the weights of its last finite epoch (None before any), and the epoch it diverged at.
 
-    Returns ``{"W", "b", "history", "timings", "diverged_at"}``; the same wherever the run is
-    trained (this process, a worker process, a Dask worker).
+    Returns ``{"W", "b", "history", "timings", "diverged_at", "chosen_epoch"}``; the same wherever
+    the run is trained (this process, a worker process, a Dask worker). With ``keep="best"`` a
+    diverged run returns the best epoch's weights of its last checkpoint.
     """
     last = [resume] if resume is not None else []
 
@@ -210,10 +266,12 @@ def train_keeping_last_good(config: TrainConfig, data: PreparedData, *, resume: 
         result = train(config, data, resume=resume, on_epoch=keep, on_batch=on_batch)
     except TrainingDiverged as diverged:
         good = last[-1] if last else None
+        if good is not None and good.best_W is not None:     # keep="best": the best epoch's weights
+            good = Checkpoint(good.best_epoch, good.best_W, good.best_b, good.history)
         return {"W": good.W if good else None, "b": good.b if good else None, "history": diverged.history,
-                "timings": {}, "diverged_at": diverged.epoch}
+                "timings": {}, "diverged_at": diverged.epoch, "chosen_epoch": good.epoch if good else None}
     return {"W": result.W, "b": result.b, "history": result.history, "timings": result.timings,
-            "diverged_at": None}
+            "diverged_at": None, "chosen_epoch": result.chosen_epoch}
 
 
 def _empty_history() -> dict[str, list]:
@@ -285,7 +343,8 @@ def _rows(X: np.ndarray, dtype) -> np.ndarray:
 def train_reference(config: TrainConfig, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
     """The study's loop as the course writes it: the plain version of ``train``, for reading and testing.
 
-    Returns the final (W, b). ``train`` computes the same updates (equal to
+    Returns the final (W, b), or with ``keep="best"`` those of the best epoch on validation
+    (``patience`` stops it as in ``train``). ``train`` computes the same updates (equal to
     float rounding, tested) in preallocated buffers, with the metrics fused in.
     The gradient per ``config.loss``: softmax, BCE (model.compute_gradients_bce)
     or the multi-class SVM (model.compute_gradients_svm, from the scores).
@@ -296,7 +355,10 @@ def train_reference(config: TrainConfig, data: PreparedData) -> tuple[np.ndarray
     W, b = init_parameters(K, d, np.random.default_rng(config.seed), std=init_std(config, d), dtype=dtype)
     if config.flip > 0:
         X_mirrored = flip_rows(X.T, data.mean, data.std).T     # every image mirrored, normalised
+    best = (-1.0, 0, W, b)                                     # early stopping: (val acc, epoch, W, b) of the best
     for epoch in range(1, config.n_epochs + 1):
+        if config.patience and best[1] and epoch - 1 - best[1] >= config.patience:
+            break                                              # not improved for `patience` epochs
         eta = learning_rate(config, epoch)
         order, flips = epoch_plan(config, n, epoch)
         images = order if order is not None else np.arange(n)
@@ -313,6 +375,13 @@ def train_reference(config: TrainConfig, data: PreparedData) -> tuple[np.ndarray
                 grad_W, grad_b = compute_gradients(Xb, Yb, evaluate_classifier(Xb, W, b), W, config.lam)
             W = W - eta * grad_W
             b = b - eta * grad_b
+        if config.stops_early:
+            X_val = data.X_val.astype(dtype)
+            val_acc = float(np.mean(np.argmax(scores(X_val, W, b), axis=0) == data.y_val))
+            if val_acc > best[0]:                              # strictly better: ties stay with the earliest
+                best = (val_acc, epoch, W, b)
+    if config.keep == "best":
+        return best[2], best[3]
     return W, b
 
 
@@ -526,10 +595,23 @@ def _start(config: TrainConfig, K: int, d: int, resume: Checkpoint | None):
     return start, W0, b0, history
 
 
+def _recorder(history: dict, stopping: EarlyStopping, on_epoch, K: int):
+    """``record(epoch, train_m, val_m, W, b, eta)``: append the epoch's row to ``history``, stop on
+    divergence, hand out the checkpoint (with the best-so-far weights of ``stopping``)."""
+    def record(epoch: int, train_m, val_m, W: np.ndarray, b: np.ndarray, eta: float) -> None:
+        for key, value in zip(HISTORY_KEYS, (epoch, *train_m, *val_m)):
+            history[key].append(int(value) if key == "epoch" else float(value))
+        if not (math.isfinite(train_m[1]) and math.isfinite(val_m[1])):
+            raise TrainingDiverged(epoch, copy.deepcopy(history), eta)
+        if on_epoch is not None:
+            on_epoch(stopping.checkpoint(epoch, W.copy(), b.reshape(K, 1).copy(), copy.deepcopy(history)))
+    return record
+
+
 def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None = None,
           on_epoch: Callable[[Checkpoint], None] | None = None,
           on_batch: Callable[[int, int, int], None] | None = None, threads: int | None = None) -> TrainResult:
-    """Train W, b; see the module docstring for the algorithm and the callbacks.
+    """Train W, b; see the module docstring for the algorithm, early stopping and the callbacks.
 
     ``on_batch(epoch, batch_index, n_batches)`` is called about 20 times per
     epoch (and on the last batch), not on every batch, to keep the loop tight.
@@ -542,19 +624,10 @@ def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None 
     K = int(data.Y_train.shape[0]) if data.Y_train is not None and data.Y_train.ndim == 2 else 10
     config.validate(n)
     start, W0, b0, history = _start(config, K, d, resume)
-    loop = _FastLoop(config, data, W0, b0)
+    loop, stopping = _FastLoop(config, data, W0, b0), EarlyStopping(config, resume)
+    record = _recorder(history, stopping, on_epoch, K)
     eta = learning_rate(config, start + 1)
     loop.set_learning_rate(eta)
-
-    def record(epoch: int, train_m, val_m, W: np.ndarray, b: np.ndarray) -> None:
-        """Append the epoch's row, stop on divergence, hand out the checkpoint."""
-        for key, value in zip(HISTORY_KEYS, (epoch, *train_m, *val_m)):
-            history[key].append(int(value) if key == "epoch" else float(value))
-        if not (math.isfinite(train_m[1]) and math.isfinite(val_m[1])):
-            raise TrainingDiverged(epoch, copy.deepcopy(history), eta)
-        if on_epoch is not None:
-            on_epoch(Checkpoint(epoch, W.copy(), b.reshape(K, 1).copy(), copy.deepcopy(history)))
-
     epoch_seconds: list[float] = []
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"), \
             one_blas_thread(), TwoHalves(threads) as halves:
@@ -563,26 +636,28 @@ def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None 
         if not history["epoch"]:                      # a fresh run: epoch 0 = the initial weights
             pending = (0, loop.val_metrics())
             if not loop.fused:
-                record(0, loop.train_metrics(), pending[1], loop.W, loop.b)
+                record(0, loop.train_metrics(), pending[1], loop.W, loop.b, eta)
                 pending = None
         t_epoch = time.perf_counter()
         for epoch in range(start + 1, config.n_epochs + 1):
+            if stopping.should_stop(epoch - 1):       # patience ran out (also when resuming a stopped run)
+                break
             if learning_rate(config, epoch) != eta:
                 eta = learning_rate(config, epoch)
                 loop.set_learning_rate(eta)
             loop.run_epoch(epoch, on_batch)
             if pending is not None:                   # the fused half scored the previous epoch's weights
-                record(pending[0], loop.previous_train_metrics(), pending[1], loop.W_prev, loop.b_prev)
+                record(pending[0], loop.previous_train_metrics(), pending[1], loop.W_prev, loop.b_prev, eta)
             pending = (epoch, loop.val_metrics())
-            if not loop.fused or epoch == config.n_epochs:
-                record(epoch, loop.train_metrics(), pending[1], loop.W, loop.b)
+            stopping.offer(epoch, pending[1][2], loop.W, loop.b)
+            if not loop.fused or epoch == config.n_epochs or stopping.should_stop(epoch):
+                record(epoch, loop.train_metrics(), pending[1], loop.W, loop.b, eta)
                 pending = None
             now = time.perf_counter()
             epoch_seconds.append(now - t_epoch)
             halves.epoch_done(now - t_epoch)
             t_epoch = now
-
-    return TrainResult(W=loop.W.copy(), b=loop.b.reshape(K, 1).copy(), history=history,
+    W, b, chosen = stopping.chosen(loop.W.copy(), loop.b.reshape(K, 1).copy(), history["epoch"][-1])
+    return TrainResult(W=W, b=b, history=history, config=config, chosen_epoch=chosen,
                        timings={"total_seconds": time.perf_counter() - t_start, "epoch_seconds": epoch_seconds,
-                                "first_epoch": start + 1},
-                       config=config)
+                                "first_epoch": start + 1})

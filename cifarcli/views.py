@@ -197,9 +197,14 @@ def dataset_view(artifact: Artifact) -> list[Any]:
 
 def gradcheck_json(artifact: Artifact, tol: float | None) -> dict:
     worst = artifact.payload["max_error"]
-    return {"gradcheck": artifact.key, "cached": artifact.status == "hit", **artifact.payload,
-            "max_error": worst, "tol": tol, "passed": None if tol is None else worst <= tol,
-            "verdict": verdict_line(worst, GRADCHECK_TOL if tol is None else tol)}
+    document = {"gradcheck": artifact.key, "cached": artifact.status == "hit", **artifact.payload,
+                "max_error": worst, "tol": tol, "passed": None if tol is None else worst <= tol,
+                "verdict": verdict_line(worst, GRADCHECK_TOL if tol is None else tol)}
+    if artifact.payload.get("loss") == "svm":   # how many parameters the verdict leaves out, and why
+        document["kinks"] = {"total": sum(sum((e.get("kinks") or {}).values()) for e in artifact.payload["results"]),
+                             "excluded_from_verdict": True,
+                             "rule": "a parameter whose ±h moves a margin across zero (a kink of the hinge)"}
+    return document
 
 
 def verdict_line(worst: float, bound: float) -> str:
@@ -216,21 +221,30 @@ def gradcheck_verdict(artifact: Artifact, bound: float) -> str:
 
 def gradcheck_view(artifact: Artifact, tol: float | None) -> list[Any]:
     result = artifact.payload
+    kinked = result.get("loss") == "svm"   # the hinge's kinks: counted, and left out of the verdict
     table = Table(title=f"Relative error |g_a − g_n| / max(eps, |g_a| + |g_n|)  (h={result['h']:g}, "
-                        f"{result['n_samples']} images, {result['n_dims']} dims, {result['elapsed']:.2f} s)")
-    for column in ("λ", "param", "max", "mean", "median", "share < 1e-6"):
+                        f"{result['n_samples']} images, {result['n_dims']} dims, {result['elapsed']:.2f} s"
+                        f"{', loss ' + _t(result['loss']) if result.get('loss', 'softmax') != 'softmax' else ''})")
+    columns = ("λ", "param", "max", "mean", "median", "share < 1e-6") + (("within h of a kink",) if kinked else ())
+    for column in columns:
         table.add_column(column, justify="right")
     for entry in result["results"]:
         for name in ("W", "b"):
             stats = entry[name]
             bad = tol is not None and stats["max"] > tol
+            kinks = [f"{(entry.get('kinks') or {}).get(name, 0)} of {stats['n']} (excluded)"] if kinked else []
             table.add_row(f"{entry['lam']:g}", name, f"[{'red' if bad else 'green'}]{stats['max']:.2e}[/]",
-                          f"{stats['mean']:.2e}", f"{stats['median']:.2e}", f"{stats['share_below_tol']:.1%}")
+                          f"{stats['mean']:.2e}", f"{stats['median']:.2e}", f"{stats['share_below_tol']:.1%}", *kinks)
     corner = Table(title=f"Corner of the relative-error matrix of W (λ={result['results'][0]['lam']:g})",
                    show_header=False)
     for row in result["results"][0]["W"]["corner"]:
         corner.add_row(*(f"{value:.1e}" for value in row))
-    return [table, corner]
+    out: list[Any] = [table, corner]
+    if kinked:
+        n_kinks = sum(sum((entry.get("kinks") or {}).values()) for entry in result["results"])
+        out.append(f"{n_kinks} checked parameter(s) lie within h of a kink of the hinge, where a centred "
+                   "difference is not a gradient: they are left out of max, mean, median and the verdict")
+    return out
 
 
 # -- training and evaluation -----------------------------------------------------------
@@ -240,7 +254,9 @@ def run_json(run: Artifact) -> dict:
     info = run.meta["info"]
     return {"run_id": run.key, "cached": run.status == "hit", "config": run.meta["params"],
             "split_sizes": info["split_sizes"], "diverged_at": info["diverged_at"], "final": info["final"],
-            "timings": info["timings"], "history": run.payload["history"]}
+            "timings": info["timings"], "history": run.payload["history"],
+            **({"chosen_epoch": info.get("chosen_epoch"), "chosen": info.get("chosen")}
+               if "chosen_epoch" in info else {})}
 
 
 def run_view(run: Artifact) -> list[Any]:
@@ -256,7 +272,12 @@ def run_view(run: Artifact) -> list[Any]:
     note = "cached" if run.status == "hit" else f"trained in {seconds:.1f} s" if seconds else "trained"
     if info["diverged_at"] is not None:
         note = f"[red]diverged at epoch {info['diverged_at']}[/]"
-    return [table, f"run ID [bold]{_t(run.key)}[/]  ({note})"]
+    out: list[Any] = [table, f"run ID [bold]{_t(run.key)}[/]  ({note})"]
+    if info.get("chosen") and "chosen_epoch" in info:   # early stopping: which epoch's weights were kept
+        trained = run.payload["history"]["epoch"][-1]
+        out.append(f"early stopping: trained {trained} of {params['n_epochs']} epochs; kept the weights of epoch "
+                   f"[bold]{info['chosen_epoch']}[/] (validation accuracy {info['chosen']['val_acc']:.4f})")
+    return out
 
 
 def metrics_json(run: Artifact, metrics: Artifact, min_accuracy: float | None) -> dict:
@@ -294,6 +315,16 @@ def metrics_view(run: Artifact, metrics: Artifact) -> list[Any]:
         if pr["confident_mistakes"] is not None:
             line += f"; {pr['confident_mistakes']:.1%} of the mistakes with p < {pr['threshold']:g}"
         out.append(line)
+    mg = m.get("margins")
+    if mg:   # an SVM run: scores, no probabilities
+        def mean_margin(group: str) -> str:
+            return "—" if mg[group]["mean"] is None else f"{mg[group]['mean']:.3f}"
+
+        line = (f"margin of the true class (svm scores, s_y − max other): mean {mean_margin('correct')} on the "
+                f"{mg['correct']['n']} correct, {mean_margin('incorrect')} on the {mg['incorrect']['n']} misclassified")
+        if mg["confident_mistakes"] is not None:
+            line += f"; {mg['confident_mistakes']:.1%} of the mistakes with margin < {mg['threshold']:g}"
+        out.append(line)
     return out
 
 
@@ -306,12 +337,15 @@ def predict_view(result: dict) -> list[Any]:
     if not rows:
         return []
     kind = result["output"]["kind"]
-    table = Table(title=f"Top 3 classes, run {_t(result['run_id'])} ({_t(kind)} probabilities)")
+    svm = result["output"].get("scores", False)   # an SVM run: scores, not probabilities
+    what = f"{_t(kind)}, not probabilities" if svm else f"{_t(kind)} probabilities"
+    table = Table(title=f"Top 3 classes, run {_t(result['run_id'])} ({what})")
     table.add_column("image", overflow="fold")
     for rank in ("1st", "2nd", "3rd"):
         table.add_column(rank, justify="right", no_wrap=True)
+    value = "score" if svm else "probability"
     for image in rows:
-        table.add_row(_t(image["path"]), *(f"{_t(top['class'])} {top['probability']:.3f}" for top in image["top3"]))
+        table.add_row(_t(image["path"]), *(f"{_t(top['class'])} {top[value]:.3f}" for top in image["top3"]))
     out: list[Any] = [table]
     if not result["output"]["sums_to_one"]:
         out.append(f"[yellow]note:[/] {_t(result['output']['note'])}")
@@ -604,3 +638,25 @@ def runs_diff_view(result: dict) -> list[Any]:
     table.add_row("created", _t(ca["created"]), _t(cb["created"]), "")
     changed = ", ".join(result["changed"]) or "none"
     return [table, f"settings that differ: {_t(changed)}"]
+
+
+# -- ensemble ----------------------------------------------------------------------------------
+
+
+def ensemble_view(result: dict) -> list[Any]:
+    """Each member's accuracy, then the majority vote's and the mean's, on validation and test."""
+    combined = "scores" if result["combined"] == "scores" else "probabilities"
+    table = Table(title=f"Ensemble {_t(result['ensemble'])}: {result['n_members']} members, loss {_t(result['loss'])}",
+                  box=box.SIMPLE_HEAD)
+    for column in ("", "val acc", "test acc", "run ID"):
+        table.add_column(column, justify="right" if column.endswith("acc") else "left")
+    for member in result["members"]:
+        table.add_row(_t(member["label"]), f"{member['val']:.4f}", f"{member['test']:.4f}", _t(member["run_id"]))
+    best_val = max(result["val"]["vote"], result["val"]["mean"])
+    for key, name in (("vote", "majority vote"), (f"mean", f"mean of the {combined}")):
+        val, test = result["val"][key], result["test"][key]
+        mark = " ★" if val == best_val else ""
+        table.add_row(f"[bold]{name}[/]", f"[bold]{val:.4f}{mark}[/]", f"[bold]{test:.4f}[/]", "")
+    return [table, f"ties: {_t(result['tie_rule'])} ({result['val']['vote_ties']} tied votes on validation, "
+                   f"{result['test']['vote_ties']} on test); ★ the better rule on validation"
+                   + ("  (cached)" if result.get("cached") else "")]

@@ -32,11 +32,13 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
     settings = load_settings(settings_path)
     data_artifact = stages.dataset(ws)
     check = stages.gradcheck(ws, settings.gradcheck)
-    execute.train_missing(ws, settings.runs)
+    execute.train_missing(ws, settings.runs + (settings.ensemble or []))
     trained = [stages.train(ws, config) for config in settings.runs]
     runs = [run_section(ws, run) for run in trained]
     compared = comparison_section(ws, trained)
     swept = report_section(ws, settings.sweep) if settings.sweep is not None else None
+    combined = (stages.ensemble(ws, [stages.train(ws, config) for config in settings.ensemble])
+                if settings.ensemble else None)
     info = data_artifact.meta["info"]
     document = ReportDocument(
         title="One-layer network on CIFAR-10", cifarcli_version=__version__,
@@ -46,12 +48,15 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
         preprocessing={"scale": "pixels / 255", "normalisation": "per-dimension mean and std of the training split"},
         initialisation=initialisation(runs),
         gradcheck={**check.payload, "tol": GRADCHECK_TOL, "passed": check.payload["max_error"] <= GRADCHECK_TOL},
-        runs=runs, sweep=swept, comparison=compared)
+        runs=runs, sweep=swept, comparison=compared,
+        ensemble={"key": combined.key, **combined.payload} if combined else None)
     inputs = {"gradcheck": check.key, **{f"run{i}": run.run_id for i, run in enumerate(runs)}}
     if swept is not None:
         inputs["sweep"] = swept.key
     if compared is not None:
         inputs["comparison"] = compared.key
+    if combined is not None:
+        inputs["ensemble"] = combined.key
 
     def compute():
         doc = {**document.to_dict(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -60,7 +65,8 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
     # Made from more than its key names: every run's metrics and figures, and the sweep's best run.
     depends = [("gradcheck", check.key), *(d for run in runs for d in run.made_from()),
                *(swept.made_from() if swept is not None else []),
-               *(compared.made_from() if compared is not None else [])]
+               *(compared.made_from() if compared is not None else []),
+               *([("ensemble", combined.key)] if combined is not None else [])]
     artifact = stages.REPORT.get_or_compute(ws, {}, inputs, compute, force=force, depends=depends)
     paths = {}
     for name in ("report.md", "report.html"):
@@ -68,6 +74,30 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
         stages.write_if_changed(paths[name], artifact.payload[name].encode())
     return {**artifact.payload["doc"], "paths": {k: str(v) for k, v in paths.items()},
             "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.store.events]}
+
+
+def ensemble_members(ws: Workspace, run_ids: list[str] | None, config=None, seeds: list[int] | None = None) -> list:
+    """The member runs of an ensemble: the runs ``run_ids``, or ``config`` at each of ``seeds`` (the missing
+    ones trained first, at once where ``ws.jobs`` allows, through ``execute.train_missing``)."""
+    from dataclasses import replace
+
+    if run_ids:
+        if seeds:
+            raise OptionError("seeds", "give either --run (existing runs) or --seeds (with training options), "
+                              "not both")
+        return [stages.find_run(ws, run_id) for run_id in run_ids]
+    if not seeds:
+        raise OptionError("seeds", "an ensemble needs its members", hint="give --run A --run B, or --seeds 1,2,3")
+    configs = [replace(config, seed=seed).validate() for seed in seeds]
+    execute.train_missing(ws, configs)
+    return [stages.train(ws, c) for c in configs]
+
+
+def ensemble(ws: Workspace, run_ids: list[str] | None, config=None, seeds: list[int] | None = None,
+             force: bool = False) -> dict:
+    """The ensemble's result document: its key, the members' and the ensemble's accuracies."""
+    artifact = stages.ensemble(ws, ensemble_members(ws, run_ids, config, seeds), force)
+    return {"ensemble": artifact.key, "cached": artifact.status == "hit", **artifact.payload}
 
 
 def read_images(paths) -> list[dict]:
@@ -95,12 +125,18 @@ def predict(ws: Workspace, run: Artifact, images: list[dict]) -> dict:
     if good:
         P = classify(np.stack([images[i]["record"] for i in good]), p["W"], p["b"], p["mean"], p["std"],
                      config.loss)
+        svm = config.loss == "svm"   # an SVM gives scores, not probabilities: its JSON says "score"
         for j, (i, top) in enumerate(zip(good, top_k(P, names, 3))):
+            if svm:
+                top = [{"class": t["class"], "score": t["probability"]} for t in top]
             results[i] = {"path": images[i]["path"], "top3": top,
-                          "probabilities": {name: float(P[k, j]) for k, name in enumerate(names)}}
+                          "scores" if svm else "probabilities": {name: float(P[k, j]) for k, name in enumerate(names)}}
     kind = {"kind": "sigmoid", "sums_to_one": False,
             "note": "bce run: each class has its own sigmoid probability (a yes/no answer per class); "
                     "they do not sum to 1"} if config.loss == "bce" else \
+        {"kind": "svm scores", "sums_to_one": False, "scores": True,
+         "note": "svm run: these are class scores s = Wx + b, not probabilities; the highest wins, and only "
+                 "their order and differences (margins) mean anything"} if config.loss == "svm" else \
         {"kind": "softmax", "sums_to_one": True, "note": "softmax over the 10 classes: they sum to 1"}
     return {"run_id": run.key, "loss": config.loss, "output": kind,
             "preprocessing": f"RGB, resized to 32×32 ({RESAMPLE}), pixels / 255, normalised with the "

@@ -354,21 +354,35 @@ def probability_stats(run: Mapping[str, Any]) -> dict[str, float | None]:
             "confident": num(pr.get("confident_mistakes")), "threshold": num(pr.get("threshold"))}
 
 
-def loss_pairs(runs: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], Mapping[str, Any], bool]]:
-    """(softmax run, BCE run, same other settings) pairs to compare; [] unless both losses are present.
+def margin_stats(run: Mapping[str, Any]) -> dict[str, float | None]:
+    """An SVM run's mean true-class margin on correct / misclassified test images and the share of
+    confident mistakes (margin below the threshold), from its evaluate summary (None where missing)."""
+    mg = metrics_of(run).get("margins") or {}
 
-    Runs identical but for ``loss`` are paired; when there is no such pair, the
-    best-on-validation run of each loss is compared instead (flagged False).
-    Only evaluated runs count.
+    def num(x):
+        return float(x) if finite(x) else None
+
+    return {"correct": num((mg.get("correct") or {}).get("mean")),
+            "incorrect": num((mg.get("incorrect") or {}).get("mean")),
+            "confident": num(mg.get("confident_mistakes")), "threshold": num(mg.get("threshold"))}
+
+
+def loss_pairs(runs: Sequence[Mapping[str, Any]], other: str = "bce"
+               ) -> list[tuple[Mapping[str, Any], Mapping[str, Any], bool]]:
+    """(softmax run, ``other``-loss run, same other settings) pairs to compare; [] unless both losses are present.
+
+    ``other`` is "bce" or "svm". Runs identical but for ``loss`` are paired; when
+    there is no such pair, the best-on-validation run of each loss is compared
+    instead (flagged False). Only evaluated runs count.
     """
     done = [r for r in runs if metrics_of(r).get("test")]
-    by_loss = {loss: [r for r in done if loss_of(r) == loss] for loss in ("softmax", "bce")}
-    if not by_loss["softmax"] or not by_loss["bce"]:
+    by_loss = {loss: [r for r in done if loss_of(r) == loss] for loss in ("softmax", other)}
+    if not by_loss["softmax"] or not by_loss[other]:
         return []
     pairs, used = [], set()
     for soft in by_loss["softmax"]:
         rest = {k: v for k, v in soft["config"].items() if k != "loss"}
-        for bce in by_loss["bce"]:
+        for bce in by_loss[other]:
             if id(bce) not in used and {k: v for k, v in bce["config"].items() if k != "loss"} == rest:
                 pairs.append((soft, bce, True))
                 used.add(id(bce))
@@ -379,7 +393,41 @@ def loss_pairs(runs: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any
     def best(group):
         return max(group, key=lambda r: accuracy_of(r, "val") if accuracy_of(r, "val") is not None else -1.0)
 
-    return [(best(by_loss["softmax"]), best(by_loss["bce"]), False)]
+    return [(best(by_loss["softmax"]), best(by_loss[other]), False)]
+
+
+def svm_sentences(soft: Mapping[str, Any], svm: Mapping[str, Any], same_settings: bool) -> list[str]:
+    """How an SVM run compares with a softmax run: validation and test accuracy, the SVM's margins."""
+    out = []
+    if same_settings:
+        shared = {k: soft["config"].get(k) for k in ("lam", "eta")}
+        where = f"At {describe_setting(shared)} with every other setting equal"
+    else:
+        where = (f"Comparing the best run of each loss on validation accuracy ({run_name(soft)} for softmax, "
+                 f"{run_name(svm)} for the SVM; their other settings differ)")
+    ts, tv = accuracy_of(soft, "test"), accuracy_of(svm, "test")
+    if ts is not None and tv is not None:
+        if fmt_acc(ts) == fmt_acc(tv):
+            out.append(f"{where}, both losses reached test accuracy {fmt_acc(ts)}.")
+        else:
+            out.append(f"{where}, the SVM reached test accuracy {fmt_acc(tv)} against {fmt_acc(ts)} for softmax "
+                       f"({fmt_points(tv - ts, signed=True)} points): "
+                       f"{'the SVM' if tv > ts else 'softmax'} classified more test images correctly.")
+    vs, vv = accuracy_of(soft, "val"), accuracy_of(svm, "val")
+    if vs is not None and vv is not None:
+        verdict = _more_less(vv, vs, fmt_acc, "the SVM is ahead", "softmax is ahead", "the two are level")
+        out.append(f"On validation, the split to choose on, the SVM reached {fmt_acc(vv)} and softmax "
+                   f"{fmt_acc(vs)}: {verdict}.")
+    ms = margin_stats(svm)
+    if ms["correct"] is not None and ms["incorrect"] is not None:
+        out.append(f"The SVM gives scores, not probabilities: the mean margin of the true class "
+                   f"(its score minus the best other score) was {fmt_loss(ms['correct'])} on correctly and "
+                   f"{fmt_loss(ms['incorrect'])} on misclassified test images.")
+    if ms["confident"] is not None:
+        t = ms["threshold"] if ms["threshold"] is not None else -1.0
+        out.append(f"{fmt_share(ms['confident'])} of the SVM's mistakes are confident: another class beats "
+                   f"the true one by more than {fmt_num(-t)}, the hinge's margin.")
+    return out
 
 
 def _more_less(a: float, b: float, fmt, more: str, less: str, same: str) -> str:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from .analysis import (STABILITY_RULE, accuracy_of, analysis, best_runs, epochs_of, gradcheck_passed, instability,
-                       loss_of, loss_pairs, loss_sentences, metrics_of, probability_stats, run_name)
+                       loss_of, loss_pairs, loss_sentences, margin_stats, metrics_of, probability_stats, run_name,
+                       svm_sentences)
 from .format import (PARAM_WORDS, describe_setting, finite, fmt_acc, fmt_err, fmt_loss, fmt_num,
-                     fmt_seconds, fmt_share, join_names)
+                     fmt_points, fmt_seconds, fmt_share, join_names)
 
 SPLITS = (("train", "train"), ("val", "validation"), ("test", "test"))
 FIGURE_CAPTIONS = {
@@ -27,19 +28,23 @@ FIGURE_CAPTIONS = {
     "confusion": "Confusion matrix on the test set (rows: true class, columns: predicted).",
     "probabilities": "Probability the model gives the true class of each test image, correctly vs "
                      "incorrectly classified images, each as a share of its group.",
+    "margins": "Margin of the true class of each test image, s_y − max_(j≠y) s_j (an SVM gives scores, not "
+               "probabilities; > 0 is a correct answer), correctly vs incorrectly classified images, each as "
+               "a share of its group; the outer bins hold everything beyond ±5.",
 }
 
 
 # What each per-run figure shows, as the start of its caption ("Figure 5: loss and cost, λ=0.1, η=0.001").
 FIGURE_NAMES = {"loss": "loss and cost", "accuracy": "accuracy", "weights": "learnt weights",
-                "confusion": "confusion matrix", "probabilities": "true-class probability"}
+                "confusion": "confusion matrix", "probabilities": "true-class probability",
+                "margins": "true-class margin (SVM)"}
 # The rest of a per-run caption, after its name and the run's.
 RUN_FIGURE_DETAILS = {"loss": "Per epoch, train and validation; dashed: the cost, loss + λ‖W‖².",
                       "accuracy": "Per epoch, train and validation; dotted: chance (0.1).",
                       "weights": "W as one 32×32 image per class, each scaled to its own range.",
                       "confusion": "On the test set; rows: true class, columns: predicted."}
 # Per-run figures two to a row: (loss | accuracy), (weights | confusion), then the histogram.
-FIGURE_PAIRS = (("loss", "accuracy"), ("weights", "confusion"), ("probabilities",))
+FIGURE_PAIRS = (("loss", "accuracy"), ("weights", "confusion"), ("probabilities",), ("margins",))
 
 
 @dataclass(frozen=True)
@@ -204,6 +209,7 @@ def _gradcheck_blocks(gc: Mapping[str, Any] | None) -> list:
         desc.append(f" ({fmt_seconds(gc['elapsed'])})")
     blocks.append(Para("".join(desc) + "."))
     rows, bad = [], set()
+    kinked = gc.get("loss") == "svm"
     for res in gc.get("results", []):
         for p in ("W", "b"):
             st = res.get(p)
@@ -212,13 +218,20 @@ def _gradcheck_blocks(gc: Mapping[str, Any] | None) -> list:
             passed = tol is not None and finite(st.get("max")) and float(st["max"]) <= float(tol)
             if not passed:
                 bad.add(len(rows))
+            kinks = [f"{(res.get('kinks') or {}).get(p, 0)} of {st.get('n', '—')}"] if kinked else []
             rows.append([fmt_num(res.get("lam")), Span(p, code=True), fmt_err(st.get("max")),
                          fmt_err(st.get("mean")), fmt_err(st.get("median")),
-                         fmt_share(st.get("share_below_tol")),
+                         fmt_share(st.get("share_below_tol")), *kinks,
                          Span("PASS" if passed else "FAIL", bold=True)])
     if rows:
-        blocks.append(Table(["λ", "parameter", "max", "mean", "median", f"share < {fmt_err(tol)}", "result"],
-                            rows, align="llrrrrl", highlight=bad))
+        blocks.append(Table(["λ", "parameter", "max", "mean", "median", f"share < {fmt_err(tol)}",
+                             *(["within h of a kink (excluded)"] if kinked else []), "result"],
+                            rows, align="llrrrr" + ("r" if kinked else "") + "l", highlight=bad))
+    if kinked:
+        n_kinks = sum(sum((res.get("kinks") or {}).values()) for res in gc.get("results", []))
+        blocks.append(Para(f"The SVM's hinge has kinks: {n_kinks} checked parameter(s) lie within h of one "
+                           "(their ±h moves a margin across zero, where a centred difference is not a "
+                           "gradient). They are left out of max, mean, median and the verdict.", "note"))
     blocks.append(Para([Span(f"{'PASS' if ok else 'FAIL'}", bold=True),
                         f": every maximum relative error {'is' if ok else 'is not'} within the "
                         f"tolerance {fmt_err(tol)}."], "pass" if ok else "fail"))
@@ -248,6 +261,8 @@ def _run_blocks(run: Mapping[str, Any], i: int) -> list:
     if run.get("train_seconds") is not None:
         meta.append(f" Training took {fmt_seconds(run['train_seconds'])}.")
     blocks.append(Para(meta))
+    if run.get("chosen_epoch") is not None:
+        blocks.append(Para(_early_stopping_text(run), "note"))
     m = metrics_of(run)
     if run.get("diverged_at") is not None:
         blocks += _diverged_blocks(run)
@@ -275,11 +290,41 @@ def _run_figure(run: Mapping[str, Any], k: str, path: str) -> Figure:
         name = "loss (= cost, λ = 0)"
     if k == "probabilities":
         detail = _probability_caption(run)
+    elif k == "margins":
+        detail = _margin_caption(run)
     elif k == "loss" and name != FIGURE_NAMES["loss"]:
         detail = "Per epoch, train and validation; with λ = 0 the cost equals the loss, so each is drawn once."
     else:
         detail = RUN_FIGURE_DETAILS.get(k, FIGURE_CAPTIONS[k])
     return Figure(path, f"{what}, {run_name(run)}", f"{name}, {run_name(run)}. {detail}")
+
+
+def _epochs_cell(run: Mapping[str, Any]) -> str:
+    """The comparison table's epochs: the setting, and with early stopping the epochs trained and the one kept."""
+    c = run.get("config", {})
+    if run.get("chosen_epoch") is None:
+        return fmt_num(c.get("n_epochs"))
+    trained = (epochs_of(run) or [None])[-1]
+    return f"{fmt_num(trained)} of {fmt_num(c.get('n_epochs'))}, kept {fmt_num(run['chosen_epoch'])}"
+
+
+def _early_stopping_text(run: Mapping[str, Any]) -> str:
+    """What early stopping did, from the run's history: epochs trained, the epoch kept and its accuracy."""
+    c, h = run.get("config", {}), run.get("history") or {}
+    epochs, chosen = epochs_of(run), run["chosen_epoch"]
+    trained = epochs[-1] if epochs else None
+    val = (h.get("val_acc") or [])[epochs.index(chosen)] if chosen in epochs else None
+    text = f"Early stopping: trained {fmt_num(trained)} of {fmt_num(c.get('n_epochs'))} epochs"
+    if c.get("patience"):
+        stopped = trained is not None and trained < c.get("n_epochs", trained)
+        text += (f" (stopped: validation accuracy had not improved for {fmt_num(c['patience'])} epochs)" if stopped
+                 else f" (patience {fmt_num(c['patience'])} never ran out)")
+    if c.get("keep") == "best":
+        text += (f"; the weights kept, and evaluated below, are those of epoch {fmt_num(chosen)}, the highest "
+                 f"validation accuracy ({fmt_acc(val)}; ties go to the earliest), marked on the curves.")
+    else:
+        text += f"; the weights kept are those of the last epoch, {fmt_num(chosen)}."
+    return text
 
 
 def _diverged_blocks(run: Mapping[str, Any]) -> list:
@@ -327,6 +372,50 @@ def _probability_caption(run: Mapping[str, Any]) -> str:
             text += f"; {fmt_share(st['confident'])} of the mistakes have p < {st['threshold'] or 0.1:g}"
         text += "."
     return text
+
+
+def _margin_caption(run: Mapping[str, Any]) -> str:
+    """The SVM margin histogram's caption with the run's own numbers."""
+    text = FIGURE_CAPTIONS["margins"]
+    st = margin_stats(run)
+    if st["correct"] is not None or st["incorrect"] is not None:
+        text += (f" Mean {fmt_loss(st['correct'])} on correctly and {fmt_loss(st['incorrect'])} on "
+                 "incorrectly classified images")
+        if st["confident"] is not None:
+            threshold = st["threshold"] if st["threshold"] is not None else -1.0
+            text += f"; {fmt_share(st['confident'])} of the mistakes have a margin < {threshold:g}"
+        text += "."
+    return text
+
+
+def _svm_comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
+    """Softmax vs SVM: a table of accuracies and the SVM's margins, the figures, sentences; [] without both."""
+    pairs = loss_pairs(runs, "svm")
+    if not pairs:
+        return []
+    blocks: list = [Heading(3, "Softmax vs SVM", "comparison-svm")]
+    rows = []
+    for soft, svm, _ in pairs:
+        for r in (soft, svm):
+            st = margin_stats(r) if loss_of(r) == "svm" else {"correct": None, "incorrect": None}
+            rows.append([run_name(r), loss_of(r), fmt_acc(accuracy_of(r, "val")), fmt_acc(accuracy_of(r, "test")),
+                         fmt_loss(st["correct"]) if st["correct"] is not None else "—",
+                         fmt_loss(st["incorrect"]) if st["incorrect"] is not None else "—",
+                         Span(str(r.get("run_id", "—")), code=True)])
+    blocks.append(Table(["run", "loss", "val. acc.", "test acc.", "mean margin, correct",
+                         "mean margin, misclassified", "run ID"], rows, align="llrrrrl",
+                        caption="The multi-class SVM (hinge loss, margin 1) against softmax. The SVM gives "
+                                "scores, not probabilities: its margin is the true class's score minus the "
+                                "best other score, on the test set."))
+    for soft, svm, same in pairs:
+        figs = [(soft, (soft.get("figures") or {}).get("probabilities")),
+                (svm, (svm.get("figures") or {}).get("margins"))]
+        if all(path for _, path in figs):
+            blocks.append(FigureRow([Figure(path, f"true class, {run_name(r)}, loss {loss_of(r)}",
+                                            f"{loss_of(r)}: {run_name(r)}") for r, path in figs],
+                                    side_by_side=True))
+        blocks.append(Bullets(list(svm_sentences(soft, svm, same))))
+    return blocks
 
 
 def _loss_comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
@@ -399,7 +488,7 @@ def _comparison_blocks(runs: Sequence[Mapping[str, Any]], compared: Mapping[str,
         test = "diverged" if r.get("diverged_at") is not None else fmt_acc(accuracy_of(r, "test"))
         rows.append([Span(run_name(r), nowrap=True), fmt_num(c.get("lam")), fmt_num(c.get("eta")),
                      fmt_num(c.get("n_batch")),
-                     fmt_num(c.get("n_epochs")), fmt_acc(accuracy_of(r, "train")), fmt_acc(accuracy_of(r, "val")),
+                     _epochs_cell(r), fmt_acc(accuracy_of(r, "train")), fmt_acc(accuracy_of(r, "val")),
                      Span(f"{test} ★", bold=True) if i in best else test, _stability_cell(r),
                      Span(str(r.get("run_id", "—")), code=True)])
     flagged = [(r, instability(r)) for r in runs]
@@ -423,7 +512,7 @@ def _comparison_blocks(runs: Sequence[Mapping[str, Any]], compared: Mapping[str,
         prow = [[cls] + [fmt_acc(p.get(cls)) for p in pcs] for cls in classes]
         blocks.append(Table(["class"] + [run_name(r) for r in evaluated], prow,
                             caption="Accuracy per class on the test set."))
-    return blocks + _loss_comparison_blocks(runs)
+    return blocks + _loss_comparison_blocks(runs) + _svm_comparison_blocks(runs)
 
 
 def _sweep_blocks(sweep: Mapping[str, Any]) -> list:
@@ -478,6 +567,45 @@ def _sweep_blocks(sweep: Mapping[str, Any]) -> list:
     return blocks + section
 
 
+def _ensemble_blocks(ens: Mapping[str, Any]) -> list:
+    """The [ensemble] section: each member's accuracy, the majority vote's and the mean's, sentences."""
+    combined = "scores" if ens.get("combined") == "scores" else "probabilities"
+    members = list(ens.get("members") or [])
+    blocks: list = [Heading(2, "Ensemble", "ensemble"),
+                    Para(f"{len(members)} runs of one setting at different seeds, combined on the validation and "
+                         f"test sets by majority vote ({ens.get('tie_rule', '')}) and by the mean of their "
+                         f"{combined}{' (an SVM has no probabilities)' if combined == 'scores' else ''}.")]
+    rows = [[str(m.get("label")), fmt_acc(m.get("val")), fmt_acc(m.get("test")), Span(str(m.get("run_id")), code=True)]
+            for m in members]
+    val, test = ens.get("val") or {}, ens.get("test") or {}
+    for key, name in (("vote", "majority vote"), ("mean", f"mean of the {combined}")):
+        rows.append([Span(name, bold=True), fmt_acc(val.get(key)), fmt_acc(test.get(key)), "—"])
+    blocks.append(Table(["member", "val. acc.", "test acc.", "run ID"], rows, align="lrrl",
+                        highlight={len(members), len(members) + 1}))
+    sentences = []
+    if members and finite(val.get("vote")) and finite(val.get("mean")):
+        best_member = max(members, key=lambda m: m.get("val") or 0)
+        rule = "vote" if val["vote"] > val["mean"] else "mean"      # a tie: the mean (it uses more information)
+        chosen = (val[rule], test.get(rule))
+        if val["vote"] == val["mean"]:
+            sentences.append(f"On validation the majority vote and the mean are level at {fmt_acc(chosen[0])}; "
+                             f"on test the vote reached {fmt_acc(test.get('vote'))} and the mean "
+                             f"{fmt_acc(test.get('mean'))}.")
+        else:
+            sentences.append(f"On validation the {'majority vote' if rule == 'vote' else 'mean'} is the better rule "
+                             f"({fmt_acc(chosen[0])} against {fmt_acc(val['mean' if rule == 'vote' else 'vote'])}); "
+                             f"its test accuracy is {fmt_acc(chosen[1])}.")
+        gain = chosen[0] - float(best_member.get("val") or 0)
+        sentences.append(f"The best member on validation, {best_member.get('label')}, reached {fmt_acc(best_member.get('val'))} "
+                         f"(test {fmt_acc(best_member.get('test'))}): the ensemble is "
+                         f"{fmt_points(abs(gain))} points {'above' if gain >= 0 else 'below'} it on validation.")
+        if finite(val.get("vote_ties")):
+            sentences.append(f"{val['vote_ties']} of {val.get('n')} validation images had a tied vote.")
+    if sentences:
+        blocks.append(Bullets(sentences))
+    return blocks
+
+
 def _analysis_blocks(doc: Mapping[str, Any]) -> list:
     blocks: list = [Heading(2, "Analysis", "analysis")]
     groups = analysis(doc)
@@ -523,6 +651,7 @@ def build_blocks(doc: Mapping[str, Any]) -> list:
     toc = [("comparison", "Comparison of runs"), ("setup", "Set-up"), ("gradcheck", "Gradient check"), ("runs", "Runs")]
     toc += [(_run_anchor(r, i), f"Run {i + 1}: {run_name(r)}") for i, r in enumerate(runs)]
     toc += [("sweep", "Hyper-parameter sweep")] if doc.get("sweep") else []
+    toc += [("ensemble", "Ensemble")] if doc.get("ensemble") else []
     toc += [("analysis", "Analysis")]
     blocks.append(Contents(toc))
     # The study's central result first: every run side by side, then how it was made, then each run.
@@ -536,6 +665,8 @@ def build_blocks(doc: Mapping[str, Any]) -> list:
         blocks += _run_blocks(r, i)
     if doc.get("sweep"):
         blocks += _sweep_blocks(doc["sweep"])
+    if doc.get("ensemble"):
+        blocks += _ensemble_blocks(doc["ensemble"])
     blocks += _analysis_blocks(doc)
     return number_figures(blocks)
 
