@@ -396,23 +396,28 @@ def loss_pairs(runs: Sequence[Mapping[str, Any]], other: str = "bce"
     return [(best(by_loss["softmax"]), best(by_loss[other]), False)]
 
 
-def svm_sentences(soft: Mapping[str, Any], svm: Mapping[str, Any], same_settings: bool) -> list[str]:
-    """How an SVM run compares with a softmax run: validation and test accuracy, the SVM's margins."""
-    out = []
+def _test_accuracy_sentences(soft: Mapping[str, Any], other: Mapping[str, Any], name: str,
+                             same_settings: bool) -> list[str]:
+    """The sentence comparing a softmax run's test accuracy with another loss's run (``name``: "BCE", "the SVM")."""
     if same_settings:
         shared = {k: soft["config"].get(k) for k in ("lam", "eta")}
         where = f"At {describe_setting(shared)} with every other setting equal"
     else:
         where = (f"Comparing the best run of each loss on validation accuracy ({run_name(soft)} for softmax, "
-                 f"{run_name(svm)} for the SVM; their other settings differ)")
-    ts, tv = accuracy_of(soft, "test"), accuracy_of(svm, "test")
-    if ts is not None and tv is not None:
-        if fmt_acc(ts) == fmt_acc(tv):
-            out.append(f"{where}, both losses reached test accuracy {fmt_acc(ts)}.")
-        else:
-            out.append(f"{where}, the SVM reached test accuracy {fmt_acc(tv)} against {fmt_acc(ts)} for softmax "
-                       f"({fmt_points(tv - ts, signed=True)} points): "
-                       f"{'the SVM' if tv > ts else 'softmax'} classified more test images correctly.")
+                 f"{run_name(other)} for {name}; their other settings differ)")
+    ts, to = accuracy_of(soft, "test"), accuracy_of(other, "test")
+    if ts is None or to is None:
+        return []
+    if fmt_acc(ts) == fmt_acc(to):
+        return [f"{where}, both losses reached test accuracy {fmt_acc(ts)}."]
+    return [f"{where}, {name} reached test accuracy {fmt_acc(to)} against {fmt_acc(ts)} for softmax "
+            f"({fmt_points(to - ts, signed=True)} points): "
+            f"{name if to > ts else 'softmax'} classified more test images correctly."]
+
+
+def svm_sentences(soft: Mapping[str, Any], svm: Mapping[str, Any], same_settings: bool) -> list[str]:
+    """How an SVM run compares with a softmax run: validation and test accuracy, the SVM's margins."""
+    out = _test_accuracy_sentences(soft, svm, "the SVM", same_settings)
     vs, vv = accuracy_of(soft, "val"), accuracy_of(svm, "val")
     if vs is not None and vv is not None:
         verdict = _more_less(vv, vs, fmt_acc, "the SVM is ahead", "softmax is ahead", "the two are level")
@@ -436,21 +441,7 @@ def _more_less(a: float, b: float, fmt, more: str, less: str, same: str) -> str:
 
 def loss_sentences(soft: Mapping[str, Any], bce: Mapping[str, Any], same_settings: bool) -> list[str]:
     """How a BCE run compares with a softmax run: accuracy, true-class probabilities, confident mistakes."""
-    out = []
-    if same_settings:
-        shared = {k: soft["config"].get(k) for k in ("lam", "eta")}
-        where = f"At {describe_setting(shared)} with every other setting equal"
-    else:
-        where = (f"Comparing the best run of each loss on validation accuracy ({run_name(soft)} for softmax, "
-                 f"{run_name(bce)} for BCE; their other settings differ)")
-    ts, tb = accuracy_of(soft, "test"), accuracy_of(bce, "test")
-    if ts is not None and tb is not None:
-        if fmt_acc(ts) == fmt_acc(tb):
-            out.append(f"{where}, both losses reached test accuracy {fmt_acc(ts)}.")
-        else:
-            out.append(f"{where}, BCE reached test accuracy {fmt_acc(tb)} against {fmt_acc(ts)} for softmax "
-                       f"({fmt_points(tb - ts, signed=True)} points): "
-                       f"{'BCE' if tb > ts else 'softmax'} classified more test images correctly.")
+    out = _test_accuracy_sentences(soft, bce, "BCE", same_settings)
     ps, pb = probability_stats(soft), probability_stats(bce)
     if None not in (ps["correct"], pb["correct"], ps["incorrect"], pb["incorrect"]):
         out.append(f"The mean probability given to the true class was {fmt_acc(pb['correct'])} (BCE) and "
