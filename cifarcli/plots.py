@@ -413,18 +413,10 @@ CORRECT_COLOUR = "#15803d"
 WRONG_COLOUR = "#b91c1c"
 
 
-def probabilities_figure(summary: Mapping[str, Any], title: str | None = None):
-    """Histograms of the probability given to the true class, correct vs incorrect test images.
-
-    ``summary`` is ``evaluate.probability_summary``'s dict: the bin edges on
-    [0, 1] and per group (``correct``, ``incorrect``) the counts over those
-    bins. Both groups share the bins and are drawn overlaid as filled steps, each
-    as the share of its own group (so a few mistakes stay visible beside many hits).
-    """
+def _group_shares(ax, summary: Mapping[str, Any]) -> np.ndarray:
+    """Draw the correct and the misclassified group of a summary as filled steps, each as the share of
+    its own group (so a few mistakes stay visible beside many hits); returns the bin edges."""
     edges = np.asarray(summary["bins"], dtype=float)
-    fig = new_figure(PROBABILITY_SIZE)
-    ax = fig.add_subplot()
-    style_axes(ax)
     for key, label, colour in (("correct", "correctly classified", CORRECT_COLOUR),
                                ("incorrect", "misclassified", WRONG_COLOUR)):
         group = summary[key]
@@ -435,6 +427,21 @@ def probabilities_figure(summary: Mapping[str, Any], title: str | None = None):
         mean = f", mean {group['mean']:.3f}" if group.get("mean") is not None else ""
         ax.stairs(share, edges, fill=True, alpha=0.3, color=colour)
         ax.stairs(share, edges, color=colour, linewidth=1.6, label=f"{label} (n={group['n']}{mean})")
+    return edges
+
+
+def probabilities_figure(summary: Mapping[str, Any], title: str | None = None):
+    """Histograms of the probability given to the true class, correct vs incorrect test images.
+
+    ``summary`` is ``evaluate.probability_summary``'s dict: the bin edges on
+    [0, 1] and per group (``correct``, ``incorrect``) the counts over those
+    bins. Both groups share the bins and are drawn overlaid as filled steps, each
+    as the share of its own group (so a few mistakes stay visible beside many hits).
+    """
+    fig = new_figure(PROBABILITY_SIZE)
+    ax = fig.add_subplot()
+    style_axes(ax)
+    _group_shares(ax, summary)
     threshold = summary.get("threshold")
     if threshold is not None:
         ax.axvline(threshold, color=MUTED, linestyle=":", linewidth=1.0,
@@ -564,20 +571,10 @@ def margins_figure(summary: Mapping[str, Any], title: str | None = None):
     as the share of its own group. m > 0 is a correct answer; the dotted line is
     the threshold of a confident mistake (another class wins by more than the margin 1).
     """
-    edges = np.asarray(summary["bins"], dtype=float)
     fig = new_figure(PROBABILITY_SIZE)
     ax = fig.add_subplot()
     style_axes(ax)
-    for key, label, colour in (("correct", "correctly classified", CORRECT_COLOUR),
-                               ("incorrect", "misclassified", WRONG_COLOUR)):
-        group = summary[key]
-        counts = np.asarray(group["counts"], dtype=float)
-        if counts.shape != (len(edges) - 1,):
-            raise ValueError(f"{key}: {counts.size} counts for {len(edges) - 1} bins")
-        share = counts / counts.sum() if counts.sum() else counts
-        mean = f", mean {group['mean']:.3f}" if group.get("mean") is not None else ""
-        ax.stairs(share, edges, fill=True, alpha=0.3, color=colour)
-        ax.stairs(share, edges, color=colour, linewidth=1.6, label=f"{label} (n={group['n']}{mean})")
+    edges = _group_shares(ax, summary)
     ax.axvline(0, color=MUTED, linestyle="-", linewidth=0.8)
     threshold = summary.get("threshold")
     if threshold is not None:

@@ -653,7 +653,7 @@ def ensemble_view(result: dict) -> list[Any]:
     for member in result["members"]:
         table.add_row(_t(member["label"]), f"{member['val']:.4f}", f"{member['test']:.4f}", _t(member["run_id"]))
     best_val = max(result["val"]["vote"], result["val"]["mean"])
-    for key, name in (("vote", "majority vote"), (f"mean", f"mean of the {combined}")):
+    for key, name in (("vote", "majority vote"), ("mean", f"mean of the {combined}")):
         val, test = result["val"][key], result["test"][key]
         mark = " ★" if val == best_val else ""
         table.add_row(f"[bold]{name}[/]", f"[bold]{val:.4f}{mark}[/]", f"[bold]{test:.4f}[/]", "")
