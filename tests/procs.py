@@ -16,6 +16,7 @@ import ctypes
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -154,3 +155,17 @@ def resize(mountpoint: Path, size: str) -> None:
 def used_kib(mountpoint: Path) -> int:
     st = os.statvfs(mountpoint)
     return (st.f_blocks - st.f_bfree) * st.f_frsize // 1024
+
+
+def imported_cache(root: Path, archive: Path) -> Path:
+    """``root/cache`` with ``archive`` imported by a real ``cifarcli fetch``."""
+    done = cli_process(root, "fetch", "--source", archive, "--cache-dir", "cache", "-q")
+    assert done.returncode == 0, done.stderr
+    return root / "cache"
+
+
+def copied_workspace(tmp_path: Path, cache: Path, settings: str) -> Path:
+    """``tmp_path`` holding a copy of ``cache`` and the report settings ``s.toml``."""
+    shutil.copytree(cache, tmp_path / "cache")
+    (tmp_path / "s.toml").write_text(settings)
+    return tmp_path

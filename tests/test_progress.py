@@ -12,7 +12,6 @@ import os
 import pty
 import re
 import select
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from procs import cli_process, env_for
+from procs import copied_workspace, imported_cache, cli_process, env_for
 
 N_EPOCHS = 200
 SETTINGS = (f"[defaults]\nn_epochs = {N_EPOCHS}\nn_batch = 5\n[gradcheck]\nn_samples = 5\nn_dims = 20\n"
@@ -32,17 +31,12 @@ ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[=>]")  # 
 
 @pytest.fixture(scope="module")
 def fetched(tmp_path_factory, tiny_archive) -> Path:
-    root = tmp_path_factory.mktemp("progress")
-    done = cli_process(root, "fetch", "--source", tiny_archive, "--cache-dir", "cache", "-q")
-    assert done.returncode == 0, done.stderr
-    return root / "cache"
+    return imported_cache(tmp_path_factory.mktemp("progress"), tiny_archive)
 
 
 @pytest.fixture
 def work(tmp_path, fetched) -> Path:
-    shutil.copytree(fetched, tmp_path / "cache")
-    (tmp_path / "s.toml").write_text(SETTINGS)
-    return tmp_path
+    return copied_workspace(tmp_path, fetched, SETTINGS)
 
 
 def on_terminal(cwd: Path, *args, timeout: float = 240) -> tuple[int, str, str]:

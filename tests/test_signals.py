@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from procs import cli_process, kill_group, spawn
+from procs import copied_workspace, imported_cache, kill_group, spawn
 
 ENDLESS = ("--n-epochs", "100000", "--n-batch", "20")
 SETTINGS = ("[defaults]\nn_epochs = 100000\nn_batch = 20\n[gradcheck]\nn_samples = 5\nn_dims = 20\n"
@@ -31,17 +30,12 @@ COMMANDS = {
 
 @pytest.fixture(scope="module")
 def fetched(tmp_path_factory, tiny_archive) -> Path:
-    root = tmp_path_factory.mktemp("signals")
-    done = cli_process(root, "fetch", "--source", tiny_archive, "--cache-dir", "cache", "-q")
-    assert done.returncode == 0, done.stderr
-    return root / "cache"
+    return imported_cache(tmp_path_factory.mktemp("signals"), tiny_archive)
 
 
 @pytest.fixture
 def work(tmp_path, fetched) -> Path:
-    shutil.copytree(fetched, tmp_path / "cache")
-    (tmp_path / "s.toml").write_text(SETTINGS)
-    return tmp_path
+    return copied_workspace(tmp_path, fetched, SETTINGS)
 
 
 def group(pgid: int) -> list[tuple[int, str]]:
