@@ -310,11 +310,11 @@ def dataset_by_key(ws: Workspace, key: str) -> Artifact:
     source = _dataset_source(ws, key)
     if source is None:
         raise CifarError(f"dataset {key} is no longer in the cache and its source is gone",
-                         hint="run cifarcli fetch --source PATH again")
+                         setting="source")
     artifact = fetch(ws, source, force=True)
     if artifact.key != key:
         raise CifarError(f"dataset {key} is no longer in the cache, and {source} now holds other data",
-                         hint="run cifarcli fetch --source PATH with the original data")
+                         hint="use the original data", setting="source")
     return artifact
 
 
@@ -634,7 +634,7 @@ def ensemble(ws: Workspace, runs: list[Artifact], force: bool = False) -> Artifa
     runs = sorted({run.key: run for run in runs}.values(), key=lambda run: run.key)
     if len(runs) < 2:
         raise OptionError("run", f"an ensemble needs at least two different runs, got {len(runs)}",
-                          hint="give --run twice or more, or --seeds 1,2,3")
+                          hint="give `run` twice or more, or `seeds` 1,2,3")
     for run in runs:
         require_converged(run)
     configs = [config_of(run) for run in runs]

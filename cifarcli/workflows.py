@@ -83,11 +83,11 @@ def ensemble_members(ws: Workspace, run_ids: list[str] | None, config=None, seed
 
     if run_ids:
         if seeds:
-            raise OptionError("seeds", "give either --run (existing runs) or --seeds (with training options), "
+            raise OptionError("seeds", "give either `run` (existing runs) or `seeds` (with training options), "
                               "not both")
         return [stages.find_run(ws, run_id) for run_id in run_ids]
     if not seeds:
-        raise OptionError("seeds", "an ensemble needs its members", hint="give --run A --run B, or --seeds 1,2,3")
+        raise OptionError("seeds", "an ensemble needs its members", hint="give `run` A `run` B, or `seeds` 1,2,3")
     configs = [replace(config, seed=seed).validate() for seed in seeds]
     execute.train_missing(ws, configs)
     return [stages.train(ws, c) for c in configs]

@@ -11,13 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
+import typer
 
 from cifarcli import stages
 from cifarcli import sweep as sweeping
-from cifarcli.cli import parse_extra_options, parse_grid
+from cifarcli.cli import app
 from cifarcli.config import GRID as AXES
 from cifarcli.config import make_spec, train_fields
-from cifarcli.errors import CifarError, OptionError
+from cifarcli.errors import OptionError
+from cifarcli.options import parse_grid
 
 # On the tiny archive (160 training / 40 validation images, n_batch 20) these
 # settings give accuracies well inside (0, 1), with ties on validation.
@@ -88,19 +90,25 @@ def test_bad_grids_are_one_line_exit_2(fetched, args, named):
     assert not (Path("cache") / "train").exists()  # nothing trained before the grid was checked
 
 
-def test_extra_training_options_follow_trainconfig():
+def sweep_fixed(*args: str) -> dict:
+    """The fixed training options `cifarcli sweep --lam 0 --eta 0.1 ARGS` passes on (its command, not run)."""
+    sweep = typer.main.get_command(app).commands["sweep"]
+    ctx = sweep.make_context("sweep", ["--lam", "0", "--eta", "0.1", *args])
+    return {name: value for name, value in ctx.params.items() if name in train_fields() and value is not None
+            and name not in AXES}
+
+
+def test_extra_training_options_follow_trainconfig(fetched):
     assert {"seed", "split", "val_size", "dtype", "shuffle"} <= set(train_fields()) and set(AXES) <= set(train_fields())
-    assert parse_extra_options(["--val-size=500", "--seed", "3", "--shuffle"]) == {"val_size": 500, "seed": 3,
-                                                                                  "shuffle": True}
-    with pytest.raises(CifarError, match="no such option: --nope"):
-        parse_extra_options(["--nope", "1"])
-    with pytest.raises(CifarError, match="no such option: --lam"):   # a grid axis is not a fixed option
-        parse_extra_options(["--lam", "1"])
-    with pytest.raises(OptionError, match="takes one value") as error:
-        parse_extra_options(["--seed", "1,2"])
-    assert error.value.option == "seed"
-    with pytest.raises(CifarError, match="unexpected argument"):
-        parse_extra_options(["stray"])
+    assert sweep_fixed("--val-size=500", "--seed", "3", "--shuffle") == {"val_size": 500, "seed": 3, "shuffle": True}
+    assert sweep_fixed("--no-shuffle", "--loss", "svm") == {"shuffle": False, "loss": "svm"}
+    assert set(train_fields()) <= {p.name for p in typer.main.get_command(app).commands["sweep"].params}
+    for args, message in ((("--nope", "1"), "No such option: --nope"),
+                          (("--seed", "1,2"), "--seed: takes one value in a sweep, got '1,2'"),
+                          (("--seed", "x"), "--seed: 'x' is not a valid int"),
+                          (("stray",), "Got unexpected extra argument(s) (stray)")):
+        result = fetched("sweep", "--lam", "0", "--eta", "0.1", *args)
+        assert result.exit_code == 2 and result.stderr.startswith(f"error: {message}"), (args, result.stderr)
 
 
 # -- runs shared with `train`, resuming ---------------------------------------------------------
