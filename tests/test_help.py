@@ -53,12 +53,15 @@ def test_dash_h_is_help_everywhere(cli, wide, command):
     assert short.stdout == long.stdout and "Usage:" in short.stdout
 
 
+FLAG_LINE = r"(--(force|json|quiet|help|all-params|csv|version|reverse)|--no-shuffle)\s+(-\w\s+)?(\S+)"
+
+
 @pytest.mark.parametrize("command", ["", *COMMANDS])
 def test_flags_show_no_value_type(cli, wide, command):
     text = cli(*command.split(), "--help").stdout
     assert "<bool>" not in text
     for line in text.splitlines():   # a flag's line: its name, then straight to its help text
-        flag = re.search(r"(--(force|json|quiet|help|all-params|csv|version|reverse)|--no-shuffle)\s+(-\w\s+)?(\S+)", line)
+        flag = re.search(FLAG_LINE, line)
         if flag:
             assert not flag.group(4).startswith("<"), line
 

@@ -152,7 +152,8 @@ def test_sweep_killed_mid_way_resumes_with_only_missing_points(tmp_path, tiny_ar
         return {p.parent.name for p in cache.glob("train/*/meta.json") if not p.parent.name.startswith(".")}
 
     args = ["sweep", "--lam", "0,0.1,1", "--eta", "0.0001,0.0003", "--n-epochs", "25", "--n-batch", "20",
-            "--dtype", "float64", "--jobs", "1", "--cache-dir", str(cache), "--reports-dir", str(tmp_path / "reports"), "--json"]
+            "--dtype", "float64", "--jobs", "1", "--cache-dir", str(cache), "--reports-dir", str(tmp_path / "reports"),
+            "--json"]
     proc = subprocess.Popen([*base, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and len(finished()) < 2:
