@@ -859,9 +859,11 @@ def cache_clear(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_jso
 
 @cache_app.command("gc", epilog=examples("cifarcli cache gc", "cifarcli cache gc --json"))
 def cache_gc(cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False):
-    """Remove temporary files left by interrupted writes; artifacts are kept."""
+    """Remove temporary files left by interrupted writes, and artifacts no run ID reaches any more."""
+    from cifarcli import stages
+
     out, ws = _start(as_json, quiet, cache_dir)
-    removed = [str(p) for p in ws.store.gc()]
+    removed = [str(p) for p in stages.collect_garbage(ws)]
     out.result({"removed": removed}, f"removed {len(removed)} leftover(s)")
 
 

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import http.client
 import io
+import json
 import os
 import pickle
 import socket
@@ -171,6 +172,23 @@ def checksums(path: Path) -> tuple[str, str]:
     except OSError as exc:
         raise CifarError(f"cannot read {path}: {exc.strerror or exc}") from exc
     return hashers[0].hexdigest(), hashers[1].hexdigest()
+
+
+def content_sha256(dataset: Cifar10) -> str:
+    """The dataset's identity: sha256 of its decoded arrays and class names, whatever file they came from.
+
+    Hashed in a fixed order (train pixels, train labels, test pixels, test labels, each
+    C-ordered uint8, behind a header with their shapes; then the class names as JSON), so a
+    binary archive, a python archive and either extracted folder of the same images agree.
+    """
+    digest = hashlib.sha256()
+    arrays = [np.ascontiguousarray(a, dtype=np.uint8)
+              for a in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y)]
+    digest.update(f"cifar10-content-1 {[a.shape for a in arrays]}\0".encode())
+    for array in arrays:
+        digest.update(memoryview(array).cast("B"))
+    digest.update(json.dumps(list(dataset.label_names), ensure_ascii=False).encode())
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- reading

@@ -13,6 +13,7 @@ else. This module is the only user of ``cache.Store``. Nothing here prints
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -193,17 +194,45 @@ def fetch(ws: Workspace, source: str | None = None, fmt: str = "binary", md5: st
         ws.progress.done_working()
     _check_pins(path, sums, md5, sha256)
     official = next((a for a in data.OFFICIAL.values() if a.md5 == sums["md5"]), None)
+    this_import = {"source": source if data.is_url(source) else str(path), **sums, "official": official is not None,
+                   "note": None if official else "not an official CIFAR-10 archive (checksum unknown); "
+                                                  "its structure is valid"}
+    found = None if force else _known_source(ws, sums["sha256"])
+    artifact, found_format = found or _import(ws, path, this_import, force)
+    state = ws.read_state()
+    state["dataset"] = {"key": artifact.key, "source": source, "path": str(path)}
+    state.setdefault("sources", {})[sums["sha256"]] = {"key": artifact.key, "format": found_format}
+    ws.write_state(state)
+    # meta.json keeps the import that made the artifact; the answer describes this one.
+    return dataclasses.replace(artifact, meta={**artifact.meta, "info": {**artifact.meta["info"], **this_import,
+                                                                         "format": found_format}})
+
+
+def _known_source(ws: Workspace, source_sha256: str) -> tuple[Artifact, str] | None:
+    """(dataset, format) a source with this sha256 decoded to before, when that dataset is still whole."""
+    known = ws.read_state().get("sources", {}).get(source_sha256)
+    if known is None:
+        return None
+    try:
+        found = ws.store.load(DATASET.name, known["key"], mmap=True)
+    except DamagedArtifact as damage:
+        ws.log(f"{damage.message}; importing it again")
+        return None
+    return (found, known["format"]) if found is not None else None
+
+
+def _import(ws: Workspace, path: Path, this_import: dict, force: bool) -> tuple[Artifact, str]:
+    """Decode ``path`` and store it under the key of its content (a hit when that content is cached)."""
+    ws.progress.working(f"reading {path.name}")
+    try:
+        dataset, found_format = data.read_cifar10(
+            path, on_member=lambda name: ws.progress.working(f"reading {path.name}: {name}"))
+        content = data.content_sha256(dataset)
+    finally:
+        ws.progress.done_working()
 
     def compute():
-        ws.progress.working(f"reading {path.name}")
-        try:
-            dataset, found_format = data.read_cifar10(
-                path, on_member=lambda name: ws.progress.working(f"reading {path.name}: {name}"))
-        finally:
-            ws.progress.done_working()
-        note = None if official else "not an official CIFAR-10 archive (checksum unknown); its structure is valid"
-        info = {"source": source if data.is_url(source) else str(path), "format": found_format, **sums,
-                "official": official is not None, "note": note,
+        info = {**this_import, "format": found_format,
                 "n_train": int(len(dataset.train_y)), "n_test": int(len(dataset.test_y)),
                 "batch_size": dataset.batch_size, "label_names": list(dataset.label_names),
                 "per_class": {"train": np.bincount(dataset.train_y, minlength=10).tolist(),
@@ -213,12 +242,10 @@ def fetch(ws: Workspace, source: str | None = None, fmt: str = "binary", md5: st
                    "batch_size": dataset.batch_size}
         return payload, info
 
-    artifact = DATASET.get_or_compute(ws, {"sha256": sums["sha256"]}, {},
-                                       compute, force=force, mmap=True)
-    state = ws.read_state()
-    state["dataset"] = {"key": artifact.key, "source": source, "path": str(path)}
-    ws.write_state(state)
-    return artifact
+    artifact = DATASET.get_or_compute(ws, {"content_sha256": content}, {}, compute, force=force, mmap=True)
+    if artifact.status == "hit":
+        ws.log(f"{path.name} holds the same images as dataset {artifact.key}, already in the cache")
+    return artifact, found_format
 
 
 def _download(ws: Workspace, url: str, fmt: str, md5: str | None, sha256: str | None) -> Path:
@@ -282,14 +309,55 @@ def _current_dataset(ws: Workspace) -> Artifact | None:
     except CifarError as failure:
         ws.log(failure.message)
         return None
-    if not ws.read_state().get("dataset"):  # found in the store: remember it again (best effort)
+    legacy = is_legacy_dataset(artifact.meta)
+    if legacy:
+        artifact = _migrated(ws, artifact)
+    elif not ws.read_state().get("dataset"):  # found in the store: remember it again (best effort)
         ws.log(f"using the dataset {key} found in {ws.cache_dir}")
+    if legacy or not ws.read_state().get("dataset"):
+        info = artifact.meta["info"]
+        state = {**ws.read_state(), "dataset": {"key": artifact.key, "source": info["source"], "path": info["source"]}}
+        state.setdefault("sources", {})[info["sha256"]] = {"key": artifact.key, "format": info["format"]}
         try:
-            ws.write_state({**ws.read_state(), "dataset": {"key": key, "source": artifact.meta["info"]["source"],
-                                                           "path": artifact.meta["info"]["source"]}})
+            ws.write_state(state)
         except CifarError:  # a read-only cache still serves what it holds
             pass
     return artifact
+
+
+def is_legacy_dataset(meta: dict) -> bool:
+    """True for a dataset keyed by its source file's checksum (before keys followed the content)."""
+    return "content_sha256" not in meta["params"]
+
+
+def _migrated(ws: Workspace, old: Artifact) -> Artifact:
+    """A dataset keyed by its source file, stored again under the key of its content (no source needed)."""
+    p = old.payload
+    content = data.content_sha256(data.Cifar10(p["train_x"], p["train_y"], p["test_x"], p["test_y"],
+                                               tuple(p["label_names"]), p["batch_size"]))
+    new = DATASET.get_or_compute(ws, {"content_sha256": content}, {}, lambda: (dict(p), old.meta["info"]), mmap=True)
+    ws.log(f"dataset keys now follow the images, not the file they came from: dataset {old.key} is now "
+           f"{new.key}, so every run ID changes once (old runs are left unused; `cifarcli cache gc` removes them)")
+    return new
+
+
+def collect_garbage(ws: Workspace) -> list[Path]:
+    """Remove the leftovers of killed processes, and the artifacts no key reaches any more: datasets
+    keyed by their source file (before keys followed the content) and everything made from them."""
+    removed = ws.store.gc()
+    metas = [(row["stage"], row["key"], ws.store.meta(row["stage"], row["key"])) for row in ws.store.ls()]
+    metas = [(stage, key, meta) for stage, key, meta in metas if meta is not None]
+    dead = {key for stage, key, meta in metas if stage == DATASET.name and is_legacy_dataset(meta)}
+    grew = True
+    while grew:   # made from a dead artifact: dead too (inputs name keys, 16 hex digits, unique across stages)
+        before = len(dead)
+        dead |= {key for _, key, meta in metas if set(meta["inputs"].values()) & dead}
+        grew = len(dead) > before
+    for stage, key, _ in metas:
+        if key in dead:
+            ws.store.remove(stage, key)
+            removed.append(ws.store.path(stage, key))
+    return removed
 
 
 def dataset(ws: Workspace) -> Artifact:
@@ -490,9 +558,10 @@ def run_metas(ws: Workspace) -> list[tuple[dict, dict | None]]:
     """Every readable training run's checked meta.json, with its evaluate meta.json when that is
     cached and made from the run as it is now (else None). Reads meta.json files only, never a payload."""
     found = []
+    legacy = {row["key"] for row in ws.store.ls(DATASET.name) if "sha256" in row["params"]}
     for key in ws.store.find(TRAIN.name, ""):
         meta = ws.store.meta(TRAIN.name, key)
-        if meta is None:  # damaged: `cache verify` names it
+        if meta is None or meta["inputs"]["dataset"] in legacy:  # damaged (`cache verify` names it), or unreachable
             continue
         evaluated = ws.store.meta(EVALUATE.name, run_key(EVALUATE, key))
         made_from = (evaluated or {}).get("input_sha256") or {}

@@ -8,6 +8,7 @@ a closed loopback port or at the loopback server first.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -182,6 +183,67 @@ def test_force_recomputes_the_dataset_with_the_same_key(cli, archives):
     first, _ = fetch_json(cli, "--source", archives["binary-archive"])
     forced, _ = fetch_json(cli, "--source", archives["binary-archive"], "--force")
     assert forced["cached"] is False and forced["dataset"] == first["dataset"]
+
+
+# --------------------------------------------------------------------------- keyed by content
+
+def test_every_form_of_the_same_images_is_one_dataset(cli, archives):
+    """Binary or python, archive or folder: one key; after the first, each import is a cache hit,
+    and each answer carries the checksums of the source it was given."""
+    kinds = ["python-folder", "binary-archive", "python-archive", "binary-folder"]
+    docs = [fetch_json(cli, "--source", archives[kind])[0] for kind in kinds]
+    assert {doc["dataset"] for doc in docs} == {docs[0]["dataset"]}
+    assert [doc["cached"] for doc in docs] == [False, True, True, True]
+    assert dataset_artifacts(Path("cache")) == [docs[0]["dataset"]]
+    for kind, doc in zip(kinds, docs):
+        assert doc["format"] == kind.split("-")[0] and doc["source"] == str(archives[kind].resolve())
+        assert (doc["md5"], doc["sha256"]) == data.checksums(archives[kind])
+
+
+def test_run_ids_agree_across_forms_of_the_data(cli, archives, tmp_path):
+    run_ids = set()
+    for kind in ("binary-archive", "python-archive", "binary-folder"):
+        cache = tmp_path / f"cache-{kind}"
+        fetch_json(cli, "--source", archives[kind], "--cache-dir", cache)
+        result = cli("train", "--n-epochs", "1", "--cache-dir", cache, "--json")
+        assert result.exit_code == 0, result.stderr
+        run_ids.add(json.loads(result.stdout)["run_id"])
+    assert len(run_ids) == 1
+
+
+def test_other_images_or_class_names_are_another_dataset(archives):
+    binary, _ = data.read_cifar10(archives["binary-archive"])
+    key = data.content_sha256(binary)
+    assert data.content_sha256(data.read_cifar10(archives["python-folder"])[0]) == key
+    pixel = binary.train_x.copy()
+    pixel[0, 0] ^= 1
+    names = (*binary.label_names[:9], "lorry")
+    swapped = np.concatenate([binary.train_x[1:2], binary.train_x[:1], binary.train_x[2:]])
+    for changed in ({"train_x": pixel}, {"label_names": names}, {"train_x": swapped},
+                    {"train_x": binary.test_x, "test_x": binary.train_x}):
+        other = dataclasses.replace(binary, **changed)
+        assert data.content_sha256(other) != key, list(changed)
+
+
+def test_a_known_source_is_not_decoded_again(cli, archives, monkeypatch):
+    first, _ = fetch_json(cli, "--source", archives["python-archive"])
+    state = json.loads(Path("cache/workspace.json").read_text())
+    assert state["sources"] == {first["sha256"]: {"key": first["dataset"], "format": "python"}}
+    monkeypatch.setattr(data, "read_cifar10", lambda *a, **k: pytest.fail("decoded twice"))
+    again, _ = fetch_json(cli, "--source", archives["python-archive"])
+    assert again["cached"] is True and again["dataset"] == first["dataset"] and again["format"] == "python"
+
+
+def test_a_damaged_memory_of_sources_is_ignored_and_rewritten(cli, archives):
+    first, _ = fetch_json(cli, "--source", archives["binary-archive"])
+    path = Path("cache/workspace.json")
+    state = json.loads(path.read_text())
+    state["sources"][first["sha256"]]["key"] = "not a key"
+    path.write_text(json.dumps(state))
+    again, result = fetch_json(cli, "--source", archives["binary-archive"])
+    assert again["dataset"] == first["dataset"] and again["cached"] is True
+    assert "ignoring damaged" in result.stderr and "sources" in result.stderr
+    assert json.loads(path.read_text())["sources"][first["sha256"]]["key"] == first["dataset"]
 
 
 # --------------------------------------------------------------------------- downloading
