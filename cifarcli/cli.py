@@ -358,7 +358,7 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed of the weight initialisa
 Split = Annotated[str, typer.Option("--split", help="seed (batch 1, 80/20), dd2424 (batch 1 / batch 2) or full.")]
 ValSize = Annotated[int, typer.Option("--val-size", help="Validation images with --split full.")]
 Dtype = Annotated[str, typer.Option("--dtype", help="float32 or float64.")]
-RunId = Annotated[Optional[str], typer.Option("--run", help="Use this run ID (or a unique prefix) instead of the training options.")]
+RunId = Annotated[Optional[str], typer.Option("--run", help="Use this run (its name, ID or a unique prefix) instead of the training options.")]
 # Beyond the study (all off by default; a run ID changes only when one is set):
 Shuffle = Annotated[bool, typer.Option("--shuffle/--no-shuffle", help="Visit the training images in a new seeded order every epoch.")]
 Flip = Annotated[float, typer.Option("--flip", metavar="P", help="Mirror each training image left-right with probability P every epoch (0: off).")]
@@ -444,13 +444,14 @@ def train(
     shuffle: Shuffle = T.shuffle, flip: Flip = T.flip, decay_every: DecayEvery = T.decay_every,
     decay_factor: DecayFactor = T.decay_factor, init: Init = T.init, loss: Loss = T.loss,
     patience: Patience = T.patience, keep: Keep = T.keep,
+    name: Annotated[Optional[str], typer.Option("--name", help="Name the run; any --run accepts the name (never part of the run ID).")] = None,
     cache_dir: CacheDir = Path("cache"), force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
     """Train one configuration with mini-batch gradient descent (resumes an interrupted run)."""
     from cifarcli import stages, views
 
     out, ws = _start(as_json, quiet, cache_dir)
-    run = stages.train(ws, _config(locals()), force)
+    run = stages.train(ws, _config(locals()), force, name=name)
     out.result(views.run_json(run), *views.run_view(run))
     stages.require_converged(run)
 
@@ -825,6 +826,26 @@ def runs(
         _write_stdout(lambda: (sys.stdout.write(text), sys.stdout.flush()))
         return
     out.result(result, *views.runs_view(result, out.out.width, all_params))
+
+
+@app.command("name", epilog=examples("cifarcli name 51a620ab base          # then: cifarcli evaluate --run base",
+                                     "cifarcli name --remove base"))
+def name_run(
+    run: Annotated[Optional[str], typer.Argument(help="The run: its ID, a unique prefix, or its current name.")] = None,
+    new_name: Annotated[Optional[str], typer.Argument(metavar="NAME", help="Its name: 1-64 of A-Z a-z 0-9 . _ -")] = None,
+    remove: Annotated[Optional[str], typer.Option("--remove", metavar="NAME", help="Take this name off its run.")] = None,
+    cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False,
+):
+    """Name a run, so that any --run accepts the name; a name moves when given to another run."""
+    from cifarcli import stages
+
+    if (remove is None) == (new_name is None) or (remove is not None and run is not None):
+        raise CifarError("give a run and a name, or --remove NAME", hint="see: cifarcli name --help")
+    out, ws = _start(as_json, quiet, cache_dir)
+    done = stages.set_name(ws, remove or new_name, run)
+    moved = f" (it named {done['was']} before)" if done["was"] else ""
+    out.result(done, f"{done['run_id']} is named {done['name']}{moved}" if done["run_id"]
+               else f"removed the name {done['name']} from {done['was']}")
 
 
 # -- cache -----------------------------------------------------------------------

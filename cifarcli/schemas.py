@@ -51,7 +51,9 @@ TRAIN_PAYLOAD = Check(
     "W and b both present, or both absent in a diverged run; a chosen epoch of the history")
 TRAIN_INFO = {"config": dict, "split_sizes": DictOf(str, int), "timings": {"total_seconds": Opt(NUMBER)},
               "diverged_at": MAYBE_INT, "final": DictOf(str, MAYBE_NUMBER), "chosen_epoch": Opt(MAYBE_INT),
-              "chosen": Opt(DictOf(str, MAYBE_NUMBER))}
+              "chosen": Opt(DictOf(str, MAYBE_NUMBER)),
+              "curves": Opt({"epoch": ListOf(int, "rows"), "train_cost": ListOf(MAYBE_NUMBER, "rows"),
+                             "val_loss": ListOf(MAYBE_NUMBER, "rows")})}
 # With keep="best" a checkpoint also holds the best epoch so far and its weights (train.EarlyStopping).
 CHECKPOINT = Check({"epoch": int, "W": Array(FLOATS, ("K", "d")), "b": Array(FLOATS, ("K", 1)), "history": HISTORY,
                     "best_epoch": Opt(int), "best_W": Opt(Array(FLOATS, ("K", "d"))),

@@ -28,7 +28,7 @@ from cifarcli import data, plots, schemas
 from cifarcli import train as training
 from cifarcli.cache import Artifact, DamagedArtifact, Schema, SchemaError, Store, artifact_key, disk_error, validate, \
     write_atomic
-from cifarcli.config import GradcheckConfig, TrainConfig
+from cifarcli.config import GradcheckConfig, TrainConfig, run_name_problem
 from cifarcli.errors import CifarError, OptionError, WorkFailed
 from cifarcli.ensemble import TIE_RULE, combine
 from cifarcli.evaluate import evaluate_model
@@ -425,10 +425,13 @@ def prepared(data_artifact: Artifact, split: str = "seed", val_size: int = 1000,
     return _last_prepared[key]
 
 
-def train(ws: Workspace, config, force: bool = False, data_artifact: Artifact | None = None) -> Artifact:
+def train(ws: Workspace, config, force: bool = False, data_artifact: Artifact | None = None,
+          name: str | None = None) -> Artifact:
     """The training run for ``config`` (on the current dataset unless ``data_artifact`` is given),
-    trained (or resumed from its checkpoint) when missing."""
+    trained (or resumed from its checkpoint) when missing; named ``name`` when given (see ``set_name``)."""
     config.validate()  # a bad option is reported before any dataset is looked for (or downloaded)
+    if name is not None:
+        check_run_name(name)
     data_artifact = data_artifact or dataset(ws)
     config.validate(n_train(data_artifact, config))
     params = config.key_params()
@@ -457,6 +460,8 @@ def train(ws: Workspace, config, force: bool = False, data_artifact: Artifact | 
     artifact = TRAIN.get_or_compute(ws, params, {"dataset": data_artifact.key}, compute, force=force,
                                     depends=[("dataset", data_artifact.key)])
     ws.store.drop_scratch("train", key)
+    if name is not None:
+        set_name(ws, name, artifact.key)
     return artifact
 
 
@@ -496,7 +501,10 @@ def run_payload(config: TrainConfig, split, result: dict) -> tuple[dict, dict]:
                "std": canonical(split.std), "history": json.loads(json.dumps(history)),
                "label_names": list(split.label_names), "diverged_at": diverged_at}
     info = {"config": config.key_params(), "split_sizes": split.sizes, "timings": result["timings"],
-            "diverged_at": diverged_at, "final": _final_row(history)}
+            "diverged_at": diverged_at, "final": _final_row(history),
+            # what the report's stability rule reads, so `runs` applies it from meta.json alone
+            "curves": {key: [v if key == "epoch" or math.isfinite(v) else None for v in history[key]]
+                       for key in STABILITY_CURVES}}
     if config.stops_early:   # the epoch whose weights these are (a run without early stopping: the last)
         payload["chosen_epoch"] = info["chosen_epoch"] = result.get("chosen_epoch")
         if info["chosen_epoch"] is not None:
@@ -515,6 +523,9 @@ def store_trained(ws: Workspace, config: TrainConfig, data_artifact: Artifact, s
                                 lambda: run_payload(config, split, result), depends=[("dataset", data_artifact.key)])
 
 
+STABILITY_CURVES = ("epoch", "train_cost", "val_loss")
+
+
 def _final_row(history: dict) -> dict:
     """The last history row with a finite cost: a diverged run's last row holds NaN/inf, which JSON cannot."""
     rows = [i for i, (a, b) in enumerate(zip(history["train_cost"], history["val_cost"]))
@@ -530,19 +541,62 @@ def n_train(data_artifact: Artifact, config: TrainConfig) -> int:
 
 
 def find_run(ws: Workspace, run_id: str) -> Artifact:
-    """The training run whose ID starts with ``run_id``."""
-    keys = ws.store.find("train", run_id.strip().lower()) if run_id.strip() else []
-    if not keys:
-        raise CifarError(f"no training run {run_id!r} in {ws.cache_dir}", hint="list runs with: cifarcli runs")
-    if len(keys) > 1:
-        raise CifarError(f"run ID {run_id!r} is ambiguous: {', '.join(keys[:5])}", hint="type more of the ID")
+    """The training run named ``run_id``, or whose ID starts with it."""
+    key = run_id_of(ws, run_id)
     try:
-        found = ws.store.load("train", keys[0])
+        found = ws.store.load("train", key)
     except DamagedArtifact as damage:
-        found = _train_again(ws, keys[0], damage)
+        found = _train_again(ws, key, damage)
     if found is None:
-        raise CifarError(f"training run {keys[0]} is not readable", hint="run cifarcli cache verify")
+        raise CifarError(f"training run {key} is not readable", hint="run cifarcli cache verify")
     return found
+
+
+def run_id_of(ws: Workspace, text: str) -> str:
+    """The full ID of the run named ``text``, or whose ID starts with it (a name can never look like an ID)."""
+    named = ws.read_state().get("names", {}).get(text.strip())
+    keys = [named] if named else ws.store.find("train", text.strip().lower()) if text.strip() else []
+    if not keys or not ws.store.path(TRAIN.name, keys[0]).is_dir():
+        raise CifarError(f"no training run {text!r} in {ws.cache_dir}", hint="list runs with: cifarcli runs")
+    if len(keys) > 1:
+        raise CifarError(f"run ID {text!r} is ambiguous: {', '.join(keys[:5])}", hint="type more of the ID")
+    return keys[0]
+
+
+def run_names(ws: Workspace) -> dict[str, str]:
+    """Run ID -> its name, for the named runs (names live in the workspace file, never in a key)."""
+    return {key: name for name, key in ws.read_state().get("names", {}).items()}
+
+
+def check_run_name(name: str) -> str:
+    problem = run_name_problem(name)
+    if problem:
+        raise CifarError(f"cannot name a run {name!r}: {problem}", hint="e.g. base, lam0.1_eta1e-3")
+    return name
+
+
+def set_name(ws: Workspace, name: str, run: str | None) -> dict:
+    """Name ``run`` (a name or ID prefix) ``name``; with ``run`` None, take the name off.
+
+    A name is unique in the workspace: naming another run moves it there. A run has one
+    name: a new one replaces the old. Returns ``{"name", "run_id" (None when removed), "was"}``:
+    ``was`` is the run the name left, or None.
+    """
+    check_run_name(name)
+    state = ws.read_state()
+    names = dict(state.get("names", {}))
+    was = names.get(name)
+    if run is None:
+        if was is None:
+            raise CifarError(f"no run is named {name!r}", hint="list runs and their names with: cifarcli runs")
+        del names[name]
+        key = None
+    else:
+        key = run_id_of(ws, run)
+        names = {n: k for n, k in names.items() if k != key and n != name}
+        names[name] = key
+    ws.write_state({**state, "names": names})
+    return {"name": name, "run_id": key, "was": was if was != key else None}
 
 
 def _train_again(ws: Workspace, key: str, damage: DamagedArtifact) -> Artifact:

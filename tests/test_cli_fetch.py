@@ -543,6 +543,27 @@ def test_real_stand_in_imports_as_cifar10(cli, real_archive):
     assert again["cached"] is True and again["dataset"] == doc["dataset"]
 
 
+@pytest.mark.realdata
+def test_real_stand_in_in_every_form_is_one_dataset(cli, real_archive, tmp_path):
+    """The stand-in's binary archive, a python archive of the same pixels built here, and the extracted
+    binary folder: one dataset key, the second and third imports cache hits."""
+    decoded, _ = data.read_cifar10(real_archive)
+    n = decoded.batch_size
+    batches = [(decoded.train_x[i * n:(i + 1) * n], decoded.train_y[i * n:(i + 1) * n]) for i in range(5)]
+    python_archive = tinycifar.write_archive(
+        tmp_path / "cifar-10-python.tar.gz",
+        tinycifar.python_members_of(batches, (decoded.test_x, decoded.test_y), list(decoded.label_names)), PY)
+    del decoded, batches
+    with tarfile.open(real_archive) as tar:
+        members = {Path(m.name).name: tar.extractfile(m).read() for m in tar if m.isfile()}
+    folder = tinycifar.write_folder(tmp_path / "extracted", members, BIN)
+    docs = [fetch_json(cli, "--source", source)[0] for source in (real_archive, python_archive, folder)]
+    assert [doc["format"] for doc in docs] == ["binary", "python", "binary"]
+    assert len({doc["sha256"] for doc in docs}) == 3
+    assert {doc["dataset"] for doc in docs} == {docs[0]["dataset"]}
+    assert [doc["cached"] for doc in docs] == [False, True, True]
+
+
 def test_bare_fetch_after_an_import_reuses_the_current_dataset(cli, tiny_archive, monkeypatch):
     monkeypatch.setattr(data, "find_local_copy", lambda *a, **k: pytest.fail("must not search for copies"))
     first, _ = fetch_json(cli, "--source", tiny_archive)
