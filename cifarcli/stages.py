@@ -186,6 +186,9 @@ def fetch(ws: Workspace, source: str | None = None, fmt: str = "binary", md5: st
             raise CifarError(f"no such file or folder: {source}",
                              hint="give a CIFAR-10 archive, an extracted cifar-10-batches-* folder, or a URL")
         path = path.resolve()
+        if path.is_dir() and not data.holds_batches(path) and data.archive_in(path) is not None:
+            path = data.archive_in(path)
+            ws.log(f"using the archive found at {path}")
         data.check_source(path)  # a device, FIFO or huge file is refused before it is hashed
     ws.progress.working(f"checking {path.name}")
     try:

@@ -510,6 +510,46 @@ def test_a_copy_in_datasets_is_found_without_source(cli, tmp_path, offline):
     assert again["cached"] is True and again["dataset"] == doc["dataset"]
 
 
+@pytest.mark.parametrize("place", ["binary archive in data", "python archive symlinked in data",
+                                   "keras archive in home", "python folder symlinked in data"])
+def test_a_copy_in_the_usual_places_imports_without_touching_the_network(
+        cli, tmp_path, http_server, monkeypatch, archives, offline, place):
+    # Any default download would reach this loopback server, which records every request.
+    for fmt, official in list(data.OFFICIAL.items()):
+        monkeypatch.setitem(data.OFFICIAL, fmt, data.OfficialArchive(
+            fmt, http_server.url(f"/{fmt}.tar.gz"), official.md5, official.size))
+    kind, how, where = {"binary archive in data": ("binary-archive", "copy", "data/cifar-10-binary.tar.gz"),
+                        "python archive symlinked in data": ("python-archive", "link", "data/cifar-10-python.tar.gz"),
+                        "keras archive in home": ("python-archive", "copy",
+                                                  "home/.keras/datasets/cifar-10-batches-py.tar.gz"),
+                        "python folder symlinked in data": ("python-folder", "link", f"data/{PY}")}[place]
+    target = tmp_path / where
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = archives[kind]
+    if how == "link":
+        target.symlink_to(source)
+    else:
+        target.write_bytes(source.read_bytes())
+    doc, result = fetch_json(cli)
+    assert http_server.requests == []
+    assert doc["format"] == kind.split("-")[0] and doc["n_train"] == 1000 and doc["cached"] is False
+    assert "using the copy found at" in result.stderr and target.name in result.stderr
+    assert (doc["md5"], doc["sha256"]) == data.checksums(source)
+
+
+def test_source_dir_uses_the_archive_inside_and_names_it(cli, tmp_path, archives):
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    (folder / "cifar-10-binary.tar.gz").write_bytes(archives["binary-archive"].read_bytes())
+    doc, result = fetch_json(cli, "--source", folder)
+    assert doc["format"] == "binary" and doc["source"] == str((folder / "cifar-10-binary.tar.gz").resolve())
+    assert f"using the archive found at {(folder / 'cifar-10-binary.tar.gz').resolve()}" in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    quiet_failure(cli, "fetch", "--source", empty, code=2,
+                  words=("holds no CIFAR-10 batch files", "cifar-10-binary.tar.gz", "cifar-10-python.tar.gz"))
+
+
 def test_an_incomplete_copy_in_datasets_is_not_used(cli, tmp_path, offline):
     members = tinycifar.python_members()
     del members["data_batch_5"]
