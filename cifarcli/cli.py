@@ -50,6 +50,7 @@ class CifarGroup(TyperGroup):
         top = ctx.parent is None
         if top:  # a new command line (tests run many in one process)
             _output = None
+            _given.clear()
         args = [*getattr(ctx, "_protected_args", ()), *ctx.args]  # what the subcommand will parse
         with _command_line(top):
             try:
@@ -326,13 +327,35 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+_given: set[str] = set()   # the folder options this command line set (by flag or environment)
+
+
+def _note_given(ctx: typer.Context, param: typer.CallbackParam, value):
+    source = ctx.get_parameter_source(param.name)
+    if source is not None and source.name != "DEFAULT":
+        _given.add(param.name)
+    return value
+
+
+def _defaulted(parameter: str) -> bool:
+    """True when this command's ``parameter`` was left at its default (or the command has none)."""
+    return parameter not in _given
+
+
 def _start(as_json: bool, quiet: bool, cache_dir: Path, reports_dir: Path = Path("reports"), jobs: int = 1):
     """Set up output and the workspace for one command."""
     global _output
     from cifarcli import views
-    from cifarcli.stages import Workspace
+    from cifarcli.stages import Workspace, workspace_above
 
     _output = Output(as_json, quiet)
+    if _defaulted("cache_dir"):   # neither --cache-dir nor CIFARCLI_CACHE_DIR: the nearest workspace, as git finds .git
+        found = workspace_above()
+        if found is not None:
+            cache_dir = found
+            _output.log(f"using the workspace {found} (found above the current folder)")
+            if _defaulted("reports_dir"):
+                reports_dir = found.parent / "reports"
     for option, folder in (("--cache-dir", cache_dir), ("--reports-dir", reports_dir)):
         if folder.exists() and not folder.is_dir():
             raise CifarError(f"{option} {folder} is a file, not a folder", hint=f"give {option} a folder")
@@ -344,8 +367,10 @@ def _start(as_json: bool, quiet: bool, cache_dir: Path, reports_dir: Path = Path
 
 T, G = TRAIN_DEFAULTS, GRADCHECK_DEFAULTS   # every default is config's
 
-CacheDir = Annotated[Path, typer.Option("--cache-dir", envvar="CIFARCLI_CACHE_DIR", help="Artifact cache folder.")]
-ReportsDir = Annotated[Path, typer.Option("--reports-dir", help="Folder for figures and reports.")]
+CacheDir = Annotated[Path, typer.Option("--cache-dir", envvar="CIFARCLI_CACHE_DIR", callback=_note_given,
+                                        help="Artifact cache folder (default: the nearest cache/ here or above).")]
+ReportsDir = Annotated[Path, typer.Option("--reports-dir", callback=_note_given,
+                                          help="Folder for figures and reports (default: beside the cache).")]
 Force = Annotated[bool, typer.Option("--force", help="Recompute this stage even when it is cached.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notices on stderr.")]

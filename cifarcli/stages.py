@@ -158,7 +158,20 @@ class Workspace:
         return state
 
     def write_state(self, state: dict) -> None:
-        write_atomic(self.cache_dir / WORKSPACE_FILE, json.dumps(state, indent=2).encode())
+        path = self.cache_dir / WORKSPACE_FILE
+        if not path.exists():
+            self.log(f"new workspace: {self.cache_dir.resolve()}")
+        write_atomic(path, json.dumps(state, indent=2).encode())
+
+
+def workspace_above(start: Path | None = None) -> Path | None:
+    """The nearest ``cache/`` holding a workspace file in a parent of ``start`` (default: the current
+    folder), as git finds ``.git``; None when the folder itself has a ``cache/`` (with a workspace file
+    or not: a cache here is never passed over), or no parent has one."""
+    here = (Path.cwd() if start is None else Path(start)).resolve()
+    if (here / "cache").is_dir():
+        return None
+    return next((parent / "cache" for parent in here.parents if (parent / "cache" / WORKSPACE_FILE).is_file()), None)
 
 
 # -- dataset -----------------------------------------------------------------
