@@ -593,6 +593,11 @@ class Store:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
+    def remove(self, stage: str, key: str) -> None:
+        """Remove one artifact, once no other process holds its key."""
+        with self.lock(stage, key):
+            self._remove(self.path(stage, key))
+
     def _remove(self, folder: Path) -> None:
         """Remove an artifact folder; renamed first so no half-deleted folder keeps its name."""
         if not folder.exists():

@@ -23,16 +23,24 @@ from cifarcli.terminal import CifarCommand, CifarGroup, Output
 def _start(common: opt.Common, jobs: int = 1):
     """Set up output and the workspace for one command."""
     from cifarcli import views
-    from cifarcli.stages import Workspace
+    from cifarcli.stages import Workspace, workspace_above
 
     out = terminal.begin(common.as_json, common.quiet)
-    for option, folder in (("--cache-dir", common.cache_dir), ("--reports-dir", common.reports_dir)):
+    cache_dir, reports_dir = common.cache_dir, common.reports_dir
+    if cache_dir is None:   # neither --cache-dir nor CIFARCLI_CACHE_DIR: the nearest workspace, as git finds .git
+        cache_dir = workspace_above()
+        if cache_dir is not None:
+            out.log(f"using the workspace {cache_dir} (found above the current folder)")
+            reports_dir = reports_dir or cache_dir.parent / "reports"
+        cache_dir = cache_dir or Path("cache")
+    reports_dir = reports_dir or Path("reports")
+    for option, folder in (("--cache-dir", cache_dir), ("--reports-dir", reports_dir)):
         if folder.exists() and not folder.is_dir():
             raise CifarError(f"{option} {folder} is a file, not a folder", hint=f"give {option} a folder")
     if jobs < 1:
         raise OptionError("jobs", f"must be at least 1, got {jobs}")
     progress = views.progress_for(out.err)
-    return out, Workspace(common.cache_dir, common.reports_dir, log=out.log, progress=progress, jobs=jobs)
+    return out, Workspace(cache_dir, reports_dir, log=out.log, progress=progress, jobs=jobs)
 
 
 def examples(*lines: str) -> str:
@@ -133,12 +141,12 @@ def gradcheck(
          "cifarcli train --split full --shuffle --flip 0.5 --decay-every 10 --decay-factor 0.3")
 @opt.training_options
 @opt.common_options("force", "quiet")
-def train(config: TrainConfig, common: opt.Common):
+def train(config: TrainConfig, name: opt.RunName = None, *, common: opt.Common):
     """Train one configuration with mini-batch gradient descent (resumes an interrupted run)."""
     from cifarcli import stages, views
 
     out, ws = _start(common)
-    run = stages.train(ws, config, common.force)
+    run = stages.train(ws, config, common.force, name=name)
     out.result(views.run_json(run), *views.run_view(run))
     stages.require_converged(run)
 
@@ -350,6 +358,27 @@ def runs(
         out.result(result, *views.runs_view(result, out.out.width, all_params))
 
 
+@command("cifarcli name 51a620ab base          # then: cifarcli evaluate --run base",
+         "cifarcli name --remove base", name="name")
+@opt.common_options("quiet")
+def name_run(
+    run: Annotated[str | None, typer.Argument(help="The run: its ID, a unique prefix, or its current name.")] = None,
+    new_name: Annotated[str | None, typer.Argument(metavar="NAME", help="Its name: 1-64 of A-Z a-z 0-9 . _ -")] = None,
+    remove: Annotated[str | None, typer.Option("--remove", metavar="NAME", help="Take this name off its run.")] = None,
+    *, common: opt.Common,
+):
+    """Name a run, so that any --run accepts the name; a name moves when given to another run."""
+    from cifarcli import stages
+
+    if (remove is None) == (new_name is None) or (remove is not None and run is not None):
+        raise CifarError("give a run and a name, or --remove NAME", hint="see: cifarcli name --help")
+    out, ws = _start(common)
+    done = stages.set_name(ws, remove or new_name, run)
+    moved = f" (it named {done['was']} before)" if done["was"] else ""
+    out.result(done, f"{done['run_id']} is named {done['name']}{moved}" if done["run_id"]
+               else f"removed the name {done['name']} from {done['was']}")
+
+
 # -- cache -----------------------------------------------------------------------
 
 
@@ -376,9 +405,11 @@ def cache_clear(stage: opt.Stage = None, *, common: opt.Common):
 @cache_command("cifarcli cache gc", "cifarcli cache gc --json", name="gc")
 @opt.common_options("quiet")
 def cache_gc(common: opt.Common):
-    """Remove temporary files left by interrupted writes; artifacts are kept."""
+    """Remove temporary files left by interrupted writes, and artifacts no run ID reaches any more."""
+    from cifarcli import stages
+
     out, ws = _start(common)
-    removed = [str(p) for p in ws.store.gc()]
+    removed = [str(p) for p in stages.collect_garbage(ws)]
     out.result({"removed": removed}, f"removed {len(removed)} leftover(s)")
 
 

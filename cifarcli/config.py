@@ -55,6 +55,21 @@ MAX_EPOCHS = 100_000          # bounds far beyond any real use: a typo is an err
 MAX_SEED = 2 ** 63 - 1        # a seed fits the int64 that `export` writes
 MAX_LAM = 1e10                # near 1e38, λ‖W‖² overflows float32 and the initial cost is already inf
 
+# A run's name (``train --name``, ``cifarcli name``): plain characters, and never all hex digits,
+# so that no name can read as a run-ID prefix.
+RUN_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+RUN_NAME_MAX = 64
+
+
+def run_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a run, or None when it can."""
+    if not isinstance(name, str) or not 1 <= len(name) <= RUN_NAME_MAX or not set(name) <= RUN_NAME_CHARS:
+        return f"a run name is 1 to {RUN_NAME_MAX} of the characters A-Z a-z 0-9 . _ -"
+    if all(c in "0123456789abcdefABCDEF" for c in name):
+        return "a run name of hex digits only would read as a run ID"
+    return None
+
+
 # Options added after the study, with their defaults: key_params() leaves out any option at its
 # default, so existing run IDs stay stable.
 _OPTIONAL_DEFAULTS: dict[str, object] = {

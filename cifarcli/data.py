@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import http.client
 import io
+import json
 import os
 import pickle
 import socket
@@ -115,22 +116,45 @@ def is_url(source: str) -> bool:
     return source.lower().startswith(("http://", "https://"))
 
 
+# The archives as published, and as Keras keeps its download (~/.keras/datasets/cifar-10-batches-py.tar.gz).
+ARCHIVE_NAMES = ("cifar-10-binary.tar.gz", "cifar-10-python.tar.gz", "cifar-10-batches-py.tar.gz")
+
+
 def _default_search_dirs() -> list[Path]:
-    # ./data is where torchvision's examples put root=; Keras extracts under ~/.keras/datasets.
-    return [Path("Datasets"), Path("data"), Path.home() / ".keras" / "datasets"]
+    # ./data is torchvision's usual root= (it keeps cifar-10-python.tar.gz and cifar-10-batches-py/ there);
+    # Keras downloads and extracts under ~/.keras/datasets.
+    return [Path("Datasets"), Path("datasets"), Path("data"), Path.home() / ".keras" / "datasets"]
 
 
 def _is_complete(folder: Path, layout: _Layout) -> bool:
     return all((folder / name).is_file() for name in layout.required)
 
 
+def archive_in(folder: Path) -> Path | None:
+    """The first CIFAR-10 archive, by its published (or Keras') name, in ``folder`` (a symlink to one is fine)."""
+    return next((Path(folder) / name for name in ARCHIVE_NAMES if (Path(folder) / name).is_file()), None)
+
+
+def holds_batches(folder: Path) -> bool:
+    """True when ``folder`` is, or directly holds, a folder with any official batch file."""
+    try:
+        _batches_folder(Path(folder))
+    except CifarError:
+        return False
+    return True
+
+
 def find_local_copy(search_dirs: list[Path] | None = None) -> Path | None:
-    """First ``cifar-10-batches-bin/`` or ``-py/`` folder holding every batch file, else None."""
+    """In each search folder in turn: a ``cifar-10-batches-bin/`` or ``-py/`` folder holding every
+    batch file, else an archive by its usual name; None when no folder has either."""
     for base in _default_search_dirs() if search_dirs is None else search_dirs:
         for layout in LAYOUTS.values():
             folder = Path(base) / layout.folder
             if _is_complete(folder, layout):
                 return folder
+        archive = archive_in(base)
+        if archive is not None:
+            return archive
     return None
 
 
@@ -172,6 +196,23 @@ def checksums(path: Path) -> tuple[str, str]:
     return hashers[0].hexdigest(), hashers[1].hexdigest()
 
 
+def content_sha256(dataset: Cifar10) -> str:
+    """The dataset's identity: sha256 of its decoded arrays and class names, whatever file they came from.
+
+    Hashed in a fixed order (train pixels, train labels, test pixels, test labels, each
+    C-ordered uint8, behind a header with their shapes; then the class names as JSON), so a
+    binary archive, a python archive and either extracted folder of the same images agree.
+    """
+    digest = hashlib.sha256()
+    arrays = [np.ascontiguousarray(a, dtype=np.uint8)
+              for a in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y)]
+    digest.update(f"cifar10-content-1 {[a.shape for a in arrays]}\0".encode())
+    for array in arrays:
+        digest.update(memoryview(array).cast("B"))
+    digest.update(json.dumps(list(dataset.label_names), ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
 # --------------------------------------------------------------------------- reading
 
 def read_cifar10(path: Path, on_member: Callable[[str], None] | None = None) -> tuple[Cifar10, str]:
@@ -198,8 +239,8 @@ def _batches_folder(path: Path) -> tuple[Path, str]:
             # lexists, not is_file: a FIFO or device under an official name is refused by name later.
             if any(os.path.lexists(candidate / name) for name in layout.required):
                 return candidate, fmt
-    raise CifarError(f"{path} holds no CIFAR-10 batch files",
-                     hint="expected a cifar-10-batches-py/ or cifar-10-batches-bin/ folder")
+    raise CifarError(f"{path} holds no CIFAR-10 batch files and no archive named {', '.join(ARCHIVE_NAMES)}",
+                     hint="expected a cifar-10-batches-py/ or cifar-10-batches-bin/ folder, or an archive")
 
 
 def _read_folder_files(folder: Path, layout: _Layout, on_member=None) -> dict[str, bytes]:

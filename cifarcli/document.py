@@ -91,10 +91,12 @@ class ReportDocument:
         return doc
 
 
-def run_section(ws: Workspace, run: Artifact) -> RunSection:
-    """The report section of ``run``: evaluated and drawn (unless it diverged)."""
+def run_section(ws: Workspace, run: Artifact, name: str | None = None) -> RunSection:
+    """The report section of ``run`` (labelled with its ``name`` when it has one): evaluated and drawn
+    (unless it diverged)."""
     config = stages.config_of(run)
-    section = RunSection(run_id=run.key, label=stages.run_label(config), config=run.meta["params"],
+    label = stages.run_label(config)
+    section = RunSection(run_id=run.key, label=f"{name} ({label})" if name else label, config=run.meta["params"],
                          split_sizes=run.meta["info"]["split_sizes"], history=run.payload["history"],
                          diverged_at=run.payload["diverged_at"],
                          train_seconds=run.meta["info"]["timings"].get("total_seconds"),

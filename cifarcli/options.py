@@ -65,16 +65,17 @@ def output_option(*names: str, flag: bool = False, **kwargs):
 class Common:
     """Where a command reads and writes, and how it talks: the options every command shares."""
 
-    cache_dir: Path = Path("cache")
-    reports_dir: Path = Path("reports")
+    cache_dir: Path | None = None     # None: the nearest workspace here or above, else ./cache
+    reports_dir: Path | None = None   # None: beside the cache
     force: bool = False
     as_json: bool = False
     quiet: bool = False
 
 
 _COMMON = {
-    "cache_dir": (Path, output_option("--cache-dir", envvar="CIFARCLI_CACHE_DIR", help="Artifact cache folder.")),
-    "reports_dir": (Path, output_option("--reports-dir", help="Folder for figures and reports.")),
+    "cache_dir": (Path, output_option("--cache-dir", envvar="CIFARCLI_CACHE_DIR",
+                                         help="Artifact cache folder [default: the nearest cache/ here or above].")),
+    "reports_dir": (Path, output_option("--reports-dir", help="Folder for figures and reports [default: beside the cache].")),
     "force": (bool, output_option("--force", flag=True, help="Recompute this stage even when it is cached.")),
     "as_json": (bool, output_option("--json", flag=True,
                                     help="Print one JSON document on stdout and nothing else there.")),
@@ -115,7 +116,7 @@ def _options_into(into: str, parameters: list[inspect.Parameter], make):
 
 Seed = Annotated[int, typer.Option("--seed", rich_help_panel=STUDY, help="Seed of the weight initialisation.")]
 RunId = Annotated[str | None, typer.Option(
-    "--run", help="Use this run ID (or a unique prefix) instead of the training options.")]
+    "--run", help="Use this run (its name, ID or a unique prefix) instead of the training options.")]
 
 # TrainConfig's fields as options: (flags, help, extra typer.Option arguments). The first eight are the study's.
 TRAINING = {
@@ -292,6 +293,7 @@ Sort = _option(str, "--sort", metavar="FIELD", help="Sort by a setting (lam, eta
                "test_acc, train_cost, val_cost, created, seconds, run_id; metrics best first, newest first.")
 Reverse = _option(bool, "--reverse", metavar="", help="Reverse the order of --sort.")
 AllParams = _option(bool, "--all-params", metavar="", help="Show every setting, not only those that differ.")
+RunName = _option(str | None, "--name", help="Name the run; any --run accepts the name (never part of the run ID).")
 Diff = _option(tuple[str, str] | None, "--diff", metavar="A B",
                help="Show two runs (IDs or unique prefixes) side by side.")
 Csv = Annotated[bool, output_option("--csv", flag=True,

@@ -22,7 +22,7 @@ from cifarcli.stages import Workspace
 
 SETTINGS: tuple[str, ...] = tuple(train_fields())   # TrainConfig's order: the study's settings first
 METRICS = ("train_acc", "val_acc", "test_acc", "train_cost", "val_cost")
-FIELDS = (*SETTINGS, *METRICS, "diverged_at", "created", "seconds", "run_id")
+FIELDS = (*SETTINGS, *METRICS, "diverged_at", "created", "seconds", "run_id", "name", "stable")
 DEFAULT_SORT = "val_acc"
 MIN_ID_LENGTH = 8
 # Best first: accuracies high to low, costs low to high; the newest run first; everything else ascending.
@@ -38,14 +38,15 @@ def list_runs(ws: Workspace, where: list[str] | None = None, split: str | None =
 
     Returns ``{"cache_dir", "n_runs", "n_total", "sort", "reverse", "where", "changed": [setting],
     "same": {setting: value}, "runs": [row]}``; each row is ``{"run_id", "id" (shortest unique prefix,
-    at least 8 characters), "settings": {every setting}, "train_acc", "val_acc", "train_cost", "val_cost",
-    "test_acc" (None unless evaluated), "evaluated", "diverged_at", "created", "seconds"}``.
+    at least 8 characters), "name" (None when unnamed), "settings": {every setting}, "train_acc", "val_acc",
+    "train_cost", "val_cost", "test_acc" (None unless evaluated), "evaluated", "diverged_at", "created", "seconds",
+    "stability" (the report's verdict: "stable", "⚠ unstable", "⚠ diverged at epoch N"), "stable"}``.
     """
     sort_field = _field(sort, "sort")
     filters = [parse_where(text) for text in where or ()]
     if split is not None:
         filters.append(("split", "=", split))
-    rows = [_row(meta, evaluated) for meta, evaluated in stages.run_metas(ws)]
+    rows = _rows(ws)
     prefixes = short_ids([row["run_id"] for row in rows])
     for row in rows:
         row["id"] = prefixes[row["run_id"]]
@@ -60,36 +61,44 @@ def list_runs(ws: Workspace, where: list[str] | None = None, split: str | None =
 
 
 def diff_runs(ws: Workspace, first: str, second: str) -> dict:
-    """Two runs side by side: every setting (``same`` or not) and their final metrics."""
-    rows = [_row(meta, evaluated) for meta, evaluated in stages.run_metas(ws)]
+    """Two runs (names or ID prefixes) side by side: every setting (``same`` or not), their final metrics
+    and each metric's difference ``delta`` = B − A (None where either is missing)."""
+    rows = _rows(ws)
     prefixes = short_ids([row["run_id"] for row in rows])
-    a, b = (_one(rows, text) for text in (first, second))
+    a, b = (_one(rows, stages.run_id_of(ws, text)) for text in (first, second))
     for row in (a, b):
         row["id"] = prefixes[row["run_id"]]
     settings = [{"name": name, "a": a["settings"][name], "b": b["settings"][name],
                  "same": a["settings"][name] == b["settings"][name]} for name in SETTINGS]
-    metrics = [{"name": name, "a": a[name], "b": b[name]}
+    metrics = [{"name": name, "a": a[name], "b": b[name],
+                "delta": b[name] - a[name] if name != "created" and None not in (a[name], b[name]) else None}
                for name in (*METRICS, "diverged_at", "created", "seconds")]
     return {"a": a, "b": b, "settings": settings, "metrics": metrics,
             "changed": [s["name"] for s in settings if not s["same"]]}
 
 
-def _one(rows: list[dict], text: str) -> dict:
-    prefix = text.strip().lower()
-    found = [row for row in rows if prefix and row["run_id"].startswith(prefix)]
-    if not found:
-        raise CifarError(f"no training run {text!r}", hint="list runs with: cifarcli runs")
-    if len(found) > 1:
-        raise CifarError(f"run ID {text!r} is ambiguous: {', '.join(r['run_id'] for r in found[:5])}",
-                         hint="type more of the ID")
+def _one(rows: list[dict], run_id: str) -> dict:
+    found = [row for row in rows if row["run_id"] == run_id]
+    if not found:  # its meta.json is damaged, or it was made from a dataset no key reaches any more
+        raise CifarError(f"training run {run_id} is not readable", hint="run cifarcli cache verify")
     return dict(found[0])
 
 
-def _row(meta: dict, evaluated: dict | None) -> dict:
+def _rows(ws: Workspace) -> list[dict]:
+    names = stages.run_names(ws)
+    return [_row(meta, evaluated, names.get(meta["key"])) for meta, evaluated in stages.run_metas(ws)]
+
+
+def _row(meta: dict, evaluated: dict | None, name: str | None = None) -> dict:
+    from cifarcli.report.analysis import stability_label
+
     info = meta["info"]
     final = info.get("final") or {}
     test = ((evaluated or {}).get("info") or {}).get("test") or {}
-    return {"run_id": meta["key"], "settings": {**_DEFAULTS, **meta["params"]},   # the params leave out defaults
+    # Runs trained before meta.json kept the curves are judged on divergence alone.
+    stability = stability_label({"history": info.get("curves", {}), "diverged_at": info.get("diverged_at")})
+    return {"run_id": meta["key"], "name": name, "stability": stability, "stable": stability == "stable",
+            "settings": {**_DEFAULTS, **meta["params"]},   # the params leave out defaults
             **{name: _number(final.get(name)) for name in ("train_acc", "val_acc", "train_cost", "val_cost")},
             "test_acc": _number(test.get("accuracy")), "evaluated": evaluated is not None,
             "diverged_at": info.get("diverged_at"), "created": meta["created"],
@@ -154,8 +163,10 @@ def parse_where(text: str) -> tuple[str, str, Any]:
         raise OptionError("where", f"cannot read {text!r}", hint="e.g. `where` lam=0.1 or `where` val_acc>=0.38")
     name, op, raw = match.groups()
     field = _field(name, "where")
-    if field in ("run_id", "created"):
+    if field in ("run_id", "created", "name"):
         kind: type = str
+    elif field == "stable":
+        kind = bool
     elif field in SETTINGS:
         kind = train_fields()[field]
     else:

@@ -9,7 +9,7 @@ the notation.
 from __future__ import annotations
 
 from cifarcli.cache import HEX64, NUMBER, Array, Check, DictOf, ListOf, OneOf, Opt, Schema
-from cifarcli.config import TrainConfig
+from cifarcli.config import TrainConfig, run_name_problem
 from cifarcli.errors import CifarError
 
 FLOATS = ("float32", "float64")
@@ -51,7 +51,9 @@ TRAIN_PAYLOAD = Check(
     "W and b both present, or both absent in a diverged run; a chosen epoch of the history")
 TRAIN_INFO = {"config": dict, "split_sizes": DictOf(str, int), "timings": {"total_seconds": Opt(NUMBER)},
               "diverged_at": MAYBE_INT, "final": DictOf(str, MAYBE_NUMBER), "chosen_epoch": Opt(MAYBE_INT),
-              "chosen": Opt(DictOf(str, MAYBE_NUMBER))}
+              "chosen": Opt(DictOf(str, MAYBE_NUMBER)),
+              "curves": Opt({"epoch": ListOf(int, "rows"), "train_cost": ListOf(MAYBE_NUMBER, "rows"),
+                             "val_loss": ListOf(MAYBE_NUMBER, "rows")})}
 # With keep="best" a checkpoint also holds the best epoch so far and its weights (train.EarlyStopping).
 CHECKPOINT = Check({"epoch": int, "W": Array(FLOATS, ("K", "d")), "b": Array(FLOATS, ("K", 1)), "history": HISTORY,
                     "best_epoch": Opt(int), "best_W": Opt(Array(FLOATS, ("K", "d"))),
@@ -96,7 +98,11 @@ REPORT_PAYLOAD = {
             "created": str},
     "report.md": str, "report.html": str,
 }
-DATASET = Schema(DATASET_PAYLOAD, params={"sha256": HEX64}, info=DATASET_INFO)
+# Keyed by content since issue 17; a dataset keyed by its source file ({"sha256"}) still reads,
+# unreachable, until `cache gc` removes it with everything made from it.
+LEGACY_DATASET_PARAMS = {"sha256": HEX64}
+DATASET = Schema(DATASET_PAYLOAD, params=OneOf(({"content_sha256": HEX64}, LEGACY_DATASET_PARAMS)),
+                 info=DATASET_INFO)
 GRADCHECK = Schema(GRADCHECK_PAYLOAD, info={"max_error": NUMBER, "elapsed": NUMBER})
 TRAIN = Schema(TRAIN_PAYLOAD, params=Check(dict, _valid_train_params, "valid training settings"), info=TRAIN_INFO)
 EVALUATE = Schema(EVALUATE_PAYLOAD)
@@ -111,8 +117,14 @@ ENSEMBLE_PAYLOAD = {
     "val": _ENSEMBLE_SPLIT, "test": _ENSEMBLE_SPLIT,
 }
 ENSEMBLE = Schema(ENSEMBLE_PAYLOAD, info={"n_members": int, "val_vote": NUMBER, "val_mean": NUMBER})
+KEY16 = Check(str, lambda k: len(k) == 16 and all(c in "0123456789abcdef" for c in k), "a 16-digit key")
+RUN_NAME = Check(str, lambda name: run_name_problem(name) is None, "a valid run name")
 WORKSPACE_SCHEMA = {
-    "dataset": Opt({"key": Check(str, lambda k: len(k) == 16 and all(c in "0123456789abcdef" for c in k),
-                                 "a 16-digit key"), "source": str, "path": str}),
+    "dataset": Opt({"key": KEY16, "source": str, "path": str}),
     "checksums": Opt(DictOf(str, {"md5": str, "sha256": HEX64})),
+    # source sha256 -> the dataset its content decoded to, so a known file is never decoded again
+    "sources": Opt(DictOf(HEX64, {"key": KEY16, "format": Check(str, lambda f: f in ("binary", "python"), "binary or python")})),
+    # run name -> run ID; a run has at most one name (names never enter a key)
+    "names": Opt(Check(DictOf(RUN_NAME, KEY16), lambda names: len(set(names.values())) == len(names),
+                       "one name per run")),
 }

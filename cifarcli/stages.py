@@ -13,6 +13,7 @@ else. This module is the only user of ``cache.Store``. Nothing here prints
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -27,7 +28,7 @@ from cifarcli import data, plots, schemas
 from cifarcli import train as training
 from cifarcli.cache import Artifact, DamagedArtifact, Schema, SchemaError, Store, artifact_key, disk_error, validate, \
     write_atomic
-from cifarcli.config import GradcheckConfig, TrainConfig
+from cifarcli.config import GradcheckConfig, TrainConfig, run_name_problem
 from cifarcli.errors import CifarError, OptionError, WorkFailed
 from cifarcli.ensemble import TIE_RULE, combine
 from cifarcli.evaluate import evaluate_model
@@ -157,7 +158,20 @@ class Workspace:
         return state
 
     def write_state(self, state: dict) -> None:
-        write_atomic(self.cache_dir / WORKSPACE_FILE, json.dumps(state, indent=2).encode())
+        path = self.cache_dir / WORKSPACE_FILE
+        if not path.exists():
+            self.log(f"new workspace: {self.cache_dir.resolve()}")
+        write_atomic(path, json.dumps(state, indent=2).encode())
+
+
+def workspace_above(start: Path | None = None) -> Path | None:
+    """The nearest ``cache/`` holding a workspace file in a parent of ``start`` (default: the current
+    folder), as git finds ``.git``; None when the folder itself has a ``cache/`` (with a workspace file
+    or not: a cache here is never passed over), or no parent has one."""
+    here = (Path.cwd() if start is None else Path(start)).resolve()
+    if (here / "cache").is_dir():
+        return None
+    return next((parent / "cache" for parent in here.parents if (parent / "cache" / WORKSPACE_FILE).is_file()), None)
 
 
 # -- dataset -----------------------------------------------------------------
@@ -185,6 +199,9 @@ def fetch(ws: Workspace, source: str | None = None, fmt: str = "binary", md5: st
             raise CifarError(f"no such file or folder: {source}",
                              hint="give a CIFAR-10 archive, an extracted cifar-10-batches-* folder, or a URL")
         path = path.resolve()
+        if path.is_dir() and not data.holds_batches(path) and data.archive_in(path) is not None:
+            path = data.archive_in(path)
+            ws.log(f"using the archive found at {path}")
         data.check_source(path)  # a device, FIFO or huge file is refused before it is hashed
     ws.progress.working(f"checking {path.name}")
     try:
@@ -193,17 +210,45 @@ def fetch(ws: Workspace, source: str | None = None, fmt: str = "binary", md5: st
         ws.progress.done_working()
     _check_pins(path, sums, md5, sha256)
     official = next((a for a in data.OFFICIAL.values() if a.md5 == sums["md5"]), None)
+    this_import = {"source": source if data.is_url(source) else str(path), **sums, "official": official is not None,
+                   "note": None if official else "not an official CIFAR-10 archive (checksum unknown); "
+                                                  "its structure is valid"}
+    found = None if force else _known_source(ws, sums["sha256"])
+    artifact, found_format = found or _import(ws, path, this_import, force)
+    state = ws.read_state()
+    state["dataset"] = {"key": artifact.key, "source": source, "path": str(path)}
+    state.setdefault("sources", {})[sums["sha256"]] = {"key": artifact.key, "format": found_format}
+    ws.write_state(state)
+    # meta.json keeps the import that made the artifact; the answer describes this one.
+    return dataclasses.replace(artifact, meta={**artifact.meta, "info": {**artifact.meta["info"], **this_import,
+                                                                         "format": found_format}})
+
+
+def _known_source(ws: Workspace, source_sha256: str) -> tuple[Artifact, str] | None:
+    """(dataset, format) a source with this sha256 decoded to before, when that dataset is still whole."""
+    known = ws.read_state().get("sources", {}).get(source_sha256)
+    if known is None:
+        return None
+    try:
+        found = ws.store.load(DATASET.name, known["key"], mmap=True)
+    except DamagedArtifact as damage:
+        ws.log(f"{damage.message}; importing it again")
+        return None
+    return (found, known["format"]) if found is not None else None
+
+
+def _import(ws: Workspace, path: Path, this_import: dict, force: bool) -> tuple[Artifact, str]:
+    """Decode ``path`` and store it under the key of its content (a hit when that content is cached)."""
+    ws.progress.working(f"reading {path.name}")
+    try:
+        dataset, found_format = data.read_cifar10(
+            path, on_member=lambda name: ws.progress.working(f"reading {path.name}: {name}"))
+        content = data.content_sha256(dataset)
+    finally:
+        ws.progress.done_working()
 
     def compute():
-        ws.progress.working(f"reading {path.name}")
-        try:
-            dataset, found_format = data.read_cifar10(
-                path, on_member=lambda name: ws.progress.working(f"reading {path.name}: {name}"))
-        finally:
-            ws.progress.done_working()
-        note = None if official else "not an official CIFAR-10 archive (checksum unknown); its structure is valid"
-        info = {"source": source if data.is_url(source) else str(path), "format": found_format, **sums,
-                "official": official is not None, "note": note,
+        info = {**this_import, "format": found_format,
                 "n_train": int(len(dataset.train_y)), "n_test": int(len(dataset.test_y)),
                 "batch_size": dataset.batch_size, "label_names": list(dataset.label_names),
                 "per_class": {"train": np.bincount(dataset.train_y, minlength=10).tolist(),
@@ -213,12 +258,10 @@ def fetch(ws: Workspace, source: str | None = None, fmt: str = "binary", md5: st
                    "batch_size": dataset.batch_size}
         return payload, info
 
-    artifact = DATASET.get_or_compute(ws, {"sha256": sums["sha256"]}, {},
-                                       compute, force=force, mmap=True)
-    state = ws.read_state()
-    state["dataset"] = {"key": artifact.key, "source": source, "path": str(path)}
-    ws.write_state(state)
-    return artifact
+    artifact = DATASET.get_or_compute(ws, {"content_sha256": content}, {}, compute, force=force, mmap=True)
+    if artifact.status == "hit":
+        ws.log(f"{path.name} holds the same images as dataset {artifact.key}, already in the cache")
+    return artifact, found_format
 
 
 def _download(ws: Workspace, url: str, fmt: str, md5: str | None, sha256: str | None) -> Path:
@@ -282,14 +325,55 @@ def _current_dataset(ws: Workspace) -> Artifact | None:
     except CifarError as failure:
         ws.log(failure.message)
         return None
-    if not ws.read_state().get("dataset"):  # found in the store: remember it again (best effort)
+    legacy = is_legacy_dataset(artifact.meta)
+    if legacy:
+        artifact = _migrated(ws, artifact)
+    elif not ws.read_state().get("dataset"):  # found in the store: remember it again (best effort)
         ws.log(f"using the dataset {key} found in {ws.cache_dir}")
+    if legacy or not ws.read_state().get("dataset"):
+        info = artifact.meta["info"]
+        state = {**ws.read_state(), "dataset": {"key": artifact.key, "source": info["source"], "path": info["source"]}}
+        state.setdefault("sources", {})[info["sha256"]] = {"key": artifact.key, "format": info["format"]}
         try:
-            ws.write_state({**ws.read_state(), "dataset": {"key": key, "source": artifact.meta["info"]["source"],
-                                                           "path": artifact.meta["info"]["source"]}})
+            ws.write_state(state)
         except CifarError:  # a read-only cache still serves what it holds
             pass
     return artifact
+
+
+def is_legacy_dataset(meta: dict) -> bool:
+    """True for a dataset keyed by its source file's checksum (before keys followed the content)."""
+    return "content_sha256" not in meta["params"]
+
+
+def _migrated(ws: Workspace, old: Artifact) -> Artifact:
+    """A dataset keyed by its source file, stored again under the key of its content (no source needed)."""
+    p = old.payload
+    content = data.content_sha256(data.Cifar10(p["train_x"], p["train_y"], p["test_x"], p["test_y"],
+                                               tuple(p["label_names"]), p["batch_size"]))
+    new = DATASET.get_or_compute(ws, {"content_sha256": content}, {}, lambda: (dict(p), old.meta["info"]), mmap=True)
+    ws.log(f"dataset keys now follow the images, not the file they came from: dataset {old.key} is now "
+           f"{new.key}, so every run ID changes once (old runs are left unused; `cifarcli cache gc` removes them)")
+    return new
+
+
+def collect_garbage(ws: Workspace) -> list[Path]:
+    """Remove the leftovers of killed processes, and the artifacts no key reaches any more: datasets
+    keyed by their source file (before keys followed the content) and everything made from them."""
+    removed = ws.store.gc()
+    metas = [(row["stage"], row["key"], ws.store.meta(row["stage"], row["key"])) for row in ws.store.ls()]
+    metas = [(stage, key, meta) for stage, key, meta in metas if meta is not None]
+    dead = {key for stage, key, meta in metas if stage == DATASET.name and is_legacy_dataset(meta)}
+    grew = True
+    while grew:   # made from a dead artifact: dead too (inputs name keys, 16 hex digits, unique across stages)
+        before = len(dead)
+        dead |= {key for _, key, meta in metas if set(meta["inputs"].values()) & dead}
+        grew = len(dead) > before
+    for stage, key, _ in metas:
+        if key in dead:
+            ws.store.remove(stage, key)
+            removed.append(ws.store.path(stage, key))
+    return removed
 
 
 def dataset(ws: Workspace) -> Artifact:
@@ -357,10 +441,13 @@ def prepared(data_artifact: Artifact, split: str = "seed", val_size: int = 1000,
     return _last_prepared[key]
 
 
-def train(ws: Workspace, config, force: bool = False, data_artifact: Artifact | None = None) -> Artifact:
+def train(ws: Workspace, config, force: bool = False, data_artifact: Artifact | None = None,
+          name: str | None = None) -> Artifact:
     """The training run for ``config`` (on the current dataset unless ``data_artifact`` is given),
-    trained (or resumed from its checkpoint) when missing."""
+    trained (or resumed from its checkpoint) when missing; named ``name`` when given (see ``set_name``)."""
     config.validate()  # a bad option is reported before any dataset is looked for (or downloaded)
+    if name is not None:
+        check_run_name(name)
     data_artifact = data_artifact or dataset(ws)
     config.validate(n_train(data_artifact, config))
     params = config.key_params()
@@ -389,6 +476,8 @@ def train(ws: Workspace, config, force: bool = False, data_artifact: Artifact | 
     artifact = TRAIN.get_or_compute(ws, params, {"dataset": data_artifact.key}, compute, force=force,
                                     depends=[("dataset", data_artifact.key)])
     ws.store.drop_scratch("train", key)
+    if name is not None:
+        set_name(ws, name, artifact.key)
     return artifact
 
 
@@ -428,7 +517,10 @@ def run_payload(config: TrainConfig, split, result: dict) -> tuple[dict, dict]:
                "std": canonical(split.std), "history": json.loads(json.dumps(history)),
                "label_names": list(split.label_names), "diverged_at": diverged_at}
     info = {"config": config.key_params(), "split_sizes": split.sizes, "timings": result["timings"],
-            "diverged_at": diverged_at, "final": _final_row(history)}
+            "diverged_at": diverged_at, "final": _final_row(history),
+            # what the report's stability rule reads, so `runs` applies it from meta.json alone
+            "curves": {key: [v if key == "epoch" or math.isfinite(v) else None for v in history[key]]
+                       for key in STABILITY_CURVES}}
     if config.stops_early:   # the epoch whose weights these are (a run without early stopping: the last)
         payload["chosen_epoch"] = info["chosen_epoch"] = result.get("chosen_epoch")
         if info["chosen_epoch"] is not None:
@@ -447,6 +539,9 @@ def store_trained(ws: Workspace, config: TrainConfig, data_artifact: Artifact, s
                                 lambda: run_payload(config, split, result), depends=[("dataset", data_artifact.key)])
 
 
+STABILITY_CURVES = ("epoch", "train_cost", "val_loss")
+
+
 def _final_row(history: dict) -> dict:
     """The last history row with a finite cost: a diverged run's last row holds NaN/inf, which JSON cannot."""
     rows = [i for i, (a, b) in enumerate(zip(history["train_cost"], history["val_cost"]))
@@ -462,19 +557,62 @@ def n_train(data_artifact: Artifact, config: TrainConfig) -> int:
 
 
 def find_run(ws: Workspace, run_id: str) -> Artifact:
-    """The training run whose ID starts with ``run_id``."""
-    keys = ws.store.find("train", run_id.strip().lower()) if run_id.strip() else []
-    if not keys:
-        raise CifarError(f"no training run {run_id!r} in {ws.cache_dir}", hint="list runs with: cifarcli runs")
-    if len(keys) > 1:
-        raise CifarError(f"run ID {run_id!r} is ambiguous: {', '.join(keys[:5])}", hint="type more of the ID")
+    """The training run named ``run_id``, or whose ID starts with it."""
+    key = run_id_of(ws, run_id)
     try:
-        found = ws.store.load("train", keys[0])
+        found = ws.store.load("train", key)
     except DamagedArtifact as damage:
-        found = _train_again(ws, keys[0], damage)
+        found = _train_again(ws, key, damage)
     if found is None:
-        raise CifarError(f"training run {keys[0]} is not readable", hint="run cifarcli cache verify")
+        raise CifarError(f"training run {key} is not readable", hint="run cifarcli cache verify")
     return found
+
+
+def run_id_of(ws: Workspace, text: str) -> str:
+    """The full ID of the run named ``text``, or whose ID starts with it (a name can never look like an ID)."""
+    named = ws.read_state().get("names", {}).get(text.strip())
+    keys = [named] if named else ws.store.find("train", text.strip().lower()) if text.strip() else []
+    if not keys or not ws.store.path(TRAIN.name, keys[0]).is_dir():
+        raise CifarError(f"no training run {text!r} in {ws.cache_dir}", hint="list runs with: cifarcli runs")
+    if len(keys) > 1:
+        raise CifarError(f"run ID {text!r} is ambiguous: {', '.join(keys[:5])}", hint="type more of the ID")
+    return keys[0]
+
+
+def run_names(ws: Workspace) -> dict[str, str]:
+    """Run ID -> its name, for the named runs (names live in the workspace file, never in a key)."""
+    return {key: name for name, key in ws.read_state().get("names", {}).items()}
+
+
+def check_run_name(name: str) -> str:
+    problem = run_name_problem(name)
+    if problem:
+        raise CifarError(f"cannot name a run {name!r}: {problem}", hint="e.g. base, lam0.1_eta1e-3")
+    return name
+
+
+def set_name(ws: Workspace, name: str, run: str | None) -> dict:
+    """Name ``run`` (a name or ID prefix) ``name``; with ``run`` None, take the name off.
+
+    A name is unique in the workspace: naming another run moves it there. A run has one
+    name: a new one replaces the old. Returns ``{"name", "run_id" (None when removed), "was"}``:
+    ``was`` is the run the name left, or None.
+    """
+    check_run_name(name)
+    state = ws.read_state()
+    names = dict(state.get("names", {}))
+    was = names.get(name)
+    if run is None:
+        if was is None:
+            raise CifarError(f"no run is named {name!r}", hint="list runs and their names with: cifarcli runs")
+        del names[name]
+        key = None
+    else:
+        key = run_id_of(ws, run)
+        names = {n: k for n, k in names.items() if k != key and n != name}
+        names[name] = key
+    ws.write_state({**state, "names": names})
+    return {"name": name, "run_id": key, "was": was if was != key else None}
 
 
 def _train_again(ws: Workspace, key: str, damage: DamagedArtifact) -> Artifact:
@@ -490,9 +628,10 @@ def run_metas(ws: Workspace) -> list[tuple[dict, dict | None]]:
     """Every readable training run's checked meta.json, with its evaluate meta.json when that is
     cached and made from the run as it is now (else None). Reads meta.json files only, never a payload."""
     found = []
+    legacy = {row["key"] for row in ws.store.ls(DATASET.name) if "sha256" in row["params"]}
     for key in ws.store.find(TRAIN.name, ""):
         meta = ws.store.meta(TRAIN.name, key)
-        if meta is None:  # damaged: `cache verify` names it
+        if meta is None or meta["inputs"]["dataset"] in legacy:  # damaged (`cache verify` names it), or unreachable
             continue
         evaluated = ws.store.meta(EVALUATE.name, run_key(EVALUATE, key))
         made_from = (evaluated or {}).get("input_sha256") or {}

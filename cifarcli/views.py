@@ -453,8 +453,9 @@ _SETTING_HEADERS = {"lam": "λ", "eta": "η", "n_epochs": "epochs", "n_batch": "
 _METRIC_HEADERS = {"train_acc": "train\nacc", "val_acc": "val\nacc", "test_acc": "test\nacc",
                    "train_cost": "train\ncost", "val_cost": "val\ncost", "seconds": "time", "created": "created"}
 # Dropped first when the terminal is too narrow, then settings the runs share (--all-params), then
-# train_acc and test_acc, then the differing settings from the right; never the run ID or val_acc.
-_DROP_FIRST, _DROP_LATER = ("created", "seconds", "train_cost", "val_cost"), ("train_acc", "test_acc")
+# train_acc, test_acc and stability (a diverged run's accuracy cells still say so), then the differing
+# settings from the right; never the run ID or val_acc.
+_DROP_FIRST, _DROP_LATER = ("created", "seconds", "train_cost", "val_cost"), ("train_acc", "test_acc", "stability")
 
 
 def _setting_text(value: Any) -> str:
@@ -542,6 +543,8 @@ def _fixed_table(columns: list[tuple[str, str, list[str]]], rows: list[dict], be
                 style = "red"
             elif best and i == 0 and name == "val_acc":
                 style = "bold green"
+            elif name == "stability" and not row["stable"]:
+                style = "bold yellow"
             value = cell(cells[i], width, name)
             text.append(value.rstrip() if j == len(columns) - 1 else value + "  ", style=style)
         text.append("\n")
@@ -560,11 +563,16 @@ def runs_view(result: dict, width: int = 80, all_params: bool = False) -> list[A
     shown = list(result["changed"]) if not all_params else [name for name in result["runs"][0]["settings"]]
     cells = [_run_cells(row) for row in rows]
     columns: list[tuple[str, str, list[str]]] = [("id", "run ID", [row["id"] for row in rows])]
+    if any(row["name"] for row in rows):
+        columns.append(("name", "name", [_t(row["name"] or "") for row in rows]))
     columns += [(name, _SETTING_HEADERS.get(name, name), [_setting_text(row["settings"][name]) for row in rows])
                 for name in shown]
     metrics = ["train_acc", "val_acc"] + (["test_acc"] if any(row["evaluated"] for row in rows) else [])
-    metrics += ["train_cost", "val_cost", "seconds", "created"]
     columns += [(name, _METRIC_HEADERS[name], [c[name] for c in cells]) for name in metrics]
+    # "⚠ diverged" alone: the accuracy cells already say at which epoch
+    columns.append(("stability", "stability", [row["stability"].split(" at ")[0] for row in rows]))
+    columns += [(name, _METRIC_HEADERS[name], [c[name] for c in cells])
+                for name in ("train_cost", "val_cost", "seconds", "created")]
     dropped: list[str] = []
     shared = [name for name in reversed(shown) if name not in result["changed"]]
     changed = [name for name in reversed(shown) if name in result["changed"]]
@@ -579,7 +587,7 @@ def runs_view(result: dict, width: int = 80, all_params: bool = False) -> list[A
                                    row["diverged_at"] is not None else cell for row, cell in zip(rows, cs)])
                            for n, h, cs in columns]
     table = _fixed_table(columns, rows, best=result["sort"] == "val_acc" and not result["reverse"],
-                         left={"id", "created", *shown})
+                         left={"id", "name", "stability", "created", *shown})
     order = "reversed " if result["reverse"] else ""
     lines = [f"{result['n_runs']} of {result['n_total']} run(s), sorted by {order}{_t(result['sort'])}"
              + (f", where {_t(', '.join(result['where']))}" if result["where"] else "")]
@@ -625,17 +633,25 @@ def runs_diff_view(result: dict) -> list[Any]:
     table.add_column(_t(a["id"]), no_wrap=True, justify="right")
     table.add_column(_t(b["id"]), no_wrap=True, justify="right")
     table.add_column("", no_wrap=True)
+    table.add_column("B − A", no_wrap=True, justify="right")
     for s in result["settings"]:
         marker = "" if s["same"] else "[yellow]≠[/]"
         cell = (lambda v: _t(_setting_text(v))) if s["same"] else (lambda v: f"[bold yellow]{_t(_setting_text(v))}[/]")
-        table.add_row(_t(s["name"]) if s["same"] else f"[bold]{_t(s['name'])}[/]", cell(s["a"]), cell(s["b"]), marker)
+        table.add_row(_t(s["name"]) if s["same"] else f"[bold]{_t(s['name'])}[/]", cell(s["a"]), cell(s["b"]), marker, "")
     table.add_section()
     ca, cb = _run_cells(a), _run_cells(b)
+    delta = {m["name"]: m["delta"] for m in result["metrics"]}
+
+    def signed(name: str, text: str) -> str:
+        return "—" if delta[name] is None else _t(text.format(delta[name]))
+
+    table.add_row("name", _t(a["name"] or "—"), _t(b["name"] or "—"), "", "")
     for name in ("train_acc", "val_acc", "test_acc", "train_cost", "val_cost"):
-        table.add_row(_t(name), _t(ca[name]), _t(cb[name]), "")
-    table.add_row("diverged at", _t(a["diverged_at"] or "—"), _t(b["diverged_at"] or "—"), "")
-    table.add_row("time", _t(ca["seconds"]), _t(cb["seconds"]), "")
-    table.add_row("created", _t(ca["created"]), _t(cb["created"]), "")
+        table.add_row(_t(name), _t(ca[name]), _t(cb[name]), "", signed(name, "{:+.4f}"))
+    table.add_row("stability", _t(a["stability"]), _t(b["stability"]), "", "")
+    table.add_row("diverged at", _t(a["diverged_at"] or "—"), _t(b["diverged_at"] or "—"), "", signed("diverged_at", "{:+d}"))
+    table.add_row("time", _t(ca["seconds"]), _t(cb["seconds"]), "", signed("seconds", "{:+.1f} s"))
+    table.add_row("created", _t(ca["created"]), _t(cb["created"]), "", "")
     changed = ", ".join(result["changed"]) or "none"
     return [table, f"settings that differ: {_t(changed)}"]
 

@@ -34,7 +34,9 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
     check = stages.gradcheck(ws, settings.gradcheck)
     execute.train_missing(ws, settings.runs + (settings.ensemble or []))
     trained = [stages.train(ws, config) for config in settings.runs]
-    runs = [run_section(ws, run) for run in trained]
+    named = stages.run_names(ws)
+    names = {run.key: named[run.key] for run in trained if run.key in named}
+    runs = [run_section(ws, run, names.get(run.key)) for run in trained]
     compared = comparison_section(ws, trained)
     swept = report_section(ws, settings.sweep) if settings.sweep is not None else None
     combined = (stages.ensemble(ws, [stages.train(ws, config) for config in settings.ensemble])
@@ -67,7 +69,9 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
                *(swept.made_from() if swept is not None else []),
                *(compared.made_from() if compared is not None else []),
                *([("ensemble", combined.key)] if combined is not None else [])]
-    artifact = stages.REPORT.get_or_compute(ws, {}, inputs, compute, force=force, depends=depends)
+    # The names are printed in the labels: a renamed run re-renders the report (run IDs never move).
+    params = {"names": names} if names else {}
+    artifact = stages.REPORT.get_or_compute(ws, params, inputs, compute, force=force, depends=depends)
     paths = {}
     for name in ("report.md", "report.html"):
         paths[name] = ws.reports_dir / name

@@ -192,23 +192,29 @@ def test_clear_by_stage(tmp_path):
 
 
 def test_cache_keys_and_run_ids_are_pinned(workspace):
-    """Content checks (input_sha256) must never change a key: every existing cache and run ID stays valid."""
-    from cifarcli import stages
+    """Content checks (input_sha256) must never change a key: every existing cache and run ID stays valid
+    (but for the one planned change of issue 17)."""
+    from cifarcli import data, stages
     from cifarcli.config import GradcheckConfig, TrainConfig
 
-    data = "0123456789abcdef"
-    run = stages.train_key(TrainConfig(0.1, 0.001), data)
-    assert stages.DATASET.key({"sha256": "ab" * 32}, {}) == "8bd4852176ef660b"
-    assert stages.GRADCHECK.key(GradcheckConfig().key_params(), {"dataset": data}) == "27023fcc20ae757f"
+    data_key = "0123456789abcdef"
+    run = stages.train_key(TrainConfig(0.1, 0.001), data_key)
+    # The dataset is keyed by its decoded content (issue 17): every run ID changed once, on purpose.
+    assert stages.DATASET.key({"content_sha256": "ab" * 32}, {}) == "84ae79959a96b665"
+    pixels = np.arange(5 * 3072, dtype=np.uint8).reshape(5, 3072)
+    labels = np.arange(5, dtype=np.uint8)
+    tiny = data.Cifar10(pixels, labels, pixels[:2], labels[:2], tuple("abcdefghij"), 1)
+    assert data.content_sha256(tiny) == "fddb9cffb609f91a7109dab784e217c8fb94b7c7fc8ff0a73521767ac707ee73"
+    assert stages.GRADCHECK.key(GradcheckConfig().key_params(), {"dataset": data_key}) == "27023fcc20ae757f"
     assert run == "47603d9553e0f29c"
-    assert stages.train_key(TrainConfig(0.1, 0.001, shuffle=True, flip=0.5, loss="bce"), data) == "d569ce1bd5b0de56"
+    assert stages.train_key(TrainConfig(0.1, 0.001, shuffle=True, flip=0.5, loss="bce"), data_key) == "d569ce1bd5b0de56"
     assert stages.run_key(stages.EVALUATE, run) == "5a0931685c29e25e"
     # plot 3 and report 3 (the comparison section, two figures a row) drew other bytes: new keys, on purpose
     assert stages.run_key(stages.PLOT, run) == "5d33c2613f960aae"
     assert (stages.PLOT.version, stages.REPORT.version) == (3, 3)
     assert stages.REPORT.key({}, {"gradcheck": "g" * 16, "run0": run}) == "9c42b02045aa8f69"
     grid = {"lam": [0.0, 0.1], "eta": [0.001], "n_batch": [100], "n_epochs": [40]}
-    assert stages.SWEEP.key({"grid": grid}, {"dataset": data, "run0000": run}) == "890686415626a5b0"
+    assert stages.SWEEP.key({"grid": grid}, {"dataset": data_key, "run0000": run}) == "890686415626a5b0"
 
     # And the stages really use these formulas: a tiny real pipeline, keys recomputed from its inputs.
     config = TrainConfig(0.1, 0.01, n_epochs=2)
@@ -223,3 +229,47 @@ def test_the_history_schema_names_the_keys_training_records():
     from cifarcli import schemas, train
 
     assert schemas.HISTORY_KEYS == train.HISTORY_KEYS  # a literal there, so opening the store imports no numpy
+
+
+def test_an_old_cache_keyed_by_the_source_file_migrates_once(cli, tiny_archive):
+    """A cache from before issue 17 (dataset keyed by its file's sha256) keeps working: the dataset is
+    stored again under its content's key without its source, every run ID changes once, the old runs
+    leave `runs`, and `cache gc` removes the old dataset and everything made from it."""
+    from pathlib import Path
+
+    from cifarcli import stages
+    from cifarcli.config import TrainConfig
+
+    notices = []
+    ws = stages.Workspace(Path("cache"), log=notices.append)
+    current = stages.fetch(ws, str(tiny_archive))
+    source_sha = current.meta["info"]["sha256"]
+    payload = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in current.payload.items()}
+    old_data = ws.store.get_or_compute("dataset", 1, {"sha256": source_sha}, {},
+                                       lambda: (payload, current.meta["info"]))
+    config = TrainConfig(0.1, 0.01, n_epochs=1)
+    old_run = stages.train(ws, config, data_artifact=old_data)
+    old_eval = stages.evaluate(ws, old_run)
+    ws.store.remove("dataset", current.key)
+    (Path("cache") / "workspace.json").write_text(json.dumps(
+        {"dataset": {"key": old_data.key, "source": "/gone.tar.gz", "path": "/gone.tar.gz"}}))
+    assert old_data.key != current.key
+
+    cli_runs = cli("runs", "--json")
+    assert cli_runs.exit_code == 0 and json.loads(cli_runs.stdout)["runs"] == []   # old runs are unreachable
+    migrated = stages.dataset(ws)
+    assert migrated.key == current.key and migrated.status == "computed"   # from the old payload, no source
+    assert any(f"dataset {old_data.key} is now {current.key}" in n and "cache gc" in n for n in notices)
+    new_run = stages.train(ws, config)
+    assert new_run.key == stages.train_key(config, current.key) != old_run.key
+    state = json.loads((Path("cache") / "workspace.json").read_text())
+    assert state["sources"][source_sha]["key"] == current.key   # the old source maps to the new key
+
+    result = cli("cache", "gc", "--json")
+    assert result.exit_code == 0, result.stderr
+    gone = {str(Path(p)) for p in json.loads(result.stdout)["removed"]}
+    assert gone == {str(ws.store.path(stage, key)) for stage, key in
+                    [("dataset", old_data.key), ("train", old_run.key), ("evaluate", old_eval.key)]}
+    assert {(r["stage"], r["key"]) for r in ws.store.ls()} == {("dataset", current.key), ("train", new_run.key)}
+    again = cli("cache", "gc", "--json")
+    assert json.loads(again.stdout)["removed"] == []

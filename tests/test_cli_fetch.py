@@ -8,6 +8,7 @@ a closed loopback port or at the loopback server first.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -182,6 +183,67 @@ def test_force_recomputes_the_dataset_with_the_same_key(cli, archives):
     first, _ = fetch_json(cli, "--source", archives["binary-archive"])
     forced, _ = fetch_json(cli, "--source", archives["binary-archive"], "--force")
     assert forced["cached"] is False and forced["dataset"] == first["dataset"]
+
+
+# --------------------------------------------------------------------------- keyed by content
+
+def test_every_form_of_the_same_images_is_one_dataset(cli, archives):
+    """Binary or python, archive or folder: one key; after the first, each import is a cache hit,
+    and each answer carries the checksums of the source it was given."""
+    kinds = ["python-folder", "binary-archive", "python-archive", "binary-folder"]
+    docs = [fetch_json(cli, "--source", archives[kind])[0] for kind in kinds]
+    assert {doc["dataset"] for doc in docs} == {docs[0]["dataset"]}
+    assert [doc["cached"] for doc in docs] == [False, True, True, True]
+    assert dataset_artifacts(Path("cache")) == [docs[0]["dataset"]]
+    for kind, doc in zip(kinds, docs):
+        assert doc["format"] == kind.split("-")[0] and doc["source"] == str(archives[kind].resolve())
+        assert (doc["md5"], doc["sha256"]) == data.checksums(archives[kind])
+
+
+def test_run_ids_agree_across_forms_of_the_data(cli, archives, tmp_path):
+    run_ids = set()
+    for kind in ("binary-archive", "python-archive", "binary-folder"):
+        cache = tmp_path / f"cache-{kind}"
+        fetch_json(cli, "--source", archives[kind], "--cache-dir", cache)
+        result = cli("train", "--n-epochs", "1", "--cache-dir", cache, "--json")
+        assert result.exit_code == 0, result.stderr
+        run_ids.add(json.loads(result.stdout)["run_id"])
+    assert len(run_ids) == 1
+
+
+def test_other_images_or_class_names_are_another_dataset(archives):
+    binary, _ = data.read_cifar10(archives["binary-archive"])
+    key = data.content_sha256(binary)
+    assert data.content_sha256(data.read_cifar10(archives["python-folder"])[0]) == key
+    pixel = binary.train_x.copy()
+    pixel[0, 0] ^= 1
+    names = (*binary.label_names[:9], "lorry")
+    swapped = np.concatenate([binary.train_x[1:2], binary.train_x[:1], binary.train_x[2:]])
+    for changed in ({"train_x": pixel}, {"label_names": names}, {"train_x": swapped},
+                    {"train_x": binary.test_x, "test_x": binary.train_x}):
+        other = dataclasses.replace(binary, **changed)
+        assert data.content_sha256(other) != key, list(changed)
+
+
+def test_a_known_source_is_not_decoded_again(cli, archives, monkeypatch):
+    first, _ = fetch_json(cli, "--source", archives["python-archive"])
+    state = json.loads(Path("cache/workspace.json").read_text())
+    assert state["sources"] == {first["sha256"]: {"key": first["dataset"], "format": "python"}}
+    monkeypatch.setattr(data, "read_cifar10", lambda *a, **k: pytest.fail("decoded twice"))
+    again, _ = fetch_json(cli, "--source", archives["python-archive"])
+    assert again["cached"] is True and again["dataset"] == first["dataset"] and again["format"] == "python"
+
+
+def test_a_damaged_memory_of_sources_is_ignored_and_rewritten(cli, archives):
+    first, _ = fetch_json(cli, "--source", archives["binary-archive"])
+    path = Path("cache/workspace.json")
+    state = json.loads(path.read_text())
+    state["sources"][first["sha256"]]["key"] = "not a key"
+    path.write_text(json.dumps(state))
+    again, result = fetch_json(cli, "--source", archives["binary-archive"])
+    assert again["dataset"] == first["dataset"] and again["cached"] is True
+    assert "ignoring damaged" in result.stderr and "sources" in result.stderr
+    assert json.loads(path.read_text())["sources"][first["sha256"]]["key"] == first["dataset"]
 
 
 # --------------------------------------------------------------------------- downloading
@@ -448,6 +510,46 @@ def test_a_copy_in_datasets_is_found_without_source(cli, tmp_path, offline):
     assert again["cached"] is True and again["dataset"] == doc["dataset"]
 
 
+@pytest.mark.parametrize("place", ["binary archive in data", "python archive symlinked in data",
+                                   "keras archive in home", "python folder symlinked in data"])
+def test_a_copy_in_the_usual_places_imports_without_touching_the_network(
+        cli, tmp_path, http_server, monkeypatch, archives, offline, place):
+    # Any default download would reach this loopback server, which records every request.
+    for fmt, official in list(data.OFFICIAL.items()):
+        monkeypatch.setitem(data.OFFICIAL, fmt, data.OfficialArchive(
+            fmt, http_server.url(f"/{fmt}.tar.gz"), official.md5, official.size))
+    kind, how, where = {"binary archive in data": ("binary-archive", "copy", "data/cifar-10-binary.tar.gz"),
+                        "python archive symlinked in data": ("python-archive", "link", "data/cifar-10-python.tar.gz"),
+                        "keras archive in home": ("python-archive", "copy",
+                                                  "home/.keras/datasets/cifar-10-batches-py.tar.gz"),
+                        "python folder symlinked in data": ("python-folder", "link", f"data/{PY}")}[place]
+    target = tmp_path / where
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = archives[kind]
+    if how == "link":
+        target.symlink_to(source)
+    else:
+        target.write_bytes(source.read_bytes())
+    doc, result = fetch_json(cli)
+    assert http_server.requests == []
+    assert doc["format"] == kind.split("-")[0] and doc["n_train"] == 1000 and doc["cached"] is False
+    assert "using the copy found at" in result.stderr and target.name in result.stderr
+    assert (doc["md5"], doc["sha256"]) == data.checksums(source)
+
+
+def test_source_dir_uses_the_archive_inside_and_names_it(cli, tmp_path, archives):
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    (folder / "cifar-10-binary.tar.gz").write_bytes(archives["binary-archive"].read_bytes())
+    doc, result = fetch_json(cli, "--source", folder)
+    assert doc["format"] == "binary" and doc["source"] == str((folder / "cifar-10-binary.tar.gz").resolve())
+    assert f"using the archive found at {(folder / 'cifar-10-binary.tar.gz').resolve()}" in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    quiet_failure(cli, "fetch", "--source", empty, code=2,
+                  words=("holds no CIFAR-10 batch files", "cifar-10-binary.tar.gz", "cifar-10-python.tar.gz"))
+
+
 def test_an_incomplete_copy_in_datasets_is_not_used(cli, tmp_path, offline):
     members = tinycifar.python_members()
     del members["data_batch_5"]
@@ -479,6 +581,27 @@ def test_real_stand_in_imports_as_cifar10(cli, real_archive):
     assert doc["label_names"][0] == "airplane" and doc["label_names"][9] == "truck"
     again, _ = fetch_json(cli, "--source", real_archive)
     assert again["cached"] is True and again["dataset"] == doc["dataset"]
+
+
+@pytest.mark.realdata
+def test_real_stand_in_in_every_form_is_one_dataset(cli, real_archive, tmp_path):
+    """The stand-in's binary archive, a python archive of the same pixels built here, and the extracted
+    binary folder: one dataset key, the second and third imports cache hits."""
+    decoded, _ = data.read_cifar10(real_archive)
+    n = decoded.batch_size
+    batches = [(decoded.train_x[i * n:(i + 1) * n], decoded.train_y[i * n:(i + 1) * n]) for i in range(5)]
+    python_archive = tinycifar.write_archive(
+        tmp_path / "cifar-10-python.tar.gz",
+        tinycifar.python_members_of(batches, (decoded.test_x, decoded.test_y), list(decoded.label_names)), PY)
+    del decoded, batches
+    with tarfile.open(real_archive) as tar:
+        members = {Path(m.name).name: tar.extractfile(m).read() for m in tar if m.isfile()}
+    folder = tinycifar.write_folder(tmp_path / "extracted", members, BIN)
+    docs = [fetch_json(cli, "--source", source)[0] for source in (real_archive, python_archive, folder)]
+    assert [doc["format"] for doc in docs] == ["binary", "python", "binary"]
+    assert len({doc["sha256"] for doc in docs}) == 3
+    assert {doc["dataset"] for doc in docs} == {docs[0]["dataset"]}
+    assert [doc["cached"] for doc in docs] == [False, True, True]
 
 
 def test_bare_fetch_after_an_import_reuses_the_current_dataset(cli, tiny_archive, monkeypatch):

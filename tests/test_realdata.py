@@ -66,6 +66,17 @@ def test_default_report_reproduces_the_study(ws, study):
             assert (ws.reports_dir / run["figures"][name]).read_bytes().startswith(b"\x89PNG")
 
 
+def test_runs_flags_the_unstable_setting_as_the_report_does(ws, study):
+    from cifarcli import runs
+    from cifarcli.report import stability_label
+
+    listed = {row["run_id"]: row for row in runs.list_runs(ws)["runs"]}
+    for run in study["runs"]:
+        assert listed[run["run_id"]]["stability"] == stability_label(run), run["config"]
+    flagged = {(r["settings"]["lam"], r["settings"]["eta"]) for r in runs.list_runs(ws, ["stable=false"])["runs"]}
+    assert flagged == {(0.0, 0.1)}
+
+
 def test_float32_and_float64_agree_to_three_decimals(ws, study):
     [run32] = [r for r in study["runs"] if (r["config"]["lam"], r["config"]["eta"]) == (0.1, 0.001)]
     assert run32["config"]["dtype"] == "float32"

@@ -81,7 +81,7 @@ def ordered_ids(stdout: str, ids: list[str]) -> list[str]:
 
 
 def test_columns_are_id_changed_settings_and_final_metrics(cli, study):
-    result = invoke(cli, "runs", columns=100)
+    result = invoke(cli, "runs", columns=112)
     assert result.exit_code == 0, result.stderr
     header = " ".join(result.stdout.splitlines()[:2])
     for word in ("run ID", "λ", "η", "train", "val", "test", "acc", "cost", "time", "created"):
@@ -90,7 +90,7 @@ def test_columns_are_id_changed_settings_and_final_metrics(cli, study):
     rows = table_rows(result.stdout, list(study.values()))
     best = rows[study["best"]].split()
     assert best[0] == study["best"][:8]
-    assert best[1:9] == ["0.1", "0.001", "0.4321", "0.3889", "0.3889", "1.9300", "1.9500", "1m15s"]
+    assert best[1:10] == ["0.1", "0.001", "0.4321", "0.3889", "0.3889", "stable", "1.9300", "1.9500", "1m15s"]
     assert "2026-01-01" in rows[study["best"]]
     assert "same in all: n_epochs=40, n_batch=100, seed=42, split=seed" in result.stdout
     assert "4 of 4 run(s), sorted by val_acc" in result.stdout
@@ -283,9 +283,9 @@ def test_at_80_columns_the_study_shows_everything_but_created(cli, study):
     result = invoke(cli, "runs", columns=80)
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80
-    assert "hidden to fit 80 columns: created" in result.stdout
+    assert "hidden to fit 80 columns: created, seconds" in result.stdout
     header = " ".join(lines[:2])
-    for word in ("λ", "η", "train", "val", "test", "cost", "time"):
+    for word in ("λ", "η", "train", "val", "test", "cost", "stability"):
         assert word in header
 
 
@@ -306,12 +306,17 @@ def test_diff_shows_two_runs_side_by_side(cli, study):
     assert result.exit_code == 0, result.stderr
     lines = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line.split()}
     assert lines["lam"] == ["0.1", "0", "≠"] and lines["eta"] == ["0.001", "0.001"]
-    assert lines["val_acc"] == ["0.3889", "0.3810"] and lines["test_acc"] == ["0.3889", "—"]
-    assert lines["train_cost"] == ["1.9300", "1.6100"]
+    # the third column is B − A
+    assert lines["val_acc"] == ["0.3889", "0.3810", "-0.0079"] and lines["test_acc"] == ["0.3889", "—", "—"]
+    assert lines["train_cost"] == ["1.9300", "1.6100", "-0.3200"]
+    assert lines["stability"] == ["stable", "stable"]
     assert "settings that differ: lam" in result.stdout
     doc = json.loads(invoke(cli, "runs", "--diff", study["best"], study["unstable"], "--json").stdout)
     assert doc["changed"] == ["lam", "eta"]
-    assert {m["name"]: (m["a"], m["b"]) for m in doc["metrics"]}["diverged_at"] == (None, 3)
+    metrics = {m["name"]: m for m in doc["metrics"]}
+    assert (metrics["diverged_at"]["a"], metrics["diverged_at"]["b"], metrics["diverged_at"]["delta"]) == (None, 3, None)
+    assert metrics["val_acc"]["delta"] == pytest.approx(metrics["val_acc"]["b"] - metrics["val_acc"]["a"])
+    assert doc["b"]["stability"] == "⚠ diverged at epoch 3" and doc["a"]["stability"] == "stable"
 
 
 def test_diff_of_an_unknown_or_ambiguous_run_is_exit_2(cli, ws, study):
@@ -399,3 +404,40 @@ def test_a_narrow_terminal_still_marks_the_diverged_run(cli, study):
     result = invoke(cli, "runs", columns=40)
     assert max(len(line) for line in result.stdout.splitlines()) <= 40
     assert "diverged at epoch 3" in table_rows(result.stdout, [study["unstable"]])[study["unstable"]]
+
+
+# -- stability: the report's rule ------------------------------------------------------------------
+
+
+def test_runs_applies_the_reports_stability_rule_and_filters_on_it(cli, ws):
+    epochs = list(range(6))
+    falling = {"epoch": epochs, "train_cost": [2.3, 2.0, 1.9, 1.85, 1.8, 1.78], "val_loss": [2.3, 2.0, 1.9, 1.9, 1.9, 1.9]}
+    rising = {**falling, "train_cost": [2.3, 2.0, 1.9, 2.2, 2.6, 3.1]}   # ends 63 % above its minimum
+    ids = {"stable": fake_run(ws, TrainConfig(lam=0.1, eta=0.001), curves=falling),
+           "rising": fake_run(ws, TrainConfig(lam=0.0, eta=0.05), curves=rising),
+           "diverged": fake_run(ws, TrainConfig(lam=0.0, eta=0.1), diverged_at=3)}
+    doc = json.loads(invoke(cli, "runs", "--json").stdout)
+    verdicts = {row["run_id"]: (row["stability"], row["stable"], row["name"]) for row in doc["runs"]}
+    assert verdicts == {ids["stable"]: ("stable", True, None), ids["rising"]: ("⚠ unstable", False, None),
+                        ids["diverged"]: ("⚠ diverged at epoch 3", False, None)}
+    from cifarcli.report import stability_label   # the very rule the report applies to the same curves
+    assert stability_label({"history": rising, "diverged_at": None}) == "⚠ unstable"
+    flagged = json.loads(invoke(cli, "runs", "--where", "stable=false", "--json").stdout)
+    assert {row["run_id"] for row in flagged["runs"]} == {ids["rising"], ids["diverged"]}
+    kept = json.loads(invoke(cli, "runs", "--where", "stable=yes", "--json").stdout)
+    assert [row["run_id"] for row in kept["runs"]] == [ids["stable"]]
+    line = table_rows(invoke(cli, "runs", columns=120).stdout, [ids["rising"]])[ids["rising"]]
+    assert "⚠ unstable" in line
+    result = invoke(cli, "runs", "--where", "stable>1")
+    assert result.exit_code == 2 and "stable can only be compared with = or !=" in result.stderr
+
+
+def test_a_real_runs_curves_in_meta_give_the_verdict_of_its_full_history(cli, ws, tiny_archive):
+    from cifarcli.report import stability_label
+
+    stages.fetch(ws, str(tiny_archive))
+    run = stages.train(ws, TrainConfig(lam=0.0, eta=0.01, n_epochs=3, n_batch=50))
+    curves = run.meta["info"]["curves"]
+    assert curves == {key: run.payload["history"][key] for key in ("epoch", "train_cost", "val_loss")}
+    [row] = json.loads(invoke(cli, "runs", "--json").stdout)["runs"]
+    assert row["stability"] == stability_label(run.payload)

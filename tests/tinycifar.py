@@ -49,8 +49,11 @@ def binary_members(n_per_batch=200, n_test=200, seed=0, label_names=LABEL_NAMES)
 
 def python_members(n_per_batch=200, n_test=200, seed=0, label_names=LABEL_NAMES) -> dict[str, bytes]:
     """File name -> bytes of a ``cifar-10-batches-py`` folder (pickles as the official ones)."""
-    batches, test = make_arrays(n_per_batch, n_test, seed)
+    return python_members_of(*make_arrays(n_per_batch, n_test, seed), label_names)
 
+
+def python_members_of(batches, test, label_names=LABEL_NAMES) -> dict[str, bytes]:
+    """The ``cifar-10-batches-py`` files of given arrays: ``batches`` five (x, y), ``test`` one (x, y)."""
     def batch_pickle(label, x, y):
         record = {b"batch_label": label.encode(), b"labels": [int(v) for v in y],
                   b"data": x, b"filenames": [f"img_{i}.png".encode() for i in range(len(y))]}

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from .analysis import (Instability, accuracy_gap, analysis, best_run_sentences, best_runs, class_sentences,
                        effect_sentences, gap_sentences, gradcheck_sentences, instability, loss_pairs,
-                       loss_sentences, margin_stats, overfitting, run_name, single_change_groups, stability_sentences,
-                       svm_sentences)
+                       loss_sentences, margin_stats, overfitting, run_name, single_change_groups, stability_label,
+                       stability_sentences, svm_sentences)
 from .blocks import Heading, build_blocks
 from .files import write_report
 from .format import fmt_acc, fmt_num, fmt_points
@@ -32,7 +32,7 @@ from .markdown import render_markdown
 __all__ = [
     "render_markdown", "render_html", "write_report", "build_blocks", "analysis",
     "gap_sentences", "stability_sentences", "effect_sentences", "best_run_sentences",
-    "class_sentences", "gradcheck_sentences", "instability", "overfitting", "Instability",
+    "class_sentences", "gradcheck_sentences", "instability", "stability_label", "overfitting", "Instability",
     "single_change_groups", "best_runs", "accuracy_gap", "fmt_acc", "fmt_points",
     "fmt_num", "run_name", "loss_pairs", "loss_sentences", "margin_stats", "svm_sentences", "Heading",
 ]

@@ -171,6 +171,17 @@ def instability(run: Mapping[str, Any]) -> Instability | None:
     return oscillation(cost, "training cost", 0) or oscillation(vloss, "validation loss", MIN_REVERSALS)
 
 
+def stability_label(run: Mapping[str, Any]) -> str:
+    """The rule's verdict in a table cell: 'stable', '⚠ unstable' or '⚠ diverged at epoch N'."""
+    found = instability(run)
+    if found is None:
+        return "stable"
+    if found.kind == "diverged":
+        at = run.get("diverged_at")
+        return "⚠ diverged" + (f" at epoch {at}" if at is not None else "")
+    return "⚠ unstable"
+
+
 def overfitting(run: Mapping[str, Any]) -> tuple[Any, float, float] | None:
     """(epoch of the lowest validation loss, that loss, relative rise by the end) or None."""
     vloss = _history(run, "val_loss")

@@ -16,7 +16,7 @@ from typing import Any, Union
 
 from .analysis import (STABILITY_RULE, accuracy_of, analysis, best_runs, epochs_of, gradcheck_passed, instability,
                        loss_of, loss_pairs, loss_sentences, margin_stats, metrics_of, probability_stats, run_name,
-                       svm_sentences)
+                       stability_label, svm_sentences)
 from .format import (PARAM_WORDS, describe_setting, finite, fmt_acc, fmt_err, fmt_loss, fmt_num,
                      fmt_points, fmt_seconds, fmt_share, join_names)
 
@@ -450,13 +450,8 @@ def _loss_comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
 
 def _stability_cell(run: Mapping[str, Any]) -> Inline:
     """'stable', or the flag of an unstable or diverged run (bold: it must catch the eye)."""
-    found = instability(run)
-    if found is None:
-        return "stable"
-    if found.kind == "diverged":
-        at = run.get("diverged_at")
-        return Span("⚠ diverged" + (f" at epoch {at}" if at is not None else ""), bold=True, nowrap=True)
-    return Span("⚠ unstable", bold=True, nowrap=True)
+    label = stability_label(run)
+    return label if label == "stable" else Span(label, bold=True, nowrap=True)
 
 
 def _comparison_figure_blocks(runs: Sequence[Mapping[str, Any]], compared: Mapping[str, Any] | None) -> list:
