@@ -21,7 +21,7 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from cifarcli.config import GRADCHECK_DEFAULTS, GRADCHECK_TOL, GRID, STAGE_NAMES, TRAIN_DEFAULTS, GradcheckConfig, TrainConfig, \
+from cifarcli.config import GRADCHECK_DEFAULTS, GRADCHECK_TOL, GRID, MIN_COLUMNS, STAGE_NAMES, TRAIN_DEFAULTS, GradcheckConfig, TrainConfig, \
     train_fields
 from cifarcli.errors import CifarError, GateFailed, OptionError, OutputFailed, StdoutGone, Terminated, interrupted
 
@@ -263,7 +263,9 @@ def _console(stderr: bool = False, quiet: bool = False):
                 raise BrokenPipeError(32, "Broken pipe")
             self.quiet = True
 
-    return _Console(stderr=stderr, quiet=quiet, soft_wrap=True)
+    console = _Console(stderr=stderr, quiet=quiet, soft_wrap=True)
+    console.width = max(console.width, MIN_COLUMNS)
+    return console
 
 
 def _write_stdout(write) -> None:
@@ -824,7 +826,7 @@ def runs(
         text = views.runs_csv(result)
         _write_stdout(lambda: (sys.stdout.write(text), sys.stdout.flush()))
         return
-    out.result(result, *views.runs_view(result, out.out.width, all_params))
+    out.result(result, *(() if as_json else views.runs_view(result, out.out.width, all_params)))
 
 
 # -- cache -----------------------------------------------------------------------
