@@ -56,6 +56,7 @@ MAX_SEED = 2 ** 63 - 1        # a seed fits the int64 that `export` writes
 MAX_LAM = 1e10                # near 1e38, λ‖W‖² overflows float32 and the initial cost is already inf
 MAX_SEEDS = 100               # runs one --seeds / [ensemble] starts: 5,000 seeds were 5,000 trainings
 MIN_COLUMNS = 40              # a narrower terminal (COLUMNS=0 printed nothing, 1-20 tables lost their digits) wraps
+ORPHAN_CHECK_SECONDS = 0.5    # how often a worker process checks that its parent is alive (kill -9 left them training)
 
 # Options added after the study, with their defaults: key_params() leaves out any option at its
 # default, so existing run IDs stay stable.
