@@ -355,7 +355,7 @@ def runs(
         out.text(views.runs_csv(listing.list_runs(ws, where, split, sort, reverse)))
     else:
         result = listing.list_runs(ws, where, split, sort, reverse)
-        out.result(result, *views.runs_view(result, out.out.width, all_params))
+        out.result(result, *(() if common.as_json else views.runs_view(result, out.out.width, all_params)))
 
 
 @command("cifarcli name 51a620ab base          # then: cifarcli evaluate --run base",

@@ -11,6 +11,31 @@ import errno
 from pathlib import Path
 
 
+# An error line quotes what the user gave, and a value can be megabytes (a 50 MB split name):
+# longer texts keep their start and end. This module is the error family's own home for it.
+MAX_ERROR_CHARS = 400
+
+
+def clipped(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text``, or its start and end around a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 2 // 3, limit // 3
+    return f"{text[:head]}…[{len(text) - head - tail} characters left out]…{text[-tail:]}"
+
+
+def shown(value) -> str:
+    """``repr(value)`` for an error line, bounded in length and depth (a value may nest 5000 deep)."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother, short.maxlong = 3, 60, 60, 60
+    try:
+        return short.repr(value)
+    except (ValueError, RecursionError):  # an int beyond Python's digit limit, a cycle reprlib missed
+        return f"<{type(value).__name__}>"
+
+
 class CifarError(Exception):
     """Bad input or bad usage: the user can fix it (exit code 2).
 
@@ -22,9 +47,10 @@ class CifarError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, hint: str | None = None, setting: str | None = None):
+        message = clipped(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = None if hint is None else clipped(hint)
         self.setting = setting
 
 

@@ -22,13 +22,14 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from cifarcli import stages
-from cifarcli.config import TrainConfig
+from cifarcli.config import ORPHAN_CHECK_SECONDS, TrainConfig
 from cifarcli.errors import CifarError, OptionError, WorkFailed
 from cifarcli.stages import Workspace
 from cifarcli.train import train_keeping_last_good
@@ -236,6 +237,20 @@ def _worker_started() -> None:
     """Run first in every worker process: Ctrl-C is for the parent, which stops the workers itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # also for a worker started later, outside _workers_starting
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # a hang-up of the group ends it quietly
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), name="cifarcli-orphan-check",
+                     daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """End this worker once its parent is gone (``kill -9``, the OOM killer): nobody will read its result.
+
+    An orphan is handed to another parent, so ``getppid()`` changes. Polled rather than
+    PR_SET_PDEATHSIG, which fires when the *thread* that started the worker ends, not the
+    process. Checkpoints are written atomically, so ending at any moment loses nothing.
+    """
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    os._exit(1)
 
 
 def _quiet_loky_threads() -> None:

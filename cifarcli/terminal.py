@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
+from cifarcli.config import MIN_COLUMNS
 from cifarcli.errors import CifarError, OutputFailed, StdoutGone, Terminated, interrupted
 from cifarcli.options import as_typed
 
@@ -41,6 +42,7 @@ class _Console(Console):
 
     def __init__(self, stderr: bool = False, quiet: bool = False):
         super().__init__(stderr=stderr, quiet=quiet, soft_wrap=True)
+        self.width = max(self.width, MIN_COLUMNS)   # COLUMNS=0 or 5 must not squeeze the digits out of a table
 
     def on_broken_pipe(self) -> None:
         if not self.stderr:

@@ -620,9 +620,15 @@ def runs_csv(result: dict) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for row in result["runs"]:
-        writer.writerow([row["run_id"], *(row["settings"][n] for n in names),
-                         *("" if row[k] is None else row[k] for k in header[len(names) + 1:])])
+        writer.writerow(map(_inert, [row["run_id"], *(row["settings"][n] for n in names),
+                                     *("" if row[k] is None else row[k] for k in header[len(names) + 1:])]))
     return buffer.getvalue()
+
+
+def _inert(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (``=HYPERLINK(…)`` in a doctored ``created``)
+    gets a leading ``'``, as OWASP's CSV-injection rule says; numbers stay numbers."""
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def runs_diff_view(result: dict) -> list[Any]:
