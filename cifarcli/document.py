@@ -13,6 +13,7 @@ from typing import Any
 
 from cifarcli import stages
 from cifarcli.cache import Artifact
+from cifarcli.evaluate import without_predictions
 from cifarcli.stages import Workspace
 
 
@@ -100,7 +101,7 @@ def run_section(ws: Workspace, run: Artifact) -> RunSection:
                          train_seconds=run.meta["info"]["timings"].get("total_seconds"),
                          chosen_epoch=run.payload.get("chosen_epoch"))
     if run.payload["diverged_at"] is None:
-        section.metrics = stages.evaluate(ws, run).payload
+        section.metrics = without_predictions(stages.evaluate(ws, run).payload)
         figures = stages.plot(ws, run)
         section.figures = {name: path.relative_to(ws.reports_dir).as_posix() for name, path in figures.items()}
     return section

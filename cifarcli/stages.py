@@ -30,7 +30,7 @@ from cifarcli.cache import Artifact, DamagedArtifact, Schema, SchemaError, Store
 from cifarcli.config import GradcheckConfig, TrainConfig
 from cifarcli.errors import CifarError, OptionError, WorkFailed
 from cifarcli.ensemble import TIE_RULE, combine
-from cifarcli.evaluate import evaluate_model
+from cifarcli.evaluate import evaluate_model, update_sizes
 from cifarcli.gradcheck import check_gradients
 from cifarcli.model import init_parameters, one_hot
 from cifarcli.prepare import prepare, split_indices
@@ -69,7 +69,8 @@ TRAIN = Stage("train", 1, schemas.TRAIN)
 # plot 3: with λ = 0 the loss curve is drawn once, "loss = cost (λ = 0)".
 # report 3: the comparison section at the top, figures two to a row with numbered captions, print CSS,
 # the data source as a file name.
-EVALUATE = Stage("evaluate", 2, schemas.EVALUATE)
+# evaluate 3: each split's predicted classes (for McNemar's test), accuracy intervals, the size of one update.
+EVALUATE = Stage("evaluate", 3, schemas.EVALUATE)
 PLOT = Stage("plot", 3, schemas.PLOT)
 REPORT = Stage("report", 3, schemas.REPORT)
 SWEEP = Stage("sweep", 1, schemas.SWEEP)
@@ -547,6 +548,8 @@ def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
     def compute():
         split = prepared(dataset_by_key(ws, data_key), config.split, config.val_size, config.dtype)
         metrics = evaluate_model(run.payload["W"], run.payload["b"], config.lam, split, loss=config.loss)
+        metrics["update"] = update_sizes(run.payload["W"], run.payload["b"], config.lam, config.eta, config.n_batch,
+                                         split.X_train, split.y_train, config.loss)
         # The test numbers in meta.json too, so `cifarcli runs` lists them without loading payloads.
         return metrics, {"test": {k: metrics["test"][k] for k in ("loss", "cost", "accuracy")}}
 
