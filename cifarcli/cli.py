@@ -608,20 +608,24 @@ def ensemble(
 
 @app.command(epilog=examples("cifarcli report                      # the study's four settings",
                                "cifarcli report --config my-study.toml --jobs 1",
+                               "cifarcli report --brief --pdf --discussion discussion.md",
                                "cifarcli report --reports-dir out --json"))
 def report(
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file listing the settings (default: the study's four).")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Train up to this many settings at once.")] = 2,
+    discussion: Annotated[Optional[Path], typer.Option("--discussion", help="Your own discussion (Markdown: paragraphs, lists, emphasis, code), added after the analysis.")] = None,
+    brief: Annotated[Optional[bool], typer.Option("--brief/--full", help="The assignment's layout: set-up, gradient check, each run with curves and weights, comparison, analysis, discussion.", show_default=False)] = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="Also write reports/report.pdf (A4) and report.typ, typeset with Typst (pip install 'cifarcli[pdf]').")] = False,
     cache_dir: CacheDir = Path("cache"), reports_dir: ReportsDir = Path("reports"),
     force: Force = False, as_json: Json = False, quiet: Quiet = False,
 ):
-    """Run or reuse every stage for every setting and write reports/report.md and report.html."""
+    """Run or reuse every stage for every setting and write reports/report.md and report.html (--pdf: report.pdf)."""
     from cifarcli import views, workflows
 
     out, ws = _start(as_json, quiet, cache_dir, reports_dir, jobs)
     if jobs < 1:
         raise OptionError("jobs", f"must be at least 1, got {jobs}")
-    result = workflows.report(ws, config, force)
+    result = workflows.report(ws, config, force, discussion, brief, pdf)
     out.result(result, *views.report_view(result))
     _require_a_converged_run(out, result)
 

@@ -35,6 +35,14 @@ of its accuracy (``"accuracy_ci"``).
 changes, r = η ‖∂J/∂W‖_F / ‖W‖_F, over one epoch's batches of the training
 split (in order) at the final weights. A step that moves W by a large share of
 its own norm overshoots: it explains a saw-tooth cost.
+``template_roughness``: how smooth the ten class templates are. Each row of
+W is a 3 × 32 × 32 image w_k; over every pair (p, q) of horizontally or
+vertically neighbouring pixels of one colour channel,
+
+    R_k = mean (w_k[p] − w_k[q])² / (2 Var(w_k)),   roughness = mean_k R_k.
+
+Independent noise has R = 1 (E(x − y)² = 2σ²); a smooth template, whose
+neighbours are alike, has R near 0; a checkerboard up to 2.
 One forward pass per split; pure numpy, no I/O.
 """
 
@@ -49,7 +57,8 @@ from .stats import wilson_interval
 from .threads import on_one_blas_thread
 
 __all__ = ["without_predictions", "confusion_matrix", "evaluate_model", "probability_summary", "PROB_BINS", "CONFIDENT_MISTAKE",
-           "margin_summary", "MARGIN_BINS", "MARGIN_RANGE", "CONFIDENT_MARGIN", "update_sizes"]
+           "margin_summary", "MARGIN_BINS", "MARGIN_RANGE", "CONFIDENT_MARGIN", "update_sizes",
+           "template_roughness"]
 
 PROB_BINS = 20
 CONFIDENT_MISTAKE = 0.1
@@ -106,6 +115,17 @@ def evaluate_model(W: np.ndarray, b: np.ndarray, lam: float, data: PreparedData,
                 out["probabilities"] = probability_summary(true_class_probabilities(S64, y, loss), correct, loss)
     out["label_names"] = names
     return out
+
+
+def template_roughness(W: np.ndarray) -> dict:
+    """``{"roughness": mean_k R_k, "per_class": [R_0 .. R_{K-1}]}`` of W (K × 3072, CIFAR's channel-first order)."""
+    images = np.asarray(W, dtype=np.float64).reshape(W.shape[0], 3, 32, 32)
+    across = np.diff(images, axis=3).reshape(W.shape[0], -1)
+    down = np.diff(images, axis=2).reshape(W.shape[0], -1)
+    energy = np.concatenate([across, down], axis=1)
+    variance = images.reshape(W.shape[0], -1).var(axis=1)
+    per_class = np.mean(energy ** 2, axis=1) / np.where(variance > 0, 2 * variance, np.inf)
+    return {"roughness": float(per_class.mean()), "per_class": per_class.tolist()}
 
 
 def without_predictions(metrics: dict) -> dict:

@@ -75,6 +75,7 @@ EVALUATE_PAYLOAD = Check({
     "label_names": ListOf(str, "K"),
     "predictions": Opt(_PREDICTIONS),
     "update": Opt({"median": NUMBER, "max": NUMBER, "n_updates": int}),
+    "weights": Opt({"roughness": NUMBER, "per_class": ListOf(NUMBER, "K")}),
 }, lambda p: ("margins" in p) == (p.get("loss") == "svm") and ("probabilities" in p) != ("margins" in p),
     '"probabilities", or "margins" for an svm run (one of the two)')
 _ERRORS = {"max": NUMBER, "mean": NUMBER, "median": NUMBER, "share_below_tol": NUMBER, "n": int,
@@ -97,8 +98,9 @@ REPORT_PAYLOAD = {
     "doc": {"title": str, "cifarcli_version": str, "dataset": dict, "preprocessing": dict, "initialisation": dict,
             "gradcheck": {**GRADCHECK_PAYLOAD, "tol": NUMBER, "passed": bool}, "runs": ListOf(_REPORT_RUN),
             "sweep": Opt(dict), "comparison": Opt({"key": str, "figures": DictOf(str, str)}), "ensemble": Opt(dict),
-            "created": str},
-    "report.md": str, "report.html": str,
+            "created": str, "discordant": Opt(ListOf({"a": str, "b": str, "split": str, "a_only": int, "b_only": int})),
+            "discussion": Opt(str), "brief": Opt(bool)},
+    "report.md": str, "report.html": str, "report.typ": Opt(str),
 }
 DATASET = Schema(DATASET_PAYLOAD, params={"sha256": HEX64}, info=DATASET_INFO)
 GRADCHECK = Schema(GRADCHECK_PAYLOAD, info={"max_error": NUMBER, "elapsed": NUMBER})

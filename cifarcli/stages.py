@@ -30,7 +30,7 @@ from cifarcli.cache import Artifact, DamagedArtifact, Schema, SchemaError, Store
 from cifarcli.config import GradcheckConfig, TrainConfig
 from cifarcli.errors import CifarError, OptionError, WorkFailed
 from cifarcli.ensemble import TIE_RULE, combine
-from cifarcli.evaluate import evaluate_model, update_sizes
+from cifarcli.evaluate import evaluate_model, template_roughness, update_sizes
 from cifarcli.gradcheck import check_gradients
 from cifarcli.model import init_parameters, one_hot
 from cifarcli.prepare import prepare, split_indices
@@ -72,7 +72,8 @@ TRAIN = Stage("train", 1, schemas.TRAIN)
 # evaluate 3: each split's predicted classes (for McNemar's test), accuracy intervals, the size of one update.
 EVALUATE = Stage("evaluate", 3, schemas.EVALUATE)
 PLOT = Stage("plot", 3, schemas.PLOT)
-REPORT = Stage("report", 3, schemas.REPORT)
+# report 4: intervals, McNemar's tests, roughness and update sizes, the discussion, --brief, report.typ.
+REPORT = Stage("report", 4, schemas.REPORT)
 SWEEP = Stage("sweep", 1, schemas.SWEEP)
 COMPARISON = Stage("comparison", 1, schemas.COMPARISON)   # every run of a report side by side
 ENSEMBLE = Stage("ensemble", 1, schemas.ENSEMBLE)         # runs combined: majority vote and mean output
@@ -550,6 +551,7 @@ def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
         metrics = evaluate_model(run.payload["W"], run.payload["b"], config.lam, split, loss=config.loss)
         metrics["update"] = update_sizes(run.payload["W"], run.payload["b"], config.lam, config.eta, config.n_batch,
                                          split.X_train, split.y_train, config.loss)
+        metrics["weights"] = template_roughness(run.payload["W"])
         # The test numbers in meta.json too, so `cifarcli runs` lists them without loading payloads.
         return metrics, {"test": {k: metrics["test"][k] for k in ("loss", "cost", "accuracy")}}
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tinycifar
-from cifarcli.evaluate import confusion_matrix, evaluate_model, update_sizes, without_predictions
+from cifarcli.evaluate import confusion_matrix, evaluate_model, template_roughness, update_sizes, without_predictions
 from cifarcli.model import compute_accuracy, compute_cost, compute_loss
 from cifarcli.prepare import prepare
 from cifarcli.config import TrainConfig
@@ -144,3 +144,19 @@ def test_update_sizes_measure_one_step_relative_to_the_weights(trained):
     # η scales the step: ten times η, ten times the relative update.
     ten = update_sizes(res.W, res.b, 0.1, 0.1, 40, data.X_train, data.y_train)
     assert ten["median"] == pytest.approx(10 * sizes["median"], rel=1e-12)
+
+
+def test_template_roughness_is_one_for_noise_near_zero_for_smooth_templates_two_for_a_checkerboard():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(10, 3072))
+    assert template_roughness(noise)["roughness"] == pytest.approx(1.0, abs=0.03)
+    ramp = np.add.outer(np.arange(32.0), np.arange(32.0))                  # a smooth gradient image
+    smooth = np.tile(np.stack([ramp] * 3).ravel(), (10, 1)) * rng.uniform(0.5, 2, size=(10, 1))
+    assert template_roughness(smooth)["roughness"] < 0.05
+    checker = np.indices((32, 32)).sum(axis=0) % 2 * 2.0 - 1
+    out = template_roughness(np.tile(np.stack([checker] * 3).ravel(), (10, 1)))
+    assert out["roughness"] == pytest.approx(2.0) and len(out["per_class"]) == 10
+    # Blurring noise (mean of neighbours) makes it smoother: roughness falls.
+    img = noise.reshape(10, 3, 32, 32)
+    blurred = (img + np.roll(img, 1, 2) + np.roll(img, 1, 3) + np.roll(img, (1, 1), (2, 3))) / 4
+    assert template_roughness(blurred.reshape(10, -1))["roughness"] < 0.5

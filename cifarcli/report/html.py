@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .blocks import Bullets, Contents, FigureRow, Heading, Inline, Para, Span, Table, build_blocks
+from .blocks import Bullets, CodeBlock, Contents, FigureRow, Heading, Inline, Para, Span, Table, build_blocks
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -65,7 +65,9 @@ td code, .nowrap { white-space: nowrap; word-break: normal; }
 .missing { color: var(--bad); font-style: italic; }
 ul { padding-left: 1.3rem; }
 li { margin: .3rem 0; }
-@page { margin: 12mm 12mm 14mm; }
+pre { background: #f3f4f6; padding: .6rem .8rem; border-radius: 6px; overflow-x: auto; }
+pre code { background: none; padding: 0; word-break: normal; white-space: pre; }
+@page { size: A4; margin: 12mm 12mm 14mm; }
 @media print {
   body { font-size: 10pt; line-height: 1.4; }
   main { max-width: none; padding: 0; }
@@ -105,6 +107,8 @@ def _html_inline(x: Inline) -> str:
             t = f"<code>{t}</code>"
         if x.nowrap:
             t = f'<span class="nowrap">{t}</span>'
+        if x.italic:
+            t = f"<em>{t}</em>"
         return f"<strong>{t}</strong>" if x.bold else t
     return "".join(_html_inline(p) for p in x)
 
@@ -193,7 +197,10 @@ def _html_block(b, figure_dir: Path) -> str:
     if isinstance(b, Para):
         return _html_para(b)
     if isinstance(b, Bullets):
-        return "<ul>\n" + "\n".join(f"<li>{_html_inline(i)}</li>" for i in b.items) + "\n</ul>"
+        tag = "ol" if b.ordered else "ul"
+        return f"<{tag}>\n" + "\n".join(f"<li>{_html_inline(i)}</li>" for i in b.items) + f"\n</{tag}>"
+    if isinstance(b, CodeBlock):
+        return f"<pre><code>{_h(b.text)}</code></pre>"
     if isinstance(b, Table):
         return _html_table(b)
     if isinstance(b, FigureRow):
