@@ -34,6 +34,7 @@ from cifarcli.evaluate import evaluate_model, template_roughness, update_sizes
 from cifarcli.gradcheck import check_gradients
 from cifarcli.model import init_parameters, one_hot
 from cifarcli.prepare import prepare, split_indices
+from cifarcli.report.analysis import instability
 
 WORKSPACE_FILE = "workspace.json"
 
@@ -75,7 +76,8 @@ PLOT = Stage("plot", 3, schemas.PLOT)
 # report 4: intervals, McNemar's tests, roughness and update sizes, the discussion, --brief, report.typ.
 REPORT = Stage("report", 4, schemas.REPORT)
 SWEEP = Stage("sweep", 1, schemas.SWEEP)
-COMPARISON = Stage("comparison", 1, schemas.COMPARISON)   # every run of a report side by side
+# comparison 2: the unstable runs' loss in a panel of its own, the legend below the panels, run colours in the grid.
+COMPARISON = Stage("comparison", 2, schemas.COMPARISON)   # every run of a report side by side
 ENSEMBLE = Stage("ensemble", 1, schemas.ENSEMBLE)         # runs combined: majority vote and mean output
 STAGES = {stage.name: stage for stage in (DATASET, GRADCHECK, TRAIN, EVALUATE, PLOT, REPORT, SWEEP, COMPARISON,
                                           ENSEMBLE)}
@@ -618,8 +620,11 @@ def comparison(ws: Workspace, runs: list[Artifact], force: bool = False) -> tupl
         stage_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".tmp-{key}-draw-", dir=stage_dir) as tmp:
             folder = Path(tmp)
+            # The unstable runs (the report's rule) get a loss panel of their own: the stable ones stay apart.
+            apart = [instability({"history": run.payload["history"], "diverged_at": run.payload["diverged_at"]})
+                     is not None for run in runs]
             plots.plot_comparison_curves([(label + diverged(run), run.payload["history"]) for label, run in labelled],
-                                         folder / "curves.png")
+                                         folder / "curves.png", apart=apart)
             plots.plot_comparison_weights([(label, run.payload["W"]) for label, run in labelled],
                                           runs[0].payload["label_names"], folder / "weights.png")
             return ({name: (folder / f"{name}.png").read_bytes() for name in schemas.COMPARISON_FIGURES},

@@ -242,7 +242,7 @@ def fmt_update(r: float) -> str:
 
 def update_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     """Why an unstable run is unstable, measured: the size of one update relative to the weights it changes."""
-    stable = [(r, update_of(r)) for r in runs if instability(r) is None and update_of(r) is not None]
+    stable = [r for r in runs if instability(r) is None and update_of(r) is not None]
     out = []
     for run in runs:
         found, size = instability(run), update_of(run)
@@ -250,12 +250,12 @@ def update_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
             continue
         text = (f"Why {run_name(run)} was unstable: one mini-batch update, η‖∂J/∂W‖/‖W‖ measured over an epoch "
                 f"of batches at its final weights, moves W by {fmt_update(size)} of its own norm (median)")
-        if stable:
-            lo = min(v for _, v in stable)
-            hi = max(v for _, v in stable)
-            span = fmt_update(lo) if fmt_update(lo) == fmt_update(hi) else f"{fmt_update(lo)} to {fmt_update(hi)}"
-            text += (f", against {span} for the stable run{'s' if len(stable) > 1 else ''} "
-                     f"({size / hi:.0f} times the largest)")
+        # Set against the stable runs that differ from it in η alone, when there are any.
+        same_but_eta = [r for r in stable if {k: v for k, v in r.get("config", {}).items() if k != "eta"}
+                        == {k: v for k, v in run.get("config", {}).items() if k != "eta"}]
+        for other in same_but_eta or stable:
+            text += (f"; {fmt_update(update_of(other))} for the stable {run_name(other)} "
+                     f"({size / update_of(other):.0f} times less)")
         out.append(text + ": each step is too large for the weights it changes, overshoots the minimum "
                           "along the batch's gradient and undoes part of the previous steps, so the cost "
                           "goes up and down.")
@@ -370,7 +370,8 @@ def effect_sentences(runs: Sequence[Mapping[str, Any]], param: str, tests: PairT
             ra, rb = roughness_of(a), roughness_of(b)
             if param == "lam" and ra is not None and rb is not None:
                 parts.append(_change("raised", "lowered", ra, rb, "the roughness of the weight templates",
-                                     lambda r: f"{r:.2f}", " (weights grid)"))
+                                     lambda r: f"{r:.2f}", " (1 = noise, 0 = smooth: see the weights grid of "
+                                                           "the comparison)"))
             if not parts:
                 continue
             sentence = f"{where}, raising {sym} from {fmt_num(va)} to {fmt_num(vb)} " + " and ".join(parts)

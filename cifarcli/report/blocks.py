@@ -479,13 +479,17 @@ def _comparison_figure_blocks(runs: Sequence[Mapping[str, Any]], compared: Mappi
     blocks: list = []
     if figs.get("curves"):
         blocks.append(FigureRow([Figure(figs["curves"], "validation loss and accuracy of every run, overlaid",
-                                        f"validation loss and accuracy of every run ({names}), per epoch. "
-                                        "A diverged run's curves stop where its cost became NaN or infinite.")],
+                                        f"validation loss and accuracy of every run ({names}), per epoch, one "
+                                        "colour and mark per run (the same in the weights grid). An unstable "
+                                        "run's loss has a panel of its own, so the stable runs stay apart (their "
+                                        "panel is zoomed on where they differ). A diverged run's curves stop where "
+                                        "its cost became NaN or infinite.")],
                                 wide=True))
     if figs.get("weights"):
         blocks.append(FigureRow([Figure(figs["weights"], "learnt weights of every run, one row per run",
-                                        "learnt weights of every run, one row per run (labelled λ, η), one "
-                                        "32×32 image per class, each scaled to its own range.")], wide=True))
+                                        "learnt weights of every run, one row per run (labelled λ, η, in the "
+                                        "run's colour), one 32×32 image per class, each scaled to its own range; "
+                                        "the comparison table gives each row's roughness.")], wide=True))
     return blocks
 
 
