@@ -269,3 +269,34 @@ def test_the_weights_grid_labels_each_row_in_its_runs_colour():
     fig = plots.comparison_weights_figure([("a", W), ("b", W)], [str(k) for k in range(10)])
     rows = [ax for ax in fig.axes if ax.get_ylabel()]
     assert [ax.yaxis.label.get_color() for ax in rows] == [plots.run_style(0)["color"], plots.run_style(1)["color"]]
+
+
+def test_the_sweeps_chosen_point_is_tested_against_its_runner_up_on_validation(fetched, tmp_path):
+    config = settings(tmp_path, [(0.0, 0.001)], "\n[sweep]\nlam = [0.0, 1.0]\neta = [0.001, 0.003]\n")
+    result = fetched("report", "--config", config, "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    points = [p for p in doc["sweep"]["points"] if p["diverged_at"] is None]
+    chosen, second = points[0]["run_id"], points[1]["run_id"]
+    [entry] = [c for c in doc["comparisons"] if c["split"] == "val"]
+    assert {entry["a"], entry["b"]} == {chosen, second}
+    assert entry["p"] == pytest.approx(mcnemar_exact(entry["a_only"], entry["b_only"]))
+    md = (tmp_path / "reports" / "report.md").read_text()
+    verdict = "is significantly better" if entry["significant"] else "is not significantly better"
+    assert f"The chosen setting {verdict} than the runner-up" in md
+    assert f"{entry['a_only']} images right only with" in md
+
+
+def test_the_comparison_table_shows_intervals_roughness_and_update_size(fetched, tmp_path):
+    config = settings(tmp_path, [(0.0, 0.001), (1.0, 0.001)])
+    result = fetched("report", "--config", config, "--json")
+    doc = json.loads(result.stdout)
+    md = (tmp_path / "reports" / "report.md").read_text()
+    assert "| roughness of W | update / ‖W‖ |" in md and "Roughness of W: for each class template" in md
+    for r in doc["runs"]:
+        m = r["metrics"]
+        lo, hi = m["test"]["accuracy_ci"]
+        assert f"{m['test']['accuracy']:.4f} \\[{lo:.4f}, {hi:.4f}\\]" in md
+        assert f"| {m['weights']['roughness']:.2f} |" in md
+        assert len(m["weights"]["per_class"]) == 10 and m["update"]["n_updates"] >= 1
+    assert "predictions" not in json.dumps(doc)                        # kept in the cache, not in the JSON
