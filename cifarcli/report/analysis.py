@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..stats import ALPHA, mcnemar_exact
+from ..stats import ALPHA, mcnemar_exact, wilson_interval
 from .format import (PARAM_WORDS, describe_setting, finite, fmt_acc, fmt_acc_ci, fmt_err, fmt_loss, fmt_num,
                      fmt_p, fmt_points, fmt_share, join_names)
 
@@ -131,7 +131,8 @@ def gap_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
             tail = f"validation is above train by {fmt_points(-gap)} percentage points"
         else:
             tail = "no gap"
-        out.append(f"{run_name(run)}: train accuracy {fmt_acc(tr)}, validation {fmt_acc(va)}: {tail}.")
+        out.append(f"{run_name(run)}: train accuracy {accuracy_text(run, 'train')}, validation "
+                   f"{accuracy_text(run, 'val')}: {tail}.")
     return out
 
 
@@ -455,8 +456,16 @@ def class_sentences(run: Mapping[str, Any]) -> list[str]:
         return []
     hi = max(items, key=lambda kv: kv[1])
     lo = min(items, key=lambda kv: kv[1])
-    return [f"For {run_name(run)}, the easiest class was {hi[0]} ({fmt_acc(hi[1])}) and the "
-            f"hardest {lo[0]} ({fmt_acc(lo[1])})."]
+    names = list(pca)
+    totals = [sum(row) for row in metrics_of(run).get("confusion_matrix") or []]
+
+    def acc(name: str, value: float) -> str:      # with its interval over the class's test images
+        i = names.index(name)
+        n = totals[i] if i < len(totals) else 0
+        return fmt_acc_ci(value, wilson_interval(round(value * n), n) if n else None)
+
+    return [f"For {run_name(run)}, the easiest class was {hi[0]} ({acc(*hi)}) and the "
+            f"hardest {lo[0]} ({acc(*lo)})."]
 
 
 def loss_of(run: Mapping[str, Any]) -> str:

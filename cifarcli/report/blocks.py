@@ -18,7 +18,7 @@ from .analysis import (STABILITY_RULE, PairTests, accuracy_of, accuracy_text, an
                        best_versus_runner_up, epochs_of, fmt_update, gradcheck_passed, instability, loss_of, loss_pairs,
                        loss_sentences, margin_stats, metrics_of, probability_stats, roughness_of, run_name,
                        svm_sentences, update_of)
-from .format import (PARAM_WORDS, describe_setting, finite, fmt_acc, fmt_acc_ci, fmt_err, fmt_loss, fmt_num,
+from .format import (PARAM_WORDS, describe_setting, finite, fmt_acc, fmt_ci, fmt_err, fmt_loss, fmt_num,
                      fmt_points, fmt_seconds, fmt_share, join_names)
 
 SPLITS = (("train", "train"), ("val", "validation"), ("test", "test"))
@@ -55,6 +55,7 @@ class Span:
     code: bool = False
     nowrap: bool = False    # HTML: never broken across lines (a run's name in a narrow column)
     italic: bool = False
+    aside: bool = False     # HTML: a smaller line of its own under the cell's value (an accuracy's interval)
 
 
 Inline = Union[str, Span, Sequence[Union[str, Span]]]
@@ -255,6 +256,12 @@ def _gradcheck_blocks(gc: Mapping[str, Any] | None) -> list:
     return blocks
 
 
+def _accuracy_cell(accuracy: Any, ci: Any) -> list[Union[str, Span]]:
+    """A table cell: the accuracy, then its 95 % interval (HTML: on a smaller line of its own)."""
+    interval = fmt_ci(ci) if finite(accuracy) else ""
+    return [fmt_acc(accuracy)] + ([Span(" " + interval, aside=True)] if interval else [])
+
+
 def _run_anchor(run: Mapping[str, Any], i: int) -> str:
     rid = str(run.get("run_id") or i)
     return "run-" + _anchor(rid)
@@ -283,7 +290,7 @@ def _run_blocks(run: Mapping[str, Any], i: int, brief: bool = False) -> list:
         for key, name in SPLITS:
             s = m.get(key) or {}
             rows.append([name, str(sizes.get(key, "—")), fmt_loss(s.get("loss")),
-                         fmt_loss(s.get("cost")), fmt_acc_ci(s.get("accuracy"), s.get("accuracy_ci"))])
+                         fmt_loss(s.get("cost")), _accuracy_cell(s.get("accuracy"), s.get("accuracy_ci"))])
         blocks.append(Table(["split", "images", "loss", "cost", "accuracy [95 % CI]"], rows))
     figs = run.get("figures") or {}
     if brief:
@@ -503,23 +510,30 @@ def _comparison_blocks(runs: Sequence[Mapping[str, Any]], compared: Mapping[str,
     rows = []
     for i, r in enumerate(runs):
         c = r.get("config", {})
-        test = "diverged" if r.get("diverged_at") is not None else accuracy_text(r, "test")
+        test = (["diverged"] if r.get("diverged_at") is not None else
+                _accuracy_cell(accuracy_of(r, "test"), (metrics_of(r).get("test") or {}).get("accuracy_ci")))
         rough, step = roughness_of(r), update_of(r)
         rows.append([Span(run_name(r), nowrap=True), fmt_num(c.get("lam")), fmt_num(c.get("eta")),
-                     fmt_num(c.get("n_batch")),
-                     _epochs_cell(r), accuracy_text(r, "train"), accuracy_text(r, "val"),
-                     Span(f"{test} ★", bold=True) if i in best else test,
+                     fmt_num(c.get("n_batch")), _epochs_cell(r),
+                     *(_accuracy_cell(accuracy_of(r, s), (metrics_of(r).get(s) or {}).get("accuracy_ci"))
+                       for s in ("train", "val")),
+                     [Span(f"{test[0]} ★", bold=True), *test[1:]] if i in best else test,
                      "—" if rough is None else f"{rough:.2f}", "—" if step is None else fmt_update(step),
                      _stability_cell(r), Span(str(r.get("run_id", "—")), code=True)])
     flagged = [(r, instability(r)) for r in runs]
     flagged = [(r, found) for r, found in flagged if found is not None]
-    blocks.append(Table(["run", "λ", "η", "n_batch", "epochs", "train acc.", "val. acc.",
-                         "test acc.", "roughness of W", "update / ‖W‖", "stability", "run ID"], rows,
-                        align="lrrrrrrrrrll", highlight=best,
-                        caption="Final accuracies of every run with their 95 % Wilson intervals; roughness of W: "
-                                "how rough the ten weight templates are (1 = like noise, 0 = smooth; defined "
-                                "under the table); update / ‖W‖: the median size of one mini-batch update relative "
-                                "to the weights; ⚠ flags an unstable or diverged run (rule in the analysis)."))
+    header = ["run", "λ", "η", "n_batch", "epochs", "train acc.", "val. acc.", "test acc.", "roughness of W",
+              "update / ‖W‖", "stability", "run ID"]
+    # A setting every run shares is said once, in the caption: the table stays within the page.
+    shared = {k: rows[0][i] for i, k in ((3, "n_batch"), (4, "epochs")) if len({str(row[i]) for row in rows}) == 1}
+    keep = [i for i in range(len(header)) if header[i] not in shared]
+    blocks.append(Table([header[i] for i in keep], [[row[i] for i in keep] for row in rows],
+                        align="".join("lrrrrrrrrrll"[i] for i in keep), highlight=best,
+                        caption=(f"Every run: {', '.join(f'{k} {v}' for k, v in shared.items())}. " if shared else "")
+                        + "Final accuracies with their 95 % Wilson intervals; roughness of W: "
+                          "how rough the ten weight templates are (1 = like noise, 0 = smooth; defined "
+                          "under the table); update / ‖W‖: the median size of one mini-batch update relative "
+                          "to the weights; ⚠ flags an unstable or diverged run (rule in the analysis)."))
     for r, found in flagged:
         blocks.append(Para([Span(run_name(r), bold=True), f" was {'unstable' if found.kind != 'diverged' else 'diverged'}"
                             f": {found.reason}; {found.curve}."], "warn"))

@@ -45,11 +45,12 @@ nav.toc a:hover { text-decoration: underline; }
 .table-wrap { overflow-x: auto; margin: .9rem 0 1.2rem; }
 table { border-collapse: collapse; font-size: .92rem; font-variant-numeric: tabular-nums; min-width: 50%; }
 caption { caption-side: top; text-align: left; color: var(--muted); font-size: .88rem; padding-bottom: .35rem; }
-th, td { padding: .38rem .6rem; border-bottom: 1px solid var(--line); vertical-align: top; }
+th, td { padding: .38rem .45rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background: #f3f4f6; font-weight: 600; border-bottom: 2px solid #d1d5db; text-align: left; }
 tbody tr:nth-child(even) { background: var(--zebra); }
 tbody tr.hl { background: #fff7e6; }
 td.r, th.r { text-align: right; white-space: nowrap; }
+th.r { white-space: normal; }
 td.l, th.l { text-align: left; }
 figure { margin: 1rem 0 1.4rem; }
 figure img { display: block; width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
@@ -62,6 +63,8 @@ figcaption { color: var(--muted); font-size: .88rem; margin-top: .35rem; }
 .figrow.half figure { grid-column: 1; }
 .figrow.pair figure, .figrow.half figure { margin: .6rem 0 .8rem; }
 td code, .nowrap { white-space: nowrap; word-break: normal; }
+td code { font-size: .8em; }
+.aside { display: block; font-size: .78em; color: var(--muted); }
 .missing { color: var(--bad); font-style: italic; }
 ul { padding-left: 1.3rem; }
 li { margin: .3rem 0; }
@@ -109,6 +112,8 @@ def _html_inline(x: Inline) -> str:
             t = f'<span class="nowrap">{t}</span>'
         if x.italic:
             t = f"<em>{t}</em>"
+        if x.aside:
+            t = f'<span class="aside">{t.strip()}</span>'
         return f"<strong>{t}</strong>" if x.bold else t
     return "".join(_html_inline(p) for p in x)
 

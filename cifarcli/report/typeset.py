@@ -51,6 +51,8 @@ def _inline(x: Inline) -> str:
     """Markup that shows ``x``: each piece a ``#``-expression, so pieces can follow one another."""
     if isinstance(x, str):
         return f"#{typst_string(x)}" if x else ""
+    if isinstance(x, Span) and x.aside:
+        return f"#linebreak()#text(size: 0.85em, fill: luma(90), {typst_string(x.text.strip())})"
     if isinstance(x, Span):
         t = f"raw({typst_string(x.text)})" if x.code else typst_string(x.text)
         if x.italic:
