@@ -259,14 +259,18 @@ def ensemble(
 
 @command("cifarcli report                      # the study's four settings",
          "cifarcli report --config my-study.toml --jobs 1",
+         "cifarcli report --brief --pdf --discussion discussion.md",
          "cifarcli report --reports-dir out --json")
 @opt.common_options("reports_dir", "force", "quiet")
-def report(config: opt.Settings = None, jobs: opt.ReportJobs = opt.JOBS, *, common: opt.Common):
-    """Run or reuse every stage for every setting and write reports/report.md and report.html."""
+def report(
+    config: opt.Settings = None, jobs: opt.ReportJobs = opt.JOBS, discussion: opt.Discussion = None,
+    brief: opt.Brief = None, pdf: opt.Pdf = False, *, common: opt.Common,
+):
+    """Run or reuse every stage for every setting and write reports/report.md and report.html (--pdf: report.pdf)."""
     from cifarcli import views, workflows
 
     out, ws = _start(common, jobs)
-    result = workflows.report(ws, config, common.force)
+    result = workflows.report(ws, config, common.force, discussion, brief, pdf)
     out.result(result, *views.report_view(result))
     _require_a_converged_run(out, result)
 

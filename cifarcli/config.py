@@ -32,6 +32,7 @@ the file, so nothing here speaks in flags. A settings file looks like this
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import numbers
 import sys
@@ -345,6 +346,8 @@ class ReportSettings:
     gradcheck: GradcheckConfig = GRADCHECK_DEFAULTS
     sweep: SweepSpec | None = None                              # with a [sweep] table
     ensemble: list | None = None                                # with an [ensemble] table: its members' TrainConfigs
+    discussion: Path | None = None                              # [report] discussion = "FILE" (beside the settings)
+    brief: bool = False                                         # [report] brief = true
 
 
 def load_settings(path: Path | None) -> ReportSettings:
@@ -367,7 +370,7 @@ def load_settings(path: Path | None) -> ReportSettings:
         raise CifarError(f"{path}: values nested too deeply to read", hint=SETTINGS_HINT) from None
     except ValueError:  # an integer of thousands of digits (Python's int-from-text limit)
         raise CifarError(f"{path}: a number has too many digits to read", hint=SETTINGS_HINT) from None
-    _known(document, {"defaults", "gradcheck", "run", "sweep", "ensemble"}, f"{path}")
+    _known(document, {"defaults", "gradcheck", "run", "sweep", "ensemble", "report"}, f"{path}")
     defaults = _table(document, "defaults", path)
     runs = document.get("run", [])
     if not isinstance(runs, list) or not (runs or "sweep" in document or "ensemble" in document) or \
@@ -375,11 +378,29 @@ def load_settings(path: Path | None) -> ReportSettings:
         raise CifarError(f"{path}: needs at least one [[run]] table (or a [sweep] table)",
                          hint="see the README's report section")
     configs = [_run_config({**defaults, **run}, f"{path}: run {i + 1}") for i, run in enumerate(runs)]
+    _no_duplicate_runs(configs, path)
     gradcheck = _gradcheck_config(_table(document, "gradcheck", path), f"{path}: [gradcheck]")
     sweep = _sweep_spec(_table(document, "sweep", path), defaults, f"{path}: [sweep]") if "sweep" in document else None
     ensemble = (_ensemble_configs(_table(document, "ensemble", path), defaults, f"{path}: [ensemble]")
                 if "ensemble" in document else None)
-    return ReportSettings(runs=configs, gradcheck=gradcheck, sweep=sweep, ensemble=ensemble)
+    report = _table(document, "report", path)
+    _known(report, {"discussion", "brief"}, f"{path}: [report]")
+    if not isinstance(report.get("discussion", ""), str) or not isinstance(report.get("brief", False), bool):
+        raise CifarError(f"{path}: [report] discussion must be a file name (a string) and brief true or false")
+    discussion = Path(path).parent / report["discussion"] if report.get("discussion") else None
+    return ReportSettings(runs=configs, gradcheck=gradcheck, sweep=sweep, ensemble=ensemble, discussion=discussion,
+                          brief=report.get("brief", False))
+
+
+def _no_duplicate_runs(configs: list[TrainConfig], path) -> None:
+    """Two [[run]] tables with the same settings (defaults applied) would be one run reported twice."""
+    seen: dict[str, int] = {}
+    for i, config in enumerate(configs):
+        key = json.dumps(config.key_params(), sort_keys=True)
+        if key in seen:
+            raise CifarError(f"{path}: run {seen[key] + 1} and run {i + 1} are the same setting "
+                             f"(λ={config.lam:g}, η={config.eta:g})", hint="remove one of the two [[run]] tables")
+        seen[key] = i
 
 
 def _ensemble_configs(table: dict, defaults: dict, where: str) -> list[TrainConfig]:

@@ -293,6 +293,13 @@ Sort = _option(str, "--sort", metavar="FIELD", help="Sort by a setting (lam, eta
                "test_acc, train_cost, val_cost, created, seconds, run_id; metrics best first, newest first.")
 Reverse = _option(bool, "--reverse", metavar="", help="Reverse the order of --sort.")
 AllParams = _option(bool, "--all-params", metavar="", help="Show every setting, not only those that differ.")
+Discussion = _option(Path | None, "--discussion",
+                     help="Your own discussion (Markdown: paragraphs, lists, emphasis, code), added after the analysis.")
+Brief = _option(bool | None, "--brief/--full", show_default=False,
+                help="The assignment's layout: set-up, gradient check, each run with curves and weights, comparison, "
+                     "analysis, discussion.")
+Pdf = _option(bool, "--pdf", metavar="",
+              help="Also write reports/report.pdf (A4) and report.typ, typeset with Typst (pip install 'cifarcli[pdf]').")
 RunName = _option(str | None, "--name", help="Name the run; any --run accepts the name (never part of the run ID).")
 Diff = _option(tuple[str, str] | None, "--diff", metavar="A B",
                help="Show two runs (IDs or unique prefixes) side by side.")

@@ -63,7 +63,9 @@ CHECKPOINT = Check({"epoch": int, "W": Array(FLOATS, ("K", "d")), "b": Array(FLO
                    and 1 <= c.get("best_epoch", 1) <= c["epoch"],
                    "a checkpoint whose history has one row per epoch, epoch 0 included, and a best epoch "
                    "(with its W and b) among them")
-_SPLIT_METRICS = {"loss": NUMBER, "cost": NUMBER, "accuracy": NUMBER, "n": int}
+_SPLIT_METRICS = {"loss": NUMBER, "cost": NUMBER, "accuracy": NUMBER, "n": int, "accuracy_ci": Opt(ListOf(NUMBER, 2))}
+# Each split's predicted classes, one per image (a dimension name per split: their sizes differ).
+_PREDICTIONS = {split: Array(("uint8",), (f"n_{split}",), within=(0, 9)) for split in ("train", "val", "test")}
 _PROBABILITY_GROUP = {"n": int, "mean": MAYBE_NUMBER, "median": MAYBE_NUMBER, "counts": ListOf(int, "bins")}
 _TRUE_CLASS_SUMMARY = {"kind": str, "bins": ListOf(NUMBER), "threshold": NUMBER, "correct": _PROBABILITY_GROUP,
                        "incorrect": _PROBABILITY_GROUP, "confident_mistakes": MAYBE_NUMBER}
@@ -73,6 +75,9 @@ EVALUATE_PAYLOAD = Check({
     "confusion_matrix": ListOf(ListOf(int, "K"), "K"), "per_class_accuracy": DictOf(str, NUMBER),
     "probabilities": Opt(_TRUE_CLASS_SUMMARY), "margins": Opt({**_TRUE_CLASS_SUMMARY, "open_ends": Opt(bool)}),
     "label_names": ListOf(str, "K"),
+    "predictions": Opt(_PREDICTIONS),
+    "update": Opt({"median": NUMBER, "max": NUMBER, "n_updates": int}),
+    "weights": Opt({"roughness": NUMBER, "per_class": ListOf(NUMBER, "K")}),
 }, lambda p: ("margins" in p) == (p.get("loss") == "svm") and ("probabilities" in p) != ("margins" in p),
     '"probabilities", or "margins" for an svm run (one of the two)')
 _ERRORS = {"max": NUMBER, "mean": NUMBER, "median": NUMBER, "share_below_tol": NUMBER, "n": int,
@@ -95,8 +100,9 @@ REPORT_PAYLOAD = {
     "doc": {"title": str, "cifarcli_version": str, "dataset": dict, "preprocessing": dict, "initialisation": dict,
             "gradcheck": {**GRADCHECK_PAYLOAD, "tol": NUMBER, "passed": bool}, "runs": ListOf(_REPORT_RUN),
             "sweep": Opt(dict), "comparison": Opt({"key": str, "figures": DictOf(str, str)}), "ensemble": Opt(dict),
-            "created": str},
-    "report.md": str, "report.html": str,
+            "created": str, "discordant": Opt(ListOf({"a": str, "b": str, "split": str, "a_only": int, "b_only": int})),
+            "discussion": Opt(str), "brief": Opt(bool)},
+    "report.md": str, "report.html": str, "report.typ": Opt(str),
 }
 # Keyed by content since issue 17; a dataset keyed by its source file ({"sha256"}) still reads,
 # unreachable, until `cache gc` removes it with everything made from it.

@@ -31,10 +31,11 @@ from cifarcli.cache import Artifact, DamagedArtifact, Schema, SchemaError, Store
 from cifarcli.config import GradcheckConfig, TrainConfig, run_name_problem
 from cifarcli.errors import CifarError, OptionError, WorkFailed
 from cifarcli.ensemble import TIE_RULE, combine
-from cifarcli.evaluate import evaluate_model
+from cifarcli.evaluate import evaluate_model, template_roughness, update_sizes
 from cifarcli.gradcheck import check_gradients
 from cifarcli.model import init_parameters, one_hot
 from cifarcli.prepare import prepare, split_indices
+from cifarcli.report.analysis import instability
 
 WORKSPACE_FILE = "workspace.json"
 
@@ -70,11 +71,14 @@ TRAIN = Stage("train", 1, schemas.TRAIN)
 # plot 3: with λ = 0 the loss curve is drawn once, "loss = cost (λ = 0)".
 # report 3: the comparison section at the top, figures two to a row with numbered captions, print CSS,
 # the data source as a file name.
-EVALUATE = Stage("evaluate", 2, schemas.EVALUATE)
+# evaluate 3: each split's predicted classes (for McNemar's test), accuracy intervals, the size of one update.
+EVALUATE = Stage("evaluate", 3, schemas.EVALUATE)
 PLOT = Stage("plot", 3, schemas.PLOT)
-REPORT = Stage("report", 3, schemas.REPORT)
+# report 4: intervals, McNemar's tests, roughness and update sizes, the discussion, --brief, report.typ.
+REPORT = Stage("report", 4, schemas.REPORT)
 SWEEP = Stage("sweep", 1, schemas.SWEEP)
-COMPARISON = Stage("comparison", 1, schemas.COMPARISON)   # every run of a report side by side
+# comparison 2: the unstable runs' loss in a panel of its own, the legend below the panels, run colours in the grid.
+COMPARISON = Stage("comparison", 2, schemas.COMPARISON)   # every run of a report side by side
 ENSEMBLE = Stage("ensemble", 1, schemas.ENSEMBLE)         # runs combined: majority vote and mean output
 STAGES = {stage.name: stage for stage in (DATASET, GRADCHECK, TRAIN, EVALUATE, PLOT, REPORT, SWEEP, COMPARISON,
                                           ENSEMBLE)}
@@ -686,6 +690,9 @@ def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
     def compute():
         split = prepared(dataset_by_key(ws, data_key), config.split, config.val_size, config.dtype)
         metrics = evaluate_model(run.payload["W"], run.payload["b"], config.lam, split, loss=config.loss)
+        metrics["update"] = update_sizes(run.payload["W"], run.payload["b"], config.lam, config.eta, config.n_batch,
+                                         split.X_train, split.y_train, config.loss)
+        metrics["weights"] = template_roughness(run.payload["W"])
         # The test numbers in meta.json too, so `cifarcli runs` lists them without loading payloads.
         return metrics, {"test": {k: metrics["test"][k] for k in ("loss", "cost", "accuracy")}}
 
@@ -752,8 +759,11 @@ def comparison(ws: Workspace, runs: list[Artifact], force: bool = False) -> tupl
         stage_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".tmp-{key}-draw-", dir=stage_dir) as tmp:
             folder = Path(tmp)
+            # The unstable runs (the report's rule) get a loss panel of their own: the stable ones stay apart.
+            apart = [instability({"history": run.payload["history"], "diverged_at": run.payload["diverged_at"]})
+                     is not None for run in runs]
             plots.plot_comparison_curves([(label + diverged(run), run.payload["history"]) for label, run in labelled],
-                                         folder / "curves.png")
+                                         folder / "curves.png", apart=apart)
             plots.plot_comparison_weights([(label, run.payload["W"]) for label, run in labelled],
                                           runs[0].payload["label_names"], folder / "weights.png")
             return ({name: (folder / f"{name}.png").read_bytes() for name in schemas.COMPARISON_FIGURES},

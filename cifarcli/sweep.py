@@ -122,6 +122,12 @@ def report_section(ws: Workspace, spec: SweepSpec) -> SweepSection:
     """The report's sweep section: points, the best run (a full run section), the heat-map."""
     result = run_sweep(ws, spec)
     best = run_section(ws, stages.find_run(ws, result["best"]["run_id"])) if result["best"] else None
+    usable = [p for p in result["points"] if p["diverged_at"] is None and p["val_acc"] is not None]
+    second = None
+    if best is not None and len(usable) >= 2:   # the chosen point is tested against it (McNemar, validation)
+        run = stages.find_run(ws, usable[1]["run_id"])
+        second = {"run_id": run.key, "label": stages.run_label(stages.config_of(run)), "config": run.meta["params"],
+                  "metrics": {s: stages.evaluate(ws, run).payload[s] for s in ("train", "val", "test")}}
     return SweepSection(key=result["sweep"], grid=result["grid"], fixed=result["fixed"], title=heatmap_title(spec),
                         points=result["points"], heatmap=Path(result["heatmap"]).relative_to(ws.reports_dir).as_posix(),
-                        best=best)
+                        best=best, runner_up=second)

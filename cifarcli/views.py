@@ -281,7 +281,9 @@ def run_view(run: Artifact) -> list[Any]:
 
 
 def metrics_json(run: Artifact, metrics: Artifact, min_accuracy: float | None) -> dict:
-    document = {"run_id": run.key, "config": run.meta["params"], **metrics.payload}
+    from cifarcli.evaluate import without_predictions
+
+    document = {"run_id": run.key, "config": run.meta["params"], **without_predictions(metrics.payload)}
     if min_accuracy is not None:
         document["min_accuracy"] = min_accuracy
         document["passed"] = metrics.payload["test"]["accuracy"] >= min_accuracy
