@@ -295,7 +295,7 @@ Reverse = _option(bool, "--reverse", metavar="", help="Reverse the order of --so
 AllParams = _option(bool, "--all-params", metavar="", help="Show every setting, not only those that differ.")
 Discussion = _option(Path | None, "--discussion",
                      help="Your own discussion (Markdown: paragraphs, lists, emphasis, code), added after the analysis.")
-Brief = _option(bool | None, "--brief/--full", show_default=False,
+Brief = _option(bool | None, "--brief/--full", show_default=False, metavar="",
                 help="The assignment's layout: set-up, gradient check, each run with curves and weights, comparison, "
                      "analysis, discussion.")
 Pdf = _option(bool, "--pdf", metavar="",
