@@ -259,8 +259,7 @@ def ensemble(
 
 @command("cifarcli report                      # the study's four settings",
          "cifarcli report --config my-study.toml --jobs 1",
-         "cifarcli report --brief --pdf --discussion discussion.md",
-         "cifarcli report --reports-dir out --json")
+         "cifarcli report --brief --pdf --discussion discussion.md")
 @opt.common_options("reports_dir", "force", "quiet")
 def report(
     config: opt.Settings = None, jobs: opt.ReportJobs = opt.JOBS, discussion: opt.Discussion = None,
