@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import metrics_from_scores, scores, true_class_margins, true_class_probabilities
+from .config import loss_named
+from .model import scores, true_class_margins
 from .prepare import PreparedData
 from .threads import on_one_blas_thread
 
@@ -68,13 +69,14 @@ def evaluate_model(W: np.ndarray, b: np.ndarray, lam: float, data: PreparedData,
     W64 = W.astype(np.float64)
     reg = float(lam) * float(np.sum(W64 * W64))
     out: dict = {"lam": float(lam)}
-    if loss != "softmax":
+    objective = loss_named(loss)
+    if not objective.is_study:
         out["loss"] = loss
     names = list(data.label_names) or [str(k) for k in range(K)]
     for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),
                         ("test", data.X_test, data.y_test)):
         S = scores(X, W.astype(X.dtype, copy=False), b.astype(X.dtype, copy=False))
-        mean_loss, cost, acc = metrics_from_scores(S.astype(np.float64), y, reg, loss)
+        mean_loss, cost, acc = objective.metrics_from_scores(S.astype(np.float64), y, reg)
         out[split] = {"loss": mean_loss, "cost": cost, "accuracy": acc, "n": int(np.size(y))}
         if split == "test":
             C = confusion_matrix(y, np.argmax(S, axis=0), K)
@@ -84,15 +86,16 @@ def evaluate_model(W: np.ndarray, b: np.ndarray, lam: float, data: PreparedData,
             out["per_class_accuracy"] = {names[k]: float(per_class[k]) for k in range(K)}
             S64 = S.astype(np.float64)
             correct = np.argmax(S64, axis=0) == y
-            if loss == "svm":          # scores, no probabilities: the true class's margin instead
+            if objective.gives_probabilities:
+                out["probabilities"] = probability_summary(objective.true_class_probabilities(S64, y), correct,
+                                                           objective.probability_kind)
+            else:                      # scores, no probabilities: the true class's margin instead
                 out["margins"] = margin_summary(true_class_margins(S64, y), correct)
-            else:
-                out["probabilities"] = probability_summary(true_class_probabilities(S64, y, loss), correct, loss)
     out["label_names"] = names
     return out
 
 
-def probability_summary(p_true: np.ndarray, correct: np.ndarray, loss: str = "softmax",
+def probability_summary(p_true: np.ndarray, correct: np.ndarray, kind: str = "softmax",
                         bins: int = PROB_BINS, threshold: float = CONFIDENT_MISTAKE) -> dict:
     """JSON summary of the true-class probabilities p_true (n,) split by ``correct`` (n,) bool.
 
@@ -111,7 +114,7 @@ def probability_summary(p_true: np.ndarray, correct: np.ndarray, loss: str = "so
                 "median": float(np.median(p)) if p.size else None, "counts": counts.astype(int).tolist()}
 
     wrong = p_true[~correct]
-    return {"kind": "sigmoid" if loss == "bce" else "softmax", "bins": edges.tolist(), "threshold": threshold,
+    return {"kind": kind, "bins": edges.tolist(), "threshold": threshold,
             "correct": group(p_true[correct]), "incorrect": group(wrong),
             "confident_mistakes": float(np.mean(wrong < threshold)) if wrong.size else None}
 
