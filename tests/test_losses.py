@@ -9,12 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tinycifar
 from cifarcli import losses
 from cifarcli.config import LOSSES, TrainConfig, loss_named
 from cifarcli.gradcheck import numerical_gradients
 from cifarcli.model import compute_cost, compute_gradients, init_parameters, metrics_from_scores, scores, softmax
-from cifarcli.prepare import prepare
 from cifarcli.threads import TwoHalves
 from cifarcli.train import _FastLoop
 from numeric import naive_gradients
@@ -92,43 +90,35 @@ def test_fast_in_place_gradient_equals_the_reference(problem, name, width, dtype
     np.testing.assert_allclose(G.sum(axis=0), eta * gb.ravel(), rtol=rtol, atol=rtol * np.abs(gb).max())
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    batches, (tx, ty) = tinycifar.make_arrays(200, 100, seed=3)
-    x = np.concatenate([b[0] for b in batches])
-    y = np.concatenate([b[1] for b in batches])
-    return prepare(x, y, tx, ty, tinycifar.LABEL_NAMES, 200, "seed", 100, "float64")
-
-
 @pytest.mark.parametrize("name", LOSSES)
-def test_fast_loop_batch_is_the_reference_gradient(tiny, name):
+def test_fast_loop_batch_is_the_reference_gradient(data64, name):
     """One batch through the fast loop (gather, forward, the loss's gradient) equals the reference gradient."""
     config = TrainConfig(lam=0.0, eta=0.5, n_epochs=1, n_batch=40, dtype="float64", loss=name)
-    W0, b0 = init_parameters(10, tiny.X_train.shape[0], np.random.default_rng(0), std=0.05)
+    W0, b0 = init_parameters(10, data64.X_train.shape[0], np.random.default_rng(0), std=0.05)
     with TwoHalves(1) as halves:
-        loop = _FastLoop(config, tiny, W0, b0, halves, first_epoch=1)
+        loop = _FastLoop(config, data64, W0, b0, halves, first_epoch=1)
         s, e = loop.bounds[0]
         Ab, true_flat = loop.gather(s, e, None, None, None)
         G = loop.step(None, Ab, s, e)
         loop.loss.batch_gradient(G, loop.S_flat, true_flat, loop.steps[0], loop.col[:e - s])
-    X, y = tiny.X_train[:, s:e], tiny.y_train[s:e]
+    X, y = data64.X_train[:, s:e], data64.y_train[s:e]
     gW, gb = config.loss_fn.compute_gradients(X, y, config.loss_fn.output(scores(X, W0, b0)), W0, 0.0)
     np.testing.assert_allclose(G.T @ Ab, config.eta * gW, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(G.sum(axis=0), config.eta * gb.ravel(), rtol=1e-12, atol=1e-15)
 
 
-def test_fast_loop_is_complete_once_built(tiny):
+def test_fast_loop_is_complete_once_built(data64):
     """Rates, threads and the epoch order exist from __init__; the rate follows the epoch's decay."""
     config = TrainConfig(eta=0.1, lam=0.2, n_epochs=3, n_batch=50, dtype="float64", decay_every=1,
                          decay_factor=0.5, shuffle=True)
-    W0, b0 = init_parameters(10, tiny.X_train.shape[0], np.random.default_rng(0))
+    W0, b0 = init_parameters(10, data64.X_train.shape[0], np.random.default_rng(0))
     with TwoHalves(1) as halves:
-        loop = _FastLoop(config, tiny, W0, b0, halves, first_epoch=2)
+        loop = _FastLoop(config, data64, W0, b0, halves, first_epoch=2)
         assert loop.halves is halves and loop.epoch_order is None
         assert loop.eta == 0.05 and loop.steps[0] == 0.05 / 50 and loop.decay == 1 - 2 * 0.05 * 0.2
         loop.run_epoch(3, None)
         assert loop.eta == 0.025 and loop.steps[0] == 0.025 / 50
-        assert sorted(loop.epoch_order) == list(range(tiny.X_train.shape[1]))
+        assert sorted(loop.epoch_order) == list(range(data64.X_train.shape[1]))
 
 
 @pytest.mark.parametrize("name", LOSSES)

@@ -11,12 +11,11 @@ import math
 import numpy as np
 import pytest
 
-import tinycifar
 from cifarcli import stages
 from cifarcli.errors import CifarError, OptionError
 from cifarcli.model import (compute_cost, compute_gradients, compute_gradients_bce, compute_loss_bce,
                             init_parameters, one_hot, scores)
-from cifarcli.prepare import normalisation_stats, normalise, prepare
+from cifarcli.prepare import normalisation_stats, normalise
 from cifarcli.config import GradcheckConfig, TrainConfig
 from cifarcli.augment import IMAGE_SHAPE, epoch_plan, flip_rows, mirror_index
 from cifarcli.train import init_std, learning_rate, train
@@ -24,23 +23,6 @@ from cifarcli.train import init_std, learning_rate, train
 DEFAULT_KEY = {"lam": 0.1, "eta": 0.001, "n_epochs": 40, "n_batch": 100, "seed": 42, "split": "seed",
                "dtype": "float32"}
 OFF = dict(shuffle=False, flip=0.0, decay_every=0, decay_factor=1.0, init="normal", loss="softmax")
-
-
-def _data(dtype="float64", n_per_batch=200):
-    batches, (tx, ty) = tinycifar.make_arrays(n_per_batch, 100, seed=0)
-    x = np.concatenate([b[0] for b in batches])
-    y = np.concatenate([b[1] for b in batches])
-    return prepare(x, y, tx, ty, tinycifar.LABEL_NAMES, n_per_batch, "seed", 100, dtype)
-
-
-@pytest.fixture(scope="module")
-def data64():
-    return _data("float64")
-
-
-@pytest.fixture(scope="module")
-def data32():
-    return _data("float32")
 
 
 # --------------------------------------------------------------------------- keys
