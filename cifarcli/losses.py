@@ -36,7 +36,8 @@ from __future__ import annotations
 import numpy as np
 
 from .model import (compute_gradients, compute_gradients_bce, compute_gradients_svm, labels_of, log_sum_exp,
-                    metrics_from_scores, scores, sample_losses, sample_losses_bce, sample_losses_svm, sigmoid, softmax, svm_margins)
+                    metrics_from_scores, sample_losses, sample_losses_bce, sample_losses_svm, scores, sigmoid, softmax,
+                    svm_margins)
 
 __all__ = ["Loss", "Softmax", "BinaryCrossEntropy", "MulticlassSVM"]
 
@@ -81,9 +82,8 @@ class Loss:
         raise NotImplementedError
 
     def true_class_probabilities(self, S: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """The probability of each image's true class (n,); only a loss with probabilities has one."""
-        raise ValueError(f"an SVM (loss {self.name!r}) has no probabilities: it gives class scores S = W X + b; "
-                         "use the scores, or true_class_margins for how clearly the true class wins")
+        """The probability each column of S (K × n) gives its true class y_i: shape (n,)."""
+        raise NotImplementedError
 
     def compute_loss(self, X, Y, W, b) -> float:
         """L = (1/n) Σ_i l_i; Y one-hot (K × n) or labels (n,)."""
@@ -163,14 +163,9 @@ class Softmax(_SmoothLoss):
     name, is_study = "softmax", True
     output_words = {"kind": "softmax", "sums_to_one": True, "note": "softmax over the 10 classes: they sum to 1"}
 
-    def output(self, S):
-        return softmax(S)
-
-    def sample_losses(self, S, y):
-        return sample_losses(S, y)
-
-    def compute_gradients(self, X, Y, outputs, W, lam):
-        return compute_gradients(X, Y, outputs, W, lam)
+    output = staticmethod(softmax)
+    sample_losses = staticmethod(sample_losses)
+    compute_gradients = staticmethod(compute_gradients)
 
     def true_class_probabilities(self, S, y):
         y = labels_of(y)
@@ -213,14 +208,9 @@ class BinaryCrossEntropy(_SmoothLoss):
     def _scale(self, K):
         return 1.0 / K                                 # BCE averages its K binary losses
 
-    def output(self, S):
-        return sigmoid(S)
-
-    def sample_losses(self, S, y):
-        return sample_losses_bce(S, y)
-
-    def compute_gradients(self, X, Y, outputs, W, lam):
-        return compute_gradients_bce(X, Y, outputs, W, lam)
+    output = staticmethod(sigmoid)
+    sample_losses = staticmethod(sample_losses_bce)
+    compute_gradients = staticmethod(compute_gradients_bce)
 
     def true_class_probabilities(self, S, y):
         y = labels_of(y)
@@ -274,11 +264,12 @@ class MulticlassSVM(Loss):
     def output(self, S):
         return S
 
-    def sample_losses(self, S, y):
-        return sample_losses_svm(S, y)
+    sample_losses = staticmethod(sample_losses_svm)
+    compute_gradients = staticmethod(compute_gradients_svm)
 
-    def compute_gradients(self, X, Y, outputs, W, lam):
-        return compute_gradients_svm(X, Y, outputs, W, lam)
+    def true_class_probabilities(self, S, y):
+        raise ValueError("an SVM (loss 'svm') has no probabilities: it gives class scores S = W X + b; "
+                         "use the scores, or true_class_margins for how clearly the true class wins")
 
     def batch_gradient(self, G, S_flat, true_flat, step, col):
         """Scores G → step · M in place: M[i, j] = [G[i, j] - G[i, y_i] + 1 > 0] for j ≠ y_i and
