@@ -80,7 +80,7 @@ def is_bool(x) -> bool:
     return isinstance(x, bool) or type(x).__name__ == "bool_"   # numpy.bool_ is no int subclass
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loss_named(name: str):
     """The ``losses.Loss`` object of a loss's name (imported only here: this module imports no numpy)."""
     if name not in _LOSS_CLASSES:

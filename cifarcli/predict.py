@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CifarError
 from .config import loss_named
+from .errors import CifarError
 from .model import scores
 from .prepare import normalise
 from .threads import on_one_blas_thread

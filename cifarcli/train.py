@@ -357,9 +357,9 @@ class _FastLoop:
     def run_epoch(self, epoch: int, on_batch) -> None:
         """One pass over the training split with the learning rate of ``epoch``; fused, it also
         scores the training split with the weights of the epoch before (W_prev, b_prev)."""
-        if learning_rate(self.config, epoch) != self.eta:
-            self.eta = learning_rate(self.config, epoch)
-            self.steps, self.decay = self.rates(self.eta)
+        eta = learning_rate(self.config, epoch)
+        if eta != self.eta:
+            self.eta, (self.steps, self.decay) = eta, self.rates(eta)
         order, flips = epoch_plan(self.config, self.A.shape[0], epoch) if self.augment else (None, None)
         self.epoch_order = order
         if self.fused:
@@ -392,20 +392,22 @@ class _FastLoop:
         W64 = W.astype(np.float64)
         return self.lam * float(np.einsum("ij,ij->", W64, W64))
 
+    def _metrics(self, T: np.ndarray, y: np.ndarray, W: np.ndarray) -> tuple[float, float, float]:
+        """(loss, cost, acc) of scores in rows T (overwritten) for labels y, with λ‖W‖²."""
+        return self.loss.row_metrics(T, y, np.arange(y.size) * self.K + y, self._reg(W))
+
     def val_metrics(self) -> tuple[float, float, float]:
-        T = self._scores(self.A_val, self.T_val, self.W, self.b)
-        return self.loss.row_metrics(T, self.y_val, np.arange(self.y_val.size) * self.K + self.y_val, self._reg(self.W))
+        return self._metrics(self._scores(self.A_val, self.T_val, self.W, self.b), self.y_val, self.W)
 
     def train_metrics(self) -> tuple[float, float, float]:
         """A separate pass over the (unflipped) training split with the current weights."""
-        T = self._scores(self.A, self.T_train, self.W, self.b)
-        return self.loss.row_metrics(T, self.y, np.arange(self.y.size) * self.K + self.y, self._reg(self.W))
+        return self._metrics(self._scores(self.A, self.T_train, self.W, self.b), self.y, self.W)
 
     def previous_train_metrics(self) -> tuple[float, float, float]:
         """Training metrics of W_prev from the epoch's fused scores (rows in the epoch's order)."""
         y = self.y if self.epoch_order is None else self.y[self.epoch_order]
         np.add(self.S[:, self.K:], self.b_prev, out=self.T_train)
-        return self.loss.row_metrics(self.T_train, y, np.arange(y.size) * self.K + y, self._reg(self.W_prev))
+        return self._metrics(self.T_train, y, self.W_prev)
 
 
 def _start(config: TrainConfig, K: int, d: int, resume: Checkpoint | None):

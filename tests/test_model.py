@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from cifarcli.config import loss_named
 from cifarcli.model import (compute_accuracy, compute_cost, compute_gradients, compute_gradients_bce,
                             compute_loss, compute_loss_bce, evaluate_classifier, init_parameters,
                             metrics_from_scores, one_hot, scores, sigmoid, softmax, softplus)
-from cifarcli.config import loss_named
 
 BCE = loss_named("bce")
 

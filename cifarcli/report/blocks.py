@@ -396,7 +396,8 @@ def _svm_comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
     rows = []
     for soft, svm, _ in pairs:
         for r in (soft, svm):
-            st = {"correct": None, "incorrect": None} if loss_object(loss_of(r)).gives_probabilities else margin_stats(r)
+            scores_only = not loss_object(loss_of(r)).gives_probabilities
+            st = margin_stats(r) if scores_only else {"correct": None, "incorrect": None}
             rows.append([run_name(r), loss_of(r), fmt_acc(accuracy_of(r, "val")), fmt_acc(accuracy_of(r, "test")),
                          fmt_loss(st["correct"]) if st["correct"] is not None else "—",
                          fmt_loss(st["incorrect"]) if st["incorrect"] is not None else "—",
