@@ -31,6 +31,7 @@ the file, so nothing here speaks in flags. A settings file looks like this
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -48,6 +49,7 @@ SPLITS = ("seed", "dd2424", "full")
 DTYPES = ("float32", "float64")
 INITS = ("normal", "xavier")
 KEEPS = ("last", "best")      # --keep: the weights of the last epoch, or of the best on validation
+HISTORY_KEYS = ("epoch", "train_loss", "train_cost", "train_acc", "val_loss", "val_cost", "val_acc")  # a run's rows
 # float32 by measurement: test accuracy equal to float64 within 1e-4 on the stable settings and
 # about twice as fast (README, "Performance"); the unstable setting moves as with any rounding change.
 DEFAULT_DTYPE = "float32"
@@ -74,12 +76,12 @@ def run_name_problem(name: object) -> str | None:
     return None
 
 
-# Options added after the study, with their defaults: key_params() leaves out any option at its
-# default, so existing run IDs stay stable.
-_OPTIONAL_DEFAULTS: dict[str, object] = {
-    "shuffle": False, "flip": 0.0, "decay_every": 0, "decay_factor": 1.0, "init": "normal", "loss": "softmax",
-    "patience": 0, "keep": "last",
-}
+# Options added after the study: key_params() leaves out any of them at its default (TrainConfig's
+# field default), so existing run IDs stay stable.
+_OPTIONAL = ("shuffle", "flip", "decay_every", "decay_factor", "init", "loss", "patience", "keep")
+# Each loss's name and its class in losses.py: the one place a loss name is mapped to its behaviour.
+_LOSS_CLASSES = {"softmax": "Softmax", "bce": "BinaryCrossEntropy", "svm": "MulticlassSVM"}
+LOSSES = tuple(_LOSS_CLASSES)
 
 
 # numbers.* admit numpy's scalars too, and this module imports no numpy: the CLI reads its
@@ -97,11 +99,14 @@ def is_bool(x) -> bool:
     return isinstance(x, bool) or type(x).__name__ == "bool_"   # numpy.bool_ is no int subclass
 
 
-def losses() -> tuple[str, ...]:
-    """The losses the model knows (model.LOSSES), imported only when a setting is checked."""
-    from .model import LOSSES
+@functools.cache
+def loss_named(name: str):
+    """The ``losses.Loss`` object of a loss's name (imported only here: this module imports no numpy)."""
+    if name not in _LOSS_CLASSES:
+        raise ValueError(f"unknown loss {name!r}; use one of {', '.join(LOSSES)}")
+    from . import losses
 
-    return LOSSES
+    return getattr(losses, _LOSS_CLASSES[name])()
 
 
 def _require(ok: bool, option: str, message: str, hint: str | None = None) -> None:
@@ -137,6 +142,11 @@ class TrainConfig:
     def stops_early(self) -> bool:
         """Whether early stopping is on: --patience > 0 or --keep best (the training loop then tracks the best epoch)."""
         return self.patience > 0 or self.keep == "best"
+
+    @property
+    def loss_fn(self):
+        """The loss object (losses.py) of ``loss``."""
+        return loss_named(self.loss)
 
     @property
     def decays(self) -> bool:
@@ -175,7 +185,7 @@ class TrainConfig:
                  "η is multiplied by it at every decay step; e.g. 0.1")
         _require(self.init in INITS, "init", f"unknown initialisation {shown(self.init)}",
                  f"use one of: {', '.join(INITS)}")
-        _require(self.loss in losses(), "loss", f"unknown loss {shown(self.loss)}", f"use one of: {', '.join(losses())}")
+        _require(self.loss in LOSSES, "loss", f"unknown loss {shown(self.loss)}", f"use one of: {', '.join(LOSSES)}")
         _require(is_int(self.patience) and 0 <= self.patience <= MAX_EPOCHS, "patience",
                  f"must be an integer from 0 (off) to {MAX_EPOCHS}, got {shown(self.patience)}",
                  "stop when validation accuracy has not improved for this many epochs, e.g. 20")
@@ -185,7 +195,7 @@ class TrainConfig:
     def key_params(self) -> dict:
         """Canonical parameters for the cache key (the run ID).
 
-        val_size only matters for split "full"; options in _OPTIONAL_DEFAULTS
+        val_size only matters for split "full"; the options in _OPTIONAL
         are included only when they differ from their default (as the default's
         type, so flip=1 and flip=1.0 are one run), and the two decay options
         only when the decay is on (both set), since otherwise they change nothing.
@@ -195,8 +205,9 @@ class TrainConfig:
                   "dtype": self.dtype}
         if self.split == "full":
             params["val_size"] = int(self.val_size)
-        for name, default in _OPTIONAL_DEFAULTS.items():
-            if name in ("decay_every", "decay_factor") and not self.decays:
+        for setting in fields(self):
+            name, default = setting.name, setting.default
+            if name not in _OPTIONAL or (name in ("decay_every", "decay_factor") and not self.decays):
                 continue
             value = getattr(self, name)
             if value != default:
@@ -247,7 +258,7 @@ class GradcheckConfig:
                  f"the finite-difference step must be a number in (0, 1], got {shown(self.h)}", "the default is 1e-6")
         _require(is_int(self.seed) and 0 <= self.seed <= MAX_SEED, "seed",
                  f"must be an integer from 0 to 2**63 - 1, got {shown(self.seed)}", "the default is 42")
-        _require(self.loss in losses(), "loss", f"unknown loss {shown(self.loss)}", f"use one of: {', '.join(losses())}")
+        _require(self.loss in LOSSES, "loss", f"unknown loss {shown(self.loss)}", f"use one of: {', '.join(LOSSES)}")
         return self
 
     def key_params(self) -> dict:

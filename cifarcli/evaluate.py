@@ -50,10 +50,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import (compute_gradients, compute_gradients_bce, compute_gradients_svm, metrics_from_scores,
-                    probabilities, scores, true_class_margins, true_class_probabilities)
-from .prepare import PreparedData
+from .config import loss_named
+from .model import scores, true_class_margins
 from .stats import wilson_interval
+from .prepare import PreparedData
 from .threads import on_one_blas_thread
 
 __all__ = ["without_predictions", "confusion_matrix", "evaluate_model", "probability_summary", "PROB_BINS", "CONFIDENT_MISTAKE",
@@ -89,13 +89,14 @@ def evaluate_model(W: np.ndarray, b: np.ndarray, lam: float, data: PreparedData,
     W64 = W.astype(np.float64)
     reg = float(lam) * float(np.sum(W64 * W64))
     out: dict = {"lam": float(lam)}
-    if loss != "softmax":
+    objective = loss_named(loss)
+    if not objective.is_study:
         out["loss"] = loss
     names = list(data.label_names) or [str(k) for k in range(K)]
     for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),
                         ("test", data.X_test, data.y_test)):
         S = scores(X, W.astype(X.dtype, copy=False), b.astype(X.dtype, copy=False))
-        mean_loss, cost, acc = metrics_from_scores(S.astype(np.float64), y, reg, loss)
+        mean_loss, cost, acc = objective.metrics_from_scores(S.astype(np.float64), y, reg)
         predicted = np.argmax(S, axis=0)
         n_right = int(np.count_nonzero(predicted == y))
         out[split] = {"loss": mean_loss, "cost": cost, "accuracy": acc, "n": int(np.size(y)),
@@ -109,10 +110,11 @@ def evaluate_model(W: np.ndarray, b: np.ndarray, lam: float, data: PreparedData,
             out["per_class_accuracy"] = {names[k]: float(per_class[k]) for k in range(K)}
             S64 = S.astype(np.float64)
             correct = np.argmax(S64, axis=0) == y
-            if loss == "svm":          # scores, no probabilities: the true class's margin instead
+            if objective.gives_probabilities:
+                out["probabilities"] = probability_summary(objective.true_class_probabilities(S64, y), correct,
+                                                           objective.probability_kind)
+            else:                      # scores, no probabilities: the true class's margin instead
                 out["margins"] = margin_summary(true_class_margins(S64, y), correct)
-            else:
-                out["probabilities"] = probability_summary(true_class_probabilities(S64, y, loss), correct, loss)
     out["label_names"] = names
     return out
 
@@ -140,6 +142,7 @@ def update_sizes(W: np.ndarray, b: np.ndarray, lam: float, eta: float, n_batch: 
 
     Returns ``{"median", "max", "n_updates"}``: how far one update moves W, as a share of W's norm.
     """
+    objective = loss_named(loss)
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 1)
     norm = float(np.linalg.norm(W))
@@ -147,17 +150,12 @@ def update_sizes(W: np.ndarray, b: np.ndarray, lam: float, eta: float, n_batch: 
     for start in range(0, X.shape[1], int(n_batch)):
         Xb = np.asarray(X[:, start:start + int(n_batch)], dtype=np.float64)
         yb = np.asarray(y[start:start + int(n_batch)])
-        S = scores(Xb, W, b)
-        if loss == "svm":
-            grad_W, _ = compute_gradients_svm(Xb, yb, S, W, lam)
-        else:
-            gradients = compute_gradients_bce if loss == "bce" else compute_gradients
-            grad_W, _ = gradients(Xb, yb, probabilities(S, loss), W, lam)
+        grad_W, _ = objective.compute_gradients(Xb, yb, objective.output(scores(Xb, W, b)), W, lam)
         ratios.append(float(eta) * float(np.linalg.norm(grad_W)) / norm if norm > 0 else float("inf"))
     return {"median": float(np.median(ratios)), "max": float(np.max(ratios)), "n_updates": len(ratios)}
 
 
-def probability_summary(p_true: np.ndarray, correct: np.ndarray, loss: str = "softmax",
+def probability_summary(p_true: np.ndarray, correct: np.ndarray, kind: str = "softmax",
                         bins: int = PROB_BINS, threshold: float = CONFIDENT_MISTAKE) -> dict:
     """JSON summary of the true-class probabilities p_true (n,) split by ``correct`` (n,) bool.
 
@@ -176,7 +174,7 @@ def probability_summary(p_true: np.ndarray, correct: np.ndarray, loss: str = "so
                 "median": float(np.median(p)) if p.size else None, "counts": counts.astype(int).tolist()}
 
     wrong = p_true[~correct]
-    return {"kind": "sigmoid" if loss == "bce" else "softmax", "bins": edges.tolist(), "threshold": threshold,
+    return {"kind": kind, "bins": edges.tolist(), "threshold": threshold,
             "correct": group(p_true[correct]), "incorrect": group(wrong),
             "confident_mistakes": float(np.mean(wrong < threshold)) if wrong.size else None}
 

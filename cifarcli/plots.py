@@ -40,10 +40,6 @@ TRAIN_COLOUR = "#1f77b4"
 VAL_COLOUR = "#d95f02"
 MUTED = "#6b7280"
 
-HISTORY_KEYS = ("epoch", "train_loss", "train_cost", "train_acc",
-                "val_loss", "val_cost", "val_acc")
-
-
 # --------------------------------------------------------------------------
 # shared helpers
 

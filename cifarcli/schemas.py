@@ -9,15 +9,13 @@ the notation.
 from __future__ import annotations
 
 from cifarcli.cache import HEX64, NUMBER, Array, Check, DictOf, ListOf, OneOf, Opt, Schema
-from cifarcli.config import TrainConfig, run_name_problem
+from cifarcli.config import HISTORY_KEYS, LOSSES, TrainConfig, loss_named, run_name_problem
 from cifarcli.errors import CifarError
 
 FLOATS = ("float32", "float64")
 LABELS = ("i", "u")  # any integer dtype
 PNG = Check(bytes, lambda data: data.startswith(b"\x89PNG\r\n\x1a\n"), "a PNG file")
 NAMES = ListOf(str, 10)
-# train.HISTORY_KEYS (a literal here so that opening the store does not import numpy)
-HISTORY_KEYS = ("epoch", "train_loss", "train_cost", "train_acc", "val_loss", "val_cost", "val_acc")
 HISTORY = {key: ListOf(int if key == "epoch" else NUMBER, "rows") for key in HISTORY_KEYS}
 MAYBE_NUMBER = OneOf((None, NUMBER))
 MAYBE_INT = OneOf((None, int))
@@ -69,6 +67,13 @@ _PREDICTIONS = {split: Array(("uint8",), (f"n_{split}",), within=(0, 9)) for spl
 _PROBABILITY_GROUP = {"n": int, "mean": MAYBE_NUMBER, "median": MAYBE_NUMBER, "counts": ListOf(int, "bins")}
 _TRUE_CLASS_SUMMARY = {"kind": str, "bins": ListOf(NUMBER), "threshold": NUMBER, "correct": _PROBABILITY_GROUP,
                        "incorrect": _PROBABILITY_GROUP, "confident_mistakes": MAYBE_NUMBER}
+
+
+def _gives_probabilities(loss) -> bool:
+    """Whether an evaluate payload's loss (the study's when it names none) has probabilities."""
+    return loss not in LOSSES or loss_named(loss).gives_probabilities
+
+
 # An SVM run has no probabilities: its test split summarises the true class's margins instead (evaluate.py).
 EVALUATE_PAYLOAD = Check({
     "lam": NUMBER, "loss": Opt(str), "train": _SPLIT_METRICS, "val": _SPLIT_METRICS, "test": _SPLIT_METRICS,
@@ -78,7 +83,7 @@ EVALUATE_PAYLOAD = Check({
     "predictions": Opt(_PREDICTIONS),
     "update": Opt({"median": NUMBER, "max": NUMBER, "n_updates": int}),
     "weights": Opt({"roughness": NUMBER, "per_class": ListOf(NUMBER, "K")}),
-}, lambda p: ("margins" in p) == (p.get("loss") == "svm") and ("probabilities" in p) != ("margins" in p),
+}, lambda p: ("margins" in p) != _gives_probabilities(p.get("loss")) and ("probabilities" in p) != ("margins" in p),
     '"probabilities", or "margins" for an svm run (one of the two)')
 _ERRORS = {"max": NUMBER, "mean": NUMBER, "median": NUMBER, "share_below_tol": NUMBER, "n": int,
            "n_excluded": Opt(int), "corner": ListOf(ListOf(NUMBER))}

@@ -720,7 +720,7 @@ def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
             plots.plot_accuracy(history, folder / "accuracy.png", title=run_label(config), chosen_epoch=chosen)
             plots.plot_weights(W, names, folder / "weights.png")
             plots.plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png")
-            if config.loss == "svm":   # scores, no probabilities: the true class's margin instead
+            if not config.loss_fn.gives_probabilities:   # scores: the true class's margin instead
                 plots.plot_margins(metrics["margins"], folder / "margins.png",
                                    title=f"True-class margin on the test set, λ={config.lam:g}, "
                                          f"η={config.eta:g}, loss svm")
@@ -728,7 +728,7 @@ def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
                 plots.plot_probabilities(metrics["probabilities"], folder / "probabilities.png",
                                          title=f"True-class probability on the test set, λ={config.lam:g}, "
                                                f"η={config.eta:g}, loss {config.loss}")
-            names = schemas.SVM_FIGURES if config.loss == "svm" else schemas.FIGURES
+            names = schemas.FIGURES if config.loss_fn.gives_probabilities else schemas.SVM_FIGURES
             return {name: (folder / f"{name}.png").read_bytes() for name in names}, {}
 
     artifact = PLOT.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
@@ -803,7 +803,7 @@ def ensemble(ws: Workspace, runs: list[Artifact], force: bool = False) -> Artifa
         members = [{"run_id": run.key, "label": run_label(config) + f", seed {config.seed}",
                     "config": run.meta["params"], "val": results["val"]["members"][i],
                     "test": results["test"]["members"][i]} for i, (run, config) in enumerate(zip(runs, configs))]
-        payload = {"loss": first.loss, "combined": "scores" if first.loss == "svm" else "probabilities",
+        payload = {"loss": first.loss, "combined": first.loss_fn.outputs,
                    "tie_rule": TIE_RULE, "split": first.split, "n_members": len(runs), "members": members,
                    **{name: {k: v for k, v in results[name].items() if k != "members"} for name in ("val", "test")}}
         return payload, {"n_members": len(runs), "val_vote": payload["val"]["vote"],
@@ -823,7 +823,7 @@ def materialise(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:
 
 def run_label(config: TrainConfig) -> str:
     # A BCE run says so: a softmax and a BCE run of the same λ, η are otherwise indistinguishable.
-    return f"λ={config.lam:g}, η={config.eta:g}" + (f", {config.loss.upper()}" if config.loss != "softmax" else "")
+    return f"λ={config.lam:g}, η={config.eta:g}" + (f", {config.loss_fn.tag}" if config.loss_fn.tag else "")
 
 
 def write_if_changed(path: Path, content: bytes) -> None:

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cifarcli.cache import Artifact
-from cifarcli.config import GRADCHECK_TOL
+from cifarcli.config import GRADCHECK_TOL, TRAIN_DEFAULTS, loss_named
 from cifarcli.stages import Progress
 
 SPLITS = (("train", "training"), ("val", "validation"), ("test", "test"))
@@ -200,11 +200,16 @@ def gradcheck_json(artifact: Artifact, tol: float | None) -> dict:
     document = {"gradcheck": artifact.key, "cached": artifact.status == "hit", **artifact.payload,
                 "max_error": worst, "tol": tol, "passed": None if tol is None else worst <= tol,
                 "verdict": verdict_line(worst, GRADCHECK_TOL if tol is None else tol)}
-    if artifact.payload.get("loss") == "svm":   # how many parameters the verdict leaves out, and why
+    if not _loss_of(artifact.payload).smooth:   # how many parameters the verdict leaves out, and why
         document["kinks"] = {"total": sum(sum((e.get("kinks") or {}).values()) for e in artifact.payload["results"]),
                              "excluded_from_verdict": True,
                              "rule": "a parameter whose ±h moves a margin across zero (a kink of the hinge)"}
     return document
+
+
+def _loss_of(gradcheck: dict):
+    """The loss a gradcheck payload checked (the study's when it names none)."""
+    return loss_named(gradcheck.get("loss", TRAIN_DEFAULTS.loss))
 
 
 def verdict_line(worst: float, bound: float) -> str:
@@ -221,10 +226,10 @@ def gradcheck_verdict(artifact: Artifact, bound: float) -> str:
 
 def gradcheck_view(artifact: Artifact, tol: float | None) -> list[Any]:
     result = artifact.payload
-    kinked = result.get("loss") == "svm"   # the hinge's kinks: counted, and left out of the verdict
+    kinked = not _loss_of(result).smooth   # the hinge's kinks: counted, and left out of the verdict
     table = Table(title=f"Relative error |g_a − g_n| / max(eps, |g_a| + |g_n|)  (h={result['h']:g}, "
                         f"{result['n_samples']} images, {result['n_dims']} dims, {result['elapsed']:.2f} s"
-                        f"{', loss ' + _t(result['loss']) if result.get('loss', 'softmax') != 'softmax' else ''})")
+                        f"{', loss ' + _t(result['loss']) if not _loss_of(result).is_study else ''})")
     columns = ("λ", "param", "max", "mean", "median", "share < 1e-6") + (("within h of a kink",) if kinked else ())
     for column in columns:
         table.add_column(column, justify="right")

@@ -184,20 +184,13 @@ def predict(ws: Workspace, run: Artifact, images: list[dict]) -> dict:
     if good:
         P = classify(np.stack([images[i]["record"] for i in good]), p["W"], p["b"], p["mean"], p["std"],
                      config.loss)
-        svm = config.loss == "svm"   # an SVM gives scores, not probabilities: its JSON says "score"
+        svm = not config.loss_fn.gives_probabilities   # an SVM gives scores: its JSON says "score"
         for j, (i, top) in enumerate(zip(good, top_k(P, names, 3))):
             if svm:
                 top = [{"class": t["class"], "score": t["probability"]} for t in top]
             results[i] = {"path": images[i]["path"], "top3": top,
                           "scores" if svm else "probabilities": {name: float(P[k, j]) for k, name in enumerate(names)}}
-    kind = {"kind": "sigmoid", "sums_to_one": False,
-            "note": "bce run: each class has its own sigmoid probability (a yes/no answer per class); "
-                    "they do not sum to 1"} if config.loss == "bce" else \
-        {"kind": "svm scores", "sums_to_one": False, "scores": True,
-         "note": "svm run: these are class scores s = Wx + b, not probabilities; the highest wins, and only "
-                 "their order and differences (margins) mean anything"} if config.loss == "svm" else \
-        {"kind": "softmax", "sums_to_one": True, "note": "softmax over the 10 classes: they sum to 1"}
-    return {"run_id": run.key, "loss": config.loss, "output": kind,
+    return {"run_id": run.key, "loss": config.loss, "output": dict(config.loss_fn.output_words),
             "preprocessing": f"RGB, resized to 32×32 ({RESAMPLE}), pixels / 255, normalised with the "
                              "run's training mean and std", "images": results}
 

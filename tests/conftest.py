@@ -28,6 +28,18 @@ def real_archive() -> Path:
     return Path(REAL_ARCHIVE)
 
 
+@pytest.fixture(scope="module")
+def data32():
+    """The tiny arrays prepared for training in float32 (``tinycifar.prepared``)."""
+    return tinycifar.prepared("float32")
+
+
+@pytest.fixture(scope="module")
+def data64():
+    """The tiny arrays prepared for training in float64."""
+    return tinycifar.prepared("float64")
+
+
 @pytest.fixture
 def offline(monkeypatch, tmp_path) -> int:
     """No default download can leave the machine (the official URLs point at a closed loopback

@@ -7,6 +7,7 @@ import pytest
 
 import tinycifar
 from cifarcli.evaluate import confusion_matrix, evaluate_model, template_roughness, update_sizes, without_predictions
+from cifarcli.config import loss_named
 from cifarcli.model import compute_accuracy, compute_cost, compute_loss
 from cifarcli.prepare import prepare
 from cifarcli.config import TrainConfig
@@ -82,8 +83,8 @@ def test_evaluate_svm_model(trained_svm):
     assert m["loss"] == "svm"
     for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),
                         ("test", data.X_test, data.y_test)):
-        assert m[split]["loss"] == pytest.approx(compute_loss(X, y, res.W, res.b, "svm"), rel=1e-12)
-        assert m[split]["cost"] == pytest.approx(compute_cost(X, y, res.W, res.b, 0.1, "svm"), rel=1e-12)
+        assert m[split]["loss"] == pytest.approx(loss_named("svm").compute_loss(X, y, res.W, res.b), rel=1e-12)
+        assert m[split]["cost"] == pytest.approx(loss_named("svm").compute_cost(X, y, res.W, res.b, 0.1), rel=1e-12)
         assert m[split]["accuracy"] == compute_accuracy(X, y, res.W, res.b)
     assert m["train"]["cost"] == pytest.approx(res.history["train_cost"][-1], rel=1e-12)
     assert "probabilities" not in m

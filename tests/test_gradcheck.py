@@ -120,8 +120,7 @@ def test_bce_difference_is_exact_where_subtraction_is_not():
     """softplus(s + δ) - softplus(s - δ) via log1p/expm1 against a 50-digit reference."""
     from decimal import Decimal, getcontext
 
-    from cifarcli.gradcheck import _cost_differences
-    from cifarcli.model import sigmoid
+    from cifarcli.config import loss_named
 
     getcontext().prec = 50
     s, delta = np.array([-3.0, 0.2, 4.0]), np.array([[1e-7, 1e-7, 1e-7]])
@@ -131,7 +130,9 @@ def test_bce_difference_is_exact_where_subtraction_is_not():
 
     exact = [float(softplus(Decimal(float(si)) + Decimal(1e-7)) - softplus(Decimal(float(si)) - Decimal(1e-7)))
              for si in s]
-    fast = [_cost_differences(sigmoid(s[i:i + 1]), np.array([False]), delta[:, i:i + 1])[0] for i in range(3)]
+    # one image x = 1 of class 1, K = 2: the difference of W[0, 0] is that of softplus(s_0), over K
+    fast = [2 * loss_named("bce").loss_differences(np.ones((1, 1)), np.array([1]), np.array([[si], [0.0]]),
+                                                   np.zeros((2, 1)), delta[0, 0])[0][0, 0] for si in s]
     np.testing.assert_allclose(fast, exact, rtol=1e-12)
 
 

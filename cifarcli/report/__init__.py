@@ -13,7 +13,6 @@ ones above it in this list:
    linked relative to the report) or as one HTML page (images inlined as
    base64 PNG, CSS inlined, no script, no external URL).
    ``typeset.py`` — the same blocks as Typst source for the A4 PDF (``render_typst``, ``compile_pdf``).
-5. ``files.py`` — ``write_report``: both files, each written atomically.
 
 The flow: doc → ``build_blocks`` → ``render_markdown`` / ``render_html``.
 """
@@ -25,13 +24,12 @@ from .analysis import (Instability, accuracy_gap, analysis, best_run_sentences, 
                        loss_sentences, margin_stats, overfitting, run_name, single_change_groups, stability_label,
                        stability_sentences, svm_sentences)
 from .blocks import Heading, build_blocks, comparisons, discussion_blocks
-from .files import write_report
 from .format import fmt_acc, fmt_num, fmt_points
 from .html import render_html
 from .markdown import render_markdown
 
 __all__ = [
-    "render_markdown", "render_html", "write_report", "build_blocks", "analysis",
+    "render_markdown", "render_html", "build_blocks", "analysis",
     "gap_sentences", "stability_sentences", "effect_sentences", "best_run_sentences",
     "class_sentences", "gradcheck_sentences", "instability", "stability_label", "overfitting", "Instability",
     "single_change_groups", "best_runs", "accuracy_gap", "fmt_acc", "fmt_points",

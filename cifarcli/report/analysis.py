@@ -29,11 +29,15 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..config import LOSSES, TRAIN_DEFAULTS, loss_named
 from ..stats import ALPHA, mcnemar_exact, wilson_interval
 from .format import (PARAM_WORDS, describe_setting, finite, fmt_acc, fmt_acc_ci, fmt_err, fmt_loss, fmt_num,
                      fmt_p, fmt_points, fmt_share, join_names)
+
+if TYPE_CHECKING:
+    from ..losses import Loss
 
 RISE_TOL = 0.05
 OSCILLATION_TOL = 0.10
@@ -482,6 +486,11 @@ def class_sentences(run: Mapping[str, Any]) -> list[str]:
 def loss_of(run: Mapping[str, Any]) -> str:
     """The run's training loss: "softmax" (the study; absent from the config) or "bce"."""
     return str((run.get("config") or {}).get("loss", "softmax"))
+
+
+def loss_object(name: str | None) -> Loss:
+    """The loss (losses.py) a payload names; the study's when it names none, or one unknown here."""
+    return loss_named(name if name in LOSSES else TRAIN_DEFAULTS.loss)
 
 
 def probability_stats(run: Mapping[str, Any]) -> dict[str, float | None]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from .analysis import (STABILITY_RULE, PairTests, accuracy_of, accuracy_text, analysis, best_runs,
-                       best_versus_runner_up, epochs_of, fmt_update, gradcheck_passed, instability, loss_of, loss_pairs,
+                       best_versus_runner_up, epochs_of, fmt_update, gradcheck_passed, instability, loss_object, loss_of, loss_pairs,
                        loss_sentences, margin_stats, metrics_of, probability_stats, roughness_of, run_name,
                        stability_label, svm_sentences, update_of)
 from .format import (PARAM_WORDS, describe_setting, finite, fmt_acc, fmt_ci, fmt_err, fmt_loss, fmt_num,
@@ -218,7 +218,7 @@ def _gradcheck_blocks(gc: Mapping[str, Any] | None) -> list:
         desc.append(f" ({fmt_seconds(gc['elapsed'])})")
     blocks.append(Para("".join(desc) + "."))
     rows, bad = [], set()
-    kinked = gc.get("loss") == "svm"
+    kinked = not loss_object(gc.get("loss")).smooth
     for res in gc.get("results", []):
         for p in ("W", "b"):
             st = res.get(p)
@@ -381,8 +381,7 @@ def _fmt_history(values: Any, i: int) -> str:
 
 def _probability_caption(run: Mapping[str, Any]) -> str:
     """The histogram's caption with the run's own numbers (kind of probability, the two means)."""
-    kind = ("per-class sigmoid σ(s_y) of a BCE run; the ten do not sum to 1" if loss_of(run) == "bce"
-            else "softmax")
+    kind = loss_object(loss_of(run)).probability_caption
     text = FIGURE_CAPTIONS["probabilities"].rstrip(".") + f" ({kind})."
     st = probability_stats(run)
     if st["correct"] is not None or st["incorrect"] is not None:
@@ -417,7 +416,8 @@ def _svm_comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
     rows = []
     for soft, svm, _ in pairs:
         for r in (soft, svm):
-            st = margin_stats(r) if loss_of(r) == "svm" else {"correct": None, "incorrect": None}
+            scores_only = not loss_object(loss_of(r)).gives_probabilities
+            st = margin_stats(r) if scores_only else {"correct": None, "incorrect": None}
             rows.append([run_name(r), loss_of(r), fmt_acc(accuracy_of(r, "val")), fmt_acc(accuracy_of(r, "test")),
                          fmt_loss(st["correct"]) if st["correct"] is not None else "—",
                          fmt_loss(st["incorrect"]) if st["incorrect"] is not None else "—",
