@@ -214,6 +214,7 @@ class Output:
         self.out = _console()
         self.err = _console(stderr=True, quiet=quiet)
         self.document: dict | None = None
+        self.progress = None   # the live display (_start), stopped before an error line is drawn
 
     def log(self, message: str) -> None:
         self.err.print(message, style="dim", markup=False, highlight=False)
@@ -244,6 +245,8 @@ class Output:
                 self.flush()
             except OutputFailed:
                 pass  # the error line below still says what went wrong
+        if self.progress is not None:
+            self.progress.close()   # else a bar still on screen would be redrawn below the error line
         # The error line is shown even with --quiet: a failure must never be silent.
         _error_line(error.message, error.hint)
 
@@ -336,7 +339,7 @@ def _start(as_json: bool, quiet: bool, cache_dir: Path, reports_dir: Path = Path
     for option, folder in (("--cache-dir", cache_dir), ("--reports-dir", reports_dir)):
         if folder.exists() and not folder.is_dir():
             raise CifarError(f"{option} {folder} is a file, not a folder", hint=f"give {option} a folder")
-    progress = views.progress_for(_output.err)
+    progress = _output.progress = views.progress_for(_output.err)
     return _output, Workspace(cache_dir, reports_dir, log=_output.log, progress=progress, jobs=jobs)
 
 

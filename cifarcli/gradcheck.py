@@ -162,6 +162,13 @@ def _smooth_numerical_gradients(X, y, W, b, lam, h, loss):
     return gW / (2 * h), gb / (2 * h)
 
 
+def verdict_line(worst: float, bound: float) -> str:
+    """``PASS: max relative error 2.1e-09 ≤ 1e-06``, or ``FAIL: … > …`` (a NaN error fails)."""
+    if worst <= bound:
+        return f"PASS: max relative error {worst:.1e} ≤ {bound:g}"
+    return f"FAIL: max relative error {worst:.1e} > {bound:g}"
+
+
 def relative_errors(ga: np.ndarray, gn: np.ndarray, eps: float = 1e-10) -> np.ndarray:
     """|g_a - g_n| / max(eps, |g_a| + |g_n|), elementwise."""
     ga = np.asarray(ga, dtype=np.float64)

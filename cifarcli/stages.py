@@ -122,6 +122,23 @@ class Progress:
 
     def settings_finished(self) -> None: ...
 
+    # A setting stored, its worker still busy with it (``what``: evaluating, drawing its figures).
+    def setting_busy(self, run_id: str, label: str, n_epochs: int, what: str) -> None: ...
+
+    # A phase of a command without steps to count (the gradient check, an evaluation, writing the
+    # report): on screen from ``phase`` until ``phase_done`` (or the next phase).
+    def phase(self, what: str) -> None: ...
+
+    def phase_done(self) -> None: ...
+
+    # ``total`` things to make one after another (``what``: "figures"), ``step`` after each.
+    def steps(self, what: str, total: int) -> None: ...
+
+    def step(self) -> None: ...
+
+    # Everything on screen goes, at once (before an error line: nothing may be drawn below it).
+    def close(self) -> None: ...
+
 
 @dataclass
 class Workspace:
@@ -370,6 +387,8 @@ def train(ws: Workspace, config, force: bool = False, data_artifact: Artifact | 
         split = prepared(data_artifact, config.split, config.val_size, config.dtype)
         resume = None if force else load_checkpoint(ws, key, config, split.X_train.shape[0])
         n_batches = -(-split.sizes["train"] // config.n_batch)
+        if resume is not None:   # a line of its own: on the bar it would squeeze the bar out of a narrow terminal
+            ws.log(f"resuming {run_label(config)} at epoch {resume.epoch} of {config.n_epochs} (run {key[:12]})")
         ws.progress.run_started(key, config.n_epochs, n_batches, resume.epoch if resume else 0,
                                 label=run_label(config))
 
@@ -521,6 +540,7 @@ def gradcheck(ws: Workspace, config: GradcheckConfig = GradcheckConfig(), force:
     data_artifact = dataset(ws)
 
     def compute():
+        ws.progress.phase(f"checking gradients ({len(config.lams)} λ values, {config.n_samples} images)")
         split = prepared(data_artifact, dtype="float64")
         if config.n_samples > split.sizes["train"]:
             raise OptionError("n_samples", f"{config.n_samples} is more than the {split.sizes['train']} training images")
@@ -532,6 +552,7 @@ def gradcheck(ws: Workspace, config: GradcheckConfig = GradcheckConfig(), force:
                                  loss=config.loss)
         elapsed = sum(entry["seconds"] for entry in result["results"])
         result = {**result, "n_samples": config.n_samples, "n_dims": dims, "seed": config.seed, "elapsed": elapsed}
+        ws.progress.phase_done()
         return result, {"max_error": result["max_error"], "elapsed": elapsed}
 
     return GRADCHECK.get_or_compute(ws, config.key_params(), {"dataset": data_artifact.key}, compute, force=force,
@@ -545,8 +566,10 @@ def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
     data_key = run.meta["inputs"]["dataset"]
 
     def compute():
+        ws.progress.phase(f"evaluating {run_label(config)}")
         split = prepared(dataset_by_key(ws, data_key), config.split, config.val_size, config.dtype)
         metrics = evaluate_model(run.payload["W"], run.payload["b"], config.lam, split, loss=config.loss)
+        ws.progress.phase_done()
         # The test numbers in meta.json too, so `cifarcli runs` lists them without loading payloads.
         return metrics, {"test": {k: metrics["test"][k] for k in ("loss", "cost", "accuracy")}}
 
@@ -556,6 +579,14 @@ def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
 
 def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
     """The run's figures as PNG files under ``reports/figures/<run-id>/``; drawn once, then copied from the cache."""
+    return materialise(ws.reports_dir / "figures" / run.key, plot_artifact(ws, run, force).payload)
+
+
+def plot_artifact(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
+    """The run's figures (PNG bytes by name) in the cache, evaluated first; nothing under ``reports/``.
+
+    A worker process that trained the run calls this as soon as the training ends (execute.py).
+    """
     evaluated = evaluate(ws, run)
     metrics = evaluated.payload
     config = config_of(run)
@@ -570,24 +601,27 @@ def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
             folder = Path(tmp)
             history, W, names = run.payload["history"], run.payload["W"], run.payload["label_names"]
             chosen = run.payload.get("chosen_epoch") if config.keep == "best" else None   # marked on the curves
-            plots.plot_loss(history, folder / "loss.png", title=run_label(config), lam=config.lam, chosen_epoch=chosen)
-            plots.plot_accuracy(history, folder / "accuracy.png", title=run_label(config), chosen_epoch=chosen)
-            plots.plot_weights(W, names, folder / "weights.png")
-            plots.plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png")
-            if config.loss == "svm":   # scores, no probabilities: the true class's margin instead
-                plots.plot_margins(metrics["margins"], folder / "margins.png",
-                                   title=f"True-class margin on the test set, λ={config.lam:g}, "
-                                         f"η={config.eta:g}, loss svm")
-            else:
-                plots.plot_probabilities(metrics["probabilities"], folder / "probabilities.png",
-                                         title=f"True-class probability on the test set, λ={config.lam:g}, "
-                                               f"η={config.eta:g}, loss {config.loss}")
+            for draw in (
+                lambda: plots.plot_loss(history, folder / "loss.png", title=run_label(config), lam=config.lam,
+                                        chosen_epoch=chosen),
+                lambda: plots.plot_accuracy(history, folder / "accuracy.png", title=run_label(config),
+                                            chosen_epoch=chosen),
+                lambda: plots.plot_weights(W, names, folder / "weights.png"),
+                lambda: plots.plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png"),
+                # an SVM has scores, no probabilities: the true class's margin instead
+                (lambda: plots.plot_margins(metrics["margins"], folder / "margins.png",
+                                            title=f"True-class margin on the test set, λ={config.lam:g}, "
+                                                  f"η={config.eta:g}, loss svm")) if config.loss == "svm" else
+                (lambda: plots.plot_probabilities(metrics["probabilities"], folder / "probabilities.png",
+                                                  title=f"True-class probability on the test set, "
+                                                        f"λ={config.lam:g}, η={config.eta:g}, loss {config.loss}"))):
+                draw()
+                ws.progress.step()
             names = schemas.SVM_FIGURES if config.loss == "svm" else schemas.FIGURES
             return {name: (folder / f"{name}.png").read_bytes() for name in names}, {}
 
-    artifact = PLOT.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
-                                   depends=[("train", run.key), ("evaluate", evaluated.key)])
-    return materialise(ws.reports_dir / "figures" / run.key, artifact.payload)
+    return PLOT.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
+                               depends=[("train", run.key), ("evaluate", evaluated.key)])
 
 
 def comparison_key(runs: list[Artifact]) -> str:
@@ -615,8 +649,10 @@ def comparison(ws: Workspace, runs: list[Artifact], force: bool = False) -> tupl
             folder = Path(tmp)
             plots.plot_comparison_curves([(label + diverged(run), run.payload["history"]) for label, run in labelled],
                                          folder / "curves.png")
+            ws.progress.step()
             plots.plot_comparison_weights([(label, run.payload["W"]) for label, run in labelled],
                                           runs[0].payload["label_names"], folder / "weights.png")
+            ws.progress.step()
             return ({name: (folder / f"{name}.png").read_bytes() for name in schemas.COMPARISON_FIGURES},
                     {"n_runs": len(runs)})
 
@@ -664,6 +700,15 @@ def ensemble(ws: Workspace, runs: list[Artifact], force: bool = False) -> Artifa
                                    force=force, depends=[("train", run.key) for run in runs])
 
 
+def figures_to_draw(ws: Workspace, runs: list[Artifact], compared: bool) -> int:
+    """How many figures asking for these runs' plots (and, with ``compared``, their comparison) will draw."""
+    count = sum(len(schemas.SVM_FIGURES if config_of(run).loss == "svm" else schemas.FIGURES) for run in runs
+                if run.payload["diverged_at"] is None and PLOT.state(ws, run_key(PLOT, run.key))[0] != "cached")
+    if compared and runs and COMPARISON.state(ws, comparison_key(runs))[0] != "cached":
+        count += len(schemas.COMPARISON_FIGURES)
+    return count
+
+
 def materialise(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:
     """Write cached figure bytes to the reports folder unless an identical file is already there."""
     paths = {name: folder / f"{name}.png" for name in files}
@@ -675,6 +720,29 @@ def materialise(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:
 def run_label(config: TrainConfig) -> str:
     # A BCE run says so: a softmax and a BCE run of the same λ, η are otherwise indistinguishable.
     return f"λ={config.lam:g}, η={config.eta:g}" + (f", {config.loss.upper()}" if config.loss != "softmax" else "")
+
+
+# Settings a run's label names when they are not the same in every run shown together.
+_TELLING = (("seed", "seed {}"), ("n_batch", "batch {}"), ("n_epochs", "{} epochs"), ("split", "split {}"),
+            ("init", "init {}"), ("dtype", "{}"))
+
+
+def distinct_labels(configs: list[TrainConfig]) -> list[str]:
+    """``run_label`` of each config, with the settings that tell them apart (ensemble --seeds: the seed)."""
+    differing = [(name, form) for name, form in _TELLING if len({getattr(c, name) for c in configs}) > 1]
+    return [", ".join([run_label(c), *(form.format(getattr(c, name)) for name, form in differing)]) for c in configs]
+
+
+def trained_line(label: str, n_epochs: int, info: dict) -> str:
+    """One run's outcome in one short line (it must fit 80 columns): ``trained λ=0.1, η=0.001: epoch 40/40,
+    val acc 0.3876, 2.3 s``, or ``... diverged at epoch 12, ...``."""
+    seconds = (info.get("timings") or {}).get("total_seconds")
+    took = f", {seconds:.1f} s" if seconds else ""
+    if info.get("diverged_at") is not None:
+        return f"trained {label}: diverged at epoch {info['diverged_at']}{took}"
+    final = info.get("final") or {}
+    return (f"trained {label}: epoch {final.get('epoch', n_epochs)}/{n_epochs}, "
+            f"val acc {final.get('val_acc', float('nan')):.4f}{took}")
 
 
 def write_if_changed(path: Path, content: bytes) -> None:

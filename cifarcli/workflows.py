@@ -21,6 +21,7 @@ from cifarcli.cache import Artifact, disk_error, write_atomic
 from cifarcli.config import GRADCHECK_TOL, load_settings
 from cifarcli.document import ReportDocument, comparison_section, initialisation, run_section
 from cifarcli.errors import OptionError
+from cifarcli.gradcheck import verdict_line
 from cifarcli.predict import RESAMPLE, ImageError, classify, export_arrays, load_image, top_k
 from cifarcli.report import render_html, render_markdown
 from cifarcli.stages import Workspace
@@ -32,8 +33,14 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
     settings = load_settings(settings_path)
     data_artifact = stages.dataset(ws)
     check = stages.gradcheck(ws, settings.gradcheck)
-    execute.train_missing(ws, settings.runs + (settings.ensemble or []))
+    passed = check.payload["max_error"] <= GRADCHECK_TOL
+    ws.log(f"gradient check: {verdict_line(check.payload['max_error'], GRADCHECK_TOL)}")
+    # Each run's evaluation and figures are made by the worker that trained it, as soon as it is trained.
+    execute.train_missing(ws, settings.runs + (settings.ensemble or []), figures=settings.runs)
     trained = [stages.train(ws, config) for config in settings.runs]
+    to_draw = stages.figures_to_draw(ws, trained, compared=True)
+    if to_draw:
+        ws.progress.steps("drawing figures", to_draw)
     runs = [run_section(ws, run) for run in trained]
     compared = comparison_section(ws, trained)
     swept = report_section(ws, settings.sweep) if settings.sweep is not None else None
@@ -47,7 +54,7 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
                  "n_test": info["n_test"]},
         preprocessing={"scale": "pixels / 255", "normalisation": "per-dimension mean and std of the training split"},
         initialisation=initialisation(runs),
-        gradcheck={**check.payload, "tol": GRADCHECK_TOL, "passed": check.payload["max_error"] <= GRADCHECK_TOL},
+        gradcheck={**check.payload, "tol": GRADCHECK_TOL, "passed": passed},
         runs=runs, sweep=swept, comparison=compared,
         ensemble={"key": combined.key, **combined.payload} if combined else None)
     inputs = {"gradcheck": check.key, **{f"run{i}": run.run_id for i, run in enumerate(runs)}}
@@ -59,6 +66,7 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
         inputs["ensemble"] = combined.key
 
     def compute():
+        ws.progress.phase("rendering the report (Markdown, HTML)")
         doc = {**document.to_dict(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         return {"doc": doc, "report.md": render_markdown(doc), "report.html": render_html(doc, ws.reports_dir)}, {}
 
@@ -68,10 +76,11 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
                *(compared.made_from() if compared is not None else []),
                *([("ensemble", combined.key)] if combined is not None else [])]
     artifact = stages.REPORT.get_or_compute(ws, {}, inputs, compute, force=force, depends=depends)
-    paths = {}
-    for name in ("report.md", "report.html"):
-        paths[name] = ws.reports_dir / name
-        stages.write_if_changed(paths[name], artifact.payload[name].encode())
+    paths = {name: ws.reports_dir / name for name in ("report.md", "report.html")}
+    ws.progress.phase(f"writing {', '.join(str(path) for path in paths.values())}")
+    for name, path in paths.items():
+        stages.write_if_changed(path, artifact.payload[name].encode())
+    ws.progress.phase_done()
     return {**artifact.payload["doc"], "paths": {k: str(v) for k, v in paths.items()},
             "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.store.events]}
 
