@@ -78,6 +78,7 @@ def _train_on_processes(ws: Workspace, missing: list[TrainConfig], data_key: str
     cache_dir = ws.cache_dir.resolve()
     results = None
     watcher = _Watcher(ws, missing, data_key, f"{min(ws.jobs, len(missing))} processes", figures)
+    watcher.show()   # before the workers start (they take a moment): the count is on screen meanwhile
     try:
         with parallel_config(backend="loky", initializer=_worker_started):
             parallel = Parallel(n_jobs=min(ws.jobs, len(missing)), return_as="generator")
@@ -96,6 +97,7 @@ def _train_on_processes(ws: Workspace, missing: list[TrainConfig], data_key: str
         _stop_workers(results)
         raise
     watcher.stop(finished=True)
+    _release_workers()
     ws.store.events.extend(event for events in done for event in events)
 
 
@@ -134,8 +136,10 @@ class _Watcher:
         except OSError:
             return None
 
-    def start(self) -> None:
+    def show(self) -> None:
         self.ws.progress.settings_started(len(self.settings), self.where)
+
+    def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="cifarcli-progress", daemon=True)
         self._thread.start()
 
@@ -267,6 +271,16 @@ def _quiet_loky_threads() -> None:
 
     hook._quiets_loky = True
     threading.excepthook = hook
+
+
+def _release_workers() -> None:
+    """Let the idle worker processes go now, without waiting: they exit while this process goes on (the
+    comparison figures, the report), instead of holding up its exit for seconds on a busy machine."""
+    from joblib.externals.loky import reusable_executor
+
+    executor = reusable_executor._executor   # joblib's workers: loky's one reusable executor
+    if executor is not None:
+        executor.shutdown(wait=False)
 
 
 def _stop_workers(results) -> None:
