@@ -601,22 +601,23 @@ def plot_artifact(ws: Workspace, run: Artifact, force: bool = False) -> Artifact
             folder = Path(tmp)
             history, W, names = run.payload["history"], run.payload["W"], run.payload["label_names"]
             chosen = run.payload.get("chosen_epoch") if config.keep == "best" else None   # marked on the curves
-            for draw in (
-                lambda: plots.plot_loss(history, folder / "loss.png", title=run_label(config), lam=config.lam,
-                                        chosen_epoch=chosen),
-                lambda: plots.plot_accuracy(history, folder / "accuracy.png", title=run_label(config),
-                                            chosen_epoch=chosen),
-                lambda: plots.plot_weights(W, names, folder / "weights.png"),
-                lambda: plots.plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png"),
-                # an SVM has scores, no probabilities: the true class's margin instead
-                (lambda: plots.plot_margins(metrics["margins"], folder / "margins.png",
-                                            title=f"True-class margin on the test set, λ={config.lam:g}, "
-                                                  f"η={config.eta:g}, loss svm")) if config.loss == "svm" else
-                (lambda: plots.plot_probabilities(metrics["probabilities"], folder / "probabilities.png",
-                                                  title=f"True-class probability on the test set, "
-                                                        f"λ={config.lam:g}, η={config.eta:g}, loss {config.loss}"))):
-                draw()
-                ws.progress.step()
+            plots.plot_loss(history, folder / "loss.png", title=run_label(config), lam=config.lam, chosen_epoch=chosen)
+            ws.progress.step()
+            plots.plot_accuracy(history, folder / "accuracy.png", title=run_label(config), chosen_epoch=chosen)
+            ws.progress.step()
+            plots.plot_weights(W, names, folder / "weights.png")
+            ws.progress.step()
+            plots.plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png")
+            ws.progress.step()
+            if config.loss == "svm":   # scores, no probabilities: the true class's margin instead
+                plots.plot_margins(metrics["margins"], folder / "margins.png",
+                                   title=f"True-class margin on the test set, λ={config.lam:g}, "
+                                         f"η={config.eta:g}, loss svm")
+            else:
+                plots.plot_probabilities(metrics["probabilities"], folder / "probabilities.png",
+                                         title=f"True-class probability on the test set, λ={config.lam:g}, "
+                                               f"η={config.eta:g}, loss {config.loss}")
+            ws.progress.step()
             names = schemas.SVM_FIGURES if config.loss == "svm" else schemas.FIGURES
             return {name: (folder / f"{name}.png").read_bytes() for name in names}, {}
 
@@ -683,6 +684,7 @@ def ensemble(ws: Workspace, runs: list[Artifact], force: bool = False) -> Artifa
     first = configs[0]
 
     def compute():
+        ws.progress.phase(f"combining {len(runs)} runs (majority vote, mean output)")
         split = prepared(dataset_by_key(ws, next(iter(datasets))), first.split, first.val_size, first.dtype)
         weights = [(run.payload["W"], run.payload["b"]) for run in runs]
         results = {"val": combine(weights, split.X_val, split.y_val, first.loss),
@@ -693,6 +695,7 @@ def ensemble(ws: Workspace, runs: list[Artifact], force: bool = False) -> Artifa
         payload = {"loss": first.loss, "combined": "scores" if first.loss == "svm" else "probabilities",
                    "tie_rule": TIE_RULE, "split": first.split, "n_members": len(runs), "members": members,
                    **{name: {k: v for k, v in results[name].items() if k != "members"} for name in ("val", "test")}}
+        ws.progress.phase_done()
         return payload, {"n_members": len(runs), "val_vote": payload["val"]["vote"],
                          "val_mean": payload["val"]["mean"]}
 

@@ -92,28 +92,46 @@ def run(cwd: Path, *args, columns: int = 80) -> tuple[int, str, str]:
     return code, out, terminal.text()
 
 
-def test_report_shows_every_phase_and_fits_80_columns(work):
+@pytest.fixture(scope="module")
+def report_at_80(tmp_path_factory, fetched) -> tuple[Path, str, str]:
+    """A cold report on 2 processes, stderr on a terminal of 80 columns, stdout a pipe (COLUMNS=80)."""
+    work = copied_workspace(tmp_path_factory.mktemp("report80"), fetched, SETTINGS)
     code, out, drawn = run(work, "report", "--config", "s.toml", "--jobs", "2", "--cache-dir", "cache")
     assert code == 0, drawn[-3000:]
-    shown = frames(drawn)
-    text = "\n".join(shown)
-    # each phase, in order: the gradient check and its verdict, the trainings, their figures, the report
+    return work, out, drawn
+
+
+def test_report_shows_every_phase_in_order(report_at_80):
+    _, _, drawn = report_at_80
+    text = "\n".join(frames(drawn))
+    # the gradient check and its verdict, the trainings, their figures, the comparison's, the report files
     order = ["checking gradients", "gradient check: PASS: max relative error", "training 2 settings",
              "evaluating, drawing figures", "drawing figures", "rendering the report", "writing reports/report.md"]
     positions = [text.find(phase) for phase in order]
     assert -1 not in positions and positions == sorted(positions), list(zip(order, positions))
-    # 80 columns: no line is wider, notices or live rows (the terminal would wrap it: a lone ")" below)
+
+
+def test_report_lines_fit_80_columns(report_at_80):
+    """No line wider than the terminal (it would wrap: a lone ")" on the next line); no label cut by rich."""
+    _, _, drawn = report_at_80
+    shown = frames(drawn)
     assert all(len(line) <= 80 for line in shown), [line for line in shown if len(line) > 80]
     assert any(re.match(r"\[\d/2\] trained λ=0.1, η=0.001: epoch 60/60, val acc ", line) for line in shown), shown
-    # and no live row loses its label to an ellipsis
     rows = [SPINNER.sub("", line) for line in shown if "━" in line]
     assert rows and not any("…" in row for row in rows), rows
-    # every time column counts up, and says so
-    assert all("elapsed" in row for row in rows), rows
-    # the summary on stdout (a pipe: 80 columns from COLUMNS) has every run ID whole, and the verdict
+
+
+def test_every_time_column_counts_up_and_says_so(report_at_80):
+    _, _, drawn = report_at_80
+    rows = [line for line in frames(drawn) if "━" in line or re.search(r"\d:\d\d:\d\d", line)]
+    assert rows and all(re.search(r"elapsed \d:\d\d:\d\d", row) for row in rows), rows
+
+
+def test_study_table_keeps_run_ids_whole_and_gives_the_verdict(report_at_80):
+    work, out, _ = report_at_80
     doc = json.loads(cli_process(work, "report", "--config", "s.toml", "--cache-dir", "cache", "--json").stdout)
     for run_section in doc["runs"]:
-        assert run_section["run_id"][:12] in out, out
+        assert re.search(rf"^\s*{run_section['run_id'][:12]}\s", out, re.M), out
     assert "…" not in out
     assert re.search(r"^gradient check: PASS: max relative error \S+ ≤ 1e-06$", out, re.M), out
 
@@ -140,10 +158,10 @@ def test_train_bar_fits_80_columns_says_elapsed_and_a_resumed_run_says_where(wor
 
 def test_after_ctrl_c_nothing_is_drawn_below_the_error_line(work):
     terminal = Terminal(work, "train", "--n-epochs", "400", "--n-batch", "5", "--cache-dir", "cache")
-    assert terminal.read(lambda text: re.search(r"epoch \d+/400", COLOURS.sub("", text)) is not None)
+    assert terminal.read(lambda text: re.search(r"epoch [1-9]\d*/400", COLOURS.sub("", text)) is not None)
     os.killpg(terminal.proc.pid, signal.SIGINT)
     code, _ = terminal.finish()
-    assert code == 130
+    assert code == 130, terminal.text()[-3000:]
     text = COLOURS.sub("", terminal.text())
     after = text[text.index("error: interrupted"):]
     assert "━" not in after and "epoch" not in after, repr(after)
@@ -176,3 +194,28 @@ def test_figures_drawn_by_the_workers_are_the_bytes_the_parent_draws(tmp_path, f
         made[jobs] = ({key: meta["payload_sha256"] for key, meta in metas.items()}, pngs)
     assert len(made["1"][0]) == 4 and len(made["1"][1]) == 12
     assert made["1"] == made["2"]
+
+
+def test_without_a_terminal_sweep_ensemble_and_train_say_each_phase_in_a_plain_line(work):
+    sweep = cli_process(work, "sweep", "--lam", "0,0.1", "--eta", "0.001", "--n-epochs", "5", "--n-batch", "5",
+                        "--jobs", "2", "--cache-dir", "cache")
+    assert sweep.returncode == 0, sweep.stderr
+    lines = sweep.stderr.splitlines()
+    assert "\x1b" not in sweep.stderr and "━" not in sweep.stderr and "\r" not in sweep.stderr
+    trained = [line for line in lines if re.match(r"\[\d/2\] trained λ=0(\.1)?, η=0.001: epoch 5/5, val acc ", line)]
+    assert len(trained) == 2, lines
+    rest = [line for line in lines if line not in trained]
+    assert rest[0] == "training 2 settings on 2 processes" and rest[2:] == ["drawing the heat-map"], lines
+    assert re.fullmatch(r"evaluating λ=0(\.1)?, η=0.001", rest[1]), lines
+    ensemble = cli_process(work, "ensemble", "--n-epochs", "5", "--n-batch", "5", "--seeds", "3,4", "--jobs", "2",
+                           "--cache-dir", "cache")
+    assert ensemble.returncode == 0, ensemble.stderr
+    lines = ensemble.stderr.splitlines()
+    assert lines[0] == "training 2 settings on 2 processes" and lines[-1] == \
+        "combining 2 runs (majority vote, mean output)", lines
+    assert sorted(line.split(":")[0][6:] for line in lines[1:-1]) == \
+        ["trained λ=0, η=0.001, seed 3", "trained λ=0, η=0.001, seed 4"], lines
+    train = cli_process(work, "train", "--n-epochs", "7", "--n-batch", "5", "--cache-dir", "cache")
+    assert train.returncode == 0 and train.stderr.splitlines() == ["training λ=0, η=0.001: 7 epochs"], train.stderr
+    quiet = cli_process(work, "train", "--n-epochs", "8", "--n-batch", "5", "--cache-dir", "cache", "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
