@@ -39,7 +39,7 @@ def _start(common: opt.Common, jobs: int = 1):
             raise CifarError(f"{option} {folder} is a file, not a folder", hint=f"give {option} a folder")
     if jobs < 1:
         raise OptionError("jobs", f"must be at least 1, got {jobs}")
-    progress = views.progress_for(out.err)
+    progress = out.progress = views.progress_for(out.err)
     return out, Workspace(cache_dir, reports_dir, log=out.log, progress=progress, jobs=jobs)
 
 

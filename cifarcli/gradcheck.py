@@ -61,6 +61,13 @@ def numerical_gradients(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarr
     return (gW, gb, kW, kb) if return_kinks else (gW, gb)
 
 
+def verdict_line(worst: float, bound: float) -> str:
+    """``PASS: max relative error 2.1e-09 ≤ 1e-06``, or ``FAIL: … > …`` (a NaN error fails)."""
+    if worst <= bound:
+        return f"PASS: max relative error {worst:.1e} ≤ {bound:g}"
+    return f"FAIL: max relative error {worst:.1e} > {bound:g}"
+
+
 def relative_errors(ga: np.ndarray, gn: np.ndarray, eps: float = 1e-10) -> np.ndarray:
     """|g_a - g_n| / max(eps, |g_a| + |g_n|), elementwise."""
     ga = np.asarray(ga, dtype=np.float64)

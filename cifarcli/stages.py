@@ -127,6 +127,23 @@ class Progress:
 
     def settings_finished(self) -> None: ...
 
+    # A setting stored, its worker still busy with it (``what``: evaluating, drawing its figures).
+    def setting_busy(self, run_id: str, label: str, n_epochs: int, what: str) -> None: ...
+
+    # A phase of a command without steps to count (the gradient check, an evaluation, writing the
+    # report): on screen from ``phase`` until ``phase_done`` (or the next phase).
+    def phase(self, what: str) -> None: ...
+
+    def phase_done(self) -> None: ...
+
+    # ``total`` things to make one after another (``what``: "figures"), ``step`` after each.
+    def steps(self, what: str, total: int) -> None: ...
+
+    def step(self) -> None: ...
+
+    # Everything on screen goes, at once (before an error line: nothing may be drawn below it).
+    def close(self) -> None: ...
+
 
 @dataclass
 class Workspace:
@@ -461,6 +478,8 @@ def train(ws: Workspace, config, force: bool = False, data_artifact: Artifact | 
         split = prepared(data_artifact, config.split, config.val_size, config.dtype)
         resume = None if force else load_checkpoint(ws, key, config, split.X_train.shape[0])
         n_batches = -(-split.sizes["train"] // config.n_batch)
+        if resume is not None:   # a line of its own: on the bar it would squeeze the bar out of a narrow terminal
+            ws.log(f"resuming {run_label(config)} at epoch {resume.epoch} of {config.n_epochs} (run {key[:12]})")
         ws.progress.run_started(key, config.n_epochs, n_batches, resume.epoch if resume else 0,
                                 label=run_label(config))
 
@@ -664,6 +683,7 @@ def gradcheck(ws: Workspace, config: GradcheckConfig = GradcheckConfig(), force:
     data_artifact = dataset(ws)
 
     def compute():
+        ws.progress.phase(f"checking gradients ({len(config.lams)} λ values, {config.n_samples} images)")
         split = prepared(data_artifact, dtype="float64")
         if config.n_samples > split.sizes["train"]:
             raise OptionError("n_samples", f"{config.n_samples} is more than the {split.sizes['train']} training images")
@@ -675,6 +695,7 @@ def gradcheck(ws: Workspace, config: GradcheckConfig = GradcheckConfig(), force:
                                  loss=config.loss)
         elapsed = sum(entry["seconds"] for entry in result["results"])
         result = {**result, "n_samples": config.n_samples, "n_dims": dims, "seed": config.seed, "elapsed": elapsed}
+        ws.progress.phase_done()
         return result, {"max_error": result["max_error"], "elapsed": elapsed}
 
     return GRADCHECK.get_or_compute(ws, config.key_params(), {"dataset": data_artifact.key}, compute, force=force,
@@ -688,11 +709,13 @@ def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
     data_key = run.meta["inputs"]["dataset"]
 
     def compute():
+        ws.progress.phase(f"evaluating {run_label(config)}")
         split = prepared(dataset_by_key(ws, data_key), config.split, config.val_size, config.dtype)
         metrics = evaluate_model(run.payload["W"], run.payload["b"], config.lam, split, loss=config.loss)
         metrics["update"] = update_sizes(run.payload["W"], run.payload["b"], config.lam, config.eta, config.n_batch,
                                          split.X_train, split.y_train, config.loss)
         metrics["weights"] = template_roughness(run.payload["W"])
+        ws.progress.phase_done()
         # The test numbers in meta.json too, so `cifarcli runs` lists them without loading payloads.
         return metrics, {"test": {k: metrics["test"][k] for k in ("loss", "cost", "accuracy")}}
 
@@ -702,6 +725,14 @@ def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
 
 def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
     """The run's figures as PNG files under ``reports/figures/<run-id>/``; drawn once, then copied from the cache."""
+    return materialise(ws.reports_dir / "figures" / run.key, plot_artifact(ws, run, force).payload)
+
+
+def plot_artifact(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
+    """The run's figures (PNG bytes by name) in the cache, evaluated first; nothing under ``reports/``.
+
+    A worker process that trained the run calls this as soon as the training ends (execute.py).
+    """
     evaluated = evaluate(ws, run)
     metrics = evaluated.payload
     config = config_of(run)
@@ -717,9 +748,13 @@ def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
             history, W, names = run.payload["history"], run.payload["W"], run.payload["label_names"]
             chosen = run.payload.get("chosen_epoch") if config.keep == "best" else None   # marked on the curves
             plots.plot_loss(history, folder / "loss.png", title=run_label(config), lam=config.lam, chosen_epoch=chosen)
+            ws.progress.step()
             plots.plot_accuracy(history, folder / "accuracy.png", title=run_label(config), chosen_epoch=chosen)
+            ws.progress.step()
             plots.plot_weights(W, names, folder / "weights.png")
+            ws.progress.step()
             plots.plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png")
+            ws.progress.step()
             if not config.loss_fn.gives_probabilities:   # scores: the true class's margin instead
                 plots.plot_margins(metrics["margins"], folder / "margins.png",
                                    title=f"True-class margin on the test set, λ={config.lam:g}, "
@@ -728,12 +763,12 @@ def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
                 plots.plot_probabilities(metrics["probabilities"], folder / "probabilities.png",
                                          title=f"True-class probability on the test set, λ={config.lam:g}, "
                                                f"η={config.eta:g}, loss {config.loss}")
+            ws.progress.step()
             names = schemas.FIGURES if config.loss_fn.gives_probabilities else schemas.SVM_FIGURES
             return {name: (folder / f"{name}.png").read_bytes() for name in names}, {}
 
-    artifact = PLOT.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
-                                   depends=[("train", run.key), ("evaluate", evaluated.key)])
-    return materialise(ws.reports_dir / "figures" / run.key, artifact.payload)
+    return PLOT.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
+                               depends=[("train", run.key), ("evaluate", evaluated.key)])
 
 
 def comparison_key(runs: list[Artifact]) -> str:
@@ -764,8 +799,10 @@ def comparison(ws: Workspace, runs: list[Artifact], force: bool = False) -> tupl
                      is not None for run in runs]
             plots.plot_comparison_curves([(label + diverged(run), run.payload["history"]) for label, run in labelled],
                                          folder / "curves.png", apart=apart)
+            ws.progress.step()
             plots.plot_comparison_weights([(label, run.payload["W"]) for label, run in labelled],
                                           runs[0].payload["label_names"], folder / "weights.png")
+            ws.progress.step()
             return ({name: (folder / f"{name}.png").read_bytes() for name in schemas.COMPARISON_FIGURES},
                     {"n_runs": len(runs)})
 
@@ -796,6 +833,7 @@ def ensemble(ws: Workspace, runs: list[Artifact], force: bool = False) -> Artifa
     first = configs[0]
 
     def compute():
+        ws.progress.phase(f"combining {len(runs)} runs (majority vote, mean output)")
         split = prepared(dataset_by_key(ws, next(iter(datasets))), first.split, first.val_size, first.dtype)
         weights = [(run.payload["W"], run.payload["b"]) for run in runs]
         results = {"val": combine(weights, split.X_val, split.y_val, first.loss),
@@ -806,11 +844,21 @@ def ensemble(ws: Workspace, runs: list[Artifact], force: bool = False) -> Artifa
         payload = {"loss": first.loss, "combined": first.loss_fn.outputs,
                    "tie_rule": TIE_RULE, "split": first.split, "n_members": len(runs), "members": members,
                    **{name: {k: v for k, v in results[name].items() if k != "members"} for name in ("val", "test")}}
+        ws.progress.phase_done()
         return payload, {"n_members": len(runs), "val_vote": payload["val"]["vote"],
                          "val_mean": payload["val"]["mean"]}
 
     return ENSEMBLE.get_or_compute(ws, {}, {f"member{i}": run.key for i, run in enumerate(runs)}, compute,
                                    force=force, depends=[("train", run.key) for run in runs])
+
+
+def figures_to_draw(ws: Workspace, runs: list[Artifact], compared: bool) -> int:
+    """How many figures asking for these runs' plots (and, with ``compared``, their comparison) will draw."""
+    count = sum(len(schemas.SVM_FIGURES if config_of(run).loss == "svm" else schemas.FIGURES) for run in runs
+                if run.payload["diverged_at"] is None and PLOT.state(ws, run_key(PLOT, run.key))[0] != "cached")
+    if compared and runs and COMPARISON.state(ws, comparison_key(runs))[0] != "cached":
+        count += len(schemas.COMPARISON_FIGURES)
+    return count
 
 
 def materialise(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:
@@ -824,6 +872,29 @@ def materialise(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:
 def run_label(config: TrainConfig) -> str:
     # A BCE run says so: a softmax and a BCE run of the same λ, η are otherwise indistinguishable.
     return f"λ={config.lam:g}, η={config.eta:g}" + (f", {config.loss_fn.tag}" if config.loss_fn.tag else "")
+
+
+# Settings a run's label names when they are not the same in every run shown together.
+_TELLING = (("seed", "seed {}"), ("n_batch", "batch {}"), ("n_epochs", "{} epochs"), ("split", "split {}"),
+            ("init", "init {}"), ("dtype", "{}"))
+
+
+def distinct_labels(configs: list[TrainConfig]) -> list[str]:
+    """``run_label`` of each config, with the settings that tell them apart (ensemble --seeds: the seed)."""
+    differing = [(name, form) for name, form in _TELLING if len({getattr(c, name) for c in configs}) > 1]
+    return [", ".join([run_label(c), *(form.format(getattr(c, name)) for name, form in differing)]) for c in configs]
+
+
+def trained_line(label: str, n_epochs: int, info: dict) -> str:
+    """One run's outcome in one short line (it must fit 80 columns): ``trained λ=0.1, η=0.001: epoch 40/40,
+    val acc 0.3876, 2.3 s``, or ``... diverged at epoch 12, ...``."""
+    seconds = (info.get("timings") or {}).get("total_seconds")
+    took = f", {seconds:.1f} s" if seconds else ""
+    if info.get("diverged_at") is not None:
+        return f"trained {label}: diverged at epoch {info['diverged_at']}{took}"
+    final = info.get("final") or {}
+    return (f"trained {label}: epoch {final.get('epoch', n_epochs)}/{n_epochs}, "
+            f"val acc {final.get('val_acc', float('nan')):.4f}{took}")
 
 
 def write_if_changed(path: Path, content: bytes) -> None:

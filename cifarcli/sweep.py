@@ -105,6 +105,7 @@ def draw_heatmap(ws: Workspace, spec: SweepSpec, points: list[dict], data_key: s
     params = {"grid": spec.axes()}
 
     def compute():
+        ws.progress.phase("drawing the heat-map")
         values = heatmap_matrix(spec, by_index)
         cell = (spec.lam.index(best["lam"]), spec.eta.index(best["eta"])) if best else None
         with tempfile.TemporaryDirectory() as tmp:
@@ -115,6 +116,7 @@ def draw_heatmap(ws: Workspace, spec: SweepSpec, points: list[dict], data_key: s
     artifact = stages.SWEEP.get_or_compute(ws, params, inputs, compute,
                                            depends=[("train", p["run_id"]) for p in by_index])
     paths = stages.materialise(ws.reports_dir / "figures" / f"sweep-{artifact.key}", artifact.payload)
+    ws.progress.phase_done()
     return artifact.key, paths["heatmap"]
 
 

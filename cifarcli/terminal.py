@@ -58,6 +58,7 @@ class Output:
         self.out = _Console()
         self.err = _Console(stderr=True, quiet=quiet)
         self.document: dict | None = None
+        self.progress = None   # the live display (cli._start), stopped before an error line is drawn
 
     def log(self, message: str) -> None:
         self.err.print(message, style="dim", markup=False, highlight=False)
@@ -97,6 +98,8 @@ class Output:
                 self.flush()
             except OutputFailed:
                 pass  # the error line below still says what went wrong
+        if self.progress is not None:
+            self.progress.close()   # else a bar still on screen would be redrawn below the error line
         # The error line is shown even with --quiet: a failure must never be silent.
         error_line(error.message, error.hint)
 

@@ -22,6 +22,7 @@ from cifarcli.cache import Artifact, disk_error, write_atomic
 from cifarcli.config import GRADCHECK_TOL, load_settings
 from cifarcli.document import ReportDocument, comparison_section, discordant_pairs, initialisation, run_section
 from cifarcli.errors import CifarError, OptionError, WorkFailed
+from cifarcli.gradcheck import verdict_line
 from cifarcli.predict import RESAMPLE, ImageError, classify, export_arrays, load_image, top_k
 from cifarcli.report import comparisons, render_html, render_markdown
 from cifarcli.report.typeset import compile_pdf, render_typst
@@ -72,8 +73,14 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
     brief = settings.brief if brief is None else brief
     data_artifact = stages.dataset(ws)
     check = stages.gradcheck(ws, settings.gradcheck)
-    execute.train_missing(ws, settings.runs + (settings.ensemble or []))
+    passed = check.payload["max_error"] <= GRADCHECK_TOL
+    ws.log(f"gradient check: {verdict_line(check.payload['max_error'], GRADCHECK_TOL)}")
+    # Each run's evaluation and figures are made by the worker that trained it, as soon as it is trained.
+    execute.train_missing(ws, settings.runs + (settings.ensemble or []), figures=settings.runs)
     trained = [stages.train(ws, config) for config in settings.runs]
+    to_draw = stages.figures_to_draw(ws, trained, compared=True)
+    if to_draw:
+        ws.progress.steps("drawing figures", to_draw)
     named = stages.run_names(ws)
     names = {run.key: named[run.key] for run in trained if run.key in named}
     runs = [run_section(ws, run, names.get(run.key)) for run in trained]
@@ -93,7 +100,7 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
                  "n_test": info["n_test"]},
         preprocessing={"scale": "pixels / 255", "normalisation": "per-dimension mean and std of the training split"},
         initialisation=initialisation(runs),
-        gradcheck={**check.payload, "tol": GRADCHECK_TOL, "passed": check.payload["max_error"] <= GRADCHECK_TOL},
+        gradcheck={**check.payload, "tol": GRADCHECK_TOL, "passed": passed},
         runs=runs, sweep=swept, comparison=compared,
         ensemble={"key": combined.key, **combined.payload} if combined else None,
         discordant=discordant, discussion=words, brief=brief)
@@ -106,6 +113,7 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
         inputs["ensemble"] = combined.key
 
     def compute():
+        ws.progress.phase("rendering the report (Markdown, HTML)")
         doc = {**document.to_dict(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         return {"doc": doc, "report.md": render_markdown(doc), "report.html": render_html(doc, ws.reports_dir),
                 "report.typ": render_typst(doc)}, {}
@@ -120,16 +128,17 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
     params = {**({"names": names} if names else {}), **({"brief": True} if brief else {}),
               **({"discussion_sha256": hashlib.sha256(words.encode()).hexdigest()} if words is not None else {})}
     artifact = stages.REPORT.get_or_compute(ws, params, inputs, compute, force=force, depends=depends)
-    paths = {}
-    for name in ("report.md", "report.html", *(("report.typ",) if pdf else ())):
-        paths[name] = ws.reports_dir / name
-        stages.write_if_changed(paths[name], artifact.payload[name].encode())
+    paths = {name: ws.reports_dir / name for name in ("report.md", "report.html", *(("report.typ",) if pdf else ()))}
+    ws.progress.phase(f"writing {', '.join(str(path) for path in paths.values())}")
+    for name, path in paths.items():
+        stages.write_if_changed(path, artifact.payload[name].encode())
     if pdf:
         paths["report.pdf"] = ws.reports_dir / "report.pdf"
         try:
             stages.write_if_changed(paths["report.pdf"], compile_pdf(artifact.payload["report.typ"], ws.reports_dir))
         except RuntimeError as exc:    # typst's own error: a bug of ours, or a figure missing from reports/
             raise WorkFailed(f"typst could not typeset {paths['report.typ']}: {str(exc).splitlines()[0]}") from None
+    ws.progress.phase_done()
     return {**artifact.payload["doc"], "comparisons": comparisons(artifact.payload["doc"]),
             "paths": {k: str(v) for k, v in paths.items()},
             "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.store.events]}
