@@ -115,11 +115,6 @@ def test_top_level_help_has_examples(cli, wide):
 # -- gradcheck verdict --------------------------------------------------------------------
 
 
-@pytest.fixture
-def fetched(cli, tiny_archive, offline):
-    assert cli("fetch", "--source", tiny_archive, "--quiet").exit_code == 0
-
-
 SMALL = ("--n-samples", "5", "--n-dims", "20")
 
 
