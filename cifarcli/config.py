@@ -387,7 +387,7 @@ def load_settings(path: Path | None) -> ReportSettings:
     if not isinstance(runs, list) or not (runs or "sweep" in document or "ensemble" in document) or \
             not all(isinstance(run, dict) for run in runs):
         raise CifarError(f"{path}: needs at least one [[run]] table (or a [sweep] table)",
-                         hint="see the README's report section")
+                         hint="see docs/report.md, the settings file")
     configs = [_run_config({**defaults, **run}, f"{path}: run {i + 1}") for i, run in enumerate(runs)]
     _no_duplicate_runs(configs, path)
     gradcheck = _gradcheck_config(_table(document, "gradcheck", path), f"{path}: [gradcheck]")

@@ -2,8 +2,9 @@
 
 Training options come from one table of TrainConfig's fields through the ``training_options``
 decorator (as sqlite-utils' ``output_options``); every default is config's. Help panels are
-set here with ``rich_help_panel``. The library names settings (``source``, ```seeds```);
-``as_typed`` turns an error into the flags and command hints of this command line.
+set here with ``rich_help_panel``. The library names settings, not flags (``OptionError("seeds", …)``,
+a setting in backquotes in a message, ``setting="source"``); ``as_typed`` turns such an error into the
+flags and command hints of this command line.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def flag_of(setting: str) -> str:
 
 
 def in_flags(text: str) -> str:
-    """A library text with its settings (```seeds```) named by their flags (``--seeds``)."""
+    """A library text with the settings it names in backquotes named by their flags (``--seeds``)."""
     return re.sub(r"`([a-z][a-z_]*)`", lambda match: flag_of(match.group(1)), text)
 
 
@@ -114,7 +115,6 @@ def _options_into(into: str, parameters: list[inspect.Parameter], make):
     return decorate
 
 
-Seed = Annotated[int, typer.Option("--seed", rich_help_panel=STUDY, help="Seed of the weight initialisation.")]
 RunId = Annotated[str | None, typer.Option(
     "--run", help="Use this run (its name, ID or a unique prefix) instead of the training options.")]
 
@@ -147,6 +147,9 @@ TRAINING = {
 _STUDY_FIELDS = ("lam", "eta", "n_epochs", "n_batch", "seed", "split", "val_size", "dtype")
 
 
+Seed = Annotated[int, typer.Option(*TRAINING["seed"][0], rich_help_panel=STUDY, help=TRAINING["seed"][1])]
+
+
 def _training_parameter(name: str, fixed: bool) -> inspect.Parameter:
     """The option of TrainConfig's field ``name``: its default, or with ``fixed`` (sweep) unset unless given."""
     flags, help_text, extra = TRAINING[name]
@@ -164,8 +167,9 @@ def _training_parameter(name: str, fixed: bool) -> inspect.Parameter:
 def _one_value(name: str, kind: type, text: str):
     """Sweep's value of a fixed training option: one value of the field's type, not a list."""
     if "," in text and kind is not str:
+        *lists, last = [flag_of(axis) for axis in GRID]
         raise OptionError(name, f"takes one value in a sweep, got {text!r}",
-                          hint="only --lam, --eta, --n-batch and --n-epochs take lists")
+                          hint=f"only {', '.join(lists)} and {last} take lists")
     try:
         return kind(text)
     except ValueError:
@@ -178,10 +182,12 @@ def training_options(command=None, *, exclude: tuple[str, ...] = (), fixed: bool
     The command declares ``config``, where the options go in its help, and receives their TrainConfig.
     With ``fixed`` (sweep), the grid's axes are left out and ``config`` is a dict of the options given.
     """
+    def given(values: dict) -> dict:
+        return {name: value for name, value in values.items() if value is not None}
+
     names = [name for name in TRAINING if name not in exclude and not (fixed and name in GRID)]
-    make = (lambda values: {k: v for k, v in values.items() if v is not None}) if fixed else \
-        (lambda values: TrainConfig(**values))
-    decorate = _options_into("config", [_training_parameter(name, fixed) for name in names], make)
+    parameters = [_training_parameter(name, fixed) for name in names]
+    decorate = _options_into("config", parameters, given if fixed else lambda values: TrainConfig(**values))
     return decorate(command) if command is not None else decorate
 
 
@@ -241,9 +247,7 @@ def _known_stage(stage: str | None) -> str | None:
 
 
 Stage = Annotated[str | None, typer.Option("--stage", callback=_known_stage,
-                                              help=f"Only this stage ({', '.join(STAGE_NAMES)}).")]
-
-
+                                           help=f"Only this stage ({', '.join(STAGE_NAMES)}).")]
 
 
 # -- each command's own options --------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -82,3 +83,11 @@ def cli(tmp_path, monkeypatch):
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def fetched(cli, tiny_archive) -> dict:
+    """The tiny archive imported into ./cache by `cifarcli fetch`; returns fetch's JSON document."""
+    result = cli("fetch", "--source", tiny_archive, "--json", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)

@@ -115,11 +115,6 @@ def test_top_level_help_has_examples(cli, wide):
 # -- gradcheck verdict --------------------------------------------------------------------
 
 
-@pytest.fixture
-def fetched(cli, tiny_archive, offline):
-    assert cli("fetch", "--source", tiny_archive, "--quiet").exit_code == 0
-
-
 SMALL = ("--n-samples", "5", "--n-dims", "20")
 
 
@@ -201,3 +196,41 @@ def test_offline_report_on_an_empty_folder_names_the_fetch_command(cli, offline)
 def test_an_unknown_run_points_at_cifarcli_runs(cli, fetched):
     result = cli("evaluate", "--run", "ffffffff")
     assert result.exit_code == 2 and "list runs with: cifarcli runs" in result.stderr
+
+
+# -- the library names settings; the command line names flags -------------------------------
+
+
+CLI_SIDE = {"cli.py", "options.py", "terminal.py", "views.py"}
+
+
+def test_the_library_names_settings_not_flags():
+    for path in sorted((ROOT / "cifarcli").rglob("*.py")):
+        if path.name in CLI_SIDE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for flag in ("--source", "--run", "--seeds", "--cache-dir", "--reports-dir", "--where"):
+                    assert flag not in node.value, (path.name, node.value)
+
+
+def test_library_errors_get_their_flags_and_command_hints_in_one_place():
+    from cifarcli.errors import CifarError, OptionError, disk_error
+    from cifarcli.options import as_typed
+
+    error = as_typed(OptionError("seeds", "give either `run` or `seeds`", hint="e.g. `seeds` 1,2,3"))
+    assert (error.message, error.hint) == ("--seeds: give either --run or --seeds", "e.g. --seeds 1,2,3")
+    error = as_typed(CifarError("x.tar.gz is empty", hint="the copy is incomplete", setting="source"))
+    assert error.hint == "the copy is incomplete; import a copy you have with: cifarcli fetch --source PATH"
+    error = as_typed(disk_error(OSError(28, "No space left on device"), "cache/x"))
+    assert error.hint == "free some disk space, or use --cache-dir / --reports-dir on another disk"
+
+
+def test_every_training_setting_is_an_option_of_train_and_of_sweep():
+    from cifarcli.config import train_fields
+    from cifarcli.options import TRAINING
+
+    assert list(TRAINING) == list(train_fields())   # a new TrainConfig field needs its option, in one place
+    group = typer.main.get_command(app)
+    for command in ("train", "sweep"):
+        assert set(train_fields()) <= {param.name for param in group.commands[command].params}, command

@@ -30,13 +30,13 @@ ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[=>]")  # 
 
 
 @pytest.fixture(scope="module")
-def fetched(tmp_path_factory, tiny_archive) -> Path:
+def imported(tmp_path_factory, tiny_archive) -> Path:
     return imported_cache(tmp_path_factory.mktemp("progress"), tiny_archive)
 
 
 @pytest.fixture
-def work(tmp_path, fetched) -> Path:
-    return copied_workspace(tmp_path, fetched, SETTINGS)
+def work(tmp_path, imported) -> Path:
+    return copied_workspace(tmp_path, imported, SETTINGS)
 
 
 def on_terminal(cwd: Path, *args, timeout: float = 240) -> tuple[int, str, str]:

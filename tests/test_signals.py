@@ -30,13 +30,13 @@ COMMANDS = {
 
 
 @pytest.fixture(scope="module")
-def fetched(tmp_path_factory, tiny_archive) -> Path:
+def imported(tmp_path_factory, tiny_archive) -> Path:
     return imported_cache(tmp_path_factory.mktemp("signals"), tiny_archive)
 
 
 @pytest.fixture
-def work(tmp_path, fetched) -> Path:
-    return copied_workspace(tmp_path, fetched, SETTINGS)
+def work(tmp_path, imported) -> Path:
+    return copied_workspace(tmp_path, imported, SETTINGS)
 
 
 def group(pgid: int) -> list[tuple[int, str]]:

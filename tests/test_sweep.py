@@ -33,12 +33,6 @@ def sweep_json(cli, *args) -> dict:
     return json.loads(result.stdout)
 
 
-@pytest.fixture
-def fetched(cli, tiny_archive):
-    assert cli("fetch", "--source", tiny_archive, "--quiet").exit_code == 0
-    return cli
-
-
 def load_run(cache: Path, run_id: str):
     return stages.find_run(stages.Workspace(cache), run_id)
 
@@ -82,8 +76,8 @@ def test_parse_lists():
     (("--lam", "0", "--eta", "0.1", "--backend", "dask"), "--scheduler"),
     (("--lam", "0", "--eta", "0.1", "--jobs", "0"), "--jobs"),
 ])
-def test_bad_grids_are_one_line_exit_2(fetched, args, named):
-    result = fetched("sweep", *args)
+def test_bad_grids_are_one_line_exit_2(cli, fetched, args, named):
+    result = cli("sweep", *args)
     assert result.exit_code == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], result.stderr
@@ -98,7 +92,7 @@ def sweep_fixed(*args: str) -> dict:
             and name not in AXES}
 
 
-def test_extra_training_options_follow_trainconfig(fetched):
+def test_extra_training_options_follow_trainconfig(cli, fetched):
     assert {"seed", "split", "val_size", "dtype", "shuffle"} <= set(train_fields()) and set(AXES) <= set(train_fields())
     assert sweep_fixed("--val-size=500", "--seed", "3", "--shuffle") == {"val_size": 500, "seed": 3, "shuffle": True}
     assert sweep_fixed("--no-shuffle", "--loss", "svm") == {"shuffle": False, "loss": "svm"}
@@ -107,25 +101,25 @@ def test_extra_training_options_follow_trainconfig(fetched):
                           (("--seed", "1,2"), "--seed: takes one value in a sweep, got '1,2'"),
                           (("--seed", "x"), "--seed: 'x' is not a valid int"),
                           (("stray",), "Got unexpected extra argument(s) (stray)")):
-        result = fetched("sweep", "--lam", "0", "--eta", "0.1", *args)
+        result = cli("sweep", "--lam", "0", "--eta", "0.1", *args)
         assert result.exit_code == 2 and result.stderr.startswith(f"error: {message}"), (args, result.stderr)
 
 
 # -- runs shared with `train`, resuming ---------------------------------------------------------
 
 
-def test_sweep_run_ids_are_train_run_ids(fetched):
-    doc = sweep_json(fetched, *SMALL, "--seed", "7")
+def test_sweep_run_ids_are_train_run_ids(cli, fetched):
+    doc = sweep_json(cli, *SMALL, "--seed", "7")
     assert doc["n_points"] == 4 and len(doc["points"]) == 4
     assert sorted(doc["computed"]) == sorted(p["run_id"] for p in doc["points"])
     for p in doc["points"]:
         assert p["config"]["seed"] == 7
-        trained = fetched("train", "--lam", p["lam"], "--eta", p["eta"], "--n-epochs", 2, "--n-batch", 20,
+        trained = cli("train", "--lam", p["lam"], "--eta", p["eta"], "--n-epochs", 2, "--n-batch", 20,
                           "--seed", 7, "--json")
         assert trained.exit_code == 0, trained.stderr
         single = json.loads(trained.stdout)
         assert single["run_id"] == p["run_id"] and single["cached"] is True
-    again = sweep_json(fetched, *SMALL, "--seed", "7")
+    again = sweep_json(cli, *SMALL, "--seed", "7")
     assert again["computed"] == [] and {p["status"] for p in again["points"]} == {"cached"}
     assert again["sweep"] == doc["sweep"] and again["best"] == doc["best"]
 
@@ -189,8 +183,8 @@ def test_jobs_2_equals_jobs_1_bit_for_bit(cli, tmp_path, tiny_archive):
     assert Path(one["heatmap"]).read_bytes() == Path(two["heatmap"]).read_bytes()
 
 
-def test_best_is_chosen_on_validation_never_on_test(fetched):
-    doc = sweep_json(fetched, *GRID)
+def test_best_is_chosen_on_validation_never_on_test(cli, fetched):
+    doc = sweep_json(cli, *GRID)
     points = doc["points"]
     vals = [p["val_acc"] for p in points]
     assert vals == sorted(vals, reverse=True)
@@ -198,7 +192,7 @@ def test_best_is_chosen_on_validation_never_on_test(fetched):
     assert best["run_id"] == points[0]["run_id"] and best["val_acc"] == pytest.approx(max(vals), abs=1e-9)
     tests = {}
     for p in points:
-        ev = fetched("evaluate", "--run", p["run_id"], "--json")
+        ev = cli("evaluate", "--run", p["run_id"], "--json")
         assert ev.exit_code == 0, ev.stderr
         tests[p["run_id"]] = json.loads(ev.stdout)["test"]["accuracy"]
     assert best["test_acc"] == tests[best["run_id"]]
@@ -226,15 +220,15 @@ def test_ranking_rule():
     assert [p["index"] for p in sorted(points, key=sweeping.rank)] == [2, 3, 0, 1]
 
 
-def test_diverged_points_are_shown_and_never_selected(fetched):
-    doc = sweep_json(fetched, "--lam", "0", "--eta", "0.0005,1e300", "--n-epochs", "2", "--n-batch", "20")
+def test_diverged_points_are_shown_and_never_selected(cli, fetched):
+    doc = sweep_json(cli, "--lam", "0", "--eta", "0.0005,1e300", "--n-epochs", "2", "--n-batch", "20")
     diverged = [p for p in doc["points"] if p["diverged_at"] is not None]
     assert len(diverged) == 1 and diverged[0]["eta"] == 1e300 and diverged[0]["val_acc"] is None
     assert doc["points"][-1]["eta"] == 1e300  # listed last
     assert doc["best"]["config"]["eta"] == 0.0005
-    text = fetched("sweep", "--lam", "0", "--eta", "0.0005,1e300", "--n-epochs", "2", "--n-batch", "20")
+    text = cli("sweep", "--lam", "0", "--eta", "0.0005,1e300", "--n-epochs", "2", "--n-batch", "20")
     assert text.exit_code == 0 and "diverged" in text.stdout
-    every = fetched("sweep", "--lam", "0", "--eta", "1e300", "--n-epochs", "2", "--n-batch", "20", "--json")
+    every = cli("sweep", "--lam", "0", "--eta", "1e300", "--n-epochs", "2", "--n-batch", "20", "--json")
     assert every.exit_code == 1 and json.loads(every.stdout)["best"] is None
 
 
@@ -247,17 +241,17 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_heatmap_png_is_cached_and_restored(fetched, tmp_path):
-    doc = sweep_json(fetched, *GRID)
+def test_heatmap_png_is_cached_and_restored(cli, fetched, tmp_path):
+    doc = sweep_json(cli, *GRID)
     path = Path(doc["heatmap"])
     assert path == Path("reports") / "figures" / f"sweep-{doc['sweep']}" / "heatmap.png"
     assert png_size(path) == (960, 720)
     first = path.read_bytes()
     path.unlink()
-    again = sweep_json(fetched, *GRID)
+    again = sweep_json(cli, *GRID)
     assert Path(again["heatmap"]).read_bytes() == first  # restored from the cache, not redrawn
     assert ("sweep", doc["sweep"]) in [(r["stage"], r["key"]) for r in json.loads(
-        fetched("cache", "ls", "--stage", "sweep", "--json").stdout)["artifacts"]]
+        cli("cache", "ls", "--stage", "sweep", "--json").stdout)["artifacts"]]
 
 
 def test_heatmap_takes_the_max_over_n_batch_and_epochs(workspace):
@@ -272,8 +266,8 @@ def test_heatmap_takes_the_max_over_n_batch_and_epochs(workspace):
     assert "max over" not in sweeping.heatmap_title(spec_of("0", "0.1"))
 
 
-def test_json_is_one_document_with_every_point_and_the_best(fetched):
-    result = fetched("sweep", *SMALL, "--json")
+def test_json_is_one_document_with_every_point_and_the_best(cli, fetched):
+    result = cli("sweep", *SMALL, "--json")
     assert result.exit_code == 0
     doc = json.loads(result.stdout)  # exactly one document: json.loads rejects trailing text
     assert {"sweep", "grid", "fixed", "backend", "jobs", "selection", "n_points", "computed", "points", "best",
@@ -323,20 +317,20 @@ def test_dask_sweep_equals_local_sweep(cli, tmp_path, tiny_archive):
     assert json.loads(again.stdout)["cached"] is True
 
 
-def test_dask_unreachable_scheduler_is_exit_1_naming_it(fetched, monkeypatch):
+def test_dask_unreachable_scheduler_is_exit_1_naming_it(cli, fetched, monkeypatch):
     pytest.importorskip("dask.distributed")
     monkeypatch.setenv("CIFARCLI_DASK_TIMEOUT", "1")
     address = f"tcp://127.0.0.1:{free_port()}"
-    result = fetched("sweep", *SMALL, "--scheduler", address)
+    result = cli("sweep", *SMALL, "--scheduler", address)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and address in lines[0], result.stderr
 
 
-def test_dask_missing_is_exit_2_with_install_hint(fetched, monkeypatch):
+def test_dask_missing_is_exit_2_with_install_hint(cli, fetched, monkeypatch):
     monkeypatch.setitem(sys.modules, "dask", None)
     monkeypatch.setitem(sys.modules, "dask.distributed", None)
-    result = fetched("sweep", *SMALL, "--backend", "dask", "--scheduler", "tcp://127.0.0.1:8786")
+    result = cli("sweep", *SMALL, "--backend", "dask", "--scheduler", "tcp://127.0.0.1:8786")
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'cifarcli[dask]'" in lines[0], result.stderr
@@ -362,10 +356,10 @@ eta = [0.0003, 0.0005]
 """
 
 
-def test_report_with_a_sweep_table(fetched, tmp_path):
+def test_report_with_a_sweep_table(cli, fetched, tmp_path):
     config = tmp_path / "r.toml"
     config.write_text(REPORT_TOML)
-    result = fetched("report", "--config", config, "--json")
+    result = cli("report", "--config", config, "--json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     swept = doc["sweep"]
@@ -374,7 +368,7 @@ def test_report_with_a_sweep_table(fetched, tmp_path):
     assert swept["heatmap"] == f"figures/sweep-{swept['key']}/heatmap.png"
     assert png_size(tmp_path / "reports" / swept["heatmap"]) == (960, 720)
     # The same points as `cifarcli sweep` with the same grid.
-    direct = sweep_json(fetched, *SMALL)
+    direct = sweep_json(cli, *SMALL)
     assert direct["sweep"] == swept["key"] and direct["best"]["run_id"] == swept["best_run_id"]
     md = (tmp_path / "reports" / "report.md").read_text()
     assert "## Hyper-parameter sweep" in md and f"]({swept['heatmap']})" in md
@@ -387,7 +381,7 @@ def test_report_with_a_sweep_table(fetched, tmp_path):
     assert 'id="sweep"' in page and "Figure not available" not in page
     assert page.count("data:image/png;base64,") == 2 + 5 + 1 + 5  # comparison, the run, the heat-map, the chosen run
     # Nothing changed: all cache hits.
-    again = json.loads(fetched("report", "--config", config, "--json").stdout)
+    again = json.loads(cli("report", "--config", config, "--json").stdout)
     assert not [s for s in again["stages"] if s["status"] == "computed"]
 
 
@@ -400,10 +394,10 @@ def test_report_with_a_sweep_table(fetched, tmp_path):
     ("[sweep]\neta = [0.1]\n", "lam"),
     ("[sweep]\nlam = [0]\neta = [0.1]\nsplit = \"nope\"\n", "split"),
 ])
-def test_bad_sweep_table_is_one_line(fetched, tmp_path, table, named):
+def test_bad_sweep_table_is_one_line(cli, fetched, tmp_path, table, named):
     config = tmp_path / "bad.toml"
     config.write_text(table)
-    result = fetched("report", "--config", config)
+    result = cli("report", "--config", config)
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "[sweep]" in lines[0] and named in lines[0], result.stderr
