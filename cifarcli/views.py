@@ -196,10 +196,13 @@ def dataset_view(artifact: Artifact) -> list[Any]:
 
 
 def gradcheck_json(artifact: Artifact, tol: float | None) -> dict:
-    worst = artifact.payload["max_error"]
+    from cifarcli.gradcheck import n_checked
+
+    worst, checked = artifact.payload["max_error"], n_checked(artifact.payload)
     document = {"gradcheck": artifact.key, "cached": artifact.status == "hit", **artifact.payload,
-                "max_error": worst, "tol": tol, "passed": None if tol is None else worst <= tol,
-                "verdict": verdict_line(worst, GRADCHECK_TOL if tol is None else tol)}
+                "max_error": worst, "n_checked": checked, "tol": tol,
+                "passed": None if tol is None else bool(checked) and worst <= tol,
+                "verdict": verdict_line(worst, GRADCHECK_TOL if tol is None else tol, checked, artifact.payload["h"])}
     if artifact.payload.get("loss") == "svm":   # how many parameters the verdict leaves out, and why
         document["kinks"] = {"total": sum(sum((e.get("kinks") or {}).values()) for e in artifact.payload["results"]),
                              "excluded_from_verdict": True,
@@ -207,15 +210,20 @@ def gradcheck_json(artifact: Artifact, tol: float | None) -> dict:
     return document
 
 
-def verdict_line(worst: float, bound: float) -> str:
-    """``PASS: max relative error 2.1e-09 ≤ 1e-06``, or ``FAIL: … > …`` (a NaN error fails)."""
+def verdict_line(worst: float, bound: float, checked: int = 1, h: float | None = None) -> str:
+    """``PASS: max relative error 2.1e-09 ≤ 1e-06``, or ``FAIL: … > …`` (a NaN error fails); with no
+    parameter checked (every one within h of a kink), no error was measured: it says so."""
+    if not checked:
+        return f"NOT CHECKED: every parameter is within h={h:g} of a kink, so no error was measured (try a smaller h)"
     if worst <= bound:
         return f"PASS: max relative error {worst:.1e} ≤ {bound:g}"
     return f"FAIL: max relative error {worst:.1e} > {bound:g}"
 
 
 def gradcheck_verdict(artifact: Artifact, bound: float) -> str:
-    line = verdict_line(artifact.payload["max_error"], bound)
+    from cifarcli.gradcheck import n_checked
+
+    line = verdict_line(artifact.payload["max_error"], bound, n_checked(artifact.payload), artifact.payload["h"])
     return f"[bold {'green' if line.startswith('PASS') else 'red'}]{_t(line)}[/]"
 
 
@@ -233,6 +241,9 @@ def gradcheck_view(artifact: Artifact, tol: float | None) -> list[Any]:
             stats = entry[name]
             bad = tol is not None and stats["max"] > tol
             kinks = [f"{(entry.get('kinks') or {}).get(name, 0)} of {stats['n']} (excluded)"] if kinked else []
+            if stats["n_excluded"] == stats["n"]:  # nothing measured: no number to show
+                table.add_row(f"{entry['lam']:g}", name, "—", "—", "—", "—", *kinks)
+                continue
             table.add_row(f"{entry['lam']:g}", name, f"[{'red' if bad else 'green'}]{stats['max']:.2e}[/]",
                           f"{stats['mean']:.2e}", f"{stats['median']:.2e}", f"{stats['share_below_tol']:.1%}", *kinks)
     corner = Table(title=f"Corner of the relative-error matrix of W (λ={result['results'][0]['lam']:g})",
@@ -254,9 +265,17 @@ def run_json(run: Artifact) -> dict:
     info = run.meta["info"]
     return {"run_id": run.key, "cached": run.status == "hit", "config": run.meta["params"],
             "split_sizes": info["split_sizes"], "diverged_at": info["diverged_at"], "final": info["final"],
-            "timings": info["timings"], "history": run.payload["history"],
+            "timings": info["timings"], "history": run.payload["history"], "unstable": run_instability(run),
             **({"chosen_epoch": info.get("chosen_epoch"), "chosen": info.get("chosen")}
                if "chosen_epoch" in info else {})}
+
+
+def run_instability(run: Artifact) -> str | None:
+    """Why the run is unstable by the report's rule (``report.instability``), or None when it is not."""
+    from cifarcli.report import instability
+
+    found = instability({"history": run.payload["history"], "diverged_at": run.meta["info"]["diverged_at"]})
+    return None if found is None else found.reason
 
 
 def run_view(run: Artifact) -> list[Any]:
