@@ -80,7 +80,7 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
     combined = (stages.ensemble(ws, [stages.train(ws, config) for config in settings.ensemble])
                 if settings.ensemble else None)
     discordant = discordant_pairs(ws, trained, "test")
-    if swept is not None and swept.best is not None and swept.runner_up is not None:   # chosen on validation
+    if swept is not None and swept.best is not None and swept.runner_up is not None:
         discordant += discordant_pairs(ws, [stages.find_run(ws, swept.best.run_id),
                                             stages.find_run(ws, swept.runner_up["run_id"])], "val")
     info = data_artifact.meta["info"]
@@ -117,26 +117,19 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
     params = {**({"brief": True} if brief else {}),
               **({"discussion_sha256": hashlib.sha256(words.encode()).hexdigest()} if words is not None else {})}
     artifact = stages.REPORT.get_or_compute(ws, params, inputs, compute, force=force, depends=depends)
-    paths = _write_report_files(ws, artifact.payload, pdf)
-    return {**artifact.payload["doc"], "comparisons": comparisons(artifact.payload["doc"]),
-            "paths": {k: str(v) for k, v in paths.items()},
-            "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.store.events]}
-
-
-def _write_report_files(ws: Workspace, payload: dict, pdf: bool) -> dict[str, Path]:
-    """report.md and report.html (with ``pdf`` also report.typ and report.pdf) in the reports folder."""
-    payload = {**payload, "report.typ": payload.get("report.typ") or render_typst(payload["doc"])}
     paths = {}
     for name in ("report.md", "report.html", *(("report.typ",) if pdf else ())):
         paths[name] = ws.reports_dir / name
-        stages.write_if_changed(paths[name], payload[name].encode())
+        stages.write_if_changed(paths[name], artifact.payload[name].encode())
     if pdf:
         paths["report.pdf"] = ws.reports_dir / "report.pdf"
         try:
-            stages.write_if_changed(paths["report.pdf"], compile_pdf(payload["report.typ"], ws.reports_dir))
+            stages.write_if_changed(paths["report.pdf"], compile_pdf(artifact.payload["report.typ"], ws.reports_dir))
         except RuntimeError as exc:    # typst's own error: a bug of ours, or a figure missing from reports/
             raise WorkFailed(f"typst could not typeset {paths['report.typ']}: {str(exc).splitlines()[0]}") from None
-    return paths
+    return {**artifact.payload["doc"], "comparisons": comparisons(artifact.payload["doc"]),
+            "paths": {k: str(v) for k, v in paths.items()},
+            "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.store.events]}
 
 
 def ensemble_members(ws: Workspace, run_ids: list[str] | None, config=None, seeds: list[int] | None = None) -> list:
