@@ -853,7 +853,7 @@ def runs(
     out.result(result, *views.runs_view(result, out.out.width, all_params))
 
 
-@app.command("name", epilog=examples("cifarcli name 51a620ab base          # then: cifarcli evaluate --run base",
+@app.command("name", epilog=examples("cifarcli name f8d0f9dc base          # then: cifarcli evaluate --run base",
                                      "cifarcli name --remove base"))
 def name_run(
     run: Annotated[Optional[str], typer.Argument(help="The run: its ID, a unique prefix, or its current name.")] = None,
