@@ -370,7 +370,7 @@ def runs(
         out.result(result, *(() if common.as_json else views.runs_view(result, out.out.width, all_params)))
 
 
-@command("cifarcli name 51a620ab base          # then: cifarcli evaluate --run base",
+@command("cifarcli name f8d0f9dc base          # then: cifarcli evaluate --run base",
          "cifarcli name --remove base", name="name")
 @opt.common_options("quiet")
 def name_run(
