@@ -64,3 +64,59 @@ class busy_core:
     def __exit__(self, *exc) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+def load() -> str:
+    """The machine's load as `uptime` says it (other users' work makes every figure noisier)."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "uptime unavailable"
+
+
+def on_pty(*args: str, columns: int = 120, until: bytes | None = None) -> tuple[float, list[tuple[float, int]], bytes]:
+    """Run `python -m cifarcli ARGS` with stderr on a pseudo-terminal of ``columns``, as a user at a terminal.
+
+    Returns (wall time, [(seconds since start, bytes) for every write the terminal received], all bytes).
+    With ``until``, the command is interrupted (SIGINT to its group) as soon as those bytes arrive.
+    """
+    import select
+    import signal
+
+    env = {**os.environ, "COLUMNS": str(columns), "LINES": "40", "TERM": "xterm"}
+    for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        env.pop(name, None)
+    master, slave = os.openpty()
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "cifarcli", *args], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=slave, start_new_session=True)
+    os.close(slave)
+    writes: list[tuple[float, int]] = []
+    drawn = bytearray()
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.05)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every holder of the terminal is gone
+                    break
+                if not chunk:
+                    break
+                writes.append((time.perf_counter() - started, len(chunk)))
+                drawn += chunk
+                if until is not None and until in drawn:
+                    os.killpg(proc.pid, signal.SIGINT)
+                    until = None
+            elif proc.poll() is not None:
+                break
+        proc.wait()
+    finally:
+        os.close(master)
+    return time.perf_counter() - started, writes, bytes(drawn)
+
+
+def longest_silence(wall: float, writes: list[tuple[float, int]]) -> float:
+    """The longest stretch with nothing new on the terminal: from the start, between writes, to the end."""
+    moments = [0.0, *(t for t, _ in writes), wall]
+    return max(b - a for a, b in zip(moments, moments[1:]))

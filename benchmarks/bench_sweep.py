@@ -3,10 +3,15 @@
     python benchmarks/bench_sweep.py            # median of 3 per setting
     python benchmarks/bench_sweep.py --runs 1   # one run each
     python benchmarks/bench_sweep.py --blas 1   # also: loky workers with 1 BLAS thread each vs 2
+    python benchmarks/bench_sweep.py --first-bar  # only: time to the first bar at a terminal, median of 5
 
 Each measurement is `cifarcli sweep` in a fresh cache with the CIFAR-10
 stand-in already imported (the import is not timed), interpreter start-up
 included. Target: --jobs 2 takes <= 0.65 × the --jobs 1 wall time.
+
+``--first-bar`` (issue 20): the same cold sweep on 2 jobs with stderr on a
+pseudo-terminal; the time from starting the command to the first progress bar
+drawn (a ``━``), then the sweep is interrupted. Target: <= 1 s.
 
 BLAS threads: joblib's loky backend caps the BLAS threads of each worker at
 cpu_count // n_jobs (1 on two cores with --jobs 2) unless told otherwise.
@@ -27,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import archive, median_of  # noqa: E402
+from _common import archive, load, machine, median_of, on_pty, verdict  # noqa: E402
 
 GRID = ["--lam", "0,0.001,0.01,0.1,1", "--eta", "0.001,0.01,0.1"]
 WRAPPER = """
@@ -62,11 +67,38 @@ def fresh(tmp: Path, name: str) -> tuple[Path, Path]:
     return cache, tmp / f"reports-{name}"
 
 
+def first_bar(runs: int) -> None:
+    """Seconds from the start of a cold 15-point sweep on 2 jobs to its first bar on a terminal."""
+    print(machine())
+    print(f"load before: {load()}")
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(runs):
+            cache, reports = fresh(Path(tmp), f"first-{i}")
+            _, writes, drawn = on_pty("sweep", *GRID, "--jobs", "2", "--cache-dir", str(cache),
+                                      "--reports-dir", str(reports), until="━".encode())
+            seen = 0
+            for moment, size in writes:   # the write that brought the first bar
+                seen += size
+                if "━".encode() in drawn[:seen]:
+                    times.append(moment)
+                    break
+            else:
+                sys.exit(f"no bar drawn: {drawn[-500:]!r}")
+            print(f"  run {i + 1}: first bar after {times[-1]:.2f} s", flush=True)
+    print(f"load after:  {load()}")
+    print(f"15-point sweep, 2 jobs, first bar  {median_of(times)} {verdict(statistics.median(times), 1)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--blas", action="store_true", help="also compare 1 and 2 BLAS threads per worker")
+    parser.add_argument("--first-bar", action="store_true", help="only the time to the first bar (median of 5)")
     args = parser.parse_args()
+    if args.first_bar:
+        first_bar(5)
+        return
     settings = [("jobs 1", 1, None), ("jobs 2", 2, None)]
     if args.blas:
         settings.append(("jobs 2, 2 BLAS threads/worker", 2, 2))

@@ -31,7 +31,9 @@ the file, so nothing here speaks in flags. A settings file looks like this
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import math
 import numbers
 import sys
@@ -39,7 +41,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import CifarError, OptionError
+from .errors import CifarError, OptionError, shown
 
 STAGE_NAMES = ("dataset", "gradcheck", "train", "evaluate", "plot", "report", "sweep", "comparison",
                "ensemble")   # stages.STAGES
@@ -47,6 +49,7 @@ SPLITS = ("seed", "dd2424", "full")
 DTYPES = ("float32", "float64")
 INITS = ("normal", "xavier")
 KEEPS = ("last", "best")      # --keep: the weights of the last epoch, or of the best on validation
+HISTORY_KEYS = ("epoch", "train_loss", "train_cost", "train_acc", "val_loss", "val_cost", "val_acc")  # a run's rows
 # float32 by measurement: test accuracy equal to float64 within 1e-4 on the stable settings and
 # about twice as fast (README, "Performance"); the unstable setting moves as with any rounding change.
 DEFAULT_DTYPE = "float32"
@@ -54,6 +57,9 @@ GRADCHECK_TOL = 1e-6          # the verdict's bound on the max relative error (t
 MAX_EPOCHS = 100_000          # bounds far beyond any real use: a typo is an error, not days of training
 MAX_SEED = 2 ** 63 - 1        # a seed fits the int64 that `export` writes
 MAX_LAM = 1e10                # near 1e38, λ‖W‖² overflows float32 and the initial cost is already inf
+MAX_SEEDS = 100               # runs one --seeds / [ensemble] starts: 5,000 seeds were 5,000 trainings
+MIN_COLUMNS = 40              # a narrower terminal (COLUMNS=0 printed nothing, 1-20 tables lost their digits) wraps
+ORPHAN_CHECK_SECONDS = 0.5    # how often a worker process checks that its parent is alive (kill -9 left them training)
 
 # A run's name (``train --name``, ``cifarcli name``): plain characters, and never all hex digits,
 # so that no name can read as a run-ID prefix.
@@ -70,12 +76,12 @@ def run_name_problem(name: object) -> str | None:
     return None
 
 
-# Options added after the study, with their defaults: key_params() leaves out any option at its
-# default, so existing run IDs stay stable.
-_OPTIONAL_DEFAULTS: dict[str, object] = {
-    "shuffle": False, "flip": 0.0, "decay_every": 0, "decay_factor": 1.0, "init": "normal", "loss": "softmax",
-    "patience": 0, "keep": "last",
-}
+# Options added after the study: key_params() leaves out any of them at its default (TrainConfig's
+# field default), so existing run IDs stay stable.
+_OPTIONAL = ("shuffle", "flip", "decay_every", "decay_factor", "init", "loss", "patience", "keep")
+# Each loss's name and its class in losses.py: the one place a loss name is mapped to its behaviour.
+_LOSS_CLASSES = {"softmax": "Softmax", "bce": "BinaryCrossEntropy", "svm": "MulticlassSVM"}
+LOSSES = tuple(_LOSS_CLASSES)
 
 
 # numbers.* admit numpy's scalars too, and this module imports no numpy: the CLI reads its
@@ -93,11 +99,14 @@ def is_bool(x) -> bool:
     return isinstance(x, bool) or type(x).__name__ == "bool_"   # numpy.bool_ is no int subclass
 
 
-def losses() -> tuple[str, ...]:
-    """The losses the model knows (model.LOSSES), imported only when a setting is checked."""
-    from .model import LOSSES
+@functools.cache
+def loss_named(name: str):
+    """The ``losses.Loss`` object of a loss's name (imported only here: this module imports no numpy)."""
+    if name not in _LOSS_CLASSES:
+        raise ValueError(f"unknown loss {name!r}; use one of {', '.join(LOSSES)}")
+    from . import losses
 
-    return LOSSES
+    return getattr(losses, _LOSS_CLASSES[name])()
 
 
 def _require(ok: bool, option: str, message: str, hint: str | None = None) -> None:
@@ -135,6 +144,11 @@ class TrainConfig:
         return self.patience > 0 or self.keep == "best"
 
     @property
+    def loss_fn(self):
+        """The loss object (losses.py) of ``loss``."""
+        return loss_named(self.loss)
+
+    @property
     def decays(self) -> bool:
         """Whether the step decay changes anything (it needs both decay_every > 0 and decay_factor < 1)."""
         return self.decay_every > 0 and self.decay_factor < 1
@@ -142,46 +156,46 @@ class TrainConfig:
     def validate(self, n_train: int | None = None) -> "TrainConfig":
         """Raise OptionError naming the setting when a value is out of range."""
         _require(is_real(self.eta) and math.isfinite(self.eta) and self.eta > 0, "eta",
-                 f"the learning rate must be a finite number > 0, got {self.eta!r}", "the study uses 0.001 (and 0.1)")
+                 f"the learning rate must be a finite number > 0, got {shown(self.eta)}", "the study uses 0.001 (and 0.1)")
         _require(is_real(self.lam) and math.isfinite(self.lam) and 0 <= self.lam <= MAX_LAM, "lam",
-                 f"the regularisation must be a finite number from 0 to {MAX_LAM:g}, got {self.lam!r}",
+                 f"the regularisation must be a finite number from 0 to {MAX_LAM:g}, got {shown(self.lam)}",
                  "the study uses 0, 0.1 and 1")
         _require(is_int(self.n_epochs) and 1 <= self.n_epochs <= MAX_EPOCHS, "n_epochs",
-                 f"must be an integer from 1 to {MAX_EPOCHS}, got {self.n_epochs!r}", "the study uses 40")
+                 f"must be an integer from 1 to {MAX_EPOCHS}, got {shown(self.n_epochs)}", "the study uses 40")
         _require(is_int(self.n_batch) and self.n_batch >= 1, "n_batch",
-                 f"must be an integer >= 1, got {self.n_batch!r}", "the study uses 100")
+                 f"must be an integer >= 1, got {shown(self.n_batch)}", "the study uses 100")
         _require(n_train is None or self.n_batch <= n_train, "n_batch",
                  f"{self.n_batch} is larger than the training split ({n_train} images)", f"use at most {n_train}")
         _require(is_int(self.seed) and 0 <= self.seed <= MAX_SEED, "seed",
-                 f"must be an integer from 0 to {MAX_SEED} (2**63 - 1), got {self.seed!r}", "the default is 42")
-        _require(self.split in SPLITS, "split", f"unknown split {self.split!r}", f"use one of: {', '.join(SPLITS)}")
+                 f"must be an integer from 0 to {MAX_SEED} (2**63 - 1), got {shown(self.seed)}", "the default is 42")
+        _require(self.split in SPLITS, "split", f"unknown split {shown(self.split)}", f"use one of: {', '.join(SPLITS)}")
         _require(is_int(self.val_size) and 1 <= self.val_size <= MAX_SEED, "val_size",
-                 f"must be an integer >= 1, got {self.val_size!r}", "the default is 1000")
-        _require(self.dtype in DTYPES, "dtype", f"unknown dtype {self.dtype!r}", f"use one of: {', '.join(DTYPES)}")
+                 f"must be an integer >= 1, got {shown(self.val_size)}", "the default is 1000")
+        _require(self.dtype in DTYPES, "dtype", f"unknown dtype {shown(self.dtype)}", f"use one of: {', '.join(DTYPES)}")
         _require(is_bool(self.shuffle), "shuffle",
-                 f"must be true or false, got {self.shuffle!r}")
+                 f"must be true or false, got {shown(self.shuffle)}")
         _require(is_real(self.flip) and 0 <= self.flip <= 1, "flip",
-                 f"the flip probability must be a number in [0, 1], got {self.flip!r}",
+                 f"the flip probability must be a number in [0, 1], got {shown(self.flip)}",
                  "0 turns flipping off; the course uses 0.5")
         _require(is_int(self.decay_every) and 0 <= self.decay_every <= MAX_EPOCHS, "decay_every",
-                 f"must be an integer from 0 (no decay) to {MAX_EPOCHS}, got {self.decay_every!r}",
+                 f"must be an integer from 0 (no decay) to {MAX_EPOCHS}, got {shown(self.decay_every)}",
                  "e.g. every 10 epochs, with a decay factor of 0.1")
         _require(is_real(self.decay_factor) and 0 < self.decay_factor <= 1, "decay_factor",
-                 f"must be a number in (0, 1], got {self.decay_factor!r}",
+                 f"must be a number in (0, 1], got {shown(self.decay_factor)}",
                  "η is multiplied by it at every decay step; e.g. 0.1")
-        _require(self.init in INITS, "init", f"unknown initialisation {self.init!r}",
+        _require(self.init in INITS, "init", f"unknown initialisation {shown(self.init)}",
                  f"use one of: {', '.join(INITS)}")
-        _require(self.loss in losses(), "loss", f"unknown loss {self.loss!r}", f"use one of: {', '.join(losses())}")
+        _require(self.loss in LOSSES, "loss", f"unknown loss {shown(self.loss)}", f"use one of: {', '.join(LOSSES)}")
         _require(is_int(self.patience) and 0 <= self.patience <= MAX_EPOCHS, "patience",
-                 f"must be an integer from 0 (off) to {MAX_EPOCHS}, got {self.patience!r}",
+                 f"must be an integer from 0 (off) to {MAX_EPOCHS}, got {shown(self.patience)}",
                  "stop when validation accuracy has not improved for this many epochs, e.g. 20")
-        _require(self.keep in KEEPS, "keep", f"unknown choice {self.keep!r}", f"use one of: {', '.join(KEEPS)}")
+        _require(self.keep in KEEPS, "keep", f"unknown choice {shown(self.keep)}", f"use one of: {', '.join(KEEPS)}")
         return self
 
     def key_params(self) -> dict:
         """Canonical parameters for the cache key (the run ID).
 
-        val_size only matters for split "full"; options in _OPTIONAL_DEFAULTS
+        val_size only matters for split "full"; the options in _OPTIONAL
         are included only when they differ from their default (as the default's
         type, so flip=1 and flip=1.0 are one run), and the two decay options
         only when the decay is on (both set), since otherwise they change nothing.
@@ -191,8 +205,9 @@ class TrainConfig:
                   "dtype": self.dtype}
         if self.split == "full":
             params["val_size"] = int(self.val_size)
-        for name, default in _OPTIONAL_DEFAULTS.items():
-            if name in ("decay_every", "decay_factor") and not self.decays:
+        for setting in fields(self):
+            name, default = setting.name, setting.default
+            if name not in _OPTIONAL or (name in ("decay_every", "decay_factor") and not self.decays):
                 continue
             value = getattr(self, name)
             if value != default:
@@ -231,19 +246,19 @@ class GradcheckConfig:
         An empty ``lams`` is refused: it used to report a PASS with nothing checked.
         """
         _require(is_int(self.n_samples) and self.n_samples >= 1, "n_samples",
-                 f"must be an integer >= 1 (images), got {self.n_samples!r}", "the default is 100")
+                 f"must be an integer >= 1 (images), got {shown(self.n_samples)}", "the default is 100")
         _require(self.n_dims is None or (is_int(self.n_dims) and self.n_dims >= 1), "n_dims",
-                 f"must be an integer >= 1 (input dimensions), got {self.n_dims!r}", "leave it out to check all 3072")
+                 f"must be an integer >= 1 (input dimensions), got {shown(self.n_dims)}", "leave it out to check all 3072")
         _require(isinstance(self.lams, (list, tuple)) and len(self.lams) > 0, "lams",
-                 f"must list at least one λ, got {self.lams!r}", "e.g. 0 and 0.1")
+                 f"must list at least one λ, got {shown(self.lams)}", "e.g. 0 and 0.1")
         for lam in self.lams:
             _require(is_real(lam) and math.isfinite(lam) and lam >= 0, "lams",
-                     f"each λ must be a finite number >= 0, got {lam!r}", "e.g. 0 and 0.1")
+                     f"each λ must be a finite number >= 0, got {shown(lam)}", "e.g. 0 and 0.1")
         _require(is_real(self.h) and math.isfinite(self.h) and 0 < self.h <= 1, "h",
-                 f"the finite-difference step must be a number in (0, 1], got {self.h!r}", "the default is 1e-6")
+                 f"the finite-difference step must be a number in (0, 1], got {shown(self.h)}", "the default is 1e-6")
         _require(is_int(self.seed) and 0 <= self.seed <= MAX_SEED, "seed",
-                 f"must be an integer from 0 to 2**63 - 1, got {self.seed!r}", "the default is 42")
-        _require(self.loss in losses(), "loss", f"unknown loss {self.loss!r}", f"use one of: {', '.join(losses())}")
+                 f"must be an integer from 0 to 2**63 - 1, got {shown(self.seed)}", "the default is 42")
+        _require(self.loss in LOSSES, "loss", f"unknown loss {shown(self.loss)}", f"use one of: {', '.join(LOSSES)}")
         return self
 
     def key_params(self) -> dict:
@@ -270,9 +285,9 @@ def grid_values(option: str, values: Any, kind: type) -> list:
     _require(len(values) > 0, option, "empty grid", "give one value or more")
     out = []
     for value in values:
-        _require(is_real(value) and math.isfinite(value), option, f"{value!r} is not a finite number")
+        _require(is_real(value) and math.isfinite(value), option, f"{shown(value)} is not a finite number")
         if kind is int:
-            _require(value == int(value) and value >= 1, option, f"{value!r} is not an integer >= 1")
+            _require(value == int(value) and value >= 1, option, f"{shown(value)} is not an integer >= 1")
             value = int(value)
         else:
             value = float(value)
@@ -333,12 +348,17 @@ STUDY = (TrainConfig(lam=0.0, eta=0.1), TrainConfig(lam=0.0, eta=0.001), TrainCo
          TrainConfig(lam=1.0, eta=0.001))
 
 
+SETTINGS_HINT = "a settings file holds [defaults], [gradcheck], [[run]], [sweep] and [ensemble] tables of plain values"
+
+
 @dataclass
 class ReportSettings:
     runs: list = field(default_factory=lambda: list(STUDY))     # list[TrainConfig]
     gradcheck: GradcheckConfig = GRADCHECK_DEFAULTS
     sweep: SweepSpec | None = None                              # with a [sweep] table
     ensemble: list | None = None                                # with an [ensemble] table: its members' TrainConfigs
+    discussion: Path | None = None                              # [report] discussion = "FILE" (beside the settings)
+    brief: bool = False                                         # [report] brief = true
 
 
 def load_settings(path: Path | None) -> ReportSettings:
@@ -357,19 +377,41 @@ def load_settings(path: Path | None) -> ReportSettings:
         raise CifarError(f"cannot read {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise CifarError(f"{path} is not valid TOML: {exc}") from None
-    _known(document, {"defaults", "gradcheck", "run", "sweep", "ensemble"}, f"{path}")
+    except RecursionError:  # arrays or inline tables nested thousands deep
+        raise CifarError(f"{path}: values nested too deeply to read", hint=SETTINGS_HINT) from None
+    except ValueError:  # an integer of thousands of digits (Python's int-from-text limit)
+        raise CifarError(f"{path}: a number has too many digits to read", hint=SETTINGS_HINT) from None
+    _known(document, {"defaults", "gradcheck", "run", "sweep", "ensemble", "report"}, f"{path}")
     defaults = _table(document, "defaults", path)
     runs = document.get("run", [])
     if not isinstance(runs, list) or not (runs or "sweep" in document or "ensemble" in document) or \
             not all(isinstance(run, dict) for run in runs):
         raise CifarError(f"{path}: needs at least one [[run]] table (or a [sweep] table)",
-                         hint="see the README's report section")
+                         hint="see docs/report.md, the settings file")
     configs = [_run_config({**defaults, **run}, f"{path}: run {i + 1}") for i, run in enumerate(runs)]
+    _no_duplicate_runs(configs, path)
     gradcheck = _gradcheck_config(_table(document, "gradcheck", path), f"{path}: [gradcheck]")
     sweep = _sweep_spec(_table(document, "sweep", path), defaults, f"{path}: [sweep]") if "sweep" in document else None
     ensemble = (_ensemble_configs(_table(document, "ensemble", path), defaults, f"{path}: [ensemble]")
                 if "ensemble" in document else None)
-    return ReportSettings(runs=configs, gradcheck=gradcheck, sweep=sweep, ensemble=ensemble)
+    report = _table(document, "report", path)
+    _known(report, {"discussion", "brief"}, f"{path}: [report]")
+    if not isinstance(report.get("discussion", ""), str) or not isinstance(report.get("brief", False), bool):
+        raise CifarError(f"{path}: [report] discussion must be a file name (a string) and brief true or false")
+    discussion = Path(path).parent / report["discussion"] if report.get("discussion") else None
+    return ReportSettings(runs=configs, gradcheck=gradcheck, sweep=sweep, ensemble=ensemble, discussion=discussion,
+                          brief=report.get("brief", False))
+
+
+def _no_duplicate_runs(configs: list[TrainConfig], path) -> None:
+    """Two [[run]] tables with the same settings (defaults applied) would be one run reported twice."""
+    seen: dict[str, int] = {}
+    for i, config in enumerate(configs):
+        key = json.dumps(config.key_params(), sort_keys=True)
+        if key in seen:
+            raise CifarError(f"{path}: run {seen[key] + 1} and run {i + 1} are the same setting "
+                             f"(λ={config.lam:g}, η={config.eta:g})", hint="remove one of the two [[run]] tables")
+        seen[key] = i
 
 
 def _ensemble_configs(table: dict, defaults: dict, where: str) -> list[TrainConfig]:
@@ -378,7 +420,7 @@ def _ensemble_configs(table: dict, defaults: dict, where: str) -> list[TrainConf
     seeds = table.get("seeds")
     if not isinstance(seeds, list) or len(seeds) < 2 or not all(is_int(s) for s in seeds) \
             or len(set(seeds)) != len(seeds):
-        raise CifarError(f"{where}: seeds must list two or more different integers, got {seeds!r}",
+        raise CifarError(f"{where}: seeds must list two or more different integers, got {shown(seeds)}",
                          hint="e.g. seeds = [1, 2, 3, 4, 5]")
     run = {k: v for k, v in table.items() if k != "seeds"}
     return [_run_config({**defaults, **run, "seed": seed}, where) for seed in seeds]
@@ -394,7 +436,7 @@ def _table(document: dict, name: str, path) -> dict:
 def _known(table: dict, allowed, where: str) -> None:
     for key in table:
         if key not in allowed:
-            raise CifarError(f"{where}: unknown key {key!r}", hint="known keys: " + ", ".join(sorted(allowed)))
+            raise CifarError(f"{where}: unknown key {shown(key)}", hint="known keys: " + ", ".join(sorted(allowed)))
 
 
 def _named(where: str, make):

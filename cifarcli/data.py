@@ -40,7 +40,6 @@ RECORD = PIXELS + 1      # binary layout: one label byte, then the pixels
 N_CLASSES = 10
 TRAIN_BATCHES = 5
 
-SOURCE_HINT = "import a copy you have with: cifarcli fetch --source PATH"
 _COPY_HINT = "give a CIFAR-10 archive or an extracted cifar-10-batches-* folder"
 _CHUNK = 1 << 20
 _MAX_MEMBER = 256 << 20  # an official batch is ~31 MB; refuse gzip bombs early
@@ -301,7 +300,7 @@ def _stat(path: Path) -> os.stat_result:
     try:
         return os.stat(path)
     except FileNotFoundError:
-        raise CifarError(f"no such file or folder: {path}", hint=SOURCE_HINT) from None
+        raise CifarError(f"no such file or folder: {path}", setting="source") from None
     except OSError as exc:
         raise CifarError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
@@ -341,7 +340,7 @@ def _is_gzip(path: Path) -> bool:
     except OSError as exc:
         raise CifarError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if not head:
-        raise CifarError(f"{path} is empty", hint=SOURCE_HINT)
+        raise CifarError(f"{path} is empty", setting="source")
     if head.startswith(b"\x1f\x8b"):
         return True
     if head[257:262] == b"ustar":
@@ -363,7 +362,7 @@ def _read_archive(path: Path, on_member=None) -> tuple[str, dict[str, bytes]]:
                 if gzipped:
                     _drain(stream, path)
     except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
-        raise CifarError(f"{path.name}: damaged or truncated archive ({exc})", hint=SOURCE_HINT) from exc
+        raise CifarError(f"{path.name}: damaged or truncated archive ({exc})", setting="source") from exc
     if fmt is None:
         raise CifarError(f"{path.name}: archive holds no cifar-10-batches-bin/ or cifar-10-batches-py/ folder",
                          hint="expected cifar-10-binary.tar.gz or cifar-10-python.tar.gz")
@@ -433,7 +432,7 @@ def _build(fmt: str, files: Mapping[str, bytes], where: Callable[[str], str]) ->
     layout = LAYOUTS[fmt]
     for name in layout.required:
         if name not in files:
-            raise CifarError(f"missing {where(name)}", hint="the copy is incomplete; " + SOURCE_HINT)
+            raise CifarError(f"missing {where(name)}", hint="the copy is incomplete", setting="source")
     parse = _binary_batch if fmt == "binary" else _python_batch
     train = [parse(files[name], where(name)) for name in layout.train]
     batch_size = len(train[0][1])
@@ -603,7 +602,7 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
         if new not in ("http", "https") or (old == "https" and new != "https"):
             fp.close()
             raise CifarError(f"refusing redirect from {req.full_url} to {newurl} (insecure or not HTTP)",
-                             hint=SOURCE_HINT)
+                             setting="source")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -667,7 +666,7 @@ def download(url: str, dest: Path, *, md5: str | None = None, sha256: str | None
             failures = 1 if _size(part) > before else failures + 1
             if failures > retries:
                 raise WorkFailed(f"cannot download {url}: {exc} (gave up after {retries} retries)",
-                                 hint=SOURCE_HINT) from exc
+                                 setting="source") from exc
             time.sleep(backoff * 2 ** (failures - 1))
     _verify(url, part, md5, sha256, expected_size)
     os.replace(part, dest)
@@ -760,16 +759,16 @@ def _check_response(url: str, part: Path, response, total: int | None, expected_
         raise _html_error(url)
     if expected_size is not None and total is not None and total != expected_size:
         _discard(part)
-        raise CifarError(f"{url} is {total} bytes, expected {expected_size}", hint=SOURCE_HINT)
+        raise CifarError(f"{url} is {total} bytes, expected {expected_size}", setting="source")
     if total is not None and total > MAX_SOURCE_BYTES:
         _discard(part)
         raise CifarError(f"{url} is {human_size(total)}, far larger than any CIFAR-10 archive "
-                         f"(at most {human_size(MAX_SOURCE_BYTES)}); not downloading it", hint=SOURCE_HINT)
+                         f"(at most {human_size(MAX_SOURCE_BYTES)}); not downloading it", setting="source")
 
 
 def _html_error(url: str) -> CifarError:
     return CifarError(f"{url} served a web page instead of the archive",
-                      hint="the address may lead to a landing or login page; " + SOURCE_HINT)
+                      hint="the address may lead to a landing or login page", setting="source")
 
 
 def _stream(url, part, response, out, offset, total, expected_size, on_progress) -> None:
@@ -810,9 +809,9 @@ def _stream(url, part, response, out, offset, total, expected_size, on_progress)
 
 def _too_long(url: str, expected_size: int | None) -> CifarError:
     if expected_size is not None:
-        return CifarError(f"{url} sent more than the expected {expected_size} bytes", hint=SOURCE_HINT)
+        return CifarError(f"{url} sent more than the expected {expected_size} bytes", setting="source")
     return CifarError(f"{url} sent more than {human_size(MAX_SOURCE_BYTES)}, more than any CIFAR-10 archive; "
-                      "stopped and removed the partial download", hint=SOURCE_HINT)
+                      "stopped and removed the partial download", setting="source")
 
 
 def _looks_like_html(chunk: bytes) -> bool:
@@ -834,17 +833,17 @@ def _network_error(url: str, exc: BaseException) -> Exception:
         if exc.code in (408, 429) or exc.code >= 500:
             return _Transient(f"HTTP {exc.code} {exc.reason}")
         if 300 <= exc.code < 400:
-            return WorkFailed(f"cannot download {url}: too many redirects", hint=SOURCE_HINT)
-        return WorkFailed(f"cannot download {url}: HTTP {exc.code} {exc.reason}", hint=SOURCE_HINT)
+            return WorkFailed(f"cannot download {url}: too many redirects", setting="source")
+        return WorkFailed(f"cannot download {url}: HTTP {exc.code} {exc.reason}", setting="source")
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     if isinstance(reason, (TimeoutError, socket.timeout, ConnectionResetError, ConnectionAbortedError,
                            BrokenPipeError, http.client.HTTPException)):
         return _Transient(_describe(reason))
     if isinstance(reason, socket.gaierror):
-        return WorkFailed(f"cannot download {url}: host not found", hint=SOURCE_HINT)
+        return WorkFailed(f"cannot download {url}: host not found", setting="source")
     if isinstance(reason, ConnectionRefusedError):
-        return WorkFailed(f"cannot download {url}: connection refused", hint=SOURCE_HINT)
-    return WorkFailed(f"cannot download {url}: {reason}", hint=SOURCE_HINT)
+        return WorkFailed(f"cannot download {url}: connection refused", setting="source")
+    return WorkFailed(f"cannot download {url}: {reason}", setting="source")
 
 
 def _verify(url: str, part: Path, md5: str | None, sha256: str | None, expected_size: int | None) -> None:
@@ -852,7 +851,7 @@ def _verify(url: str, part: Path, md5: str | None, sha256: str | None, expected_
     size = _size(part)
     if expected_size is not None and size != expected_size:
         _discard(part)
-        raise CifarError(f"{url} gave {size} bytes, expected {expected_size}", hint=SOURCE_HINT)
+        raise CifarError(f"{url} gave {size} bytes, expected {expected_size}", setting="source")
     if md5 is None and sha256 is None:
         return
     got_md5, got_sha256 = checksums(part)
@@ -860,4 +859,4 @@ def _verify(url: str, part: Path, md5: str | None, sha256: str | None, expected_
         if want is not None and want.lower() != got:
             _discard(part)
             raise CifarError(f"checksum mismatch for {url}: expected {kind} {want.lower()}, got {got}",
-                             hint="the download is damaged or the file changed; retry, or " + SOURCE_HINT)
+                             hint="the download is damaged or the file changed; retry", setting="source")

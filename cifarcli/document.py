@@ -13,6 +13,7 @@ from typing import Any
 
 from cifarcli import stages
 from cifarcli.cache import Artifact
+from cifarcli.evaluate import without_predictions
 from cifarcli.stages import Workspace
 
 
@@ -48,6 +49,7 @@ class SweepSection:
     points: list[dict]
     heatmap: str                          # relative to the reports folder
     best: RunSection | None = None        # the point chosen on validation accuracy, as a full section
+    runner_up: dict | None = None         # the next point on validation: run_id, label, config, metrics
 
     def made_from(self) -> list[tuple[str, str]]:
         return [("sweep", self.key), *(self.best.made_from() if self.best else [])]
@@ -77,9 +79,14 @@ class ReportDocument:
     sweep: SweepSection | None = None
     comparison: ComparisonSection | None = None
     ensemble: dict | None = None          # with an [ensemble] table: the ensemble artifact's payload and key
+    discordant: list[dict] = field(default_factory=list)   # discordant_pairs: what McNemar's test reads
+    discussion: str | None = None         # the author's own words (a Markdown subset), from --discussion FILE
+    brief: bool = False                   # the assignment's layout (report --brief)
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
+        if self.discussion is None:
+            del doc["discussion"]
         if self.comparison is None:
             del doc["comparison"]
         if self.ensemble is None:
@@ -102,7 +109,7 @@ def run_section(ws: Workspace, run: Artifact, name: str | None = None) -> RunSec
                          train_seconds=run.meta["info"]["timings"].get("total_seconds"),
                          chosen_epoch=run.payload.get("chosen_epoch"))
     if run.payload["diverged_at"] is None:
-        section.metrics = stages.evaluate(ws, run).payload
+        section.metrics = without_predictions(stages.evaluate(ws, run).payload)
         figures = stages.plot(ws, run)
         section.figures = {name: path.relative_to(ws.reports_dir).as_posix() for name, path in figures.items()}
     return section
@@ -122,3 +129,31 @@ def initialisation(runs: list[RunSection]) -> dict:
     if any(run.config.get("init", "normal") != "normal" for run in runs):
         return {"distribution": "normal, std 0.01 (init normal) or 1/√d (init xavier)", "std": None, "seed": seeds}
     return {"distribution": "normal", "std": 0.01, "seed": seeds}
+
+
+def discordant_pairs(ws: Workspace, runs: list[Artifact], split: str) -> list[dict]:
+    """For each pair of converged ``runs`` scored on the same images of ``split``: how many images only
+    the first classifies correctly (``a_only``) and how many only the second (``b_only``), from the
+    predicted classes ``evaluate`` keeps. McNemar's test (``stats.mcnemar_exact``) needs nothing else."""
+    from cifarcli.stats import discordant_counts
+
+    groups: dict[tuple, list[Artifact]] = {}
+    for run in {run.key: run for run in runs}.values():
+        if run.payload["diverged_at"] is None:
+            c = stages.config_of(run)
+            same_images = (run.meta["inputs"]["dataset"],) + ((c.split, c.val_size) if split != "test" else ())
+            groups.setdefault(same_images, []).append(run)
+    out = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        c = stages.config_of(members[0])
+        labels = getattr(stages.prepared(stages.dataset_by_key(ws, members[0].meta["inputs"]["dataset"]),
+                                         c.split, c.val_size, c.dtype), f"y_{split}")
+        predicted = [stages.evaluate(ws, run).payload["predictions"][split] for run in members]
+        for i in range(len(members)):
+            for j in range(i + 1, len(members)):
+                a_only, b_only = discordant_counts(predicted[i], predicted[j], labels)
+                out.append({"a": members[i].key, "b": members[j].key, "split": split,
+                            "a_only": a_only, "b_only": b_only})
+    return out

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import probabilities, scores
+from .config import loss_named
+from .model import scores
 from .threads import on_one_blas_thread
 
 TIE_RULE = "a tied vote goes to the lowest class index"
@@ -40,7 +41,7 @@ def combine(members: list[tuple[np.ndarray, np.ndarray]], X: np.ndarray, y: np.n
         predicted = np.argmax(S, axis=0)
         own.append(float(np.mean(predicted == y)))
         votes[predicted, np.arange(y.size)] += 1
-        total += S if loss == "svm" else probabilities(S, loss)
+        total += loss_named(loss).output(S)
     top = votes.max(axis=0)
     ties = int(np.count_nonzero((votes == top).sum(axis=0) > 1))
     return {"members": own, "vote": float(np.mean(np.argmax(votes, axis=0) == y)),

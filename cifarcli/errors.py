@@ -11,23 +11,55 @@ import errno
 from pathlib import Path
 
 
+# An error line quotes what the user gave, and a value can be megabytes (a 50 MB split name):
+# longer texts keep their start and end. This module is the error family's own home for it.
+MAX_ERROR_CHARS = 400
+
+
+def clipped(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text``, or its start and end around a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 2 // 3, limit // 3
+    return f"{text[:head]}…[{len(text) - head - tail} characters left out]…{text[-tail:]}"
+
+
+def shown(value) -> str:
+    """``repr(value)`` for an error line, bounded in length and depth (a value may nest 5000 deep)."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother, short.maxlong = 3, 60, 60, 60
+    try:
+        return short.repr(value)
+    except (ValueError, RecursionError):  # an int beyond Python's digit limit, a cycle reprlib missed
+        return f"<{type(value).__name__}>"
+
+
 class CifarError(Exception):
-    """Bad input or bad usage: the user can fix it (exit code 2)."""
+    """Bad input or bad usage: the user can fix it (exit code 2).
+
+    The library never speaks in flags: a message or hint names a setting in
+    backquotes (```seeds```), and ``setting`` names the one that fixes the error
+    (``source``); the CLI turns both into its flags and command hints.
+    """
 
     exit_code = 2
 
-    def __init__(self, message: str, hint: str | None = None):
+    def __init__(self, message: str, hint: str | None = None, setting: str | None = None):
+        message = clipped(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = None if hint is None else clipped(hint)
+        self.setting = setting
 
 
 class OptionError(CifarError):
     """A setting out of range, named by its field (``n_epochs``); the CLI shows it as ``--n-epochs``,
-    a settings file as its key, so the library never speaks in flags (exit code 2)."""
+    a settings file as its key (exit code 2)."""
 
     def __init__(self, option: str, message: str, hint: str | None = None):
-        super().__init__(message, hint)
+        super().__init__(message, hint, setting=option)
         self.option = option
 
 
@@ -38,7 +70,7 @@ class WorkFailed(CifarError):
 
 
 class GateFailed(WorkFailed):
-    """A CI gate (``--tol``, ``--min-accuracy``) was not met (exit code 1)."""
+    """A CI gate (``tol``, ``min_accuracy``) was not met (exit code 1)."""
 
 
 class OutputFailed(WorkFailed):
@@ -101,13 +133,13 @@ def disk_error(exc: OSError, path, needed: int | None = None) -> CifarError:
     if exc.errno in _NO_SPACE:
         need = f"; about {human_size(needed)} needed" if needed else ""
         return WorkFailed(f"no space left writing {path}{need}",
-                          hint="free some disk space, or use --cache-dir / --reports-dir on another disk")
+                          hint="free some disk space, or use `cache_dir` / `reports_dir` on another disk")
     if exc.errno in _NOT_ALLOWED:
         return CifarError(f"cannot write to {path}: {exc.strerror}",
-                          hint="choose a folder you can write to with --cache-dir / --reports-dir")
+                          hint="choose a folder you can write to with `cache_dir` / `reports_dir`")
     if exc.errno in (errno.ENOTDIR, errno.EEXIST) and path is not None and Path(path).exists() \
             and not Path(path).is_dir():
-        return CifarError(f"{path} is a file, not a folder", hint="give --cache-dir / --reports-dir a folder")
+        return CifarError(f"{path} is a file, not a folder", hint="give `cache_dir` / `reports_dir` a folder")
     return WorkFailed(f"cannot write {path}: {exc.strerror or exc}")
 
 
@@ -116,8 +148,8 @@ def os_error(exc: OSError) -> CifarError:
     path = exc.filename if exc.filename is not None else "a file"
     if exc.errno in _NO_SPACE + _NOT_ALLOWED:
         return disk_error(exc, path)
-    # A file where a folder is expected (e.g. --cache-dir names a file): say which one.
+    # A file where a folder is expected (e.g. the cache folder is a file): say which one.
     if exc.errno == errno.ENOTDIR:
         return CifarError(f"{path}: a file is in the way of a folder ({exc.strerror})",
-                          hint="give --cache-dir / --reports-dir a folder")
+                          hint="give `cache_dir` / `reports_dir` a folder")
     return WorkFailed(f"{path}: {exc.strerror or exc}")

@@ -22,13 +22,14 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from cifarcli import stages
-from cifarcli.config import TrainConfig
+from cifarcli.config import ORPHAN_CHECK_SECONDS, TrainConfig
 from cifarcli.errors import CifarError, OptionError, WorkFailed
 from cifarcli.stages import Workspace
 from cifarcli.train import train_keeping_last_good
@@ -38,13 +39,17 @@ DASK_HINT = "pip install 'cifarcli[dask]'"
 
 
 def train_missing(ws: Workspace, configs: list[TrainConfig], backend: str = "local",
-                  scheduler: str | None = None) -> None:
+                  scheduler: str | None = None, figures: tuple | list = ()) -> None:
     """Train the settings of ``configs`` that are not cached yet, at once where the backend allows.
 
     ``local``: on up to ``ws.jobs`` worker processes (with one job, nothing
     here: each run is trained when it is asked for). ``dask``: on the cluster
     at ``scheduler``. Afterwards every setting is an ordinary cached run, the
     same bits whichever way it was trained (training is deterministic).
+    For the settings in ``figures`` (the report's runs), a worker process also
+    evaluates and draws each run it trained as soon as its training ends (``stages.plot_artifact``:
+    the same artifacts and bytes the parent would make), so the parent only
+    copies them out of the cache.
     """
     if backend not in BACKENDS:
         raise OptionError("backend", f"unknown backend {backend!r}", hint="use local or dask")
@@ -56,10 +61,10 @@ def train_missing(ws: Workspace, configs: list[TrainConfig], backend: str = "loc
     if backend == "dask" and missing:
         _train_on_dask(ws, data_artifact, missing, scheduler)
     elif ws.jobs > 1 and len(missing) > 1:
-        _train_on_processes(ws, missing, data_artifact.key)
+        _train_on_processes(ws, missing, data_artifact.key, figures)
 
 
-def _train_on_processes(ws: Workspace, missing: list[TrainConfig], data_key: str) -> None:
+def _train_on_processes(ws: Workspace, missing: list[TrainConfig], data_key: str, figures=()) -> None:
     """Train ``missing`` on up to ``ws.jobs`` processes, each writing its run to the store as ``train`` would.
 
     Interrupted (Ctrl-C, SIGTERM, SIGHUP: all a KeyboardInterrupt by then),
@@ -73,13 +78,14 @@ def _train_on_processes(ws: Workspace, missing: list[TrainConfig], data_key: str
     # An absolute path: joblib reuses its worker processes, whose working folder is the one they started in.
     cache_dir = ws.cache_dir.resolve()
     results = None
-    watcher = _Watcher(ws, missing, data_key, f"{min(ws.jobs, len(missing))} processes")
+    watcher = _Watcher(ws, missing, data_key, f"{min(ws.jobs, len(missing))} processes", figures)
+    watcher.show()   # before the workers start (they take a moment): the count is on screen meanwhile
     try:
         with parallel_config(backend="loky", initializer=_worker_started):
             parallel = Parallel(n_jobs=min(ws.jobs, len(missing)), return_as="generator")
         # The call starts the workers and hands them the first tasks; the results come as they finish.
         with _workers_starting():
-            results = parallel(delayed(_train_in_worker)(cache_dir, c) for c in missing)
+            results = parallel(delayed(_train_in_worker)(cache_dir, c, c in figures) for c in missing)
         watcher.start()  # after the workers' start: its thread is made with this thread's usual signal mask
         done = list(results)
     except BrokenProcessPool as exc:  # a worker died: killed from outside, out of memory, ...
@@ -92,7 +98,8 @@ def _train_on_processes(ws: Workspace, missing: list[TrainConfig], data_key: str
         _stop_workers(results)
         raise
     watcher.stop(finished=True)
-    ws.store.events.extend(("train", key, status) for key, status in done)
+    _release_workers()
+    ws.store.events.extend(event for events in done for event in events)
 
 
 class _Watcher:
@@ -102,15 +109,19 @@ class _Watcher:
     modification time says when to read it again, so a poll costs a ``stat``
     per setting and a 120 kB load per new epoch, in a thread of this process
     that never blocks the results. A setting whose run is in the store is
-    finished: one notice (``ws.log``), and its bar goes. Nothing here draws:
-    it calls ``ws.progress``.
+    trained: one notice (``ws.log``); one in ``figures`` keeps its bar, saying so,
+    until the worker has stored its figures. Nothing here draws: it calls
+    ``ws.progress``.
     """
 
     INTERVAL = 0.25
 
-    def __init__(self, ws: Workspace, configs: list[TrainConfig], data_key: str, where: str):
+    def __init__(self, ws: Workspace, configs: list[TrainConfig], data_key: str, where: str, figures=()):
         self.ws, self.where = ws, where
-        self.settings = [(stages.train_key(c, data_key), stages.run_label(c), c.n_epochs) for c in configs]
+        labels = stages.distinct_labels(configs)
+        self.settings = [(stages.train_key(c, data_key), label, c.n_epochs) for c, label in zip(configs, labels)]
+        self.drawn_here = {stages.train_key(c, data_key) for c in configs if c in figures}
+        self.drawing: set[str] = set()
         self.seen = {key: self._mtime(key) for key, _, _ in self.settings}  # an old checkpoint waits to be resumed
         self.latest: dict[str, tuple[int, dict]] = {}
         self.finished: set[str] = set()
@@ -126,8 +137,10 @@ class _Watcher:
         except OSError:
             return None
 
-    def start(self) -> None:
+    def show(self) -> None:
         self.ws.progress.settings_started(len(self.settings), self.where)
+
+    def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="cifarcli-progress", daemon=True)
         self._thread.start()
 
@@ -142,6 +155,9 @@ class _Watcher:
         from cifarcli.cache import safe_load
 
         for key, label, n_epochs in self.settings:
+            if key in self.drawing and self.ws.store.path("plot", stages.run_key(stages.PLOT, key)).is_dir():
+                self.drawing.discard(key)
+                self.ws.progress.setting_finished(key, label, n_epochs, self.latest.get(key, (0, {}))[1])
             if key in self.finished:
                 continue
             meta = self.ws.store.meta("train", key) if self.ws.store.path("train", key).is_dir() else None
@@ -164,14 +180,13 @@ class _Watcher:
     def _finish(self, key: str, label: str, n_epochs: int, info: dict) -> None:
         self.finished.add(key)
         final = dict(info.get("final") or {})
-        seconds = (info.get("timings") or {}).get("total_seconds")
-        if info.get("diverged_at") is not None:
-            outcome = f"diverged at epoch {info['diverged_at']}"
+        self.latest[key] = (n_epochs, final)
+        if key in self.drawn_here and info.get("diverged_at") is None:
+            self.drawing.add(key)
+            self.ws.progress.setting_busy(key, label, n_epochs, "evaluating, drawing figures")
         else:
-            outcome = f"epoch {n_epochs}/{n_epochs}, val acc {final.get('val_acc', float('nan')):.4f}"
-        took = f", {seconds:.1f} s" if seconds else ""
-        self.ws.progress.setting_finished(key, label, n_epochs, final)
-        self.ws.log(f"[{len(self.finished)}/{len(self.settings)}] trained {label}: {outcome} (run {key[:12]}{took})")
+            self.ws.progress.setting_finished(key, label, n_epochs, final)
+        self.ws.log(f"[{len(self.finished)}/{len(self.settings)}] " + stages.trained_line(label, n_epochs, info))
 
     def stop(self, finished: bool) -> None:
         """Stop polling; with ``finished``, a last poll first, so every setting has its notice."""
@@ -181,6 +196,7 @@ class _Watcher:
         try:
             if finished:
                 self.poll()
+                self.poll()   # the figures of the runs the last poll found trained are in the store too
         finally:
             self.ws.progress.settings_finished()
 
@@ -236,6 +252,20 @@ def _worker_started() -> None:
     """Run first in every worker process: Ctrl-C is for the parent, which stops the workers itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # also for a worker started later, outside _workers_starting
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # a hang-up of the group ends it quietly
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), name="cifarcli-orphan-check",
+                     daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """End this worker once its parent is gone (``kill -9``, the OOM killer): nobody will read its result.
+
+    An orphan is handed to another parent, so ``getppid()`` changes. Polled rather than
+    PR_SET_PDEATHSIG, which fires when the *thread* that started the worker ends, not the
+    process. Checkpoints are written atomically, so ending at any moment loses nothing.
+    """
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    os._exit(1)
 
 
 def _quiet_loky_threads() -> None:
@@ -256,6 +286,16 @@ def _quiet_loky_threads() -> None:
 
     hook._quiets_loky = True
     threading.excepthook = hook
+
+
+def _release_workers() -> None:
+    """Let the idle worker processes go now, without waiting: they exit while this process goes on (the
+    comparison figures, the report), instead of holding up its exit for seconds on a busy machine."""
+    from joblib.externals.loky import reusable_executor
+
+    executor = reusable_executor._executor   # joblib's workers: loky's one reusable executor
+    if executor is not None:
+        executor.shutdown(wait=False)
 
 
 def _stop_workers(results) -> None:
@@ -283,9 +323,13 @@ def _stop_workers(results) -> None:
         child.join(timeout=5)
 
 
-def _train_in_worker(cache_dir: Path, config: TrainConfig) -> tuple[str, str]:
-    run = stages.train(stages.Workspace(cache_dir), config)
-    return run.key, run.status
+def _train_in_worker(cache_dir: Path, config: TrainConfig, figures: bool) -> list[tuple[str, str, str]]:
+    """Train ``config`` (and, with ``figures``, evaluate and draw it); the store's events, for the parent."""
+    ws = stages.Workspace(cache_dir)
+    run = stages.train(ws, config)
+    if figures and run.payload["diverged_at"] is None:
+        stages.plot_artifact(ws, run)
+    return [("train", run.key, run.status), *(event for event in ws.store.events if event[0] != "train")]
 
 
 # -- Dask ------------------------------------------------------------------------------

@@ -17,30 +17,16 @@ so all 2·K·d perturbed costs take K vectorised d × n evaluations instead of
 formed by subtraction (which would keep only ~1e-10 of its precision and put
 relative errors near 1e-5 on small gradients). b[k] ± h shifts row k by ± h.
 
-The multiple binary cross-entropy (``loss="bce"``) has per-sample loss
-(1/K) Σ_k [softplus(s_k) - y_k s_k], so shifting s_k by δ changes it by
-(1/K) [softplus(s_k + δ) - softplus(s_k) - y_k δ], and
-
-    softplus(s + δ) - softplus(s) = log((1 + e^(s+δ)) / (1 + e^s)) = log1p(σ(s) · expm1(δ))
-
-— the same exact form as for softmax with p_k replaced by σ(s_k), scaled by 1/K.
-
-The multi-class SVM (``loss="svm"``) has l_i = Σ_{j ≠ y_i} relu(m_ji), with
-margins m_ji = s_j - s_{y_i} + 1 (``svm_margins``). Shifting row k of S by δ
-(δ_i = h X[j, i] for W[k, j], h for b[k]) moves the one margin m_ki of each
-image with y_i ≠ k by +δ_i, and every margin m_ji (j ≠ k) of each image with
-y_i = k by -δ_i. Each moved margin m contributes to J(θ + h) - J(θ - h)
-
-    relu(m + δ) - relu(m - δ) = sign(δ) · clip(m + |δ|, 0, 2|δ|)
-
-exactly: 2δ or 0 when |m| ≥ |δ|, with no subtraction of costs. The hinge has
-kinks: where a moved margin crosses zero inside ±h (|m| < |δ|) the centred
-difference mixes both slopes and is not the gradient of either side. Such a
-parameter is a *kink*: ``numerical_gradients(..., return_kinks=True)`` also
-returns the masks, ``check_gradients`` counts them per result (``"kinks"``) and
-leaves them out of the error summaries (``"n_excluded"``), so the verdict is
-over the parameters where J is linear on [θ - h, θ + h] and the centred
-difference equals the derivative.
+The same holds for the other losses: each loss's ``loss_differences``
+(losses.py) evaluates its exact difference from its form (softplus for BCE,
+hinges for the SVM). The multi-class SVM has kinks: where a moved margin
+crosses zero inside ±h the centred difference mixes both slopes and is not the
+gradient of either side. Such a parameter is a *kink*:
+``numerical_gradients(..., return_kinks=True)`` also returns the masks,
+``check_gradients`` counts them per result (``"kinks"``) and leaves them out of
+the error summaries (``"n_excluded"``), so the verdict is over the parameters
+where J is linear on [θ - h, θ + h] and the centred difference equals the
+derivative.
 """
 
 from __future__ import annotations
@@ -50,116 +36,36 @@ from typing import Callable
 
 import numpy as np
 
-from .model import (LOSSES, compute_gradients, compute_gradients_bce, compute_gradients_svm, labels_of,
-                    probabilities, scores, svm_margins)
+from .config import loss_named
+from .model import labels_of, scores
 from .threads import on_one_blas_thread
 
 __all__ = ["numerical_gradients", "relative_errors", "check_gradients", "error_summary"]
 
 
-def _cost_differences(P_k: np.ndarray, is_k: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """L(S_k + delta) - L(S_k - delta) for each of the p rows of ``delta`` (p × n) -> (p,).
-
-    Shifting row k of the scores of sample i by δ changes its loss by
-    log1p(p_ki · expm1(δ)) - δ [y_i = k], exactly. Evaluated this way the
-    difference keeps full relative precision; subtracting two whole costs of
-    about 2.3 would leave only about 1e-10 of it.
-    """
-    up = np.log1p(P_k * np.expm1(delta))
-    down = np.log1p(P_k * np.expm1(-delta))
-    return (up - down - 2 * delta * is_k).mean(axis=1)
-
-
-def _hinge_differences(m: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """relu(m + δ) - relu(m - δ) elementwise (broadcast), computed as sign(δ) · clip(m + |δ|, 0, 2|δ|).
-
-    Exactly 2δ (m ≥ |δ|) or 0 (m ≤ -|δ|) away from the kink; m + |δ| inside it.
-    """
-    a = np.abs(delta)
-    return np.sign(delta) * np.clip(m + a, 0, 2 * a)
-
-
-def _svm_cost_differences(M: np.ndarray, y: np.ndarray, k: int,
-                          delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(L(S_k + δ) - L(S_k - δ) per row of ``delta`` (p × n) -> (p,), kink mask (p,)) for the SVM.
-
-    M: K × n margins (``svm_margins``). Images with y_i ≠ k move their margin
-    M[k, i] by δ; images with y_i = k move every M[j, i], j ≠ k, by -δ. A row
-    is a kink when any moved margin satisfies |m| < |δ_i|.
-    """
-    K = M.shape[0]
-    is_k = y == k
-    other = ~is_k
-    diff = np.zeros(delta.shape)
-    diff[:, other] = _hinge_differences(M[k, other], delta[:, other])
-    d_k = delta[:, is_k]
-    for j in range(K):                             # over classes, not samples: the images of class k
-        if j != k:
-            diff[:, is_k] -= _hinge_differences(M[j, is_k], d_k)
-    # The margin nearest zero among those a shift of row k moves, per image.
-    nearest = np.abs(M[k])
-    if is_k.any():
-        rest = np.abs(np.delete(M[:, is_k], k, axis=0))
-        nearest[is_k] = rest.min(axis=0) if rest.size else np.inf
-    kinks = (nearest < np.abs(delta)).any(axis=1)
-    return diff.mean(axis=1), kinks
-
-
 def numerical_gradients(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray,
                         lam: float, h: float = 1e-6,
                         loss: str = "softmax", return_kinks: bool = False):
-    """Centred-difference gradients (gW K × d, gb K × 1) of compute_cost(..., loss), in float64.
+    """Centred-difference gradients (gW K × d, gb K × 1) of the cost J of ``loss``, in float64.
 
     With ``return_kinks`` also the boolean masks (kW K × d, kb K × 1) of the
     parameters whose ±h straddles a kink of the loss (always all False for
     softmax and BCE, which are smooth): (gW, gb, kW, kb).
     """
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
     X = np.asarray(X, dtype=np.float64)
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 1)
-    y = labels_of(Y)
-    K = W.shape[0]
-    if loss == "svm":
-        gW, gb, kW, kb = _svm_numerical_gradients(X, y, W, b, lam, h)
-    else:
-        gW, gb = _smooth_numerical_gradients(X, y, W, b, lam, h, loss)
-        kW, kb = np.zeros(W.shape, bool), np.zeros((K, 1), bool)
+    dW, db, kW, kb = loss_named(loss).loss_differences(X, labels_of(Y), W, b, h)
+    # λ((w + h)² - (w - h)²) is exactly 4λhw: the regulariser's centred difference, free of cancellation.
+    gW, gb = (4 * lam * h * W + dW) / (2 * h), db / (2 * h)
     return (gW, gb, kW, kb) if return_kinks else (gW, gb)
 
 
-def _svm_numerical_gradients(X, y, W, b, lam, h):
-    K = W.shape[0]
-    M = svm_margins(scores(X, W, b), y)
-    hX = h * X
-    hb = np.full((1, X.shape[1]), h)
-    gW = 4 * lam * h * W                           # λ((w + h)² - (w - h)²) = 4λhw exactly
-    gb = np.zeros((K, 1))
-    kW = np.zeros(W.shape, bool)
-    kb = np.zeros((K, 1), bool)
-    for k in range(K):
-        diff, kW[k] = _svm_cost_differences(M, y, k, hX)
-        gW[k] += diff
-        diff, kinks = _svm_cost_differences(M, y, k, hb)
-        gb[k], kb[k] = diff[0], kinks[0]
-    return gW / (2 * h), gb / (2 * h), kW, kb
-
-
-def _smooth_numerical_gradients(X, y, W, b, lam, h, loss):
-    K = W.shape[0]
-    P = probabilities(scores(X, W, b), loss)   # softmax(S), or σ(S) for BCE
-    scale = 1.0 / K if loss == "bce" else 1.0  # BCE averages its K binary losses
-    hX = h * X                                     # d × n: change of row k per W[k, j]
-    hb = np.full((1, X.shape[1]), h)
-    # λ((w + h)² - (w - h)²) is exactly 4λhw: the regulariser's centred difference, free of cancellation.
-    gW = 4 * lam * h * W
-    gb = np.zeros((K, 1))
-    for k in range(K):                             # loop over classes, not samples or parameters
-        is_k = y == k
-        gW[k] += scale * _cost_differences(P[k], is_k, hX)
-        gb[k] = scale * _cost_differences(P[k], is_k, hb)[0]
-    return gW / (2 * h), gb / (2 * h)
+def verdict_line(worst: float, bound: float) -> str:
+    """``PASS: max relative error 2.1e-09 ≤ 1e-06``, or ``FAIL: … > …`` (a NaN error fails)."""
+    if worst <= bound:
+        return f"PASS: max relative error {worst:.1e} ≤ {bound:g}"
+    return f"FAIL: max relative error {worst:.1e} > {bound:g}"
 
 
 def relative_errors(ga: np.ndarray, gn: np.ndarray, eps: float = 1e-10) -> np.ndarray:
@@ -201,9 +107,9 @@ def check_gradients(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray,
                     loss: str = "softmax") -> dict:
     """Compare ``gradient_fn`` with numerical gradients for every parameter and each λ.
 
-    ``gradient_fn(X, Y, P, W, lam) -> (grad_W, grad_b)``, P = softmax(S) (or
-    σ(S) for ``loss="bce"``, and the scores S themselves for ``loss="svm"``);
-    by default the model's analytic gradients of that loss. Returns a
+    ``gradient_fn(X, Y, P, W, lam) -> (grad_W, grad_b)``, P the loss's outputs
+    (softmax(S), σ(S) for ``loss="bce"``, the scores S themselves for ``loss="svm"``);
+    by default the loss's reference gradients (losses.py). Returns a
     JSON-serialisable dict: {"h", "eps", "n_images", "n_params", "max_error",
     "results": [{"lam", "W": summary, "b": summary, "kinks": {"W", "b"}, "seconds"}, ...]}.
     "kinks" counts the parameters within h of a kink (always 0 for the smooth
@@ -213,14 +119,13 @@ def check_gradients(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray,
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 1)
     Y = np.asarray(Y)
-    if gradient_fn is None:
-        gradient_fn = {"softmax": compute_gradients, "bce": compute_gradients_bce,
-                       "svm": compute_gradients_svm}[loss]
+    objective = loss_named(loss)
+    gradient_fn = gradient_fn or objective.compute_gradients
     results = []
     for lam in lams:
         t0 = time.perf_counter()
         S = scores(X, W, b)
-        ga_W, ga_b = gradient_fn(X, Y, S if loss == "svm" else probabilities(S, loss), W, float(lam))
+        ga_W, ga_b = gradient_fn(X, Y, objective.output(S), W, float(lam))
         gn_W, gn_b, kink_W, kink_b = numerical_gradients(X, Y, W, b, float(lam), h, loss, return_kinks=True)
         err_W = relative_errors(ga_W, gn_W, eps)
         err_b = relative_errors(np.asarray(ga_b).reshape(-1, 1), gn_b, eps)

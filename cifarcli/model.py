@@ -13,31 +13,9 @@ Notation and shapes follow the course (DD2424, assignment 1)::
     G = P - Y
     ∂J/∂W = (1/n) G Xᵀ + 2 λ W,   ∂J/∂b = (1/n) G 1
 
-Multiple binary cross-entropy (``loss="bce"``, the course's "beyond" option):
-each class is a separate yes/no question with sigmoid outputs::
-
-    P = σ(S) = 1 / (1 + exp(-S))           (elementwise, K × n)
-    l_i = -(1/K) Σ_k [(1 - Y[k, i]) log(1 - P[k, i]) + Y[k, i] log P[k, i]]
-        =  (1/K) Σ_k [softplus(S[k, i]) - Y[k, i] S[k, i]],   softplus(s) = log(1 + eˢ)
-    L = (1/n) Σ_i l_i,   J = L + λ ‖W‖²
-    ∂l_i/∂S[:, i] = (P[:, i] - Y[:, i]) / K
-    ∂J/∂W = (1/(nK)) (P - Y) Xᵀ + 2 λ W,   ∂J/∂b = (1/(nK)) (P - Y) 1
-
-The multi-class SVM (``loss="svm"``, hinge loss with margin 1, the cs231n /
-course form) works on the scores themselves; it has no probabilities::
-
-    M[j, i] = S[j, i] - S[y_i, i] + 1   for j ≠ y_i,   M[y_i, i] = 0   (margins, K × n)
-    l_i = Σ_{j ≠ y_i} max(0, M[j, i]),   L = (1/n) Σ_i l_i,   J = L + λ ‖W‖²
-    G[j, i] = [M[j, i] > 0]  for j ≠ y_i,   G[y_i, i] = -Σ_{j ≠ y_i} [M[j, i] > 0]
-    ∂J/∂W = (1/n) G Xᵀ + 2 λ W,   ∂J/∂b = (1/n) G 1
-
-i.e. for each image, each class whose margin is positive gets +x and the true
-class gets -(their count)·x. The hinge is not differentiable where a margin is
-exactly 0; G is the subgradient that counts such a margin as not positive.
-
-Predictions (and so accuracy) are argmax_k S[k, i] for every loss. The SVM's
-``true_class_margins`` s_{y_i} - max_{j ≠ y_i} s_j is positive exactly when
-image i is classified correctly (ties aside).
+The two other losses (multiple binary cross-entropy, the multi-class SVM)
+have their plain functions here too (``*_bce``, ``*_svm``); their formulas, and
+which function each loss uses, are stated once in losses.py.
 
 Everything here is pure numpy: no I/O, no printing, no Python loop over samples.
 The loss is computed as log-sum-exp minus the true-class score, which equals
@@ -53,12 +31,9 @@ __all__ = [
     "softmax", "scores", "evaluate_classifier", "log_sum_exp", "labels_of",
     "one_hot", "compute_loss", "compute_cost", "compute_accuracy",
     "compute_gradients", "init_parameters", "metrics_from_scores", "predict",
-    "LOSSES", "sigmoid", "softplus", "compute_loss_bce", "compute_gradients_bce", "probabilities",
-    "true_class_probabilities", "svm_margins", "compute_loss_svm", "compute_gradients_svm",
-    "true_class_margins",
+    "sigmoid", "softplus", "compute_loss_bce", "compute_gradients_bce", "sample_losses", "sample_losses_bce",
+    "sample_losses_svm", "svm_margins", "compute_loss_svm", "compute_gradients_svm", "true_class_margins",
 ]
-
-LOSSES = ("softmax", "bce", "svm")
 
 
 def scores(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -113,44 +88,6 @@ def sigmoid(S: np.ndarray) -> np.ndarray:
     return np.exp(-softplus(-S))
 
 
-def probabilities(S: np.ndarray, loss: str = "softmax") -> np.ndarray:
-    """P from scores S (K × n): softmax(S) column-wise, or σ(S) elementwise for ``loss="bce"``.
-
-    ``loss="svm"`` raises ValueError: an SVM gives scores, not probabilities.
-    """
-    _check_loss(loss)
-    _no_probabilities(loss)
-    return sigmoid(S) if loss == "bce" else softmax(S)
-
-
-def true_class_probabilities(S: np.ndarray, y: np.ndarray, loss: str = "softmax") -> np.ndarray:
-    """P[y_i, i] per column (n,): the probability the model gives each image's true class.
-
-    S is K × n scores, y (n,) labels or K × n one-hot. For softmax this is
-    exp(S[y_i, i] - logsumexp(S[:, i])); for ``loss="bce"`` it is σ(S[y_i, i]),
-    the class's own yes/no probability (the K sigmoids do not sum to 1).
-    """
-    _check_loss(loss)
-    _no_probabilities(loss)
-    y = labels_of(y)
-    S = np.asarray(S, dtype=np.float64)
-    s_true = S[y, np.arange(y.size)]
-    if loss == "bce":
-        return sigmoid(s_true)
-    return np.exp(s_true - log_sum_exp(S))
-
-
-def _check_loss(loss: str) -> None:
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
-
-
-def _no_probabilities(loss: str) -> None:
-    if loss == "svm":
-        raise ValueError("an SVM (loss 'svm') has no probabilities: it gives class scores S = W X + b; "
-                         "use the scores, or true_class_margins for how clearly the true class wins")
-
-
 def true_class_margins(S: np.ndarray, y: np.ndarray) -> np.ndarray:
     """s_{y_i} - max_{j ≠ y_i} s_j per column (n,): how far the true class's score leads the best other one.
 
@@ -203,18 +140,18 @@ def one_hot(y: np.ndarray, K: int = 10, dtype=np.float64) -> np.ndarray:
     return Y
 
 
-def _per_sample_loss(S: np.ndarray, y: np.ndarray) -> np.ndarray:
+def sample_losses(S: np.ndarray, y: np.ndarray) -> np.ndarray:
     """-log softmax(S)[y_i, i] per column, shape (n,)."""
     return log_sum_exp(S) - S[y, np.arange(y.size)]
 
 
-def _per_sample_loss_bce(S: np.ndarray, y: np.ndarray) -> np.ndarray:
+def sample_losses_bce(S: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(1/K) Σ_k [softplus(S[k, i]) - Y[k, i] S[k, i]] per column, shape (n,)."""
     K = S.shape[0]
     return (softplus(S).sum(axis=0) - S[y, np.arange(y.size)]) / K
 
 
-def _per_sample_loss_svm(S: np.ndarray, y: np.ndarray) -> np.ndarray:
+def sample_losses_svm(S: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Σ_{j ≠ y_i} max(0, S[j, i] - S[y_i, i] + 1) per column, shape (n,)."""
     return np.maximum(svm_margins(S, y), 0).sum(axis=0)
 
@@ -224,7 +161,7 @@ def compute_loss_svm(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray)
 
     X d × n, Y one-hot K × n or labels (n,), W K × d, b K × 1.
     """
-    return float(np.mean(_per_sample_loss_svm(scores(X, W, b), labels_of(Y))))
+    return float(np.mean(sample_losses_svm(scores(X, W, b), labels_of(Y))))
 
 
 def compute_loss_bce(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray) -> float:
@@ -233,28 +170,18 @@ def compute_loss_bce(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray)
     X d × n, Y one-hot K × n or labels (n,), W K × d, b K × 1.
     """
     y = labels_of(Y)
-    return float(np.mean(_per_sample_loss_bce(scores(X, W, b), y)))
+    return float(np.mean(sample_losses_bce(scores(X, W, b), y)))
 
 
-def compute_loss(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, loss: str = "softmax") -> float:
-    """Mean cross-entropy L = -(1/n) Σ log P[y_i, i]; Y one-hot (K × n) or labels (n,).
-
-    ``loss="bce"`` gives the mean multiple binary cross-entropy instead, ``loss="svm"``
-    the mean multi-class hinge loss.
-    """
-    _check_loss(loss)
-    if loss == "bce":
-        return compute_loss_bce(X, Y, W, b)
-    if loss == "svm":
-        return compute_loss_svm(X, Y, W, b)
+def compute_loss(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray) -> float:
+    """Mean cross-entropy L = -(1/n) Σ log P[y_i, i]; Y one-hot (K × n) or labels (n,)."""
     y = labels_of(Y)
-    return float(np.mean(_per_sample_loss(scores(X, W, b), y)))
+    return float(np.mean(sample_losses(scores(X, W, b), y)))
 
 
-def compute_cost(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, lam: float,
-                 loss: str = "softmax") -> float:
-    """J = L + λ ‖W‖² (squared Frobenius norm of W; b not regularised); L per ``loss``."""
-    return compute_loss(X, Y, W, b, loss) + lam * float(np.sum(W * W))
+def compute_cost(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, lam: float) -> float:
+    """J = L + λ ‖W‖² (squared Frobenius norm of W; b not regularised)."""
+    return compute_loss(X, Y, W, b) + lam * float(np.sum(W * W))
 
 
 def predict(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -269,15 +196,13 @@ def compute_accuracy(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray)
 
 
 def metrics_from_scores(S: np.ndarray, y: np.ndarray, reg: float,
-                        loss: str = "softmax") -> tuple[float, float, float]:
+                        per_sample=sample_losses) -> tuple[float, float, float]:
     """(loss, cost, accuracy) from one score matrix S (K × n): one forward pass for all three.
 
-    ``reg`` is the already computed λ‖W‖²; ``loss`` is "softmax", "bce" or "svm".
+    ``reg`` is the already computed λ‖W‖²; ``per_sample(S, y)`` the loss of each image (n,).
     """
-    _check_loss(loss)
     y = labels_of(y)
-    per_sample = {"softmax": _per_sample_loss, "bce": _per_sample_loss_bce, "svm": _per_sample_loss_svm}[loss](S, y)
-    mean_loss = float(np.mean(per_sample))
+    mean_loss = float(np.mean(per_sample(S, y)))
     acc = float(np.mean(np.argmax(S, axis=0) == y))
     return mean_loss, mean_loss + reg, acc
 

@@ -40,10 +40,6 @@ TRAIN_COLOUR = "#1f77b4"
 VAL_COLOUR = "#d95f02"
 MUTED = "#6b7280"
 
-HISTORY_KEYS = ("epoch", "train_loss", "train_cost", "train_acc",
-                "val_loss", "val_cost", "val_acc")
-
-
 # --------------------------------------------------------------------------
 # shared helpers
 
@@ -317,10 +313,12 @@ def confusion_figure(matrix: Any, label_names: Sequence[str], title: str | None 
         for j in range(k):
             v = m[i, j]
             dark = v / vmax > 0.55
+            # Out of the layout: each count sits inside its cell, inside the axes, so the constrained
+            # layout measured 100 texts for nothing (same pixels either way).
             ax.text(j, i, f"{v:g}" if np.issubdtype(m.dtype, np.floating) else f"{int(v)}",
                     ha="center", va="center", fontsize=fontsize,
                     color="white" if dark else "#111827",
-                    fontweight="bold" if i == j else "normal")
+                    fontweight="bold" if i == j else "normal", in_layout=False)
     cbar = fig.colorbar(im, ax=ax, shrink=0.8, pad=0.02)
     cbar.ax.tick_params(labelsize=8)
     cbar.outline.set_visible(False)
@@ -467,51 +465,83 @@ def plot_probabilities(summary: Mapping[str, Any], path: str | os.PathLike, titl
 COMPARISON_CURVES_SIZE = (9.0, 3.4)   # two panels -> 1350 x 510 px
 RUN_COLOURS = ("#1f77b4", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
 RUN_STYLES = ("-", "--", "-.", ":")
+RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")   # lines that nearly coincide stay apart by their marks
 
 
-def _run_style(i: int) -> dict:
+def run_style(i: int) -> dict:
     """Colour, then line style once the colours are used up: every run has its own look."""
     return {"color": RUN_COLOURS[i % len(RUN_COLOURS)],
-            "linestyle": RUN_STYLES[(i // len(RUN_COLOURS)) % len(RUN_STYLES)]}
+            "linestyle": RUN_STYLES[(i // len(RUN_COLOURS)) % len(RUN_STYLES)],
+            "marker": RUN_MARKERS[i % len(RUN_MARKERS)], "markersize": 4.5}
 
 
-def comparison_curves_figure(runs: Sequence[tuple[str, Mapping[str, Sequence[float]]]], title: str | None = None):
-    """Every run's validation loss (left) and validation accuracy (right) per epoch, overlaid.
+def comparison_curves_figure(runs: Sequence[tuple[str, Mapping[str, Sequence[float]]]], title: str | None = None,
+                             apart: Sequence[bool] | None = None):
+    """Every run's validation loss and validation accuracy per epoch, overlaid, one colour per run
+    (``run_style(i)``, the i-th run's colour in every comparison figure).
 
-    ``runs`` is a sequence of (label, history). Non-finite values (a diverged run) are not drawn;
-    the loss axis turns logarithmic when the runs span more than a factor 50.
+    ``runs`` is a sequence of (label, history). The runs flagged in ``apart`` (the unstable ones) get a loss
+    panel of their own, so that their large loss cannot squash the others' into one line; the loss axis
+    also turns logarithmic when the runs of one panel span more than a factor 50. Non-finite values (a
+    diverged run) are not drawn. The legend sits below the panels, off the data.
     """
     if not runs:
         raise ValueError("no run to compare")
     for _, history in runs:
         _check_history(history, ("epoch", "val_loss", "val_acc"))
-    fig = new_figure(COMPARISON_CURVES_SIZE)
-    loss_ax, acc_ax = fig.subplots(1, 2)
-    for ax in (loss_ax, acc_ax):
+    apart = [bool(a) for a in (apart or [False] * len(runs))]
+    split = any(apart) and not all(apart)
+    fig = new_figure((COMPARISON_CURVES_SIZE[0] * (1.25 if split else 1), COMPARISON_CURVES_SIZE[1] + 0.5))
+    axes = fig.subplots(1, 3 if split else 2)
+    loss_axes = {False: axes[0], True: axes[1] if split else axes[0]}
+    acc_ax = axes[-1]
+    for ax in axes:
         style_axes(ax)
         _integer_epochs(ax)
         ax.set_xlabel("epoch")
     for i, (label, history) in enumerate(runs):
         epochs = np.asarray(history["epoch"], dtype=float)
-        loss_ax.plot(epochs, _series(history, "val_loss"), linewidth=1.8, label=label, **_run_style(i))
-        acc_ax.plot(epochs, _series(history, "val_acc"), linewidth=1.8, label=label, **_run_style(i))
-    losses = np.concatenate([_series(h, "val_loss") for _, h in runs])
-    losses = losses[np.isfinite(losses)]
-    if losses.size and losses.min() > 0 and losses.max() / losses.min() > 50:
-        loss_ax.set_yscale("log")
+        marks = {"markevery": max(1, len(epochs) // 8)}
+        loss_axes[apart[i]].plot(epochs, _series(history, "val_loss"), linewidth=1.6, label=label, **marks,
+                                 **run_style(i))
+        acc_ax.plot(epochs, _series(history, "val_acc"), linewidth=1.6, **marks, **run_style(i))
+    for flag in ({False, True} if split else {False}):
+        members = [h for (_, h), a in zip(runs, apart) if a == flag or not split]
+        losses = np.concatenate([_series(h, "val_loss") for h in members])
+        losses = losses[np.isfinite(losses)]
+        if losses.size and losses.min() > 0 and losses.max() / losses.min() > 50:
+            loss_axes[flag].set_yscale("log")
+        elif not flag:
+            _zoom_on_the_end(loss_axes[flag], members)
+        loss_axes[flag].set_ylabel("validation loss")
     accs = np.concatenate([_series(h, "val_acc") for _, h in runs])
     top = np.nanmax(accs) if np.isfinite(accs).any() else 1.0
     acc_ax.axhline(0.1, color=MUTED, linestyle=":", linewidth=1.0, label="chance (0.1)")
     acc_ax.set_ylim(0, min(1.0, max(0.2, top * 1.15)))
-    loss_ax.set_ylabel("validation loss")
     acc_ax.set_ylabel("validation accuracy")
-    loss_ax.set_title("Validation loss per epoch", fontsize=11, loc="left")
+    if split:
+        loss_axes[False].set_title("Validation loss, stable runs (zoomed)", fontsize=11, loc="left")
+        loss_axes[True].set_title("Validation loss, unstable runs (own scale)", fontsize=11, loc="left")
+    else:
+        loss_axes[False].set_title("Validation loss per epoch", fontsize=11, loc="left")
     acc_ax.set_title("Validation accuracy per epoch", fontsize=11, loc="left")
-    loss_ax.legend(frameon=False, fontsize=8.5, loc="best")
-    acc_ax.legend(frameon=False, fontsize=8.5, loc="lower right")
+    handles = [h for ax in axes for h in ax.get_lines() if not h.get_label().startswith("_")]
+    fig.legend(handles=handles, labels=[h.get_label() for h in handles], loc="outside lower center",
+               ncol=min(len(handles), 5), frameon=False, fontsize=8.5)
     if title:
         fig.suptitle(title, fontsize=11, x=0.01, ha="left")
     return fig
+
+
+def _zoom_on_the_end(ax, histories) -> None:
+    """Zoom the stable runs' loss axis on where they differ: every value after the first tenth of the epochs
+    (at least two) is in view; the steep first epochs may leave the top of the panel."""
+    tails = [_series(h, "val_loss")[max(2, len(h["epoch"]) // 10):] for h in histories]
+    tail = np.concatenate(tails) if tails else np.array([])
+    tail = tail[np.isfinite(tail)]
+    if tail.size >= 2 and tail.max() > tail.min():
+        pad = 0.08 * (tail.max() - tail.min())
+        ax.set_ylim(tail.min() - pad, tail.max() + pad)
 
 
 def comparison_weights_figure(runs: Sequence[tuple[str, Any]], label_names: Sequence[str]):
@@ -544,14 +574,16 @@ def comparison_weights_figure(runs: Sequence[tuple[str, Any]], label_names: Sequ
                         color=WRONG_COLOUR, va="center", ha="left", style="italic")
             if img is None:
                 ax.spines[:].set_visible(False)
-        axes[r][0].set_ylabel(label, fontsize=8.5, rotation=0, ha="right", va="center", labelpad=6)
+        # The run's colour in the curves is its row label's: one colour per run in every comparison figure.
+        axes[r][0].set_ylabel(label, fontsize=8.5, rotation=0, ha="right", va="center", labelpad=6,
+                              color=run_style(r)["color"], fontweight="bold")
     return fig
 
 
 def plot_comparison_curves(runs: Sequence[tuple[str, Mapping[str, Sequence[float]]]], path: str | os.PathLike,
-                           title: str | None = None) -> Path:
-    """Write the overlaid validation curves of several runs to ``path`` (PNG, 1350×510 px)."""
-    return save_figure(comparison_curves_figure(runs, title), path)
+                           title: str | None = None, apart: Sequence[bool] | None = None) -> Path:
+    """Write the overlaid validation curves of several runs to ``path`` (PNG; the unstable runs ``apart``)."""
+    return save_figure(comparison_curves_figure(runs, title, apart), path)
 
 
 def plot_comparison_weights(runs: Sequence[tuple[str, Any]], label_names: Sequence[str],

@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from .config import loss_named
 from .errors import CifarError
-from .model import probabilities, scores
+from .model import scores
 from .prepare import normalise
 from .threads import on_one_blas_thread
 
@@ -106,7 +107,7 @@ def classify(records: np.ndarray, W: np.ndarray, b: np.ndarray, mean: np.ndarray
     records = np.asarray(records, dtype=np.uint8).reshape(-1, D)
     X = normalise(records, mean, std, np.float64)          # d × n
     S = scores(X, np.asarray(W, dtype=np.float64), np.asarray(b, dtype=np.float64))
-    return S if loss == "svm" else probabilities(S, loss)
+    return loss_named(loss).output(S)
 
 
 def top_k(P: np.ndarray, names: list[str], k: int = 3) -> list[list[dict[str, Any]]]:

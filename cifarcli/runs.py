@@ -160,7 +160,7 @@ def parse_where(text: str) -> tuple[str, str, Any]:
     ``>=`` too). Settings and metrics can be filtered on."""
     match = _WHERE.match(text)
     if not match or not match.group(3):
-        raise OptionError("where", f"cannot read {text!r}", hint="e.g. --where lam=0.1 or --where val_acc>=0.38")
+        raise OptionError("where", f"cannot read {text!r}", hint="e.g. `where` lam=0.1 or `where` val_acc>=0.38")
     name, op, raw = match.groups()
     field = _field(name, "where")
     if field in ("run_id", "created", "name"):

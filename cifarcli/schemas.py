@@ -9,15 +9,13 @@ the notation.
 from __future__ import annotations
 
 from cifarcli.cache import HEX64, NUMBER, Array, Check, DictOf, ListOf, OneOf, Opt, Schema
-from cifarcli.config import TrainConfig, run_name_problem
+from cifarcli.config import HISTORY_KEYS, LOSSES, TrainConfig, loss_named, run_name_problem
 from cifarcli.errors import CifarError
 
 FLOATS = ("float32", "float64")
 LABELS = ("i", "u")  # any integer dtype
 PNG = Check(bytes, lambda data: data.startswith(b"\x89PNG\r\n\x1a\n"), "a PNG file")
 NAMES = ListOf(str, 10)
-# train.HISTORY_KEYS (a literal here so that opening the store does not import numpy)
-HISTORY_KEYS = ("epoch", "train_loss", "train_cost", "train_acc", "val_loss", "val_cost", "val_acc")
 HISTORY = {key: ListOf(int if key == "epoch" else NUMBER, "rows") for key in HISTORY_KEYS}
 MAYBE_NUMBER = OneOf((None, NUMBER))
 MAYBE_INT = OneOf((None, int))
@@ -63,17 +61,29 @@ CHECKPOINT = Check({"epoch": int, "W": Array(FLOATS, ("K", "d")), "b": Array(FLO
                    and 1 <= c.get("best_epoch", 1) <= c["epoch"],
                    "a checkpoint whose history has one row per epoch, epoch 0 included, and a best epoch "
                    "(with its W and b) among them")
-_SPLIT_METRICS = {"loss": NUMBER, "cost": NUMBER, "accuracy": NUMBER, "n": int}
+_SPLIT_METRICS = {"loss": NUMBER, "cost": NUMBER, "accuracy": NUMBER, "n": int, "accuracy_ci": Opt(ListOf(NUMBER, 2))}
+# Each split's predicted classes, one per image (a dimension name per split: their sizes differ).
+_PREDICTIONS = {split: Array(("uint8",), (f"n_{split}",), within=(0, 9)) for split in ("train", "val", "test")}
 _PROBABILITY_GROUP = {"n": int, "mean": MAYBE_NUMBER, "median": MAYBE_NUMBER, "counts": ListOf(int, "bins")}
 _TRUE_CLASS_SUMMARY = {"kind": str, "bins": ListOf(NUMBER), "threshold": NUMBER, "correct": _PROBABILITY_GROUP,
                        "incorrect": _PROBABILITY_GROUP, "confident_mistakes": MAYBE_NUMBER}
+
+
+def _gives_probabilities(loss) -> bool:
+    """Whether an evaluate payload's loss (the study's when it names none) has probabilities."""
+    return loss not in LOSSES or loss_named(loss).gives_probabilities
+
+
 # An SVM run has no probabilities: its test split summarises the true class's margins instead (evaluate.py).
 EVALUATE_PAYLOAD = Check({
     "lam": NUMBER, "loss": Opt(str), "train": _SPLIT_METRICS, "val": _SPLIT_METRICS, "test": _SPLIT_METRICS,
     "confusion_matrix": ListOf(ListOf(int, "K"), "K"), "per_class_accuracy": DictOf(str, NUMBER),
     "probabilities": Opt(_TRUE_CLASS_SUMMARY), "margins": Opt({**_TRUE_CLASS_SUMMARY, "open_ends": Opt(bool)}),
     "label_names": ListOf(str, "K"),
-}, lambda p: ("margins" in p) == (p.get("loss") == "svm") and ("probabilities" in p) != ("margins" in p),
+    "predictions": Opt(_PREDICTIONS),
+    "update": Opt({"median": NUMBER, "max": NUMBER, "n_updates": int}),
+    "weights": Opt({"roughness": NUMBER, "per_class": ListOf(NUMBER, "K")}),
+}, lambda p: ("margins" in p) != _gives_probabilities(p.get("loss")) and ("probabilities" in p) != ("margins" in p),
     '"probabilities", or "margins" for an svm run (one of the two)')
 _ERRORS = {"max": NUMBER, "mean": NUMBER, "median": NUMBER, "share_below_tol": NUMBER, "n": int,
            "n_excluded": Opt(int), "corner": ListOf(ListOf(NUMBER))}
@@ -95,8 +105,9 @@ REPORT_PAYLOAD = {
     "doc": {"title": str, "cifarcli_version": str, "dataset": dict, "preprocessing": dict, "initialisation": dict,
             "gradcheck": {**GRADCHECK_PAYLOAD, "tol": NUMBER, "passed": bool}, "runs": ListOf(_REPORT_RUN),
             "sweep": Opt(dict), "comparison": Opt({"key": str, "figures": DictOf(str, str)}), "ensemble": Opt(dict),
-            "created": str},
-    "report.md": str, "report.html": str,
+            "created": str, "discordant": Opt(ListOf({"a": str, "b": str, "split": str, "a_only": int, "b_only": int})),
+            "discussion": Opt(str), "brief": Opt(bool)},
+    "report.md": str, "report.html": str, "report.typ": Opt(str),
 }
 # Keyed by content since issue 17; a dataset keyed by its source file ({"sha256"}) still reads,
 # unreachable, until `cache gc` removes it with everything made from it.

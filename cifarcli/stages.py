@@ -31,10 +31,11 @@ from cifarcli.cache import Artifact, DamagedArtifact, Schema, SchemaError, Store
 from cifarcli.config import GradcheckConfig, TrainConfig, run_name_problem
 from cifarcli.errors import CifarError, OptionError, WorkFailed
 from cifarcli.ensemble import TIE_RULE, combine
-from cifarcli.evaluate import evaluate_model
+from cifarcli.evaluate import evaluate_model, template_roughness, update_sizes
 from cifarcli.gradcheck import check_gradients
 from cifarcli.model import init_parameters, one_hot
 from cifarcli.prepare import prepare, split_indices
+from cifarcli.report.analysis import instability
 
 WORKSPACE_FILE = "workspace.json"
 
@@ -70,11 +71,14 @@ TRAIN = Stage("train", 1, schemas.TRAIN)
 # plot 3: with λ = 0 the loss curve is drawn once, "loss = cost (λ = 0)".
 # report 3: the comparison section at the top, figures two to a row with numbered captions, print CSS,
 # the data source as a file name.
-EVALUATE = Stage("evaluate", 2, schemas.EVALUATE)
+# evaluate 3: each split's predicted classes (for McNemar's test), accuracy intervals, the size of one update.
+EVALUATE = Stage("evaluate", 3, schemas.EVALUATE)
 PLOT = Stage("plot", 3, schemas.PLOT)
-REPORT = Stage("report", 3, schemas.REPORT)
+# report 4: intervals, McNemar's tests, roughness and update sizes, the discussion, --brief, report.typ.
+REPORT = Stage("report", 4, schemas.REPORT)
 SWEEP = Stage("sweep", 1, schemas.SWEEP)
-COMPARISON = Stage("comparison", 1, schemas.COMPARISON)   # every run of a report side by side
+# comparison 2: the unstable runs' loss in a panel of its own, the legend below the panels, run colours in the grid.
+COMPARISON = Stage("comparison", 2, schemas.COMPARISON)   # every run of a report side by side
 ENSEMBLE = Stage("ensemble", 1, schemas.ENSEMBLE)         # runs combined: majority vote and mean output
 STAGES = {stage.name: stage for stage in (DATASET, GRADCHECK, TRAIN, EVALUATE, PLOT, REPORT, SWEEP, COMPARISON,
                                           ENSEMBLE)}
@@ -122,6 +126,23 @@ class Progress:
     def setting_finished(self, run_id: str, label: str, n_epochs: int, latest: dict) -> None: ...
 
     def settings_finished(self) -> None: ...
+
+    # A setting stored, its worker still busy with it (``what``: evaluating, drawing its figures).
+    def setting_busy(self, run_id: str, label: str, n_epochs: int, what: str) -> None: ...
+
+    # A phase of a command without steps to count (the gradient check, an evaluation, writing the
+    # report): on screen from ``phase`` until ``phase_done`` (or the next phase).
+    def phase(self, what: str) -> None: ...
+
+    def phase_done(self) -> None: ...
+
+    # ``total`` things to make one after another (``what``: "figures"), ``step`` after each.
+    def steps(self, what: str, total: int) -> None: ...
+
+    def step(self) -> None: ...
+
+    # Everything on screen goes, at once (before an error line: nothing may be drawn below it).
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -394,11 +415,11 @@ def dataset_by_key(ws: Workspace, key: str) -> Artifact:
     source = _dataset_source(ws, key)
     if source is None:
         raise CifarError(f"dataset {key} is no longer in the cache and its source is gone",
-                         hint="run cifarcli fetch --source PATH again")
+                         setting="source")
     artifact = fetch(ws, source, force=True)
     if artifact.key != key:
         raise CifarError(f"dataset {key} is no longer in the cache, and {source} now holds other data",
-                         hint="run cifarcli fetch --source PATH with the original data")
+                         hint="use the original data", setting="source")
     return artifact
 
 
@@ -457,6 +478,8 @@ def train(ws: Workspace, config, force: bool = False, data_artifact: Artifact | 
         split = prepared(data_artifact, config.split, config.val_size, config.dtype)
         resume = None if force else load_checkpoint(ws, key, config, split.X_train.shape[0])
         n_batches = -(-split.sizes["train"] // config.n_batch)
+        if resume is not None:   # a line of its own: on the bar it would squeeze the bar out of a narrow terminal
+            ws.log(f"resuming {run_label(config)} at epoch {resume.epoch} of {config.n_epochs} (run {key[:12]})")
         ws.progress.run_started(key, config.n_epochs, n_batches, resume.epoch if resume else 0,
                                 label=run_label(config))
 
@@ -660,6 +683,7 @@ def gradcheck(ws: Workspace, config: GradcheckConfig = GradcheckConfig(), force:
     data_artifact = dataset(ws)
 
     def compute():
+        ws.progress.phase(f"checking gradients ({len(config.lams)} λ values, {config.n_samples} images)")
         split = prepared(data_artifact, dtype="float64")
         if config.n_samples > split.sizes["train"]:
             raise OptionError("n_samples", f"{config.n_samples} is more than the {split.sizes['train']} training images")
@@ -671,6 +695,7 @@ def gradcheck(ws: Workspace, config: GradcheckConfig = GradcheckConfig(), force:
                                  loss=config.loss)
         elapsed = sum(entry["seconds"] for entry in result["results"])
         result = {**result, "n_samples": config.n_samples, "n_dims": dims, "seed": config.seed, "elapsed": elapsed}
+        ws.progress.phase_done()
         return result, {"max_error": result["max_error"], "elapsed": elapsed}
 
     return GRADCHECK.get_or_compute(ws, config.key_params(), {"dataset": data_artifact.key}, compute, force=force,
@@ -684,8 +709,13 @@ def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
     data_key = run.meta["inputs"]["dataset"]
 
     def compute():
+        ws.progress.phase(f"evaluating {run_label(config)}")
         split = prepared(dataset_by_key(ws, data_key), config.split, config.val_size, config.dtype)
         metrics = evaluate_model(run.payload["W"], run.payload["b"], config.lam, split, loss=config.loss)
+        metrics["update"] = update_sizes(run.payload["W"], run.payload["b"], config.lam, config.eta, config.n_batch,
+                                         split.X_train, split.y_train, config.loss)
+        metrics["weights"] = template_roughness(run.payload["W"])
+        ws.progress.phase_done()
         # The test numbers in meta.json too, so `cifarcli runs` lists them without loading payloads.
         return metrics, {"test": {k: metrics["test"][k] for k in ("loss", "cost", "accuracy")}}
 
@@ -695,6 +725,14 @@ def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
 
 def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
     """The run's figures as PNG files under ``reports/figures/<run-id>/``; drawn once, then copied from the cache."""
+    return materialise(ws.reports_dir / "figures" / run.key, plot_artifact(ws, run, force).payload)
+
+
+def plot_artifact(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
+    """The run's figures (PNG bytes by name) in the cache, evaluated first; nothing under ``reports/``.
+
+    A worker process that trained the run calls this as soon as the training ends (execute.py).
+    """
     evaluated = evaluate(ws, run)
     metrics = evaluated.payload
     config = config_of(run)
@@ -710,10 +748,14 @@ def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
             history, W, names = run.payload["history"], run.payload["W"], run.payload["label_names"]
             chosen = run.payload.get("chosen_epoch") if config.keep == "best" else None   # marked on the curves
             plots.plot_loss(history, folder / "loss.png", title=run_label(config), lam=config.lam, chosen_epoch=chosen)
+            ws.progress.step()
             plots.plot_accuracy(history, folder / "accuracy.png", title=run_label(config), chosen_epoch=chosen)
+            ws.progress.step()
             plots.plot_weights(W, names, folder / "weights.png")
+            ws.progress.step()
             plots.plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png")
-            if config.loss == "svm":   # scores, no probabilities: the true class's margin instead
+            ws.progress.step()
+            if not config.loss_fn.gives_probabilities:   # scores: the true class's margin instead
                 plots.plot_margins(metrics["margins"], folder / "margins.png",
                                    title=f"True-class margin on the test set, λ={config.lam:g}, "
                                          f"η={config.eta:g}, loss svm")
@@ -721,12 +763,12 @@ def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
                 plots.plot_probabilities(metrics["probabilities"], folder / "probabilities.png",
                                          title=f"True-class probability on the test set, λ={config.lam:g}, "
                                                f"η={config.eta:g}, loss {config.loss}")
-            names = schemas.SVM_FIGURES if config.loss == "svm" else schemas.FIGURES
+            ws.progress.step()
+            names = schemas.FIGURES if config.loss_fn.gives_probabilities else schemas.SVM_FIGURES
             return {name: (folder / f"{name}.png").read_bytes() for name in names}, {}
 
-    artifact = PLOT.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
-                                   depends=[("train", run.key), ("evaluate", evaluated.key)])
-    return materialise(ws.reports_dir / "figures" / run.key, artifact.payload)
+    return PLOT.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
+                               depends=[("train", run.key), ("evaluate", evaluated.key)])
 
 
 def comparison_key(runs: list[Artifact]) -> str:
@@ -752,10 +794,15 @@ def comparison(ws: Workspace, runs: list[Artifact], force: bool = False) -> tupl
         stage_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".tmp-{key}-draw-", dir=stage_dir) as tmp:
             folder = Path(tmp)
+            # The unstable runs (the report's rule) get a loss panel of their own: the stable ones stay apart.
+            apart = [instability({"history": run.payload["history"], "diverged_at": run.payload["diverged_at"]})
+                     is not None for run in runs]
             plots.plot_comparison_curves([(label + diverged(run), run.payload["history"]) for label, run in labelled],
-                                         folder / "curves.png")
+                                         folder / "curves.png", apart=apart)
+            ws.progress.step()
             plots.plot_comparison_weights([(label, run.payload["W"]) for label, run in labelled],
                                           runs[0].payload["label_names"], folder / "weights.png")
+            ws.progress.step()
             return ({name: (folder / f"{name}.png").read_bytes() for name in schemas.COMPARISON_FIGURES},
                     {"n_runs": len(runs)})
 
@@ -773,7 +820,7 @@ def ensemble(ws: Workspace, runs: list[Artifact], force: bool = False) -> Artifa
     runs = sorted({run.key: run for run in runs}.values(), key=lambda run: run.key)
     if len(runs) < 2:
         raise OptionError("run", f"an ensemble needs at least two different runs, got {len(runs)}",
-                          hint="give --run twice or more, or --seeds 1,2,3")
+                          hint="give `run` twice or more, or `seeds` 1,2,3")
     for run in runs:
         require_converged(run)
     configs = [config_of(run) for run in runs]
@@ -786,6 +833,7 @@ def ensemble(ws: Workspace, runs: list[Artifact], force: bool = False) -> Artifa
     first = configs[0]
 
     def compute():
+        ws.progress.phase(f"combining {len(runs)} runs (majority vote, mean output)")
         split = prepared(dataset_by_key(ws, next(iter(datasets))), first.split, first.val_size, first.dtype)
         weights = [(run.payload["W"], run.payload["b"]) for run in runs]
         results = {"val": combine(weights, split.X_val, split.y_val, first.loss),
@@ -793,14 +841,24 @@ def ensemble(ws: Workspace, runs: list[Artifact], force: bool = False) -> Artifa
         members = [{"run_id": run.key, "label": run_label(config) + f", seed {config.seed}",
                     "config": run.meta["params"], "val": results["val"]["members"][i],
                     "test": results["test"]["members"][i]} for i, (run, config) in enumerate(zip(runs, configs))]
-        payload = {"loss": first.loss, "combined": "scores" if first.loss == "svm" else "probabilities",
+        payload = {"loss": first.loss, "combined": first.loss_fn.outputs,
                    "tie_rule": TIE_RULE, "split": first.split, "n_members": len(runs), "members": members,
                    **{name: {k: v for k, v in results[name].items() if k != "members"} for name in ("val", "test")}}
+        ws.progress.phase_done()
         return payload, {"n_members": len(runs), "val_vote": payload["val"]["vote"],
                          "val_mean": payload["val"]["mean"]}
 
     return ENSEMBLE.get_or_compute(ws, {}, {f"member{i}": run.key for i, run in enumerate(runs)}, compute,
                                    force=force, depends=[("train", run.key) for run in runs])
+
+
+def figures_to_draw(ws: Workspace, runs: list[Artifact], compared: bool) -> int:
+    """How many figures asking for these runs' plots (and, with ``compared``, their comparison) will draw."""
+    count = sum(len(schemas.SVM_FIGURES if config_of(run).loss == "svm" else schemas.FIGURES) for run in runs
+                if run.payload["diverged_at"] is None and PLOT.state(ws, run_key(PLOT, run.key))[0] != "cached")
+    if compared and runs and COMPARISON.state(ws, comparison_key(runs))[0] != "cached":
+        count += len(schemas.COMPARISON_FIGURES)
+    return count
 
 
 def materialise(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:
@@ -813,7 +871,30 @@ def materialise(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:
 
 def run_label(config: TrainConfig) -> str:
     # A BCE run says so: a softmax and a BCE run of the same λ, η are otherwise indistinguishable.
-    return f"λ={config.lam:g}, η={config.eta:g}" + (f", {config.loss.upper()}" if config.loss != "softmax" else "")
+    return f"λ={config.lam:g}, η={config.eta:g}" + (f", {config.loss_fn.tag}" if config.loss_fn.tag else "")
+
+
+# Settings a run's label names when they are not the same in every run shown together.
+_TELLING = (("seed", "seed {}"), ("n_batch", "batch {}"), ("n_epochs", "{} epochs"), ("split", "split {}"),
+            ("init", "init {}"), ("dtype", "{}"))
+
+
+def distinct_labels(configs: list[TrainConfig]) -> list[str]:
+    """``run_label`` of each config, with the settings that tell them apart (ensemble --seeds: the seed)."""
+    differing = [(name, form) for name, form in _TELLING if len({getattr(c, name) for c in configs}) > 1]
+    return [", ".join([run_label(c), *(form.format(getattr(c, name)) for name, form in differing)]) for c in configs]
+
+
+def trained_line(label: str, n_epochs: int, info: dict) -> str:
+    """One run's outcome in one short line (it must fit 80 columns): ``trained λ=0.1, η=0.001: epoch 40/40,
+    val acc 0.3876, 2.3 s``, or ``... diverged at epoch 12, ...``."""
+    seconds = (info.get("timings") or {}).get("total_seconds")
+    took = f", {seconds:.1f} s" if seconds else ""
+    if info.get("diverged_at") is not None:
+        return f"trained {label}: diverged at epoch {info['diverged_at']}{took}"
+    final = info.get("final") or {}
+    return (f"trained {label}: epoch {final.get('epoch', n_epochs)}/{n_epochs}, "
+            f"val acc {final.get('val_acc', float('nan')):.4f}{took}")
 
 
 def write_if_changed(path: Path, content: bytes) -> None:

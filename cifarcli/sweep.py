@@ -105,6 +105,7 @@ def draw_heatmap(ws: Workspace, spec: SweepSpec, points: list[dict], data_key: s
     params = {"grid": spec.axes()}
 
     def compute():
+        ws.progress.phase("drawing the heat-map")
         values = heatmap_matrix(spec, by_index)
         cell = (spec.lam.index(best["lam"]), spec.eta.index(best["eta"])) if best else None
         with tempfile.TemporaryDirectory() as tmp:
@@ -115,6 +116,7 @@ def draw_heatmap(ws: Workspace, spec: SweepSpec, points: list[dict], data_key: s
     artifact = stages.SWEEP.get_or_compute(ws, params, inputs, compute,
                                            depends=[("train", p["run_id"]) for p in by_index])
     paths = stages.materialise(ws.reports_dir / "figures" / f"sweep-{artifact.key}", artifact.payload)
+    ws.progress.phase_done()
     return artifact.key, paths["heatmap"]
 
 
@@ -122,6 +124,12 @@ def report_section(ws: Workspace, spec: SweepSpec) -> SweepSection:
     """The report's sweep section: points, the best run (a full run section), the heat-map."""
     result = run_sweep(ws, spec)
     best = run_section(ws, stages.find_run(ws, result["best"]["run_id"])) if result["best"] else None
+    usable = [p for p in result["points"] if p["diverged_at"] is None and p["val_acc"] is not None]
+    second = None
+    if best is not None and len(usable) >= 2:   # the chosen point is tested against it (McNemar, validation)
+        run = stages.find_run(ws, usable[1]["run_id"])
+        second = {"run_id": run.key, "label": stages.run_label(stages.config_of(run)), "config": run.meta["params"],
+                  "metrics": {s: stages.evaluate(ws, run).payload[s] for s in ("train", "val", "test")}}
     return SweepSection(key=result["sweep"], grid=result["grid"], fixed=result["fixed"], title=heatmap_title(spec),
                         points=result["points"], heatmap=Path(result["heatmap"]).relative_to(ws.reports_dir).as_posix(),
-                        best=best)
+                        best=best, runner_up=second)

@@ -18,7 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from cifarcli.cache import Artifact
-from cifarcli.config import GRADCHECK_TOL
+from cifarcli.config import GRADCHECK_TOL, TRAIN_DEFAULTS, loss_named
+from cifarcli.gradcheck import verdict_line
 from cifarcli.stages import Progress
 
 SPLITS = (("train", "training"), ("val", "validation"), ("test", "test"))
@@ -37,23 +38,66 @@ def _params(params: dict) -> str:
 
 
 def progress_for(console: Console) -> Progress:
-    """Live bars on a terminal; nothing at all otherwise (no control characters in logs)."""
-    if console.quiet or not console.is_terminal:
+    """Live bars on a terminal; one plain line per phase otherwise (no control characters in logs); none quiet."""
+    if console.quiet:
         return Progress()
+    if not console.is_terminal:
+        return PlainProgress(console)
     return RichProgress(console)
 
 
-class RichProgress(Progress):
-    """rich bars on stderr: a download, one training run, a spinner, or one bar per setting trained elsewhere.
+class PlainProgress(Progress):
+    """Without a terminal (a log, CI): one plain line as each phase starts, nothing that redraws."""
 
-    Only one live display at a time: each kind starts its own and stops it when done.
+    def __init__(self, console: Console):
+        self.console = console
+
+    def _line(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def run_started(self, run_id: str, n_epochs: int, n_batches: int, start_epoch: int, label: str = "") -> None:
+        self._line(f"training {label or run_id[:12]}: {n_epochs} epochs")
+
+    def phase(self, what: str) -> None:
+        self._line(what)
+
+    def steps(self, what: str, total: int) -> None:
+        self._line(f"{what}: {total}")
+
+
+_ELAPSED = len("elapsed 0:00:00")
+
+
+class RichProgress(Progress):
+    """rich bars on stderr: a download, one training run, a spinner, one bar per setting trained elsewhere
+    (under one bar counting them), or a bar over the figures to draw.
+
+    Only one live display at a time: each kind starts its own and stops it when done. Every row fits
+    the terminal's width by construction (the metrics shown shrink to the room left), so rich never
+    squeezes a label or wraps a row. Every time column counts up and says so ("elapsed").
     """
 
     def __init__(self, console: Console):
         self.console = console
-        self._download = self._run = self._spinner = self._settings = None
+        self._download = self._run = self._spinner = self._settings = self._steps = None
         self._tasks: dict[str, Any] = {}
         self._last_batch = 0.0
+        self._run_label = ""
+
+    def _bar_width(self) -> int:
+        return 10 if self.console.width < 100 else 12 if self.console.width < 120 else 24
+
+    def _room(self, description: str, count: str) -> int:
+        """Columns left for the metrics on a row with this description and count (spinner, bar, elapsed,
+        the spaces between the columns and one spare column, so a row never touches the right edge)."""
+        return self.console.width - 2 - len(description) - self._bar_width() - len(count) - _ELAPSED - 6
+
+    def _columns(self):
+        from rich import progress as rp
+
+        return (rp.SpinnerColumn(), rp.TextColumn("{task.description}"), rp.BarColumn(bar_width=self._bar_width()),
+                rp.TextColumn("{task.fields[count]}"), rp.TextColumn("{task.fields[status]}"),
+                rp.TextColumn("elapsed"), rp.TimeElapsedColumn())
 
     def download(self, done: int, total: int | None) -> None:
         if self._download is None:
@@ -61,26 +105,24 @@ class RichProgress(Progress):
 
             self._download_bars = rp.Progress(
                 rp.TextColumn("download"), rp.BarColumn(), rp.DownloadColumn(), rp.TransferSpeedColumn(),
-                rp.TimeRemainingColumn(), console=self.console, transient=True)
+                rp.TextColumn("left"), rp.TimeRemainingColumn(), console=self.console, transient=True)
             self._download_bars.start()
             self._download = self._download_bars.add_task("download", total=total)
         self._download_bars.update(self._download, completed=done, total=total)
         if total is not None and done >= total:
             self._download_bars.stop()
+            self._download = None
 
     # -- one run trained here: one bar that advances within each epoch ----------------------------
 
     def run_started(self, run_id: str, n_epochs: int, n_batches: int, start_epoch: int, label: str = "") -> None:
         from rich import progress as rp
 
-        self._run_bars = rp.Progress(
-            rp.TextColumn("{task.description}"), rp.BarColumn(bar_width=None if self.console.width >= 100 else 16),
-            rp.TextColumn("epoch {task.fields[epoch]}/{task.fields[n_epochs]}"), rp.TextColumn("{task.fields[status]}"),
-            rp.TimeRemainingColumn(), console=self.console, transient=True)
-        resumed = f" (resumed at epoch {start_epoch})" if start_epoch else ""
+        self._run_label = f"train {label or run_id[:12]}"
+        self._run_bars = rp.Progress(*self._columns(), console=self.console, transient=True)
         self._run_bars.start()
-        self._run = self._run_bars.add_task(f"train {_t(label or run_id[:12])}{resumed}", total=n_epochs,
-                                            completed=start_epoch, epoch=start_epoch, n_epochs=n_epochs, status="")
+        self._run = self._run_bars.add_task(_t(self._run_label), total=n_epochs, completed=start_epoch,
+                                            count=f"epoch {start_epoch}/{n_epochs}", status="")
 
     def batch(self, epoch: int, index: int, n_batches: int) -> None:
         import time
@@ -93,22 +135,24 @@ class RichProgress(Progress):
 
     def epoch(self, epoch: int, history: dict) -> None:
         if self._run is not None:
-            self._run_bars.update(self._run, epoch=epoch,
-                                  status=_metrics({k: v[-1] for k, v in history.items() if v}, self.console.width))
+            count = f"epoch {epoch}/{self._run_bars.tasks[0].total:g}"
+            self._run_bars.update(self._run, count=count, status=_metrics(
+                {k: v[-1] for k, v in history.items() if v}, self._room(self._run_label, count)))
 
     def run_finished(self, run_id: str) -> None:
         if self._run is not None:
             self._run_bars.stop()
             self._run = None
 
-    # -- a spinner -------------------------------------------------------------------------------
+    # -- a spinner: something slow without steps to count -------------------------------------------
 
     def working(self, what: str) -> None:
         if self._spinner is None:
             from rich import progress as rp
 
             self._spinner_bars = rp.Progress(rp.SpinnerColumn(), rp.TextColumn("{task.description}"),
-                                             rp.TimeElapsedColumn(), console=self.console, transient=True)
+                                             rp.TextColumn("elapsed"), rp.TimeElapsedColumn(),
+                                             console=self.console, transient=True)
             self._spinner_bars.start()
             self._spinner = self._spinner_bars.add_task(_t(what))
         self._spinner_bars.update(self._spinner, description=_t(what))
@@ -118,26 +162,58 @@ class RichProgress(Progress):
             self._spinner_bars.stop()
             self._spinner = None
 
-    # -- settings trained elsewhere: a bar each while it trains ---------------------------------
+    def phase(self, what: str) -> None:
+        self.working(what)
+
+    def phase_done(self) -> None:
+        self.done_working()
+
+    # -- things to make one after another: a bar over them ---------------------------------------
+
+    def steps(self, what: str, total: int) -> None:
+        from rich import progress as rp
+
+        self.done_working()
+        self._steps_bars = rp.Progress(*self._columns(), console=self.console, transient=True)
+        self._steps_bars.start()
+        self._steps = self._steps_bars.add_task(_t(what), total=total, count=f"0/{total}", status="")
+
+    def step(self) -> None:
+        if self._steps is None:
+            return
+        task = self._steps_bars.tasks[0]
+        done = int(task.completed) + 1
+        self._steps_bars.update(self._steps, completed=done, count=f"{done}/{task.total:g}")
+        if done >= task.total:
+            self._steps_bars.stop()
+            self._steps = None
+
+    # -- settings trained elsewhere: a bar each while it trains, under one counting them ----------
 
     def settings_started(self, n_settings: int, where: str) -> None:
         from rich import progress as rp
 
-        self._settings = rp.Progress(
-            rp.TextColumn("{task.description}"), rp.BarColumn(bar_width=None if self.console.width >= 100 else 16),
-            rp.TextColumn("epoch {task.fields[epoch]}/{task.fields[n_epochs]}"), rp.TextColumn("{task.fields[status]}"),
-            rp.TimeElapsedColumn(), console=self.console, transient=True)
-        self._settings.start()
+        self._settings = rp.Progress(*self._columns(), console=self.console, transient=True)
+        self._settings.start()   # at once: the workers take a moment to start, the count shows meanwhile
         self._tasks = {}
+        self._labels: dict[str, str] = {}
+        self._overall = self._settings.add_task("trained", total=n_settings, count=f"0/{n_settings}",
+                                                status=_t(f"settings on {where}"))
 
     def setting(self, run_id: str, label: str, epoch: int, n_epochs: int, latest: dict) -> None:
         if self._settings is None:
             return
-        status = _metrics(latest, self.console.width) if latest else "[dim]started[/]"
+        count = f"epoch {epoch}/{n_epochs}"
+        status = _metrics(latest, self._room(label, count)) if latest else "[dim]started[/]"
         if run_id not in self._tasks:
-            self._tasks[run_id] = self._settings.add_task(_t(label), total=n_epochs, epoch=epoch, n_epochs=n_epochs,
-                                                          status=status)
-        self._settings.update(self._tasks[run_id], completed=epoch, epoch=epoch, n_epochs=n_epochs, status=status)
+            self._tasks[run_id] = self._settings.add_task(_t(label), total=n_epochs, count=count, status=status)
+        self._settings.update(self._tasks[run_id], completed=epoch, count=count, status=status)
+
+    def setting_busy(self, run_id: str, label: str, n_epochs: int, what: str) -> None:
+        if self._settings is None:
+            return
+        self.setting(run_id, label, n_epochs, n_epochs, {})
+        self._settings.update(self._tasks[run_id], status=f"[dim]{_t(what)}[/]")
 
     def setting_finished(self, run_id: str, label: str, n_epochs: int, latest: dict) -> None:
         if self._settings is None:
@@ -145,25 +221,41 @@ class RichProgress(Progress):
         self.setting(run_id, label, n_epochs, n_epochs, latest)
         self._settings.refresh()  # its last frame says epoch N/N before the bar goes
         self._settings.remove_task(self._tasks.pop(run_id))
+        overall = self._settings.tasks[0]
+        done = int(overall.completed) + 1
+        self._settings.update(self._overall, completed=done, count=f"{done}/{overall.total:g}")
 
     def settings_finished(self) -> None:
         if self._settings is not None:
             self._settings.stop()
             self._settings = None
 
+    def close(self) -> None:
+        for bars, attribute in ((getattr(self, "_download_bars", None), "_download"),
+                                (getattr(self, "_run_bars", None), "_run"),
+                                (getattr(self, "_spinner_bars", None), "_spinner"),
+                                (getattr(self, "_steps_bars", None), "_steps")):
+            if bars is not None and getattr(self, attribute) is not None:
+                bars.stop()
+                setattr(self, attribute, None)
+        self.settings_finished()
 
-def _metrics(latest: dict, width: int) -> str:
-    """The latest epoch's labelled metrics: ``train acc 0.459 · val acc 0.374`` (and the losses when wide)."""
+
+def _metrics(latest: dict, room: int) -> str:
+    """The latest epoch's labelled metrics, as many as fit ``room`` columns: ``train acc 0.459 · val acc 0.374``,
+    the losses beside them when there is room, only ``val acc 0.374`` when narrow, nothing when narrower."""
     def value(name: str) -> str:
         number = latest.get(name)
         return "—" if not isinstance(number, (int, float)) else f"{number:.3f}"
 
-    parts = [f"train acc {value('train_acc')}", f"val acc {value('val_acc')}"]
-    if width >= 120:
-        parts += [f"train loss {value('train_loss')}", f"val loss {value('val_loss')}"]
-    elif width >= 100:
-        parts.append(f"val loss {value('val_loss')}")
-    return " · ".join(parts)
+    train_acc, val_acc = f"train acc {value('train_acc')}", f"val acc {value('val_acc')}"
+    train_loss, val_loss = f"train loss {value('train_loss')}", f"val loss {value('val_loss')}"
+    for parts in ((train_acc, val_acc, train_loss, val_loss), (train_acc, val_acc, val_loss), (train_acc, val_acc),
+                  (val_acc,)):
+        text = " · ".join(parts)
+        if len(text) <= room:
+            return text
+    return ""
 
 
 # -- dataset -------------------------------------------------------------------------
@@ -200,31 +292,34 @@ def gradcheck_json(artifact: Artifact, tol: float | None) -> dict:
     document = {"gradcheck": artifact.key, "cached": artifact.status == "hit", **artifact.payload,
                 "max_error": worst, "tol": tol, "passed": None if tol is None else worst <= tol,
                 "verdict": verdict_line(worst, GRADCHECK_TOL if tol is None else tol)}
-    if artifact.payload.get("loss") == "svm":   # how many parameters the verdict leaves out, and why
+    if not _loss_of(artifact.payload).smooth:   # how many parameters the verdict leaves out, and why
         document["kinks"] = {"total": sum(sum((e.get("kinks") or {}).values()) for e in artifact.payload["results"]),
                              "excluded_from_verdict": True,
                              "rule": "a parameter whose ±h moves a margin across zero (a kink of the hinge)"}
     return document
 
 
-def verdict_line(worst: float, bound: float) -> str:
-    """``PASS: max relative error 2.1e-09 ≤ 1e-06``, or ``FAIL: … > …`` (a NaN error fails)."""
-    if worst <= bound:
-        return f"PASS: max relative error {worst:.1e} ≤ {bound:g}"
-    return f"FAIL: max relative error {worst:.1e} > {bound:g}"
+def _loss_of(gradcheck: dict):
+    """The loss a gradcheck payload checked (the study's when it names none)."""
+    return loss_named(gradcheck.get("loss", TRAIN_DEFAULTS.loss))
 
 
 def gradcheck_verdict(artifact: Artifact, bound: float) -> str:
-    line = verdict_line(artifact.payload["max_error"], bound)
+    return gradcheck_verdict_of(artifact.payload["max_error"], bound)
+
+
+def gradcheck_verdict_of(worst: float, bound: float) -> str:
+    """The verdict line in green (PASS) or red (FAIL)."""
+    line = verdict_line(worst, bound)
     return f"[bold {'green' if line.startswith('PASS') else 'red'}]{_t(line)}[/]"
 
 
 def gradcheck_view(artifact: Artifact, tol: float | None) -> list[Any]:
     result = artifact.payload
-    kinked = result.get("loss") == "svm"   # the hinge's kinks: counted, and left out of the verdict
+    kinked = not _loss_of(result).smooth   # the hinge's kinks: counted, and left out of the verdict
     table = Table(title=f"Relative error |g_a − g_n| / max(eps, |g_a| + |g_n|)  (h={result['h']:g}, "
                         f"{result['n_samples']} images, {result['n_dims']} dims, {result['elapsed']:.2f} s"
-                        f"{', loss ' + _t(result['loss']) if result.get('loss', 'softmax') != 'softmax' else ''})")
+                        f"{', loss ' + _t(result['loss']) if not _loss_of(result).is_study else ''})")
     columns = ("λ", "param", "max", "mean", "median", "share < 1e-6") + (("within h of a kink",) if kinked else ())
     for column in columns:
         table.add_column(column, justify="right")
@@ -281,7 +376,9 @@ def run_view(run: Artifact) -> list[Any]:
 
 
 def metrics_json(run: Artifact, metrics: Artifact, min_accuracy: float | None) -> dict:
-    document = {"run_id": run.key, "config": run.meta["params"], **metrics.payload}
+    from cifarcli.evaluate import without_predictions
+
+    document = {"run_id": run.key, "config": run.meta["params"], **without_predictions(metrics.payload)}
     if min_accuracy is not None:
         document["min_accuracy"] = min_accuracy
         document["passed"] = metrics.payload["test"]["accuracy"] >= min_accuracy
@@ -363,9 +460,10 @@ def export_view(result: dict) -> list[Any]:
 
 
 def report_view(result: dict) -> list[Any]:
-    table = Table(title="The study")
-    for column in ("run", "λ", "η", "n_batch", "epochs", "train acc", "val acc", "test acc"):
-        table.add_column(column, justify="right")
+    # Compact, and no cell wraps or is cut: a run ID is typed back (--run), so all of its 12 characters stay.
+    table = Table(title="The study", box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True)
+    for column in ("run", "λ", "η", "batch", "epochs", "train acc", "val acc", "test acc"):
+        table.add_column(column, justify="right", no_wrap=True, min_width=12 if column == "run" else None)
     best = max((run["metrics"]["test"]["accuracy"] for run in result["runs"] if run["metrics"]), default=None)
     for run in result["runs"]:
         c, m = run["config"], run["metrics"]
@@ -373,7 +471,9 @@ def report_view(result: dict) -> list[Any]:
         if m and m["test"]["accuracy"] == best:
             accs[2] = f"[bold green]{accs[2]} ★[/]"
         table.add_row(_t(run["run_id"][:12]), f"{c['lam']:g}", f"{c['eta']:g}", str(c["n_batch"]), str(c["n_epochs"]), *accs)
-    return [table, *(f"wrote {_t(path)}" for path in result["paths"].values())]
+    check = result["gradcheck"]
+    return [table, f"gradient check: {gradcheck_verdict_of(check['max_error'], check['tol'])}",
+            *(f"wrote {_t(path)}" for path in result["paths"].values())]
 
 
 def cache_table(rows: list[dict]) -> Table:
@@ -620,9 +720,15 @@ def runs_csv(result: dict) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for row in result["runs"]:
-        writer.writerow([row["run_id"], *(row["settings"][n] for n in names),
-                         *("" if row[k] is None else row[k] for k in header[len(names) + 1:])])
+        writer.writerow(map(_inert, [row["run_id"], *(row["settings"][n] for n in names),
+                                     *("" if row[k] is None else row[k] for k in header[len(names) + 1:])]))
     return buffer.getvalue()
+
+
+def _inert(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (``=HYPERLINK(…)`` in a doctored ``created``)
+    gets a leading ``'``, as OWASP's CSV-injection rule says; numbers stay numbers."""
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def runs_diff_view(result: dict) -> list[Any]:

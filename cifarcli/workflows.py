@@ -7,6 +7,7 @@ every setting, assembles the typed document (``document``) and renders it;
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -19,21 +20,67 @@ import numpy as np
 from cifarcli import __version__, data, execute, stages
 from cifarcli.cache import Artifact, disk_error, write_atomic
 from cifarcli.config import GRADCHECK_TOL, load_settings
-from cifarcli.document import ReportDocument, comparison_section, initialisation, run_section
-from cifarcli.errors import OptionError
+from cifarcli.document import ReportDocument, comparison_section, discordant_pairs, initialisation, run_section
+from cifarcli.errors import CifarError, OptionError, WorkFailed
+from cifarcli.gradcheck import verdict_line
 from cifarcli.predict import RESAMPLE, ImageError, classify, export_arrays, load_image, top_k
-from cifarcli.report import render_html, render_markdown
+from cifarcli.report import comparisons, render_html, render_markdown
+from cifarcli.report.typeset import compile_pdf, render_typst
 from cifarcli.stages import Workspace
 from cifarcli.sweep import report_section
 
 
-def report(ws: Workspace, settings_path: Path | None = None, force: bool = False) -> dict:
-    """The whole study: every stage for every setting, then reports/report.md and report.html."""
+PDF_INSTALL = "pip install 'cifarcli[pdf]'   (or: pip install typst)"
+DISCUSSION_MAX_BYTES = 1_000_000
+
+
+def read_discussion(path: Path) -> str:
+    """The author's discussion file (UTF-8 text, at most ``DISCUSSION_MAX_BYTES``); one CifarError line if not."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(DISCUSSION_MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise CifarError(f"no such discussion file: {path}", hint="give a Markdown file with --discussion") from None
+    except IsADirectoryError:
+        raise CifarError(f"the discussion {path} is a folder, not a file") from None
+    except OSError as exc:
+        raise CifarError(f"cannot read the discussion {path}: {exc.strerror or exc}") from None
+    if len(raw) > DISCUSSION_MAX_BYTES:
+        raise CifarError(f"the discussion {path} is larger than {DISCUSSION_MAX_BYTES // 1000} kB")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CifarError(f"the discussion {path} is not UTF-8 text") from None
+
+
+def _require_typst() -> None:
+    try:
+        import typst  # noqa: F401
+    except ImportError:
+        raise CifarError("--pdf needs the typst package, which is not installed", hint=PDF_INSTALL) from None
+
+
+def report(ws: Workspace, settings_path: Path | None = None, force: bool = False, discussion: Path | None = None,
+           brief: bool | None = None, pdf: bool = False) -> dict:
+    """The whole study: every stage for every setting, then reports/report.md and report.html (and with
+    ``pdf`` report.typ and an A4 report.pdf). ``discussion`` (a file) and ``brief`` override the settings
+    file's ``[report]`` table."""
     settings = load_settings(settings_path)
+    if pdf:
+        _require_typst()
+    discussion = discussion if discussion is not None else settings.discussion
+    words = read_discussion(discussion) if discussion is not None else None
+    brief = settings.brief if brief is None else brief
     data_artifact = stages.dataset(ws)
     check = stages.gradcheck(ws, settings.gradcheck)
-    execute.train_missing(ws, settings.runs + (settings.ensemble or []))
+    passed = check.payload["max_error"] <= GRADCHECK_TOL
+    ws.log(f"gradient check: {verdict_line(check.payload['max_error'], GRADCHECK_TOL)}")
+    # Each run's evaluation and figures are made by the worker that trained it, as soon as it is trained.
+    execute.train_missing(ws, settings.runs + (settings.ensemble or []), figures=settings.runs)
     trained = [stages.train(ws, config) for config in settings.runs]
+    to_draw = stages.figures_to_draw(ws, trained, compared=True)
+    if to_draw:
+        ws.progress.steps("drawing figures", to_draw)
     named = stages.run_names(ws)
     names = {run.key: named[run.key] for run in trained if run.key in named}
     runs = [run_section(ws, run, names.get(run.key)) for run in trained]
@@ -41,6 +88,10 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
     swept = report_section(ws, settings.sweep) if settings.sweep is not None else None
     combined = (stages.ensemble(ws, [stages.train(ws, config) for config in settings.ensemble])
                 if settings.ensemble else None)
+    discordant = discordant_pairs(ws, trained, "test")
+    if swept is not None and swept.best is not None and swept.runner_up is not None:
+        discordant += discordant_pairs(ws, [stages.find_run(ws, swept.best.run_id),
+                                            stages.find_run(ws, swept.runner_up["run_id"])], "val")
     info = data_artifact.meta["info"]
     document = ReportDocument(
         title="One-layer network on CIFAR-10", cifarcli_version=__version__,
@@ -49,9 +100,10 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
                  "n_test": info["n_test"]},
         preprocessing={"scale": "pixels / 255", "normalisation": "per-dimension mean and std of the training split"},
         initialisation=initialisation(runs),
-        gradcheck={**check.payload, "tol": GRADCHECK_TOL, "passed": check.payload["max_error"] <= GRADCHECK_TOL},
+        gradcheck={**check.payload, "tol": GRADCHECK_TOL, "passed": passed},
         runs=runs, sweep=swept, comparison=compared,
-        ensemble={"key": combined.key, **combined.payload} if combined else None)
+        ensemble={"key": combined.key, **combined.payload} if combined else None,
+        discordant=discordant, discussion=words, brief=brief)
     inputs = {"gradcheck": check.key, **{f"run{i}": run.run_id for i, run in enumerate(runs)}}
     if swept is not None:
         inputs["sweep"] = swept.key
@@ -61,22 +113,34 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
         inputs["ensemble"] = combined.key
 
     def compute():
+        ws.progress.phase("rendering the report (Markdown, HTML)")
         doc = {**document.to_dict(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        return {"doc": doc, "report.md": render_markdown(doc), "report.html": render_html(doc, ws.reports_dir)}, {}
+        return {"doc": doc, "report.md": render_markdown(doc), "report.html": render_html(doc, ws.reports_dir),
+                "report.typ": render_typst(doc)}, {}
 
     # Made from more than its key names: every run's metrics and figures, and the sweep's best run.
     depends = [("gradcheck", check.key), *(d for run in runs for d in run.made_from()),
                *(swept.made_from() if swept is not None else []),
                *(compared.made_from() if compared is not None else []),
                *([("ensemble", combined.key)] if combined is not None else [])]
-    # The names are printed in the labels: a renamed run re-renders the report (run IDs never move).
-    params = {"names": names} if names else {}
+    # The names are printed in the labels (a renamed run re-renders the report; run IDs never move), and
+    # the discussion's content and the layout are part of what the report is made from.
+    params = {**({"names": names} if names else {}), **({"brief": True} if brief else {}),
+              **({"discussion_sha256": hashlib.sha256(words.encode()).hexdigest()} if words is not None else {})}
     artifact = stages.REPORT.get_or_compute(ws, params, inputs, compute, force=force, depends=depends)
-    paths = {}
-    for name in ("report.md", "report.html"):
-        paths[name] = ws.reports_dir / name
-        stages.write_if_changed(paths[name], artifact.payload[name].encode())
-    return {**artifact.payload["doc"], "paths": {k: str(v) for k, v in paths.items()},
+    paths = {name: ws.reports_dir / name for name in ("report.md", "report.html", *(("report.typ",) if pdf else ()))}
+    ws.progress.phase(f"writing {', '.join(str(path) for path in paths.values())}")
+    for name, path in paths.items():
+        stages.write_if_changed(path, artifact.payload[name].encode())
+    if pdf:
+        paths["report.pdf"] = ws.reports_dir / "report.pdf"
+        try:
+            stages.write_if_changed(paths["report.pdf"], compile_pdf(artifact.payload["report.typ"], ws.reports_dir))
+        except RuntimeError as exc:    # typst's own error: a bug of ours, or a figure missing from reports/
+            raise WorkFailed(f"typst could not typeset {paths['report.typ']}: {str(exc).splitlines()[0]}") from None
+    ws.progress.phase_done()
+    return {**artifact.payload["doc"], "comparisons": comparisons(artifact.payload["doc"]),
+            "paths": {k: str(v) for k, v in paths.items()},
             "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.store.events]}
 
 
@@ -87,11 +151,11 @@ def ensemble_members(ws: Workspace, run_ids: list[str] | None, config=None, seed
 
     if run_ids:
         if seeds:
-            raise OptionError("seeds", "give either --run (existing runs) or --seeds (with training options), "
+            raise OptionError("seeds", "give either `run` (existing runs) or `seeds` (with training options), "
                               "not both")
         return [stages.find_run(ws, run_id) for run_id in run_ids]
     if not seeds:
-        raise OptionError("seeds", "an ensemble needs its members", hint="give --run A --run B, or --seeds 1,2,3")
+        raise OptionError("seeds", "an ensemble needs its members", hint="give `run` A `run` B, or `seeds` 1,2,3")
     configs = [replace(config, seed=seed).validate() for seed in seeds]
     execute.train_missing(ws, configs)
     return [stages.train(ws, c) for c in configs]
@@ -129,20 +193,13 @@ def predict(ws: Workspace, run: Artifact, images: list[dict]) -> dict:
     if good:
         P = classify(np.stack([images[i]["record"] for i in good]), p["W"], p["b"], p["mean"], p["std"],
                      config.loss)
-        svm = config.loss == "svm"   # an SVM gives scores, not probabilities: its JSON says "score"
+        svm = not config.loss_fn.gives_probabilities   # an SVM gives scores: its JSON says "score"
         for j, (i, top) in enumerate(zip(good, top_k(P, names, 3))):
             if svm:
                 top = [{"class": t["class"], "score": t["probability"]} for t in top]
             results[i] = {"path": images[i]["path"], "top3": top,
                           "scores" if svm else "probabilities": {name: float(P[k, j]) for k, name in enumerate(names)}}
-    kind = {"kind": "sigmoid", "sums_to_one": False,
-            "note": "bce run: each class has its own sigmoid probability (a yes/no answer per class); "
-                    "they do not sum to 1"} if config.loss == "bce" else \
-        {"kind": "svm scores", "sums_to_one": False, "scores": True,
-         "note": "svm run: these are class scores s = Wx + b, not probabilities; the highest wins, and only "
-                 "their order and differences (margins) mean anything"} if config.loss == "svm" else \
-        {"kind": "softmax", "sums_to_one": True, "note": "softmax over the 10 classes: they sum to 1"}
-    return {"run_id": run.key, "loss": config.loss, "output": kind,
+    return {"run_id": run.key, "loss": config.loss, "output": dict(config.loss_fn.output_words),
             "preprocessing": f"RGB, resized to 32×32 ({RESAMPLE}), pixels / 255, normalised with the "
                              "run's training mean and std", "images": results}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -26,6 +27,18 @@ def real_archive() -> Path:
     if not REAL_ARCHIVE or not Path(REAL_ARCHIVE).is_file():
         pytest.skip("set CIFARCLI_TEST_ARCHIVE to the CIFAR-10 stand-in to run real-data tests")
     return Path(REAL_ARCHIVE)
+
+
+@pytest.fixture(scope="module")
+def data32():
+    """The tiny arrays prepared for training in float32 (``tinycifar.prepared``)."""
+    return tinycifar.prepared("float32")
+
+
+@pytest.fixture(scope="module")
+def data64():
+    """The tiny arrays prepared for training in float64."""
+    return tinycifar.prepared("float64")
 
 
 @pytest.fixture
@@ -70,3 +83,11 @@ def cli(tmp_path, monkeypatch):
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def fetched(cli, tiny_archive) -> dict:
+    """The tiny archive imported into ./cache by `cifarcli fetch`; returns fetch's JSON document."""
+    result = cli("fetch", "--source", tiny_archive, "--json", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)

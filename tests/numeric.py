@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from cifarcli.model import compute_cost
+from cifarcli.config import loss_named
 
 
 def naive_gradients(X, Y, W, b, lam, h=1e-6, loss="softmax"):
-    """Centred differences of compute_cost, parameter by parameter: (gW K × d, gb K × 1)."""
+    """Centred differences of the loss's compute_cost, parameter by parameter: (gW K × d, gb K × 1)."""
+    compute_cost = loss_named(loss).compute_cost
     W, b = W.copy(), b.copy()
     grads = []
     for theta in (W, b):
@@ -16,9 +17,9 @@ def naive_gradients(X, Y, W, b, lam, h=1e-6, loss="softmax"):
         for idx in np.ndindex(theta.shape):
             old = theta[idx]
             theta[idx] = old + h
-            up = compute_cost(X, Y, W, b, lam, loss)
+            up = compute_cost(X, Y, W, b, lam)
             theta[idx] = old - h
-            down = compute_cost(X, Y, W, b, lam, loss)
+            down = compute_cost(X, Y, W, b, lam)
             theta[idx] = old
             g[idx] = (up - down) / (2 * h)
         grads.append(g)

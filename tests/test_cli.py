@@ -91,12 +91,6 @@ def sha256(path: Path) -> str:
 
 
 @pytest.fixture
-def fetched(cli, tiny_archive) -> dict:
-    """The tiny archive imported into ./cache; returns fetch's JSON document."""
-    return ok_json(cli("fetch", "--source", tiny_archive, "--json"))
-
-
-@pytest.fixture
 def run(cli, fetched) -> dict:
     """One short training run (λ=0, η=0.001, 2 epochs); returns train's JSON document."""
     return ok_json(cli("train", *SHORT, "--json"))

@@ -20,6 +20,7 @@ import pytest
 import tinycifar
 from cifarcli import data
 from cifarcli.errors import CifarError, WorkFailed
+from cifarcli.options import as_typed
 from httpserver import http_server  # noqa: F401  (pytest fixture)
 
 BIN = "cifar-10-batches-bin"
@@ -480,7 +481,8 @@ def test_download_gives_up_after_the_retries(tmp_path, http_server):
     with pytest.raises(WorkFailed) as err:
         data.download(url, tmp_path / "c.tar.gz", retries=2, **FAST)
     assert url in err.value.message and "HTTP 500" in err.value.message
-    assert "--source" in err.value.hint
+    assert err.value.setting == "source"   # the library names the setting; the CLI adds `cifarcli fetch --source`
+    assert "cifarcli fetch --source PATH" in as_typed(err.value).hint
     assert len(http_server.ranges("/c.tar.gz")) == 3
     assert not (tmp_path / "c.tar.gz").exists()
 
@@ -520,7 +522,7 @@ def test_404_fails_at_once_naming_the_url(tmp_path, http_server):
     with pytest.raises(WorkFailed) as err:
         data.download(url, tmp_path / "c.tar.gz", **FAST)
     assert err.value.message == f"cannot download {url}: HTTP 404 Not Found"
-    assert "--source PATH" in err.value.hint
+    assert err.value.setting == "source" and "cifarcli fetch --source PATH" in as_typed(err.value).hint
     assert len(http_server.requests) == 1
     assert leftovers(tmp_path) == []
 

@@ -23,7 +23,8 @@ import tinycifar
 from cifarcli.prepare import prepare
 from cifarcli.threads import TwoHalves, one_blas_thread
 from cifarcli.config import TrainConfig
-from cifarcli.train import epoch_plan, train, train_reference
+from cifarcli.augment import epoch_plan
+from cifarcli.train import train, train_reference
 from procs import cli_process, env_for, spawn
 
 UNSTABLE = dict(lam=0.0, eta=0.1)          # the study's unstable setting: it amplifies any rounding difference

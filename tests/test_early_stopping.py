@@ -7,28 +7,9 @@ import json
 import numpy as np
 import pytest
 
-import tinycifar
 from cifarcli import stages
 from cifarcli.config import TrainConfig
-from cifarcli.prepare import prepare
 from cifarcli.train import Checkpoint, EarlyStopping, best_epoch, train, train_reference
-
-
-def _data(dtype="float32"):
-    batches, (tx, ty) = tinycifar.make_arrays(200, 100, seed=0)
-    x = np.concatenate([b[0] for b in batches])
-    y = np.concatenate([b[1] for b in batches])
-    return prepare(x, y, tx, ty, tinycifar.LABEL_NAMES, 200, "seed", 100, dtype)
-
-
-@pytest.fixture(scope="module")
-def data32():
-    return _data("float32")
-
-
-@pytest.fixture(scope="module")
-def data64():
-    return _data("float64")
 
 
 NOISY = dict(lam=0.0, eta=0.05, n_batch=20)     # a large step: validation accuracy goes up and down

@@ -10,7 +10,7 @@ import pytest
 from cifarcli import stages
 from cifarcli.config import TrainConfig
 from cifarcli.ensemble import combine
-from cifarcli.model import probabilities, scores
+from cifarcli.model import scores, softmax
 
 ARGS = ("--lam", "0", "--eta", "0.0005", "--n-epochs", "2", "--n-batch", "20")
 
@@ -27,7 +27,7 @@ def test_vote_ties_go_to_the_lowest_class_and_the_mean_averages_outputs():
     assert out["vote_ties"] == 2 and out["n"] == 4
     assert out["vote"] == pytest.approx(1 / 4)                    # only image 1 (class 1) is right
     assert out["members"] == [pytest.approx(2 / 4), pytest.approx(1 / 4)]
-    mean = (probabilities(scores(X, W1, b)) + probabilities(scores(X, W2, b))) / 2
+    mean = (softmax(scores(X, W1, b)) + softmax(scores(X, W2, b))) / 2
     assert out["mean"] == pytest.approx(np.mean(np.argmax(mean, axis=0) == np.array([0, 1, 2, 2])))
     svm = combine([(W1, b), (W2, b)], X, np.array([0, 1, 2, 2]), "svm")          # scores averaged
     assert svm["mean"] == pytest.approx(np.mean(np.argmax((W1 + W2) / 2, axis=0) == np.array([0, 1, 2, 2])))

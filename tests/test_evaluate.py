@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import tinycifar
-from cifarcli.evaluate import confusion_matrix, evaluate_model
+from cifarcli.evaluate import confusion_matrix, evaluate_model, template_roughness, update_sizes, without_predictions
+from cifarcli.config import loss_named
 from cifarcli.model import compute_accuracy, compute_cost, compute_loss
 from cifarcli.prepare import prepare
 from cifarcli.config import TrainConfig
@@ -31,7 +32,7 @@ def test_confusion_matrix_counts():
 def test_evaluate_model_numbers(trained):
     data, res = trained
     m = evaluate_model(res.W, res.b, 0.1, data)
-    json.dumps(m)
+    json.dumps(without_predictions(m))
     for split, X, Y in (("train", data.X_train, data.Y_train), ("val", data.X_val, data.Y_val),
                         ("test", data.X_test, data.Y_test)):
         assert m[split]["loss"] == pytest.approx(compute_loss(X, Y, res.W, res.b), rel=1e-12)
@@ -78,12 +79,12 @@ def test_evaluate_svm_model(trained_svm):
 
     data, res = trained_svm
     m = evaluate_model(res.W, res.b, 0.1, data, loss="svm")
-    json.dumps(m)
+    json.dumps(without_predictions(m))
     assert m["loss"] == "svm"
     for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),
                         ("test", data.X_test, data.y_test)):
-        assert m[split]["loss"] == pytest.approx(compute_loss(X, y, res.W, res.b, "svm"), rel=1e-12)
-        assert m[split]["cost"] == pytest.approx(compute_cost(X, y, res.W, res.b, 0.1, "svm"), rel=1e-12)
+        assert m[split]["loss"] == pytest.approx(loss_named("svm").compute_loss(X, y, res.W, res.b), rel=1e-12)
+        assert m[split]["cost"] == pytest.approx(loss_named("svm").compute_cost(X, y, res.W, res.b, 0.1), rel=1e-12)
         assert m[split]["accuracy"] == compute_accuracy(X, y, res.W, res.b)
     assert m["train"]["cost"] == pytest.approx(res.history["train_cost"][-1], rel=1e-12)
     assert "probabilities" not in m
@@ -116,3 +117,47 @@ def test_margin_summary_bins_have_open_ends():
     empty = margin_summary(m, np.ones(m.size, bool))
     assert empty["incorrect"] == {"n": 0, "mean": None, "median": None, "counts": [0] * 20}
     assert empty["confident_mistakes"] is None
+
+
+def test_evaluate_keeps_each_images_predicted_class_and_a_wilson_interval(trained):
+    data, res = trained
+    m = evaluate_model(res.W, res.b, 0.1, data)
+    for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),
+                        ("test", data.X_test, data.y_test)):
+        predicted = m["predictions"][split]
+        assert predicted.dtype == np.uint8 and predicted.shape == y.shape
+        np.testing.assert_array_equal(predicted, np.argmax(res.W @ X + res.b, axis=0))
+        assert np.mean(predicted == y) == m[split]["accuracy"]
+        lo, hi = m[split]["accuracy_ci"]
+        assert lo < m[split]["accuracy"] < hi and hi - lo < 0.5
+    assert "predictions" not in without_predictions(m)
+
+
+def test_update_sizes_measure_one_step_relative_to_the_weights(trained):
+    data, res = trained
+    sizes = update_sizes(res.W, res.b, 0.1, 0.01, 40, data.X_train, data.y_train)
+    assert sizes["n_updates"] == int(np.ceil(data.X_train.shape[1] / 40))
+    from cifarcli.model import compute_gradients, softmax
+    Xb, yb = data.X_train[:, :40], data.y_train[:40]
+    grad_W, _ = compute_gradients(Xb, yb, softmax(res.W @ Xb + res.b), res.W, 0.1)
+    first = 0.01 * np.linalg.norm(grad_W) / np.linalg.norm(res.W)
+    assert sizes["max"] >= first * (1 - 1e-12)
+    # η scales the step: ten times η, ten times the relative update.
+    ten = update_sizes(res.W, res.b, 0.1, 0.1, 40, data.X_train, data.y_train)
+    assert ten["median"] == pytest.approx(10 * sizes["median"], rel=1e-12)
+
+
+def test_template_roughness_is_one_for_noise_near_zero_for_smooth_templates_two_for_a_checkerboard():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(10, 3072))
+    assert template_roughness(noise)["roughness"] == pytest.approx(1.0, abs=0.03)
+    ramp = np.add.outer(np.arange(32.0), np.arange(32.0))                  # a smooth gradient image
+    smooth = np.tile(np.stack([ramp] * 3).ravel(), (10, 1)) * rng.uniform(0.5, 2, size=(10, 1))
+    assert template_roughness(smooth)["roughness"] < 0.05
+    checker = np.indices((32, 32)).sum(axis=0) % 2 * 2.0 - 1
+    out = template_roughness(np.tile(np.stack([checker] * 3).ravel(), (10, 1)))
+    assert out["roughness"] == pytest.approx(2.0) and len(out["per_class"]) == 10
+    # Blurring noise (mean of neighbours) makes it smoother: roughness falls.
+    img = noise.reshape(10, 3, 32, 32)
+    blurred = (img + np.roll(img, 1, 2) + np.roll(img, 1, 3) + np.roll(img, (1, 1), (2, 3))) / 4
+    assert template_roughness(blurred.reshape(10, -1))["roughness"] < 0.5

@@ -1,4 +1,4 @@
-"""cifarcli export: a plain .npz, read with allow_pickle=False, classified by the README's NumPy lines."""
+"""cifarcli export: a plain .npz, read with allow_pickle=False, classified by the NumPy lines of docs/commands.md."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from PIL import Image
 import tinycifar
 from cifarcli import stages
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+COMMANDS_DOC = Path(__file__).resolve().parent.parent / "docs" / "commands.md"
 TRAIN = ("--n-epochs", "3", "--n-batch", "20")
 
 
 def readme_snippet() -> str:
-    """The python block of the README's export section, exactly as written there."""
-    section = README.read_text().split("### export", 1)[1].split("\n### ", 1)[0]
+    """The python block of the export section of docs/commands.md, exactly as written there."""
+    section = COMMANDS_DOC.read_text().split("### export", 1)[1].split("\n### ", 1)[0]
     [block] = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     return block
 
@@ -30,7 +30,7 @@ def readme_snippet() -> str:
 def run_snippet(code: str, namespace: dict) -> str:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(code, "README.md", "exec"), namespace)
+        exec(compile(code, "docs/commands.md", "exec"), namespace)
     return out.getvalue()
 
 

@@ -14,8 +14,12 @@ What "exactly the result" means here (decided, see docs/reliability.md):
   and the durations ("1.2 s") are masked; the --json document equals the
   undisturbed one without ``created``, durations and the per-stage hit list.
 
-Kill moments are drawn from ``random.Random(seed)`` over the duration of the
-undisturbed run (measured, never asserted on). Each kill runs in its own cache;
+Kill moments are ones the command itself reveals, never a timer: a lock, a
+scratch checkpoint of epoch N, a ``.part`` file that has grown past a size, a
+temporary artifact folder, a committed artifact (see ``Milestone``). The kill
+follows the moment at once, so it lands whatever the machine's load; one that
+still comes after the command finished is retried in a fresh folder (a bounded
+number of times), and every kill must land. Each kill runs in its own cache;
 after all kills, ``cifarcli cache gc`` must leave no ``.tmp-*``, ``*.part`` or
 ``*.tmp`` anywhere in any of them. The 20-kill runs are marked slow
 (``python -m pytest -m slow``); a 2-kill smoke run of each is in the default run.
@@ -23,10 +27,10 @@ after all kills, ``cifarcli cache gc`` must leave no ``.tmp-*``, ``*.part`` or
 
 from __future__ import annotations
 
+import contextlib
 import html.parser
 import json
 import os
-import random
 import re
 import shutil
 import signal
@@ -96,33 +100,87 @@ def compare_caches(cache: Path, reference: Path) -> None:
             assert ours[name] == sha, name
 
 
-def delays(seed: int, n: int, duration: float) -> list[float]:
-    rng = random.Random(seed)
-    return [rng.uniform(0.02, duration * 0.95) for _ in range(n)]
+class Milestone:
+    """A moment a command reveals in its folder: ``reached(folder)`` once it has happened."""
+
+    def __init__(self, name: str, reached):
+        self.name, self.reached = name, reached
+
+    def __repr__(self) -> str:
+        return self.name
 
 
-def timed(cwd: Path, *args) -> float:
-    started = time.monotonic()
-    done = cli_process(cwd, *args)
-    assert done.returncode == 0, done.stderr
-    return time.monotonic() - started
+def appears(pattern: str) -> Milestone:
+    """A path matching ``pattern`` (a glob under the kill folder) exists."""
+    return Milestone(pattern, lambda folder: any(folder.glob(pattern)))
 
 
-def kill_and_rerun(root: Path, args: tuple, moments: list[float], prepare, check) -> dict:
-    """For each moment: fresh folder, start ``cifarcli ARGS``, kill -9 its group then, rerun, ``check``.
+def appeared(pattern: str, n: int) -> Milestone:
+    return Milestone(f"{n} x {pattern}", lambda folder: len(list(folder.glob(pattern))) >= n)
 
-    Returns counts (kills landed while running, finished before, leftovers gc removed).
+
+def grown(pattern: str, size: int) -> Milestone:
+    """A file matching ``pattern`` holds at least ``size`` bytes (a download in progress)."""
+    def reached(folder):
+        return any(_size(p) >= size for p in folder.glob(pattern))
+    return Milestone(f"{pattern} >= {size} B", reached)
+
+
+def checkpoint_of_epoch(epoch: int) -> Milestone:
+    """The training's scratch checkpoint records at least ``epoch`` epochs."""
+    def reached(folder):
+        for path in folder.glob("cache/train/.scratch/*/checkpoint"):
+            with contextlib.suppress(Exception):  # replaced or dropped while read: not yet seen
+                if joblib.load(path)["epoch"] >= epoch:
+                    return True
+        return False
+    return Milestone(f"checkpoint of epoch {epoch}", reached)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
+
+
+KILL_TRIES = 4  # a kill that came after the command had finished is retried this many times in all
+
+
+def kill_at(folder: Path, args: tuple, milestones: list[Milestone], target: int) -> bool:
+    """Start ``cifarcli ARGS`` and kill -9 its group as soon as ``milestones[target]`` (or a later
+    one, should the poll have missed a short-lived file) is seen; True when the kill landed."""
+    proc = spawn(folder, *args)
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and not any(m.reached(folder) for m in milestones[target:]):
+        assert time.monotonic() < deadline, f"{milestones[target]} never came"
+        time.sleep(0.002)
+    return kill_group(proc)
+
+
+def kill_and_rerun(root: Path, args: tuple, milestones: list[Milestone], n: int, prepare, check) -> dict:
+    """Kill ``cifarcli ARGS`` at ``n`` moments spread over ``milestones``, each in a fresh folder;
+    rerun it there and ``check`` the result.
+
+    Returns counts: kills landed while running, finished first (after every try), retries,
+    leftovers that gc removed.
     """
-    counts = {"landed": 0, "finished_first": 0, "gc_removed": 0, "leftovers": 0}
+    counts = {"landed": 0, "finished_first": 0, "retries": 0, "gc_removed": 0, "leftovers": 0}
     folders = []
-    for i, moment in enumerate(moments):
+    for i in range(n):
+        target = i * len(milestones) // n
         folder = root / f"kill{i:02d}"
-        prepare(folder)
-        proc = spawn(folder, *args)
-        time.sleep(moment)
-        counts["landed" if kill_group(proc) else "finished_first"] += 1
+        for attempt in range(KILL_TRIES):
+            if attempt:
+                counts["retries"] += 1
+                shutil.rmtree(folder)
+            prepare(folder)
+            landed = kill_at(folder, args, milestones, target)
+            if landed:
+                break
+        counts["landed" if landed else "finished_first"] += 1
         rerun = cli_process(folder, *args, "--json")
-        assert rerun.returncode == 0, (i, moment, rerun.stderr)
+        assert rerun.returncode == 0, (i, milestones[target], rerun.stderr)
         check(folder, json.loads(rerun.stdout))
         folders.append(folder)
     for folder in folders:
@@ -135,7 +193,13 @@ def kill_and_rerun(root: Path, args: tuple, moments: list[float], prepare, check
         # Nothing in the system temp folder the processes were given.
         assert list((folder / "systmp").iterdir()) == []
     print(f"\n{args[0]}: {counts}")
+    assert counts == {**counts, "landed": n, "finished_first": 0}, "a kill came after the command finished"
     return counts
+
+
+def run_ok(cwd: Path, *args) -> None:
+    done = cli_process(cwd, *args)
+    assert done.returncode == 0, done.stderr
 
 
 # -- references: one undisturbed run of each command ------------------------------------------
@@ -145,7 +209,7 @@ def kill_and_rerun(root: Path, args: tuple, moments: list[float], prepare, check
 def fetched_cache(tmp_path_factory, tiny_archive) -> Path:
     """A cache holding only the imported tiny archive (copied for each kill)."""
     root = tmp_path_factory.mktemp("fetched")
-    assert timed(root, "fetch", "--source", tiny_archive, "--cache-dir", "cache", "-q") >= 0
+    run_ok(root, "fetch", "--source", tiny_archive, "--cache-dir", "cache", "-q")
     return root / "cache"
 
 
@@ -161,10 +225,11 @@ def empty(folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def train_reference(tmp_path_factory, fetched_cache):
+def train_reference(tmp_path_factory, fetched_cache) -> Path:
     root = tmp_path_factory.mktemp("train-reference")
     fresh_copy(fetched_cache)(root / "r")
-    return root / "r" / "cache", timed(root / "r", "train", *TRAIN, "--cache-dir", "cache", "-q")
+    run_ok(root / "r", "train", *TRAIN, "--cache-dir", "cache", "-q")
+    return root / "r" / "cache"
 
 
 @pytest.fixture(scope="module")
@@ -172,17 +237,32 @@ def report_reference(tmp_path_factory, fetched_cache):
     root = tmp_path_factory.mktemp("report-reference")
     fresh_copy(fetched_cache)(root / "r")
     (root / "study.toml").write_text(SETTINGS)
-    started = time.monotonic()
     done = cli_process(root / "r", "report", "--config", root / "study.toml", "--cache-dir", "cache", "--json")
     assert done.returncode == 0, done.stderr
-    return root / "r", json.loads(done.stdout), time.monotonic() - started, root / "study.toml"
+    return root / "r", json.loads(done.stdout), root / "study.toml"
 
 
 # -- kill -9 -------------------------------------------------------------------------------------
 
+# What each command reveals, in order. An artifact: its key's lock, its temporary folder, the
+# payload and meta.json written there, then the committed folder.
+def commit_of(stage: str) -> list[Milestone]:
+    return [appears(f"cache/.locks/{stage}-*.lock"), appears(f"cache/{stage}/.tmp-*"),
+            appears(f"cache/{stage}/.tmp-*/payload.joblib"), appears(f"cache/{stage}/[0-9a-f]*/meta.json")]
 
-def _fetch_local(tmp_path, tiny_archive, fetched_cache, n, seed):
-    duration = timed(tmp_path, "fetch", "--source", tiny_archive, "--cache-dir", "undisturbed", "-q")
+
+IMPORT_MILESTONES = [appears("cache"), *commit_of("dataset")]
+TRAIN_MILESTONES = [appears("cache/.locks/train-*.lock"), appears("cache/train/.scratch/*/checkpoint"),
+                    *(checkpoint_of_epoch(e) for e in (5, 10, 15, 20, 25)), *commit_of("train")[1:]]
+REPORT_MILESTONES = [*commit_of("gradcheck"), appears("cache/train/.scratch/*/checkpoint"),
+                     appeared("cache/train/[0-9a-f]*/meta.json", 1), appeared("cache/train/[0-9a-f]*/meta.json", 2),
+                     appears("cache/evaluate/[0-9a-f]*/meta.json"), appears("cache/plot/.tmp-*-draw-*/loss.png"),
+                     appears("cache/plot/.tmp-*-draw-*/confusion.png"), appeared("cache/plot/[0-9a-f]*/meta.json", 1),
+                     appeared("cache/plot/[0-9a-f]*/meta.json", 2), appears("cache/comparison/.tmp-*-draw-*"),
+                     *commit_of("comparison")[1:], *commit_of("report")]
+
+
+def _fetch_local(tmp_path, tiny_archive, fetched_cache, n):
     want = checksums(fetched_cache)
 
     def check(folder, doc):
@@ -190,17 +270,18 @@ def _fetch_local(tmp_path, tiny_archive, fetched_cache, n, seed):
         assert checksums(folder / "cache") == want
 
     return kill_and_rerun(tmp_path, ("fetch", "--source", tiny_archive, "--cache-dir", "cache"),
-                          delays(seed, n, duration), empty, check)
+                          IMPORT_MILESTONES, n, empty, check)
 
 
-def _fetch_download(tmp_path, tiny_archive, fetched_cache, n, seed):
+def _fetch_download(tmp_path, tiny_archive, fetched_cache, n):
     body = tiny_archive.read_bytes()
     with LoopbackServer() as server:
-        # ~40 pieces of 96 kB, 30 ms apart: over a second of download to land kills in.
+        # ~40 pieces of 96 kB, 30 ms apart: the download is killed at ten sizes of its .part.
         server.route("/cifar-10-binary.tar.gz", body=body, trickle=96 * 1024, trickle_delay=0.03)
         url = server.url("/cifar-10-binary.tar.gz")
-        duration = timed(tmp_path, "fetch", "--source", url, "--cache-dir", "undisturbed", "-q")
         want = checksums(fetched_cache)
+        milestones = [*(grown("cache/downloads/*.part", len(body) * k // 10) for k in range(10)),
+                      appears("cache/downloads/*.tar.gz"), *commit_of("dataset")]
 
         def check(folder, doc):
             assert checksums(folder / "cache") == want
@@ -209,78 +290,73 @@ def _fetch_download(tmp_path, tiny_archive, fetched_cache, n, seed):
             assert not list((folder / "cache" / "downloads").glob("*.part"))
 
         counts = kill_and_rerun(tmp_path, ("fetch", "--source", url, "--cache-dir", "cache"),
-                                delays(seed, n, duration), empty, check)
+                                milestones, n, empty, check)
         resumed = [r for r in server.ranges("/cifar-10-binary.tar.gz") if r]
     print(f"download resumed with a Range request {len(resumed)} time(s)")
+    assert resumed, "no kill left a .part for the rerun to resume"
     return counts
 
 
-def _train(tmp_path, fetched_cache, train_reference, n, seed):
-    reference, duration = train_reference
-
+def _train(tmp_path, fetched_cache, train_reference, n):
     def check(folder, doc):
         assert doc["diverged_at"] is None
-        compare_caches(folder / "cache", reference)
+        compare_caches(folder / "cache", train_reference)
         assert not list((folder / "cache" / "train" / ".scratch").glob("*/checkpoint"))
 
-    return kill_and_rerun(tmp_path, ("train", *TRAIN, "--cache-dir", "cache"), delays(seed, n, duration),
+    return kill_and_rerun(tmp_path, ("train", *TRAIN, "--cache-dir", "cache"), TRAIN_MILESTONES, n,
                           fresh_copy(fetched_cache), check)
 
 
-def _report(tmp_path, fetched_cache, report_reference, n, seed):
-    reference, reference_doc, duration, settings = report_reference
+def without_temporaries(files: dict[str, str]) -> dict[str, str]:
+    return {name: sha for name, sha in files.items() if not name.endswith(".tmp")}
+
+
+def _report(tmp_path, fetched_cache, report_reference, n):
+    reference, reference_doc, settings = report_reference
 
     def check(folder, doc):
         compare_caches(folder / "cache", reference / "cache")
         assert stable_doc(doc) == stable_doc(reference_doc)
         for name in ("report.md", "report.html"):
             assert mask((folder / "reports" / name).read_text()) == mask((reference / "reports" / name).read_text())
-        assert tree(folder / "reports" / "figures") == tree(reference / "reports" / "figures")
+        # A kill while a figure was copied to reports/ leaves that copy's temporary file (nothing
+        # cleans reports/ of it yet); every file under its final name is whole.
+        assert without_temporaries(tree(folder / "reports" / "figures")) == tree(reference / "reports" / "figures")
 
     return kill_and_rerun(tmp_path, ("report", "--config", settings, "--cache-dir", "cache"),
-                          delays(seed, n, duration), fresh_copy(fetched_cache), check)
+                          REPORT_MILESTONES, n, fresh_copy(fetched_cache), check)
 
 
 def test_kill_9_during_a_local_import_smoke(tmp_path, tiny_archive, fetched_cache):
-    _fetch_local(tmp_path, tiny_archive, fetched_cache, SMOKE_KILLS, seed=1)
+    _fetch_local(tmp_path, tiny_archive, fetched_cache, SMOKE_KILLS)
 
 
 def test_kill_9_during_a_download_smoke(tmp_path, tiny_archive, fetched_cache):
-    _fetch_download(tmp_path, tiny_archive, fetched_cache, SMOKE_KILLS, seed=2)
+    _fetch_download(tmp_path, tiny_archive, fetched_cache, SMOKE_KILLS)
 
 
 def test_kill_9_during_report_smoke(tmp_path, fetched_cache, report_reference):
-    _report(tmp_path, fetched_cache, report_reference, SMOKE_KILLS, seed=3)
-
-
-def assert_most_kills_landed(counts: dict) -> None:
-    """Every kill was made, and most hit a running command: a kill after it finished proves nothing."""
-    assert counts["landed"] + counts["finished_first"] == SLOW_KILLS
-    assert counts["landed"] >= SLOW_KILLS // 2, counts
+    _report(tmp_path, fetched_cache, report_reference, SMOKE_KILLS)
 
 
 @pytest.mark.slow
 def test_kill_9_at_20_moments_of_a_local_import(tmp_path, tiny_archive, fetched_cache):
-    counts = _fetch_local(tmp_path, tiny_archive, fetched_cache, SLOW_KILLS, seed=11)
-    assert_most_kills_landed(counts)
+    _fetch_local(tmp_path, tiny_archive, fetched_cache, SLOW_KILLS)
 
 
 @pytest.mark.slow
 def test_kill_9_at_20_moments_of_a_download(tmp_path, tiny_archive, fetched_cache):
-    counts = _fetch_download(tmp_path, tiny_archive, fetched_cache, SLOW_KILLS, seed=12)
-    assert_most_kills_landed(counts)
+    _fetch_download(tmp_path, tiny_archive, fetched_cache, SLOW_KILLS)
 
 
 @pytest.mark.slow
 def test_kill_9_at_20_moments_of_train(tmp_path, fetched_cache, train_reference):
-    counts = _train(tmp_path, fetched_cache, train_reference, SLOW_KILLS, seed=13)
-    assert_most_kills_landed(counts)
+    _train(tmp_path, fetched_cache, train_reference, SLOW_KILLS)
 
 
 @pytest.mark.slow
 def test_kill_9_at_20_moments_of_report(tmp_path, fetched_cache, report_reference):
-    counts = _report(tmp_path, fetched_cache, report_reference, SLOW_KILLS, seed=14)
-    assert_most_kills_landed(counts)
+    _report(tmp_path, fetched_cache, report_reference, SLOW_KILLS)
 
 
 # -- Ctrl-C during a download ----------------------------------------------------------------------
@@ -361,7 +437,7 @@ def whole_html(text: str) -> None:
 
 
 def test_four_reports_at_once_all_succeed_and_write_whole_files(tmp_path, fetched_cache, report_reference):
-    reference, reference_doc, _, settings = report_reference
+    reference, reference_doc, settings = report_reference
     fresh_copy(fetched_cache)(tmp_path / "w")
     procs = [spawn(tmp_path / "w", "report", "--config", settings, "--cache-dir", "cache", "--json")
              for _ in range(4)]
@@ -435,7 +511,7 @@ def test_full_disk_during_train_is_one_line_and_earlier_artifacts_stay_whole(tmp
 
 def test_full_disk_while_writing_reports_is_one_line_and_the_cache_stays_whole(tmp_path, fetched_cache,
                                                                                report_reference):
-    _, _, _, settings = report_reference
+    _, _, settings = report_reference
     fresh_copy(fetched_cache)(tmp_path / "w")
     with tmpfs(tmp_path / "rdisk", "40k") as rdisk:
         done = cli_process(tmp_path / "w", "report", "--config", settings, "--cache-dir", "cache",
@@ -457,7 +533,7 @@ def test_full_disk_while_writing_reports_is_one_line_and_the_cache_stays_whole(t
 
 def test_full_cache_disk_during_report_is_one_line(tmp_path, cache_on_small_disk, report_reference):
     disk = cache_on_small_disk
-    _, _, _, settings = report_reference
+    _, _, settings = report_reference
     before = checksums(disk / "cache")
     done = cli_process(tmp_path, "report", "--config", settings, "--cache-dir", disk / "cache", "--jobs", "1")
     one_error(done, 1, "no space left writing", str(disk / "cache"), "needed")
@@ -489,7 +565,7 @@ def locked_folders(tmp_path, fetched_cache):
 def test_unwritable_cache_folder_is_one_line_exit_2(locked_folders, tiny_archive, report_reference, folder,
                                                      command):
     tmp_path = locked_folders
-    args = [a.format(archive=tiny_archive, settings=report_reference[3]) for a in command]
+    args = [a.format(archive=tiny_archive, settings=report_reference[2]) for a in command]
     before = tree(tmp_path, skip=("systmp", "mplconfig", "home"))
     done = as_user(tmp_path, *args, "--cache-dir", folder, "-q")
     one_error(done, 2, "cannot write to", folder.split("/")[0], "Permission denied")

@@ -16,7 +16,7 @@ import pytest
 import typer
 
 from cifarcli import __version__
-from cifarcli.cli import app, parse_extra_options
+from cifarcli.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ["fetch", "gradcheck", "train", "evaluate", "plot", "predict", "export", "report", "status", "sweep", "runs",
@@ -53,12 +53,15 @@ def test_dash_h_is_help_everywhere(cli, wide, command):
     assert short.stdout == long.stdout and "Usage:" in short.stdout
 
 
+FLAG_LINE = r"(--(force|json|quiet|help|all-params|csv|version|reverse)|--no-shuffle)\s+(-\w\s+)?(\S+)"
+
+
 @pytest.mark.parametrize("command", ["", *COMMANDS])
 def test_flags_show_no_value_type(cli, wide, command):
     text = cli(*command.split(), "--help").stdout
     assert "<bool>" not in text
     for line in text.splitlines():   # a flag's line: its name, then straight to its help text
-        flag = re.search(r"(--(force|json|quiet|help|all-params|csv|version|reverse)|--no-shuffle)\s+(-\w\s+)?(\S+)", line)
+        flag = re.search(FLAG_LINE, line)
         if flag:
             assert not flag.group(4).startswith("<"), line
 
@@ -101,9 +104,7 @@ def test_every_help_ends_with_examples_that_parse(cli, wide, command):
         target, rest = group, args[1:]
         while isinstance(target, typer.core.TyperGroup):
             target, rest = target.commands[rest[0]], rest[1:]
-        ctx = target.make_context(command, list(rest))   # raises on an unknown option or a bad value
-        if ctx.args:
-            parse_extra_options(ctx.args)   # sweep's fixed training options
+        target.make_context(command, list(rest))   # raises on an unknown option or a bad value
 
 
 def test_top_level_help_has_examples(cli, wide):
@@ -112,11 +113,6 @@ def test_top_level_help_has_examples(cli, wide):
 
 
 # -- gradcheck verdict --------------------------------------------------------------------
-
-
-@pytest.fixture
-def fetched(cli, tiny_archive, offline):
-    assert cli("fetch", "--source", tiny_archive, "--quiet").exit_code == 0
 
 
 SMALL = ("--n-samples", "5", "--n-dims", "20")
@@ -200,3 +196,41 @@ def test_offline_report_on_an_empty_folder_names_the_fetch_command(cli, offline)
 def test_an_unknown_run_points_at_cifarcli_runs(cli, fetched):
     result = cli("evaluate", "--run", "ffffffff")
     assert result.exit_code == 2 and "list runs with: cifarcli runs" in result.stderr
+
+
+# -- the library names settings; the command line names flags -------------------------------
+
+
+CLI_SIDE = {"cli.py", "options.py", "terminal.py", "views.py"}
+
+
+def test_the_library_names_settings_not_flags():
+    for path in sorted((ROOT / "cifarcli").rglob("*.py")):
+        if path.name in CLI_SIDE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for flag in ("--source", "--run", "--seeds", "--cache-dir", "--reports-dir", "--where"):
+                    assert flag not in node.value, (path.name, node.value)
+
+
+def test_library_errors_get_their_flags_and_command_hints_in_one_place():
+    from cifarcli.errors import CifarError, OptionError, disk_error
+    from cifarcli.options import as_typed
+
+    error = as_typed(OptionError("seeds", "give either `run` or `seeds`", hint="e.g. `seeds` 1,2,3"))
+    assert (error.message, error.hint) == ("--seeds: give either --run or --seeds", "e.g. --seeds 1,2,3")
+    error = as_typed(CifarError("x.tar.gz is empty", hint="the copy is incomplete", setting="source"))
+    assert error.hint == "the copy is incomplete; import a copy you have with: cifarcli fetch --source PATH"
+    error = as_typed(disk_error(OSError(28, "No space left on device"), "cache/x"))
+    assert error.hint == "free some disk space, or use --cache-dir / --reports-dir on another disk"
+
+
+def test_every_training_setting_is_an_option_of_train_and_of_sweep():
+    from cifarcli.config import train_fields
+    from cifarcli.options import TRAINING
+
+    assert list(TRAINING) == list(train_fields())   # a new TrainConfig field needs its option, in one place
+    group = typer.main.get_command(app)
+    for command in ("train", "sweep"):
+        assert set(train_fields()) <= {param.name for param in group.commands[command].params}, command

@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
+from cifarcli.config import loss_named
 from cifarcli.model import (compute_accuracy, compute_cost, compute_gradients, compute_gradients_bce,
                             compute_loss, compute_loss_bce, evaluate_classifier, init_parameters,
-                            metrics_from_scores, one_hot, probabilities, scores, sigmoid, softmax,
-                            softplus)
+                            metrics_from_scores, one_hot, scores, sigmoid, softmax, softplus)
+
+BCE = loss_named("bce")
 
 
 @pytest.fixture
@@ -149,12 +151,12 @@ def test_bce_loss_equals_the_naive_formula(problem):
     K = W.shape[0]
     naive = np.mean(-np.sum((1 - Y) * np.log(1 - P) + Y * np.log(P), axis=0) / K)
     assert compute_loss_bce(X, Y, W, b) == pytest.approx(naive, rel=1e-12)
-    assert compute_loss(X, Y, W, b, loss="bce") == pytest.approx(naive, rel=1e-12)
-    assert compute_cost(X, Y, W, b, 0.3, loss="bce") == pytest.approx(naive + 0.3 * np.sum(W * W), rel=1e-12)
+    assert BCE.compute_loss(X, Y, W, b) == pytest.approx(naive, rel=1e-12)
+    assert BCE.compute_cost(X, Y, W, b, 0.3) == pytest.approx(naive + 0.3 * np.sum(W * W), rel=1e-12)
     assert compute_loss_bce(X, y, W, b) == compute_loss_bce(X, Y, W, b)
-    np.testing.assert_allclose(probabilities(W @ X + b, "bce"), P, rtol=1e-14)
+    np.testing.assert_allclose(BCE.output(W @ X + b), P, rtol=1e-14)
     S = W @ X + b
-    loss, cost, acc = metrics_from_scores(S, Y, 0.5, loss="bce")
+    loss, cost, acc = BCE.metrics_from_scores(S, Y, 0.5)
     assert loss == pytest.approx(naive, rel=1e-12) and cost == pytest.approx(naive + 0.5, rel=1e-12)
     assert acc == compute_accuracy(X, Y, W, b)                   # argmax of scores, as for softmax
 
@@ -180,17 +182,16 @@ def test_bce_gradients_match_finite_differences(problem, lam):
         Wp, Wm = W.copy(), W.copy()
         Wp[k, j] += h
         Wm[k, j] -= h
-        num = (compute_cost(X, Y, Wp, b, lam, "bce") - compute_cost(X, Y, Wm, b, lam, "bce")) / (2 * h)
+        num = (BCE.compute_cost(X, Y, Wp, b, lam) - BCE.compute_cost(X, Y, Wm, b, lam)) / (2 * h)
         assert gW[k, j] == pytest.approx(num, rel=1e-5, abs=1e-9)
     bp = b.copy()
     bp[2] += h
     bm = b.copy()
     bm[2] -= h
-    num = (compute_cost(X, Y, W, bp, lam, "bce") - compute_cost(X, Y, W, bm, lam, "bce")) / (2 * h)
+    num = (BCE.compute_cost(X, Y, W, bp, lam) - BCE.compute_cost(X, Y, W, bm, lam)) / (2 * h)
     assert gb[2, 0] == pytest.approx(num, rel=1e-5, abs=1e-9)
 
 
-def test_unknown_loss_is_refused(problem):
-    X, y, Y, W, b = problem
+def test_unknown_loss_is_refused():
     with pytest.raises(ValueError, match="hinge"):
-        compute_loss(X, Y, W, b, loss="hinge")
+        loss_named("hinge")

@@ -167,6 +167,28 @@ def test_confusion_png_counts_and_readable_colours(tmp_path):
     assert f"{acc:.4f}" in ax.get_title(loc="left")
 
 
+def test_confusion_counts_left_out_of_the_layout_change_no_pixel():
+    """The 100 counts are not measured by the constrained layout (they sit inside the axes): the PNG is
+    byte for byte the one drawn with every count in the layout, as before."""
+    import io
+
+    rng = np.random.default_rng(3)
+    names = [f"class {i}" for i in range(10)]
+    for matrix in (rng.integers(0, 300, (10, 10)), rng.integers(0, 3000, (10, 10)), np.zeros((10, 10), int)):
+        fast = plots.confusion_figure(matrix, names)
+        counts = [t for t in fast.axes[0].texts]
+        assert len(counts) == 100 and not any(t.get_in_layout() for t in counts)
+        reference = plots.confusion_figure(matrix, names)
+        for text in reference.axes[0].texts:
+            text.set_in_layout(True)
+        drawn = []
+        for fig in (fast, reference):
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=fig.dpi, facecolor=fig.get_facecolor(), metadata={"Software": None})
+            drawn.append(buffer.getvalue())
+        assert drawn[0] == drawn[1]
+
+
 def test_confusion_shape_checked():
     with pytest.raises(ValueError, match="10×10"):
         plots.confusion_figure(np.zeros((9, 9)), LABEL_NAMES)

@@ -65,7 +65,7 @@ def model_predictions(tmp_path: Path, run_id: str) -> tuple[np.ndarray, np.ndarr
                              config.val_size, config.dtype)
     W, b = run.payload["W"], run.payload["b"]
     S = model.scores(data.X_test, W, b).astype(np.float64)
-    return model.predict(data.X_test, W, b), model.probabilities(S, config.loss), run.payload["label_names"]
+    return model.predict(data.X_test, W, b), config.loss_fn.output(S), run.payload["label_names"]
 
 
 # -- images → records ----------------------------------------------------------------------------

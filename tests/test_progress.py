@@ -30,13 +30,13 @@ ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[=>]")  # 
 
 
 @pytest.fixture(scope="module")
-def fetched(tmp_path_factory, tiny_archive) -> Path:
+def imported(tmp_path_factory, tiny_archive) -> Path:
     return imported_cache(tmp_path_factory.mktemp("progress"), tiny_archive)
 
 
 @pytest.fixture
-def work(tmp_path, fetched) -> Path:
-    return copied_workspace(tmp_path, fetched, SETTINGS)
+def work(tmp_path, imported) -> Path:
+    return copied_workspace(tmp_path, imported, SETTINGS)
 
 
 def on_terminal(cwd: Path, *args, timeout: float = 240) -> tuple[int, str, str]:
@@ -79,8 +79,13 @@ def frames(drawn: str) -> list[str]:
     return [line.strip() for line in re.split(r"[\r\n]", plain) if line.strip()]
 
 
+SPINNER = re.compile(r"^[\u2800-\u28ff] ")   # rich's spinner glyph leading a row
+
+
 def bar_lines(lines: list[str], label: str) -> list[str]:
-    return [line for line in lines if line.startswith(label + " ") and "━" in line]
+    """The rows of the bars whose label is ``label`` (the spinner in front taken off)."""
+    rows = [SPINNER.sub("", line) for line in lines]
+    return [row for row in rows if row.startswith(label + " ") and "━" in row]
 
 
 def test_report_on_two_processes_shows_a_bar_per_setting_that_finishes(work):
@@ -103,7 +108,7 @@ def test_report_on_two_processes_shows_a_bar_per_setting_that_finishes(work):
 def test_train_bar_says_epoch_and_labelled_metrics(work):
     code, out, drawn = on_terminal(work, "train", "--n-epochs", "150", "--n-batch", "5", "--cache-dir", "cache")
     assert code == 0, drawn[-3000:]
-    bars = [line for line in frames(drawn) if line.startswith("train λ=0, η=0.001") and "━" in line]
+    bars = bar_lines(frames(drawn), "train λ=0, η=0.001")
     assert bars, frames(drawn)[-20:]
     assert any(re.search(r"epoch \d+/150 ", bar) and "train acc" in bar and "val acc" in bar for bar in bars), bars
     assert not any("batches" in line for line in frames(drawn))  # the one bar, no second one at 0 %
@@ -123,9 +128,14 @@ def test_without_a_terminal_stderr_is_plain_lines(work, tiny_archive):
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stderr and "━" not in done.stderr and "\r" not in done.stderr, done.stderr
     lines = done.stderr.splitlines()
-    assert lines[0] == "training 2 settings on 2 processes", lines
+    # One line per phase, in the order they run: nothing long happens without its line.
     finished = [line for line in lines if re.match(r"\[\d/2\] trained λ=", line)]
     assert len(finished) == 2, lines
+    assert [line for line in lines if line not in finished] == [
+        "checking gradients (2 λ values, 5 images)", "gradient check: PASS: max relative error " +
+        lines[1].split("error ")[1], "training 2 settings on 2 processes", "drawing figures: 2",
+        "rendering the report (Markdown, HTML)", "writing reports/report.md, reports/report.html"], lines
+    assert lines[1].startswith("gradient check: PASS: max relative error ") and lines[1].endswith(" ≤ 1e-06")
     assert all(f"epoch {N_EPOCHS}/{N_EPOCHS}, val acc " in line for line in finished), finished
     for label in LABELS:
         assert any(f"trained {label}:" in line for line in finished), finished

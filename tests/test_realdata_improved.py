@@ -1,6 +1,6 @@
 """Beyond the study on the CIFAR-10 stand-in: all the training data, flips and step decay.
 
-The README's documented setting, chosen among a handful of candidates by
+The setting documented in docs/beyond-the-study.md, chosen among a handful of candidates by
 validation accuracy (never test), must reach 41 % test accuracy; the study's
 best setting reaches 38.9 %. Skipped without CIFARCLI_TEST_ARCHIVE.
 """
@@ -15,7 +15,7 @@ from cifarcli.config import TrainConfig
 pytestmark = pytest.mark.realdata
 
 # cifarcli train --split full --lam 0.005 --eta 0.01 --shuffle --flip 0.5 --decay-every 10 --decay-factor 0.3
-# (on the stand-in: validation 0.4060, test 0.4142; see the README's train section)
+# (on the stand-in: validation 0.4060, test 0.4142; see docs/beyond-the-study.md)
 IMPROVED = TrainConfig(lam=0.005, eta=0.01, split="full", shuffle=True, flip=0.5, decay_every=10, decay_factor=0.3)
 
 

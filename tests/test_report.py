@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import copy
 import math
-import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -117,11 +116,19 @@ def make_doc(reports_dir: Path | None = None, settings=STUDY) -> dict:
     }
 
 
+def write_report(doc, d: Path) -> dict[str, Path]:
+    """Both renderings of ``doc`` written to ``d`` as report.md and report.html (as ``cifarcli report`` does)."""
+    paths = {"md": d / "report.md", "html": d / "report.html"}
+    paths["md"].write_text(report.render_markdown(doc), encoding="utf-8")
+    paths["html"].write_text(report.render_html(doc, d), encoding="utf-8")
+    return paths
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     d = tmp_path_factory.mktemp("reports")
     doc = make_doc(d)
-    paths = report.write_report(doc, d)
+    paths = write_report(doc, d)
     return doc, d, paths
 
 
@@ -146,36 +153,6 @@ def parse_html(text: str) -> _Collector:
     p.feed(text)
     p.close()
     return p
-
-
-# --------------------------------------------------------------------------
-# files
-
-
-def test_write_report_returns_both_files_and_leaves_no_temp(written):
-    doc, d, paths = written
-    assert set(paths) == {"md", "html"}
-    assert paths["md"] == d / "report.md" and paths["md"].is_file()
-    assert paths["html"] == d / "report.html" and paths["html"].is_file()
-    leftovers = [p for p in d.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
-    assert leftovers == []
-
-
-def test_failed_write_keeps_previous_report_and_no_temp(tmp_path, monkeypatch):
-    doc = make_doc(None)
-    report.write_report(doc, tmp_path)
-    before = (tmp_path / "report.md").read_bytes()
-    doc2 = copy.deepcopy(doc)
-    doc2["title"] = "A different title"
-
-    def boom(*a, **k):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(RuntimeError):
-        report.write_report(doc2, tmp_path)
-    assert (tmp_path / "report.md").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.md"]
 
 
 # --------------------------------------------------------------------------
@@ -481,7 +458,7 @@ def test_diverged_run_renders_and_is_flagged(tmp_path):
     d = tmp_path
     plots.plot_loss(run["history"], d / run["figures"]["loss"])
     plots.plot_accuracy(run["history"], d / run["figures"]["accuracy"])
-    paths = report.write_report(doc, d)
+    paths = write_report(doc, d)
     md = paths["md"].read_text(encoding="utf-8")
     assert "Training diverged at epoch 9" in md
     inst = report.instability(run)

@@ -11,7 +11,7 @@ import pytest
 
 from cifarcli import model, plots, report, stages
 from cifarcli.evaluate import probability_summary
-from cifarcli.config import TrainConfig
+from cifarcli.config import TrainConfig, loss_named
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -25,15 +25,15 @@ def test_true_class_probabilities_softmax_and_sigmoid():
     S[:, 0] = [800, -800, 0, 0, 0, 0, 0, 0, 0, 0]           # extreme scores stay finite
     y = rng.integers(0, 10, 50)
     y[0] = 0
-    soft = model.true_class_probabilities(S, y, "softmax")
+    soft = loss_named("softmax").true_class_probabilities(S, y)
     naive = np.exp(S[:, 1:] - S[:, 1:].max(0)) / np.exp(S[:, 1:] - S[:, 1:].max(0)).sum(0)
     np.testing.assert_allclose(soft[1:], naive[y[1:], np.arange(49)], rtol=1e-12)
     assert soft[0] == 1.0
-    sig = model.true_class_probabilities(S, y, "bce")
+    sig = loss_named("bce").true_class_probabilities(S, y)
     np.testing.assert_allclose(sig[1:], 1 / (1 + np.exp(-S[y[1:], np.arange(1, 50)])), rtol=1e-12)
     assert sig[0] == 1.0 and np.isfinite(sig).all()
     with pytest.raises(ValueError):
-        model.true_class_probabilities(S, y, "hinge")
+        loss_named("hinge").true_class_probabilities(S, y)
 
 
 def test_probability_summary_counts_means_and_confident_mistakes():
@@ -47,7 +47,7 @@ def test_probability_summary_counts_means_and_confident_mistakes():
     assert s["correct"]["counts"] == [0, 0, 0, 0, 0, 0, 1, 0, 0, 3]          # 1.0 falls in the last bin
     assert s["incorrect"]["counts"] == [3, 0, 0, 1, 0, 0, 0, 0, 0, 0]
     assert s["confident_mistakes"] == 0.75                                     # 0.05, 0.02, 0.0 of 4 mistakes
-    empty = probability_summary(np.array([0.7]), np.array([True]), "bce")
+    empty = probability_summary(np.array([0.7]), np.array([True]), "sigmoid")
     assert empty["kind"] == "sigmoid" and empty["incorrect"] == {"n": 0, "mean": None, "median": None,
                                                                 "counts": [0] * 20}
     assert empty["confident_mistakes"] is None
@@ -55,7 +55,7 @@ def test_probability_summary_counts_means_and_confident_mistakes():
 
 
 def test_probabilities_figure_labels_and_deterministic_png(tmp_path):
-    s = probability_summary(np.linspace(0, 1, 41), np.arange(41) % 3 > 0, "bce")
+    s = probability_summary(np.linspace(0, 1, 41), np.arange(41) % 3 > 0, "sigmoid")
     fig = plots.probabilities_figure(s, "λ=0.1, η=0.001, loss bce")
     [ax] = fig.axes
     assert ax.get_title(loc="left") == "λ=0.1, η=0.001, loss bce"
@@ -78,7 +78,7 @@ def test_evaluate_summary_is_the_runs_probabilities_and_plot_draws_it(workspace,
     config = stages.config_of(run)
     data = stages.prepared(stages.dataset(workspace), config.split, config.val_size, config.dtype)
     S = model.scores(data.X_test, run.payload["W"], run.payload["b"]).astype(np.float64)
-    P = model.probabilities(S, loss)
+    P = loss_named(loss).output(S)
     p_true = P[data.y_test, np.arange(data.y_test.size)]
     right = np.argmax(S, axis=0) == data.y_test
     assert summary["kind"] == ("sigmoid" if loss == "bce" else "softmax")

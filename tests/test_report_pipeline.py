@@ -80,13 +80,18 @@ def test_report_numbers_equal_evaluate_and_links_resolve(cli, tmp_path, study):
             m = metrics[split]
             images, loss, cost, acc = rows[name]
             assert images == str(m["n"])
-            assert (loss, cost, acc) == (f"{m['loss']:.4f}", f"{m['cost']:.4f}", f"{m['accuracy']:.4f}")
+            lo, hi = m["accuracy_ci"]                                   # with its 95 % Wilson interval
+            assert (loss, cost, acc) == (f"{m['loss']:.4f}", f"{m['cost']:.4f}",
+                                         f"{m['accuracy']:.4f} \\[{lo:.4f}, {hi:.4f}\\]")
             assert run["metrics"][split] == m
             accuracies.add(m["accuracy"])
         # the comparison table row carries the same three accuracies
         row = next(line for line in md.splitlines() if line.endswith(f"`{run['run_id']}` |"))
         cells = [c.strip().strip("*").replace(" ★", "") for c in row.strip().strip("|").split("|")]
-        assert cells[5:8] == [f"{metrics[s]['accuracy']:.4f}" for s in ("train", "val", "test")]
+        header = next(line for line in md.splitlines() if line.startswith("| run | λ | η |"))
+        at = [c.strip() for c in header.strip().strip("|").split("|")].index("train acc.")
+        assert [c.split(" ")[0] for c in cells[at:at + 3]] == [f"{metrics[s]['accuracy']:.4f}"   # then its interval
+                                                               for s in ("train", "val", "test")]
     assert all(0 < a < 1 for a in accuracies)   # the numbers compared are not all 1.0000
 
     # figure links in report.md exist relative to it: 5 per run
@@ -274,7 +279,8 @@ def test_a_diverged_run_is_a_section_and_the_rest_of_the_report_is_written(cli, 
         assert "Comparison of runs" in page and "Analysis" in page
         assert "was unstable: training diverged at epoch 1" in page
     assert "1 diverged" in md  # the summary line
-    assert f"| diverged | **⚠ diverged at epoch 1** | `{diverged['run_id']}` |" in md  # its row, flagged
+    # its row, flagged (no roughness or update size: a diverged run has no weights)
+    assert f"| diverged | — | — | **⚠ diverged at epoch 1** | `{diverged['run_id']}` |" in md
     assert len(re.findall(r"\| 0 \| [\d.]+ \| [\d.]+ \|", md)) >= 1  # the history table, epoch 0 first
 
 

@@ -9,6 +9,7 @@ process of the group alive (workers and loky's helpers included).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,13 +30,13 @@ COMMANDS = {
 
 
 @pytest.fixture(scope="module")
-def fetched(tmp_path_factory, tiny_archive) -> Path:
+def imported(tmp_path_factory, tiny_archive) -> Path:
     return imported_cache(tmp_path_factory.mktemp("signals"), tiny_archive)
 
 
 @pytest.fixture
-def work(tmp_path, fetched) -> Path:
-    return copied_workspace(tmp_path, fetched, SETTINGS)
+def work(tmp_path, imported) -> Path:
+    return copied_workspace(tmp_path, imported, SETTINGS)
 
 
 def group(pgid: int) -> list[tuple[int, str]]:
@@ -139,3 +140,27 @@ def test_after_a_sigterm_the_workers_checkpoints_are_kept(work):
     _, err = stop(proc, signal.SIGTERM, False)
     assert_stopped(proc, err)
     assert len(checkpoints(work / "cache")) == 2
+
+
+@pytest.mark.parametrize("command", ["report", "sweep"])
+def test_the_workers_of_a_parent_killed_with_sigkill_end_on_their_own(work, command):
+    """kill -9 of the command alone (not its group) left its loky workers training, then idling for
+    minutes at 780 MB each: now they notice the orphaning and end, and loky's helpers with them."""
+    proc = spawn(work, *COMMANDS[command])
+    try:
+        wait_until(lambda: len(checkpoints(work / "cache")) == 2 and len(workers(proc.pid)) == 2, proc,
+                   "two training workers")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        killed = time.monotonic()
+        deadline = killed + 15  # a bound for a loaded machine; they check every ORPHAN_CHECK_SECONDS
+        while group(proc.pid):
+            assert time.monotonic() < deadline, f"alive 15 s after their parent was killed: {group(proc.pid)}"
+            time.sleep(0.05)
+        print(f"\nevery process of the group gone {time.monotonic() - killed:.2f} s after the parent's kill -9")
+        trained = {path: path.stat().st_mtime_ns for path in checkpoints(work / "cache")}
+        time.sleep(1)
+        assert {path: path.stat().st_mtime_ns for path in checkpoints(work / "cache")} == trained  # no one trains
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

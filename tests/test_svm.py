@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 import tinycifar
-from cifarcli.model import (LOSSES, compute_cost, compute_gradients_svm, compute_loss, compute_loss_svm,
-                            init_parameters, metrics_from_scores, one_hot, probabilities, scores, svm_margins,
-                            true_class_margins, true_class_probabilities)
+from cifarcli.config import LOSSES, loss_named
+from cifarcli.model import (compute_gradients_svm, compute_loss, compute_loss_svm, init_parameters, one_hot, scores,
+                            svm_margins, true_class_margins)
 from cifarcli.prepare import prepare
-from cifarcli.train import TrainConfig, _row_metrics_svm, train, train_reference
+from cifarcli.train import TrainConfig, train, train_reference
+
+SVM = loss_named("svm")
 
 
 @pytest.fixture
@@ -67,14 +69,14 @@ def test_loss_cost_and_metrics_equal_the_loop(problem):
     X, y, W, b = problem
     expected, _, _ = loop_loss_and_gradient(X, y, W, b, 0.3)
     reg = 0.3 * np.sum(W * W)
-    assert compute_cost(X, y, W, b, 0.3, "svm") == pytest.approx(expected, rel=1e-12)
-    assert compute_cost(X, one_hot(y), W, b, 0.3, "svm") == pytest.approx(expected, rel=1e-12)
-    assert compute_loss(X, y, W, b, "svm") == pytest.approx(expected - reg, rel=1e-12)
-    loss, cost, acc = metrics_from_scores(scores(X, W, b), y, reg, "svm")
+    assert SVM.compute_cost(X, y, W, b, 0.3) == pytest.approx(expected, rel=1e-12)
+    assert SVM.compute_cost(X, one_hot(y), W, b, 0.3) == pytest.approx(expected, rel=1e-12)
+    assert SVM.compute_loss(X, y, W, b) == pytest.approx(expected - reg, rel=1e-12)
+    loss, cost, acc = SVM.metrics_from_scores(scores(X, W, b), y, reg)
     assert loss == pytest.approx(expected - reg, rel=1e-12) and cost == pytest.approx(expected, rel=1e-12)
     assert acc == np.mean(np.argmax(scores(X, W, b), axis=0) == y)
     # not the softmax loss under another name
-    assert compute_loss(X, y, W, b, "svm") != pytest.approx(compute_loss(X, y, W, b), rel=1e-3)
+    assert SVM.compute_loss(X, y, W, b) != pytest.approx(compute_loss(X, y, W, b), rel=1e-3)
 
 
 def test_margins_zero_the_true_class_and_are_not_clipped(problem):
@@ -108,9 +110,8 @@ def test_an_svm_has_no_probabilities(problem):
     X, y, W, b = problem
     S = scores(X, W, b)
     with pytest.raises(ValueError, match="no probabilities"):
-        probabilities(S, "svm")
-    with pytest.raises(ValueError, match="no probabilities"):
-        true_class_probabilities(S, y, "svm")
+        SVM.true_class_probabilities(S, y)
+    assert SVM.output(S) is S and not SVM.gives_probabilities
 
 
 def test_true_class_margin_is_positive_exactly_when_correct(problem):
@@ -139,8 +140,8 @@ def test_row_metrics_equal_the_model(problem):
     X, y, W, b = problem
     S = scores(X, W, b)
     T = np.ascontiguousarray(S.T)
-    got = _row_metrics_svm(T, y, np.arange(y.size) * S.shape[0] + y, 0.25)
-    np.testing.assert_allclose(got, metrics_from_scores(S, y, 0.25, "svm"), rtol=1e-13)
+    got = SVM.row_metrics(T, y, np.arange(y.size) * S.shape[0] + y, 0.25)
+    np.testing.assert_allclose(got, SVM.metrics_from_scores(S, y, 0.25), rtol=1e-13)
 
 
 @pytest.mark.parametrize("options", [{}, dict(flip=0.5, shuffle=True)])   # fused metrics, and a pass each epoch
@@ -149,7 +150,7 @@ def test_training_history_is_the_svm_cost(tiny, options):
     result = train(config, tiny)
     for epoch_cost, split in ((result.history["train_cost"][-1], "train"), (result.history["val_cost"][-1], "val")):
         X, y = getattr(tiny, f"X_{split}"), getattr(tiny, f"y_{split}")
-        assert epoch_cost == pytest.approx(compute_cost(X, y, result.W, result.b, 0.1, "svm"), rel=1e-10)
+        assert epoch_cost == pytest.approx(SVM.compute_cost(X, y, result.W, result.b, 0.1), rel=1e-10)
     costs = result.history["train_cost"]
     assert costs[-1] < costs[0]
 
@@ -159,28 +160,6 @@ def test_svm_training_is_not_softmax_training(tiny):
     W_svm, _ = train_reference(TrainConfig(**common, loss="svm"), tiny)
     assert not np.allclose(W_svm, train_reference(TrainConfig(**common), tiny)[0], rtol=1e-3)
     assert not np.allclose(W_svm, train_reference(TrainConfig(**common, loss="bce"), tiny)[0], rtol=1e-3)
-
-
-def test_fast_svm_gradient_step_is_the_model_gradient(tiny):
-    """One batch by hand: the fast loop's in-place step · M equals model.compute_gradients_svm."""
-    from cifarcli.threads import TwoHalves
-    from cifarcli.train import _FastLoop
-
-    config = TrainConfig(lam=0.0, eta=0.5, n_epochs=1, n_batch=40, dtype="float64", loss="svm")
-    rng = np.random.default_rng(0)
-    W0, b0 = init_parameters(10, tiny.X_train.shape[0], rng, std=0.05)
-    loop = _FastLoop(config, tiny, W0, b0)
-    loop.set_learning_rate(config.eta)
-    with TwoHalves(1) as halves:
-        loop.halves = halves
-        s, e = loop.bounds[0]
-        Ab, true_flat = loop.gather(s, e, None, None, None)
-        G = loop.step(None, Ab, s, e)
-        loop.svm_gradient(G, true_flat, loop.steps[0])
-    X, y = tiny.X_train[:, s:e], tiny.y_train[s:e]
-    gW, gb = compute_gradients_svm(X, y, scores(X, W0, b0), W0, 0.0)
-    np.testing.assert_allclose(G.T @ Ab, config.eta * gW, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(G.sum(axis=0), config.eta * gb.ravel(), rtol=1e-12, atol=1e-15)
 
 
 def test_classify_gives_scores_for_an_svm(problem):

@@ -11,13 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
+import typer
 
 from cifarcli import stages
 from cifarcli import sweep as sweeping
-from cifarcli.cli import parse_extra_options, parse_grid
+from cifarcli.cli import app
 from cifarcli.config import GRID as AXES
 from cifarcli.config import make_spec, train_fields
-from cifarcli.errors import CifarError, OptionError
+from cifarcli.errors import OptionError
+from cifarcli.options import parse_grid
 
 # On the tiny archive (160 training / 40 validation images, n_batch 20) these
 # settings give accuracies well inside (0, 1), with ties on validation.
@@ -29,12 +31,6 @@ def sweep_json(cli, *args) -> dict:
     result = cli("sweep", *args, "--json")
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
-
-
-@pytest.fixture
-def fetched(cli, tiny_archive):
-    assert cli("fetch", "--source", tiny_archive, "--quiet").exit_code == 0
-    return cli
 
 
 def load_run(cache: Path, run_id: str):
@@ -80,44 +76,50 @@ def test_parse_lists():
     (("--lam", "0", "--eta", "0.1", "--backend", "dask"), "--scheduler"),
     (("--lam", "0", "--eta", "0.1", "--jobs", "0"), "--jobs"),
 ])
-def test_bad_grids_are_one_line_exit_2(fetched, args, named):
-    result = fetched("sweep", *args)
+def test_bad_grids_are_one_line_exit_2(cli, fetched, args, named):
+    result = cli("sweep", *args)
     assert result.exit_code == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], result.stderr
     assert not (Path("cache") / "train").exists()  # nothing trained before the grid was checked
 
 
-def test_extra_training_options_follow_trainconfig():
+def sweep_fixed(*args: str) -> dict:
+    """The fixed training options `cifarcli sweep --lam 0 --eta 0.1 ARGS` passes on (its command, not run)."""
+    sweep = typer.main.get_command(app).commands["sweep"]
+    ctx = sweep.make_context("sweep", ["--lam", "0", "--eta", "0.1", *args])
+    return {name: value for name, value in ctx.params.items() if name in train_fields() and value is not None
+            and name not in AXES}
+
+
+def test_extra_training_options_follow_trainconfig(cli, fetched):
     assert {"seed", "split", "val_size", "dtype", "shuffle"} <= set(train_fields()) and set(AXES) <= set(train_fields())
-    assert parse_extra_options(["--val-size=500", "--seed", "3", "--shuffle"]) == {"val_size": 500, "seed": 3,
-                                                                                  "shuffle": True}
-    with pytest.raises(CifarError, match="no such option: --nope"):
-        parse_extra_options(["--nope", "1"])
-    with pytest.raises(CifarError, match="no such option: --lam"):   # a grid axis is not a fixed option
-        parse_extra_options(["--lam", "1"])
-    with pytest.raises(OptionError, match="takes one value") as error:
-        parse_extra_options(["--seed", "1,2"])
-    assert error.value.option == "seed"
-    with pytest.raises(CifarError, match="unexpected argument"):
-        parse_extra_options(["stray"])
+    assert sweep_fixed("--val-size=500", "--seed", "3", "--shuffle") == {"val_size": 500, "seed": 3, "shuffle": True}
+    assert sweep_fixed("--no-shuffle", "--loss", "svm") == {"shuffle": False, "loss": "svm"}
+    assert set(train_fields()) <= {p.name for p in typer.main.get_command(app).commands["sweep"].params}
+    for args, message in ((("--nope", "1"), "No such option: --nope"),
+                          (("--seed", "1,2"), "--seed: takes one value in a sweep, got '1,2'"),
+                          (("--seed", "x"), "--seed: 'x' is not a valid int"),
+                          (("stray",), "Got unexpected extra argument(s) (stray)")):
+        result = cli("sweep", "--lam", "0", "--eta", "0.1", *args)
+        assert result.exit_code == 2 and result.stderr.startswith(f"error: {message}"), (args, result.stderr)
 
 
 # -- runs shared with `train`, resuming ---------------------------------------------------------
 
 
-def test_sweep_run_ids_are_train_run_ids(fetched):
-    doc = sweep_json(fetched, *SMALL, "--seed", "7")
+def test_sweep_run_ids_are_train_run_ids(cli, fetched):
+    doc = sweep_json(cli, *SMALL, "--seed", "7")
     assert doc["n_points"] == 4 and len(doc["points"]) == 4
     assert sorted(doc["computed"]) == sorted(p["run_id"] for p in doc["points"])
     for p in doc["points"]:
         assert p["config"]["seed"] == 7
-        trained = fetched("train", "--lam", p["lam"], "--eta", p["eta"], "--n-epochs", 2, "--n-batch", 20,
+        trained = cli("train", "--lam", p["lam"], "--eta", p["eta"], "--n-epochs", 2, "--n-batch", 20,
                           "--seed", 7, "--json")
         assert trained.exit_code == 0, trained.stderr
         single = json.loads(trained.stdout)
         assert single["run_id"] == p["run_id"] and single["cached"] is True
-    again = sweep_json(fetched, *SMALL, "--seed", "7")
+    again = sweep_json(cli, *SMALL, "--seed", "7")
     assert again["computed"] == [] and {p["status"] for p in again["points"]} == {"cached"}
     assert again["sweep"] == doc["sweep"] and again["best"] == doc["best"]
 
@@ -144,7 +146,8 @@ def test_sweep_killed_mid_way_resumes_with_only_missing_points(tmp_path, tiny_ar
         return {p.parent.name for p in cache.glob("train/*/meta.json") if not p.parent.name.startswith(".")}
 
     args = ["sweep", "--lam", "0,0.1,1", "--eta", "0.0001,0.0003", "--n-epochs", "25", "--n-batch", "20",
-            "--dtype", "float64", "--jobs", "1", "--cache-dir", str(cache), "--reports-dir", str(tmp_path / "reports"), "--json"]
+            "--dtype", "float64", "--jobs", "1", "--cache-dir", str(cache), "--reports-dir", str(tmp_path / "reports"),
+            "--json"]
     proc = subprocess.Popen([*base, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and len(finished()) < 2:
@@ -180,8 +183,8 @@ def test_jobs_2_equals_jobs_1_bit_for_bit(cli, tmp_path, tiny_archive):
     assert Path(one["heatmap"]).read_bytes() == Path(two["heatmap"]).read_bytes()
 
 
-def test_best_is_chosen_on_validation_never_on_test(fetched):
-    doc = sweep_json(fetched, *GRID)
+def test_best_is_chosen_on_validation_never_on_test(cli, fetched):
+    doc = sweep_json(cli, *GRID)
     points = doc["points"]
     vals = [p["val_acc"] for p in points]
     assert vals == sorted(vals, reverse=True)
@@ -189,7 +192,7 @@ def test_best_is_chosen_on_validation_never_on_test(fetched):
     assert best["run_id"] == points[0]["run_id"] and best["val_acc"] == pytest.approx(max(vals), abs=1e-9)
     tests = {}
     for p in points:
-        ev = fetched("evaluate", "--run", p["run_id"], "--json")
+        ev = cli("evaluate", "--run", p["run_id"], "--json")
         assert ev.exit_code == 0, ev.stderr
         tests[p["run_id"]] = json.loads(ev.stdout)["test"]["accuracy"]
     assert best["test_acc"] == tests[best["run_id"]]
@@ -217,15 +220,15 @@ def test_ranking_rule():
     assert [p["index"] for p in sorted(points, key=sweeping.rank)] == [2, 3, 0, 1]
 
 
-def test_diverged_points_are_shown_and_never_selected(fetched):
-    doc = sweep_json(fetched, "--lam", "0", "--eta", "0.0005,1e300", "--n-epochs", "2", "--n-batch", "20")
+def test_diverged_points_are_shown_and_never_selected(cli, fetched):
+    doc = sweep_json(cli, "--lam", "0", "--eta", "0.0005,1e300", "--n-epochs", "2", "--n-batch", "20")
     diverged = [p for p in doc["points"] if p["diverged_at"] is not None]
     assert len(diverged) == 1 and diverged[0]["eta"] == 1e300 and diverged[0]["val_acc"] is None
     assert doc["points"][-1]["eta"] == 1e300  # listed last
     assert doc["best"]["config"]["eta"] == 0.0005
-    text = fetched("sweep", "--lam", "0", "--eta", "0.0005,1e300", "--n-epochs", "2", "--n-batch", "20")
+    text = cli("sweep", "--lam", "0", "--eta", "0.0005,1e300", "--n-epochs", "2", "--n-batch", "20")
     assert text.exit_code == 0 and "diverged" in text.stdout
-    every = fetched("sweep", "--lam", "0", "--eta", "1e300", "--n-epochs", "2", "--n-batch", "20", "--json")
+    every = cli("sweep", "--lam", "0", "--eta", "1e300", "--n-epochs", "2", "--n-batch", "20", "--json")
     assert every.exit_code == 1 and json.loads(every.stdout)["best"] is None
 
 
@@ -238,17 +241,17 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_heatmap_png_is_cached_and_restored(fetched, tmp_path):
-    doc = sweep_json(fetched, *GRID)
+def test_heatmap_png_is_cached_and_restored(cli, fetched, tmp_path):
+    doc = sweep_json(cli, *GRID)
     path = Path(doc["heatmap"])
     assert path == Path("reports") / "figures" / f"sweep-{doc['sweep']}" / "heatmap.png"
     assert png_size(path) == (960, 720)
     first = path.read_bytes()
     path.unlink()
-    again = sweep_json(fetched, *GRID)
+    again = sweep_json(cli, *GRID)
     assert Path(again["heatmap"]).read_bytes() == first  # restored from the cache, not redrawn
     assert ("sweep", doc["sweep"]) in [(r["stage"], r["key"]) for r in json.loads(
-        fetched("cache", "ls", "--stage", "sweep", "--json").stdout)["artifacts"]]
+        cli("cache", "ls", "--stage", "sweep", "--json").stdout)["artifacts"]]
 
 
 def test_heatmap_takes_the_max_over_n_batch_and_epochs(workspace):
@@ -263,8 +266,8 @@ def test_heatmap_takes_the_max_over_n_batch_and_epochs(workspace):
     assert "max over" not in sweeping.heatmap_title(spec_of("0", "0.1"))
 
 
-def test_json_is_one_document_with_every_point_and_the_best(fetched):
-    result = fetched("sweep", *SMALL, "--json")
+def test_json_is_one_document_with_every_point_and_the_best(cli, fetched):
+    result = cli("sweep", *SMALL, "--json")
     assert result.exit_code == 0
     doc = json.loads(result.stdout)  # exactly one document: json.loads rejects trailing text
     assert {"sweep", "grid", "fixed", "backend", "jobs", "selection", "n_points", "computed", "points", "best",
@@ -314,20 +317,20 @@ def test_dask_sweep_equals_local_sweep(cli, tmp_path, tiny_archive):
     assert json.loads(again.stdout)["cached"] is True
 
 
-def test_dask_unreachable_scheduler_is_exit_1_naming_it(fetched, monkeypatch):
+def test_dask_unreachable_scheduler_is_exit_1_naming_it(cli, fetched, monkeypatch):
     pytest.importorskip("dask.distributed")
     monkeypatch.setenv("CIFARCLI_DASK_TIMEOUT", "1")
     address = f"tcp://127.0.0.1:{free_port()}"
-    result = fetched("sweep", *SMALL, "--scheduler", address)
+    result = cli("sweep", *SMALL, "--scheduler", address)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and address in lines[0], result.stderr
 
 
-def test_dask_missing_is_exit_2_with_install_hint(fetched, monkeypatch):
+def test_dask_missing_is_exit_2_with_install_hint(cli, fetched, monkeypatch):
     monkeypatch.setitem(sys.modules, "dask", None)
     monkeypatch.setitem(sys.modules, "dask.distributed", None)
-    result = fetched("sweep", *SMALL, "--backend", "dask", "--scheduler", "tcp://127.0.0.1:8786")
+    result = cli("sweep", *SMALL, "--backend", "dask", "--scheduler", "tcp://127.0.0.1:8786")
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'cifarcli[dask]'" in lines[0], result.stderr
@@ -353,10 +356,10 @@ eta = [0.0003, 0.0005]
 """
 
 
-def test_report_with_a_sweep_table(fetched, tmp_path):
+def test_report_with_a_sweep_table(cli, fetched, tmp_path):
     config = tmp_path / "r.toml"
     config.write_text(REPORT_TOML)
-    result = fetched("report", "--config", config, "--json")
+    result = cli("report", "--config", config, "--json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     swept = doc["sweep"]
@@ -365,7 +368,7 @@ def test_report_with_a_sweep_table(fetched, tmp_path):
     assert swept["heatmap"] == f"figures/sweep-{swept['key']}/heatmap.png"
     assert png_size(tmp_path / "reports" / swept["heatmap"]) == (960, 720)
     # The same points as `cifarcli sweep` with the same grid.
-    direct = sweep_json(fetched, *SMALL)
+    direct = sweep_json(cli, *SMALL)
     assert direct["sweep"] == swept["key"] and direct["best"]["run_id"] == swept["best_run_id"]
     md = (tmp_path / "reports" / "report.md").read_text()
     assert "## Hyper-parameter sweep" in md and f"]({swept['heatmap']})" in md
@@ -378,7 +381,7 @@ def test_report_with_a_sweep_table(fetched, tmp_path):
     assert 'id="sweep"' in page and "Figure not available" not in page
     assert page.count("data:image/png;base64,") == 2 + 5 + 1 + 5  # comparison, the run, the heat-map, the chosen run
     # Nothing changed: all cache hits.
-    again = json.loads(fetched("report", "--config", config, "--json").stdout)
+    again = json.loads(cli("report", "--config", config, "--json").stdout)
     assert not [s for s in again["stages"] if s["status"] == "computed"]
 
 
@@ -391,10 +394,10 @@ def test_report_with_a_sweep_table(fetched, tmp_path):
     ("[sweep]\neta = [0.1]\n", "lam"),
     ("[sweep]\nlam = [0]\neta = [0.1]\nsplit = \"nope\"\n", "split"),
 ])
-def test_bad_sweep_table_is_one_line(fetched, tmp_path, table, named):
+def test_bad_sweep_table_is_one_line(cli, fetched, tmp_path, table, named):
     config = tmp_path / "bad.toml"
     config.write_text(table)
-    result = fetched("report", "--config", config)
+    result = cli("report", "--config", config)
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "[sweep]" in lines[0] and named in lines[0], result.stderr

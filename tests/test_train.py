@@ -8,26 +8,8 @@ import pytest
 import tinycifar
 from cifarcli.errors import CifarError, OptionError, WorkFailed
 from cifarcli.model import compute_cost, compute_gradients, evaluate_classifier, init_parameters
-from cifarcli.prepare import prepare
 from cifarcli.config import TrainConfig
 from cifarcli.train import (HISTORY_KEYS, Checkpoint, TrainingDiverged, train)
-
-
-def _data(dtype="float32", split="seed", n_per_batch=200):
-    batches, (tx, ty) = tinycifar.make_arrays(n_per_batch, 100, seed=0)
-    x = np.concatenate([b[0] for b in batches])
-    y = np.concatenate([b[1] for b in batches])
-    return prepare(x, y, tx, ty, tinycifar.LABEL_NAMES, n_per_batch, split, 100, dtype)
-
-
-@pytest.fixture(scope="module")
-def data32():
-    return _data("float32")
-
-
-@pytest.fixture(scope="module")
-def data64():
-    return _data("float64")
 
 
 def test_training_lowers_cost_and_learns_the_fixture(data32):
@@ -77,7 +59,7 @@ def test_one_epoch_equals_the_textbook_loop(data64):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_same_config_gives_bit_identical_weights(dtype):
-    data = _data(dtype)
+    data = tinycifar.prepared(dtype)
     cfg = TrainConfig(lam=0.1, eta=0.01, n_epochs=3, n_batch=25, dtype=dtype)
     a, b = train(cfg, data), train(cfg, data)
     assert a.W.tobytes() == b.W.tobytes() and a.b.tobytes() == b.b.tobytes()

@@ -11,36 +11,18 @@ import math
 import numpy as np
 import pytest
 
-import tinycifar
 from cifarcli import stages
 from cifarcli.errors import CifarError, OptionError
 from cifarcli.model import (compute_cost, compute_gradients, compute_gradients_bce, compute_loss_bce,
-                            init_parameters, one_hot, probabilities, scores)
-from cifarcli.prepare import normalisation_stats, normalise, prepare
+                            init_parameters, one_hot, scores)
+from cifarcli.prepare import normalisation_stats, normalise
 from cifarcli.config import GradcheckConfig, TrainConfig
-from cifarcli.train import (IMAGE_SHAPE, epoch_plan, flip_rows, init_std, learning_rate,
-                            mirror_index, train)
+from cifarcli.augment import IMAGE_SHAPE, epoch_plan, flip_rows, mirror_index
+from cifarcli.train import init_std, learning_rate, train
 
 DEFAULT_KEY = {"lam": 0.1, "eta": 0.001, "n_epochs": 40, "n_batch": 100, "seed": 42, "split": "seed",
                "dtype": "float32"}
 OFF = dict(shuffle=False, flip=0.0, decay_every=0, decay_factor=1.0, init="normal", loss="softmax")
-
-
-def _data(dtype="float64", n_per_batch=200):
-    batches, (tx, ty) = tinycifar.make_arrays(n_per_batch, 100, seed=0)
-    x = np.concatenate([b[0] for b in batches])
-    y = np.concatenate([b[1] for b in batches])
-    return prepare(x, y, tx, ty, tinycifar.LABEL_NAMES, n_per_batch, "seed", 100, dtype)
-
-
-@pytest.fixture(scope="module")
-def data64():
-    return _data("float64")
-
-
-@pytest.fixture(scope="module")
-def data32():
-    return _data("float32")
 
 
 # --------------------------------------------------------------------------- keys
@@ -231,7 +213,7 @@ def _course_loop(cfg: TrainConfig, data, n_epochs: int):
         for s in range(0, n, cfg.n_batch):
             idx = order[s:s + cfg.n_batch]
             Xb, Yb = Xe[idx].T, Y[:, idx]
-            P = probabilities(scores(Xb, W, b), cfg.loss)
+            P = cfg.loss_fn.output(scores(Xb, W, b))
             gW, gb = grads(Xb, Yb, P, W, cfg.lam)
             W = W - eta * gW
             b = b - eta * gb
@@ -262,9 +244,9 @@ def test_options_equal_the_course_loop_over_epochs(data64, options):
     np.testing.assert_allclose(res.b, b, rtol=1e-9, atol=1e-13)
     # the recorded metrics are those of the unaugmented training split, with the run's loss
     assert res.history["train_cost"][-1] == pytest.approx(
-        compute_cost(data64.X_train, data64.Y_train, res.W, res.b, cfg.lam, cfg.loss), rel=1e-10)
+        cfg.loss_fn.compute_cost(data64.X_train, data64.Y_train, res.W, res.b, cfg.lam), rel=1e-10)
     assert res.history["val_cost"][-1] == pytest.approx(
-        compute_cost(data64.X_val, data64.Y_val, res.W, res.b, cfg.lam, cfg.loss), rel=1e-10)
+        cfg.loss_fn.compute_cost(data64.X_val, data64.Y_val, res.W, res.b, cfg.lam), rel=1e-10)
 
 
 def test_shuffled_history_matches_the_model_every_epoch(data64):

@@ -94,3 +94,15 @@ def binary_archive(path: Path, **kw) -> Path:
 
 def python_archive(path: Path, **kw) -> Path:
     return write_archive(path, python_members(**kw), "cifar-10-batches-py")
+
+
+def prepared(dtype: str = "float32", split: str = "seed", n_per_batch: int = 200):
+    """The arrays of ``make_arrays(n_per_batch, 100)`` prepared for training: split ``split``, 100 validation
+    images, ``dtype``."""
+    from cifarcli.prepare import prepare
+
+    batches, (tx, ty) = make_arrays(n_per_batch, 100, seed=0)
+    x = np.concatenate([b[0] for b in batches])
+    y = np.concatenate([b[1] for b in batches])
+    return prepare(x, y, tx, ty, LABEL_NAMES, n_per_batch, split, 100, dtype)
+

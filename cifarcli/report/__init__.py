@@ -12,7 +12,7 @@ ones above it in this list:
 4. ``markdown.py`` / ``html.py`` — the same blocks as GitHub Markdown (images
    linked relative to the report) or as one HTML page (images inlined as
    base64 PNG, CSS inlined, no script, no external URL).
-5. ``files.py`` — ``write_report``: both files, each written atomically.
+   ``typeset.py`` — the same blocks as Typst source for the A4 PDF (``render_typst``, ``compile_pdf``).
 
 The flow: doc → ``build_blocks`` → ``render_markdown`` / ``render_html``.
 """
@@ -23,16 +23,15 @@ from .analysis import (Instability, accuracy_gap, analysis, best_run_sentences, 
                        effect_sentences, gap_sentences, gradcheck_sentences, instability, loss_pairs,
                        loss_sentences, margin_stats, overfitting, run_name, single_change_groups, stability_label,
                        stability_sentences, svm_sentences)
-from .blocks import Heading, build_blocks
-from .files import write_report
+from .blocks import Heading, build_blocks, comparisons, discussion_blocks
 from .format import fmt_acc, fmt_num, fmt_points
 from .html import render_html
 from .markdown import render_markdown
 
 __all__ = [
-    "render_markdown", "render_html", "write_report", "build_blocks", "analysis",
+    "render_markdown", "render_html", "build_blocks", "analysis",
     "gap_sentences", "stability_sentences", "effect_sentences", "best_run_sentences",
     "class_sentences", "gradcheck_sentences", "instability", "stability_label", "overfitting", "Instability",
     "single_change_groups", "best_runs", "accuracy_gap", "fmt_acc", "fmt_points",
-    "fmt_num", "run_name", "loss_pairs", "loss_sentences", "margin_stats", "svm_sentences", "Heading",
+    "fmt_num", "run_name", "comparisons", "discussion_blocks", "loss_pairs", "loss_sentences", "margin_stats", "svm_sentences", "Heading",
 ]

@@ -29,10 +29,15 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .format import (PARAM_WORDS, describe_setting, finite, fmt_acc, fmt_err, fmt_loss, fmt_num,
-                     fmt_points, fmt_share, join_names)
+from ..config import LOSSES, TRAIN_DEFAULTS, loss_named
+from ..stats import ALPHA, mcnemar_exact, wilson_interval
+from .format import (PARAM_WORDS, describe_setting, finite, fmt_acc, fmt_acc_ci, fmt_err, fmt_loss, fmt_num,
+                     fmt_p, fmt_points, fmt_share, join_names)
+
+if TYPE_CHECKING:
+    from ..losses import Loss
 
 RISE_TOL = 0.05
 OSCILLATION_TOL = 0.10
@@ -49,7 +54,9 @@ STABILITY_RULE = (
 
 
 def run_name(run: Mapping[str, Any]) -> str:
-    """The human label of a run ('λ=0.1, η=0.001'), built from the config if absent."""
+    """The human label of a run ('λ=0.1, η=0.001'), built from the config if absent.
+
+    Every label of a run in the report (tables, sentences, captions) comes from here."""
     if run.get("label"):
         return str(run["label"])
     c = run.get("config", {})
@@ -64,6 +71,49 @@ def metrics_of(run: Mapping[str, Any]) -> Mapping[str, Any]:
 def accuracy_of(run: Mapping[str, Any], split: str) -> float | None:
     v = (metrics_of(run).get(split) or {}).get("accuracy")
     return float(v) if finite(v) else None
+
+
+def accuracy_text(run: Mapping[str, Any], split: str) -> str:
+    """The run's accuracy on ``split`` with its 95 % Wilson interval, as printed in sentences and tables."""
+    return fmt_acc_ci(accuracy_of(run, split), (metrics_of(run).get(split) or {}).get("accuracy_ci"))
+
+
+class PairTests:
+    """McNemar's exact test between two runs on the same images, from the document's discordant counts.
+
+    ``doc["discordant"]`` lists ``{"a", "b", "split", "a_only", "b_only"}`` (run IDs). ``test(a, b, split)``
+    returns the comparison oriented as asked, with ``p`` and ``significant`` (p < ``ALPHA``), and records it
+    in ``used``: the comparisons the report's sentences rest on, in order, each once (``report --json``).
+    """
+
+    def __init__(self, discordant: Sequence[Mapping[str, Any]] = ()):
+        self.counts = {}
+        for d in discordant:
+            self.counts[(d["a"], d["b"], d["split"])] = (int(d["a_only"]), int(d["b_only"]))
+            self.counts[(d["b"], d["a"], d["split"])] = (int(d["b_only"]), int(d["a_only"]))
+        self.used: list[dict] = []
+
+    def test(self, a: Mapping[str, Any], b: Mapping[str, Any], split: str) -> dict | None:
+        found = self.counts.get((a.get("run_id"), b.get("run_id"), split))
+        if found is None:
+            return None
+        p = mcnemar_exact(*found)
+        result = {"a": a["run_id"], "b": b["run_id"], "split": split, "a_only": found[0], "b_only": found[1],
+                  "p": p, "significant": p < ALPHA}
+        if not any({x["a"], x["b"], x["split"]} == {result["a"], result["b"], split} for x in self.used):
+            self.used.append(result)
+        return result
+
+
+def test_words(t: Mapping[str, Any], a_name: str, b_name: str) -> str:
+    """The discordant counts of a test: '120 images right only with A, 146 only with B'."""
+    return f"{t['a_only']} images right only with {a_name}, {t['b_only']} only with {b_name}"
+
+
+def roughness_of(run: Mapping[str, Any]) -> float | None:
+    """The roughness of the run's ten weight templates (``evaluate.template_roughness``), None if not measured."""
+    r = (metrics_of(run).get("weights") or {}).get("roughness")
+    return float(r) if finite(r) else None
 
 
 def accuracy_gap(run: Mapping[str, Any]) -> float | None:
@@ -85,7 +135,8 @@ def gap_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
             tail = f"validation is above train by {fmt_points(-gap)} percentage points"
         else:
             tail = "no gap"
-        out.append(f"{run_name(run)}: train accuracy {fmt_acc(tr)}, validation {fmt_acc(va)}: {tail}.")
+        out.append(f"{run_name(run)}: train accuracy {accuracy_text(run, 'train')}, validation "
+                   f"{accuracy_text(run, 'val')}: {tail}.")
     return out
 
 
@@ -195,6 +246,38 @@ def overfitting(run: Mapping[str, Any]) -> tuple[Any, float, float] | None:
     return None
 
 
+def update_of(run: Mapping[str, Any]) -> float | None:
+    """Median size of one mini-batch update relative to W, η‖∂J/∂W‖/‖W‖ (``evaluate.update_sizes``), or None."""
+    v = (metrics_of(run).get("update") or {}).get("median")
+    return float(v) if finite(v) else None
+
+
+def fmt_update(r: float) -> str:
+    return f"{r * 100:.2g} %" if r < 0.1 else f"{r * 100:.0f} %"
+
+
+def update_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Why an unstable run is unstable, measured: the size of one update relative to the weights it changes."""
+    stable = [r for r in runs if instability(r) is None and update_of(r) is not None]
+    out = []
+    for run in runs:
+        found, size = instability(run), update_of(run)
+        if found is None or found.kind == "diverged" or size is None:
+            continue
+        text = (f"Why {run_name(run)} was unstable: one mini-batch update, η‖∂J/∂W‖/‖W‖ measured over an epoch "
+                f"of batches at its final weights, moves W by {fmt_update(size)} of its own norm (median)")
+        # Set against the stable runs that differ from it in η alone, when there are any.
+        same_but_eta = [r for r in stable if {k: v for k, v in r.get("config", {}).items() if k != "eta"}
+                        == {k: v for k, v in run.get("config", {}).items() if k != "eta"}]
+        for other in same_but_eta or stable:
+            text += (f"; {fmt_update(update_of(other))} for the stable {run_name(other)} "
+                     f"({size / update_of(other):.0f} times less)")
+        out.append(text + ": each step is too large for the weights it changes, overshoots the minimum "
+                          "along the batch's gradient and undoes part of the previous steps, so the cost "
+                          "goes up and down.")
+    return out
+
+
 def stability_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     """Which runs the instability rule flags, why, and how it shows; then over-fitting."""
     out, stable = [], []
@@ -204,6 +287,7 @@ def stability_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
             stable.append(run_name(run))
         else:
             out.append(f"{run_name(run)} was unstable: {inst.reason}; {inst.curve}.")
+    out += update_sentences(runs)
     if stable and out:
         out.append(f"{join_names(stable)} {'was' if len(stable) == 1 else 'were'} stable by the same rule.")
     elif stable:
@@ -261,11 +345,28 @@ def _change(verb_up: str, verb_down: str, a: float, b: float, what: str, fmt, un
     return f"{verb} {what} from {fmt(a)} to {fmt(b)}{unit}"
 
 
-def effect_sentences(runs: Sequence[Mapping[str, Any]], param: str) -> list[str]:
+def _tested_change(a: Mapping[str, Any], b: Mapping[str, Any], ta: float, tb: float, tests: PairTests | None,
+                   a_name: str, b_name: str) -> str:
+    """Test accuracy from a to b in words that follow McNemar's test: "raised"/"lowered" only when p < 0.05."""
+    t = tests.test(a, b, "test") if tests is not None else None
+    moved = f"{accuracy_text(a, 'test')} to {accuracy_text(b, 'test')} ({fmt_points(tb - ta, signed=True)} points"
+    if t is None:
+        return _change("raised", "lowered", ta, tb, "test accuracy", fmt_acc, "") + \
+            (f" ({fmt_points(tb - ta, signed=True)} points)" if fmt_acc(ta) != fmt_acc(tb) else "")
+    words = test_words(t, a_name, b_name)
+    if t["significant"]:
+        verb = "raised" if t["b_only"] > t["a_only"] else "lowered"
+        return f"{verb} test accuracy (McNemar {fmt_p(t['p'])}) from {moved}; {words})"
+    return f"made no significant difference to test accuracy (McNemar {fmt_p(t['p'])}): {moved}; {words})"
+
+
+def effect_sentences(runs: Sequence[Mapping[str, Any]], param: str, tests: PairTests | None = None) -> list[str]:
     """Effect of one hyper-parameter (``'lam'`` or ``'eta'``) at fixed other settings.
 
     Only pairs of runs that differ in exactly ``param`` are compared; with no
-    such pair the list is empty (nothing is said rather than invented).
+    such pair the list is empty (nothing is said rather than invented). With
+    ``tests`` the test-accuracy change is worded by McNemar's test on the two
+    runs' test predictions; for λ the weights' roughness is compared too.
     """
     sym = PARAM_WORDS.get(param, param)
     out = []
@@ -276,15 +377,17 @@ def effect_sentences(runs: Sequence[Mapping[str, Any]], param: str) -> list[str]
             parts = []
             ta, tb = accuracy_of(a, "test"), accuracy_of(b, "test")
             if ta is not None and tb is not None:
-                part = _change("raised", "lowered", ta, tb, "test accuracy", fmt_acc, "")
-                if fmt_acc(ta) != fmt_acc(tb):
-                    part += f" ({fmt_points(tb - ta, signed=True)} points)"
-                parts.append(part)
+                parts.append(_tested_change(a, b, ta, tb, tests, f"{sym}={fmt_num(va)}", f"{sym}={fmt_num(vb)}"))
             ga, gb = accuracy_gap(a), accuracy_gap(b)
             if ga is not None and gb is not None:
                 parts.append(_change("widened", "shrank", ga, gb,
                                      "the train–validation gap",
                                      lambda g: fmt_points(g), " percentage points"))
+            ra, rb = roughness_of(a), roughness_of(b)
+            if param == "lam" and ra is not None and rb is not None:
+                parts.append(_change("raised", "lowered", ra, rb, "the roughness of the weight templates",
+                                     lambda r: f"{r:.2f}", " (1 = noise, 0 = smooth: see the weights grid of "
+                                                           "the comparison)"))
             if not parts:
                 continue
             sentence = f"{where}, raising {sym} from {fmt_num(va)} to {fmt_num(vb)} " + " and ".join(parts)
@@ -307,8 +410,30 @@ def best_runs(runs: Sequence[Mapping[str, Any]], split: str) -> list[int]:
     return [i for i, a in enumerate(accs) if a is not None and round(a, 4) == top]
 
 
-def best_run_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Which run is best on test, and which on validation (the one to deploy)."""
+def runner_up(runs: Sequence[Mapping[str, Any]], split: str) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
+    """(the best run on ``split``, the next best), by accuracy; None with fewer than two evaluated runs."""
+    ranked = sorted((r for r in runs if accuracy_of(r, split) is not None), key=lambda r: -accuracy_of(r, split))
+    return (ranked[0], ranked[1]) if len(ranked) >= 2 else None
+
+
+def best_versus_runner_up(runs: Sequence[Mapping[str, Any]], tests: PairTests | None, split: str = "test",
+                          what: str = "★ run") -> str | None:
+    """Whether the best run on ``split`` is significantly better than the runner-up (McNemar), in one sentence."""
+    pair = runner_up(runs, split)
+    t = tests.test(pair[0], pair[1], split) if pair and tests is not None else None
+    if t is None:
+        return None
+    best, second = pair
+    words = test_words(t, run_name(best), run_name(second))
+    if t["significant"] and t["a_only"] > t["b_only"]:
+        return (f"The {what} is significantly better than the runner-up, {run_name(second)} "
+                f"({accuracy_text(second, split)}): McNemar {fmt_p(t['p'])}; {words}.")
+    return (f"The {what} is not significantly better than the runner-up, {run_name(second)} "
+            f"({accuracy_text(second, split)}): no significant difference (McNemar {fmt_p(t['p'])}; {words}).")
+
+
+def best_run_sentences(runs: Sequence[Mapping[str, Any]], tests: PairTests | None = None) -> list[str]:
+    """Which run is best on test (and whether significantly, with ``tests``), and which on validation."""
     if not runs:
         return []
     best_test, best_val = best_runs(runs, "test"), best_runs(runs, "val")
@@ -319,18 +444,21 @@ def best_run_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     if len(runs) == 1:
         r = runs[0]
         out.append(f"One configuration was run ({run_name(r)}); it reached test accuracy "
-                   f"{fmt_acc(accuracy_of(r, 'test'))}, so there is nothing to compare.")
+                   f"{accuracy_text(r, 'test')}, so there is nothing to compare.")
         return out
     if best_test:
         names = join_names([run_name(runs[i]) for i in best_test])
-        out.append(f"The highest test accuracy, {fmt_acc(accuracy_of(runs[best_test[0]], 'test'))}, "
+        out.append(f"The highest test accuracy, {accuracy_text(runs[best_test[0]], 'test')}, "
                    f"was reached by {names} (marked ★ in the table).")
+        star = best_versus_runner_up(runs, tests)
+        if star is not None:
+            out.append(star)
     if best_val:
         names = join_names([run_name(runs[i]) for i in best_val])
         same = ("the same choice" if set(best_val) == set(best_test)
                 else "a different choice from the test ranking")
         out.append(f"Choosing on validation accuracy, as one must for deployment since the test set "
-                   f"is kept unseen, selects {names} ({fmt_acc(accuracy_of(runs[best_val[0]], 'val'))}): "
+                   f"is kept unseen, selects {names} ({accuracy_text(runs[best_val[0]], 'val')}): "
                    f"{same}.")
     return out
 
@@ -343,13 +471,26 @@ def class_sentences(run: Mapping[str, Any]) -> list[str]:
         return []
     hi = max(items, key=lambda kv: kv[1])
     lo = min(items, key=lambda kv: kv[1])
-    return [f"For {run_name(run)}, the easiest class was {hi[0]} ({fmt_acc(hi[1])}) and the "
-            f"hardest {lo[0]} ({fmt_acc(lo[1])})."]
+    names = list(pca)
+    totals = [sum(row) for row in metrics_of(run).get("confusion_matrix") or []]
+
+    def acc(name: str, value: float) -> str:      # with its interval over the class's test images
+        i = names.index(name)
+        n = totals[i] if i < len(totals) else 0
+        return fmt_acc_ci(value, wilson_interval(round(value * n), n) if n else None)
+
+    return [f"For {run_name(run)}, the easiest class was {hi[0]} ({acc(*hi)}) and the "
+            f"hardest {lo[0]} ({acc(*lo)})."]
 
 
 def loss_of(run: Mapping[str, Any]) -> str:
     """The run's training loss: "softmax" (the study; absent from the config) or "bce"."""
     return str((run.get("config") or {}).get("loss", "softmax"))
+
+
+def loss_object(name: str | None) -> Loss:
+    """The loss (losses.py) a payload names; the study's when it names none, or one unknown here."""
+    return loss_named(name if name in LOSSES else TRAIN_DEFAULTS.loss)
 
 
 def probability_stats(run: Mapping[str, Any]) -> dict[str, float | None]:
@@ -505,15 +646,19 @@ def gradcheck_passed(gc: Mapping[str, Any]) -> bool:
                for res in gc.get("results", []) for p in ("W", "b"))
 
 
-def analysis(doc: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
-    """All analysis sentences, grouped under sub-headings; empty groups left out."""
+def analysis(doc: Mapping[str, Any], tests: PairTests | None = None) -> list[tuple[str, list[str]]]:
+    """All analysis sentences, grouped under sub-headings; empty groups left out.
+
+    Comparisons are tested with ``tests`` (default: a ``PairTests`` of the document's discordant counts).
+    """
     runs = list(doc.get("runs", []))
+    tests = tests if tests is not None else PairTests(doc.get("discordant") or [])
     groups = [
-        ("Best run", best_run_sentences(runs)),
+        ("Best run", best_run_sentences(runs, tests)),
         ("Train–validation gap", gap_sentences(runs)),
         ("Stability", stability_sentences(runs)),
-        ("Effect of λ (regularisation)", effect_sentences(runs, "lam")),
-        ("Effect of η (learning rate)", effect_sentences(runs, "eta")),
+        ("Effect of λ (regularisation)", effect_sentences(runs, "lam", tests)),
+        ("Effect of η (learning rate)", effect_sentences(runs, "eta", tests)),
     ]
     bv = best_runs(runs, "val")
     if bv:

@@ -14,10 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from .analysis import (STABILITY_RULE, accuracy_of, analysis, best_runs, epochs_of, gradcheck_passed, instability,
-                       loss_of, loss_pairs, loss_sentences, margin_stats, metrics_of, probability_stats, run_name,
-                       stability_label, svm_sentences)
-from .format import (PARAM_WORDS, describe_setting, finite, fmt_acc, fmt_err, fmt_loss, fmt_num,
+from .analysis import (STABILITY_RULE, PairTests, accuracy_of, accuracy_text, analysis, best_runs,
+                       best_versus_runner_up, epochs_of, fmt_update, gradcheck_passed, instability, loss_object, loss_of, loss_pairs,
+                       loss_sentences, margin_stats, metrics_of, probability_stats, roughness_of, run_name,
+                       stability_label, svm_sentences, update_of)
+from .format import (PARAM_WORDS, describe_setting, finite, fmt_acc, fmt_ci, fmt_err, fmt_loss, fmt_num,
                      fmt_points, fmt_seconds, fmt_share, join_names)
 
 SPLITS = (("train", "train"), ("val", "validation"), ("test", "test"))
@@ -53,6 +54,8 @@ class Span:
     bold: bool = False
     code: bool = False
     nowrap: bool = False    # HTML: never broken across lines (a run's name in a narrow column)
+    italic: bool = False
+    aside: bool = False     # HTML: a smaller line of its own under the cell's value (an accuracy's interval)
 
 
 Inline = Union[str, Span, Sequence[Union[str, Span]]]
@@ -74,6 +77,12 @@ class Para:
 @dataclass
 class Bullets:
     items: list[Inline]
+    ordered: bool = False
+
+
+@dataclass
+class CodeBlock:
+    text: str                # shown verbatim (escaped), in a monospaced block
 
 
 @dataclass
@@ -209,7 +218,7 @@ def _gradcheck_blocks(gc: Mapping[str, Any] | None) -> list:
         desc.append(f" ({fmt_seconds(gc['elapsed'])})")
     blocks.append(Para("".join(desc) + "."))
     rows, bad = [], set()
-    kinked = gc.get("loss") == "svm"
+    kinked = not loss_object(gc.get("loss")).smooth
     for res in gc.get("results", []):
         for p in ("W", "b"):
             st = res.get(p)
@@ -247,12 +256,21 @@ def _gradcheck_blocks(gc: Mapping[str, Any] | None) -> list:
     return blocks
 
 
+def _accuracy_cell(accuracy: Any, ci: Any) -> list[Union[str, Span]]:
+    """A table cell: the accuracy, then its 95 % interval (HTML: on a smaller line of its own)."""
+    interval = fmt_ci(ci) if finite(accuracy) else ""
+    return [fmt_acc(accuracy)] + ([Span(" " + interval, aside=True)] if interval else [])
+
+
 def _run_anchor(run: Mapping[str, Any], i: int) -> str:
     rid = str(run.get("run_id") or i)
     return "run-" + _anchor(rid)
 
 
-def _run_blocks(run: Mapping[str, Any], i: int) -> list:
+BRIEF_FIGURES = ("loss", "accuracy", "weights")   # the assignment asks for curves and weights per run
+
+
+def _run_blocks(run: Mapping[str, Any], i: int, brief: bool = False) -> list:
     c = run.get("config", {})
     blocks: list = [Heading(3, f"Run {i + 1}: {run_name(run)}", _run_anchor(run, i))]
     settings = ", ".join(f"{PARAM_WORDS.get(k, k)}={fmt_num(v)}" for k, v in c.items())
@@ -272,9 +290,11 @@ def _run_blocks(run: Mapping[str, Any], i: int) -> list:
         for key, name in SPLITS:
             s = m.get(key) or {}
             rows.append([name, str(sizes.get(key, "—")), fmt_loss(s.get("loss")),
-                         fmt_loss(s.get("cost")), fmt_acc(s.get("accuracy"))])
-        blocks.append(Table(["split", "images", "loss", "cost", "accuracy"], rows))
+                         fmt_loss(s.get("cost")), _accuracy_cell(s.get("accuracy"), s.get("accuracy_ci"))])
+        blocks.append(Table(["split", "images", "loss", "cost", "accuracy [95 % CI]"], rows))
     figs = run.get("figures") or {}
+    if brief:
+        figs = {k: v for k, v in figs.items() if k in BRIEF_FIGURES}
     for pair in FIGURE_PAIRS:
         row = [_run_figure(run, k, figs[k]) for k in pair if figs.get(k)]
         if row:
@@ -361,8 +381,7 @@ def _fmt_history(values: Any, i: int) -> str:
 
 def _probability_caption(run: Mapping[str, Any]) -> str:
     """The histogram's caption with the run's own numbers (kind of probability, the two means)."""
-    kind = ("per-class sigmoid σ(s_y) of a BCE run; the ten do not sum to 1" if loss_of(run) == "bce"
-            else "softmax")
+    kind = loss_object(loss_of(run)).probability_caption
     text = FIGURE_CAPTIONS["probabilities"].rstrip(".") + f" ({kind})."
     st = probability_stats(run)
     if st["correct"] is not None or st["incorrect"] is not None:
@@ -397,7 +416,8 @@ def _svm_comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
     rows = []
     for soft, svm, _ in pairs:
         for r in (soft, svm):
-            st = margin_stats(r) if loss_of(r) == "svm" else {"correct": None, "incorrect": None}
+            scores_only = not loss_object(loss_of(r)).gives_probabilities
+            st = margin_stats(r) if scores_only else {"correct": None, "incorrect": None}
             rows.append([run_name(r), loss_of(r), fmt_acc(accuracy_of(r, "val")), fmt_acc(accuracy_of(r, "test")),
                          fmt_loss(st["correct"]) if st["correct"] is not None else "—",
                          fmt_loss(st["incorrect"]) if st["incorrect"] is not None else "—",
@@ -461,17 +481,22 @@ def _comparison_figure_blocks(runs: Sequence[Mapping[str, Any]], compared: Mappi
     blocks: list = []
     if figs.get("curves"):
         blocks.append(FigureRow([Figure(figs["curves"], "validation loss and accuracy of every run, overlaid",
-                                        f"validation loss and accuracy of every run ({names}), per epoch. "
-                                        "A diverged run's curves stop where its cost became NaN or infinite.")],
+                                        f"validation loss and accuracy of every run ({names}), per epoch, one "
+                                        "colour and mark per run (the same in the weights grid). An unstable "
+                                        "run's loss has a panel of its own, so the stable runs stay apart (their "
+                                        "panel is zoomed on where they differ). A diverged run's curves stop where "
+                                        "its cost became NaN or infinite.")],
                                 wide=True))
     if figs.get("weights"):
         blocks.append(FigureRow([Figure(figs["weights"], "learnt weights of every run, one row per run",
-                                        "learnt weights of every run, one row per run (labelled λ, η), one "
-                                        "32×32 image per class, each scaled to its own range.")], wide=True))
+                                        "learnt weights of every run, one row per run (labelled λ, η, in the "
+                                        "run's colour), one 32×32 image per class, each scaled to its own range; "
+                                        "the comparison table gives each row's roughness.")], wide=True))
     return blocks
 
 
-def _comparison_blocks(runs: Sequence[Mapping[str, Any]], compared: Mapping[str, Any] | None = None) -> list:
+def _comparison_blocks(runs: Sequence[Mapping[str, Any]], compared: Mapping[str, Any] | None = None,
+                       tests: PairTests | None = None, brief: bool = False) -> list:
     blocks: list = [Heading(2, "Comparison of runs", "comparison")]
     if not runs:
         blocks.append(Para("No run is part of this report."))
@@ -480,26 +505,44 @@ def _comparison_blocks(runs: Sequence[Mapping[str, Any]], compared: Mapping[str,
     rows = []
     for i, r in enumerate(runs):
         c = r.get("config", {})
-        test = "diverged" if r.get("diverged_at") is not None else fmt_acc(accuracy_of(r, "test"))
+        test = (["diverged"] if r.get("diverged_at") is not None else
+                _accuracy_cell(accuracy_of(r, "test"), (metrics_of(r).get("test") or {}).get("accuracy_ci")))
+        rough, step = roughness_of(r), update_of(r)
         rows.append([Span(run_name(r), nowrap=True), fmt_num(c.get("lam")), fmt_num(c.get("eta")),
-                     fmt_num(c.get("n_batch")),
-                     _epochs_cell(r), fmt_acc(accuracy_of(r, "train")), fmt_acc(accuracy_of(r, "val")),
-                     Span(f"{test} ★", bold=True) if i in best else test, _stability_cell(r),
-                     Span(str(r.get("run_id", "—")), code=True)])
+                     fmt_num(c.get("n_batch")), _epochs_cell(r),
+                     *(_accuracy_cell(accuracy_of(r, s), (metrics_of(r).get(s) or {}).get("accuracy_ci"))
+                       for s in ("train", "val")),
+                     [Span(f"{test[0]} ★", bold=True), *test[1:]] if i in best else test,
+                     "—" if rough is None else f"{rough:.2f}", "—" if step is None else fmt_update(step),
+                     _stability_cell(r), Span(str(r.get("run_id", "—")), code=True)])
     flagged = [(r, instability(r)) for r in runs]
     flagged = [(r, found) for r, found in flagged if found is not None]
-    blocks.append(Table(["run", "λ", "η", "n_batch", "epochs", "train acc.", "val. acc.",
-                         "test acc.", "stability", "run ID"], rows, align="lrrrrrrrll", highlight=best,
-                        caption="Final accuracies of every run; ⚠ flags an unstable or diverged run "
-                                "(rule in the analysis)."))
+    header = ["run", "λ", "η", "n_batch", "epochs", "train acc.", "val. acc.", "test acc.", "roughness of W",
+              "update / ‖W‖", "stability", "run ID"]
+    # A setting every run shares is said once, in the caption: the table stays within the page.
+    shared = {k: rows[0][i] for i, k in ((3, "n_batch"), (4, "epochs")) if len({str(row[i]) for row in rows}) == 1}
+    keep = [i for i in range(len(header)) if header[i] not in shared]
+    blocks.append(Table([header[i] for i in keep], [[row[i] for i in keep] for row in rows],
+                        align="".join("lrrrrrrrrrll"[i] for i in keep), highlight=best,
+                        caption=(f"Every run: {', '.join(f'{k} {v}' for k, v in shared.items())}. " if shared else "")
+                        + "Final accuracies with their 95 % Wilson intervals; roughness of W: "
+                          "how rough the ten weight templates are (1 = like noise, 0 = smooth; defined "
+                          "under the table); update / ‖W‖: the median size of one mini-batch update relative "
+                          "to the weights; ⚠ flags an unstable or diverged run (rule in the analysis)."))
     for r, found in flagged:
         blocks.append(Para([Span(run_name(r), bold=True), f" was {'unstable' if found.kind != 'diverged' else 'diverged'}"
                             f": {found.reason}; {found.curve}."], "warn"))
     if len(runs) > 1:
-        blocks.append(Para("★ marks the highest test accuracy. It is reported for comparison with "
+        star = best_versus_runner_up(runs, tests)
+        blocks.append(Para("★ marks the highest test accuracy. " + (star + " " if star else "") +
+                           "It is reported for comparison with "
                            "the study only: a model for deployment is chosen on validation accuracy, "
                            "with the test set kept unseen.", "note"))
+    if any(roughness_of(r) is not None for r in runs):
+        blocks.append(Para(ROUGHNESS_DEFINITION, "note"))
     blocks += _comparison_figure_blocks(runs, compared)
+    if brief:
+        return blocks
     evaluated = [r for r in runs if metrics_of(r).get("per_class_accuracy")]  # not the diverged ones
     pcs = [metrics_of(r)["per_class_accuracy"] for r in evaluated]
     classes = list(dict.fromkeys(k for p in pcs for k in p))
@@ -510,7 +553,14 @@ def _comparison_blocks(runs: Sequence[Mapping[str, Any]], compared: Mapping[str,
     return blocks + _loss_comparison_blocks(runs) + _svm_comparison_blocks(runs)
 
 
-def _sweep_blocks(sweep: Mapping[str, Any]) -> list:
+ROUGHNESS_DEFINITION = (
+    "Roughness of W: for each class template w (one row of W as a 3×32×32 image), the mean squared "
+    "difference between horizontally or vertically neighbouring pixels of one colour, divided by twice the "
+    "template's variance; the table gives the mean over the ten classes. Independent noise scores 1, a "
+    "smooth image near 0: the lower, the more structured the templates in the weights grid.")
+
+
+def _sweep_blocks(sweep: Mapping[str, Any], tests: PairTests | None = None) -> list:
     """The sweep: what was varied, the heat-map, the points by validation accuracy, the chosen run in full.
 
     ``sweep`` holds ``grid`` (lam, eta, n_batch, n_epochs lists), ``fixed``,
@@ -554,9 +604,13 @@ def _sweep_blocks(sweep: Mapping[str, Any]) -> list:
     if not best:
         blocks.append(Para("Every point diverged: no setting was chosen.", "warn"))
         return blocks
-    blocks.append(Para(f"Chosen on validation accuracy: {run_name(best)} (validation accuracy "
-                       f"{fmt_acc(accuracy_of(best, 'val'))}); its test accuracy is {fmt_acc(accuracy_of(best, 'test'))}.",
-                       "note"))
+    chosen = (f"Chosen on validation accuracy: {run_name(best)} (validation accuracy "
+              f"{accuracy_text(best, 'val')}); its test accuracy is {accuracy_text(best, 'test')}.")
+    second = sweep.get("runner_up")
+    if second:
+        tested = best_versus_runner_up([best, second], tests, "val", "chosen setting")
+        chosen += " " + (tested or "")
+    blocks.append(Para(chosen.strip(), "note"))
     section = _run_blocks(best, 0)
     section[0] = Heading(3, f"Chosen setting: {run_name(best)}", "sweep-best")
     return blocks + section
@@ -601,15 +655,95 @@ def _ensemble_blocks(ens: Mapping[str, Any]) -> list:
     return blocks
 
 
-def _analysis_blocks(doc: Mapping[str, Any]) -> list:
+def _analysis_blocks(doc: Mapping[str, Any], tests: PairTests | None = None) -> list:
     blocks: list = [Heading(2, "Analysis", "analysis")]
-    groups = analysis(doc)
+    groups = analysis(doc, tests)
     for title, sentences in groups:
         blocks.append(Heading(3, title, "analysis-" + _anchor(title)))
         blocks.append(Bullets(list(sentences)))
         if title == "Stability":
             blocks.append(Para(STABILITY_RULE, "note"))
     return blocks
+
+
+_INLINE = re.compile(r"(`[^`\n]+`|\*\*[^*\n]+\*\*|__[^_\n]+__|\*[^*\s][^*\n]*\*|_[^_\s][^_\n]*_)")
+_ITEM = re.compile(r"^\s{0,3}(?:([-*+])|(\d{1,9})[.)])\s+(.*)$")
+
+
+def discussion_inline(text: str) -> list[Union[str, Span]]:
+    """One line of the discussion's Markdown subset as spans: `code`, **bold**, *emphasis* or _emphasis_.
+    Everything else is plain text, escaped by each renderer like any untrusted string."""
+    out: list[Union[str, Span]] = []
+    for i, piece in enumerate(_INLINE.split(text)):
+        if not piece:
+            continue
+        if i % 2 == 0:
+            out.append(piece)
+        elif piece.startswith("`"):
+            out.append(Span(piece[1:-1], code=True))
+        elif piece[:2] in ("**", "__"):
+            out.append(Span(piece[2:-2], bold=True))
+        else:
+            out.append(Span(piece[1:-1], italic=True))
+    return out
+
+
+def discussion_blocks(text: str) -> list:
+    """The author's discussion (a Markdown subset) as blocks: paragraphs (split at blank lines), bullet and
+    numbered lists, inline emphasis and code, and fenced code blocks (```). Headings, links, images and
+    HTML are not part of the subset: they stay text."""
+    blocks: list = []
+    para: list[str] = []
+    items: list[str] = []
+    ordered = False
+    code: list[str] | None = None
+
+    def flush():
+        nonlocal para, items
+        if para:
+            blocks.append(Para(discussion_inline(" ".join(line.strip() for line in para))))
+        if items:
+            blocks.append(Bullets([discussion_inline(item) for item in items], ordered=ordered))
+        para, items = [], []
+
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if code is not None:
+            if line.strip().startswith("```"):
+                blocks.append(CodeBlock("\n".join(code)))
+                code = None
+            else:
+                code.append(line)
+            continue
+        if line.strip().startswith("```"):
+            flush()
+            code = []
+            continue
+        if not line.strip():
+            flush()
+            continue
+        item = _ITEM.match(line)
+        if item:
+            if para or (items and ordered != (item.group(2) is not None)):
+                flush()
+            ordered = item.group(2) is not None
+            items.append(item.group(3).strip())
+        elif items and line.startswith((" ", "\t")):
+            items[-1] += " " + line.strip()         # a list item continued on the next line
+        else:
+            if items:
+                flush()
+            para.append(line)
+    if code is not None:
+        blocks.append(CodeBlock("\n".join(code)))
+    flush()
+    return blocks
+
+
+def _discussion_section(doc: Mapping[str, Any]) -> list:
+    text = doc.get("discussion")
+    if not text or not str(text).strip():
+        return []
+    return [Heading(2, "Discussion", "discussion"), *discussion_blocks(str(text))]
 
 
 def _summary(doc: Mapping[str, Any]) -> list:
@@ -630,9 +764,17 @@ def _summary(doc: Mapping[str, Any]) -> list:
     return [Para("Summary: " + "; ".join(bits) + ".")] if bits else []
 
 
-def build_blocks(doc: Mapping[str, Any]) -> list:
-    """The whole report as a list of blocks, in reading order."""
+def build_blocks(doc: Mapping[str, Any], tests: PairTests | None = None) -> list:
+    """The whole report as a list of blocks, in reading order.
+
+    Every comparison is tested with ``tests`` (default: a ``PairTests`` of the document's discordant counts),
+    which records the comparisons used. With ``doc["brief"]`` the assignment's layout: set-up, gradient
+    check, each run (its table, curves and weights), the comparison, the analysis, the discussion.
+    """
     runs = list(doc.get("runs", []))
+    tests = tests if tests is not None else PairTests(doc.get("discordant") or [])
+    if doc.get("brief"):
+        return number_figures(_brief_blocks(doc, runs, tests))
     title = str(doc.get("title") or "One-layer network on CIFAR-10")
     meta = []
     if doc.get("cifarcli_version"):
@@ -648,9 +790,10 @@ def build_blocks(doc: Mapping[str, Any]) -> list:
     toc += [("sweep", "Hyper-parameter sweep")] if doc.get("sweep") else []
     toc += [("ensemble", "Ensemble")] if doc.get("ensemble") else []
     toc += [("analysis", "Analysis")]
+    toc += [("discussion", "Discussion")] if doc.get("discussion") else []
     blocks.append(Contents(toc))
     # The study's central result first: every run side by side, then how it was made, then each run.
-    blocks += _comparison_blocks(runs, doc.get("comparison"))
+    blocks += _comparison_blocks(runs, doc.get("comparison"), tests)
     blocks += _setup_blocks(doc)
     blocks += _gradcheck_blocks(doc.get("gradcheck"))
     blocks.append(Heading(2, "Runs", "runs"))
@@ -659,11 +802,40 @@ def build_blocks(doc: Mapping[str, Any]) -> list:
     for i, r in enumerate(runs):
         blocks += _run_blocks(r, i)
     if doc.get("sweep"):
-        blocks += _sweep_blocks(doc["sweep"])
+        blocks += _sweep_blocks(doc["sweep"], tests)
     if doc.get("ensemble"):
         blocks += _ensemble_blocks(doc["ensemble"])
-    blocks += _analysis_blocks(doc)
+    blocks += _analysis_blocks(doc, tests)
+    blocks += _discussion_section(doc)
     return number_figures(blocks)
+
+
+def _title_blocks(doc: Mapping[str, Any]) -> list:
+    title = str(doc.get("title") or "One-layer network on CIFAR-10")
+    meta = [f"cifarcli {doc['cifarcli_version']}"] if doc.get("cifarcli_version") else []
+    meta += [str(doc["created"])] if doc.get("created") else []
+    return [Heading(1, title, "top")] + ([Para(" · ".join(meta), "meta")] if meta else [])
+
+
+def _brief_blocks(doc: Mapping[str, Any], runs: list, tests: PairTests) -> list:
+    """The assignment's layout: set-up, gradient check, per run its table with curves and weights, the
+    comparison, the analysis, the discussion (no per-class, probability or confusion figures)."""
+    blocks = _title_blocks(doc) + _setup_blocks(doc) + _gradcheck_blocks(doc.get("gradcheck"))
+    blocks.append(Heading(2, "Runs", "runs"))
+    for i, r in enumerate(runs):
+        blocks += _run_blocks(r, i, brief=True)
+    blocks += _comparison_blocks(runs, doc.get("comparison"), tests, brief=True)
+    if doc.get("sweep"):
+        blocks += _sweep_blocks(doc["sweep"], tests)
+    return blocks + _analysis_blocks(doc, tests) + _discussion_section(doc)
+
+
+def comparisons(doc: Mapping[str, Any]) -> list[dict]:
+    """Every comparison a sentence of the report rests on: ``{"a", "b", "split", "a_only", "b_only", "p",
+    "significant"}``, in reading order, each pair once (``report --json``'s "comparisons")."""
+    tests = PairTests(doc.get("discordant") or [])
+    build_blocks(doc, tests)
+    return tests.used
 
 
 def number_figures(blocks: list) -> list:

@@ -32,6 +32,29 @@ def fmt_acc(x: Any) -> str:
 fmt_loss = fmt_acc
 
 
+def fmt_ci(ci: Any) -> str:
+    """A 95 % interval as '[0.3794, 0.3985]'; '' when missing."""
+    if not ci or len(ci) != 2 or not all(finite(v) for v in ci):
+        return ""
+    return f"[{float(ci[0]):.4f}, {float(ci[1]):.4f}]"
+
+
+def fmt_acc_ci(x: Any, ci: Any) -> str:
+    """An accuracy with its 95 % Wilson interval: '0.3889 [0.3794, 0.3985]' (the accuracy alone without one)."""
+    interval = fmt_ci(ci)
+    return fmt_acc(x) + (f" {interval}" if interval and finite(x) else "")
+
+
+def fmt_p(p: Any) -> str:
+    """A p-value: 'p = 0.012', 'p = 0.41', 'p < 0.0001'."""
+    if not finite(p):
+        return "p = —"
+    p = float(p)
+    if p < 1e-4:
+        return "p < 0.0001"
+    return f"p = {p:.2g}" if p < 0.01 else f"p = {p:.2f}" if p < 0.995 else "p = 1"
+
+
 def fmt_points(x: Any, signed: bool = False) -> str:
     """A difference of two accuracies in percentage points: 0.0692 -> '6.92'."""
     v = round(float(x) * 100, 2)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .blocks import Bullets, Contents, FigureRow, Heading, Inline, Para, Span, Table, build_blocks
+from .blocks import Bullets, CodeBlock, Contents, FigureRow, Heading, Inline, Para, Span, Table, build_blocks
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -45,11 +45,12 @@ nav.toc a:hover { text-decoration: underline; }
 .table-wrap { overflow-x: auto; margin: .9rem 0 1.2rem; }
 table { border-collapse: collapse; font-size: .92rem; font-variant-numeric: tabular-nums; min-width: 50%; }
 caption { caption-side: top; text-align: left; color: var(--muted); font-size: .88rem; padding-bottom: .35rem; }
-th, td { padding: .38rem .6rem; border-bottom: 1px solid var(--line); vertical-align: top; }
+th, td { padding: .38rem .45rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background: #f3f4f6; font-weight: 600; border-bottom: 2px solid #d1d5db; text-align: left; }
 tbody tr:nth-child(even) { background: var(--zebra); }
 tbody tr.hl { background: #fff7e6; }
 td.r, th.r { text-align: right; white-space: nowrap; }
+th.r { white-space: normal; }
 td.l, th.l { text-align: left; }
 figure { margin: 1rem 0 1.4rem; }
 figure img { display: block; width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
@@ -62,10 +63,14 @@ figcaption { color: var(--muted); font-size: .88rem; margin-top: .35rem; }
 .figrow.half figure { grid-column: 1; }
 .figrow.pair figure, .figrow.half figure { margin: .6rem 0 .8rem; }
 td code, .nowrap { white-space: nowrap; word-break: normal; }
+td code { font-size: .8em; }
+.aside { display: block; font-size: .78em; color: var(--muted); }
 .missing { color: var(--bad); font-style: italic; }
 ul { padding-left: 1.3rem; }
 li { margin: .3rem 0; }
-@page { margin: 12mm 12mm 14mm; }
+pre { background: #f3f4f6; padding: .6rem .8rem; border-radius: 6px; overflow-x: auto; }
+pre code { background: none; padding: 0; word-break: normal; white-space: pre; }
+@page { size: A4; margin: 12mm 12mm 14mm; }
 @media print {
   body { font-size: 10pt; line-height: 1.4; }
   main { max-width: none; padding: 0; }
@@ -105,6 +110,10 @@ def _html_inline(x: Inline) -> str:
             t = f"<code>{t}</code>"
         if x.nowrap:
             t = f'<span class="nowrap">{t}</span>'
+        if x.italic:
+            t = f"<em>{t}</em>"
+        if x.aside:
+            t = f'<span class="aside">{t.strip()}</span>'
         return f"<strong>{t}</strong>" if x.bold else t
     return "".join(_html_inline(p) for p in x)
 
@@ -193,7 +202,10 @@ def _html_block(b, figure_dir: Path) -> str:
     if isinstance(b, Para):
         return _html_para(b)
     if isinstance(b, Bullets):
-        return "<ul>\n" + "\n".join(f"<li>{_html_inline(i)}</li>" for i in b.items) + "\n</ul>"
+        tag = "ol" if b.ordered else "ul"
+        return f"<{tag}>\n" + "\n".join(f"<li>{_html_inline(i)}</li>" for i in b.items) + f"\n</{tag}>"
+    if isinstance(b, CodeBlock):
+        return f"<pre><code>{_h(b.text)}</code></pre>"
     if isinstance(b, Table):
         return _html_table(b)
     if isinstance(b, FigureRow):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .blocks import Bullets, Contents, FigureRow, Heading, Inline, Para, Span, Table, build_blocks
+from .blocks import Bullets, CodeBlock, Contents, FigureRow, Heading, Inline, Para, Span, Table, build_blocks
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|#!~])")
@@ -32,6 +32,7 @@ def _md_inline(x: Inline) -> str:
             t = f"`{x.text}`"
         else:
             t = md_text(x.text)
+        t = f"*{t}*" if x.italic else t
         return f"**{t}**" if x.bold else t
     return "".join(_md_inline(p) for p in x)
 
@@ -53,7 +54,10 @@ def _md_block(b) -> str:
             return f"*{text}*"
         return text
     if isinstance(b, Bullets):
-        return "\n".join(f"- {_md_inline(i)}" for i in b.items)
+        return "\n".join(f"{f'{n}.' if b.ordered else '-'} {_md_inline(i)}" for n, i in enumerate(b.items, 1))
+    if isinstance(b, CodeBlock):
+        fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", b.text)), default=0))
+        return f"{fence}text\n{b.text}\n{fence}"
     if isinstance(b, Table):
         align = b.align or "l" + "r" * (len(b.header) - 1)
         lines = []
