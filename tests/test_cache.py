@@ -208,11 +208,11 @@ def test_cache_keys_and_run_ids_are_pinned(workspace):
     assert stages.GRADCHECK.key(GradcheckConfig().key_params(), {"dataset": data_key}) == "27023fcc20ae757f"
     assert run == "47603d9553e0f29c"
     assert stages.train_key(TrainConfig(0.1, 0.001, shuffle=True, flip=0.5, loss="bce"), data_key) == "d569ce1bd5b0de56"
-    assert stages.run_key(stages.EVALUATE, run) == "5a0931685c29e25e"
-    # plot 3 and report 3 (the comparison section, two figures a row) drew other bytes: new keys, on purpose
+    # evaluate 3 (predictions, intervals), plot 3 and report 4 made other payloads: new keys, on purpose
+    assert stages.run_key(stages.EVALUATE, run) == "afd0ad64f25f8fab"
     assert stages.run_key(stages.PLOT, run) == "5d33c2613f960aae"
-    assert (stages.PLOT.version, stages.REPORT.version) == (3, 3)
-    assert stages.REPORT.key({}, {"gradcheck": "g" * 16, "run0": run}) == "9c42b02045aa8f69"
+    assert (stages.EVALUATE.version, stages.PLOT.version, stages.REPORT.version) == (3, 3, 4)
+    assert stages.REPORT.key({}, {"gradcheck": "g" * 16, "run0": run}) == "12593140e93cbfd7"
     grid = {"lam": [0.0, 0.1], "eta": [0.001], "n_batch": [100], "n_epochs": [40]}
     assert stages.SWEEP.key({"grid": grid}, {"dataset": data_key, "run0000": run}) == "890686415626a5b0"
 
