@@ -414,14 +414,25 @@ def _no_duplicate_runs(configs: list[TrainConfig], path) -> None:
         seen[key] = i
 
 
+def check_seeds(seeds: list[int]) -> list[int]:
+    """An ensemble's seeds, one training each: at most ``MAX_SEEDS`` of them."""
+    if len(seeds) > MAX_SEEDS:
+        raise OptionError("seeds", f"at most {MAX_SEEDS} seeds (one training each), got {len(seeds)}",
+                          hint="an ensemble gains little beyond a few members")
+    return seeds
+
+
 def _ensemble_configs(table: dict, defaults: dict, where: str) -> list[TrainConfig]:
     """The ``[ensemble]`` table: ``seeds`` (two or more) and the options of one run, each at every seed."""
     _known(table, {*train_fields(), "seeds"}, where)
+    if "seed" in table:  # each member's seed is one of seeds: a lone seed would be dropped without a word
+        raise CifarError(f"{where}: seed is taken from seeds; leave it out", hint="e.g. seeds = [5, 6, 7]")
     seeds = table.get("seeds")
     if not isinstance(seeds, list) or len(seeds) < 2 or not all(is_int(s) for s in seeds) \
             or len(set(seeds)) != len(seeds):
         raise CifarError(f"{where}: seeds must list two or more different integers, got {shown(seeds)}",
                          hint="e.g. seeds = [1, 2, 3, 4, 5]")
+    _named(where, lambda: check_seeds(seeds))
     run = {k: v for k, v in table.items() if k != "seeds"}
     return [_run_config({**defaults, **run, "seed": seed}, where) for seed in seeds]
 

@@ -153,3 +153,12 @@ def os_error(exc: OSError) -> CifarError:
         return CifarError(f"{path}: a file is in the way of a folder ({exc.strerror})",
                           hint="give `cache_dir` / `reports_dir` a folder")
     return WorkFailed(f"{path}: {exc.strerror or exc}")
+
+
+def symlink_loop(path) -> bool:
+    """True when ``path`` (or a folder on the way to it) is a loop of symbolic links."""
+    try:
+        Path(path).stat()
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False

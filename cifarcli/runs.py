@@ -16,8 +16,8 @@ from dataclasses import asdict
 from typing import Any
 
 from cifarcli import stages
-from cifarcli.config import TrainConfig, train_fields
-from cifarcli.errors import CifarError, OptionError
+from cifarcli.config import DTYPES, INITS, KEEPS, SPLITS, TrainConfig, losses, train_fields
+from cifarcli.errors import CifarError, OptionError, shown
 from cifarcli.stages import Workspace
 
 SETTINGS: tuple[str, ...] = tuple(train_fields())   # TrainConfig's order: the study's settings first
@@ -45,7 +45,7 @@ def list_runs(ws: Workspace, where: list[str] | None = None, split: str | None =
     sort_field = _field(sort, "sort")
     filters = [parse_where(text) for text in where or ()]
     if split is not None:
-        filters.append(("split", "=", split))
+        filters.append(("split", "=", _choice("split", split, "split")))
     rows = _rows(ws)
     prefixes = short_ids([row["run_id"] for row in rows])
     for row in rows:
@@ -174,7 +174,15 @@ def parse_where(text: str) -> tuple[str, str, Any]:
     op = "=" if op == "==" else op
     if (kind is bool or (kind is str and field != "created")) and op not in ("=", "!="):
         raise OptionError("where", f"{field} can only be compared with = or !=, got {text!r}")
-    return field, op, _typed(field, kind, raw)
+    return field, op, _choice(field, _typed(field, kind, raw), "where")
+
+
+def _choice(field: str, value: Any, option: str) -> Any:
+    """``value``, unless ``field`` takes one of a few words and this is none of them (a typo listed nothing)."""
+    choices = {"split": SPLITS, "dtype": DTYPES, "init": INITS, "keep": KEEPS, "loss": losses()}.get(field)
+    if choices is not None and value not in choices:
+        raise OptionError(option, f"unknown {field} {shown(value)}", hint="one of: " + ", ".join(choices))
+    return value
 
 
 def _typed(field: str, kind: type, raw: str) -> Any:
@@ -196,6 +204,7 @@ def _matches(row: dict, field: str, op: str, expected: Any) -> bool:
     if value is None:
         return op == "!="
     if op in ("=", "!="):
-        equal = value == expected
+        # A run ID matches by its start, as --run takes it: the table shows 8 of its 16 characters.
+        equal = value.startswith(expected.strip().lower()) if field == "run_id" else value == expected
         return equal if op == "=" else not equal
     return {"<": value < expected, "<=": value <= expected, ">": value > expected, ">=": value >= expected}[op]

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from cifarcli.cache import Artifact
 from cifarcli.config import GRADCHECK_TOL, TRAIN_DEFAULTS, loss_named
-from cifarcli.gradcheck import verdict_line
+from cifarcli.gradcheck import verdict, verdict_line
 from cifarcli.stages import Progress
 
 SPLITS = (("train", "training"), ("val", "validation"), ("test", "test"))
@@ -288,10 +288,13 @@ def dataset_view(artifact: Artifact) -> list[Any]:
 
 
 def gradcheck_json(artifact: Artifact, tol: float | None) -> dict:
-    worst = artifact.payload["max_error"]
+    from cifarcli.gradcheck import n_checked
+
+    worst, checked = artifact.payload["max_error"], n_checked(artifact.payload)
     document = {"gradcheck": artifact.key, "cached": artifact.status == "hit", **artifact.payload,
-                "max_error": worst, "tol": tol, "passed": None if tol is None else worst <= tol,
-                "verdict": verdict_line(worst, GRADCHECK_TOL if tol is None else tol)}
+                "max_error": worst, "n_checked": checked, "tol": tol,
+                "passed": None if tol is None else bool(checked) and worst <= tol,
+                "verdict": verdict_line(worst, GRADCHECK_TOL if tol is None else tol, checked, artifact.payload["h"])}
     if not _loss_of(artifact.payload).smooth:   # how many parameters the verdict leaves out, and why
         document["kinks"] = {"total": sum(sum((e.get("kinks") or {}).values()) for e in artifact.payload["results"]),
                              "excluded_from_verdict": True,
@@ -305,12 +308,12 @@ def _loss_of(gradcheck: dict):
 
 
 def gradcheck_verdict(artifact: Artifact, bound: float) -> str:
-    return gradcheck_verdict_of(artifact.payload["max_error"], bound)
+    return gradcheck_verdict_of(artifact.payload, bound)
 
 
-def gradcheck_verdict_of(worst: float, bound: float) -> str:
-    """The verdict line in green (PASS) or red (FAIL)."""
-    line = verdict_line(worst, bound)
+def gradcheck_verdict_of(report: dict, bound: float) -> str:
+    """The verdict line of a gradient check's report in green (PASS) or red (FAIL, NOT CHECKED)."""
+    line = verdict(report, bound)
     return f"[bold {'green' if line.startswith('PASS') else 'red'}]{_t(line)}[/]"
 
 
@@ -328,6 +331,9 @@ def gradcheck_view(artifact: Artifact, tol: float | None) -> list[Any]:
             stats = entry[name]
             bad = tol is not None and stats["max"] > tol
             kinks = [f"{(entry.get('kinks') or {}).get(name, 0)} of {stats['n']} (excluded)"] if kinked else []
+            if stats["n_excluded"] == stats["n"]:  # nothing measured: no number to show
+                table.add_row(f"{entry['lam']:g}", name, "—", "—", "—", "—", *kinks)
+                continue
             table.add_row(f"{entry['lam']:g}", name, f"[{'red' if bad else 'green'}]{stats['max']:.2e}[/]",
                           f"{stats['mean']:.2e}", f"{stats['median']:.2e}", f"{stats['share_below_tol']:.1%}", *kinks)
     corner = Table(title=f"Corner of the relative-error matrix of W (λ={result['results'][0]['lam']:g})",
@@ -349,9 +355,17 @@ def run_json(run: Artifact) -> dict:
     info = run.meta["info"]
     return {"run_id": run.key, "cached": run.status == "hit", "config": run.meta["params"],
             "split_sizes": info["split_sizes"], "diverged_at": info["diverged_at"], "final": info["final"],
-            "timings": info["timings"], "history": run.payload["history"],
+            "timings": info["timings"], "history": run.payload["history"], "unstable": run_instability(run),
             **({"chosen_epoch": info.get("chosen_epoch"), "chosen": info.get("chosen")}
                if "chosen_epoch" in info else {})}
+
+
+def run_instability(run: Artifact) -> str | None:
+    """Why the run is unstable by the report's rule (``report.instability``), or None when it is not."""
+    from cifarcli.report import instability
+
+    found = instability({"history": run.payload["history"], "diverged_at": run.meta["info"]["diverged_at"]})
+    return None if found is None else found.reason
 
 
 def run_view(run: Artifact) -> list[Any]:
@@ -472,7 +486,7 @@ def report_view(result: dict) -> list[Any]:
             accs[2] = f"[bold green]{accs[2]} ★[/]"
         table.add_row(_t(run["run_id"][:12]), f"{c['lam']:g}", f"{c['eta']:g}", str(c["n_batch"]), str(c["n_epochs"]), *accs)
     check = result["gradcheck"]
-    return [table, f"gradient check: {gradcheck_verdict_of(check['max_error'], check['tol'])}",
+    return [table, f"gradient check: {gradcheck_verdict_of(check, check['tol'])}",
             *(f"wrote {_t(path)}" for path in result["paths"].values())]
 
 

@@ -19,10 +19,10 @@ import numpy as np
 
 from cifarcli import __version__, data, execute, stages
 from cifarcli.cache import Artifact, disk_error, write_atomic
-from cifarcli.config import GRADCHECK_TOL, load_settings
+from cifarcli.config import GRADCHECK_TOL, TRAIN_DEFAULTS, check_seeds, load_settings, train_fields
 from cifarcli.document import ReportDocument, comparison_section, discordant_pairs, initialisation, run_section
 from cifarcli.errors import CifarError, OptionError, WorkFailed
-from cifarcli.gradcheck import verdict_line
+from cifarcli.gradcheck import verdict
 from cifarcli.predict import RESAMPLE, ImageError, classify, export_arrays, load_image, top_k
 from cifarcli.report import comparisons, render_html, render_markdown
 from cifarcli.report.typeset import compile_pdf, render_typst
@@ -74,7 +74,7 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
     data_artifact = stages.dataset(ws)
     check = stages.gradcheck(ws, settings.gradcheck)
     passed = check.payload["max_error"] <= GRADCHECK_TOL
-    ws.log(f"gradient check: {verdict_line(check.payload['max_error'], GRADCHECK_TOL)}")
+    ws.log(f"gradient check: {verdict(check.payload, GRADCHECK_TOL)}")
     # Each run's evaluation and figures are made by the worker that trained it, as soon as it is trained.
     execute.train_missing(ws, settings.runs + (settings.ensemble or []), figures=settings.runs)
     trained = [stages.train(ws, config) for config in settings.runs]
@@ -153,9 +153,16 @@ def ensemble_members(ws: Workspace, run_ids: list[str] | None, config=None, seed
         if seeds:
             raise OptionError("seeds", "give either `run` (existing runs) or `seeds` (with training options), "
                               "not both")
+        # Training options beside --run would be ignored without a word: the runs are what they are.
+        changed = [name for name in train_fields() if config is not None
+                   and getattr(config, name) != getattr(TRAIN_DEFAULTS, name)]
+        if changed:
+            raise OptionError(changed[0], "is a training option; the runs given with --run are used as trained",
+                              hint="train other settings with --seeds, or leave the option out")
         return [stages.find_run(ws, run_id) for run_id in run_ids]
     if not seeds:
         raise OptionError("seeds", "an ensemble needs its members", hint="give `run` A `run` B, or `seeds` 1,2,3")
+    check_seeds(seeds)
     configs = [replace(config, seed=seed).validate() for seed in seeds]
     execute.train_missing(ws, configs)
     return [stages.train(ws, c) for c in configs]

@@ -155,7 +155,9 @@ def test_report_compares_softmax_and_bce_with_evaluates_numbers(cli, tmp_path, t
     first = bullets[0]
     assert f"{accs['bce']:.4f}" in first and f"{accs['softmax']:.4f}" in first
     better = "BCE" if accs["bce"] > accs["softmax"] else "softmax"
-    assert f"{better} classified more test images correctly" in first
+    # worded by McNemar's test on the same test images (issue 19): a direction only when significant
+    assert (f"{better} classified significantly more test images correctly" in first) != \
+        ("made no significant difference" in first)
     cs, cb = (evaluated[k]["probabilities"]["confident_mistakes"] for k in ("softmax", "bce"))
     confident = next(b for b in bullets if b.startswith("- Confident mistakes"))
     expected = ("the same share for both" if f"{cs * 100:.1f}" == f"{cb * 100:.1f}" else

@@ -300,3 +300,19 @@ def test_the_comparison_table_shows_intervals_roughness_and_update_size(fetched,
         assert f"| {m['weights']['roughness']:.2f} |" in md
         assert len(m["weights"]["per_class"]) == 10 and m["update"]["n_updates"] >= 1
     assert "predictions" not in json.dumps(doc)                        # kept in the cache, not in the JSON
+
+
+@pytest.mark.parametrize("a_only, b_only, significant", [(150, 160, False), (100, 200, True)])
+def test_softmax_against_another_loss_is_worded_by_the_test_too(a_only, b_only, significant):
+    from cifarcli.report.analysis import loss_sentences, svm_sentences
+
+    soft, other = run("soft", 0.1, 0.001, 0.3889), run("other", 0.1, 0.001, 0.3989)
+    other["config"]["loss"] = "bce"
+    tests = PairTests([{"a": "other", "b": "soft", "split": "test", "a_only": b_only, "b_only": a_only}])
+    for sentences, name in ((loss_sentences(soft, other, True, tests), "BCE"),
+                            (svm_sentences(soft, other, True, tests), "the SVM")):
+        first = sentences[0]
+        assert f"{b_only} images right only with {name}, {a_only} only with softmax" in first
+        assert ("significantly more test images correctly" in first) == significant
+        assert ("no significant difference" in first) == (not significant)
+    assert tests.used[0]["p"] == pytest.approx(mcnemar_exact(a_only, b_only))

@@ -549,7 +549,7 @@ def loss_pairs(runs: Sequence[Mapping[str, Any]], other: str = "bce"
 
 
 def _test_accuracy_sentences(soft: Mapping[str, Any], other: Mapping[str, Any], name: str,
-                             same_settings: bool) -> list[str]:
+                             same_settings: bool, tests: PairTests | None = None) -> list[str]:
     """The sentence comparing a softmax run's test accuracy with another loss's run (``name``: "BCE", "the SVM")."""
     if same_settings:
         shared = {k: soft["config"].get(k) for k in ("lam", "eta")}
@@ -560,6 +560,17 @@ def _test_accuracy_sentences(soft: Mapping[str, Any], other: Mapping[str, Any], 
     ts, to = accuracy_of(soft, "test"), accuracy_of(other, "test")
     if ts is None or to is None:
         return []
+    t = tests.test(other, soft, "test") if tests is not None else None
+    if t is not None:
+        counts = test_words(t, name, "softmax")
+        if not t["significant"]:
+            return [f"{where}, {name} and softmax made no significant difference to test accuracy (McNemar "
+                    f"{fmt_p(t['p'])}): {accuracy_text(other, 'test')} against {accuracy_text(soft, 'test')}; "
+                    f"{counts}."]
+        return [f"{where}, {name} reached test accuracy {accuracy_text(other, 'test')} against "
+                f"{accuracy_text(soft, 'test')} for softmax ({fmt_points(to - ts, signed=True)} points; McNemar "
+                f"{fmt_p(t['p'])}; {counts}): {name if t['a_only'] > t['b_only'] else 'softmax'} classified "
+                f"significantly more test images correctly."]
     if fmt_acc(ts) == fmt_acc(to):
         return [f"{where}, both losses reached test accuracy {fmt_acc(ts)}."]
     return [f"{where}, {name} reached test accuracy {fmt_acc(to)} against {fmt_acc(ts)} for softmax "
@@ -567,9 +578,10 @@ def _test_accuracy_sentences(soft: Mapping[str, Any], other: Mapping[str, Any], 
             f"{name if to > ts else 'softmax'} classified more test images correctly."]
 
 
-def svm_sentences(soft: Mapping[str, Any], svm: Mapping[str, Any], same_settings: bool) -> list[str]:
+def svm_sentences(soft: Mapping[str, Any], svm: Mapping[str, Any], same_settings: bool,
+                  tests: PairTests | None = None) -> list[str]:
     """How an SVM run compares with a softmax run: validation and test accuracy, the SVM's margins."""
-    out = _test_accuracy_sentences(soft, svm, "the SVM", same_settings)
+    out = _test_accuracy_sentences(soft, svm, "the SVM", same_settings, tests)
     vs, vv = accuracy_of(soft, "val"), accuracy_of(svm, "val")
     if vs is not None and vv is not None:
         verdict = _more_less(vv, vs, fmt_acc, "the SVM is ahead", "softmax is ahead", "the two are level")
@@ -591,9 +603,10 @@ def _more_less(a: float, b: float, fmt, more: str, less: str, same: str) -> str:
     return same if fmt(a) == fmt(b) else more if a > b else less
 
 
-def loss_sentences(soft: Mapping[str, Any], bce: Mapping[str, Any], same_settings: bool) -> list[str]:
+def loss_sentences(soft: Mapping[str, Any], bce: Mapping[str, Any], same_settings: bool,
+                   tests: PairTests | None = None) -> list[str]:
     """How a BCE run compares with a softmax run: accuracy, true-class probabilities, confident mistakes."""
-    out = _test_accuracy_sentences(soft, bce, "BCE", same_settings)
+    out = _test_accuracy_sentences(soft, bce, "BCE", same_settings, tests)
     ps, pb = probability_stats(soft), probability_stats(bce)
     if None not in (ps["correct"], pb["correct"], ps["incorrect"], pb["incorrect"]):
         out.append(f"The mean probability given to the true class was {fmt_acc(pb['correct'])} (BCE) and "

@@ -407,7 +407,7 @@ def _margin_caption(run: Mapping[str, Any]) -> str:
     return text
 
 
-def _svm_comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
+def _svm_comparison_blocks(runs: Sequence[Mapping[str, Any]], tests: PairTests | None = None) -> list:
     """Softmax vs SVM: a table of accuracies and the SVM's margins, the figures, sentences; [] without both."""
     pairs = loss_pairs(runs, "svm")
     if not pairs:
@@ -434,11 +434,11 @@ def _svm_comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
             blocks.append(FigureRow([Figure(path, f"true class, {run_name(r)}, loss {loss_of(r)}",
                                             f"{loss_of(r)}: {run_name(r)}") for r, path in figs],
                                     side_by_side=True))
-        blocks.append(Bullets(list(svm_sentences(soft, svm, same))))
+        blocks.append(Bullets(list(svm_sentences(soft, svm, same, tests))))
     return blocks
 
 
-def _loss_comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
+def _loss_comparison_blocks(runs: Sequence[Mapping[str, Any]], tests: PairTests | None = None) -> list:
     """Softmax vs BCE: a table, the histograms side by side, sentences from the numbers; [] with one loss."""
     pairs = loss_pairs(runs)
     if not pairs:
@@ -464,7 +464,7 @@ def _loss_comparison_blocks(runs: Sequence[Mapping[str, Any]]) -> list:
             blocks.append(FigureRow([Figure(path, f"true-class probability, {run_name(r)}, loss {loss_of(r)}",
                                             f"{loss_of(r)}: {run_name(r)}") for r, path in figs],
                                     side_by_side=True))
-        blocks.append(Bullets(list(loss_sentences(soft, bce, same))))
+        blocks.append(Bullets(list(loss_sentences(soft, bce, same, tests))))
     return blocks
 
 
@@ -550,7 +550,7 @@ def _comparison_blocks(runs: Sequence[Mapping[str, Any]], compared: Mapping[str,
         prow = [[cls] + [fmt_acc(p.get(cls)) for p in pcs] for cls in classes]
         blocks.append(Table(["class"] + [run_name(r) for r in evaluated], prow,
                             caption="Accuracy per class on the test set."))
-    return blocks + _loss_comparison_blocks(runs) + _svm_comparison_blocks(runs)
+    return blocks + _loss_comparison_blocks(runs, tests) + _svm_comparison_blocks(runs, tests)
 
 
 ROUGHNESS_DEFINITION = (
