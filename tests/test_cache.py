@@ -250,13 +250,16 @@ def test_an_old_cache_keyed_by_the_source_file_migrates_once(cli, tiny_archive):
     config = TrainConfig(0.1, 0.01, n_epochs=1)
     old_run = stages.train(ws, config, data_artifact=old_data)
     old_eval = stages.evaluate(ws, old_run)
+    kept = stages.train(ws, TrainConfig(0.5, 0.01, n_epochs=1), data_artifact=current)
     ws.store.remove("dataset", current.key)
     (Path("cache") / "workspace.json").write_text(json.dumps(
-        {"dataset": {"key": old_data.key, "source": "/gone.tar.gz", "path": "/gone.tar.gz"}}))
+        {"dataset": {"key": old_data.key, "source": "/gone.tar.gz", "path": "/gone.tar.gz"},
+         "names": {"old": old_run.key, "new": kept.key}}))
     assert old_data.key != current.key
 
     cli_runs = cli("runs", "--json")
-    assert cli_runs.exit_code == 0 and json.loads(cli_runs.stdout)["runs"] == []   # old runs are unreachable
+    assert cli_runs.exit_code == 0   # old runs are unreachable
+    assert [row["run_id"] for row in json.loads(cli_runs.stdout)["runs"]] == [kept.key]
     migrated = stages.dataset(ws)
     assert migrated.key == current.key and migrated.status == "computed"   # from the old payload, no source
     assert any(f"dataset {old_data.key} is now {current.key}" in n and "cache gc" in n for n in notices)
@@ -270,6 +273,8 @@ def test_an_old_cache_keyed_by_the_source_file_migrates_once(cli, tiny_archive):
     gone = {str(Path(p)) for p in json.loads(result.stdout)["removed"]}
     assert gone == {str(ws.store.path(stage, key)) for stage, key in
                     [("dataset", old_data.key), ("train", old_run.key), ("evaluate", old_eval.key)]}
-    assert {(r["stage"], r["key"]) for r in ws.store.ls()} == {("dataset", current.key), ("train", new_run.key)}
+    assert {(r["stage"], r["key"]) for r in ws.store.ls()} == {("dataset", current.key), ("train", new_run.key),
+                                                               ("train", kept.key)}
+    assert json.loads((Path("cache") / "workspace.json").read_text())["names"] == {"new": kept.key}
     again = cli("cache", "gc", "--json")
     assert json.loads(again.stdout)["removed"] == []
