@@ -134,7 +134,8 @@ WORKSPACE_SCHEMA = {
     "dataset": Opt({"key": KEY16, "source": str, "path": str}),
     "checksums": Opt(DictOf(str, {"md5": str, "sha256": HEX64})),
     # source sha256 -> the dataset its content decoded to, so a known file is never decoded again
-    "sources": Opt(DictOf(HEX64, {"key": KEY16, "format": Check(str, lambda f: f in ("binary", "python"), "binary or python")})),
+    "sources": Opt(DictOf(HEX64, {"key": KEY16,
+                                  "format": Check(str, lambda f: f in ("binary", "python"), "binary or python")})),
     # run name -> run ID; a run has at most one name (names never enter a key)
     "names": Opt(Check(DictOf(RUN_NAME, KEY16), lambda names: len(set(names.values())) == len(names),
                        "one name per run")),

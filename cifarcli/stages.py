@@ -394,6 +394,10 @@ def collect_garbage(ws: Workspace) -> list[Path]:
         if key in dead:
             ws.store.remove(stage, key)
             removed.append(ws.store.path(stage, key))
+    state = ws.read_state()
+    names = state.get("names", {})
+    if set(names.values()) & dead:   # a name of a removed run would only say "no training run"
+        ws.write_state({**state, "names": {name: key for name, key in names.items() if key not in dead}})
     return removed
 
 

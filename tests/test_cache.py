@@ -208,11 +208,11 @@ def test_cache_keys_and_run_ids_are_pinned(workspace):
     assert stages.GRADCHECK.key(GradcheckConfig().key_params(), {"dataset": data_key}) == "27023fcc20ae757f"
     assert run == "47603d9553e0f29c"
     assert stages.train_key(TrainConfig(0.1, 0.001, shuffle=True, flip=0.5, loss="bce"), data_key) == "d569ce1bd5b0de56"
-    assert stages.run_key(stages.EVALUATE, run) == "5a0931685c29e25e"
-    # plot 3 and report 3 (the comparison section, two figures a row) drew other bytes: new keys, on purpose
+    # evaluate 3 (predictions, intervals), plot 3 and report 4 made other payloads: new keys, on purpose
+    assert stages.run_key(stages.EVALUATE, run) == "afd0ad64f25f8fab"
     assert stages.run_key(stages.PLOT, run) == "5d33c2613f960aae"
-    assert (stages.PLOT.version, stages.REPORT.version) == (3, 3)
-    assert stages.REPORT.key({}, {"gradcheck": "g" * 16, "run0": run}) == "9c42b02045aa8f69"
+    assert (stages.EVALUATE.version, stages.PLOT.version, stages.REPORT.version) == (3, 3, 4)
+    assert stages.REPORT.key({}, {"gradcheck": "g" * 16, "run0": run}) == "12593140e93cbfd7"
     grid = {"lam": [0.0, 0.1], "eta": [0.001], "n_batch": [100], "n_epochs": [40]}
     assert stages.SWEEP.key({"grid": grid}, {"dataset": data_key, "run0000": run}) == "890686415626a5b0"
 
@@ -250,13 +250,16 @@ def test_an_old_cache_keyed_by_the_source_file_migrates_once(cli, tiny_archive):
     config = TrainConfig(0.1, 0.01, n_epochs=1)
     old_run = stages.train(ws, config, data_artifact=old_data)
     old_eval = stages.evaluate(ws, old_run)
+    kept = stages.train(ws, TrainConfig(0.5, 0.01, n_epochs=1), data_artifact=current)
     ws.store.remove("dataset", current.key)
     (Path("cache") / "workspace.json").write_text(json.dumps(
-        {"dataset": {"key": old_data.key, "source": "/gone.tar.gz", "path": "/gone.tar.gz"}}))
+        {"dataset": {"key": old_data.key, "source": "/gone.tar.gz", "path": "/gone.tar.gz"},
+         "names": {"old": old_run.key, "new": kept.key}}))
     assert old_data.key != current.key
 
     cli_runs = cli("runs", "--json")
-    assert cli_runs.exit_code == 0 and json.loads(cli_runs.stdout)["runs"] == []   # old runs are unreachable
+    assert cli_runs.exit_code == 0   # old runs are unreachable
+    assert [row["run_id"] for row in json.loads(cli_runs.stdout)["runs"]] == [kept.key]
     migrated = stages.dataset(ws)
     assert migrated.key == current.key and migrated.status == "computed"   # from the old payload, no source
     assert any(f"dataset {old_data.key} is now {current.key}" in n and "cache gc" in n for n in notices)
@@ -270,6 +273,8 @@ def test_an_old_cache_keyed_by_the_source_file_migrates_once(cli, tiny_archive):
     gone = {str(Path(p)) for p in json.loads(result.stdout)["removed"]}
     assert gone == {str(ws.store.path(stage, key)) for stage, key in
                     [("dataset", old_data.key), ("train", old_run.key), ("evaluate", old_eval.key)]}
-    assert {(r["stage"], r["key"]) for r in ws.store.ls()} == {("dataset", current.key), ("train", new_run.key)}
+    assert {(r["stage"], r["key"]) for r in ws.store.ls()} == {("dataset", current.key), ("train", new_run.key),
+                                                               ("train", kept.key)}
+    assert json.loads((Path("cache") / "workspace.json").read_text())["names"] == {"new": kept.key}
     again = cli("cache", "gc", "--json")
     assert json.loads(again.stdout)["removed"] == []

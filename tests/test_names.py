@@ -59,7 +59,7 @@ def test_a_name_never_changes_a_key(cli, imported):
     assert named["run_id"] == plain["run_id"] and named["cached"] is True
     config = TrainConfig(n_epochs=2, n_batch=50)
     data_key = stages.dataset(stages.Workspace(Path("cache"))).key
-    assert named["run_id"] == stages.train_key(config, data_key)   # the key formula has no room for a name
+    assert named["run_id"] == stages.train_key(config, data_key)  # the key formula has no room for a name
 
 
 def test_naming_moves_a_name_and_replaces_a_runs_old_name(cli, imported):
@@ -69,7 +69,7 @@ def test_naming_moves_a_name_and_replaces_a_runs_old_name(cli, imported):
     moved = ok(cli("name", b, "base", "--json"))
     assert moved == {"name": "base", "run_id": b, "was": a}
     assert state()["names"] == {"base": b}
-    ok(cli("name", "base", "lam0.5"))                       # a run named by its name: renamed
+    ok(cli("name", "base", "lam0.5"))  # a run named by its name: renamed
     assert state()["names"] == {"lam0.5": b}
     assert ok(cli("runs", "--diff", "lam0.5", a[:8], "--json"))["a"]["name"] == "lam0.5"
     removed = ok(cli("name", "--remove", "lam0.5", "--json"))
@@ -96,7 +96,7 @@ def test_name_usage_errors(cli, imported):
 def test_a_tampered_names_table_is_ignored(cli, imported):
     run = ok(cli("train", *FAST, "--name", "base", "--json"))["run_id"]
     tampered = state()
-    tampered["names"] = {"base": run, "other": run}          # one run, two names: not a state we write
+    tampered["names"] = {"base": run, "other": run}  # one run, two names: not a state we write
     Path("cache/workspace.json").write_text(json.dumps(tampered))
     result = cli("evaluate", "--run", "base")
     one_error_line(result, "no training run 'base'")
@@ -104,14 +104,16 @@ def test_a_tampered_names_table_is_ignored(cli, imported):
 
 
 def test_report_labels_use_names(cli, imported):
-    Path("study.toml").write_text("[defaults]\nn_epochs = 2\nn_batch = 50\n[gradcheck]\nn_samples = 5\n"
-                                  "[[run]]\nlam = 0.0\neta = 0.001\n[[run]]\nlam = 0.1\neta = 0.001\n")
+    Path("study.toml").write_text(
+        "[defaults]\nn_epochs = 2\nn_batch = 50\n[gradcheck]\nn_samples = 5\n"
+        "[[run]]\nlam = 0.0\neta = 0.001\n[[run]]\nlam = 0.1\neta = 0.001\n"
+    )
     named = ok(cli("train", "--lam", "0", "--eta", "0.001", *FAST, "--name", "no-penalty", "--json"))["run_id"]
     doc = ok(cli("report", "--config", "study.toml", "--json"))
     assert [run["label"] for run in doc["runs"]] == ["no-penalty (λ=0, η=0.001)", "λ=0.1, η=0.001"]
     assert "no-penalty (λ=0, η=0.001)" in Path("reports/report.md").read_text()
     ok(cli("name", named, "lam0"))
-    doc = ok(cli("report", "--config", "study.toml", "--json"))   # renamed: the report says so, nothing retrains
+    doc = ok(cli("report", "--config", "study.toml", "--json"))  # renamed: the report says so, nothing retrains
     assert doc["runs"][0]["label"] == "lam0 (λ=0, η=0.001)" and doc["runs"][0]["run_id"] == named
     assert {s["stage"] for s in doc["stages"] if s["status"] == "computed"} == {"report"}
     assert "no-penalty" not in Path("reports/report.md").read_text()

@@ -314,7 +314,8 @@ def test_diff_shows_two_runs_side_by_side(cli, study):
     doc = json.loads(invoke(cli, "runs", "--diff", study["best"], study["unstable"], "--json").stdout)
     assert doc["changed"] == ["lam", "eta"]
     metrics = {m["name"]: m for m in doc["metrics"]}
-    assert (metrics["diverged_at"]["a"], metrics["diverged_at"]["b"], metrics["diverged_at"]["delta"]) == (None, 3, None)
+    diverged = metrics["diverged_at"]
+    assert (diverged["a"], diverged["b"], diverged["delta"]) == (None, 3, None)
     assert metrics["val_acc"]["delta"] == pytest.approx(metrics["val_acc"]["b"] - metrics["val_acc"]["a"])
     assert doc["b"]["stability"] == "⚠ diverged at epoch 3" and doc["a"]["stability"] == "stable"
 
@@ -410,8 +411,11 @@ def test_a_narrow_terminal_still_marks_the_diverged_run(cli, study):
 
 
 def test_runs_applies_the_reports_stability_rule_and_filters_on_it(cli, ws):
+    from cifarcli.report import stability_label  # the very rule the report applies to the same curves
+
     epochs = list(range(6))
-    falling = {"epoch": epochs, "train_cost": [2.3, 2.0, 1.9, 1.85, 1.8, 1.78], "val_loss": [2.3, 2.0, 1.9, 1.9, 1.9, 1.9]}
+    falling = {"epoch": epochs, "train_cost": [2.3, 2.0, 1.9, 1.85, 1.8, 1.78],
+               "val_loss": [2.3, 2.0, 1.9, 1.9, 1.9, 1.9]}
     rising = {**falling, "train_cost": [2.3, 2.0, 1.9, 2.2, 2.6, 3.1]}   # ends 63 % above its minimum
     ids = {"stable": fake_run(ws, TrainConfig(lam=0.1, eta=0.001), curves=falling),
            "rising": fake_run(ws, TrainConfig(lam=0.0, eta=0.05), curves=rising),
@@ -420,7 +424,6 @@ def test_runs_applies_the_reports_stability_rule_and_filters_on_it(cli, ws):
     verdicts = {row["run_id"]: (row["stability"], row["stable"], row["name"]) for row in doc["runs"]}
     assert verdicts == {ids["stable"]: ("stable", True, None), ids["rising"]: ("⚠ unstable", False, None),
                         ids["diverged"]: ("⚠ diverged at epoch 3", False, None)}
-    from cifarcli.report import stability_label   # the very rule the report applies to the same curves
     assert stability_label({"history": rising, "diverged_at": None}) == "⚠ unstable"
     flagged = json.loads(invoke(cli, "runs", "--where", "stable=false", "--json").stdout)
     assert {row["run_id"] for row in flagged["runs"]} == {ids["rising"], ids["diverged"]}

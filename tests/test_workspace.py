@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 FAST = ("--n-epochs", "1", "--n-batch", "50")
 
@@ -30,10 +29,10 @@ def test_from_a_subfolder_commands_use_the_parent_workspace(cli, tmp_path, tiny_
     result = cli("runs", "--json")
     assert [row["run_id"] for row in ok(result)["runs"]] == [run]
     assert f"using the workspace {tmp_path / 'cache'} (found above the current folder)" in result.stderr
-    again = ok(cli("train", *FAST, "--json"))            # no download, no second workspace
+    again = ok(cli("train", *FAST, "--json"))  # no download, no second workspace
     assert again["run_id"] == run and again["cached"] is True
     ok(cli("plot", "--run", "base", "--json"))
-    assert (tmp_path / "reports" / "figures").is_dir()   # reports/ beside the workspace it found
+    assert (tmp_path / "reports" / "figures").is_dir()  # reports/ beside the workspace it found
     assert sorted(p.name for p in sub.iterdir()) == []
 
 
@@ -49,6 +48,6 @@ def test_an_explicit_cache_dir_or_a_local_cache_is_never_passed_over(cli, tmp_pa
         result = cli("runs", *args, "--json")
         assert ok(result)["runs"] == [] and "using the workspace" not in result.stderr
         monkeypatch.delenv("CIFARCLI_CACHE_DIR", raising=False)
-    (sub / "cache").mkdir(exist_ok=True)   # a cache here, even without its workspace file, is this folder's
+    (sub / "cache").mkdir(exist_ok=True)  # a cache here, even without its workspace file, is this folder's
     result = cli("runs", "--json")
     assert ok(result)["runs"] == [] and "using the workspace" not in result.stderr
