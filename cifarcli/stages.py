@@ -768,7 +768,7 @@ def plot_artifact(ws: Workspace, run: Artifact, force: bool = False) -> Artifact
                                          title=f"True-class probability on the test set, λ={config.lam:g}, "
                                                f"η={config.eta:g}, loss {config.loss}")
             ws.progress.step()
-            names = schemas.FIGURES if config.loss_fn.gives_probabilities else schemas.SVM_FIGURES
+            names = figure_names(config)
             return {name: (folder / f"{name}.png").read_bytes() for name in names}, {}
 
     return PLOT.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
@@ -856,9 +856,14 @@ def ensemble(ws: Workspace, runs: list[Artifact], force: bool = False) -> Artifa
                                    force=force, depends=[("train", run.key) for run in runs])
 
 
+def figure_names(config: TrainConfig) -> tuple[str, ...]:
+    """The figures of one run: the true-class probability, or for a loss without probabilities its margin."""
+    return schemas.FIGURES if config.loss_fn.gives_probabilities else schemas.SVM_FIGURES
+
+
 def figures_to_draw(ws: Workspace, runs: list[Artifact], compared: bool) -> int:
     """How many figures asking for these runs' plots (and, with ``compared``, their comparison) will draw."""
-    count = sum(len(schemas.SVM_FIGURES if config_of(run).loss == "svm" else schemas.FIGURES) for run in runs
+    count = sum(len(figure_names(config_of(run))) for run in runs
                 if run.payload["diverged_at"] is None and PLOT.state(ws, run_key(PLOT, run.key))[0] != "cached")
     if compared and runs and COMPARISON.state(ws, comparison_key(runs))[0] != "cached":
         count += len(schemas.COMPARISON_FIGURES)
