@@ -159,7 +159,7 @@ def train(config: TrainConfig, name: opt.RunName = None, *, common: opt.Common):
 
 
 @command("cifarcli evaluate --lam 0.1 --eta 0.001",
-         "cifarcli evaluate --run 51a620ab --min-accuracy 0.38   # CI gate",
+         "cifarcli evaluate --run f8d0f9dc --min-accuracy 0.38   # CI gate",
          "cifarcli evaluate --lam 1 --eta 0.001 --json")
 @opt.training_options
 @opt.common_options("force", "quiet")
@@ -182,7 +182,7 @@ def evaluate(
 
 
 @command("cifarcli plot --lam 0.1 --eta 0.001   # → reports/figures/<run id>/",
-         "cifarcli plot --run 51a620ab --reports-dir out")
+         "cifarcli plot --run f8d0f9dc --reports-dir out")
 @opt.training_options
 @opt.common_options("reports_dir", "force", "quiet")
 def plot(config: TrainConfig, run_id: opt.RunId = None, *, common: opt.Common):
@@ -197,7 +197,7 @@ def plot(config: TrainConfig, run_id: opt.RunId = None, *, common: opt.Common):
 
 
 @command("cifarcli predict cat.jpg dog.png --lam 0.1 --eta 0.001",
-         "cifarcli predict photos/*.jpg --run 51a620ab --json")
+         "cifarcli predict photos/*.jpg --run f8d0f9dc --json")
 @opt.training_options
 @opt.common_options("quiet")
 def predict(images: opt.Images, config: TrainConfig, run_id: opt.RunId = None, *, common: opt.Common):
@@ -230,7 +230,7 @@ def predict(images: opt.Images, config: TrainConfig, run_id: opt.RunId = None, *
 
 
 @command("cifarcli export --lam 0.1 --eta 0.001    # → model-<run id>.npz",
-         "cifarcli export --run 51a620ab --out model.npz")
+         "cifarcli export --run f8d0f9dc --out model.npz")
 @opt.training_options
 @opt.common_options("quiet")
 def export(config: TrainConfig, run_id: opt.RunId = None, path: opt.Out = None, *, common: opt.Common):
@@ -243,7 +243,7 @@ def export(config: TrainConfig, run_id: opt.RunId = None, path: opt.Out = None, 
     out.result(result, *views.export_view(result))
 
 
-@command("cifarcli ensemble --run 33cb83e2 --run b4ecfb7d --run e06a55e3",
+@command("cifarcli ensemble --run 559822a5 --run f8d0f9dc --run 99f574ed",
          "cifarcli ensemble --lam 0.1 --eta 0.001 --seeds 1,2,3,4,5",
          "cifarcli ensemble --loss svm --lam 0.1 --eta 0.001 --seeds 1,2,3 --json")
 @opt.training_options(exclude=("seed",))
@@ -341,7 +341,7 @@ def sweep(
 
 @command("cifarcli runs                           # every run, best validation accuracy first",
          "cifarcli runs --where lam=0.1 --where 'eta<0.01' --sort created",
-         "cifarcli runs --diff 51a620ab 5091cb19   # two runs side by side")
+         "cifarcli runs --diff f8d0f9dc 559822a5   # two runs side by side")
 @opt.common_options()
 def runs(
     where: opt.Where = None, split: opt.RunsSplit = None, sort: opt.Sort = "val_acc", reverse: opt.Reverse = False,
