@@ -243,7 +243,7 @@ def export(config: TrainConfig, run_id: opt.RunId = None, path: opt.Out = None, 
     out.result(result, *views.export_view(result))
 
 
-@command("cifarcli ensemble --run 33cb83e2 --run b4ecfb7d --run e06a55e3",
+@command("cifarcli ensemble --run 559822a5 --run f8d0f9dc --run 99f574ed",
          "cifarcli ensemble --lam 0.1 --eta 0.001 --seeds 1,2,3,4,5",
          "cifarcli ensemble --loss svm --lam 0.1 --eta 0.001 --seeds 1,2,3 --json")
 @opt.training_options(exclude=("seed",))
@@ -341,7 +341,7 @@ def sweep(
 
 @command("cifarcli runs                           # every run, best validation accuracy first",
          "cifarcli runs --where lam=0.1 --where 'eta<0.01' --sort created",
-         "cifarcli runs --diff f8d0f9dc 5091cb19   # two runs side by side")
+         "cifarcli runs --diff f8d0f9dc 559822a5   # two runs side by side")
 @opt.common_options()
 def runs(
     where: opt.Where = None, split: opt.RunsSplit = None, sort: opt.Sort = "val_acc", reverse: opt.Reverse = False,

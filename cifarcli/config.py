@@ -51,7 +51,8 @@ INITS = ("normal", "xavier")
 KEEPS = ("last", "best")      # --keep: the weights of the last epoch, or of the best on validation
 HISTORY_KEYS = ("epoch", "train_loss", "train_cost", "train_acc", "val_loss", "val_cost", "val_acc")  # a run's rows
 # float32 by measurement: test accuracy equal to float64 within 1e-4 on the stable settings and
-# about twice as fast (README, "Performance"); the unstable setting moves as with any rounding change.
+# about twice as fast (`benchmarks/bench_train.py --compare-dtypes`); the unstable setting moves as with
+# any rounding change.
 DEFAULT_DTYPE = "float32"
 GRADCHECK_TOL = 1e-6          # the verdict's bound on the max relative error (the course's)
 MAX_EPOCHS = 100_000          # bounds far beyond any real use: a typo is an error, not days of training

@@ -889,7 +889,7 @@ _TELLING = (("seed", "seed {}"), ("n_batch", "batch {}"), ("n_epochs", "{} epoch
 
 
 def distinct_labels(configs: list[TrainConfig]) -> list[str]:
-    """``run_label`` of each config, with the settings that tell them apart (ensemble --seeds: the seed)."""
+    """``run_label`` of each config, with the settings that tell them apart (members of one ensemble: the seed)."""
     differing = [(name, form) for name, form in _TELLING if len({getattr(c, name) for c in configs}) > 1]
     return [", ".join([run_label(c), *(form.format(getattr(c, name)) for name, form in differing)]) for c in configs]
 

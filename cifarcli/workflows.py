@@ -157,8 +157,8 @@ def ensemble_members(ws: Workspace, run_ids: list[str] | None, config=None, seed
         changed = [name for name in train_fields() if config is not None
                    and getattr(config, name) != getattr(TRAIN_DEFAULTS, name)]
         if changed:
-            raise OptionError(changed[0], "is a training option; the runs given with --run are used as trained",
-                              hint="train other settings with --seeds, or leave the option out")
+            raise OptionError(changed[0], "is a training option; the runs given with `run` are used as trained",
+                              hint="train other settings with `seeds`, or leave the option out")
         return [stages.find_run(ws, run_id) for run_id in run_ids]
     if not seeds:
         raise OptionError("seeds", "an ensemble needs its members", hint="give `run` A `run` B, or `seeds` 1,2,3")
