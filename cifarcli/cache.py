@@ -26,25 +26,27 @@ removed and recomputed.
 
 from __future__ import annotations
 
-import builtins
 import fcntl
 import hashlib
 import json
+import math
 import os
 import pickle
 import secrets
 import shutil
+import stat
 import tempfile
 import time
 from contextlib import contextmanager
 from functools import lru_cache
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from cifarcli import __version__
-from cifarcli.errors import CifarError, disk_error  # noqa: F401  (disk_error: re-exported)
+from cifarcli.errors import CifarError, WorkFailed, disk_error  # noqa: F401  (disk_error: re-exported)
+from cifarcli.smallfile import UnsafeFile, kind_of, open_regular, read_json
 
 PAYLOAD = "payload.joblib"
 META = "meta.json"
@@ -64,7 +66,7 @@ def artifact_key(stage: str, version: int, params: dict, inputs: dict[str, str])
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(Path(path)) as handle:  # never through a link, never a FIFO or device
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -122,10 +124,45 @@ class UnsafePickle(Exception):
     """Raised from ``find_class``: the pickle names a global outside the allow-list."""
 
 
+def _bounded_frame(np, frame_class: type) -> type:
+    """joblib's frame for one array, read only when it is of a plain form and its claimed size is in the file."""
+
+    class BoundedArrayWrapper(frame_class):
+        def read(self, unpickler, ensure_native_byte_order):
+            shape, dtype = getattr(self, "shape", None), getattr(self, "dtype", None)
+            if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)
+                    and isinstance(dtype, np.dtype) and not dtype.hasobject
+                    and getattr(self, "subclass", None) in (np.ndarray, np.memmap)
+                    and getattr(self, "order", None) in ("C", "F")):
+                raise UnsafePickle("an array frame of another form")
+            handle = unpickler.file_handle
+            left = os.fstat(handle.fileno()).st_size - handle.tell()
+            if math.prod(shape) * dtype.itemsize > left:
+                raise UnsafePickle(f"an array of {shape} {dtype} in {left} bytes")
+            return super().read(unpickler, ensure_native_byte_order)
+
+    return BoundedArrayWrapper
+
+
+def _calling_only(load: Callable, callables: tuple) -> Callable:
+    """An unpickler's REDUCE or NEWOBJ that calls only ``callables`` (found below the arguments on the stack)."""
+    def guarded_load(unpickler) -> None:
+        function = unpickler.stack[-2]
+        if not any(function is allowed for allowed in callables):
+            raise UnsafePickle(f"a call of {getattr(function, '__name__', type(function).__name__)}")
+        load(unpickler)
+    return guarded_load
+
+
+def _refused(unpickler) -> None:
+    raise UnsafePickle("an opcode our payloads never use")
+
+
 @lru_cache(maxsize=1)
 def _safe_unpickler():
     """joblib's own unpickler (it turns its array frames into arrays, memory-mapped on request)
-    with a ``find_class`` that only hands out the few objects our payloads are made of.
+    that hands out only the few objects our payloads are made of, calls only what builds them,
+    and reads no array larger than the bytes left in the file.
 
     Built on first use so that importing the store does not import joblib and numpy.
     """
@@ -137,21 +174,25 @@ def _safe_unpickler():
     except ImportError:  # numpy 1.x
         from numpy.core import multiarray
 
+    frame = _bounded_frame(np, NumpyArrayWrapper)
     # Looked up in this table, never imported by name: a pickle cannot reach anything else.
+    # The classes are only compared with (an array's recorded class) or built empty (the frame).
     allowed = {
-        ("joblib.numpy_pickle", "NumpyArrayWrapper"): NumpyArrayWrapper,  # joblib's frame for one array
+        ("joblib.numpy_pickle", "NumpyArrayWrapper"): frame,
         ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "memmap"): np.memmap,  # only compared with, as the array's recorded class
+        ("numpy", "memmap"): np.memmap,
         ("numpy", "dtype"): np.dtype,
-        **{(module, name): getattr(multiarray, name)
-           for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-           for name in ("_reconstruct", "scalar")},
-        **{("builtins", name): getattr(builtins, name)
-           for name in ("dict", "list", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int",
-                        "float", "complex", "bool")},
+        **{(module, "scalar"): multiarray.scalar for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
     }
+    plain = NumpyUnpickler.dispatch
 
     class SafeUnpickler(NumpyUnpickler):
+        # What a payload may call: a dtype, a numpy scalar from its bytes, an empty array frame.
+        dispatch = {**plain, pickle.REDUCE[0]: _calling_only(plain[pickle.REDUCE[0]], (np.dtype, multiarray.scalar)),
+                    pickle.NEWOBJ[0]: _calling_only(plain[pickle.NEWOBJ[0]], (frame,)),
+                    **{op[0]: _refused for op in (pickle.NEWOBJ_EX, pickle.OBJ, pickle.INST, pickle.EXT1,
+                                                  pickle.EXT2, pickle.EXT4)}}
+
         def find_class(self, module: str, name: str):
             try:
                 return allowed[(module, name)]
@@ -165,13 +206,14 @@ def safe_load(path: Path, *, mmap: bool = False) -> Any:
     """``joblib.load`` of a file the store wrote, without executing anything found in it.
 
     Raises ``UnsafePickle`` for a global outside the allow-list (before it is
-    imported or called), and whatever pickle or numpy raise for bytes that do not parse.
-    Only uncompressed files are read: the store never compresses (arrays must
-    be mappable), and joblib's compressed and pre-0.10 formats have readers of
-    their own that this allow-list would not cover.
+    imported or called), a call other than those that build our payloads, or an array
+    larger than the file; and whatever pickle or numpy raise for bytes that do not parse.
+    Only uncompressed regular files are read (``UnsafeFile`` otherwise, never following a
+    link): the store never compresses (arrays must be mappable), and joblib's compressed and
+    pre-0.10 formats have readers of their own that this allow-list would not cover.
     """
     unpickler_class = _safe_unpickler()
-    with open(path, "rb") as handle:
+    with open_regular(Path(path)) as handle:
         if handle.read(1) != pickle.PROTO:
             raise pickle.UnpicklingError("not an uncompressed joblib pickle")
         handle.seek(0)
@@ -345,14 +387,27 @@ class Schema:
     payload: Any
     params: Any = dict
     info: Any = dict
+    inputs: Any = DictOf(str, str)   # the names of the inputs its key is made from
+    meta: Any = dict                 # the whole meta.json (e.g. info's epochs within params' settings)
+    summary: Callable[[Any], dict] | None = None  # what info repeats of the payload: `cache verify` compares
 
 
 # The store's own fields of every meta.json; the key must be the hash of the rest.
 META_SCHEMA = {
     "stage": str, "key": str, "version": int, "params": dict, "inputs": DictOf(str, str), "info": dict,
-    "created": str, "duration": NUMBER, "cifarcli_version": str, "payload_size": int,
+    "created": Check(str, lambda text: _sane_date(text), "a date with its time zone, from 2000 to now"),
+    "duration": Check(NUMBER, lambda s: 0 <= s < 1e9, "a duration in seconds"), "cifarcli_version": str, "payload_size": int,
     "payload_mtime_ns": int, "payload_sha256": HEX64, "input_sha256": Opt(DictOf(str, HEX64)),
 }
+
+
+def _sane_date(text: str) -> bool:
+    try:
+        moment = datetime.fromisoformat(text)
+        return moment.tzinfo is not None and \
+            datetime(2000, 1, 1, tzinfo=timezone.utc) <= moment <= datetime.now(timezone.utc) + timedelta(days=1)
+    except (ValueError, OverflowError):
+        return False
 
 
 @dataclass
@@ -394,22 +449,56 @@ class Store:
         was made from has changed since). The payload is re-hashed only when its
         mtime differs from the one recorded at commit, so a cache hit stays cheap.
         """
-        folder = self.path(stage, key)
-        if not folder.is_dir():
+        folder = self._folder(stage, key)
+        if folder is None:
             return None
         meta = self._check(folder, full=False)
         payload = self._payload(folder, mmap)
         self._check_inputs(meta)
         return Artifact(stage, key, folder, meta, payload)
 
+    def _folder(self, stage: str, key: str) -> Path | None:
+        """The artifact's folder, None when absent; checked with lstat, so a link is never followed.
+
+        Raises ``DamagedArtifact`` when something else has its name (removing it
+        unlinks the link, never its target), ``UnreadableArtifact`` when it cannot be
+        looked at, and ``LinkInCache`` when the stage's folder itself is a link.
+        """
+        folder = self._stage_dir(stage) / key
+        try:
+            info = os.lstat(folder)
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            raise UnreadableArtifact(stage, key, folder) from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise DamagedArtifact(stage, key, f"{folder} is {kind_of(info.st_mode)}, not a folder; never followed")
+        return folder
+
+    def _stage_dir(self, stage: str) -> Path:
+        path = self.root / stage
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return path
+        except PermissionError:
+            raise UnreadableArtifact(stage, "", path) from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise LinkInCache(path, kind_of(info.st_mode))
+        return path
+
     def _payload(self, folder: Path, mmap: bool) -> Any:
         """The payload, read through the allow-list and checked against its stage's schema."""
         stage, key = folder.parent.name, folder.name
         try:
             payload = safe_load(folder / PAYLOAD, mmap=mmap)
+        except PermissionError:
+            raise UnreadableArtifact(stage, key, folder / PAYLOAD) from None
+        except UnsafeFile as unsafe:
+            raise DamagedArtifact(stage, key, f"{folder / PAYLOAD} is {unsafe}") from None
         except UnsafePickle as refused:
             raise DamagedArtifact(stage, key, f"payload refused: it names {refused}") from None
-        except Exception as exc:  # any unpickling failure means the file is damaged
+        except (Exception, RecursionError) as exc:  # any unpickling failure means the file is damaged
             raise DamagedArtifact(stage, key, f"payload does not load ({type(exc).__name__})") from None
         schema = self.schemas.get(stage)
         if schema is not None:
@@ -424,14 +513,20 @@ class Store:
         the hash of its stage, version, params and inputs (so params can be trusted to rebuild a config)."""
         stage, key = folder.parent.name, folder.name
         try:
-            meta = json.loads((folder / META).read_text())
-        except (OSError, ValueError):
+            meta = read_json(folder / META)
+        except PermissionError:
+            raise UnreadableArtifact(stage, key, folder / META) from None
+        except UnsafeFile as unsafe:
+            raise DamagedArtifact(stage, key, f"meta.json is {unsafe}") from None
+        except OSError:
             raise DamagedArtifact(stage, key, "meta.json is missing or unreadable") from None
         schema = self.schemas.get(stage, Schema(payload=object))
         try:
             validate(meta, META_SCHEMA, "meta.json")
             validate(meta["params"], schema.params, "meta.json params")
             validate(meta["info"], schema.info, "meta.json info")
+            validate(meta["inputs"], schema.inputs, "meta.json inputs")
+            validate(meta, schema.meta, "meta.json")
         except SchemaError as wrong:
             raise DamagedArtifact(stage, key, str(wrong)) from None
         try:
@@ -444,26 +539,38 @@ class Store:
 
     def meta(self, stage: str, key: str) -> dict | None:
         """The checked meta.json of an artifact, or None when it is absent or damaged."""
-        folder = self.path(stage, key)
-        if not folder.is_dir():
-            return None
         try:
-            return self._read_meta(folder)
-        except DamagedArtifact:
+            folder = self._folder(stage, key)
+            return self._read_meta(folder) if folder else None
+        except (DamagedArtifact, UnreadableArtifact, LinkInCache):
             return None
 
     def _check(self, folder: Path, *, full: bool) -> dict:
         stage, key = folder.parent.name, folder.name
         meta = self._read_meta(folder)
         try:
-            info = (folder / PAYLOAD).stat()
+            info = os.lstat(folder / PAYLOAD)
+        except PermissionError:
+            raise UnreadableArtifact(stage, key, folder / PAYLOAD) from None
         except OSError:
             raise DamagedArtifact(stage, key, "payload is missing") from None
+        if not stat.S_ISREG(info.st_mode):  # a link (to /dev/zero, /proc/self/mem), a FIFO: never opened
+            raise DamagedArtifact(stage, key, f"{folder / PAYLOAD} is {kind_of(info.st_mode)}, not a payload")
         recorded_size, recorded_mtime, recorded_sha = (
             meta["payload_size"], meta["payload_mtime_ns"], meta["payload_sha256"])
         if info.st_size != recorded_size:
             raise DamagedArtifact(stage, key, f"payload is {info.st_size} bytes, expected {recorded_size}")
-        if (full or info.st_mtime_ns != recorded_mtime) and file_sha256(folder / PAYLOAD) != recorded_sha:
+        try:
+            if full or info.st_mtime_ns != recorded_mtime:
+                changed = file_sha256(folder / PAYLOAD) != recorded_sha
+            else:
+                open_regular(folder / PAYLOAD).close()  # readable by us: another user's may not be
+                changed = False
+        except PermissionError:
+            raise UnreadableArtifact(stage, key, folder / PAYLOAD) from None
+        except (OSError, UnsafeFile):  # swapped for something else since the lstat, or an I/O error
+            raise DamagedArtifact(stage, key, "payload is not readable") from None
+        if changed:
             raise DamagedArtifact(stage, key, "payload checksum does not match meta.json")
         return meta
 
@@ -493,15 +600,17 @@ class Store:
 
     def state(self, stage: str, key: str) -> tuple[str, str | None]:
         """("cached" | "missing" | "damaged" | "stale", reason) without loading the payload."""
-        folder = self.path(stage, key)
-        if not folder.is_dir():
-            return "missing", None
         try:
+            folder = self._folder(stage, key)
+            if folder is None:
+                return "missing", None
             self._check_inputs(self._check(folder, full=False))
         except StaleArtifact as stale:
             return "stale", stale.reason
         except DamagedArtifact as damage:
             return "damaged", damage.reason
+        except (UnreadableArtifact, LinkInCache) as other:
+            return ("unreadable" if isinstance(other, UnreadableArtifact) else "damaged"), other.message
         return "cached", None
 
     # -- computing -------------------------------------------------------
@@ -595,7 +704,12 @@ class Store:
 
     def _remove(self, folder: Path) -> None:
         """Remove an artifact folder; renamed first so no half-deleted folder keeps its name."""
-        if not folder.exists():
+        try:
+            info = os.lstat(folder)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(info.st_mode):  # a link goes, never what it points to
+            folder.unlink()
             return
         trash = folder.with_name(f".tmp-{folder.name}-trash-{os.getpid()}-{time.monotonic_ns()}")
         os.rename(folder, trash)
@@ -679,6 +793,9 @@ class Store:
         shutil.rmtree(self.scratch(stage, key), ignore_errors=True)
 
     # -- listing and upkeep ------------------------------------------------
+    #
+    # Every entry is looked at with lstat: a link found in the cache is listed as such and,
+    # when the cache is cleared, unlinked itself; what it points to is never read or removed.
 
     @property
     def downloads(self) -> Path:
@@ -686,61 +803,107 @@ class Store:
         return self.root / "downloads"
 
     def stages(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and not p.name.startswith(".") and p != self.downloads)
+        return [path.name for path, mode in _entries(self.root)
+                if stat.S_ISDIR(mode) and not path.name.startswith(".") and path != self.downloads]
 
     def _folders(self, stage: str | None) -> Iterator[Path]:
         for name in [stage] if stage else self.stages():
-            stage_dir = self.root / name
-            if stage_dir.is_dir():
-                yield from sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+            for path, mode in _entries(self.root / name):
+                if stat.S_ISDIR(mode) and not path.name.startswith("."):
+                    yield path
+
+    def strays(self, stage: str | None = None) -> list[dict]:
+        """Links (and other non-folders) where a stage folder or an artifact folder should be: left alone."""
+        found = [] if stage else [(path, mode, path.name, "") for path, mode in _entries(self.root)
+                                  if stat.S_ISLNK(mode) and not path.name.startswith(".")]
+        found += [(path, mode, name, path.name) for name in ([stage] if stage else self.stages())
+                  for path, mode in _entries(self.root / name) if not stat.S_ISDIR(mode) and not path.name.startswith(".")]
+        return [{"stage": name, "key": key, "path": str(path),
+                 "damaged": f"{kind_of(mode)}; left alone (the cache never follows links)"}
+                for path, mode, name, key in found]
 
     def ls(self, stage: str | None = None) -> list[dict]:
-        """One summary per artifact, read from meta.json only (payloads are never loaded)."""
+        """One summary per artifact, read from meta.json only (payloads are never loaded), with its size
+        on disk; a row made from one run (evaluate, plot) carries that run's ID and settings."""
         rows = []
         for folder in self._folders(stage):
             try:
                 meta = self._read_meta(folder)
-            except DamagedArtifact as damage:
+            except (DamagedArtifact, UnreadableArtifact) as damage:
                 meta = {"damaged": damage.reason}
+            run = meta.get("inputs", {}).get("train") if len(meta.get("inputs", {})) == 1 else None
+            run_meta = self.meta("train", run) if run else None
             rows.append({"stage": folder.parent.name, "key": folder.name, "path": str(folder),
-                         "params": meta.get("params", {}), "size": meta.get("payload_size"),
-                         "created": meta.get("created"), "info": meta.get("info", {}),
+                         "params": run_meta["params"] if run_meta else meta.get("params", {}),
+                         "size": disk_size(folder), "created": meta.get("created"), "info": meta.get("info", {}),
+                         **({"run": run} if run else {}),
                          **({"damaged": meta["damaged"]} if "damaged" in meta else {})})
-        return rows
+        return rows + [{"params": {}, "size": None, "created": None, "info": {}, **row} for row in self.strays(stage)]
 
     def find(self, stage: str, prefix: str) -> list[str]:
         """Keys of ``stage`` that start with ``prefix`` (for user-typed run IDs)."""
+        try:
+            self._stage_dir(stage)
+        except (LinkInCache, UnreadableArtifact):
+            return []
         return [folder.name for folder in self._folders(stage) if folder.name.startswith(prefix)]
 
     def verify(self, stage: str | None = None) -> list[dict]:
-        """Re-hash every payload and read it as a load would (allow-list, schema, inputs);
-        one row per artifact with ``ok`` and, when damaged or stale, ``reason``."""
+        """Re-hash every payload and read it as a load would (allow-list, schema, inputs), and check that
+        what meta.json repeats of the payload (its metrics) is the payload's; one row per artifact with
+        ``ok`` and, when damaged, stale or unreadable, ``reason``. Links are rows that are not ok."""
         rows = []
         for folder in self._folders(stage):
             row = {"stage": folder.parent.name, "key": folder.name, "ok": True}
             try:
                 meta = self._check(folder, full=True)
-                self._payload(folder, mmap=True)  # mapped: verifying a large dataset reads no array
+                payload = self._payload(folder, mmap=True)  # mapped: verifying a large dataset reads no array
+                self._check_summary(meta, payload)
                 self._check_inputs(meta)
-            except DamagedArtifact as damage:
+            except (DamagedArtifact, UnreadableArtifact) as damage:
                 row.update(ok=False, reason=damage.reason)
             rows.append(row)
-        return rows
+        return rows + [{"stage": row["stage"], "key": row["key"], "ok": False, "reason": row["damaged"]}
+                       for row in self.strays(stage)]
 
-    def clear(self, stage: str | None = None) -> int:
-        """Remove artifacts (of one stage, or all) and leftovers; returns how many artifacts went."""
-        removed = 0
-        for folder in list(self._folders(stage)):
-            with self.lock(folder.parent.name, folder.name):
-                self._remove(folder)
-            removed += 1
+    def _check_summary(self, meta: dict, payload: Any) -> None:
+        schema = self.schemas.get(meta["stage"])
+        if schema is None or schema.summary is None:
+            return
+        for name, value in schema.summary(payload).items():
+            if meta["info"].get(name) != value:
+                raise DamagedArtifact(meta["stage"], meta["key"], f"meta.json info.{name} is not the payload's")
+
+    def clear_plan(self, stage: str | None = None, *, keep_data: bool = False) -> dict:
+        """What ``clear`` would remove: per stage its artifact count and bytes, and the links it would
+        unlink (never their targets). ``keep_data``: the dataset and its downloads stay."""
+        kept = {"dataset"} if keep_data else set()
+        stages = {}
         for name in [stage] if stage else self.stages():
-            shutil.rmtree(self.root / name / ".scratch", ignore_errors=True)
-        if stage is None:
-            shutil.rmtree(self.downloads, ignore_errors=True)
+            folders = [] if name in kept else list(self._folders(name))
+            if folders:
+                stages[name] = {"artifacts": len(folders), "bytes": sum(disk_size(f) for f in folders)}
+        if stage is None and not keep_data and disk_size(self.downloads):
+            stages["downloads"] = {"artifacts": 0, "bytes": disk_size(self.downloads)}
+        links = [row["path"] for row in self.strays(stage) if not (keep_data and row["stage"] == "dataset")]
+        return {"stages": stages, "links": links}
+
+    def clear(self, stage: str | None = None, *, keep_data: bool = False) -> int:
+        """Remove artifacts (of one stage, or all; ``keep_data``: not the dataset and its downloads),
+        links found where artifacts belong (the link, not its target) and leftovers; returns how many
+        artifacts went."""
+        removed = 0
+        names = [name for name in ([stage] if stage else self.stages()) if not (keep_data and name == "dataset")]
+        for name in names:
+            for folder in list(self._folders(name)):
+                with self.lock(name, folder.name):
+                    self._remove(folder)
+                removed += 1
+            _remove_tree(self.root / name / ".scratch")
+        for path in self.clear_plan(stage, keep_data=keep_data)["links"]:
+            Path(path).unlink(missing_ok=True)
+        if stage is None and not keep_data:
+            _remove_tree(self.downloads)
         self.gc()
         return removed
 
@@ -753,37 +916,92 @@ class Store:
         removed = []
         for stage in self.stages():
             stage_dir = self.root / stage
-            leftovers = [p for p in stage_dir.iterdir() if p.name.startswith(".tmp-")]
-            scratch = stage_dir / ".scratch"
-            if scratch.is_dir():
-                leftovers += [p for d in scratch.iterdir() if d.is_dir() for p in d.glob(".*.tmp")]
+            leftovers = [p for p, _ in _entries(stage_dir) if p.name.startswith(".tmp-")]
+            leftovers += [p for d, mode in _entries(stage_dir / ".scratch") if stat.S_ISDIR(mode)
+                          for p, _ in _entries(d) if p.name.startswith(".") and p.name.endswith(".tmp")]
             for path in leftovers:
                 key = path.parent.name if path.name.endswith(".tmp") else path.name.split("-")[1]
                 if self._is_locked(stage, key):
                     continue
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
+                _remove_tree(path)
                 removed.append(path)
         for path in self.root.glob(".*.tmp"):  # half-written workspace files
             path.unlink(missing_ok=True)
             removed.append(path)
         # A partial download is resumable, but gc is the user asking for a clean cache: it goes
         # unless a fetch is writing it (that fetch holds the "downloads" lock of its file name).
-        if self.downloads.is_dir():
-            for path in [*self.downloads.glob("*.part"), *self.downloads.glob(".*.tmp")]:
-                if path.suffix == ".part" and self._is_locked("downloads", path.name[:-len(".part")]):
-                    continue
+        for path, _ in _entries(self.downloads):
+            if path.suffix == ".part" and not self._is_locked("downloads", path.name[:-len(".part")]) or \
+                    path.name.startswith(".") and path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
                 removed.append(path)
         return removed
+
+
+def _entries(folder: Path) -> list[tuple[Path, int]]:
+    """A folder's entries with their lstat modes, sorted; none when it is not a folder (a link to one is not)."""
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return []
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        try:
+            found.append((folder / name, os.lstat(folder / name).st_mode))
+        except OSError:  # gone meanwhile
+            pass
+    return found
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a folder and what it holds, or a file or a link (itself: a link is never followed)."""
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path, ignore_errors=True)   # rmtree itself never follows a link inside
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def disk_size(path: Path) -> int:
+    """The bytes of the regular files under ``path`` (or of the file ``path``); links are not followed."""
+    sizes = []
+    for folder, _, files in [(path.parent, [], [path.name])] + list(os.walk(path)):  # walk never enters a link
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(folder, name))
+            except OSError:  # gone meanwhile, or not ours to look at
+                continue
+            sizes.append(info.st_size if stat.S_ISREG(info.st_mode) else 0)
+    return sum(sizes)
 
 
 class DamagedArtifact(CifarError):
     def __init__(self, stage: str, key: str, reason: str):
         super().__init__(f"damaged artifact {stage}/{key}: {reason}")
         self.reason = reason
+
+
+class UnreadableArtifact(WorkFailed):
+    """Present but not ours to read (another user's, in a shared cache): not damaged, so never
+    removed; the command stops here (exit 1)."""
+
+    def __init__(self, stage: str, key: str, path: Path):
+        super().__init__(f"cannot read {path}: permission denied",
+                         hint="ask its owner for read access, or use a cache folder of your own")
+        self.reason = f"cannot read {path.name}: permission denied"
+
+
+class LinkInCache(CifarError):
+    """A stage's folder is a link (or not a folder): the store never follows it."""
+
+    def __init__(self, path: Path, kind: str):
+        super().__init__(f"{path} is {kind}: the cache never follows links inside it",
+                         hint="remove that link (its target is left alone), or run cifarcli cache clear")
+        self.reason = f"{kind}; left alone"
 
 
 class StaleArtifact(DamagedArtifact):

@@ -849,11 +849,29 @@ def cache_ls(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_json: 
     out.result({"cache_dir": str(ws.cache_dir), "artifacts": rows}, views.cache_table(rows))
 
 
-@cache_app.command("clear", epilog=examples("cifarcli cache clear --stage plot", "cifarcli cache clear"))
-def cache_clear(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False):
-    """Remove cached artifacts (all, or one stage) and any leftovers of interrupted writes."""
+@cache_app.command("clear", epilog=examples("cifarcli cache clear --dry-run", "cifarcli cache clear --stage plot --yes",
+                                            "cifarcli cache clear --keep-data --yes"))
+def cache_clear(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False,
+                yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking (needed without a terminal).")] = False,
+                dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed; remove nothing.")] = False,
+                keep_data: Annotated[bool, typer.Option("--keep-data", help="Keep the dataset and its download.")] = False):
+    """Remove cached artifacts (all, or one stage) and any leftovers of interrupted writes; lists them and asks first."""
+    from cifarcli import views
+
     out, ws = _start(as_json, quiet, cache_dir)
-    removed = ws.store.clear(stage)
+    plan = ws.store.clear_plan(stage, keep_data=keep_data)
+    if dry_run:
+        out.result({"dry_run": True, **plan}, *views.clear_plan_view(plan, ws.cache_dir))
+        return
+    if (plan["stages"] or plan["links"]) and not yes:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise CifarError(f"cache clear would remove {views.plan_summary(plan)} from {ws.cache_dir}, and asks first",
+                             hint="add --yes to remove them without a terminal, or --dry-run to list them")
+        out.err.print(*views.clear_plan_view(plan, ws.cache_dir), sep="\n")
+        if not typer.confirm("Remove them?", default=False, err=True):
+            out.result({"removed": 0}, "nothing removed")
+            return
+    removed = ws.store.clear(stage, keep_data=keep_data)
     out.result({"removed": removed}, f"removed {removed} artifact(s) from {ws.cache_dir}")
 
 

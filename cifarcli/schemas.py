@@ -8,6 +8,8 @@ the notation.
 
 from __future__ import annotations
 
+import math
+
 from cifarcli.cache import HEX64, NUMBER, Array, Check, DictOf, ListOf, OneOf, Opt, Schema
 from cifarcli.config import TrainConfig
 from cifarcli.errors import CifarError
@@ -21,6 +23,26 @@ HISTORY_KEYS = ("epoch", "train_loss", "train_cost", "train_acc", "val_loss", "v
 HISTORY = {key: ListOf(int if key == "epoch" else NUMBER, "rows") for key in HISTORY_KEYS}
 MAYBE_NUMBER = OneOf((None, NUMBER))
 MAYBE_INT = OneOf((None, int))
+ACCURACY = Check(NUMBER, lambda a: 0 <= a <= 1, "an accuracy from 0 to 1")
+NON_NEGATIVE = Check(NUMBER, lambda v: 0 <= v < float("inf"), "a finite number of at least 0")
+
+
+def _metric_in_range(name: str, value) -> bool:
+    """A metric named as in a history row (train_acc, val_cost, epoch) within its range; None: not measured."""
+    if value is None:
+        return True
+    if name == "epoch":
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return 0 <= value <= 1 if name.endswith("acc") else 0 <= value < float("inf")
+
+
+METRICS_ROW = Check(DictOf(str, MAYBE_NUMBER), lambda row: all(_metric_in_range(k, v) for k, v in row.items()),
+                    "metrics within their ranges (accuracies from 0 to 1, losses and costs at least 0)")
+
+
+def inputs_named(*names: str) -> Check:
+    """A meta.json's inputs: exactly these (a stage's code reads each of them)."""
+    return Check(DictOf(str, str), lambda inputs: sorted(inputs) == sorted(names), "the keys of " + ", ".join(names))
 
 
 def _valid_train_params(params: dict) -> bool:
@@ -49,9 +71,29 @@ TRAIN_PAYLOAD = Check(
     lambda p: (p["W"] is None) == (p["b"] is None) and (p["W"] is not None or p["diverged_at"] is not None)
     and (p.get("chosen_epoch") is None or p["chosen_epoch"] in p["history"]["epoch"]),
     "W and b both present, or both absent in a diverged run; a chosen epoch of the history")
-TRAIN_INFO = {"config": dict, "split_sizes": DictOf(str, int), "timings": {"total_seconds": Opt(NUMBER)},
-              "diverged_at": MAYBE_INT, "final": DictOf(str, MAYBE_NUMBER), "chosen_epoch": Opt(MAYBE_INT),
-              "chosen": Opt(DictOf(str, MAYBE_NUMBER))}
+TRAIN_INFO = {"config": dict, "split_sizes": DictOf(str, int), "timings": {"total_seconds": Opt(NON_NEGATIVE)},
+              "diverged_at": MAYBE_INT, "final": METRICS_ROW, "chosen_epoch": Opt(MAYBE_INT),
+              "chosen": Opt(METRICS_ROW)}
+
+
+def _epochs_within_settings(meta: dict) -> bool:
+    """A train meta's epochs (diverged at, chosen, the final row's) are epochs the run's settings have."""
+    n_epochs, info = meta["params"]["n_epochs"], meta["info"]
+    diverged, chosen = info["diverged_at"], info.get("chosen_epoch")
+    return (diverged is None or 0 <= diverged <= n_epochs) and (chosen is None or 0 <= chosen <= n_epochs) \
+        and all(row.get("epoch") is None or row["epoch"] <= n_epochs for row in (info["final"], info.get("chosen", {})))
+
+
+def final_row(history: dict) -> dict:
+    """The last history row with a finite cost: a diverged run's last row holds NaN/inf, which JSON cannot."""
+    rows = [i for i, (a, b) in enumerate(zip(history["train_cost"], history["val_cost"]))
+            if math.isfinite(a) and math.isfinite(b)]
+    i = rows[-1] if rows else -1
+    return {k: v[i] if not isinstance(v[i], float) or math.isfinite(v[i]) else None for k, v in history.items()}
+
+
+def _train_summary(payload: dict) -> dict:
+    return {"diverged_at": payload["diverged_at"], "final": final_row(payload["history"])}
 # With keep="best" a checkpoint also holds the best epoch so far and its weights (train.EarlyStopping).
 CHECKPOINT = Check({"epoch": int, "W": Array(FLOATS, ("K", "d")), "b": Array(FLOATS, ("K", 1)), "history": HISTORY,
                     "best_epoch": Opt(int), "best_W": Opt(Array(FLOATS, ("K", "d"))),
@@ -61,14 +103,14 @@ CHECKPOINT = Check({"epoch": int, "W": Array(FLOATS, ("K", "d")), "b": Array(FLO
                    and 1 <= c.get("best_epoch", 1) <= c["epoch"],
                    "a checkpoint whose history has one row per epoch, epoch 0 included, and a best epoch "
                    "(with its W and b) among them")
-_SPLIT_METRICS = {"loss": NUMBER, "cost": NUMBER, "accuracy": NUMBER, "n": int}
+_SPLIT_METRICS = {"loss": NON_NEGATIVE, "cost": NON_NEGATIVE, "accuracy": ACCURACY, "n": int}
 _PROBABILITY_GROUP = {"n": int, "mean": MAYBE_NUMBER, "median": MAYBE_NUMBER, "counts": ListOf(int, "bins")}
 _TRUE_CLASS_SUMMARY = {"kind": str, "bins": ListOf(NUMBER), "threshold": NUMBER, "correct": _PROBABILITY_GROUP,
                        "incorrect": _PROBABILITY_GROUP, "confident_mistakes": MAYBE_NUMBER}
 # An SVM run has no probabilities: its test split summarises the true class's margins instead (evaluate.py).
 EVALUATE_PAYLOAD = Check({
     "lam": NUMBER, "loss": Opt(str), "train": _SPLIT_METRICS, "val": _SPLIT_METRICS, "test": _SPLIT_METRICS,
-    "confusion_matrix": ListOf(ListOf(int, "K"), "K"), "per_class_accuracy": DictOf(str, NUMBER),
+    "confusion_matrix": ListOf(ListOf(int, "K"), "K"), "per_class_accuracy": DictOf(str, ACCURACY),
     "probabilities": Opt(_TRUE_CLASS_SUMMARY), "margins": Opt({**_TRUE_CLASS_SUMMARY, "open_ends": Opt(bool)}),
     "label_names": ListOf(str, "K"),
 }, lambda p: ("margins" in p) == (p.get("loss") == "svm") and ("probabilities" in p) != ("margins" in p),
@@ -96,21 +138,33 @@ REPORT_PAYLOAD = {
             "created": str},
     "report.md": str, "report.html": str,
 }
-DATASET = Schema(DATASET_PAYLOAD, params={"sha256": HEX64}, info=DATASET_INFO)
-GRADCHECK = Schema(GRADCHECK_PAYLOAD, info={"max_error": NUMBER, "elapsed": NUMBER})
-TRAIN = Schema(TRAIN_PAYLOAD, params=Check(dict, _valid_train_params, "valid training settings"), info=TRAIN_INFO)
-EVALUATE = Schema(EVALUATE_PAYLOAD)
-PLOT = Schema(OneOf(({name: PNG for name in FIGURES}, {name: PNG for name in SVM_FIGURES})))
+DATASET = Schema(DATASET_PAYLOAD, params={"sha256": HEX64}, info=DATASET_INFO,
+                 summary=lambda p: {"n_train": len(p["train_y"]), "n_test": len(p["test_y"]),
+                                    "batch_size": p["batch_size"], "label_names": p["label_names"]})
+GRADCHECK = Schema(GRADCHECK_PAYLOAD, info={"max_error": NON_NEGATIVE, "elapsed": NON_NEGATIVE},
+                   inputs=inputs_named("dataset"),
+                   summary=lambda p: {"max_error": p["max_error"], "elapsed": p["elapsed"]})
+TRAIN = Schema(TRAIN_PAYLOAD, params=Check(dict, _valid_train_params, "valid training settings"), info=TRAIN_INFO,
+               inputs=inputs_named("dataset"),
+               meta=Check(dict, _epochs_within_settings, "epochs within the run's number of epochs"),
+               summary=_train_summary)
+# The test numbers are in meta.json too, so `cifarcli runs` lists them without loading payloads.
+EVALUATE = Schema(EVALUATE_PAYLOAD, info={"test": {"loss": NON_NEGATIVE, "cost": NON_NEGATIVE, "accuracy": ACCURACY}},
+                  inputs=inputs_named("train"),
+                  summary=lambda p: {"test": {k: p["test"][k] for k in ("loss", "cost", "accuracy")}})
+PLOT = Schema(OneOf(({name: PNG for name in FIGURES}, {name: PNG for name in SVM_FIGURES})), inputs=inputs_named("train"))
 REPORT = Schema(REPORT_PAYLOAD)
 SWEEP = Schema({"heatmap": PNG}, info={"n_points": int})
 COMPARISON = Schema({name: PNG for name in COMPARISON_FIGURES}, info={"n_runs": int})
-_ENSEMBLE_SPLIT = {"vote": NUMBER, "mean": NUMBER, "vote_ties": int, "n": int}
+_ENSEMBLE_SPLIT = {"vote": ACCURACY, "mean": ACCURACY, "vote_ties": int, "n": int}
 ENSEMBLE_PAYLOAD = {
     "loss": str, "combined": str, "tie_rule": str, "split": str, "n_members": int,
     "members": ListOf({"run_id": str, "label": str, "config": dict, "val": NUMBER, "test": NUMBER}, "M"),
     "val": _ENSEMBLE_SPLIT, "test": _ENSEMBLE_SPLIT,
 }
-ENSEMBLE = Schema(ENSEMBLE_PAYLOAD, info={"n_members": int, "val_vote": NUMBER, "val_mean": NUMBER})
+ENSEMBLE = Schema(ENSEMBLE_PAYLOAD, info={"n_members": int, "val_vote": ACCURACY, "val_mean": ACCURACY},
+                  summary=lambda p: {"n_members": p["n_members"], "val_vote": p["val"]["vote"],
+                                     "val_mean": p["val"]["mean"]})
 WORKSPACE_SCHEMA = {
     "dataset": Opt({"key": Check(str, lambda k: len(k) == 16 and all(c in "0123456789abcdef" for c in k),
                                  "a 16-digit key"), "source": str, "path": str}),

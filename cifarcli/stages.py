@@ -34,6 +34,7 @@ from cifarcli.evaluate import evaluate_model
 from cifarcli.gradcheck import check_gradients
 from cifarcli.model import init_parameters, one_hot
 from cifarcli.prepare import prepare, split_indices
+from cifarcli.smallfile import UnsafeFile, read_json
 
 WORKSPACE_FILE = "workspace.json"
 
@@ -144,14 +145,19 @@ class Workspace:
     def read_state(self) -> dict:
         path = self.cache_dir / WORKSPACE_FILE
         try:
-            state = json.loads(path.read_text())
+            state = read_json(path)
             validate(state, schemas.WORKSPACE_SCHEMA, WORKSPACE_FILE)
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError, SchemaError) as damage:
+        except PermissionError:
             if not self._state_noticed:
                 self._state_noticed = True
-                reason = damage if isinstance(damage, SchemaError) else "not readable JSON"
+                self.log(f"cannot read {path} (permission denied); going on without it")
+            return {}
+        except (OSError, UnsafeFile, SchemaError) as damage:
+            if not self._state_noticed:
+                self._state_noticed = True
+                reason = damage if isinstance(damage, (SchemaError, UnsafeFile)) else "not readable"
                 self.log(f"ignoring damaged {path} ({reason}); it is rewritten on the next import")
             return {}
         return state
@@ -428,7 +434,7 @@ def run_payload(config: TrainConfig, split, result: dict) -> tuple[dict, dict]:
                "std": canonical(split.std), "history": json.loads(json.dumps(history)),
                "label_names": list(split.label_names), "diverged_at": diverged_at}
     info = {"config": config.key_params(), "split_sizes": split.sizes, "timings": result["timings"],
-            "diverged_at": diverged_at, "final": _final_row(history)}
+            "diverged_at": diverged_at, "final": schemas.final_row(history)}
     if config.stops_early:   # the epoch whose weights these are (a run without early stopping: the last)
         payload["chosen_epoch"] = info["chosen_epoch"] = result.get("chosen_epoch")
         if info["chosen_epoch"] is not None:
@@ -445,14 +451,6 @@ def store_trained(ws: Workspace, config: TrainConfig, data_artifact: Artifact, s
     """
     return TRAIN.get_or_compute(ws, config.key_params(), {"dataset": data_artifact.key},
                                 lambda: run_payload(config, split, result), depends=[("dataset", data_artifact.key)])
-
-
-def _final_row(history: dict) -> dict:
-    """The last history row with a finite cost: a diverged run's last row holds NaN/inf, which JSON cannot."""
-    rows = [i for i, (a, b) in enumerate(zip(history["train_cost"], history["val_cost"]))
-            if math.isfinite(a) and math.isfinite(b)]
-    i = rows[-1] if rows else -1
-    return {k: v[i] if not isinstance(v[i], float) or math.isfinite(v[i]) else None for k, v in history.items()}
 
 
 def n_train(data_artifact: Artifact, config: TrainConfig) -> int:
@@ -547,8 +545,7 @@ def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
     def compute():
         split = prepared(dataset_by_key(ws, data_key), config.split, config.val_size, config.dtype)
         metrics = evaluate_model(run.payload["W"], run.payload["b"], config.lam, split, loss=config.loss)
-        # The test numbers in meta.json too, so `cifarcli runs` lists them without loading payloads.
-        return metrics, {"test": {k: metrics["test"][k] for k in ("loss", "cost", "accuracy")}}
+        return metrics, schemas.EVALUATE.summary(metrics)
 
     return EVALUATE.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
                                    depends=[("train", run.key)])
