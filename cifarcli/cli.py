@@ -845,7 +845,7 @@ def cache_ls(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_json: 
     from cifarcli import views
 
     out, ws = _start(as_json, False, cache_dir)
-    rows = ws.store.ls(stage)
+    rows = ws.cache_listing(stage)
     out.result({"cache_dir": str(ws.cache_dir), "artifacts": rows}, views.cache_table(rows))
 
 
@@ -859,7 +859,7 @@ def cache_clear(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_jso
     from cifarcli import views
 
     out, ws = _start(as_json, quiet, cache_dir)
-    plan = ws.store.clear_plan(stage, keep_data=keep_data)
+    plan = ws.clear_plan(stage, keep_data=keep_data)
     if dry_run:
         out.result({"dry_run": True, **plan}, *views.clear_plan_view(plan, ws.cache_dir))
         return
@@ -871,7 +871,7 @@ def cache_clear(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_jso
         if not typer.confirm("Remove them?", default=False, err=True):
             out.result({"removed": 0}, "nothing removed")
             return
-    removed = ws.store.clear(stage, keep_data=keep_data)
+    removed = ws.clear_cache(stage, keep_data=keep_data)
     out.result({"removed": removed}, f"removed {removed} artifact(s) from {ws.cache_dir}")
 
 
@@ -879,7 +879,7 @@ def cache_clear(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_jso
 def cache_gc(cache_dir: CacheDir = Path("cache"), as_json: Json = False, quiet: Quiet = False):
     """Remove temporary files left by interrupted writes; artifacts are kept."""
     out, ws = _start(as_json, quiet, cache_dir)
-    removed = [str(p) for p in ws.store.gc()]
+    removed = [str(p) for p in ws.collect_garbage()]
     out.result({"removed": removed}, f"removed {len(removed)} leftover(s)")
 
 
@@ -890,7 +890,7 @@ def cache_verify(stage: Stage = None, cache_dir: CacheDir = Path("cache"), as_js
     from cifarcli.errors import WorkFailed
 
     out, ws = _start(as_json, quiet, cache_dir)
-    rows = ws.store.verify(stage)
+    rows = ws.verify_cache(stage)
     damaged = [row for row in rows if not row["ok"]]
     out.result({"checked": len(rows), "damaged": damaged}, views.verify_view(rows))
     if damaged:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CifarError, OptionError
-from .smallfile import UnsafeFile, read_small
+from .files import UnsafeFile, read_small
 
 STAGE_NAMES = ("dataset", "gradcheck", "train", "evaluate", "plot", "report", "sweep", "comparison",
                "ensemble")   # stages.STAGES

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cifarcli import stages
-from cifarcli.cache import Artifact
+from cifarcli.store import Artifact
 from cifarcli.stages import Workspace
 
 

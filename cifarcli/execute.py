@@ -92,7 +92,8 @@ def _train_on_processes(ws: Workspace, missing: list[TrainConfig], data_key: str
         _stop_workers(results)
         raise
     watcher.stop(finished=True)
-    ws.store.events.extend(("train", key, status) for key, status in done)
+    for key, status in done:
+        ws.record("train", key, status)
 
 
 class _Watcher:
@@ -139,7 +140,7 @@ class _Watcher:
                 pass
 
     def poll(self) -> None:
-        from cifarcli.cache import safe_load
+        from cifarcli.safe_pickle import safe_load
 
         for key, label, n_epochs in self.settings:
             if key in self.finished:

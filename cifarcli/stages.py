@@ -7,7 +7,7 @@
 Each stage is declared once below (``Stage``: name, version, schema); its
 function here asks the artifact store for it and computes it when missing, so
 asking for a stage runs the missing stages upstream of it and reuses everything
-else. This module is the only user of ``cache.Store``. Nothing here prints
+else. This module is the only user of ``store.Store``. Nothing here prints
 (notices go to ``Workspace.log``, progress to ``Workspace.progress``).
 """
 
@@ -23,10 +23,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cifarcli import data, plots, schemas
+from cifarcli import data, plots, schemas, upkeep
 from cifarcli import train as training
-from cifarcli.cache import Artifact, DamagedArtifact, Schema, SchemaError, Store, artifact_key, disk_error, validate, \
-    write_atomic
+from cifarcli.errors import disk_error
+from cifarcli.files import UnsafeFile, read_json, write_atomic
+from cifarcli.schemas import Schema, SchemaError, validate
+from cifarcli.store import Artifact, DamagedArtifact, Store, artifact_key
 from cifarcli.config import GradcheckConfig, TrainConfig
 from cifarcli.errors import CifarError, OptionError, WorkFailed
 from cifarcli.ensemble import TIE_RULE, combine
@@ -34,7 +36,6 @@ from cifarcli.evaluate import evaluate_model
 from cifarcli.gradcheck import check_gradients
 from cifarcli.model import init_parameters, one_hot
 from cifarcli.prepare import prepare, split_indices
-from cifarcli.smallfile import UnsafeFile, read_json
 
 WORKSPACE_FILE = "workspace.json"
 
@@ -136,8 +137,35 @@ class Workspace:
 
     def __post_init__(self) -> None:
         self.cache_dir, self.reports_dir = Path(self.cache_dir), Path(self.reports_dir)
-        self.store = Store(self.cache_dir, log=self.log, schemas={name: stage.schema for name, stage in STAGES.items()})
+        self.events: list[tuple[str, str, str]] = []   # (stage, key, "hit" | "computed" | ...) of this command
+        self.store = Store(self.cache_dir, log=self.log, observer=self.record,
+                           schemas={name: stage.schema for name, stage in STAGES.items()})
         self._state_noticed = False
+
+    def record(self, stage: str, key: str, status: str) -> None:
+        """What became of one artifact this command asked for (the store calls this)."""
+        self.events.append((stage, key, status))
+
+    @property
+    def downloads(self) -> Path:
+        """Verified downloaded archives, kept so a damaged dataset can be re-imported offline."""
+        return self.cache_dir / "downloads"
+
+    # The cache commands: listing, verifying and clearing the store (``upkeep``), downloads included.
+    def cache_listing(self, stage: str | None = None) -> list[dict]:
+        return upkeep.ls(self.store, stage, self.downloads)
+
+    def verify_cache(self, stage: str | None = None) -> list[dict]:
+        return upkeep.verify(self.store, stage, self.downloads)
+
+    def clear_plan(self, stage: str | None = None, keep_data: bool = False) -> dict:
+        return upkeep.clear_plan(self.store, stage, self.downloads, keep_data=keep_data)
+
+    def clear_cache(self, stage: str | None = None, keep_data: bool = False) -> int:
+        return upkeep.clear(self.store, stage, self.downloads, keep_data=keep_data)
+
+    def collect_garbage(self) -> list[Path]:
+        return upkeep.gc(self.store, self.downloads)
 
     # The workspace file remembers the current dataset and the checksums of
     # sources already seen, so a repeated fetch need not re-hash 170 MB.
@@ -231,7 +259,7 @@ def _download(ws: Workspace, url: str, fmt: str, md5: str | None, sha256: str | 
     official = data.OFFICIAL[fmt] if url == data.OFFICIAL[fmt].url else None
     # The URL's hash in the name: the same file name from another server is another download.
     name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "cifar-10.tar.gz"
-    target = ws.store.downloads / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
+    target = ws.downloads / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
     if target.is_file():
         return target
     # One writer per .part: two fetches appending to the same file would interleave their bytes,
@@ -274,7 +302,7 @@ def _current_dataset_key(ws: Workspace) -> str | None:
     remembered = ws.read_state().get("dataset")
     if remembered:
         return remembered["key"]
-    found = [row for row in ws.store.ls("dataset") if "damaged" not in row]
+    found = [row for row in ws.cache_listing("dataset") if "damaged" not in row]
     return max(found, key=lambda row: row["created"])["key"] if found else None
 
 

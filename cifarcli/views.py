@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cifarcli.cache import Artifact
+from cifarcli.store import Artifact
 from cifarcli.config import GRADCHECK_TOL
 from cifarcli.errors import human_size
 from cifarcli.stages import Progress

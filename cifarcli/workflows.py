@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from cifarcli import __version__, data, execute, stages
-from cifarcli.cache import Artifact, disk_error, write_atomic
+from cifarcli.errors import disk_error
+from cifarcli.files import write_atomic
+from cifarcli.store import Artifact
 from cifarcli.config import GRADCHECK_TOL, load_settings
 from cifarcli.document import ReportDocument, comparison_section, initialisation, run_section
 from cifarcli.errors import OptionError
@@ -73,7 +75,7 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
         paths[name] = ws.reports_dir / name
         stages.write_if_changed(paths[name], artifact.payload[name].encode())
     return {**artifact.payload["doc"], "paths": {k: str(v) for k, v in paths.items()},
-            "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.store.events]}
+            "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.events]}
 
 
 def ensemble_members(ws: Workspace, run_ids: list[str] | None, config=None, seeds: list[int] | None = None) -> list:

@@ -24,8 +24,8 @@ import joblib
 import numpy as np
 import pytest
 
-from cifarcli import cache, stages
-from cifarcli.cache import META, PAYLOAD
+from cifarcli import safe_pickle
+from cifarcli.store import META, PAYLOAD, artifact_key
 from test_tampered_cache import (RUN, SETTINGS, artifact_folder, assert_recomputed, doctor, invoke, notices,  # noqa: F401
                                  reference, stage_command, ws)
 
@@ -231,7 +231,7 @@ def test_a_planted_train_artifact_without_inputs_is_one_error_line(ws, reference
     cache_dir = ws / "cache"
     source = artifact_folder(cache_dir, "train", reference["run_id"])
     meta = json.loads((source / META).read_text())
-    key = cache.artifact_key("train", meta["version"], meta["params"], {})
+    key = artifact_key("train", meta["version"], meta["params"], {})
     planted = cache_dir / "train" / key
     shutil.copytree(source, planted)
     rewrite_meta(planted, lambda m: m.update(key=key, inputs={}, input_sha256={}))
@@ -275,8 +275,8 @@ def test_a_small_payload_cannot_allocate_much(tmp_path, bomb):
         pickle.dump({"W": made}, out, protocol=4)
     assert path.stat().st_size < 400
     before = _peak_mb()
-    with pytest.raises(cache.UnsafePickle):
-        cache.safe_load(path)
+    with pytest.raises(safe_pickle.UnsafePickle):
+        safe_pickle.safe_load(path)
     assert _peak_mb() - before < 100
     assert not (tmp_path / "written").exists()
 
@@ -287,7 +287,7 @@ def test_the_allow_list_still_loads_every_form_a_payload_takes(tmp_path):
                "rows": [1, 2.5, None, "x", True], "t": (1, 2), "set": {1}}
     joblib.dump(payload, tmp_path / "p.joblib")
     for mmap in (False, True):
-        loaded = cache.safe_load(tmp_path / "p.joblib", mmap=mmap)
+        loaded = safe_pickle.safe_load(tmp_path / "p.joblib", mmap=mmap)
         assert set(loaded) == set(payload)
         for name in ("W", "F", "y"):
             assert np.array_equal(loaded[name], payload[name]) and loaded[name].dtype == payload[name].dtype
@@ -299,8 +299,8 @@ def test_a_truncated_array_is_refused_before_it_is_allocated(tmp_path):
     joblib.dump({"W": np.ones(1000)}, tmp_path / "p.joblib")
     data = (tmp_path / "p.joblib").read_bytes()
     (tmp_path / "p.joblib").write_bytes(data[:-4000])
-    with pytest.raises(cache.UnsafePickle, match="in .* bytes"):
-        cache.safe_load(tmp_path / "p.joblib")
+    with pytest.raises(safe_pickle.UnsafePickle, match="in .* bytes"):
+        safe_pickle.safe_load(tmp_path / "p.joblib")
 
 
 # -- 6. numbers out of range are damaged; verify compares meta with payload -----------------------
