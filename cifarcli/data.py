@@ -12,9 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
-import io
 import os
-import pickle
 import socket
 import ssl
 import stat

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
