@@ -331,7 +331,7 @@ class Store:
 
         stage_dir = self.root / stage
         try:
-            stage_dir.mkdir(parents=True, exist_ok=True)
+            _made_here(stage_dir)
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=stage_dir))
         except OSError as exc:
             raise disk_error(exc, stage_dir / key, approx_size(payload)) from None
@@ -374,8 +374,9 @@ class Store:
         """Hold the per-key lock. A second process waits here, then finds the artifact made."""
         lock_dir = self.root / ".locks"
         try:
-            lock_dir.mkdir(parents=True, exist_ok=True)
-            handle = open(lock_dir / f"{stage}-{key}.lock", "a+")
+            _made_here(lock_dir)
+            handle = os.fdopen(os.open(lock_dir / f"{stage}-{key}.lock",
+                                       os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666), "a+")
         except OSError as exc:
             raise disk_error(exc, lock_dir) from None
         with handle:
@@ -412,7 +413,8 @@ class Store:
 
         folder = self.scratch(stage, key)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            for level in (folder.parent.parent, folder.parent, folder):  # the stage, .scratch, the key
+                _made_here(level)
             handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
             os.close(handle)
             try:
@@ -456,6 +458,15 @@ class Store:
             return []
         return [path.name for path, mode in entries(stage_dir)
                 if stat.S_ISDIR(mode) and not path.name.startswith(".") and path.name.startswith(prefix)]
+
+
+def _made_here(folder: Path) -> None:
+    """Make ``folder`` (and its parents) if missing; raise ``LinkInCache`` when it is a link or a file,
+    so that nothing is ever written through a link into another folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mode = os.lstat(folder).st_mode
+    if not stat.S_ISDIR(mode):
+        raise LinkInCache(folder, kind_of(mode))
 
 
 class DamagedArtifact(CifarError):

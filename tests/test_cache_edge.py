@@ -409,3 +409,17 @@ def test_an_unreadable_artifact_is_named_and_never_moved(shared, reference, stag
     (folder / unreadable).chmod(0o644)
     assert checksums(shared / "cache") == before  # nothing moved, nothing recomputed
     assert not [p for p in folder.parent.iterdir() if "trash" in p.name]
+
+
+@pytest.mark.parametrize("linked", ["evaluate", ".locks", "train/.scratch"])
+def test_nothing_is_written_through_a_link_inside_the_cache(ws, reference, tmp_path_factory, linked):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    target = ws / "cache" / linked
+    shutil.rmtree(target, ignore_errors=True)
+    target.symlink_to(elsewhere)
+    command = ("train", "--lam", "0.2", "--eta", "0.01", "--n-epochs", "2", "--json") if "scratch" in linked \
+        else ("evaluate", *RUN, "--force", "--json")
+    result = invoke(*command)
+    assert result.exit_code == 2, result.stdout
+    assert f"{linked} is a symbolic link" in one_line(result)
+    assert list(elsewhere.iterdir()) == []
