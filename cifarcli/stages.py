@@ -24,12 +24,11 @@ import numpy as np
 
 from cifarcli import data, plots, schemas, upkeep
 from cifarcli import train as training
-from cifarcli.errors import disk_error
 from cifarcli.files import UnsafeFile, read_json, write_atomic
 from cifarcli.schemas import Schema, SchemaError, validate
 from cifarcli.store import Artifact, DamagedArtifact, Store, artifact_key
 from cifarcli.config import GradcheckConfig, TrainConfig
-from cifarcli.errors import CifarError, OptionError, WorkFailed
+from cifarcli.errors import CifarError, OptionError, WorkFailed, disk_error
 from cifarcli.ensemble import TIE_RULE, combine
 from cifarcli.evaluate import evaluate_model
 from cifarcli.gradcheck import check_gradients
