@@ -4,7 +4,7 @@
 
 The stand-in is imported once into a temporary cache; then its payload
 (184 MB of uint8 arrays) is loaded memory-mapped (how the store reads
-datasets) and read into memory, by ``joblib.load`` and by ``cache.safe_load``,
+datasets) and read into memory, by ``joblib.load`` and by ``safe_pickle.safe_load``,
 and finally through ``Store.load`` (meta.json checks, allow-list, the dataset
 schema including the 0..9 range of the 60,000 labels). The file is in the page
 cache for every run, so the figures are the unpickling cost, not the disk's.
@@ -60,7 +60,8 @@ def main() -> None:
     import joblib
 
     from cifarcli import stages
-    from cifarcli.cache import PAYLOAD, safe_load
+    from cifarcli.safe_pickle import safe_load
+    from cifarcli.store import PAYLOAD
 
     print(machine())
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,9 +71,9 @@ def main() -> None:
         print(f"dataset artifact {artifact.key}: {path.stat().st_size / 1e6:.0f} MB")
         cases = {
             "joblib.load, mmap_mode='r'": lambda: joblib.load(path, mmap_mode="r"),
-            "cache.safe_load, mmap (allow-list)": lambda: safe_load(path, mmap=True),
+            "safe_pickle.safe_load, mmap (allow-list)": lambda: safe_load(path, mmap=True),
             "joblib.load, into memory": lambda: joblib.load(path),
-            "cache.safe_load, into memory": lambda: safe_load(path),
+            "safe_pickle.safe_load, into memory": lambda: safe_load(path),
             "Store.load (meta, allow-list, schema), mmap": lambda: ws.store.load("dataset", artifact.key, mmap=True),
         }
         results = {name: timed(load) for name, load in cases.items()}

@@ -7,6 +7,7 @@ No math and no file formats here. The options the commands share are declared in
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -401,16 +402,37 @@ def cache_ls(stage: opt.Stage = None, *, common: opt.Common):
     from cifarcli import views
 
     out, ws = _start(common)
-    rows = ws.store.ls(stage)
+    rows = ws.cache_listing(stage)
     out.result({"cache_dir": str(ws.cache_dir), "artifacts": rows}, views.cache_table(rows))
 
 
-@cache_command("cifarcli cache clear --stage plot", "cifarcli cache clear", name="clear")
+@cache_command("cifarcli cache clear --dry-run", "cifarcli cache clear --stage plot --yes",
+               "cifarcli cache clear --keep-data --yes", name="clear")
 @opt.common_options("quiet")
-def cache_clear(stage: opt.Stage = None, *, common: opt.Common):
-    """Remove cached artifacts (all, or one stage) and any leftovers of interrupted writes."""
+def cache_clear(
+    stage: opt.Stage = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", metavar="", help="Remove without asking (needed without a terminal).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", metavar="", help="List what would be removed; remove nothing.")] = False,
+    keep_data: Annotated[bool, typer.Option("--keep-data", metavar="", help="Keep the dataset and its download.")] = False,
+    *, common: opt.Common,
+):
+    """Remove cached artifacts (all, or one stage) and any leftovers of interrupted writes; lists them and asks first."""
+    from cifarcli import views
+
     out, ws = _start(common)
-    removed = ws.store.clear(stage)
+    plan = ws.clear_plan(stage, keep_data=keep_data)
+    if dry_run:
+        out.result({"dry_run": True, **plan}, *views.clear_plan_view(plan, ws.cache_dir))
+        return
+    if (plan["stages"] or plan["links"]) and not yes:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise CifarError(f"cache clear would remove {views.plan_summary(plan)} from {ws.cache_dir}, and asks first",
+                             hint="add --yes to remove them without a terminal, or --dry-run to list them")
+        out.err.print(*views.clear_plan_view(plan, ws.cache_dir), sep="\n")
+        if not typer.confirm("Remove them?", default=False, err=True):
+            out.result({"removed": 0}, "nothing removed")
+            return
+    removed = ws.clear_cache(stage, keep_data=keep_data)
     out.result({"removed": removed}, f"removed {removed} artifact(s) from {ws.cache_dir}")
 
 
@@ -432,7 +454,7 @@ def cache_verify(stage: opt.Stage = None, *, common: opt.Common):
     from cifarcli import views
 
     out, ws = _start(common)
-    rows = ws.store.verify(stage)
+    rows = ws.verify_cache(stage)
     damaged = [row for row in rows if not row["ok"]]
     out.result({"checked": len(rows), "damaged": damaged}, views.verify_view(rows))
     if damaged:

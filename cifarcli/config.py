@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CifarError, OptionError, shown
+from .files import UnsafeFile, read_small
 
 STAGE_NAMES = ("dataset", "gradcheck", "train", "evaluate", "plot", "report", "sweep", "comparison",
                "ensemble")   # stages.STAGES
@@ -371,10 +372,10 @@ def load_settings(path: Path | None) -> ReportSettings:
     else:  # pragma: no cover
         import tomli as tomllib
     try:
-        document = tomllib.loads(Path(path).read_text())
+        document = tomllib.loads(read_small(Path(path), follow=True).decode())
     except FileNotFoundError:
         raise CifarError(f"no such settings file: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, UnsafeFile) as exc:
         raise CifarError(f"cannot read {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise CifarError(f"{path} is not valid TOML: {exc}") from None

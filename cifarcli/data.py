@@ -12,10 +12,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
-import io
 import json
 import os
-import pickle
 import socket
 import ssl
 import stat
@@ -34,6 +32,7 @@ import numpy as np
 
 from cifarcli import __version__
 from cifarcli.errors import CifarError, WorkFailed, disk_error, human_size
+from cifarcli.safe_pickle import UnsafePickle, load_batch_pickle
 
 PIXELS = 3072            # 32 x 32 x 3, stored as 1024 R, 1024 G, 1024 B
 RECORD = PIXELS + 1      # binary layout: one label byte, then the pixels
@@ -511,45 +510,12 @@ def _binary_names(data: bytes, where: str) -> tuple[str, ...]:
 
 # ---- python layout (pickles)
 
-def _latin1_encode(text, encoding="utf-8"):
-    """Stand-in for ``_codecs.encode``: Python 3 protocol-2 pickles store bytes this way."""
-    if not isinstance(text, str) or encoding.lower() not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("unexpected use of _codecs.encode")
-    return text.encode("latin1")
-
-
-# What the official batches (Python 2 pickles) and protocol-2 re-pickles refer to.
-# numpy 2 renamed numpy.core to numpy._core; take the function from numpy itself
-# rather than importing the deprecated path.
-_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]
-_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): _latin1_encode,
-}
-
-
-class _Refused(Exception):
-    """Raised from ``find_class`` so a forbidden global is never imported or called."""
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise _Refused(f"{module}.{name}") from None
-
-
 def _unpickle(data: bytes, where: str):
     if not data:
         raise CifarError(f"{where} is empty")
     try:
-        # latin1: the official files are Python 2 pickles whose str objects hold raw bytes.
-        return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except _Refused as exc:
+        return load_batch_pickle(data)
+    except UnsafePickle as exc:
         raise CifarError(f"{where}: refusing to unpickle {exc} (not part of a CIFAR-10 batch)") from None
     except Exception as exc:  # untrusted bytes can fail inside pickle or numpy in many ways
         raise CifarError(f"{where} is not a valid CIFAR-10 pickle ({type(exc).__name__}: {exc})") from None

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cifarcli import stages
-from cifarcli.cache import Artifact
 from cifarcli.evaluate import without_predictions
+from cifarcli.store import Artifact
 from cifarcli.stages import Workspace
 
 

@@ -99,7 +99,8 @@ def _train_on_processes(ws: Workspace, missing: list[TrainConfig], data_key: str
         raise
     watcher.stop(finished=True)
     _release_workers()
-    ws.store.events.extend(event for events in done for event in events)
+    for stage, key, status in (event for events in done for event in events):
+        ws.record(stage, key, status)
 
 
 class _Watcher:
@@ -152,7 +153,7 @@ class _Watcher:
                 pass
 
     def poll(self) -> None:
-        from cifarcli.cache import safe_load
+        from cifarcli.safe_pickle import safe_load
 
         for key, label, n_epochs in self.settings:
             if key in self.drawing and self.ws.store.path("plot", stages.run_key(stages.PLOT, key)).is_dir():
@@ -329,7 +330,7 @@ def _train_in_worker(cache_dir: Path, config: TrainConfig, figures: bool) -> lis
     run = stages.train(ws, config)
     if figures and run.payload["diverged_at"] is None:
         stages.plot_artifact(ws, run)
-    return [("train", run.key, run.status), *(event for event in ws.store.events if event[0] != "train")]
+    return [("train", run.key, run.status), *(event for event in ws.events if event[0] != "train")]
 
 
 # -- Dask ------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from cifarcli.cache import write_atomic
+from cifarcli.files import write_atomic
 
 DPI = 150
 CURVE_SIZE = (7.0, 4.5)          # inches -> 1050 x 675 px at 150 dpi

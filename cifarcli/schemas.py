@@ -1,16 +1,211 @@
-"""What each stage's artifacts hold: payload, parameters and info, checkpoints, the workspace file.
+"""The schema language, and what each stage's artifacts hold: payload, parameters and info,
+checkpoints, the workspace file.
 
-Checked on every load (``cache.Store`` with these schemas): a payload,
+Checked on every load (``store.Store`` with these schemas): a payload,
 checkpoint or meta.json that does not fit is "damaged" — reported, removed,
-recomputed — instead of a traceback further down. See ``cache.validate`` for
-the notation.
+recomputed — instead of a traceback further down.
 """
 
 from __future__ import annotations
 
-from cifarcli.cache import HEX64, NUMBER, Array, Check, DictOf, ListOf, OneOf, Opt, Schema
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
 from cifarcli.config import HISTORY_KEYS, LOSSES, TrainConfig, loss_named, run_name_problem
 from cifarcli.errors import CifarError
+
+
+# -- the schema language ----------------------------------------------------------
+#
+# A schema is plain data: a Python type (``int`` refuses bools, ``float`` accepts ints),
+# ``None``, a dict literal (these keys, each of its schema; ``Opt`` marks a key that may
+# be absent; other keys are allowed), or one of the small classes below. Names in an
+# ``Array`` or ``ListOf`` shape ("n", "K") must take one value throughout a document
+# (throughout one item, for names first bound inside a list's item).
+
+
+class SchemaError(Exception):
+    def __init__(self, where: str, problem: str):
+        super().__init__(f"{where or 'the document'}: {problem}")
+
+
+@dataclass(frozen=True)
+class Array:
+    """An ndarray of one of ``dtypes`` (names, or kinds such as "f" for any float) and ``shape``."""
+
+    dtypes: tuple[str, ...]
+    shape: tuple[int | str, ...]
+    within: tuple[float, float] | None = None  # every value in [lo, hi]
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: Any
+    length: int | str | None = None
+
+
+@dataclass(frozen=True)
+class DictOf:
+    key: Any
+    value: Any
+
+
+@dataclass(frozen=True)
+class OneOf:
+    options: tuple
+
+
+@dataclass(frozen=True)
+class Opt:
+    """A dict value whose key may be absent."""
+
+    schema: Any
+
+
+@dataclass(frozen=True)
+class Check:
+    """``schema``, then ``test(value)`` must hold (e.g. a range, or agreement between two fields)."""
+
+    schema: Any
+    test: Callable[[Any], bool]
+    what: str
+
+
+HEX64 = Check(str, lambda s: len(s) == 64 and all(c in "0123456789abcdef" for c in s), "64 hex digits")
+NUMBER = float
+
+
+def validate(value: Any, schema: Any, where: str = "") -> None:
+    """Raise ``SchemaError`` naming the first place where ``value`` does not fit ``schema``."""
+    _validate(value, schema, where, {})
+
+
+def _validate(value: Any, schema: Any, where: str, dims: dict) -> None:
+    if schema is None:
+        if value is not None:
+            raise SchemaError(where, f"expected None, found {type(value).__name__}")
+    elif isinstance(schema, type):
+        if not _is_instance(value, schema):
+            raise SchemaError(where, f"expected {schema.__name__}, found {type(value).__name__}")
+    elif isinstance(schema, dict):
+        _validate_dict(value, schema, where, dims)
+    elif isinstance(schema, Array):
+        _validate_array(value, schema, where, dims)
+    elif isinstance(schema, ListOf):
+        if not isinstance(value, list):
+            raise SchemaError(where, f"expected a list, found {type(value).__name__}")
+        if schema.length is not None:
+            _bind(dims, schema.length, len(value), where, "length")
+        for i, item in enumerate(value):  # each item its own scope: names it binds stay inside it
+            _validate(item, schema.item, f"{where}[{i}]", dict(dims))
+    elif isinstance(schema, DictOf):
+        if not isinstance(value, dict):
+            raise SchemaError(where, f"expected a dict, found {type(value).__name__}")
+        for k, v in value.items():
+            _validate(k, schema.key, f"{where} key {k!r}", dims)
+            _validate(v, schema.value, f"{where}[{k!r}]", dims)
+    elif isinstance(schema, OneOf):
+        errors = []
+        for option in schema.options:
+            trial = dict(dims)
+            try:
+                _validate(value, option, where, trial)
+            except SchemaError as error:
+                errors.append(str(error))
+                continue
+            dims.update(trial)
+            return
+        raise SchemaError(where, "fits none of its forms (" + "; ".join(errors) + ")")
+    elif isinstance(schema, Check):
+        _validate(value, schema.schema, where, dims)
+        if not schema.test(value):
+            raise SchemaError(where, f"must be {schema.what}")
+    else:
+        raise TypeError(f"not a schema: {schema!r}")
+
+
+def _is_instance(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return type(value) is kind or (kind is not bool and isinstance(value, kind))
+
+
+def _validate_dict(value: Any, schema: dict, where: str, dims: dict) -> None:
+    if not isinstance(value, dict):
+        raise SchemaError(where, f"expected a dict, found {type(value).__name__}")
+    for key, sub in schema.items():
+        optional = isinstance(sub, Opt)
+        if key not in value:
+            if optional:
+                continue
+            raise SchemaError(where, f"missing key {key!r}")
+        _validate(value[key], sub.schema if optional else sub, f"{where}.{key}" if where else key, dims)
+
+
+def _validate_array(value: Any, schema: Array, where: str, dims: dict) -> None:
+    import numpy as np
+
+    if not isinstance(value, np.ndarray):
+        raise SchemaError(where, f"expected an array, found {type(value).__name__}")
+    if value.dtype.name not in schema.dtypes and value.dtype.kind not in schema.dtypes:
+        raise SchemaError(where, f"dtype {value.dtype} is not {' or '.join(schema.dtypes)}")
+    if value.ndim != len(schema.shape):
+        raise SchemaError(where, f"shape {value.shape} is not {_shape_text(schema.shape)}")
+    for size, expected in zip(value.shape, schema.shape):
+        _bind(dims, expected, size, where, f"shape {value.shape} (expected {_shape_text(schema.shape)})")
+    if schema.within is not None and value.size:
+        lo, hi = schema.within
+        if not (lo <= value.min() and value.max() <= hi):
+            raise SchemaError(where, f"values outside {lo}..{hi}")
+
+
+def _bind(dims: dict, expected: int | str, found: int, where: str, what: str) -> None:
+    if isinstance(expected, int):
+        if found != expected:
+            raise SchemaError(where, f"{what}: {found}, not {expected}")
+    elif dims.setdefault(expected, found) != found:
+        raise SchemaError(where, f"{what}: {expected} is {found} here but {dims[expected]} elsewhere")
+
+
+def _shape_text(shape: tuple) -> str:
+    return "(" + " × ".join(str(s) for s in shape) + ")"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What one stage's artifacts hold: its payload, and its meta.json's ``params`` and ``info``."""
+
+    payload: Any
+    params: Any = dict
+    info: Any = dict
+    inputs: Any = DictOf(str, str)   # the names of the inputs its key is made from
+    meta: Any = dict                 # the whole meta.json (e.g. info's epochs within params' settings)
+    summary: Callable[[Any], dict] | None = None  # what info repeats of the payload: `cache verify` compares
+
+
+# The store's own fields of every meta.json; the key must be the hash of the rest.
+META_SCHEMA = {
+    "stage": str, "key": str, "version": int, "params": dict, "inputs": DictOf(str, str), "info": dict,
+    "created": Check(str, lambda text: _sane_date(text), "a date with its time zone, from 2000 to now"),
+    "duration": Check(NUMBER, lambda s: 0 <= s < 1e9, "a duration in seconds"), "cifarcli_version": str, "payload_size": int,
+    "payload_mtime_ns": int, "payload_sha256": HEX64, "input_sha256": Opt(DictOf(str, HEX64)),
+}
+
+
+def _sane_date(text: str) -> bool:
+    try:
+        moment = datetime.fromisoformat(text)
+        return moment.tzinfo is not None and \
+            datetime(2000, 1, 1, tzinfo=timezone.utc) <= moment <= datetime.now(timezone.utc) + timedelta(days=1)
+    except (ValueError, OverflowError):
+        return False
+
+
+# -- the stages' schemas ------------------------------------------------------------
 
 FLOATS = ("float32", "float64")
 LABELS = ("i", "u")  # any integer dtype
@@ -19,6 +214,26 @@ NAMES = ListOf(str, 10)
 HISTORY = {key: ListOf(int if key == "epoch" else NUMBER, "rows") for key in HISTORY_KEYS}
 MAYBE_NUMBER = OneOf((None, NUMBER))
 MAYBE_INT = OneOf((None, int))
+ACCURACY = Check(NUMBER, lambda a: 0 <= a <= 1, "an accuracy from 0 to 1")
+NON_NEGATIVE = Check(NUMBER, lambda v: 0 <= v < float("inf"), "a finite number of at least 0")
+
+
+def _metric_in_range(name: str, value) -> bool:
+    """A metric named as in a history row (train_acc, val_cost, epoch) within its range; None: not measured."""
+    if value is None:
+        return True
+    if name == "epoch":
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return 0 <= value <= 1 if name.endswith("acc") else 0 <= value < float("inf")
+
+
+METRICS_ROW = Check(DictOf(str, MAYBE_NUMBER), lambda row: all(_metric_in_range(k, v) for k, v in row.items()),
+                    "metrics within their ranges (accuracies from 0 to 1, losses and costs at least 0)")
+
+
+def inputs_named(*names: str) -> Check:
+    """A meta.json's inputs: exactly these (a stage's code reads each of them)."""
+    return Check(DictOf(str, str), lambda inputs: sorted(inputs) == sorted(names), "the keys of " + ", ".join(names))
 
 
 def _valid_train_params(params: dict) -> bool:
@@ -47,11 +262,32 @@ TRAIN_PAYLOAD = Check(
     lambda p: (p["W"] is None) == (p["b"] is None) and (p["W"] is not None or p["diverged_at"] is not None)
     and (p.get("chosen_epoch") is None or p["chosen_epoch"] in p["history"]["epoch"]),
     "W and b both present, or both absent in a diverged run; a chosen epoch of the history")
-TRAIN_INFO = {"config": dict, "split_sizes": DictOf(str, int), "timings": {"total_seconds": Opt(NUMBER)},
-              "diverged_at": MAYBE_INT, "final": DictOf(str, MAYBE_NUMBER), "chosen_epoch": Opt(MAYBE_INT),
-              "chosen": Opt(DictOf(str, MAYBE_NUMBER)),
+TRAIN_INFO = {"config": dict, "split_sizes": DictOf(str, int), "timings": {"total_seconds": Opt(NON_NEGATIVE)},
+              "diverged_at": MAYBE_INT, "final": METRICS_ROW, "chosen_epoch": Opt(MAYBE_INT),
+              "chosen": Opt(METRICS_ROW),
+              # what the report's stability rule reads, so `runs` applies it from meta.json alone
               "curves": Opt({"epoch": ListOf(int, "rows"), "train_cost": ListOf(MAYBE_NUMBER, "rows"),
                              "val_loss": ListOf(MAYBE_NUMBER, "rows")})}
+
+
+def _epochs_within_settings(meta: dict) -> bool:
+    """A train meta's epochs (diverged at, chosen, the final row's) are epochs the run's settings have."""
+    n_epochs, info = meta["params"]["n_epochs"], meta["info"]
+    diverged, chosen = info["diverged_at"], info.get("chosen_epoch")
+    return (diverged is None or 0 <= diverged <= n_epochs) and (chosen is None or 0 <= chosen <= n_epochs) \
+        and all(row.get("epoch") is None or row["epoch"] <= n_epochs for row in (info["final"], info.get("chosen", {})))
+
+
+def final_row(history: dict) -> dict:
+    """The last history row with a finite cost: a diverged run's last row holds NaN/inf, which JSON cannot."""
+    rows = [i for i, (a, b) in enumerate(zip(history["train_cost"], history["val_cost"]))
+            if math.isfinite(a) and math.isfinite(b)]
+    i = rows[-1] if rows else -1
+    return {k: v[i] if not isinstance(v[i], float) or math.isfinite(v[i]) else None for k, v in history.items()}
+
+
+def _train_summary(payload: dict) -> dict:
+    return {"diverged_at": payload["diverged_at"], "final": final_row(payload["history"])}
 # With keep="best" a checkpoint also holds the best epoch so far and its weights (train.EarlyStopping).
 CHECKPOINT = Check({"epoch": int, "W": Array(FLOATS, ("K", "d")), "b": Array(FLOATS, ("K", 1)), "history": HISTORY,
                     "best_epoch": Opt(int), "best_W": Opt(Array(FLOATS, ("K", "d"))),
@@ -61,7 +297,8 @@ CHECKPOINT = Check({"epoch": int, "W": Array(FLOATS, ("K", "d")), "b": Array(FLO
                    and 1 <= c.get("best_epoch", 1) <= c["epoch"],
                    "a checkpoint whose history has one row per epoch, epoch 0 included, and a best epoch "
                    "(with its W and b) among them")
-_SPLIT_METRICS = {"loss": NUMBER, "cost": NUMBER, "accuracy": NUMBER, "n": int, "accuracy_ci": Opt(ListOf(NUMBER, 2))}
+_SPLIT_METRICS = {"loss": NON_NEGATIVE, "cost": NON_NEGATIVE, "accuracy": ACCURACY, "n": int,
+                  "accuracy_ci": Opt(ListOf(ACCURACY, 2))}
 # Each split's predicted classes, one per image (a dimension name per split: their sizes differ).
 _PREDICTIONS = {split: Array(("uint8",), (f"n_{split}",), within=(0, 9)) for split in ("train", "val", "test")}
 _PROBABILITY_GROUP = {"n": int, "mean": MAYBE_NUMBER, "median": MAYBE_NUMBER, "counts": ListOf(int, "bins")}
@@ -77,7 +314,7 @@ def _gives_probabilities(loss) -> bool:
 # An SVM run has no probabilities: its test split summarises the true class's margins instead (evaluate.py).
 EVALUATE_PAYLOAD = Check({
     "lam": NUMBER, "loss": Opt(str), "train": _SPLIT_METRICS, "val": _SPLIT_METRICS, "test": _SPLIT_METRICS,
-    "confusion_matrix": ListOf(ListOf(int, "K"), "K"), "per_class_accuracy": DictOf(str, NUMBER),
+    "confusion_matrix": ListOf(ListOf(int, "K"), "K"), "per_class_accuracy": DictOf(str, ACCURACY),
     "probabilities": Opt(_TRUE_CLASS_SUMMARY), "margins": Opt({**_TRUE_CLASS_SUMMARY, "open_ends": Opt(bool)}),
     "label_names": ListOf(str, "K"),
     "predictions": Opt(_PREDICTIONS),
@@ -109,25 +346,36 @@ REPORT_PAYLOAD = {
             "discussion": Opt(str), "brief": Opt(bool)},
     "report.md": str, "report.html": str, "report.typ": Opt(str),
 }
-# Keyed by content since issue 17; a dataset keyed by its source file ({"sha256"}) still reads,
-# unreachable, until `cache gc` removes it with everything made from it.
+# Keyed by content; a dataset keyed by its source file ({"sha256"}) still reads, unreachable,
+# until `cache gc` removes it with everything made from it.
 LEGACY_DATASET_PARAMS = {"sha256": HEX64}
-DATASET = Schema(DATASET_PAYLOAD, params=OneOf(({"content_sha256": HEX64}, LEGACY_DATASET_PARAMS)),
-                 info=DATASET_INFO)
-GRADCHECK = Schema(GRADCHECK_PAYLOAD, info={"max_error": NUMBER, "elapsed": NUMBER})
-TRAIN = Schema(TRAIN_PAYLOAD, params=Check(dict, _valid_train_params, "valid training settings"), info=TRAIN_INFO)
-EVALUATE = Schema(EVALUATE_PAYLOAD)
-PLOT = Schema(OneOf(({name: PNG for name in FIGURES}, {name: PNG for name in SVM_FIGURES})))
+DATASET = Schema(DATASET_PAYLOAD, params=OneOf(({"content_sha256": HEX64}, LEGACY_DATASET_PARAMS)), info=DATASET_INFO,
+                 summary=lambda p: {"n_train": len(p["train_y"]), "n_test": len(p["test_y"]),
+                                    "batch_size": p["batch_size"], "label_names": p["label_names"]})
+GRADCHECK = Schema(GRADCHECK_PAYLOAD, info={"max_error": NON_NEGATIVE, "elapsed": NON_NEGATIVE},
+                   inputs=inputs_named("dataset"),
+                   summary=lambda p: {"max_error": p["max_error"], "elapsed": p["elapsed"]})
+TRAIN = Schema(TRAIN_PAYLOAD, params=Check(dict, _valid_train_params, "valid training settings"), info=TRAIN_INFO,
+               inputs=inputs_named("dataset"),
+               meta=Check(dict, _epochs_within_settings, "epochs within the run's number of epochs"),
+               summary=_train_summary)
+# The test numbers are in meta.json too, so `cifarcli runs` lists them without loading payloads.
+EVALUATE = Schema(EVALUATE_PAYLOAD, info={"test": {"loss": NON_NEGATIVE, "cost": NON_NEGATIVE, "accuracy": ACCURACY}},
+                  inputs=inputs_named("train"),
+                  summary=lambda p: {"test": {k: p["test"][k] for k in ("loss", "cost", "accuracy")}})
+PLOT = Schema(OneOf(({name: PNG for name in FIGURES}, {name: PNG for name in SVM_FIGURES})), inputs=inputs_named("train"))
 REPORT = Schema(REPORT_PAYLOAD)
 SWEEP = Schema({"heatmap": PNG}, info={"n_points": int})
 COMPARISON = Schema({name: PNG for name in COMPARISON_FIGURES}, info={"n_runs": int})
-_ENSEMBLE_SPLIT = {"vote": NUMBER, "mean": NUMBER, "vote_ties": int, "n": int}
+_ENSEMBLE_SPLIT = {"vote": ACCURACY, "mean": ACCURACY, "vote_ties": int, "n": int}
 ENSEMBLE_PAYLOAD = {
     "loss": str, "combined": str, "tie_rule": str, "split": str, "n_members": int,
     "members": ListOf({"run_id": str, "label": str, "config": dict, "val": NUMBER, "test": NUMBER}, "M"),
     "val": _ENSEMBLE_SPLIT, "test": _ENSEMBLE_SPLIT,
 }
-ENSEMBLE = Schema(ENSEMBLE_PAYLOAD, info={"n_members": int, "val_vote": NUMBER, "val_mean": NUMBER})
+ENSEMBLE = Schema(ENSEMBLE_PAYLOAD, info={"n_members": int, "val_vote": ACCURACY, "val_mean": ACCURACY},
+                  summary=lambda p: {"n_members": p["n_members"], "val_vote": p["val"]["vote"],
+                                     "val_mean": p["val"]["mean"]})
 KEY16 = Check(str, lambda k: len(k) == 16 and all(c in "0123456789abcdef" for c in k), "a 16-digit key")
 RUN_NAME = Check(str, lambda name: run_name_problem(name) is None, "a valid run name")
 WORKSPACE_SCHEMA = {

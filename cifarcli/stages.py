@@ -7,7 +7,7 @@
 Each stage is declared once below (``Stage``: name, version, schema); its
 function here asks the artifact store for it and computes it when missing, so
 asking for a stage runs the missing stages upstream of it and reuses everything
-else. This module is the only user of ``cache.Store``. Nothing here prints
+else. This module is the only user of ``store.Store``. Nothing here prints
 (notices go to ``Workspace.log``, progress to ``Workspace.progress``).
 """
 
@@ -24,12 +24,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cifarcli import data, plots, schemas
+from cifarcli import data, plots, schemas, upkeep
 from cifarcli import train as training
-from cifarcli.cache import Artifact, DamagedArtifact, Schema, SchemaError, Store, artifact_key, disk_error, validate, \
-    write_atomic
+from cifarcli.files import UnsafeFile, read_json, write_atomic
+from cifarcli.schemas import Schema, SchemaError, validate
+from cifarcli.store import Artifact, DamagedArtifact, Store, artifact_key
 from cifarcli.config import GradcheckConfig, TrainConfig, run_name_problem
-from cifarcli.errors import CifarError, OptionError, WorkFailed
+from cifarcli.errors import CifarError, OptionError, WorkFailed, disk_error
 from cifarcli.ensemble import TIE_RULE, combine
 from cifarcli.evaluate import evaluate_model, template_roughness, update_sizes
 from cifarcli.gradcheck import check_gradients
@@ -157,8 +158,35 @@ class Workspace:
 
     def __post_init__(self) -> None:
         self.cache_dir, self.reports_dir = Path(self.cache_dir), Path(self.reports_dir)
-        self.store = Store(self.cache_dir, log=self.log, schemas={name: stage.schema for name, stage in STAGES.items()})
+        self.events: list[tuple[str, str, str]] = []   # (stage, key, "hit" | "computed" | ...) of this command
+        self.store = Store(self.cache_dir, log=self.log, observer=self.record,
+                           schemas={name: stage.schema for name, stage in STAGES.items()})
         self._state_noticed = False
+
+    def record(self, stage: str, key: str, status: str) -> None:
+        """What became of one artifact this command asked for (the store calls this)."""
+        self.events.append((stage, key, status))
+
+    @property
+    def downloads(self) -> Path:
+        """Verified downloaded archives, kept so a damaged dataset can be re-imported offline."""
+        return self.cache_dir / "downloads"
+
+    # The cache commands: listing, verifying and clearing the store (``upkeep``), downloads included.
+    def cache_listing(self, stage: str | None = None) -> list[dict]:
+        return upkeep.ls(self.store, stage, self.downloads)
+
+    def verify_cache(self, stage: str | None = None) -> list[dict]:
+        return upkeep.verify(self.store, stage, self.downloads)
+
+    def clear_plan(self, stage: str | None = None, keep_data: bool = False) -> dict:
+        return upkeep.clear_plan(self.store, stage, self.downloads, keep_data=keep_data)
+
+    def clear_cache(self, stage: str | None = None, keep_data: bool = False) -> int:
+        return upkeep.clear(self.store, stage, self.downloads, keep_data=keep_data)
+
+    def collect_garbage(self) -> list[Path]:
+        return upkeep.gc(self.store, self.downloads)
 
     # The workspace file remembers the current dataset and the checksums of
     # sources already seen, so a repeated fetch need not re-hash 170 MB.
@@ -166,14 +194,19 @@ class Workspace:
     def read_state(self) -> dict:
         path = self.cache_dir / WORKSPACE_FILE
         try:
-            state = json.loads(path.read_text())
+            state = read_json(path)
             validate(state, schemas.WORKSPACE_SCHEMA, WORKSPACE_FILE)
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError, SchemaError) as damage:
+        except PermissionError:
             if not self._state_noticed:
                 self._state_noticed = True
-                reason = damage if isinstance(damage, SchemaError) else "not readable JSON"
+                self.log(f"cannot read {path} (permission denied); going on without it")
+            return {}
+        except (OSError, UnsafeFile, SchemaError) as damage:
+            if not self._state_noticed:
+                self._state_noticed = True
+                reason = damage if isinstance(damage, (SchemaError, UnsafeFile)) else "not readable"
                 self.log(f"ignoring damaged {path} ({reason}); it is rewritten on the next import")
             return {}
         return state
@@ -289,7 +322,7 @@ def _download(ws: Workspace, url: str, fmt: str, md5: str | None, sha256: str | 
     official = data.OFFICIAL[fmt] if url == data.OFFICIAL[fmt].url else None
     # The URL's hash in the name: the same file name from another server is another download.
     name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "cifar-10.tar.gz"
-    target = ws.store.downloads / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
+    target = ws.downloads / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
     if target.is_file():
         return target
     # One writer per .part: two fetches appending to the same file would interleave their bytes,
@@ -332,7 +365,7 @@ def _current_dataset_key(ws: Workspace) -> str | None:
     remembered = ws.read_state().get("dataset")
     if remembered:
         return remembered["key"]
-    found = [row for row in ws.store.ls("dataset") if "damaged" not in row]
+    found = [row for row in ws.cache_listing("dataset") if "damaged" not in row]
     return max(found, key=lambda row: row["created"])["key"] if found else None
 
 
@@ -381,8 +414,9 @@ def _migrated(ws: Workspace, old: Artifact) -> Artifact:
 def collect_garbage(ws: Workspace) -> list[Path]:
     """Remove the leftovers of killed processes, and the artifacts no key reaches any more: datasets
     keyed by their source file (before keys followed the content) and everything made from them."""
-    removed = ws.store.gc()
-    metas = [(row["stage"], row["key"], ws.store.meta(row["stage"], row["key"])) for row in ws.store.ls()]
+    removed = ws.collect_garbage()
+    metas = [(row["stage"], row["key"], ws.store.meta(row["stage"], row["key"])) for row in ws.cache_listing()
+             if row.get("key")]
     metas = [(stage, key, meta) for stage, key, meta in metas if meta is not None]
     dead = {key for stage, key, meta in metas if stage == DATASET.name and is_legacy_dataset(meta)}
     grew = True
@@ -392,7 +426,8 @@ def collect_garbage(ws: Workspace) -> list[Path]:
         grew = len(dead) > before
     for stage, key, _ in metas:
         if key in dead:
-            ws.store.remove(stage, key)
+            with ws.store.lock(stage, key):   # once no other process holds its key
+                ws.store.remove(ws.store.path(stage, key))
             removed.append(ws.store.path(stage, key))
     state = ws.read_state()
     names = state.get("names", {})
@@ -544,7 +579,7 @@ def run_payload(config: TrainConfig, split, result: dict) -> tuple[dict, dict]:
                "std": canonical(split.std), "history": json.loads(json.dumps(history)),
                "label_names": list(split.label_names), "diverged_at": diverged_at}
     info = {"config": config.key_params(), "split_sizes": split.sizes, "timings": result["timings"],
-            "diverged_at": diverged_at, "final": _final_row(history),
+            "diverged_at": diverged_at, "final": schemas.final_row(history),
             # what the report's stability rule reads, so `runs` applies it from meta.json alone
             "curves": {key: [v if key == "epoch" or math.isfinite(v) else None for v in history[key]]
                        for key in STABILITY_CURVES}}
@@ -567,14 +602,6 @@ def store_trained(ws: Workspace, config: TrainConfig, data_artifact: Artifact, s
 
 
 STABILITY_CURVES = ("epoch", "train_cost", "val_loss")
-
-
-def _final_row(history: dict) -> dict:
-    """The last history row with a finite cost: a diverged run's last row holds NaN/inf, which JSON cannot."""
-    rows = [i for i, (a, b) in enumerate(zip(history["train_cost"], history["val_cost"]))
-            if math.isfinite(a) and math.isfinite(b)]
-    i = rows[-1] if rows else -1
-    return {k: v[i] if not isinstance(v[i], float) or math.isfinite(v[i]) else None for k, v in history.items()}
 
 
 def n_train(data_artifact: Artifact, config: TrainConfig) -> int:
@@ -655,7 +682,7 @@ def run_metas(ws: Workspace) -> list[tuple[dict, dict | None]]:
     """Every readable training run's checked meta.json, with its evaluate meta.json when that is
     cached and made from the run as it is now (else None). Reads meta.json files only, never a payload."""
     found = []
-    legacy = {row["key"] for row in ws.store.ls(DATASET.name) if "sha256" in row["params"]}
+    legacy = {row["key"] for row in ws.cache_listing(DATASET.name) if "sha256" in row["params"]}
     for key in ws.store.find(TRAIN.name, ""):
         meta = ws.store.meta(TRAIN.name, key)
         if meta is None or meta["inputs"]["dataset"] in legacy:  # damaged (`cache verify` names it), or unreachable
@@ -720,8 +747,7 @@ def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
                                          split.X_train, split.y_train, config.loss)
         metrics["weights"] = template_roughness(run.payload["W"])
         ws.progress.phase_done()
-        # The test numbers in meta.json too, so `cifarcli runs` lists them without loading payloads.
-        return metrics, {"test": {k: metrics["test"][k] for k in ("loss", "cost", "accuracy")}}
+        return metrics, schemas.EVALUATE.summary(metrics)
 
     return EVALUATE.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
                                    depends=[("train", run.key)])

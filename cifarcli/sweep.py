@@ -33,10 +33,10 @@ def run_sweep(ws: Workspace, spec: SweepSpec, backend: str = "local", scheduler:
     configs = spec.configs()
     for config in configs:  # every point checked before any is trained
         config.validate(stages.n_train(data_artifact, config))
-    started = len(ws.store.events)
+    started = len(ws.events)
     execute.train_missing(ws, configs, backend, scheduler)
     runs = [stages.train(ws, config) for config in configs]
-    computed = {k for stage, k, status in ws.store.events[started:] if stage == "train" and status == "computed"}
+    computed = {k for stage, k, status in ws.events[started:] if stage == "train" and status == "computed"}
     points = [_point(run, config, i, run.key in computed) for i, (run, config) in enumerate(zip(runs, configs))]
     ranked = sorted(points, key=rank)
     best_point = next((p for p in ranked if p["diverged_at"] is None and p["val_acc"] is not None), None)

@@ -17,9 +17,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cifarcli.cache import Artifact
 from cifarcli.config import GRADCHECK_TOL, TRAIN_DEFAULTS, loss_named
+from cifarcli.errors import human_size
 from cifarcli.gradcheck import verdict, verdict_line
+from cifarcli.store import Artifact
 from cifarcli.stages import Progress
 
 SPLITS = (("train", "training"), ("val", "validation"), ("test", "test"))
@@ -496,10 +497,29 @@ def cache_table(rows: list[dict]) -> Table:
         table.add_column(column)
     for row in rows:
         params = ", ".join(f"{k}={v}" for k, v in row["params"].items())
-        size = f"{row['size'] / 1e6:.1f} MB" if row["size"] else "?"
+        params = f"run {row['run'][:8]}: {params}" if row.get("run") else params  # made from that run alone
+        size = human_size(row["size"]) if row["size"] is not None else "?"
         table.add_row(_t(row["stage"]), _t(row["key"]), _t(params if len(params) < 60 else params[:57] + "…"),
                       size, _t(row.get("damaged") or row["created"] or ""))
     return table
+
+
+def plan_summary(plan: dict) -> str:
+    n_bytes = sum(stage["bytes"] for stage in plan["stages"].values())
+    n_artifacts = sum(stage["artifacts"] for stage in plan["stages"].values())
+    links = f" and {len(plan['links'])} link(s) (not their targets)" if plan["links"] else ""
+    return f"{n_artifacts} artifact(s), {human_size(n_bytes)}{links}"
+
+
+def clear_plan_view(plan: dict, cache_dir) -> list:
+    """What `cache clear` removes: artifacts and MB per stage, and the links it unlinks."""
+    table = Table(title=f"To remove from {_t(cache_dir)}")
+    for column, justify in (("stage", "left"), ("artifacts", "right"), ("size", "right")):
+        table.add_column(column, justify=justify)
+    for name, stage in plan["stages"].items():
+        table.add_row(_t(name), str(stage["artifacts"]), human_size(stage["bytes"]))
+    return [table, *(f"the link {_t(path)} (its target is left alone)" for path in plan["links"]),
+            f"in all {plan_summary(plan)}"]
 
 
 def verify_view(rows: list[dict]) -> Table:
@@ -513,7 +533,8 @@ def verify_view(rows: list[dict]) -> Table:
 
 
 def status_view(rows: list[dict]) -> Table:
-    colours = {"cached": "green", "missing": "yellow", "partial": "cyan", "damaged": "red", "stale": "magenta"}
+    colours = {"cached": "green", "missing": "yellow", "partial": "cyan", "damaged": "red", "stale": "magenta",
+               "unreadable": "red"}
     table = Table(title="Pipeline status")
     for column in ("stage", "key", "state"):
         table.add_column(column)

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from cifarcli import __version__, data, execute, stages
-from cifarcli.cache import Artifact, disk_error, write_atomic
 from cifarcli.config import GRADCHECK_TOL, TRAIN_DEFAULTS, check_seeds, load_settings, train_fields
 from cifarcli.document import ReportDocument, comparison_section, discordant_pairs, initialisation, run_section
-from cifarcli.errors import CifarError, OptionError, WorkFailed
+from cifarcli.errors import CifarError, OptionError, WorkFailed, disk_error
+from cifarcli.files import write_atomic
 from cifarcli.gradcheck import verdict
+from cifarcli.store import Artifact
 from cifarcli.predict import RESAMPLE, ImageError, classify, export_arrays, load_image, top_k
 from cifarcli.report import comparisons, render_html, render_markdown
 from cifarcli.report.typeset import compile_pdf, render_typst
@@ -141,7 +142,7 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
     ws.progress.phase_done()
     return {**artifact.payload["doc"], "comparisons": comparisons(artifact.payload["doc"]),
             "paths": {k: str(v) for k, v in paths.items()},
-            "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.store.events]}
+            "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.events]}
 
 
 def ensemble_members(ws: Workspace, run_ids: list[str] | None, config=None, seeds: list[int] | None = None) -> list:

@@ -66,7 +66,7 @@ def workspace(tmp_path, tiny_archive):
 
     ws = stages.Workspace(tmp_path / "cache", tmp_path / "reports")
     stages.fetch(ws, str(tiny_archive))
-    ws.store.events.clear()
+    ws.events.clear()
     return ws
 
 

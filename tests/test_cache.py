@@ -13,7 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from cifarcli.cache import PAYLOAD, META, Store, artifact_key
+from cifarcli import upkeep
+from cifarcli.store import PAYLOAD, META, Store, artifact_key
 
 
 def test_key_is_stable_and_sensitive_to_every_part():
@@ -30,13 +31,14 @@ def test_key_is_stable_and_sensitive_to_every_part():
 
 
 def test_key_is_the_same_in_another_process():
-    code = "from cifarcli.cache import artifact_key; print(artifact_key('train', 1, {'lam': 0.1}, {'d': 'x'}))"
+    code = "from cifarcli.store import artifact_key; print(artifact_key('train', 1, {'lam': 0.1}, {'d': 'x'}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == artifact_key("train", 1, {"lam": 0.1}, {"d": "x"})
 
 
 def test_compute_once_then_hit_with_meta(tmp_path):
-    store = Store(tmp_path)
+    events = []
+    store = Store(tmp_path, observer=lambda *event: events.append(event))
     calls = []
 
     def compute():
@@ -51,7 +53,7 @@ def test_compute_once_then_hit_with_meta(tmp_path):
     assert meta["params"] == {"a": 1} and meta["info"] == {"note": "hello"}
     assert meta["payload_size"] == (tmp_path / "stage" / first.key / PAYLOAD).stat().st_size
     assert len(meta["payload_sha256"]) == 64 and meta["cifarcli_version"]
-    assert [e[2] for e in store.events] == ["computed", "hit"]
+    assert [e[2] for e in events] == ["computed", "hit"]
 
 
 def test_force_recomputes_and_replaces(tmp_path):
@@ -102,23 +104,23 @@ def test_verify_finds_same_size_tampering_that_mtime_hides(tmp_path):
     data[-50] ^= 0xFF
     payload.write_bytes(bytes(data))
     os.utime(payload, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # hide the edit from the fast check
-    assert [row["ok"] for row in store.verify()] == [False]
-    assert "checksum" in store.verify()[0]["reason"]
+    assert [row["ok"] for row in upkeep.verify(store)] == [False]
+    assert "checksum" in upkeep.verify(store)[0]["reason"]
 
 
 def test_ls_reads_meta_only(tmp_path):
     store = Store(tmp_path)
     store.get_or_compute("a", 1, {"p": 1}, {}, lambda: ({"x": 1}, {}))
     store.get_or_compute("b", 1, {"p": 2}, {}, lambda: ({"x": 2}, {}))
-    (tmp_path / "b").joinpath(store.ls("b")[0]["key"], PAYLOAD).unlink()  # ls must not need payloads
-    rows = store.ls()
+    (tmp_path / "b").joinpath(upkeep.ls(store, "b")[0]["key"], PAYLOAD).unlink()  # ls must not need payloads
+    rows = upkeep.ls(store)
     assert [(r["stage"], r["params"]) for r in rows] == [("a", {"p": 1}), ("b", {"p": 2})]
-    assert store.ls("a")[0]["size"] > 0
+    assert upkeep.ls(store, "a")[0]["size"] > 0
 
 
 _SLOW_WRITER = textwrap.dedent("""
     import sys, time, numpy as np
-    from cifarcli.cache import Store
+    from cifarcli.store import Store
     def compute():
         open(sys.argv[2], "w").close()   # tell the parent we are computing
         time.sleep(float(sys.argv[3]))
@@ -147,7 +149,7 @@ def test_killed_writer_leaves_nothing_that_reads_as_an_artifact(tmp_path):
     child.send_signal(signal.SIGKILL)
     child.wait()
     store = Store(tmp_path / "cache")
-    assert store.ls() == []
+    assert upkeep.ls(store) == []
     # The dead writer's lock does not block: the next caller computes at once.
     made = store.get_or_compute("s", 1, {}, {}, lambda: ({"x": np.arange(10)}, {}))
     assert made.status == "computed"
@@ -158,8 +160,8 @@ def test_killed_mid_commit_leftovers_are_cleaned_by_gc(tmp_path):
     leftover = tmp_path / "s" / ".tmp-0123456789abcdef-xyz"
     leftover.mkdir(parents=True)
     (leftover / PAYLOAD).write_bytes(b"half")
-    assert store.ls() == []
-    assert store.gc() == [leftover] and not leftover.exists()
+    assert upkeep.ls(store) == []
+    assert upkeep.gc(store) == [leftover] and not leftover.exists()
 
 
 def test_two_processes_compute_one_key_once(tmp_path):
@@ -186,9 +188,9 @@ def test_clear_by_stage(tmp_path):
     store = Store(tmp_path)
     store.get_or_compute("a", 1, {}, {}, lambda: ({}, {}))
     store.get_or_compute("b", 1, {}, {}, lambda: ({}, {}))
-    assert store.clear("a") == 1
-    assert [r["stage"] for r in store.ls()] == ["b"]
-    assert store.clear() == 1 and store.ls() == []
+    assert upkeep.clear(store, "a") == 1
+    assert [r["stage"] for r in upkeep.ls(store)] == ["b"]
+    assert upkeep.clear(store) == 1 and upkeep.ls(store) == []
 
 
 def test_cache_keys_and_run_ids_are_pinned(workspace):

@@ -239,7 +239,7 @@ def test_cache_clear_of_one_stage_keeps_the_others(cli, tiny_archive, fetched, r
     before = {r["stage"] for r in artifacts(cli)}
     assert before == {"dataset", "train", "evaluate", "gradcheck"}
 
-    assert ok_json(cli("cache", "clear", "--stage", "train", "--json")) == {"removed": 1}
+    assert ok_json(cli("cache", "clear", "--stage", "train", "--yes", "--json")) == {"removed": 1}
     assert {r["stage"] for r in artifacts(cli)} == {"dataset", "evaluate", "gradcheck"}
     assert not Path("cache/train", run["run_id"]).exists()
     assert Path("cache/dataset", fetched["dataset"], "payload.joblib").is_file()
@@ -253,7 +253,7 @@ def test_cache_clear_of_one_stage_keeps_the_others(cli, tiny_archive, fetched, r
 
 
 def test_cache_clear_everything(cli, run):
-    result = cli("cache", "clear")
+    result = cli("cache", "clear", "--yes")
     assert result.exit_code == 0 and "removed 2 artifact(s)" in result.stdout
     assert artifacts(cli) == []
 
@@ -361,8 +361,8 @@ def test_json_success_for_every_command(cli, tiny_archive, settings_file):
                                                          "comparison", "report"}
     assert ok_json(cli("cache", "verify", "--json"))["damaged"] == []
     assert ok_json(cli("cache", "gc", "--json")) == {"removed": []}
-    assert ok_json(cli("cache", "clear", "--stage", "report", "--json")) == {"removed": 1}
-    assert ok_json(cli("cache", "clear", "--json"))["removed"] == len(listing["artifacts"]) - 1
+    assert ok_json(cli("cache", "clear", "--stage", "report", "--yes", "--json")) == {"removed": 1}
+    assert ok_json(cli("cache", "clear", "--yes", "--json"))["removed"] == len(listing["artifacts"]) - 1
 
 
 def test_json_failure_of_bad_input_is_exit_2(cli, fetched):

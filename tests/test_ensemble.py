@@ -45,7 +45,7 @@ def test_ensemble_stage_is_cached_order_free_and_matches_members(workspace):
         run = next(r for r in runs if r.key == member["run_id"])
         ev = stages.evaluate(workspace, run).payload
         assert member["val"] == ev["val"]["accuracy"] and member["test"] == ev["test"]["accuracy"]
-    assert ("ensemble", first.key) in [(s, k) for s, k, _ in workspace.store.events]
+    assert ("ensemble", first.key) in [(s, k) for s, k, _ in workspace.events]
     with pytest.raises(Exception) as error:
         stages.ensemble(workspace, runs[:1])
     assert "at least two" in str(error.value)

@@ -2,7 +2,7 @@
 real kill, divergence, evaluate, plot, gradcheck and dataset recovery.
 
 Every assertion is on numbers, bytes, exit codes or on which stages the store
-reports as computed / hit (``ws.store.events``); none on time.
+reports as computed / hit (``ws.events``); none on time.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import joblib
 import numpy as np
 import pytest
 
-from cifarcli import schemas, stages
-from cifarcli.cache import Store
+from cifarcli import schemas, stages, upkeep
+from cifarcli.store import Store
 from cifarcli.config import TrainConfig
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -35,11 +35,11 @@ DIVERGING = ("--lam", "1", "--eta", "1e6", "--n-epochs", "5", "--n-batch", "20")
 
 
 def computed(ws, stage=None):
-    return [(s, k) for s, k, status in ws.store.events if status == "computed" and stage in (None, s)]
+    return [(s, k) for s, k, status in ws.events if status == "computed" and stage in (None, s)]
 
 
 def statuses(ws, stage):
-    return [status for s, _, status in ws.store.events if s == stage]
+    return [status for s, _, status in ws.events if s == stage]
 
 
 def cli_args(config: TrainConfig) -> list[str]:
@@ -50,7 +50,7 @@ def cli_args(config: TrainConfig) -> list[str]:
 def new_workspace(root: Path, archive: Path) -> stages.Workspace:
     ws = stages.Workspace(root / "cache", root / "reports")
     stages.fetch(ws, str(archive))
-    ws.store.events.clear()
+    ws.events.clear()
     return ws
 
 
@@ -270,7 +270,7 @@ def test_evaluate_by_run_prefix_equals_by_options_and_matches_the_artifact(cli, 
     ws = stages.Workspace(tmp_path / "cache", tmp_path / "reports")
     run = stages.find_run(ws, run_id)
     metrics = stages.evaluate(ws, run)
-    assert ws.store.events == [("evaluate", metrics.key, "hit")]
+    assert ws.events == [("evaluate", metrics.key, "hit")]
     for split in ("train", "val", "test"):
         assert doc[split] == metrics.payload[split]
     assert doc["confusion_matrix"] == metrics.payload["confusion_matrix"]
@@ -283,7 +283,7 @@ def test_evaluate_trains_a_missing_run_first(workspace):
     config = replace(SMALL, seed=5)
     run = stages.train(workspace, config)
     metrics = stages.evaluate(workspace, run)
-    assert workspace.store.events == [("train", run.key, "computed"), ("evaluate", metrics.key, "computed")]
+    assert workspace.events == [("train", run.key, "computed"), ("evaluate", metrics.key, "computed")]
     assert metrics.meta["inputs"] == {"train": run.key}
 
 
@@ -293,8 +293,8 @@ def test_evaluate_command_on_an_empty_cache_trains_then_evaluates(cli, tmp_path,
     assert result.exit_code == 0, result.stderr
     run_id = json.loads(result.stdout)["run_id"]
     store = Store(tmp_path / "cache")
-    assert [row["key"] for row in store.ls("train")] == [run_id]
-    [evaluation] = store.ls("evaluate")
+    assert [row["key"] for row in upkeep.ls(store, "train")] == [run_id]
+    [evaluation] = upkeep.ls(store, "evaluate")
     assert json.loads((Path(evaluation["path"]) / "meta.json").read_text())["inputs"] == {"train": run_id}
 
 
@@ -321,14 +321,14 @@ def test_plot_writes_five_pngs_then_reuses_and_restores_them(workspace):
     assert len(computed(workspace, "plot")) == 1
     plot_key = computed(workspace, "plot")[0][1]
 
-    workspace.store.events.clear()
+    workspace.events.clear()
     again = stages.plot(workspace, run)
     assert computed(workspace) == []
-    assert ("plot", plot_key, "hit") in workspace.store.events
+    assert ("plot", plot_key, "hit") in workspace.events
     assert {name: p.read_bytes() for name, p in again.items()} == first
 
     (folder / "weights.png").unlink()
-    workspace.store.events.clear()
+    workspace.events.clear()
     restored = stages.plot(workspace, run)
     assert computed(workspace) == []
     assert statuses(workspace, "plot") == ["hit"]
@@ -359,10 +359,10 @@ def test_gradcheck_is_accurate_and_cached(workspace):
         assert entry["W"]["n"] == 10 * 3072 and entry["b"]["n"] == 10
     assert result["max_error"] <= 1e-6
     assert result["n_samples"] == 100 and result["n_dims"] == 3072
-    assert workspace.store.events == [("gradcheck", check.key, "computed")]
+    assert workspace.events == [("gradcheck", check.key, "computed")]
     again = stages.gradcheck(workspace)
     assert again.key == check.key
-    assert workspace.store.events[-1] == ("gradcheck", check.key, "hit")
+    assert workspace.events[-1] == ("gradcheck", check.key, "hit")
     assert again.payload["max_error"] == result["max_error"]
 
 
@@ -389,21 +389,21 @@ def test_deleted_dataset_is_reimported_from_the_remembered_source(workspace):
     shutil.rmtree(folder)
     assert not folder.exists()
 
-    workspace.store.events.clear()
+    workspace.events.clear()
     run = stages.train(workspace, replace(SMALL, seed=3))
     assert run.status == "computed" and run.meta["inputs"] == {"dataset": state["key"]}
-    assert ("dataset", state["key"], "computed") in workspace.store.events
+    assert ("dataset", state["key"], "computed") in workspace.events
     assert (folder / "meta.json").is_file()
     # the old run is still found: same data, same key
     assert stages.train(workspace, SMALL).key == first.key
-    assert workspace.store.events[-1] == ("train", first.key, "hit")
+    assert workspace.events[-1] == ("train", first.key, "hit")
 
 
 def test_deleted_dataset_is_reimported_by_the_train_command(cli, tmp_path, tiny_archive):
     assert cli("fetch", "--source", tiny_archive, "--quiet").exit_code == 0
-    [dataset] = Store(tmp_path / "cache").ls("dataset")
+    [dataset] = upkeep.ls(Store(tmp_path / "cache"), "dataset")
     shutil.rmtree(dataset["path"])
     result = cli("train", *cli_args(SMALL), "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["split_sizes"] == {"train": 160, "val": 40, "test": 200}
-    assert [row["key"] for row in Store(tmp_path / "cache").ls("dataset")] == [dataset["key"]]
+    assert [row["key"] for row in upkeep.ls(Store(tmp_path / "cache"), "dataset")] == [dataset["key"]]

@@ -17,7 +17,7 @@ from hypothesis.extra.numpy import arrays
 
 import tinycifar
 from numeric import naive_gradients
-from cifarcli.cache import artifact_key
+from cifarcli.store import artifact_key
 from cifarcli.data import read_cifar10
 from cifarcli.errors import CifarError
 from cifarcli.model import compute_cost, compute_gradients, evaluate_classifier, softmax
@@ -82,7 +82,7 @@ def test_key_changes_when_any_parameter_changes(params, data):
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(param_dicts, min_size=1, max_size=20))
 def test_key_is_stable_across_processes(many):
-    code = ("import json, sys; from cifarcli.cache import artifact_key; "
+    code = ("import json, sys; from cifarcli.store import artifact_key; "
             "print(json.dumps([artifact_key('train', 1, p, {'dataset': 'd'}) for p in json.load(sys.stdin)]))")
     out = subprocess.run([sys.executable, "-c", code], input=json.dumps(many), capture_output=True, text=True,
                          check=True).stdout

@@ -72,10 +72,11 @@ def test_a_second_report_draws_no_comparison(cli, tmp_path, study):
 
 
 def test_the_comparison_key_follows_the_runs_and_records_their_content(cli, tmp_path, study):
-    from cifarcli.cache import Store
+    from cifarcli import upkeep
+    from cifarcli.store import Store
 
     config, first, _, _ = study
-    [meta] = [row for row in Store(tmp_path / "cache").ls("comparison")]
+    [meta] = [row for row in upkeep.ls(Store(tmp_path / "cache"), "comparison")]
     stored = Store(tmp_path / "cache").meta("comparison", meta["key"])
     assert stored["inputs"] == {f"run{i}": r["run_id"] for i, r in enumerate(first["runs"])}
     assert set(stored["input_sha256"]) == {f"train/{r['run_id']}" for r in first["runs"]}

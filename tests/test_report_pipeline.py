@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifarcli.cache import Store
+from cifarcli import upkeep
+from cifarcli.store import Store
 from cifarcli.config import load_settings
 
 # Settings chosen so the tiny data gives accuracies well inside (0, 1): the
@@ -252,8 +253,8 @@ def test_parallel_training_after_a_change_of_folder_writes_to_this_cache(cli, tm
         keys[name] = [r["run_id"] for r in doc["runs"]]
         trained = [k for s, k in computed(doc) if s == "train"]
         assert sorted(trained) == sorted(keys[name])              # each run trained once, by a worker
-        assert sorted(row["key"] for row in Store(folder / "cache").ls("train")) == sorted(keys[name])
-    assert sorted(row["key"] for row in Store(tmp_path / "a" / "cache").ls("train")) == sorted(keys["a"])
+        assert sorted(row["key"] for row in upkeep.ls(Store(folder / "cache"), "train")) == sorted(keys[name])
+    assert sorted(row["key"] for row in upkeep.ls(Store(tmp_path / "a" / "cache"), "train")) == sorted(keys["a"])
 
 
 # -- a run that diverges ----------------------------------------------------------------

@@ -125,7 +125,7 @@ def test_only_changed_settings_by_default_all_with_all_params(cli, ws):
     for name in ("λ", "η", "epochs", "batch", "seed", "split", "dtype", "shuffle", "flip", "init", "loss"):
         assert name in header, name
     assert "same in all" not in result.stdout
-    assert ws.store.ls("train")  # nothing consumed
+    assert ws.cache_listing("train")  # nothing consumed
 
 
 def test_json_names_the_changed_and_the_shared_settings(cli, study):
@@ -369,12 +369,12 @@ def test_an_empty_cache(cli, ws):
 
 
 def test_it_reads_no_payload(cli, ws, study, monkeypatch):
-    from cifarcli import cache
+    from cifarcli import store
 
     def refuse(*args, **kwargs):
         raise AssertionError("a payload was loaded")
 
-    monkeypatch.setattr(cache, "safe_load", refuse)
+    monkeypatch.setattr(store, "safe_load", refuse)
     assert invoke(cli, "runs", "--json").exit_code == 0
     assert invoke(cli, "runs", "--diff", study["best"], study["lam0"]).exit_code == 0
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from cifarcli import stages
-from cifarcli.cache import PAYLOAD
+from cifarcli.store import PAYLOAD
 from cifarcli.config import TrainConfig
 from cifarcli.train import HISTORY_KEYS, Checkpoint
 
@@ -20,7 +20,7 @@ def test_status_follows_the_pipeline(workspace):
     config = TrainConfig(lam=0.1, eta=0.01, n_epochs=3)
     assert states(stages.status(workspace, config)) == {
         "dataset": "cached", "gradcheck": "missing", "train": "missing", "evaluate": "missing", "plot": "missing"}
-    assert workspace.store.events == []  # status computed nothing
+    assert workspace.events == []  # status computed nothing
 
     run = stages.train(workspace, config)
     metrics = stages.evaluate(workspace, run)

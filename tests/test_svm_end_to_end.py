@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from cifarcli import plots, report, schemas, stages
-from cifarcli.cache import SchemaError, validate
+from cifarcli.schemas import SchemaError, validate
 from cifarcli.config import TrainConfig
 from cifarcli.evaluate import margin_summary
 

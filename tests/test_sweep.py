@@ -128,9 +128,9 @@ def test_interrupted_sweep_computes_only_missing_points(workspace):
     spec = spec_of("0,0.1", "0.0003,0.0005", "20", "2")
     configs = spec.configs()
     done = {stages.train(workspace, c).key for c in configs[:2]}  # what a stopped sweep left behind
-    workspace.store.events.clear()
+    workspace.events.clear()
     result = sweeping.run_sweep(workspace, spec)
-    trained = {k for stage, k, status in workspace.store.events if stage == "train" and status == "computed"}
+    trained = {k for stage, k, status in workspace.events if stage == "train" and status == "computed"}
     all_ids = {p["run_id"] for p in result["points"]}
     assert done < all_ids and trained == all_ids - done == set(result["computed"])
 
@@ -205,8 +205,8 @@ def test_best_is_chosen_on_validation_never_on_test(cli, fetched):
 def test_only_the_best_point_is_evaluated(workspace):
     spec = spec_of("0,0.1", "0.0003,0.0005", "20", "2")
     result = sweeping.run_sweep(workspace, spec)
-    evaluated = [k for stage, k, status in workspace.store.events if stage == "evaluate"]
-    assert len(evaluated) == 1 and workspace.store.ls("evaluate")[0]["key"] == evaluated[0]
+    evaluated = [k for stage, k, status in workspace.events if stage == "evaluate"]
+    assert len(evaluated) == 1 and workspace.cache_listing("evaluate")[0]["key"] == evaluated[0]
     assert result["best"]["run_id"] == result["points"][0]["run_id"]
 
 

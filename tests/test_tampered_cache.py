@@ -28,7 +28,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cifarcli import stages, workflows
-from cifarcli.cache import META, PAYLOAD, file_sha256
+from cifarcli.files import file_sha256
+from cifarcli.store import META, PAYLOAD
 from cifarcli.cli import app
 
 RUN = ("--lam", "0.1", "--eta", "0.01", "--n-epochs", "2")
@@ -354,7 +355,7 @@ def test_a_changed_train_artifact_makes_evaluate_plot_and_report_stale(workspace
 
     messages = []
     workspace.log = workspace.store.log = messages.append
-    workspace.store.events.clear()
+    workspace.events.clear()
     run = stages.find_run(workspace, run.key)
     new = stages.evaluate(workspace, run)
     assert new.status == "computed" and new.key == old.key  # same key, recomputed
@@ -365,7 +366,7 @@ def test_a_changed_train_artifact_makes_evaluate_plot_and_report_stale(workspace
     assert new.payload["test"] == expected["test"] and new.payload["test"] != old.payload["test"]
     doc = workflows.report(workspace, settings)
     assert doc["runs"][0]["metrics"]["test"] == expected["test"]  # the report shows the new numbers
-    assert ("report", workspace.store.events[-1][1], "computed") in workspace.store.events
+    assert ("report", workspace.events[-1][1], "computed") in workspace.events
     assert {r["state"] for r in stages.status(workspace, config)} == {"cached", "missing"}
 
 
