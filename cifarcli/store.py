@@ -21,10 +21,8 @@ checked against their stage's schema (``validate``), and every ``meta.json``
 against the store's own. A payload also records the ``payload_sha256`` of the
 artifacts it was made from (``input_sha256``): when one of them has changed
 since, the payload is stale. Damaged or stale, it is reported in one line,
-removed and recomputed. Nothing inside the cache is looked at through a link.
-
-Listing, verifying and clearing the cache live in ``upkeep``; what was a hit, computed or
-damaged is told to ``Store.observer``.
+removed and recomputed. Nothing inside the cache is looked at through a link. Listing,
+verifying and clearing live in ``upkeep``; ``Store.observer`` hears what was hit or computed.
 """
 
 from __future__ import annotations
@@ -461,8 +459,7 @@ class Store:
 
 
 def _made_here(folder: Path) -> None:
-    """Make ``folder`` (and its parents) if missing; raise ``LinkInCache`` when it is a link or a file,
-    so that nothing is ever written through a link into another folder."""
+    """Make ``folder`` if missing; ``LinkInCache`` when it is a link (nothing is written through one)."""
     folder.mkdir(parents=True, exist_ok=True)
     mode = os.lstat(folder).st_mode
     if not stat.S_ISDIR(mode):
