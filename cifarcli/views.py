@@ -196,7 +196,7 @@ class RichProgress(Progress):
         self._settings = rp.Progress(*self._columns(), console=self.console, transient=True)
         self._settings.start()   # at once: the workers take a moment to start, the count shows meanwhile
         self._tasks = {}
-        self._labels: dict[str, str] = {}
+        self._widest = len("trained")   # the rows share their columns: the widest label sets the room
         self._overall = self._settings.add_task("trained", total=n_settings, count=f"0/{n_settings}",
                                                 status=_t(f"settings on {where}"))
 
@@ -204,7 +204,9 @@ class RichProgress(Progress):
         if self._settings is None:
             return
         count = f"epoch {epoch}/{n_epochs}"
-        status = _metrics(latest, self._room(label, count)) if latest else "[dim]started[/]"
+        self._widest = max(self._widest, len(label))
+        room = self._room(" " * self._widest, f"epoch {n_epochs}/{n_epochs}")
+        status = _metrics(latest, room) if latest else "[dim]started[/]"
         if run_id not in self._tasks:
             self._tasks[run_id] = self._settings.add_task(_t(label), total=n_epochs, count=count, status=status)
         self._settings.update(self._tasks[run_id], completed=epoch, count=count, status=status)
@@ -213,7 +215,8 @@ class RichProgress(Progress):
         if self._settings is None:
             return
         self.setting(run_id, label, n_epochs, n_epochs, {})
-        self._settings.update(self._tasks[run_id], status=f"[dim]{_t(what)}[/]")
+        fits = len(what) <= self._room(" " * self._widest, f"epoch {n_epochs}/{n_epochs}")
+        self._settings.update(self._tasks[run_id], status=f"[dim]{_t(what)}[/]" if fits else "")
 
     def setting_finished(self, run_id: str, label: str, n_epochs: int, latest: dict) -> None:
         if self._settings is None:

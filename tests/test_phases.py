@@ -106,7 +106,7 @@ def test_report_shows_every_phase_in_order(report_at_80):
     text = "\n".join(frames(drawn))
     # the gradient check and its verdict, the trainings, their figures, the comparison's, the report files
     order = ["checking gradients", "gradient check: PASS: max relative error", "training 2 settings",
-             "evaluating, drawing figures", "drawing figures", "rendering the report", "writing reports/report.md"]
+             "evaluating, figures", "drawing figures", "rendering the report", "writing reports/report.md"]
     positions = [text.find(phase) for phase in order]
     assert -1 not in positions and positions == sorted(positions), list(zip(order, positions))
 
