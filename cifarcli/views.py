@@ -147,6 +147,10 @@ class RichProgress(Progress):
     # -- a spinner: something slow without steps to count -------------------------------------------
 
     def working(self, what: str) -> None:
+        if self._steps is not None:   # one live display at a time: inside the bar over the figures, on its row
+            room = self._room("drawing figures", f"{self._steps_bars.tasks[0].total:g}/{self._steps_bars.tasks[0].total:g}")
+            self._steps_bars.update(self._steps, status=_t(what) if len(what) <= room else "")
+            return
         if self._spinner is None:
             from rich import progress as rp
 
@@ -158,6 +162,8 @@ class RichProgress(Progress):
         self._spinner_bars.update(self._spinner, description=_t(what))
 
     def done_working(self) -> None:
+        if self._steps is not None:
+            self._steps_bars.update(self._steps, status="")
         if self._spinner is not None:
             self._spinner_bars.stop()
             self._spinner = None
@@ -174,6 +180,8 @@ class RichProgress(Progress):
         from rich import progress as rp
 
         self.done_working()
+        if self._steps is not None:
+            self._steps_bars.stop()
         self._steps_bars = rp.Progress(*self._columns(), console=self.console, transient=True)
         self._steps_bars.start()
         self._steps = self._steps_bars.add_task(_t(what), total=total, count=f"0/{total}", status="")

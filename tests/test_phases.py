@@ -136,6 +136,16 @@ def test_study_table_keeps_run_ids_whole_and_gives_the_verdict(report_at_80):
     assert re.search(r"^gradient check: PASS: max relative error \S+ ≤ 1e-06$", out, re.M), out
 
 
+def test_report_on_one_process_at_a_terminal_shows_evaluations_inside_the_figures_bar(work):
+    """--jobs 1: every run evaluated and drawn here, one live display at a time (rich allows no second)."""
+    code, out, drawn = run(work, "report", "--config", "s.toml", "--jobs", "1", "--cache-dir", "cache")
+    assert code == 0, drawn[-3000:]
+    rows = [SPINNER.sub("", line) for line in frames(drawn)]
+    # (an evaluation, a phase of its own, shows on the figures' row: too quick here to be sure of a frame)
+    assert any(re.match(r"drawing figures .*12/12", row) for row in rows), rows
+    assert all(len(row) <= 80 for row in rows), [row for row in rows if len(row) > 80]
+
+
 def test_train_bar_fits_80_columns_says_elapsed_and_a_resumed_run_says_where(work):
     args = ("train", "--n-epochs", "400", "--n-batch", "5", "--cache-dir", "cache")
     first = Terminal(work, *args)
