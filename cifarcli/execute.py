@@ -184,7 +184,7 @@ class _Watcher:
         self.latest[key] = (n_epochs, final)
         if key in self.drawn_here and info.get("diverged_at") is None:
             self.drawing.add(key)
-            self.ws.progress.setting_busy(key, label, n_epochs, "evaluating, drawing figures")
+            self.ws.progress.setting_busy(key, label, n_epochs, "evaluating, figures")
         else:
             self.ws.progress.setting_finished(key, label, n_epochs, final)
         self.ws.log(f"[{len(self.finished)}/{len(self.settings)}] " + stages.trained_line(label, n_epochs, info))

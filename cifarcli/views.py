@@ -148,6 +148,10 @@ class RichProgress(Progress):
     # -- a spinner: something slow without steps to count -------------------------------------------
 
     def working(self, what: str) -> None:
+        if self._steps is not None:   # one live display at a time: inside the bar over the figures, on its row
+            room = self._room("drawing figures", f"{self._steps_bars.tasks[0].total:g}/{self._steps_bars.tasks[0].total:g}")
+            self._steps_bars.update(self._steps, status=_t(what) if len(what) <= room else "")
+            return
         if self._spinner is None:
             from rich import progress as rp
 
@@ -159,6 +163,8 @@ class RichProgress(Progress):
         self._spinner_bars.update(self._spinner, description=_t(what))
 
     def done_working(self) -> None:
+        if self._steps is not None:
+            self._steps_bars.update(self._steps, status="")
         if self._spinner is not None:
             self._spinner_bars.stop()
             self._spinner = None
@@ -175,6 +181,8 @@ class RichProgress(Progress):
         from rich import progress as rp
 
         self.done_working()
+        if self._steps is not None:
+            self._steps_bars.stop()
         self._steps_bars = rp.Progress(*self._columns(), console=self.console, transient=True)
         self._steps_bars.start()
         self._steps = self._steps_bars.add_task(_t(what), total=total, count=f"0/{total}", status="")
@@ -197,7 +205,7 @@ class RichProgress(Progress):
         self._settings = rp.Progress(*self._columns(), console=self.console, transient=True)
         self._settings.start()   # at once: the workers take a moment to start, the count shows meanwhile
         self._tasks = {}
-        self._labels: dict[str, str] = {}
+        self._widest = len("trained")   # the rows share their columns: the widest label sets the room
         self._overall = self._settings.add_task("trained", total=n_settings, count=f"0/{n_settings}",
                                                 status=_t(f"settings on {where}"))
 
@@ -205,7 +213,9 @@ class RichProgress(Progress):
         if self._settings is None:
             return
         count = f"epoch {epoch}/{n_epochs}"
-        status = _metrics(latest, self._room(label, count)) if latest else "[dim]started[/]"
+        self._widest = max(self._widest, len(label))
+        room = self._room(" " * self._widest, f"epoch {n_epochs}/{n_epochs}")
+        status = _metrics(latest, room) if latest else "[dim]started[/]"
         if run_id not in self._tasks:
             self._tasks[run_id] = self._settings.add_task(_t(label), total=n_epochs, count=count, status=status)
         self._settings.update(self._tasks[run_id], completed=epoch, count=count, status=status)
@@ -214,7 +224,8 @@ class RichProgress(Progress):
         if self._settings is None:
             return
         self.setting(run_id, label, n_epochs, n_epochs, {})
-        self._settings.update(self._tasks[run_id], status=f"[dim]{_t(what)}[/]")
+        fits = len(what) <= self._room(" " * self._widest, f"epoch {n_epochs}/{n_epochs}")
+        self._settings.update(self._tasks[run_id], status=f"[dim]{_t(what)}[/]" if fits else "")
 
     def setting_finished(self, run_id: str, label: str, n_epochs: int, latest: dict) -> None:
         if self._settings is None:

@@ -16,6 +16,7 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -62,6 +63,17 @@ def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> bool:
         os.killpg(proc.pid, sig)
     proc.communicate(timeout=120)
     return running
+
+
+# The plain lines that say which phase a command is in when stderr is not a terminal (issue 20).
+PHASE = re.compile(r"^(training λ=|training \d+ settings on |checking gradients |gradient check: (PASS|FAIL)|"
+                   r"evaluating λ=|drawing figures: \d+$|drawing the heat-map$|rendering the report|writing \S*report\.md|"
+                   r"combining \d+ runs )")
+
+
+def without_phases(lines: list[str]) -> list[str]:
+    """``lines`` of stderr without the phase lines: the notices and errors a test looks at."""
+    return [line for line in lines if not PHASE.match(line)]
 
 
 def error_lines(stderr: str) -> list[str]:

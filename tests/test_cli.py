@@ -295,7 +295,8 @@ def test_a_truncated_payload_is_reported_and_recomputed_identically(cli, run):
     assert doc["run_id"] == run["run_id"] and doc["cached"] is False
     notices = result.stderr.strip().splitlines()
     assert notices == [f"damaged artifact train/{run['run_id']}: payload is {size // 2} bytes, "
-                       f"expected {size}; removing it and recomputing"]
+                       f"expected {size}; removing it and recomputing",
+                       "training λ=0, η=0.001: 2 epochs"]   # the notice, then the phase line of the retraining
     np.testing.assert_array_equal(np.array(joblib.load(payload)["W"]), W)
     assert sha256(payload) == meta_sha
     assert json.loads((payload.parent / "meta.json").read_text())["payload_sha256"] == meta_sha

@@ -106,7 +106,7 @@ def test_report_shows_every_phase_in_order(report_at_80):
     text = "\n".join(frames(drawn))
     # the gradient check and its verdict, the trainings, their figures, the comparison's, the report files
     order = ["checking gradients", "gradient check: PASS: max relative error", "training 2 settings",
-             "evaluating, drawing figures", "drawing figures", "rendering the report", "writing reports/report.md"]
+             "evaluating, figures", "drawing figures", "rendering the report", "writing reports/report.md"]
     positions = [text.find(phase) for phase in order]
     assert -1 not in positions and positions == sorted(positions), list(zip(order, positions))
 
@@ -134,6 +134,16 @@ def test_study_table_keeps_run_ids_whole_and_gives_the_verdict(report_at_80):
         assert re.search(rf"^\s*{run_section['run_id'][:12]}\s", out, re.M), out
     assert "…" not in out
     assert re.search(r"^gradient check: PASS: max relative error \S+ ≤ 1e-06$", out, re.M), out
+
+
+def test_report_on_one_process_at_a_terminal_shows_evaluations_inside_the_figures_bar(work):
+    """--jobs 1: every run evaluated and drawn here, one live display at a time (rich allows no second)."""
+    code, out, drawn = run(work, "report", "--config", "s.toml", "--jobs", "1", "--cache-dir", "cache")
+    assert code == 0, drawn[-3000:]
+    rows = [SPINNER.sub("", line) for line in frames(drawn)]
+    # (an evaluation, a phase of its own, shows on the figures' row: too quick here to be sure of a frame)
+    assert any(re.match(r"drawing figures .*12/12", row) for row in rows), rows
+    assert all(len(row) <= 80 for row in rows), [row for row in rows if len(row) > 80]
 
 
 def test_train_bar_fits_80_columns_says_elapsed_and_a_resumed_run_says_where(work):

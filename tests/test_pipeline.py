@@ -24,6 +24,7 @@ import pytest
 from cifarcli import schemas, stages, upkeep
 from cifarcli.store import Store
 from cifarcli.config import TrainConfig
+from procs import without_phases
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SMALL = TrainConfig(lam=0.1, eta=0.01, n_epochs=4, n_batch=20)
@@ -198,7 +199,7 @@ def test_ctrl_c_mid_training_exits_130_with_one_line_then_resumes(tmp_path, tiny
     rc, out, err, stopped_at = _start_and_stop_after_epoch_2(tmp_path, cache, long_reference.key, signal.SIGINT)
     assert rc == 130
     assert "Traceback" not in err
-    lines = err.strip().splitlines()
+    lines = without_phases(err.strip().splitlines())
     assert len(lines) == 1, err
     assert "interrupted" in lines[0] and "resume" in lines[0]
     assert out == ""
@@ -220,7 +221,7 @@ def test_divergence_exits_1_names_the_epoch_and_keeps_the_history(cli, tmp_path,
     epoch = document["diverged_at"]
     assert isinstance(epoch, int) and epoch >= 1
     assert document["exit_code"] == 1 and "learning rate" in document["hint"]
-    err = first.stderr.strip().splitlines()
+    err = without_phases(first.stderr.strip().splitlines())
     assert len(err) == 1 and "Traceback" not in first.stderr
     assert f"epoch {epoch}" in err[0] and "smaller learning rate" in err[0]
 
@@ -238,7 +239,7 @@ def test_divergence_exits_1_names_the_epoch_and_keeps_the_history(cli, tmp_path,
 
     evaluated = cli("evaluate", *DIVERGING)
     assert evaluated.exit_code == 1
-    lines = evaluated.stderr.strip().splitlines()
+    lines = without_phases(evaluated.stderr.strip().splitlines())
     assert len(lines) == 1 and "diverged" in lines[0] and document["run_id"] in lines[0]
     assert evaluated.stdout == ""
     assert not (tmp_path / "cache" / "evaluate").exists()

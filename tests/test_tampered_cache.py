@@ -31,6 +31,7 @@ from cifarcli import stages, workflows
 from cifarcli.files import file_sha256
 from cifarcli.store import META, PAYLOAD
 from cifarcli.cli import app
+from procs import without_phases
 
 RUN = ("--lam", "0.1", "--eta", "0.01", "--n-epochs", "2")
 GRADCHECK = ("--n-samples", "5", "--n-dims", "20")
@@ -138,7 +139,7 @@ def comparable(value):
 
 def notices(result) -> list[str]:
     assert "Traceback" not in result.stderr, result.stderr
-    return [line for line in result.stderr.splitlines() if line.strip()]
+    return without_phases([line for line in result.stderr.splitlines() if line.strip()])
 
 
 def assert_recomputed(result, reference, stage: str, *words: str) -> None:
