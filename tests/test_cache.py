@@ -253,7 +253,7 @@ def test_an_old_cache_keyed_by_the_source_file_migrates_once(cli, tiny_archive):
     old_run = stages.train(ws, config, data_artifact=old_data)
     old_eval = stages.evaluate(ws, old_run)
     kept = stages.train(ws, TrainConfig(0.5, 0.01, n_epochs=1), data_artifact=current)
-    ws.store.remove("dataset", current.key)
+    ws.store.remove(ws.store.path("dataset", current.key))
     (Path("cache") / "workspace.json").write_text(json.dumps(
         {"dataset": {"key": old_data.key, "source": "/gone.tar.gz", "path": "/gone.tar.gz"},
          "names": {"old": old_run.key, "new": kept.key}}))
