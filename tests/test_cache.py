@@ -275,7 +275,7 @@ def test_an_old_cache_keyed_by_the_source_file_migrates_once(cli, tiny_archive):
     gone = {str(Path(p)) for p in json.loads(result.stdout)["removed"]}
     assert gone == {str(ws.store.path(stage, key)) for stage, key in
                     [("dataset", old_data.key), ("train", old_run.key), ("evaluate", old_eval.key)]}
-    assert {(r["stage"], r["key"]) for r in ws.store.ls()} == {("dataset", current.key), ("train", new_run.key),
+    assert {(r["stage"], r["key"]) for r in ws.cache_listing()} == {("dataset", current.key), ("train", new_run.key),
                                                                ("train", kept.key)}
     assert json.loads((Path("cache") / "workspace.json").read_text())["names"] == {"new": kept.key}
     again = cli("cache", "gc", "--json")
