@@ -24,8 +24,13 @@ def archive() -> Path:
 def cifarcli(*args: str, cwd: Path | None = None) -> float:
     """Wall time of one `python -m cifarcli ...` run, interpreter start-up included."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cifarcli", *args], cwd=cwd, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "cifarcli", *args],
+        cwd=cwd,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - started
 
 
@@ -48,16 +53,19 @@ def machine() -> str:
         cpu = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
     except (OSError, subprocess.CalledProcessError, StopIteration):
         pass
-    np.ones((64, 64)) @ np.ones((64, 64))   # make sure the BLAS is loaded
-    blas = [f"{p.get('internal_api')} {p.get('version')} kernel {p.get('architecture')}"
-            for p in threadpool_info() if p.get("user_api") == "blas"]
+    np.ones((64, 64)) @ np.ones((64, 64))  # make sure the BLAS is loaded
+    blas = [
+        f"{p.get('internal_api')} {p.get('version')} kernel {p.get('architecture')}"
+        for p in threadpool_info()
+        if p.get("user_api") == "blas"
+    ]
     return f"CPU: {cpu}, {os.cpu_count()} cores; numpy {np.__version__}; BLAS: {'; '.join(blas) or 'none found'}"
 
 
 class busy_core:
     """Context manager: one busy process beside the measurement (another user's job holding a core)."""
 
-    def __enter__(self) -> "busy_core":
+    def __enter__(self) -> busy_core:
         self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         return self
 
@@ -88,8 +96,14 @@ def on_pty(*args: str, columns: int = 120, until: bytes | None = None) -> tuple[
         env.pop(name, None)
     master, slave = os.openpty()
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "cifarcli", *args], env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=slave, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cifarcli", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        start_new_session=True,
+    )
     os.close(slave)
     writes: list[tuple[float, int]] = []
     drawn = bytearray()

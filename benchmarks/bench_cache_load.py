@@ -37,8 +37,11 @@ def machine() -> str:
     except (OSError, subprocess.CalledProcessError, StopIteration):
         cpu = "unknown CPU"
     np.ones((64, 64)) @ np.ones((64, 64))  # load the BLAS
-    blas = [f"{p.get('internal_api')} {p.get('version')} kernel {p.get('architecture')}"
-            for p in threadpool_info() if p.get("user_api") == "blas"]
+    blas = [
+        f"{p.get('internal_api')} {p.get('version')} kernel {p.get('architecture')}"
+        for p in threadpool_info()
+        if p.get("user_api") == "blas"
+    ]
     return f"CPU: {cpu}, {os.cpu_count()} cores; numpy {np.__version__}; BLAS: {'; '.join(blas) or 'none found'}"
 
 
@@ -53,7 +56,8 @@ def timed(load) -> list[float]:
 
 
 def row(name: str, times: list[float]) -> str:
-    return f"  {name:<44} median {statistics.median(times) * 1e3:8.2f} ms  (min {min(times) * 1e3:.2f}, max {max(times) * 1e3:.2f})"
+    spread = f"(min {min(times) * 1e3:.2f}, max {max(times) * 1e3:.2f})"
+    return f"  {name:<44} median {statistics.median(times) * 1e3:8.2f} ms  {spread}"
 
 
 def main() -> None:

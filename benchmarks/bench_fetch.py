@@ -68,7 +68,10 @@ def mmap_figures(cache: Path) -> None:
             loads.append(loaded - started)
             prepares.append(time.perf_counter() - started)
         label = "mmap_mode='r'" if mmap else "read into memory"
-        print(f"dataset load, {label:17s}  {median_of(loads)};  load + prepare seed split {statistics.median(prepares):.2f} s")
+        print(
+            f"dataset load, {label:17s}  {median_of(loads)};  "
+            f"load + prepare seed split {statistics.median(prepares):.2f} s"
+        )
 
 
 if __name__ == "__main__":

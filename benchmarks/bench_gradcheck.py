@@ -46,8 +46,8 @@ def main() -> None:
     args = ap.parse_args()
     x, y, source = first_batch()
     mean, std = normalisation_stats(x[:8000])
-    X = normalise(x[:args.n], mean, std, np.float64)
-    Y = one_hot(y[:args.n])
+    X = normalise(x[: args.n], mean, std, np.float64)
+    Y = one_hot(y[: args.n])
     W, b = init_parameters(10, 3072, np.random.default_rng(42), std=0.01)
     times, report = [], None
     for _ in range(args.repeats):
@@ -55,13 +55,16 @@ def main() -> None:
         report = check_gradients(X, Y, W, b, lams=(0.0, 0.1), h=1e-6)
         times.append(time.perf_counter() - t0)
     print(f"data: {source}; {report['n_params']} parameters, {report['n_images']} images, lambdas 0 and 0.1")
-    print(f"full gradcheck: median {statistics.median(times):.3f} s  runs {[round(t, 3) for t in times]}"
-          f"  (target <= 2 s)")
+    print(
+        f"full gradcheck: median {statistics.median(times):.3f} s  runs {[round(t, 3) for t in times]}  (target <= 2 s)"
+    )
     for r in report["results"]:
         for p in ("W", "b"):
             s = r[p]
-            print(f"  lam={r['lam']:<4g} {p}: max {s['max']:.2e}  mean {s['mean']:.2e}  median {s['median']:.2e}"
-                  f"  share<1e-6 {s['share_below_tol']:.4f}")
+            print(
+                f"  lam={r['lam']:<4g} {p}: max {s['max']:.2e}  mean {s['mean']:.2e}  median {s['median']:.2e}"
+                f"  share<1e-6 {s['share_below_tol']:.4f}"
+            )
 
 
 if __name__ == "__main__":

@@ -30,14 +30,13 @@ SETTINGS = ((0.0, 0.1), (0.0, 0.001), (0.1, 0.001), (1.0, 0.001))
 
 
 def child() -> None:
-    import numpy as np
     from threadpoolctl import threadpool_info
 
     from bench_train import load_arrays
+    from cifarcli.config import TrainConfig
     from cifarcli.evaluate import evaluate_model
     from cifarcli.prepare import prepare
-    from cifarcli.config import TrainConfig
-from cifarcli.train import train
+    from cifarcli.train import train
 
     arrays = load_arrays(1)
     data = prepare(*arrays[:5], batch_size=10000, split="seed", dtype="float32")
@@ -45,8 +44,14 @@ from cifarcli.train import train
     rows = []
     for lam, eta in SETTINGS:
         result = train(TrainConfig(lam=lam, eta=eta), data)
-        rows.append({"lam": lam, "eta": eta, "test_acc": evaluate_model(result.W, result.b, lam, data)["test"]["accuracy"],
-                     "W": result.W.tolist()})
+        rows.append(
+            {
+                "lam": lam,
+                "eta": eta,
+                "test_acc": evaluate_model(result.W, result.b, lam, data)["test"]["accuracy"],
+                "W": result.W.tolist(),
+            }
+        )
     unstable = TrainConfig(lam=0.0, eta=0.1)
     same = train(unstable, data, threads=1).W.tobytes() == train(unstable, data, threads=2).W.tobytes()
     print(json.dumps({"kernel": kernel, "rows": rows, "one_and_two_threads_equal": same}))
@@ -75,13 +80,20 @@ def main() -> None:
             continue
         results[kernel] = json.loads(out.stdout.strip().splitlines()[-1])
     first = next(iter(results.values()), None)
-    print(f"\n{'asked for':<12} {'ran':<12} " + " ".join(f"λ={lam:g},η={eta:g}".rjust(14) for lam, eta in SETTINGS)
-          + "   max|ΔW| vs first (unstable, stable)   1 = 2 threads")
+    print(
+        f"\n{'asked for':<12} {'ran':<12} "
+        + " ".join(f"λ={lam:g},η={eta:g}".rjust(14) for lam, eta in SETTINGS)
+        + "   max|ΔW| vs first (unstable, stable)   1 = 2 threads"
+    )
     for kernel, doc in results.items():
         accs = " ".join(f"{row['test_acc']:14.4f}" for row in doc["rows"])
-        dW = [float(np.abs(np.array(row["W"]) - np.array(ref["W"])).max()) for row, ref in zip(doc["rows"], first["rows"])]
-        print(f"{kernel:<12} {str(doc['kernel']):<12} {accs}   {dW[0]:.1e}, {max(dW[1:]):.1e}"
-              f"{'':>22}{doc['one_and_two_threads_equal']}")
+        dW = [
+            float(np.abs(np.array(row["W"]) - np.array(ref["W"])).max()) for row, ref in zip(doc["rows"], first["rows"])
+        ]
+        print(
+            f"{kernel:<12} {str(doc['kernel']):<12} {accs}   {dW[0]:.1e}, {max(dW[1:]):.1e}"
+            f"{'':>22}{doc['one_and_two_threads_equal']}"
+        )
 
 
 if __name__ == "__main__":

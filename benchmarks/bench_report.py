@@ -23,7 +23,6 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections import defaultdict
@@ -67,15 +66,20 @@ def main() -> None:
             ratios.append(colds[-1] / trains[-1])
             warms.append(cifarcli(*report, "--quiet"))
             shares.append(stage_seconds(cache))
-            print(f"  round {i + 1}: cold report {colds[-1]:.2f} s (longest silence {silences[-1]:.2f} s), "
-                  f"cold train {trains[-1]:.2f} s, ratio {ratios[-1]:.2f}, warm report {warms[-1]:.2f} s", flush=True)
+            print(
+                f"  round {i + 1}: cold report {colds[-1]:.2f} s (longest silence {silences[-1]:.2f} s), "
+                f"cold train {trains[-1]:.2f} s, ratio {ratios[-1]:.2f}, warm report {warms[-1]:.2f} s",
+                flush=True,
+            )
     print(f"load after:  {load()}")
     cold = statistics.median(colds)
     print(f"cold report (pty, 120 columns)     {median_of(colds)} {verdict(cold, 10)}")
     print(f"cold train, λ=0.1 η=0.001          {median_of(trains)}")
     ratio = statistics.median(ratios)
-    print(f"cold report / cold train, per round  median {ratio:5.2f} × "
-          f"[{'ok' if ratio <= 3.5 else 'MISSED'}: target <= 3.5 ×]")
+    print(
+        f"cold report / cold train, per round  median {ratio:5.2f} × "
+        f"[{'ok' if ratio <= 3.5 else 'MISSED'}: target <= 3.5 ×]"
+    )
     print(f"warm report, all cache hits        {median_of(warms)} {verdict(statistics.median(warms), 1)}")
     print(f"longest silence on the terminal    {median_of(silences)} {verdict(statistics.median(silences), 2)}")
     print("compute time per stage (median over rounds; trainings and per-run figures on 2 processes):")

@@ -52,9 +52,24 @@ def sweep(cache: Path, reports: Path, jobs: int, inner: int | None) -> float:
     if inner is not None:
         env["CIFARCLI_BENCH_INNER_THREADS"] = str(inner)
     started = time.perf_counter()
-    done = subprocess.run([*command, "sweep", *GRID, "--jobs", str(jobs), "--cache-dir", str(cache),
-                           "--reports-dir", str(reports), "--quiet"], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(
+        [
+            *command,
+            "sweep",
+            *GRID,
+            "--jobs",
+            str(jobs),
+            "--cache-dir",
+            str(cache),
+            "--reports-dir",
+            str(reports),
+            "--quiet",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if done.returncode != 0:
         sys.exit(f"cifarcli sweep --jobs {jobs} failed (exit {done.returncode}): {done.stderr.strip()}")
     return time.perf_counter() - started
@@ -62,8 +77,11 @@ def sweep(cache: Path, reports: Path, jobs: int, inner: int | None) -> float:
 
 def fresh(tmp: Path, name: str) -> tuple[Path, Path]:
     cache = tmp / f"cache-{name}"
-    subprocess.run([sys.executable, "-m", "cifarcli", "fetch", "--source", str(archive()), "--cache-dir", str(cache),
-                    "--quiet"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "cifarcli", "fetch", "--source", str(archive()), "--cache-dir", str(cache), "--quiet"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return cache, tmp / f"reports-{name}"
 
 
@@ -75,10 +93,19 @@ def first_bar(runs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(runs):
             cache, reports = fresh(Path(tmp), f"first-{i}")
-            _, writes, drawn = on_pty("sweep", *GRID, "--jobs", "2", "--cache-dir", str(cache),
-                                      "--reports-dir", str(reports), until="━".encode())
+            _, writes, drawn = on_pty(
+                "sweep",
+                *GRID,
+                "--jobs",
+                "2",
+                "--cache-dir",
+                str(cache),
+                "--reports-dir",
+                str(reports),
+                until="━".encode(),
+            )
             seen = 0
-            for moment, size in writes:   # the write that brought the first bar
+            for moment, size in writes:  # the write that brought the first bar
                 seen += size
                 if "━".encode() in drawn[:seen]:
                     times.append(moment)
@@ -112,7 +139,11 @@ def main() -> None:
     one = statistics.median(times["jobs 1"])
     for name, _, _ in settings:
         t = statistics.median(times[name])
-        ratio = "" if name == "jobs 1" else f"  ratio {t / one:.2f}× [{'ok' if t / one <= 0.65 else 'MISSED'}: target <= 0.65×]"
+        ratio = (
+            ""
+            if name == "jobs 1"
+            else f"  ratio {t / one:.2f}× [{'ok' if t / one <= 0.65 else 'MISSED'}: target <= 0.65×]"
+        )
         print(f"15-point sweep, {name:30s} {median_of(times[name])}{ratio}")
 
 

@@ -33,11 +33,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import busy_core, machine  # noqa: E402
-
+from cifarcli.config import TrainConfig
 from cifarcli.evaluate import evaluate_model  # noqa: E402
 from cifarcli.model import init_parameters  # noqa: E402
 from cifarcli.prepare import prepare  # noqa: E402
-from cifarcli.config import TrainConfig
 from cifarcli.train import train  # noqa: E402
 
 LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -56,8 +55,10 @@ def load_arrays(n_batches: int = 5):
         train_y = np.empty(n_batches * 10000, np.uint8)
         test_x = np.empty((10000, 3072), np.uint8)
         test_y = np.empty(10000, np.uint8)
-        wanted = {f"data_batch_{i}.bin": (train_x[(i - 1) * 10000:i * 10000], train_y[(i - 1) * 10000:i * 10000])
-                  for i in range(1, n_batches + 1)}
+        wanted = {
+            f"data_batch_{i}.bin": (train_x[(i - 1) * 10000 : i * 10000], train_y[(i - 1) * 10000 : i * 10000])
+            for i in range(1, n_batches + 1)
+        }
         wanted["test_batch.bin"] = (test_x, test_y)
         with tarfile.open(archive, "r:gz") as tar:
             for member in tar:
@@ -70,16 +71,21 @@ def load_arrays(n_batches: int = 5):
         return train_x, train_y, test_x, test_y, LABELS, archive
     rng = np.random.default_rng(0)
     print("CIFARCLI_TEST_ARCHIVE not set or missing: using random data of the same shape", file=sys.stderr)
-    return (rng.integers(0, 256, (n_batches * 10000, 3072), dtype=np.uint8),
-            rng.integers(0, 10, n_batches * 10000, dtype=np.uint8),
-            rng.integers(0, 256, (10000, 3072), dtype=np.uint8), rng.integers(0, 10, 10000, dtype=np.uint8),
-            LABELS, "random")
+    return (
+        rng.integers(0, 256, (n_batches * 10000, 3072), dtype=np.uint8),
+        rng.integers(0, 10, n_batches * 10000, dtype=np.uint8),
+        rng.integers(0, 256, (10000, 3072), dtype=np.uint8),
+        rng.integers(0, 10, 10000, dtype=np.uint8),
+        LABELS,
+        "random",
+    )
 
 
 def torch_train(torch, data, cfg: TrainConfig):
     """The same study loop, written as a PyTorch user would: autograd, cross_entropy + λ‖W‖²."""
     import torch.nn.functional as F
-    X = torch.from_numpy(np.ascontiguousarray(data.X_train.T))      # n × d rows
+
+    X = torch.from_numpy(np.ascontiguousarray(data.X_train.T))  # n × d rows
     y = torch.from_numpy(data.y_train.astype(np.int64))
     Xv = torch.from_numpy(np.ascontiguousarray(data.X_val.T))
     yv = torch.from_numpy(data.y_val.astype(np.int64))
@@ -102,8 +108,8 @@ def torch_train(torch, data, cfg: TrainConfig):
     n = X.shape[0]
     for _ in range(cfg.n_epochs):
         for s in range(0, n, cfg.n_batch):
-            S = X[s:s + cfg.n_batch] @ W.T + b
-            J = F.cross_entropy(S, y[s:s + cfg.n_batch]) + cfg.lam * W.pow(2).sum()
+            S = X[s : s + cfg.n_batch] @ W.T + b
+            J = F.cross_entropy(S, y[s : s + cfg.n_batch]) + cfg.lam * W.pow(2).sum()
             J.backward()
             with torch.no_grad():
                 W -= cfg.eta * W.grad
@@ -141,7 +147,7 @@ def peak_rss_mb() -> float:
 
 def child_memory(split: str, n_epochs: int) -> None:
     """Run in a subprocess: load, prepare, train; print peak RSS figures as JSON."""
-    arrays = load_arrays({"seed": 1, "dd2424": 2, "full": 5}[split])   # what the split needs
+    arrays = load_arrays({"seed": 1, "dd2424": 2, "full": 5}[split])  # what the split needs
     after_load = peak_rss_mb()
     data = prepare(*arrays[:5], batch_size=10000, split=split, val_size=1000, dtype="float32")
     after_prepare = peak_rss_mb()
@@ -150,8 +156,13 @@ def child_memory(split: str, n_epochs: int) -> None:
 
 
 def measure_memory(split: str, n_epochs: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child-memory", split, "--epochs", str(n_epochs)],
-                         capture_output=True, text=True, check=True, env=os.environ.copy())
+    out = subprocess.run(
+        [sys.executable, __file__, "--child-memory", split, "--epochs", str(n_epochs)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ.copy(),
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -173,25 +184,31 @@ def compare_dtypes(arrays) -> None:
 
 def compare_with_torch(torch, data, cfg: TrainConfig, repeats: int) -> None:
     """Time cifarcli's training and PyTorch's, alternating, and print the ratio of the medians."""
-    train(TrainConfig(lam=0.1, eta=0.001, n_epochs=1), data)           # warm-up
+    train(TrainConfig(lam=0.1, eta=0.001, n_epochs=1), data)  # warm-up
     if torch is not None:
         torch_train(torch, data, TrainConfig(lam=0.1, eta=0.001, n_epochs=1))
     t_np, t_pt, res, W_pt, hist = [], [], None, None, None
-    for _ in range(repeats):           # alternated, so a change of load hits both alike
+    for _ in range(repeats):  # alternated, so a change of load hits both alike
         t, _, res = timed(lambda: train(cfg, data), 1)
         t_np.append(t)
         if torch is not None:
             t, _, (W_pt, hist) = timed(lambda: torch_train(torch, data, cfg), 1)
             t_pt.append(t)
     med_np = statistics.median(t_np)
-    print(f"cifarcli (numpy {np.__version__}): median {med_np:.3f} s  runs {[round(t, 3) for t in t_np]}"
-          f"  final val acc {res.history['val_acc'][-1]:.4f}")
+    print(
+        f"cifarcli (numpy {np.__version__}): median {med_np:.3f} s  runs {[round(t, 3) for t in t_np]}"
+        f"  final val acc {res.history['val_acc'][-1]:.4f}"
+    )
     if torch is not None:
         med_pt = statistics.median(t_pt)
-        print(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads): median {med_pt:.3f} s"
-              f"  runs {[round(t, 3) for t in t_pt]}  final val acc {hist[-1][5]:.4f}")
-        print(f"speed-up cifarcli vs PyTorch: {med_pt / med_np:.2f}x (medians)"
-              f"  (max |W_numpy - W_torch| = {np.abs(res.W - W_pt).max():.2e})")
+        print(
+            f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads): median {med_pt:.3f} s"
+            f"  runs {[round(t, 3) for t in t_pt]}  final val acc {hist[-1][5]:.4f}"
+        )
+        print(
+            f"speed-up cifarcli vs PyTorch: {med_pt / med_np:.2f}x (medians)"
+            f"  (max |W_numpy - W_torch| = {np.abs(res.W - W_pt).max():.2e})"
+        )
 
 
 def main() -> None:
@@ -219,15 +236,17 @@ def main() -> None:
     except ImportError:
         torch = None
         print("torch not importable: PyTorch comparison skipped")
-    for load in (["idle", "one busy process beside it"] if args.busy else ["idle"]):
+    for load in ["idle", "one busy process beside it"] if args.busy else ["idle"]:
         with busy_core() if load != "idle" else contextlib.nullcontext():
             print(f"-- {load}")
             compare_with_torch(torch, data, cfg, args.repeats)
     if not args.no_memory:
         for split, epochs in (("seed", 40), ("full", 2)):
             m = measure_memory(split, epochs)
-            print(f"peak memory, split {split} ({epochs} epochs, incl. loading the batches it needs): "
-                  f"{m['peak_mb']:.0f} MB  (after load {m['load_mb']:.0f} MB, after prepare {m['prepare_mb']:.0f} MB)")
+            print(
+                f"peak memory, split {split} ({epochs} epochs, incl. loading the batches it needs): "
+                f"{m['peak_mb']:.0f} MB  (after load {m['load_mb']:.0f} MB, after prepare {m['prepare_mb']:.0f} MB)"
+            )
     if args.compare_dtypes:
         compare_dtypes(arrays)
 

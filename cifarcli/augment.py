@@ -24,7 +24,7 @@ import numpy as np
 from .config import TrainConfig
 from .errors import CifarError
 
-IMAGE_SHAPE = (3, 32, 32)   # a CIFAR record: 3 channels × 32 rows × 32 columns
+IMAGE_SHAPE = (3, 32, 32)  # a CIFAR record: 3 channels × 32 rows × 32 columns
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:

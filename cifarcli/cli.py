@@ -28,7 +28,7 @@ def _start(common: opt.Common, jobs: int = 1):
 
     out = terminal.begin(common.as_json, common.quiet)
     cache_dir, reports_dir = common.cache_dir, common.reports_dir
-    if cache_dir is None:   # neither --cache-dir nor CIFARCLI_CACHE_DIR: the nearest workspace, as git finds .git
+    if cache_dir is None:  # neither --cache-dir nor CIFARCLI_CACHE_DIR: the nearest workspace, as git finds .git
         cache_dir = workspace_above()
         if cache_dir is not None:
             out.log(f"using the workspace {cache_dir} (found above the current folder)")
@@ -59,15 +59,23 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}   # inherited by every subcommand's context
-app = typer.Typer(cls=CifarGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  context_settings=HELP_OPTIONS,
-                  help="Reproduce the one-layer softmax network on CIFAR-10, end to end, with every stage cached.",
-                  epilog=examples("cifarcli report                # the whole study → reports/report.html",
-                                  "cifarcli fetch --source cifar-10-binary.tar.gz   # offline: import a copy",
-                                  "cifarcli runs                  # compare the runs you trained"))
-cache_app = typer.Typer(cls=CifarGroup, no_args_is_help=True, help="Inspect and prune the artifact cache.",
-                        context_settings=HELP_OPTIONS)
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # inherited by every subcommand's context
+app = typer.Typer(
+    cls=CifarGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings=HELP_OPTIONS,
+    help="Reproduce the one-layer softmax network on CIFAR-10, end to end, with every stage cached.",
+    epilog=examples(
+        "cifarcli report                # the whole study → reports/report.html",
+        "cifarcli fetch --source cifar-10-binary.tar.gz   # offline: import a copy",
+        "cifarcli runs                  # compare the runs you trained",
+    ),
+)
+cache_app = typer.Typer(
+    cls=CifarGroup, no_args_is_help=True, help="Inspect and prune the artifact cache.", context_settings=HELP_OPTIONS
+)
 app.add_typer(cache_app, name="cache")
 
 
@@ -84,8 +92,10 @@ command, cache_command = _commands_of(app), _commands_of(cache_app)
 
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, metavar="",
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit."),
+    ] = False,
 ) -> None:
     pass
 
@@ -100,13 +110,19 @@ def _run(ws, run_id, config):
 # -- commands --------------------------------------------------------------------
 
 
-@command("cifarcli fetch                     # a local copy, else download",
-         "cifarcli fetch --source cifar-10-binary.tar.gz",
-         "cifarcli fetch --format python --json")
+@command(
+    "cifarcli fetch                     # a local copy, else download",
+    "cifarcli fetch --source cifar-10-binary.tar.gz",
+    "cifarcli fetch --format python --json",
+)
 @opt.common_options("force", "quiet")
 def fetch(
-    source: opt.Source = None, fmt: opt.Format = "binary", md5: opt.Md5 = None, sha256: opt.Sha256 = None,
-    *, common: opt.Common,
+    source: opt.Source = None,
+    fmt: opt.Format = "binary",
+    md5: opt.Md5 = None,
+    sha256: opt.Sha256 = None,
+    *,
+    common: opt.Common,
 ):
     """Obtain CIFAR-10: import a copy you have, find one in the usual places, or download it."""
     from cifarcli import stages, views
@@ -116,13 +132,22 @@ def fetch(
     out.result(views.dataset_json(artifact), *views.dataset_view(artifact))
 
 
-@command("cifarcli gradcheck                 # verdict against 1e-06",
-         "cifarcli gradcheck --tol 1e-6        # CI gate: exit 1 above it",
-         "cifarcli gradcheck --n-samples 20 --n-dims 100 --lam 0.5 --loss bce")
+@command(
+    "cifarcli gradcheck                 # verdict against 1e-06",
+    "cifarcli gradcheck --tol 1e-6        # CI gate: exit 1 above it",
+    "cifarcli gradcheck --n-samples 20 --n-dims 100 --lam 0.5 --loss bce",
+)
 @opt.common_options("force", "quiet")
 def gradcheck(
-    n_samples: opt.NSamples = G.n_samples, n_dims: opt.NDims = G.n_dims, lam: opt.Lams = None, h: opt.Step = G.h,
-    tol: opt.Tol = None, seed: opt.Seed = G.seed, loss: opt.GradcheckLoss = G.loss, *, common: opt.Common,
+    n_samples: opt.NSamples = G.n_samples,
+    n_dims: opt.NDims = G.n_dims,
+    lam: opt.Lams = None,
+    h: opt.Step = G.h,
+    tol: opt.Tol = None,
+    seed: opt.Seed = G.seed,
+    loss: opt.GradcheckLoss = G.loss,
+    *,
+    common: opt.Common,
 ):
     """Compare analytic and numerical gradients for every parameter of W and b."""
     from cifarcli import stages, views
@@ -133,17 +158,28 @@ def gradcheck(
     config = GradcheckConfig(n_samples, n_dims, tuple(lam) if lam else G.lams, h, seed, loss).validate()
     artifact = stages.gradcheck(ws, config, common.force)
     result = views.gradcheck_json(artifact, tol)
-    out.result(result, *views.gradcheck_view(artifact, tol),
-               views.gradcheck_verdict(artifact, GRADCHECK_TOL if tol is None else tol))
+    out.result(
+        result,
+        *views.gradcheck_view(artifact, tol),
+        views.gradcheck_verdict(artifact, GRADCHECK_TOL if tol is None else tol),
+    )
     worst = artifact.payload["max_error"]
     if tol is not None and not result["passed"]:  # a NaN error fails the gate too, and so does nothing checked
-        raise GateFailed("gradient check failed: " + (f"max relative error {worst:.2e} exceeds --tol {tol:g}"
-                                                       if result["n_checked"] else "no parameter could be checked"))
+        raise GateFailed(
+            "gradient check failed: "
+            + (
+                f"max relative error {worst:.2e} exceeds --tol {tol:g}"
+                if result["n_checked"]
+                else "no parameter could be checked"
+            )
+        )
 
 
-@command("cifarcli train --lam 0.1 --eta 0.001    # the study's best setting",
-         "cifarcli train --lam 0 --eta 0.1 --n-epochs 40 --json",
-         "cifarcli train --split full --shuffle --flip 0.5 --decay-every 10 --decay-factor 0.3")
+@command(
+    "cifarcli train --lam 0.1 --eta 0.001    # the study's best setting",
+    "cifarcli train --lam 0 --eta 0.1 --n-epochs 40 --json",
+    "cifarcli train --split full --shuffle --flip 0.5 --decay-every 10 --decay-factor 0.3",
+)
 @opt.training_options
 @opt.common_options("force", "quiet")
 def train(config: TrainConfig, name: opt.RunName = None, *, common: opt.Common):
@@ -159,9 +195,11 @@ def train(config: TrainConfig, name: opt.RunName = None, *, common: opt.Common):
         out.log(f"warning: this run is unstable by the report's rule: {unstable}")
 
 
-@command("cifarcli evaluate --lam 0.1 --eta 0.001",
-         "cifarcli evaluate --run f8d0f9dc --min-accuracy 0.38   # CI gate",
-         "cifarcli evaluate --lam 1 --eta 0.001 --json")
+@command(
+    "cifarcli evaluate --lam 0.1 --eta 0.001",
+    "cifarcli evaluate --run f8d0f9dc --min-accuracy 0.38   # CI gate",
+    "cifarcli evaluate --lam 1 --eta 0.001 --json",
+)
 @opt.training_options
 @opt.common_options("force", "quiet")
 def evaluate(
@@ -172,8 +210,9 @@ def evaluate(
 
     out, ws = _start(common)
     if min_accuracy is not None and not math.isfinite(min_accuracy):  # `accuracy < nan` never fails the gate
-        raise OptionError("min_accuracy", f"must be a finite number, got {min_accuracy}",
-                          hint="e.g. --min-accuracy 0.38")
+        raise OptionError(
+            "min_accuracy", f"must be a finite number, got {min_accuracy}", hint="e.g. --min-accuracy 0.38"
+        )
     run = _run(ws, run_id, config)
     metrics = stages.evaluate(ws, run, common.force)
     out.result(views.metrics_json(run, metrics, min_accuracy), *views.metrics_view(run, metrics))
@@ -182,8 +221,10 @@ def evaluate(
         raise GateFailed(f"test accuracy {accuracy:.4f} is below --min-accuracy {min_accuracy:g}")
 
 
-@command("cifarcli plot --lam 0.1 --eta 0.001   # → reports/figures/<run id>/",
-         "cifarcli plot --run f8d0f9dc --reports-dir out")
+@command(
+    "cifarcli plot --lam 0.1 --eta 0.001   # → reports/figures/<run id>/",
+    "cifarcli plot --run f8d0f9dc --reports-dir out",
+)
 @opt.training_options
 @opt.common_options("reports_dir", "force", "quiet")
 def plot(config: TrainConfig, run_id: opt.RunId = None, *, common: opt.Common):
@@ -193,12 +234,15 @@ def plot(config: TrainConfig, run_id: opt.RunId = None, *, common: opt.Common):
     out, ws = _start(common)
     run = _run(ws, run_id, config)
     paths = stages.plot(ws, run, common.force)
-    out.result({"run_id": run.key, "figures": {name: str(path) for name, path in paths.items()}},
-               *[str(path) for path in paths.values()])
+    out.result(
+        {"run_id": run.key, "figures": {name: str(path) for name, path in paths.items()}},
+        *[str(path) for path in paths.values()],
+    )
 
 
-@command("cifarcli predict cat.jpg dog.png --lam 0.1 --eta 0.001",
-         "cifarcli predict photos/*.jpg --run f8d0f9dc --json")
+@command(
+    "cifarcli predict cat.jpg dog.png --lam 0.1 --eta 0.001", "cifarcli predict photos/*.jpg --run f8d0f9dc --json"
+)
 @opt.training_options
 @opt.common_options("quiet")
 def predict(images: opt.Images, config: TrainConfig, run_id: opt.RunId = None, *, common: opt.Common):
@@ -218,8 +262,10 @@ def predict(images: opt.Images, config: TrainConfig, run_id: opt.RunId = None, *
         run = _run(ws, run_id, config)
         if run_id is None and config == TRAIN_DEFAULTS:  # nothing chosen: say which run that is
             settings = ", ".join(f"{k}={v}" for k, v in run.meta["params"].items())
-            out.log(f"using run {run.key} ({settings}), the default training options; pick another with "
-                    "--run ID or training options such as --lam 0.1 --eta 0.001 (list runs: cifarcli runs)")
+            out.log(
+                f"using run {run.key} ({settings}), the default training options; pick another with "
+                "--run ID or training options such as --lam 0.1 --eta 0.001 (list runs: cifarcli runs)"
+            )
         result = workflows.predict(ws, run, read)
     else:  # nothing to classify: no need to find (or train) the run
         result = {"images": [{"path": image["path"], "error": image["error"]} for image in read]}
@@ -230,8 +276,9 @@ def predict(images: opt.Images, config: TrainConfig, run_id: opt.RunId = None, *
         raise typer.Exit(2)
 
 
-@command("cifarcli export --lam 0.1 --eta 0.001    # → model-<run id>.npz",
-         "cifarcli export --run f8d0f9dc --out model.npz")
+@command(
+    "cifarcli export --lam 0.1 --eta 0.001    # → model-<run id>.npz", "cifarcli export --run f8d0f9dc --out model.npz"
+)
 @opt.training_options
 @opt.common_options("quiet")
 def export(config: TrainConfig, run_id: opt.RunId = None, path: opt.Out = None, *, common: opt.Common):
@@ -244,14 +291,20 @@ def export(config: TrainConfig, run_id: opt.RunId = None, path: opt.Out = None, 
     out.result(result, *views.export_view(result))
 
 
-@command("cifarcli ensemble --run 559822a5 --run f8d0f9dc --run 99f574ed",
-         "cifarcli ensemble --lam 0.1 --eta 0.001 --seeds 1,2,3,4,5",
-         "cifarcli ensemble --loss svm --lam 0.1 --eta 0.001 --seeds 1,2,3 --json")
+@command(
+    "cifarcli ensemble --run 559822a5 --run f8d0f9dc --run 99f574ed",
+    "cifarcli ensemble --lam 0.1 --eta 0.001 --seeds 1,2,3,4,5",
+    "cifarcli ensemble --loss svm --lam 0.1 --eta 0.001 --seeds 1,2,3 --json",
+)
 @opt.training_options(exclude=("seed",))
 @opt.common_options("force", "quiet")
 def ensemble(
-    run_ids: opt.Members = None, seeds: opt.Seeds = None, *, config: TrainConfig,
-    jobs: opt.EnsembleJobs = opt.JOBS, common: opt.Common,
+    run_ids: opt.Members = None,
+    seeds: opt.Seeds = None,
+    *,
+    config: TrainConfig,
+    jobs: opt.EnsembleJobs = opt.JOBS,
+    common: opt.Common,
 ):
     """Combine trained runs: majority vote and mean probabilities (scores for SVM) on validation and test.
 
@@ -265,13 +318,20 @@ def ensemble(
     out.result(result, *views.ensemble_view(result))
 
 
-@command("cifarcli report                      # the study's four settings",
-         "cifarcli report --config my-study.toml --jobs 1",
-         "cifarcli report --brief --pdf --discussion discussion.md")
+@command(
+    "cifarcli report                      # the study's four settings",
+    "cifarcli report --config my-study.toml --jobs 1",
+    "cifarcli report --brief --pdf --discussion discussion.md",
+)
 @opt.common_options("reports_dir", "force", "quiet")
 def report(
-    config: opt.Settings = None, jobs: opt.ReportJobs = opt.JOBS, discussion: opt.Discussion = None,
-    brief: opt.Brief = None, pdf: opt.Pdf = False, *, common: opt.Common,
+    config: opt.Settings = None,
+    jobs: opt.ReportJobs = opt.JOBS,
+    discussion: opt.Discussion = None,
+    brief: opt.Brief = None,
+    pdf: opt.Pdf = False,
+    *,
+    common: opt.Common,
 ):
     """Run or reuse every stage for every setting and write reports/report.md and report.html (--pdf: report.pdf)."""
     from cifarcli import views, workflows
@@ -291,16 +351,19 @@ def _require_a_converged_run(out: Output, result: dict) -> None:
     runs = result.get("runs") or []
     diverged = [run for run in runs if run.get("diverged_at") is not None]
     for run in diverged:
-        out.log(f"run {run['run_id']} ({run['label']}) diverged at epoch {run['diverged_at']}; "
-                "its section in the report says so")
+        out.log(
+            f"run {run['run_id']} ({run['label']}) diverged at epoch {run['diverged_at']}; "
+            "its section in the report says so"
+        )
     sweep = result.get("sweep")
     if runs and len(diverged) == len(runs) and not (sweep and sweep.get("best")):
-        raise WorkFailed(f"every run of the report diverged ({len(runs)} of {len(runs)}); the report was written",
-                         hint="try smaller eta values")
+        raise WorkFailed(
+            f"every run of the report diverged ({len(runs)} of {len(runs)}); the report was written",
+            hint="try smaller eta values",
+        )
 
 
-@command("cifarcli status --lam 0.1 --eta 0.001",
-         "cifarcli status --lam 0 --eta 0.1 --json")
+@command("cifarcli status --lam 0.1 --eta 0.001", "cifarcli status --lam 0 --eta 0.1 --json")
 @opt.training_options
 @opt.common_options()
 def status(config: TrainConfig, common: opt.Common):
@@ -312,14 +375,23 @@ def status(config: TrainConfig, common: opt.Common):
     out.result({"cache_dir": str(ws.cache_dir), "stages": rows}, views.status_view(rows))
 
 
-@command("cifarcli sweep --lam 0,0.01,0.1,1 --eta 0.001,0.01",
-         "cifarcli sweep --lam 0,0.1 --eta 0.001 --n-epochs 20,40 --jobs 2",
-         "cifarcli sweep --lam 0,0.1 --eta 0.001 --shuffle --scheduler tcp://host:8786")
+@command(
+    "cifarcli sweep --lam 0,0.01,0.1,1 --eta 0.001,0.01",
+    "cifarcli sweep --lam 0,0.1 --eta 0.001 --n-epochs 20,40 --jobs 2",
+    "cifarcli sweep --lam 0,0.1 --eta 0.001 --shuffle --scheduler tcp://host:8786",
+)
 @opt.training_options(fixed=True)
 @opt.common_options("reports_dir", "quiet")
 def sweep(
-    lam: opt.GridLam, eta: opt.GridEta, n_batch: opt.GridBatch = None, n_epochs: opt.GridEpochs = None,
-    *, config: dict, jobs: opt.SweepJobs = opt.JOBS, backend: opt.Backend = "local", scheduler: opt.Scheduler = None,
+    lam: opt.GridLam,
+    eta: opt.GridEta,
+    n_batch: opt.GridBatch = None,
+    n_epochs: opt.GridEpochs = None,
+    *,
+    config: dict,
+    jobs: opt.SweepJobs = opt.JOBS,
+    backend: opt.Backend = "local",
+    scheduler: opt.Scheduler = None,
     common: opt.Common,
 ):
     """Train a grid of settings (each an ordinary cached run), pick the best on validation accuracy.
@@ -331,8 +403,11 @@ def sweep(
     from cifarcli.config import make_spec
 
     out, ws = _start(common, jobs)
-    axes = {name: opt.parse_grid(name, text) for name, text in (("lam", lam), ("eta", eta), ("n_batch", n_batch),
-                                                           ("n_epochs", n_epochs)) if text is not None}
+    axes = {
+        name: opt.parse_grid(name, text)
+        for name, text in (("lam", lam), ("eta", eta), ("n_batch", n_batch), ("n_epochs", n_epochs))
+        if text is not None
+    }
     backend = "dask" if scheduler and backend == "local" else backend
     result = sweeping.run_sweep(ws, make_spec(axes, config), backend, scheduler)
     out.result(result, *views.sweep_view(result))
@@ -340,13 +415,22 @@ def sweep(
         raise WorkFailed("every point of the sweep diverged", hint="try smaller --eta values")
 
 
-@command("cifarcli runs                           # every run, best validation accuracy first",
-         "cifarcli runs --where lam=0.1 --where 'eta<0.01' --sort created",
-         "cifarcli runs --diff f8d0f9dc 559822a5   # two runs side by side")
+@command(
+    "cifarcli runs                           # every run, best validation accuracy first",
+    "cifarcli runs --where lam=0.1 --where 'eta<0.01' --sort created",
+    "cifarcli runs --diff f8d0f9dc 559822a5   # two runs side by side",
+)
 @opt.common_options()
 def runs(
-    where: opt.Where = None, split: opt.RunsSplit = None, sort: opt.Sort = "val_acc", reverse: opt.Reverse = False,
-    all_params: opt.AllParams = False, diff: opt.Diff = None, as_csv: opt.Csv = False, *, common: opt.Common,
+    where: opt.Where = None,
+    split: opt.RunsSplit = None,
+    sort: opt.Sort = "val_acc",
+    reverse: opt.Reverse = False,
+    all_params: opt.AllParams = False,
+    diff: opt.Diff = None,
+    as_csv: opt.Csv = False,
+    *,
+    common: opt.Common,
 ):
     """List the trained runs: the settings that differ, final accuracy and cost, test accuracy where evaluated.
 
@@ -360,7 +444,9 @@ def runs(
     if as_csv and common.as_json:
         raise OptionError("csv", "cannot be combined with --json", hint="choose one output format")
     if as_csv and diff is not None:
-        raise OptionError("csv", "lists the runs; it cannot be combined with `diff`", hint="`diff` with --json for a file")
+        raise OptionError(
+            "csv", "lists the runs; it cannot be combined with `diff`", hint="`diff` with --json for a file"
+        )
     if diff is not None:
         result = listing.diff_runs(ws, *diff)
         out.result(result, *views.runs_diff_view(result))
@@ -371,14 +457,18 @@ def runs(
         out.result(result, *(() if common.as_json else views.runs_view(result, out.out.width, all_params)))
 
 
-@command("cifarcli name f8d0f9dc base          # then: cifarcli evaluate --run base",
-         "cifarcli name --remove base", name="name")
+@command(
+    "cifarcli name f8d0f9dc base          # then: cifarcli evaluate --run base",
+    "cifarcli name --remove base",
+    name="name",
+)
 @opt.common_options("quiet")
 def name_run(
     run: Annotated[str | None, typer.Argument(help="The run: its ID, a unique prefix, or its current name.")] = None,
     new_name: Annotated[str | None, typer.Argument(metavar="NAME", help="Its name: 1-64 of A-Z a-z 0-9 . _ -")] = None,
     remove: Annotated[str | None, typer.Option("--remove", metavar="NAME", help="Take this name off its run.")] = None,
-    *, common: opt.Common,
+    *,
+    common: opt.Common,
 ):
     """Name a run, so that any --run accepts the name; a name moves when given to another run."""
     from cifarcli import stages
@@ -388,8 +478,12 @@ def name_run(
     out, ws = _start(common)
     done = stages.set_name(ws, remove or new_name, run)
     moved = f" (it named {done['was']} before)" if done["was"] else ""
-    out.result(done, f"{done['run_id']} is named {done['name']}{moved}" if done["run_id"]
-               else f"removed the name {done['name']} from {done['was']}")
+    out.result(
+        done,
+        f"{done['run_id']} is named {done['name']}{moved}"
+        if done["run_id"]
+        else f"removed the name {done['name']} from {done['was']}",
+    )
 
 
 # -- cache -----------------------------------------------------------------------
@@ -406,17 +500,28 @@ def cache_ls(stage: opt.Stage = None, *, common: opt.Common):
     out.result({"cache_dir": str(ws.cache_dir), "artifacts": rows}, views.cache_table(rows))
 
 
-@cache_command("cifarcli cache clear --dry-run", "cifarcli cache clear --stage plot --yes",
-               "cifarcli cache clear --keep-data --yes", name="clear")
+@cache_command(
+    "cifarcli cache clear --dry-run",
+    "cifarcli cache clear --stage plot --yes",
+    "cifarcli cache clear --keep-data --yes",
+    name="clear",
+)
 @opt.common_options("quiet")
 def cache_clear(
     stage: opt.Stage = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", metavar="", help="Remove without asking (needed without a terminal).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", metavar="", help="List what would be removed; remove nothing.")] = False,
-    keep_data: Annotated[bool, typer.Option("--keep-data", metavar="", help="Keep the dataset and its download.")] = False,
-    *, common: opt.Common,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", metavar="", help="Remove without asking (needed without a terminal).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", metavar="", help="List what would be removed; remove nothing.")
+    ] = False,
+    keep_data: Annotated[
+        bool, typer.Option("--keep-data", metavar="", help="Keep the dataset and its download.")
+    ] = False,
+    *,
+    common: opt.Common,
 ):
-    """Remove cached artifacts (all, or one stage) and any leftovers of interrupted writes; lists them and asks first."""
+    """Remove cached artifacts (all, or one stage) and leftovers of interrupted writes; lists them, asks first."""
     from cifarcli import views
 
     out, ws = _start(common)
@@ -426,8 +531,10 @@ def cache_clear(
         return
     if (plan["stages"] or plan["links"]) and not yes:
         if not (sys.stdin.isatty() and sys.stderr.isatty()):
-            raise CifarError(f"cache clear would remove {views.plan_summary(plan)} from {ws.cache_dir}, and asks first",
-                             hint="add --yes to remove them without a terminal, or --dry-run to list them")
+            raise CifarError(
+                f"cache clear would remove {views.plan_summary(plan)} from {ws.cache_dir}, and asks first",
+                hint="add --yes to remove them without a terminal, or --dry-run to list them",
+            )
         out.err.print(*views.clear_plan_view(plan, ws.cache_dir), sep="\n")
         if not typer.confirm("Remove them?", default=False, err=True):
             out.result({"removed": 0}, "nothing removed")
@@ -459,8 +566,10 @@ def cache_verify(stage: opt.Stage = None, *, common: opt.Common):
     out.result({"checked": len(rows), "damaged": damaged}, views.verify_view(rows))
     if damaged:
         named = ", ".join(f"{row['stage']}/{row['key']}" for row in damaged[:3]) + (" …" if len(damaged) > 3 else "")
-        raise WorkFailed(f"{len(damaged)} damaged artifact(s): {named}",
-                         hint="they are recomputed on next use, or run cifarcli cache clear")
+        raise WorkFailed(
+            f"{len(damaged)} damaged artifact(s): {named}",
+            hint="they are recomputed on next use, or run cifarcli cache clear",
+        )
 
 
 def main() -> None:

@@ -44,24 +44,33 @@ from typing import Any
 from .errors import CifarError, OptionError, shown
 from .files import UnsafeFile, read_small
 
-STAGE_NAMES = ("dataset", "gradcheck", "train", "evaluate", "plot", "report", "sweep", "comparison",
-               "ensemble")   # stages.STAGES
+STAGE_NAMES = (
+    "dataset",
+    "gradcheck",
+    "train",
+    "evaluate",
+    "plot",
+    "report",
+    "sweep",
+    "comparison",
+    "ensemble",
+)  # stages.STAGES
 SPLITS = ("seed", "dd2424", "full")
 DTYPES = ("float32", "float64")
 INITS = ("normal", "xavier")
-KEEPS = ("last", "best")      # --keep: the weights of the last epoch, or of the best on validation
+KEEPS = ("last", "best")  # --keep: the weights of the last epoch, or of the best on validation
 HISTORY_KEYS = ("epoch", "train_loss", "train_cost", "train_acc", "val_loss", "val_cost", "val_acc")  # a run's rows
 # float32 by measurement: test accuracy equal to float64 within 1e-4 on the stable settings and
 # about twice as fast (`benchmarks/bench_train.py --compare-dtypes`); the unstable setting moves as with
 # any rounding change.
 DEFAULT_DTYPE = "float32"
-GRADCHECK_TOL = 1e-6          # the verdict's bound on the max relative error (the course's)
-MAX_EPOCHS = 100_000          # bounds far beyond any real use: a typo is an error, not days of training
-MAX_SEED = 2 ** 63 - 1        # a seed fits the int64 that `export` writes
-MAX_LAM = 1e10                # near 1e38, λ‖W‖² overflows float32 and the initial cost is already inf
-MAX_SEEDS = 100               # runs one --seeds / [ensemble] starts: 5,000 seeds were 5,000 trainings
-MIN_COLUMNS = 40              # a narrower terminal (COLUMNS=0 printed nothing, 1-20 tables lost their digits) wraps
-ORPHAN_CHECK_SECONDS = 0.5    # how often a worker process checks that its parent is alive (kill -9 left them training)
+GRADCHECK_TOL = 1e-6  # the verdict's bound on the max relative error (the course's)
+MAX_EPOCHS = 100_000  # bounds far beyond any real use: a typo is an error, not days of training
+MAX_SEED = 2**63 - 1  # a seed fits the int64 that `export` writes
+MAX_LAM = 1e10  # near 1e38, λ‖W‖² overflows float32 and the initial cost is already inf
+MAX_SEEDS = 100  # runs one --seeds / [ensemble] starts: 5,000 seeds were 5,000 trainings
+MIN_COLUMNS = 40  # a narrower terminal (COLUMNS=0 printed nothing, 1-20 tables lost their digits) wraps
+ORPHAN_CHECK_SECONDS = 0.5  # how often a worker process checks that its parent is alive (kill -9 left them training)
 
 # A run's name (``train --name``, ``cifarcli name``): plain characters, and never all hex digits,
 # so that no name can read as a run-ID prefix.
@@ -98,7 +107,7 @@ def is_int(x) -> bool:
 
 
 def is_bool(x) -> bool:
-    return isinstance(x, bool) or type(x).__name__ == "bool_"   # numpy.bool_ is no int subclass
+    return isinstance(x, bool) or type(x).__name__ == "bool_"  # numpy.bool_ is no int subclass
 
 
 @functools.cache
@@ -137,12 +146,12 @@ class TrainConfig:
     decay_factor: float = 1.0
     init: str = "normal"
     loss: str = "softmax"
-    patience: int = 0             # early stopping: stop when validation accuracy has not improved for this many epochs
-    keep: str = "last"            # "best": keep the weights of the epoch with the highest validation accuracy
+    patience: int = 0  # early stopping: stop when validation accuracy has not improved for this many epochs
+    keep: str = "last"  # "best": keep the weights of the epoch with the highest validation accuracy
 
     @property
     def stops_early(self) -> bool:
-        """Whether early stopping is on: --patience > 0 or --keep best (the training loop then tracks the best epoch)."""
+        """Whether early stopping is on: patience > 0 or keep best (the training loop then tracks the best epoch)."""
         return self.patience > 0 or self.keep == "best"
 
     @property
@@ -155,42 +164,85 @@ class TrainConfig:
         """Whether the step decay changes anything (it needs both decay_every > 0 and decay_factor < 1)."""
         return self.decay_every > 0 and self.decay_factor < 1
 
-    def validate(self, n_train: int | None = None) -> "TrainConfig":
+    def validate(self, n_train: int | None = None) -> TrainConfig:
         """Raise OptionError naming the setting when a value is out of range."""
-        _require(is_real(self.eta) and math.isfinite(self.eta) and self.eta > 0, "eta",
-                 f"the learning rate must be a finite number > 0, got {shown(self.eta)}", "the study uses 0.001 (and 0.1)")
-        _require(is_real(self.lam) and math.isfinite(self.lam) and 0 <= self.lam <= MAX_LAM, "lam",
-                 f"the regularisation must be a finite number from 0 to {MAX_LAM:g}, got {shown(self.lam)}",
-                 "the study uses 0, 0.1 and 1")
-        _require(is_int(self.n_epochs) and 1 <= self.n_epochs <= MAX_EPOCHS, "n_epochs",
-                 f"must be an integer from 1 to {MAX_EPOCHS}, got {shown(self.n_epochs)}", "the study uses 40")
-        _require(is_int(self.n_batch) and self.n_batch >= 1, "n_batch",
-                 f"must be an integer >= 1, got {shown(self.n_batch)}", "the study uses 100")
-        _require(n_train is None or self.n_batch <= n_train, "n_batch",
-                 f"{self.n_batch} is larger than the training split ({n_train} images)", f"use at most {n_train}")
-        _require(is_int(self.seed) and 0 <= self.seed <= MAX_SEED, "seed",
-                 f"must be an integer from 0 to {MAX_SEED} (2**63 - 1), got {shown(self.seed)}", "the default is 42")
-        _require(self.split in SPLITS, "split", f"unknown split {shown(self.split)}", f"use one of: {', '.join(SPLITS)}")
-        _require(is_int(self.val_size) and 1 <= self.val_size <= MAX_SEED, "val_size",
-                 f"must be an integer >= 1, got {shown(self.val_size)}", "the default is 1000")
-        _require(self.dtype in DTYPES, "dtype", f"unknown dtype {shown(self.dtype)}", f"use one of: {', '.join(DTYPES)}")
-        _require(is_bool(self.shuffle), "shuffle",
-                 f"must be true or false, got {shown(self.shuffle)}")
-        _require(is_real(self.flip) and 0 <= self.flip <= 1, "flip",
-                 f"the flip probability must be a number in [0, 1], got {shown(self.flip)}",
-                 "0 turns flipping off; the course uses 0.5")
-        _require(is_int(self.decay_every) and 0 <= self.decay_every <= MAX_EPOCHS, "decay_every",
-                 f"must be an integer from 0 (no decay) to {MAX_EPOCHS}, got {shown(self.decay_every)}",
-                 "e.g. every 10 epochs, with a decay factor of 0.1")
-        _require(is_real(self.decay_factor) and 0 < self.decay_factor <= 1, "decay_factor",
-                 f"must be a number in (0, 1], got {shown(self.decay_factor)}",
-                 "η is multiplied by it at every decay step; e.g. 0.1")
-        _require(self.init in INITS, "init", f"unknown initialisation {shown(self.init)}",
-                 f"use one of: {', '.join(INITS)}")
+        _require(
+            is_real(self.eta) and math.isfinite(self.eta) and self.eta > 0,
+            "eta",
+            f"the learning rate must be a finite number > 0, got {shown(self.eta)}",
+            "the study uses 0.001 (and 0.1)",
+        )
+        _require(
+            is_real(self.lam) and math.isfinite(self.lam) and 0 <= self.lam <= MAX_LAM,
+            "lam",
+            f"the regularisation must be a finite number from 0 to {MAX_LAM:g}, got {shown(self.lam)}",
+            "the study uses 0, 0.1 and 1",
+        )
+        _require(
+            is_int(self.n_epochs) and 1 <= self.n_epochs <= MAX_EPOCHS,
+            "n_epochs",
+            f"must be an integer from 1 to {MAX_EPOCHS}, got {shown(self.n_epochs)}",
+            "the study uses 40",
+        )
+        _require(
+            is_int(self.n_batch) and self.n_batch >= 1,
+            "n_batch",
+            f"must be an integer >= 1, got {shown(self.n_batch)}",
+            "the study uses 100",
+        )
+        _require(
+            n_train is None or self.n_batch <= n_train,
+            "n_batch",
+            f"{self.n_batch} is larger than the training split ({n_train} images)",
+            f"use at most {n_train}",
+        )
+        _require(
+            is_int(self.seed) and 0 <= self.seed <= MAX_SEED,
+            "seed",
+            f"must be an integer from 0 to {MAX_SEED} (2**63 - 1), got {shown(self.seed)}",
+            "the default is 42",
+        )
+        _require(
+            self.split in SPLITS, "split", f"unknown split {shown(self.split)}", f"use one of: {', '.join(SPLITS)}"
+        )
+        _require(
+            is_int(self.val_size) and 1 <= self.val_size <= MAX_SEED,
+            "val_size",
+            f"must be an integer >= 1, got {shown(self.val_size)}",
+            "the default is 1000",
+        )
+        _require(
+            self.dtype in DTYPES, "dtype", f"unknown dtype {shown(self.dtype)}", f"use one of: {', '.join(DTYPES)}"
+        )
+        _require(is_bool(self.shuffle), "shuffle", f"must be true or false, got {shown(self.shuffle)}")
+        _require(
+            is_real(self.flip) and 0 <= self.flip <= 1,
+            "flip",
+            f"the flip probability must be a number in [0, 1], got {shown(self.flip)}",
+            "0 turns flipping off; the course uses 0.5",
+        )
+        _require(
+            is_int(self.decay_every) and 0 <= self.decay_every <= MAX_EPOCHS,
+            "decay_every",
+            f"must be an integer from 0 (no decay) to {MAX_EPOCHS}, got {shown(self.decay_every)}",
+            "e.g. every 10 epochs, with a decay factor of 0.1",
+        )
+        _require(
+            is_real(self.decay_factor) and 0 < self.decay_factor <= 1,
+            "decay_factor",
+            f"must be a number in (0, 1], got {shown(self.decay_factor)}",
+            "η is multiplied by it at every decay step; e.g. 0.1",
+        )
+        _require(
+            self.init in INITS, "init", f"unknown initialisation {shown(self.init)}", f"use one of: {', '.join(INITS)}"
+        )
         _require(self.loss in LOSSES, "loss", f"unknown loss {shown(self.loss)}", f"use one of: {', '.join(LOSSES)}")
-        _require(is_int(self.patience) and 0 <= self.patience <= MAX_EPOCHS, "patience",
-                 f"must be an integer from 0 (off) to {MAX_EPOCHS}, got {shown(self.patience)}",
-                 "stop when validation accuracy has not improved for this many epochs, e.g. 20")
+        _require(
+            is_int(self.patience) and 0 <= self.patience <= MAX_EPOCHS,
+            "patience",
+            f"must be an integer from 0 (off) to {MAX_EPOCHS}, got {shown(self.patience)}",
+            "stop when validation accuracy has not improved for this many epochs, e.g. 20",
+        )
         _require(self.keep in KEEPS, "keep", f"unknown choice {shown(self.keep)}", f"use one of: {', '.join(KEEPS)}")
         return self
 
@@ -202,9 +254,15 @@ class TrainConfig:
         type, so flip=1 and flip=1.0 are one run), and the two decay options
         only when the decay is on (both set), since otherwise they change nothing.
         """
-        params = {"lam": float(self.lam), "eta": float(self.eta), "n_epochs": int(self.n_epochs),
-                  "n_batch": int(self.n_batch), "seed": int(self.seed), "split": self.split,
-                  "dtype": self.dtype}
+        params = {
+            "lam": float(self.lam),
+            "eta": float(self.eta),
+            "n_epochs": int(self.n_epochs),
+            "n_batch": int(self.n_batch),
+            "seed": int(self.seed),
+            "split": self.split,
+            "dtype": self.dtype,
+        }
         if self.split == "full":
             params["val_size"] = int(self.val_size)
         for setting in fields(self):
@@ -236,36 +294,65 @@ class GradcheckConfig:
     """The gradient check: the first ``n_samples`` training images, the first ``n_dims`` dimensions."""
 
     n_samples: int = 100
-    n_dims: int | None = None   # None: all 3072
+    n_dims: int | None = None  # None: all 3072
     lams: tuple = (0.0, 0.1)
     h: float = 1e-6
     seed: int = 42
     loss: str = "softmax"
 
-    def validate(self) -> "GradcheckConfig":
+    def validate(self) -> GradcheckConfig:
         """Refuse, naming the setting and its range, any value the check cannot use.
 
         An empty ``lams`` is refused: it used to report a PASS with nothing checked.
         """
-        _require(is_int(self.n_samples) and self.n_samples >= 1, "n_samples",
-                 f"must be an integer >= 1 (images), got {shown(self.n_samples)}", "the default is 100")
-        _require(self.n_dims is None or (is_int(self.n_dims) and self.n_dims >= 1), "n_dims",
-                 f"must be an integer >= 1 (input dimensions), got {shown(self.n_dims)}", "leave it out to check all 3072")
-        _require(isinstance(self.lams, (list, tuple)) and len(self.lams) > 0, "lams",
-                 f"must list at least one λ, got {shown(self.lams)}", "e.g. 0 and 0.1")
+        _require(
+            is_int(self.n_samples) and self.n_samples >= 1,
+            "n_samples",
+            f"must be an integer >= 1 (images), got {shown(self.n_samples)}",
+            "the default is 100",
+        )
+        _require(
+            self.n_dims is None or (is_int(self.n_dims) and self.n_dims >= 1),
+            "n_dims",
+            f"must be an integer >= 1 (input dimensions), got {shown(self.n_dims)}",
+            "leave it out to check all 3072",
+        )
+        _require(
+            isinstance(self.lams, (list, tuple)) and len(self.lams) > 0,
+            "lams",
+            f"must list at least one λ, got {shown(self.lams)}",
+            "e.g. 0 and 0.1",
+        )
         for lam in self.lams:
-            _require(is_real(lam) and math.isfinite(lam) and lam >= 0, "lams",
-                     f"each λ must be a finite number >= 0, got {shown(lam)}", "e.g. 0 and 0.1")
-        _require(is_real(self.h) and math.isfinite(self.h) and 0 < self.h <= 1, "h",
-                 f"the finite-difference step must be a number in (0, 1], got {shown(self.h)}", "the default is 1e-6")
-        _require(is_int(self.seed) and 0 <= self.seed <= MAX_SEED, "seed",
-                 f"must be an integer from 0 to 2**63 - 1, got {shown(self.seed)}", "the default is 42")
+            _require(
+                is_real(lam) and math.isfinite(lam) and lam >= 0,
+                "lams",
+                f"each λ must be a finite number >= 0, got {shown(lam)}",
+                "e.g. 0 and 0.1",
+            )
+        _require(
+            is_real(self.h) and math.isfinite(self.h) and 0 < self.h <= 1,
+            "h",
+            f"the finite-difference step must be a number in (0, 1], got {shown(self.h)}",
+            "the default is 1e-6",
+        )
+        _require(
+            is_int(self.seed) and 0 <= self.seed <= MAX_SEED,
+            "seed",
+            f"must be an integer from 0 to 2**63 - 1, got {shown(self.seed)}",
+            "the default is 42",
+        )
         _require(self.loss in LOSSES, "loss", f"unknown loss {shown(self.loss)}", f"use one of: {', '.join(LOSSES)}")
         return self
 
     def key_params(self) -> dict:
-        params = {"n_samples": self.n_samples, "n_dims": self.n_dims, "lams": [float(lam) for lam in self.lams],
-                  "h": self.h, "seed": self.seed}
+        params = {
+            "n_samples": self.n_samples,
+            "n_dims": self.n_dims,
+            "lams": [float(lam) for lam in self.lams],
+            "h": self.h,
+            "seed": self.seed,
+        }
         if self.loss != "softmax":  # only a non-default loss enters the key: existing gradcheck keys stay
             params["loss"] = self.loss
         return params
@@ -277,7 +364,7 @@ GRADCHECK_DEFAULTS = GradcheckConfig()
 # -- sweeps ---------------------------------------------------------------------------
 
 
-GRID = {"lam": float, "eta": float, "n_batch": int, "n_epochs": int}   # the axes, and their types
+GRID = {"lam": float, "eta": float, "n_batch": int, "n_epochs": int}  # the axes, and their types
 
 
 def grid_values(option: str, values: Any, kind: type) -> list:
@@ -315,8 +402,10 @@ class SweepSpec:
 
     def configs(self) -> list[TrainConfig]:
         """One TrainConfig per point, in grid order (λ slowest, epochs fastest)."""
-        return [TrainConfig(lam=lam, eta=eta, n_batch=nb, n_epochs=ne, **self.fixed)
-                for lam, eta, nb, ne in itertools.product(self.lam, self.eta, self.n_batch, self.n_epochs)]
+        return [
+            TrainConfig(lam=lam, eta=eta, n_batch=nb, n_epochs=ne, **self.fixed)
+            for lam, eta, nb, ne in itertools.product(self.lam, self.eta, self.n_batch, self.n_epochs)
+        ]
 
     def varying(self) -> list[str]:
         """The axes besides λ and η that take more than one value."""
@@ -336,8 +425,9 @@ def make_spec(axes: dict[str, Any], fixed: dict | None = None) -> SweepSpec:
     fixed = dict(fixed or {})
     unknown = [k for k in fixed if k not in train_fields() or k in GRID]
     if unknown:
-        raise OptionError(unknown[0], "is not a training option a sweep can fix",
-                          hint="known: " + ", ".join(sorted(train_fields())))
+        raise OptionError(
+            unknown[0], "is not a training option a sweep can fix", hint="known: " + ", ".join(sorted(train_fields()))
+        )
     spec = SweepSpec(**{k: tuple(v) for k, v in values.items()}, fixed=fixed)
     spec.configs()[0].validate()  # the fixed options, named as in `cifarcli train`
     return spec
@@ -346,8 +436,12 @@ def make_spec(axes: dict[str, Any], fixed: dict | None = None) -> SweepSpec:
 # -- the report's settings file ------------------------------------------------------
 
 
-STUDY = (TrainConfig(lam=0.0, eta=0.1), TrainConfig(lam=0.0, eta=0.001), TrainConfig(lam=0.1, eta=0.001),
-         TrainConfig(lam=1.0, eta=0.001))
+STUDY = (
+    TrainConfig(lam=0.0, eta=0.1),
+    TrainConfig(lam=0.0, eta=0.001),
+    TrainConfig(lam=0.1, eta=0.001),
+    TrainConfig(lam=1.0, eta=0.001),
+)
 
 
 SETTINGS_HINT = "a settings file holds [defaults], [gradcheck], [[run]], [sweep] and [ensemble] tables of plain values"
@@ -355,12 +449,12 @@ SETTINGS_HINT = "a settings file holds [defaults], [gradcheck], [[run]], [sweep]
 
 @dataclass
 class ReportSettings:
-    runs: list = field(default_factory=lambda: list(STUDY))     # list[TrainConfig]
+    runs: list = field(default_factory=lambda: list(STUDY))  # list[TrainConfig]
     gradcheck: GradcheckConfig = GRADCHECK_DEFAULTS
-    sweep: SweepSpec | None = None                              # with a [sweep] table
-    ensemble: list | None = None                                # with an [ensemble] table: its members' TrainConfigs
-    discussion: Path | None = None                              # [report] discussion = "FILE" (beside the settings)
-    brief: bool = False                                         # [report] brief = true
+    sweep: SweepSpec | None = None  # with a [sweep] table
+    ensemble: list | None = None  # with an [ensemble] table: its members' TrainConfigs
+    discussion: Path | None = None  # [report] discussion = "FILE" (beside the settings)
+    brief: bool = False  # [report] brief = true
 
 
 def load_settings(path: Path | None) -> ReportSettings:
@@ -386,23 +480,37 @@ def load_settings(path: Path | None) -> ReportSettings:
     _known(document, {"defaults", "gradcheck", "run", "sweep", "ensemble", "report"}, f"{path}")
     defaults = _table(document, "defaults", path)
     runs = document.get("run", [])
-    if not isinstance(runs, list) or not (runs or "sweep" in document or "ensemble" in document) or \
-            not all(isinstance(run, dict) for run in runs):
-        raise CifarError(f"{path}: needs at least one [[run]] table (or a [sweep] table)",
-                         hint="see docs/report.md, the settings file")
+    if (
+        not isinstance(runs, list)
+        or not (runs or "sweep" in document or "ensemble" in document)
+        or not all(isinstance(run, dict) for run in runs)
+    ):
+        raise CifarError(
+            f"{path}: needs at least one [[run]] table (or a [sweep] table)",
+            hint="see docs/report.md, the settings file",
+        )
     configs = [_run_config({**defaults, **run}, f"{path}: run {i + 1}") for i, run in enumerate(runs)]
     _no_duplicate_runs(configs, path)
     gradcheck = _gradcheck_config(_table(document, "gradcheck", path), f"{path}: [gradcheck]")
     sweep = _sweep_spec(_table(document, "sweep", path), defaults, f"{path}: [sweep]") if "sweep" in document else None
-    ensemble = (_ensemble_configs(_table(document, "ensemble", path), defaults, f"{path}: [ensemble]")
-                if "ensemble" in document else None)
+    ensemble = (
+        _ensemble_configs(_table(document, "ensemble", path), defaults, f"{path}: [ensemble]")
+        if "ensemble" in document
+        else None
+    )
     report = _table(document, "report", path)
     _known(report, {"discussion", "brief"}, f"{path}: [report]")
     if not isinstance(report.get("discussion", ""), str) or not isinstance(report.get("brief", False), bool):
         raise CifarError(f"{path}: [report] discussion must be a file name (a string) and brief true or false")
     discussion = Path(path).parent / report["discussion"] if report.get("discussion") else None
-    return ReportSettings(runs=configs, gradcheck=gradcheck, sweep=sweep, ensemble=ensemble, discussion=discussion,
-                          brief=report.get("brief", False))
+    return ReportSettings(
+        runs=configs,
+        gradcheck=gradcheck,
+        sweep=sweep,
+        ensemble=ensemble,
+        discussion=discussion,
+        brief=report.get("brief", False),
+    )
 
 
 def _no_duplicate_runs(configs: list[TrainConfig], path) -> None:
@@ -411,16 +519,22 @@ def _no_duplicate_runs(configs: list[TrainConfig], path) -> None:
     for i, config in enumerate(configs):
         key = json.dumps(config.key_params(), sort_keys=True)
         if key in seen:
-            raise CifarError(f"{path}: run {seen[key] + 1} and run {i + 1} are the same setting "
-                             f"(λ={config.lam:g}, η={config.eta:g})", hint="remove one of the two [[run]] tables")
+            raise CifarError(
+                f"{path}: run {seen[key] + 1} and run {i + 1} are the same setting "
+                f"(λ={config.lam:g}, η={config.eta:g})",
+                hint="remove one of the two [[run]] tables",
+            )
         seen[key] = i
 
 
 def check_seeds(seeds: list[int]) -> list[int]:
     """An ensemble's seeds, one training each: at most ``MAX_SEEDS`` of them."""
     if len(seeds) > MAX_SEEDS:
-        raise OptionError("seeds", f"at most {MAX_SEEDS} seeds (one training each), got {len(seeds)}",
-                          hint="an ensemble gains little beyond a few members")
+        raise OptionError(
+            "seeds",
+            f"at most {MAX_SEEDS} seeds (one training each), got {len(seeds)}",
+            hint="an ensemble gains little beyond a few members",
+        )
     return seeds
 
 
@@ -430,10 +544,16 @@ def _ensemble_configs(table: dict, defaults: dict, where: str) -> list[TrainConf
     if "seed" in table:  # each member's seed is one of seeds: a lone seed would be dropped without a word
         raise CifarError(f"{where}: seed is taken from seeds; leave it out", hint="e.g. seeds = [5, 6, 7]")
     seeds = table.get("seeds")
-    if not isinstance(seeds, list) or len(seeds) < 2 or not all(is_int(s) for s in seeds) \
-            or len(set(seeds)) != len(seeds):
-        raise CifarError(f"{where}: seeds must list two or more different integers, got {shown(seeds)}",
-                         hint="e.g. seeds = [1, 2, 3, 4, 5]")
+    if (
+        not isinstance(seeds, list)
+        or len(seeds) < 2
+        or not all(is_int(s) for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        raise CifarError(
+            f"{where}: seeds must list two or more different integers, got {shown(seeds)}",
+            hint="e.g. seeds = [1, 2, 3, 4, 5]",
+        )
     _named(where, lambda: check_seeds(seeds))
     run = {k: v for k, v in table.items() if k != "seeds"}
     return [_run_config({**defaults, **run, "seed": seed}, where) for seed in seeds]

@@ -34,8 +34,8 @@ from cifarcli import __version__
 from cifarcli.errors import CifarError, WorkFailed, disk_error, human_size
 from cifarcli.safe_pickle import UnsafePickle, load_batch_pickle
 
-PIXELS = 3072            # 32 x 32 x 3, stored as 1024 R, 1024 G, 1024 B
-RECORD = PIXELS + 1      # binary layout: one label byte, then the pixels
+PIXELS = 3072  # 32 x 32 x 3, stored as 1024 R, 1024 G, 1024 B
+RECORD = PIXELS + 1  # binary layout: one label byte, then the pixels
 N_CLASSES = 10
 TRAIN_BATCHES = 5
 
@@ -55,10 +55,18 @@ class OfficialArchive:
 
 
 OFFICIAL: dict[str, OfficialArchive] = {
-    "binary": OfficialArchive("binary", "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
-                              "c32a1d4ab5d03f1284b67883e8d87530", 170052171),
-    "python": OfficialArchive("python", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                              "c58f30108f718f92721af3b95e74349a", 170498071),
+    "binary": OfficialArchive(
+        "binary",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+        "c32a1d4ab5d03f1284b67883e8d87530",
+        170052171,
+    ),
+    "python": OfficialArchive(
+        "python",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a",
+        170498071,
+    ),
 }
 
 # No CIFAR-10 copy is larger: the official archives are 170 MB and an uncompressed .tar of
@@ -98,10 +106,12 @@ class _Layout:
 
 
 LAYOUTS = {
-    "binary": _Layout("cifar-10-batches-bin", tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
-                      "test_batch.bin", "batches.meta.txt"),
-    "python": _Layout("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
-                      "test_batch", "batches.meta"),
+    "binary": _Layout(
+        "cifar-10-batches-bin", tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin", "batches.meta.txt"
+    ),
+    "python": _Layout(
+        "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"
+    ),
 }
 _FORMAT_OF_FOLDER = {layout.folder: fmt for fmt, layout in LAYOUTS.items()}
 # Official archives ship readme.html; repackaged copies (like the shared stand-in) readme.txt.
@@ -109,6 +119,7 @@ _IGNORED = frozenset({"readme.html", "readme.txt"})
 
 
 # --------------------------------------------------------------------------- finding
+
 
 def is_url(source: str) -> bool:
     """True for an http:// or https:// address (anything else is a local path)."""
@@ -159,6 +170,7 @@ def find_local_copy(search_dirs: list[Path] | None = None) -> Path | None:
 
 # --------------------------------------------------------------------------- checksums
 
+
 def _hashers() -> tuple:
     # md5 identifies the official archives; it is not used for security (FIPS builds care).
     return hashlib.md5(usedforsecurity=False), hashlib.sha256()
@@ -203,8 +215,10 @@ def content_sha256(dataset: Cifar10) -> str:
     binary archive, a python archive and either extracted folder of the same images agree.
     """
     digest = hashlib.sha256()
-    arrays = [np.ascontiguousarray(a, dtype=np.uint8)
-              for a in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y)]
+    arrays = [
+        np.ascontiguousarray(a, dtype=np.uint8)
+        for a in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y)
+    ]
     digest.update(f"cifar10-content-1 {[a.shape for a in arrays]}\0".encode())
     for array in arrays:
         digest.update(memoryview(array).cast("B"))
@@ -213,6 +227,7 @@ def content_sha256(dataset: Cifar10) -> str:
 
 
 # --------------------------------------------------------------------------- reading
+
 
 def read_cifar10(path: Path, on_member: Callable[[str], None] | None = None) -> tuple[Cifar10, str]:
     """Read an official archive (``.tar.gz``, any name) or an extracted batches folder.
@@ -238,8 +253,10 @@ def _batches_folder(path: Path) -> tuple[Path, str]:
             # lexists, not is_file: a FIFO or device under an official name is refused by name later.
             if any(os.path.lexists(candidate / name) for name in layout.required):
                 return candidate, fmt
-    raise CifarError(f"{path} holds no CIFAR-10 batch files and no archive named {', '.join(ARCHIVE_NAMES)}",
-                     hint="expected a cifar-10-batches-py/ or cifar-10-batches-bin/ folder, or an archive")
+    raise CifarError(
+        f"{path} holds no CIFAR-10 batch files and no archive named {', '.join(ARCHIVE_NAMES)}",
+        hint="expected a cifar-10-batches-py/ or cifar-10-batches-bin/ folder, or an archive",
+    )
 
 
 def _read_folder_files(folder: Path, layout: _Layout, on_member=None) -> dict[str, bytes]:
@@ -262,8 +279,12 @@ def _read_folder_files(folder: Path, layout: _Layout, on_member=None) -> dict[st
 # --------------------------------------------------------------------------- local sources
 
 # What a path can be besides a regular file or a folder; each would block or never end when read.
-_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def file_kind(mode: int) -> str:
@@ -306,10 +327,15 @@ def _stat(path: Path) -> os.stat_result:
 
 def _check_regular(path: Path, st: os.stat_result, limit: int, what: str) -> None:
     if not stat.S_ISREG(st.st_mode):
-        raise CifarError(f"{path} is {file_kind(st.st_mode)}, not a CIFAR-10 {what}; refusing to read it", hint=_COPY_HINT)
+        raise CifarError(
+            f"{path} is {file_kind(st.st_mode)}, not a CIFAR-10 {what}; refusing to read it", hint=_COPY_HINT
+        )
     if st.st_size > limit:
-        raise CifarError(f"{path} is {human_size(st.st_size)}, far larger than any CIFAR-10 {what} "
-                         f"(at most {human_size(limit)}); refusing to read it", hint=_COPY_HINT)
+        raise CifarError(
+            f"{path} is {human_size(st.st_size)}, far larger than any CIFAR-10 {what} "
+            f"(at most {human_size(limit)}); refusing to read it",
+            hint=_COPY_HINT,
+        )
 
 
 def _open_regular(path: Path, limit: int, what: str):
@@ -344,8 +370,10 @@ def _is_gzip(path: Path) -> bool:
         return True
     if head[257:262] == b"ustar":
         return False
-    raise CifarError(f"{path} is not a CIFAR-10 archive (neither gzip nor tar)",
-                     hint="expected cifar-10-binary.tar.gz, cifar-10-python.tar.gz or an extracted folder")
+    raise CifarError(
+        f"{path} is not a CIFAR-10 archive (neither gzip nor tar)",
+        hint="expected cifar-10-binary.tar.gz, cifar-10-python.tar.gz or an extracted folder",
+    )
 
 
 def _read_archive(path: Path, on_member=None) -> tuple[str, dict[str, bytes]]:
@@ -363,8 +391,10 @@ def _read_archive(path: Path, on_member=None) -> tuple[str, dict[str, bytes]]:
     except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
         raise CifarError(f"{path.name}: damaged or truncated archive ({exc})", setting="source") from exc
     if fmt is None:
-        raise CifarError(f"{path.name}: archive holds no cifar-10-batches-bin/ or cifar-10-batches-py/ folder",
-                         hint="expected cifar-10-binary.tar.gz or cifar-10-python.tar.gz")
+        raise CifarError(
+            f"{path.name}: archive holds no cifar-10-batches-bin/ or cifar-10-batches-py/ folder",
+            hint="expected cifar-10-binary.tar.gz or cifar-10-python.tar.gz",
+        )
     return fmt, files
 
 
@@ -407,8 +437,7 @@ def _check_member(info: tarfile.TarInfo, fmt: str | None) -> tuple[str, str | No
     parts = PurePosixPath(name).parts
     if name.startswith("/") or ".." in parts:
         raise CifarError(f"archive member {name!r} points outside the archive folder; refusing it")
-    for is_kind, kind in ((info.issym, "a symlink"), (info.islnk, "a hard link"),
-                          (info.isdev, "a device or fifo")):
+    for is_kind, kind in ((info.issym, "a symlink"), (info.islnk, "a hard link"), (info.isdev, "a device or fifo")):
         if is_kind():
             raise CifarError(f"archive member {name!r} is {kind}; refusing it")
     member_fmt = _FORMAT_OF_FOLDER.get(parts[0]) if parts else None
@@ -481,12 +510,15 @@ def _check_names(names: list, where: str) -> tuple[str, ...]:
         control = next((c for c in name if unicodedata.category(c) == "Cc"), None)
         if control is not None:
             # repr: the message itself must not carry the control character to the terminal.
-            raise CifarError(f"{where}: class name {i} {name!r} holds the control character "
-                             f"U+{ord(control):04X}; refusing it", hint="class names must be printable text")
+            raise CifarError(
+                f"{where}: class name {i} {name!r} holds the control character U+{ord(control):04X}; refusing it",
+                hint="class names must be printable text",
+            )
     return tuple(names)
 
 
 # ---- binary layout
+
 
 def _binary_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Records of 1 label byte + 3072 pixels -> (x view (N, 3072), y view (N,)), no copy."""
@@ -509,6 +541,7 @@ def _binary_names(data: bytes, where: str) -> tuple[str, ...]:
 
 
 # ---- python layout (pickles)
+
 
 def _unpickle(data: bytes, where: str):
     if not data:
@@ -556,6 +589,7 @@ def _python_names(data: bytes, where: str) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------- download
 
+
 class _Transient(Exception):
     """A failure worth retrying (timeouts, cut connections, 5xx)."""
 
@@ -567,8 +601,9 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
         old, new = urlsplit(req.full_url).scheme, urlsplit(newurl).scheme
         if new not in ("http", "https") or (old == "https" and new != "https"):
             fp.close()
-            raise CifarError(f"refusing redirect from {req.full_url} to {newurl} (insecure or not HTTP)",
-                             setting="source")
+            raise CifarError(
+                f"refusing redirect from {req.full_url} to {newurl} (insecure or not HTTP)", setting="source"
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -601,10 +636,19 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(self._connection, req, context=self._context)
 
 
-def download(url: str, dest: Path, *, md5: str | None = None, sha256: str | None = None,
-             expected_size: int | None = None, on_progress: Callable[[int, int | None], None] | None = None,
-             connect_timeout: float = 10, read_timeout: float = 60, retries: int = 4,
-             backoff: float = 1.0) -> Path:
+def download(
+    url: str,
+    dest: Path,
+    *,
+    md5: str | None = None,
+    sha256: str | None = None,
+    expected_size: int | None = None,
+    on_progress: Callable[[int, int | None], None] | None = None,
+    connect_timeout: float = 10,
+    read_timeout: float = 60,
+    retries: int = 4,
+    backoff: float = 1.0,
+) -> Path:
     """Download ``url`` to ``dest`` through ``dest.part``, resuming, retrying and verifying.
 
     Nothing is ever left under ``dest`` unless its size and checksums (when
@@ -620,8 +664,7 @@ def download(url: str, dest: Path, *, md5: str | None = None, sha256: str | None
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise disk_error(exc, dest.parent, expected_size) from None
-    opener = urllib.request.build_opener(_RedirectHandler, _HTTPHandler(read_timeout),
-                                         _HTTPSHandler(read_timeout))
+    opener = urllib.request.build_opener(_RedirectHandler, _HTTPHandler(read_timeout), _HTTPSHandler(read_timeout))
     failures = 0
     while True:
         before = _size(part)
@@ -631,8 +674,9 @@ def download(url: str, dest: Path, *, md5: str | None = None, sha256: str | None
         except _Transient as exc:
             failures = 1 if _size(part) > before else failures + 1
             if failures > retries:
-                raise WorkFailed(f"cannot download {url}: {exc} (gave up after {retries} retries)",
-                                 setting="source") from exc
+                raise WorkFailed(
+                    f"cannot download {url}: {exc} (gave up after {retries} retries)", setting="source"
+                ) from exc
             time.sleep(backoff * 2 ** (failures - 1))
     _verify(url, part, md5, sha256, expected_size)
     os.replace(part, dest)
@@ -646,8 +690,14 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _fetch(opener, url: str, part: Path, expected_size: int | None,
-           on_progress: Callable[[int, int | None], None] | None, timeout: float) -> None:
+def _fetch(
+    opener,
+    url: str,
+    part: Path,
+    expected_size: int | None,
+    on_progress: Callable[[int, int | None], None] | None,
+    timeout: float,
+) -> None:
     """One attempt: append the rest of ``url`` to ``part`` (or rewrite it when the server restarts)."""
     offset = _size(part)
     if expected_size is not None and offset >= expected_size:
@@ -728,13 +778,19 @@ def _check_response(url: str, part: Path, response, total: int | None, expected_
         raise CifarError(f"{url} is {total} bytes, expected {expected_size}", setting="source")
     if total is not None and total > MAX_SOURCE_BYTES:
         _discard(part)
-        raise CifarError(f"{url} is {human_size(total)}, far larger than any CIFAR-10 archive "
-                         f"(at most {human_size(MAX_SOURCE_BYTES)}); not downloading it", setting="source")
+        raise CifarError(
+            f"{url} is {human_size(total)}, far larger than any CIFAR-10 archive "
+            f"(at most {human_size(MAX_SOURCE_BYTES)}); not downloading it",
+            setting="source",
+        )
 
 
 def _html_error(url: str) -> CifarError:
-    return CifarError(f"{url} served a web page instead of the archive",
-                      hint="the address may lead to a landing or login page", setting="source")
+    return CifarError(
+        f"{url} served a web page instead of the archive",
+        hint="the address may lead to a landing or login page",
+        setting="source",
+    )
 
 
 def _stream(url, part, response, out, offset, total, expected_size, on_progress) -> None:
@@ -776,8 +832,11 @@ def _stream(url, part, response, out, offset, total, expected_size, on_progress)
 def _too_long(url: str, expected_size: int | None) -> CifarError:
     if expected_size is not None:
         return CifarError(f"{url} sent more than the expected {expected_size} bytes", setting="source")
-    return CifarError(f"{url} sent more than {human_size(MAX_SOURCE_BYTES)}, more than any CIFAR-10 archive; "
-                      "stopped and removed the partial download", setting="source")
+    return CifarError(
+        f"{url} sent more than {human_size(MAX_SOURCE_BYTES)}, more than any CIFAR-10 archive; "
+        "stopped and removed the partial download",
+        setting="source",
+    )
 
 
 def _looks_like_html(chunk: bytes) -> bool:
@@ -802,8 +861,17 @@ def _network_error(url: str, exc: BaseException) -> Exception:
             return WorkFailed(f"cannot download {url}: too many redirects", setting="source")
         return WorkFailed(f"cannot download {url}: HTTP {exc.code} {exc.reason}", setting="source")
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-    if isinstance(reason, (TimeoutError, socket.timeout, ConnectionResetError, ConnectionAbortedError,
-                           BrokenPipeError, http.client.HTTPException)):
+    if isinstance(
+        reason,
+        (
+            TimeoutError,
+            socket.timeout,
+            ConnectionResetError,
+            ConnectionAbortedError,
+            BrokenPipeError,
+            http.client.HTTPException,
+        ),
+    ):
         return _Transient(_describe(reason))
     if isinstance(reason, socket.gaierror):
         return WorkFailed(f"cannot download {url}: host not found", setting="source")
@@ -824,5 +892,8 @@ def _verify(url: str, part: Path, md5: str | None, sha256: str | None, expected_
     for kind, want, got in (("md5", md5, got_md5), ("sha256", sha256, got_sha256)):
         if want is not None and want.lower() != got:
             _discard(part)
-            raise CifarError(f"checksum mismatch for {url}: expected {kind} {want.lower()}, got {got}",
-                             hint="the download is damaged or the file changed; retry", setting="source")
+            raise CifarError(
+                f"checksum mismatch for {url}: expected {kind} {want.lower()}, got {got}",
+                hint="the download is damaged or the file changed; retry",
+                setting="source",
+            )

@@ -13,8 +13,8 @@ from typing import Any
 
 from cifarcli import stages
 from cifarcli.evaluate import without_predictions
-from cifarcli.store import Artifact
 from cifarcli.stages import Workspace
+from cifarcli.store import Artifact
 
 
 @dataclass
@@ -29,8 +29,8 @@ class RunSection:
     diverged_at: int | None
     train_seconds: float | None
     metrics: dict | None = None
-    figures: dict[str, str] = field(default_factory=dict)   # name -> path relative to the reports folder
-    chosen_epoch: int | None = None       # early stopping: the epoch whose weights were kept (None: off)
+    figures: dict[str, str] = field(default_factory=dict)  # name -> path relative to the reports folder
+    chosen_epoch: int | None = None  # early stopping: the epoch whose weights were kept (None: off)
 
     def made_from(self) -> list[tuple[str, str]]:
         """The artifacts (stage, key) this section is made from: a change in any of them makes it stale."""
@@ -47,9 +47,9 @@ class SweepSection:
     fixed: dict
     title: str
     points: list[dict]
-    heatmap: str                          # relative to the reports folder
-    best: RunSection | None = None        # the point chosen on validation accuracy, as a full section
-    runner_up: dict | None = None         # the next point on validation: run_id, label, config, metrics
+    heatmap: str  # relative to the reports folder
+    best: RunSection | None = None  # the point chosen on validation accuracy, as a full section
+    runner_up: dict | None = None  # the next point on validation: run_id, label, config, metrics
 
     def made_from(self) -> list[tuple[str, str]]:
         return [("sweep", self.key), *(self.best.made_from() if self.best else [])]
@@ -61,7 +61,7 @@ class ComparisonSection:
     the reports folder), cached as one "comparison" artifact keyed by the run IDs."""
 
     key: str
-    figures: dict[str, str]               # "curves", "weights" -> path relative to the reports folder
+    figures: dict[str, str]  # "curves", "weights" -> path relative to the reports folder
 
     def made_from(self) -> list[tuple[str, str]]:
         return [("comparison", self.key)]
@@ -78,10 +78,10 @@ class ReportDocument:
     runs: list[RunSection]
     sweep: SweepSection | None = None
     comparison: ComparisonSection | None = None
-    ensemble: dict | None = None          # with an [ensemble] table: the ensemble artifact's payload and key
-    discordant: list[dict] = field(default_factory=list)   # discordant_pairs: what McNemar's test reads
-    discussion: str | None = None         # the author's own words (a Markdown subset), from --discussion FILE
-    brief: bool = False                   # the assignment's layout (report --brief)
+    ensemble: dict | None = None  # with an [ensemble] table: the ensemble artifact's payload and key
+    discordant: list[dict] = field(default_factory=list)  # discordant_pairs: what McNemar's test reads
+    discussion: str | None = None  # the author's own words (a Markdown subset), from --discussion FILE
+    brief: bool = False  # the assignment's layout (report --brief)
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -103,11 +103,16 @@ def run_section(ws: Workspace, run: Artifact, name: str | None = None) -> RunSec
     (unless it diverged)."""
     config = stages.config_of(run)
     label = stages.run_label(config)
-    section = RunSection(run_id=run.key, label=f"{name} ({label})" if name else label, config=run.meta["params"],
-                         split_sizes=run.meta["info"]["split_sizes"], history=run.payload["history"],
-                         diverged_at=run.payload["diverged_at"],
-                         train_seconds=run.meta["info"]["timings"].get("total_seconds"),
-                         chosen_epoch=run.payload.get("chosen_epoch"))
+    section = RunSection(
+        run_id=run.key,
+        label=f"{name} ({label})" if name else label,
+        config=run.meta["params"],
+        split_sizes=run.meta["info"]["split_sizes"],
+        history=run.payload["history"],
+        diverged_at=run.payload["diverged_at"],
+        train_seconds=run.meta["info"]["timings"].get("total_seconds"),
+        chosen_epoch=run.payload.get("chosen_epoch"),
+    )
     if run.payload["diverged_at"] is None:
         section.metrics = without_predictions(stages.evaluate(ws, run).payload)
         figures = stages.plot(ws, run)
@@ -120,8 +125,9 @@ def comparison_section(ws: Workspace, runs: list[Artifact]) -> ComparisonSection
     if not runs:
         return None
     key, figures = stages.comparison(ws, runs)
-    return ComparisonSection(key=key, figures={name: path.relative_to(ws.reports_dir).as_posix()
-                                               for name, path in figures.items()})
+    return ComparisonSection(
+        key=key, figures={name: path.relative_to(ws.reports_dir).as_posix() for name, path in figures.items()}
+    )
 
 
 def initialisation(runs: list[RunSection]) -> dict:
@@ -148,12 +154,17 @@ def discordant_pairs(ws: Workspace, runs: list[Artifact], split: str) -> list[di
         if len(members) < 2:
             continue
         c = stages.config_of(members[0])
-        labels = getattr(stages.prepared(stages.dataset_by_key(ws, members[0].meta["inputs"]["dataset"]),
-                                         c.split, c.val_size, c.dtype), f"y_{split}")
+        labels = getattr(
+            stages.prepared(
+                stages.dataset_by_key(ws, members[0].meta["inputs"]["dataset"]), c.split, c.val_size, c.dtype
+            ),
+            f"y_{split}",
+        )
         predicted = [stages.evaluate(ws, run).payload["predictions"][split] for run in members]
         for i in range(len(members)):
             for j in range(i + 1, len(members)):
                 a_only, b_only = discordant_counts(predicted[i], predicted[j], labels)
-                out.append({"a": members[i].key, "b": members[j].key, "split": split,
-                            "a_only": a_only, "b_only": b_only})
+                out.append(
+                    {"a": members[i].key, "b": members[j].key, "split": split, "a_only": a_only, "b_only": b_only}
+                )
     return out

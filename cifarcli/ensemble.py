@@ -36,14 +36,19 @@ def combine(members: list[tuple[np.ndarray, np.ndarray]], X: np.ndarray, y: np.n
     total = np.zeros((K, y.size), dtype=np.float64)
     own = []
     for W, b in members:
-        S = scores(X, np.asarray(W).astype(X.dtype, copy=False),
-                   np.asarray(b).reshape(-1, 1).astype(X.dtype, copy=False)).astype(np.float64)
+        S = scores(
+            X, np.asarray(W).astype(X.dtype, copy=False), np.asarray(b).reshape(-1, 1).astype(X.dtype, copy=False)
+        ).astype(np.float64)
         predicted = np.argmax(S, axis=0)
         own.append(float(np.mean(predicted == y)))
         votes[predicted, np.arange(y.size)] += 1
         total += loss_named(loss).output(S)
     top = votes.max(axis=0)
     ties = int(np.count_nonzero((votes == top).sum(axis=0) > 1))
-    return {"members": own, "vote": float(np.mean(np.argmax(votes, axis=0) == y)),
-            "mean": float(np.mean(np.argmax(total / len(members), axis=0) == y)),
-            "vote_ties": ties, "n": int(y.size)}
+    return {
+        "members": own,
+        "vote": float(np.mean(np.argmax(votes, axis=0) == y)),
+        "mean": float(np.mean(np.argmax(total / len(members), axis=0) == y)),
+        "vote_ties": ties,
+        "n": int(y.size),
+    }

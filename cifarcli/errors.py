@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-
 # An error line quotes what the user gave, and a value can be megabytes (a 50 MB split name):
 # longer texts keep their start and end. This module is the error family's own home for it.
 MAX_ERROR_CHARS = 400
@@ -132,13 +131,21 @@ def disk_error(exc: OSError, path, needed: int | None = None) -> CifarError:
     """
     if exc.errno in _NO_SPACE:
         need = f"; about {human_size(needed)} needed" if needed else ""
-        return WorkFailed(f"no space left writing {path}{need}",
-                          hint="free some disk space, or use `cache_dir` / `reports_dir` on another disk")
+        return WorkFailed(
+            f"no space left writing {path}{need}",
+            hint="free some disk space, or use `cache_dir` / `reports_dir` on another disk",
+        )
     if exc.errno in _NOT_ALLOWED:
-        return CifarError(f"cannot write to {path}: {exc.strerror}",
-                          hint="choose a folder you can write to with `cache_dir` / `reports_dir`")
-    if exc.errno in (errno.ENOTDIR, errno.EEXIST) and path is not None and Path(path).exists() \
-            and not Path(path).is_dir():
+        return CifarError(
+            f"cannot write to {path}: {exc.strerror}",
+            hint="choose a folder you can write to with `cache_dir` / `reports_dir`",
+        )
+    if (
+        exc.errno in (errno.ENOTDIR, errno.EEXIST)
+        and path is not None
+        and Path(path).exists()
+        and not Path(path).is_dir()
+    ):
         return CifarError(f"{path} is a file, not a folder", hint="give `cache_dir` / `reports_dir` a folder")
     return WorkFailed(f"cannot write {path}: {exc.strerror or exc}")
 
@@ -150,8 +157,10 @@ def os_error(exc: OSError) -> CifarError:
         return disk_error(exc, path)
     # A file where a folder is expected (e.g. the cache folder is a file): say which one.
     if exc.errno == errno.ENOTDIR:
-        return CifarError(f"{path}: a file is in the way of a folder ({exc.strerror})",
-                          hint="give `cache_dir` / `reports_dir` a folder")
+        return CifarError(
+            f"{path}: a file is in the way of a folder ({exc.strerror})",
+            hint="give `cache_dir` / `reports_dir` a folder",
+        )
     return WorkFailed(f"{path}: {exc.strerror or exc}")
 
 

@@ -52,13 +52,24 @@ import numpy as np
 
 from .config import loss_named
 from .model import scores, true_class_margins
-from .stats import wilson_interval
 from .prepare import PreparedData
+from .stats import wilson_interval
 from .threads import on_one_blas_thread
 
-__all__ = ["without_predictions", "confusion_matrix", "evaluate_model", "probability_summary", "PROB_BINS", "CONFIDENT_MISTAKE",
-           "margin_summary", "MARGIN_BINS", "MARGIN_RANGE", "CONFIDENT_MARGIN", "update_sizes",
-           "template_roughness"]
+__all__ = [
+    "without_predictions",
+    "confusion_matrix",
+    "evaluate_model",
+    "probability_summary",
+    "PROB_BINS",
+    "CONFIDENT_MISTAKE",
+    "margin_summary",
+    "MARGIN_BINS",
+    "MARGIN_RANGE",
+    "CONFIDENT_MARGIN",
+    "update_sizes",
+    "template_roughness",
+]
 
 PROB_BINS = 20
 CONFIDENT_MISTAKE = 0.1
@@ -75,8 +86,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, K: int = 10) -> np.
 
 
 @on_one_blas_thread
-def evaluate_model(W: np.ndarray, b: np.ndarray, lam: float, data: PreparedData,
-                   loss: str = "softmax") -> dict:
+def evaluate_model(W: np.ndarray, b: np.ndarray, lam: float, data: PreparedData, loss: str = "softmax") -> dict:
     """JSON-serialisable metrics of (W, b) on data's three splits.
 
     The test split adds "probabilities" (``probability_summary``), or for
@@ -93,14 +103,22 @@ def evaluate_model(W: np.ndarray, b: np.ndarray, lam: float, data: PreparedData,
     if not objective.is_study:
         out["loss"] = loss
     names = list(data.label_names) or [str(k) for k in range(K)]
-    for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),
-                        ("test", data.X_test, data.y_test)):
+    for split, X, y in (
+        ("train", data.X_train, data.y_train),
+        ("val", data.X_val, data.y_val),
+        ("test", data.X_test, data.y_test),
+    ):
         S = scores(X, W.astype(X.dtype, copy=False), b.astype(X.dtype, copy=False))
         mean_loss, cost, acc = objective.metrics_from_scores(S.astype(np.float64), y, reg)
         predicted = np.argmax(S, axis=0)
         n_right = int(np.count_nonzero(predicted == y))
-        out[split] = {"loss": mean_loss, "cost": cost, "accuracy": acc, "n": int(np.size(y)),
-                      "accuracy_ci": list(wilson_interval(n_right, int(np.size(y))))}
+        out[split] = {
+            "loss": mean_loss,
+            "cost": cost,
+            "accuracy": acc,
+            "n": int(np.size(y)),
+            "accuracy_ci": list(wilson_interval(n_right, int(np.size(y)))),
+        }
         out.setdefault("predictions", {})[split] = predicted.astype(np.uint8)
         if split == "test":
             C = confusion_matrix(y, np.argmax(S, axis=0), K)
@@ -111,9 +129,10 @@ def evaluate_model(W: np.ndarray, b: np.ndarray, lam: float, data: PreparedData,
             S64 = S.astype(np.float64)
             correct = np.argmax(S64, axis=0) == y
             if objective.gives_probabilities:
-                out["probabilities"] = probability_summary(objective.true_class_probabilities(S64, y), correct,
-                                                           objective.probability_kind)
-            else:                      # scores, no probabilities: the true class's margin instead
+                out["probabilities"] = probability_summary(
+                    objective.true_class_probabilities(S64, y), correct, objective.probability_kind
+                )
+            else:  # scores, no probabilities: the true class's margin instead
                 out["margins"] = margin_summary(true_class_margins(S64, y), correct)
     out["label_names"] = names
     return out
@@ -126,7 +145,7 @@ def template_roughness(W: np.ndarray) -> dict:
     down = np.diff(images, axis=2).reshape(W.shape[0], -1)
     energy = np.concatenate([across, down], axis=1)
     variance = images.reshape(W.shape[0], -1).var(axis=1)
-    per_class = np.mean(energy ** 2, axis=1) / np.where(variance > 0, 2 * variance, np.inf)
+    per_class = np.mean(energy**2, axis=1) / np.where(variance > 0, 2 * variance, np.inf)
     return {"roughness": float(per_class.mean()), "per_class": per_class.tolist()}
 
 
@@ -136,8 +155,16 @@ def without_predictions(metrics: dict) -> dict:
 
 
 @on_one_blas_thread
-def update_sizes(W: np.ndarray, b: np.ndarray, lam: float, eta: float, n_batch: int, X: np.ndarray,
-                 y: np.ndarray, loss: str = "softmax") -> dict:
+def update_sizes(
+    W: np.ndarray,
+    b: np.ndarray,
+    lam: float,
+    eta: float,
+    n_batch: int,
+    X: np.ndarray,
+    y: np.ndarray,
+    loss: str = "softmax",
+) -> dict:
     """η ‖∂J/∂W‖_F / ‖W‖_F for every mini-batch of one epoch (X d × n, y (n,), in order) at (W, b).
 
     Returns ``{"median", "max", "n_updates"}``: how far one update moves W, as a share of W's norm.
@@ -148,15 +175,20 @@ def update_sizes(W: np.ndarray, b: np.ndarray, lam: float, eta: float, n_batch: 
     norm = float(np.linalg.norm(W))
     ratios = []
     for start in range(0, X.shape[1], int(n_batch)):
-        Xb = np.asarray(X[:, start:start + int(n_batch)], dtype=np.float64)
-        yb = np.asarray(y[start:start + int(n_batch)])
+        Xb = np.asarray(X[:, start : start + int(n_batch)], dtype=np.float64)
+        yb = np.asarray(y[start : start + int(n_batch)])
         grad_W, _ = objective.compute_gradients(Xb, yb, objective.output(scores(Xb, W, b)), W, lam)
         ratios.append(float(eta) * float(np.linalg.norm(grad_W)) / norm if norm > 0 else float("inf"))
     return {"median": float(np.median(ratios)), "max": float(np.max(ratios)), "n_updates": len(ratios)}
 
 
-def probability_summary(p_true: np.ndarray, correct: np.ndarray, kind: str = "softmax",
-                        bins: int = PROB_BINS, threshold: float = CONFIDENT_MISTAKE) -> dict:
+def probability_summary(
+    p_true: np.ndarray,
+    correct: np.ndarray,
+    kind: str = "softmax",
+    bins: int = PROB_BINS,
+    threshold: float = CONFIDENT_MISTAKE,
+) -> dict:
     """JSON summary of the true-class probabilities p_true (n,) split by ``correct`` (n,) bool.
 
     ``{"kind": "softmax" | "sigmoid", "bins": [b_0 .. b_bins] (edges on [0, 1]),
@@ -166,21 +198,35 @@ def probability_summary(p_true: np.ndarray, correct: np.ndarray, kind: str = "so
     """
     p_true = np.asarray(p_true, dtype=np.float64)
     correct = np.asarray(correct, dtype=bool)
-    edges = np.round(np.linspace(0.0, 1.0, bins + 1), 12)   # 0.15, not 0.15000000000000002, in the JSON
+    edges = np.round(np.linspace(0.0, 1.0, bins + 1), 12)  # 0.15, not 0.15000000000000002, in the JSON
 
     def group(p: np.ndarray) -> dict:
         counts, _ = np.histogram(np.clip(p, 0.0, 1.0), bins=edges)
-        return {"n": int(p.size), "mean": float(p.mean()) if p.size else None,
-                "median": float(np.median(p)) if p.size else None, "counts": counts.astype(int).tolist()}
+        return {
+            "n": int(p.size),
+            "mean": float(p.mean()) if p.size else None,
+            "median": float(np.median(p)) if p.size else None,
+            "counts": counts.astype(int).tolist(),
+        }
 
     wrong = p_true[~correct]
-    return {"kind": kind, "bins": edges.tolist(), "threshold": threshold,
-            "correct": group(p_true[correct]), "incorrect": group(wrong),
-            "confident_mistakes": float(np.mean(wrong < threshold)) if wrong.size else None}
+    return {
+        "kind": kind,
+        "bins": edges.tolist(),
+        "threshold": threshold,
+        "correct": group(p_true[correct]),
+        "incorrect": group(wrong),
+        "confident_mistakes": float(np.mean(wrong < threshold)) if wrong.size else None,
+    }
 
 
-def margin_summary(margins: np.ndarray, correct: np.ndarray, bins: int = MARGIN_BINS,
-                   bounds: tuple[float, float] = MARGIN_RANGE, threshold: float = CONFIDENT_MARGIN) -> dict:
+def margin_summary(
+    margins: np.ndarray,
+    correct: np.ndarray,
+    bins: int = MARGIN_BINS,
+    bounds: tuple[float, float] = MARGIN_RANGE,
+    threshold: float = CONFIDENT_MARGIN,
+) -> dict:
     """JSON summary of an SVM's true-class margins (n,) split by ``correct`` (n,) bool.
 
     ``{"kind": "svm_margin", "bins": [b_0 .. b_bins] (equal edges on ``bounds``),
@@ -197,10 +243,20 @@ def margin_summary(margins: np.ndarray, correct: np.ndarray, bins: int = MARGIN_
 
     def group(m: np.ndarray) -> dict:
         counts, _ = np.histogram(np.clip(m, low, high), bins=edges)
-        return {"n": int(m.size), "mean": float(m.mean()) if m.size else None,
-                "median": float(np.median(m)) if m.size else None, "counts": counts.astype(int).tolist()}
+        return {
+            "n": int(m.size),
+            "mean": float(m.mean()) if m.size else None,
+            "median": float(np.median(m)) if m.size else None,
+            "counts": counts.astype(int).tolist(),
+        }
 
     wrong = margins[~correct]
-    return {"kind": "svm_margin", "bins": edges.tolist(), "open_ends": True, "threshold": float(threshold),
-            "correct": group(margins[correct]), "incorrect": group(wrong),
-            "confident_mistakes": float(np.mean(wrong < threshold)) if wrong.size else None}
+    return {
+        "kind": "svm_margin",
+        "bins": edges.tolist(),
+        "open_ends": True,
+        "threshold": float(threshold),
+        "correct": group(margins[correct]),
+        "incorrect": group(wrong),
+        "confident_mistakes": float(np.mean(wrong < threshold)) if wrong.size else None,
+    }

@@ -38,8 +38,13 @@ BACKENDS = ("local", "dask")
 DASK_HINT = "pip install 'cifarcli[dask]'"
 
 
-def train_missing(ws: Workspace, configs: list[TrainConfig], backend: str = "local",
-                  scheduler: str | None = None, figures: tuple | list = ()) -> None:
+def train_missing(
+    ws: Workspace,
+    configs: list[TrainConfig],
+    backend: str = "local",
+    scheduler: str | None = None,
+    figures: tuple | list = (),
+) -> None:
     """Train the settings of ``configs`` that are not cached yet, at once where the backend allows.
 
     ``local``: on up to ``ws.jobs`` worker processes (with one job, nothing
@@ -54,8 +59,11 @@ def train_missing(ws: Workspace, configs: list[TrainConfig], backend: str = "loc
     if backend not in BACKENDS:
         raise OptionError("backend", f"unknown backend {backend!r}", hint="use local or dask")
     if backend == "dask" and not scheduler:
-        raise OptionError("scheduler", "the Dask backend needs a scheduler address (tcp://HOST:PORT)",
-                          hint="the address printed by dask-scheduler")
+        raise OptionError(
+            "scheduler",
+            "the Dask backend needs a scheduler address (tcp://HOST:PORT)",
+            hint="the address printed by dask-scheduler",
+        )
     data_artifact = stages.dataset(ws)
     missing = [c for c in configs if stages.TRAIN.state(ws, stages.train_key(c, data_artifact.key))[0] != "cached"]
     if backend == "dask" and missing:
@@ -79,7 +87,7 @@ def _train_on_processes(ws: Workspace, missing: list[TrainConfig], data_key: str
     cache_dir = ws.cache_dir.resolve()
     results = None
     watcher = _Watcher(ws, missing, data_key, f"{min(ws.jobs, len(missing))} processes", figures)
-    watcher.show()   # before the workers start (they take a moment): the count is on screen meanwhile
+    watcher.show()  # before the workers start (they take a moment): the count is on screen meanwhile
     try:
         with parallel_config(backend="loky", initializer=_worker_started):
             parallel = Parallel(n_jobs=min(ws.jobs, len(missing)), return_as="generator")
@@ -91,8 +99,10 @@ def _train_on_processes(ws: Workspace, missing: list[TrainConfig], data_key: str
     except BrokenProcessPool as exc:  # a worker died: killed from outside, out of memory, ...
         watcher.stop(finished=False)
         _stop_workers(results)
-        raise WorkFailed(f"a training worker process died: {str(exc).splitlines()[0]}",
-                         hint="finished epochs are kept; rerun to resume (or train one setting at a time)") from None
+        raise WorkFailed(
+            f"a training worker process died: {str(exc).splitlines()[0]}",
+            hint="finished epochs are kept; rerun to resume (or train one setting at a time)",
+        ) from None
     except BaseException:
         watcher.stop(finished=False)
         _stop_workers(results)
@@ -197,7 +207,7 @@ class _Watcher:
         try:
             if finished:
                 self.poll()
-                self.poll()   # the figures of the runs the last poll found trained are in the store too
+                self.poll()  # the figures of the runs the last poll found trained are in the store too
         finally:
             self.ws.progress.settings_finished()
 
@@ -253,8 +263,9 @@ def _worker_started() -> None:
     """Run first in every worker process: Ctrl-C is for the parent, which stops the workers itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # also for a worker started later, outside _workers_starting
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # a hang-up of the group ends it quietly
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), name="cifarcli-orphan-check",
-                     daemon=True).start()
+    threading.Thread(
+        target=_exit_when_orphaned, args=(os.getppid(),), name="cifarcli-orphan-check", daemon=True
+    ).start()
 
 
 def _exit_when_orphaned(parent: int) -> None:
@@ -294,7 +305,7 @@ def _release_workers() -> None:
     comparison figures, the report), instead of holding up its exit for seconds on a busy machine."""
     from joblib.externals.loky import reusable_executor
 
-    executor = reusable_executor._executor   # joblib's workers: loky's one reusable executor
+    executor = reusable_executor._executor  # joblib's workers: loky's one reusable executor
     if executor is not None:
         executor.shutdown(wait=False)
 
@@ -338,9 +349,12 @@ def _train_in_worker(cache_dir: Path, config: TrainConfig, figures: bool) -> lis
 
 def _training_part(data):
     """The prepared split without its test matrices (workers never look at the test set)."""
-    return dataclasses.replace(data, X_test=np.empty((data.X_test.shape[0], 0), data.X_test.dtype),
-                               Y_test=np.empty((data.Y_test.shape[0], 0), data.Y_test.dtype),
-                               y_test=np.empty(0, data.y_test.dtype))
+    return dataclasses.replace(
+        data,
+        X_test=np.empty((data.X_test.shape[0], 0), data.X_test.dtype),
+        Y_test=np.empty((data.Y_test.shape[0], 0), data.Y_test.dtype),
+        y_test=np.empty(0, data.y_test.dtype),
+    )
 
 
 def _connect(scheduler: str):
@@ -354,8 +368,10 @@ def _connect(scheduler: str):
         return Client(scheduler, timeout=timeout, set_as_default=False)
     except Exception as exc:  # OSError, TimeoutError, ValueError for a malformed address, ...
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise WorkFailed(f"cannot reach the Dask scheduler at {scheduler}: {reason}",
-                         hint="start one with dask-scheduler, or check the address") from None
+        raise WorkFailed(
+            f"cannot reach the Dask scheduler at {scheduler}: {reason}",
+            hint="start one with dask-scheduler, or check the address",
+        ) from None
 
 
 def _train_on_dask(ws: Workspace, data_artifact, configs: list[TrainConfig], scheduler: str) -> None:
@@ -366,8 +382,10 @@ def _train_on_dask(ws: Workspace, data_artifact, configs: list[TrainConfig], sch
     except (CifarError, KeyboardInterrupt):
         raise
     except Exception as exc:  # the scheduler went away, a worker died, ...
-        raise WorkFailed(f"Dask training on {scheduler} failed: {type(exc).__name__}: {_first_line(exc)}",
-                         hint="finished points are kept; rerun to resume") from None
+        raise WorkFailed(
+            f"Dask training on {scheduler} failed: {type(exc).__name__}: {_first_line(exc)}",
+            hint="finished points are kept; rerun to resume",
+        ) from None
     finally:
         client.close()
 
@@ -381,8 +399,9 @@ def _train_with_client(ws, client, data_artifact, configs: list, scheduler: str)
     try:
         client.wait_for_workers(1, timeout=float(os.environ.get("CIFARCLI_DASK_TIMEOUT", "10")))
     except Exception:
-        raise WorkFailed(f"the Dask scheduler at {scheduler} has no workers",
-                         hint="start some with: dask-worker " + scheduler) from None
+        raise WorkFailed(
+            f"the Dask scheduler at {scheduler} has no workers", hint="start some with: dask-worker " + scheduler
+        ) from None
     prepared, futures = {}, {}
     for config in configs:
         group = (config.split, config.val_size, config.dtype)
@@ -396,8 +415,9 @@ def _train_with_client(ws, client, data_artifact, configs: list, scheduler: str)
     ws.progress.settings_started(len(configs), f"the Dask cluster at {scheduler}")
     try:
         for config, _ in futures.values():
-            ws.progress.setting(stages.train_key(config, data_artifact.key), stages.run_label(config), 0,
-                                config.n_epochs, {})
+            ws.progress.setting(
+                stages.train_key(config, data_artifact.key), stages.run_label(config), 0, config.n_epochs, {}
+            )
         _collect_from_dask(ws, futures, client, data_artifact, configs, scheduler)
     finally:
         ws.progress.settings_finished()
@@ -413,11 +433,14 @@ def _collect_from_dask(ws, futures: dict, client, data_artifact, configs: list, 
         except CifarError:
             raise
         except Exception as exc:
-            raise WorkFailed(f"Dask training of λ={config.lam:g}, η={config.eta:g} failed on {scheduler}: "
-                             f"{type(exc).__name__}: {_first_line(exc)}",
-                             hint="finished points are kept; rerun to resume") from None
+            raise WorkFailed(
+                f"Dask training of λ={config.lam:g}, η={config.eta:g} failed on {scheduler}: "
+                f"{type(exc).__name__}: {_first_line(exc)}",
+                hint="finished points are kept; rerun to resume",
+            ) from None
         run = stages.store_trained(ws, config, data_artifact, data, result)
         ws.progress.setting_finished(run.key, stages.run_label(config), config.n_epochs, run.meta["info"]["final"])
-        ws.log(f"[{done}/{len(configs)}] {run.key} λ={config.lam:g} η={config.eta:g}: "
-               + ("diverged" if result["diverged_at"] is not None
-                  else f"val acc {result['history']['val_acc'][-1]:.4f}"))
+        ws.log(
+            f"[{done}/{len(configs)}] {run.key} λ={config.lam:g} η={config.eta:g}: "
+            + ("diverged" if result["diverged_at"] is not None else f"val acc {result['history']['val_acc'][-1]:.4f}")
+        )

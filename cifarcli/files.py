@@ -26,8 +26,8 @@ from typing import Any, BinaryIO
 
 from cifarcli.errors import disk_error
 
-SMALL_FILE_LIMIT = 1 << 20   # meta.json, workspace.json, a settings file: a few kB in practice
-JSON_DEPTH_LIMIT = 32        # our JSON documents nest 6 deep; deeper ones would exhaust the stack later
+SMALL_FILE_LIMIT = 1 << 20  # meta.json, workspace.json, a settings file: a few kB in practice
+JSON_DEPTH_LIMIT = 32  # our JSON documents nest 6 deep; deeper ones would exhaust the stack later
 _CHUNK = 1 << 20
 
 
@@ -175,7 +175,7 @@ def remove_tree(path: Path) -> None:
     """Remove a folder and what it holds, or a file or a link (itself: a link is never followed)."""
     try:
         if stat.S_ISDIR(os.lstat(path).st_mode):
-            shutil.rmtree(path, ignore_errors=True)   # rmtree itself never follows a link inside
+            shutil.rmtree(path, ignore_errors=True)  # rmtree itself never follows a link inside
         else:
             path.unlink()
     except FileNotFoundError:

@@ -32,7 +32,7 @@ derivative.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -43,9 +43,16 @@ from .threads import on_one_blas_thread
 __all__ = ["numerical_gradients", "relative_errors", "check_gradients", "error_summary"]
 
 
-def numerical_gradients(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray,
-                        lam: float, h: float = 1e-6,
-                        loss: str = "softmax", return_kinks: bool = False):
+def numerical_gradients(
+    X: np.ndarray,
+    Y: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    lam: float,
+    h: float = 1e-6,
+    loss: str = "softmax",
+    return_kinks: bool = False,
+):
     """Centred-difference gradients (gW K × d, gb K × 1) of the cost J of ``loss``, in float64.
 
     With ``return_kinks`` also the boolean masks (kW K × d, kb K × 1) of the
@@ -101,8 +108,12 @@ def error_summary(err: np.ndarray, threshold: float = 1e-6, exclude: np.ndarray 
     mask = np.zeros(err.shape, bool) if exclude is None else np.asarray(exclude, bool).reshape(err.shape)
     kept = err[~mask]
     if kept.size:
-        stats = {"max": float(kept.max()), "mean": float(kept.mean()), "median": float(np.median(kept)),
-                 "share_below_tol": float(np.mean(kept < threshold))}
+        stats = {
+            "max": float(kept.max()),
+            "mean": float(kept.mean()),
+            "median": float(np.median(kept)),
+            "share_below_tol": float(np.mean(kept < threshold)),
+        }
     else:
         stats = {"max": 1.0, "mean": 1.0, "median": 1.0, "share_below_tol": 0.0}
     return {
@@ -114,10 +125,17 @@ def error_summary(err: np.ndarray, threshold: float = 1e-6, exclude: np.ndarray 
 
 
 @on_one_blas_thread
-def check_gradients(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray,
-                    lams=(0.0, 0.1), h: float = 1e-6,
-                    gradient_fn: Callable | None = None, eps: float = 1e-10,
-                    loss: str = "softmax") -> dict:
+def check_gradients(
+    X: np.ndarray,
+    Y: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    lams=(0.0, 0.1),
+    h: float = 1e-6,
+    gradient_fn: Callable | None = None,
+    eps: float = 1e-10,
+    loss: str = "softmax",
+) -> dict:
     """Compare ``gradient_fn`` with numerical gradients for every parameter and each λ.
 
     ``gradient_fn(X, Y, P, W, lam) -> (grad_W, grad_b)``, P the loss's outputs
@@ -142,12 +160,24 @@ def check_gradients(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray,
         gn_W, gn_b, kink_W, kink_b = numerical_gradients(X, Y, W, b, float(lam), h, loss, return_kinks=True)
         err_W = relative_errors(ga_W, gn_W, eps)
         err_b = relative_errors(np.asarray(ga_b).reshape(-1, 1), gn_b, eps)
-        results.append({"lam": float(lam), "W": error_summary(err_W, exclude=kink_W),
-                        "b": error_summary(err_b, exclude=kink_b),
-                        "kinks": {"W": int(kink_W.sum()), "b": int(kink_b.sum())},
-                        "seconds": time.perf_counter() - t0})
+        results.append(
+            {
+                "lam": float(lam),
+                "W": error_summary(err_W, exclude=kink_W),
+                "b": error_summary(err_b, exclude=kink_b),
+                "kinks": {"W": int(kink_W.sum()), "b": int(kink_b.sum())},
+                "seconds": time.perf_counter() - t0,
+            }
+        )
     # A summary over no parameter (every one a kink) measured nothing: its 1.0 is no error of the others.
     checked = [s["max"] for r in results for s in (r["W"], r["b"]) if s["n"] > s["n_excluded"]]
     worst = max(checked, default=1.0)
-    return {"h": float(h), "eps": float(eps), "loss": loss, "n_images": int(X.shape[1]),
-            "n_params": int(W.size + b.size), "max_error": float(worst), "results": results}
+    return {
+        "h": float(h),
+        "eps": float(eps),
+        "loss": loss,
+        "n_images": int(X.shape[1]),
+        "n_params": int(W.size + b.size),
+        "max_error": float(worst),
+        "results": results,
+    }

@@ -35,9 +35,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import (compute_gradients, compute_gradients_bce, compute_gradients_svm, labels_of, log_sum_exp,
-                    metrics_from_scores, sample_losses, sample_losses_bce, sample_losses_svm, scores, sigmoid, softmax,
-                    svm_margins)
+from .model import (
+    compute_gradients,
+    compute_gradients_bce,
+    compute_gradients_svm,
+    labels_of,
+    log_sum_exp,
+    metrics_from_scores,
+    sample_losses,
+    sample_losses_bce,
+    sample_losses_svm,
+    scores,
+    sigmoid,
+    softmax,
+    svm_margins,
+)
 
 __all__ = ["Loss", "Softmax", "BinaryCrossEntropy", "MulticlassSVM"]
 
@@ -54,7 +66,7 @@ class Loss:
     is_study = False
     outputs = "probabilities"
     smooth = True
-    probability_kind = "softmax"     # evaluate's summary "kind" of the true-class probability
+    probability_kind = "softmax"  # evaluate's summary "kind" of the true-class probability
     probability_caption = "softmax"  # how the report's histogram names that probability
     output_words: dict
 
@@ -147,10 +159,10 @@ class _SmoothLoss(Loss):
         K = W.shape[0]
         P = self.output(scores(X, W, b))
         scale = self._scale(K)
-        hX = h * X                                     # d × n: change of row k per W[k, j]
+        hX = h * X  # d × n: change of row k per W[k, j]
         hb = np.full((1, X.shape[1]), h)
         dW, db = np.zeros(W.shape), np.zeros((K, 1))
-        for k in range(K):                             # loop over classes, not samples or parameters
+        for k in range(K):  # loop over classes, not samples or parameters
             is_k = y == k
             dW[k] = scale * _log1p_differences(P[k], is_k, hX)
             db[k] = scale * _log1p_differences(P[k], is_k, hb)[0]
@@ -188,7 +200,7 @@ class Softmax(_SmoothLoss):
         true_scores = T.reshape(-1)[flat]
         T -= m[:, None]
         np.exp(T, out=T)
-        per_sample = np.log(T.sum(axis=1))            # the per-sample log-sum-exp, exact to T's precision
+        per_sample = np.log(T.sum(axis=1))  # the per-sample log-sum-exp, exact to T's precision
         per_sample += m
         per_sample -= true_scores
         loss = float(np.mean(per_sample, dtype=np.float64))
@@ -201,12 +213,14 @@ class BinaryCrossEntropy(_SmoothLoss):
     name = "bce"
     probability_kind = "sigmoid"
     probability_caption = "per-class sigmoid σ(s_y) of a BCE run; the ten do not sum to 1"
-    output_words = {"kind": "sigmoid", "sums_to_one": False,
-                    "note": "bce run: each class has its own sigmoid probability (a yes/no answer per class); "
-                            "they do not sum to 1"}
+    output_words = {
+        "kind": "sigmoid",
+        "sums_to_one": False,
+        "note": "bce run: each class has its own sigmoid probability (a yes/no answer per class); they do not sum to 1",
+    }
 
     def _scale(self, K):
-        return 1.0 / K                                 # BCE averages its K binary losses
+        return 1.0 / K  # BCE averages its K binary losses
 
     output = staticmethod(sigmoid)
     sample_losses = staticmethod(sample_losses_bce)
@@ -257,9 +271,13 @@ class MulticlassSVM(Loss):
     name = "svm"
     outputs = "scores"
     smooth = False
-    output_words = {"kind": "svm scores", "sums_to_one": False, "scores": True,
-                    "note": "svm run: these are class scores s = Wx + b, not probabilities; the highest wins, "
-                            "and only their order and differences (margins) mean anything"}
+    output_words = {
+        "kind": "svm scores",
+        "sums_to_one": False,
+        "scores": True,
+        "note": "svm run: these are class scores s = Wx + b, not probabilities; the highest wins, "
+        "and only their order and differences (margins) mean anything",
+    }
 
     def output(self, S):
         return S
@@ -268,18 +286,20 @@ class MulticlassSVM(Loss):
     compute_gradients = staticmethod(compute_gradients_svm)
 
     def true_class_probabilities(self, S, y):
-        raise ValueError("an SVM (loss 'svm') has no probabilities: it gives class scores S = W X + b; "
-                         "use the scores, or true_class_margins for how clearly the true class wins")
+        raise ValueError(
+            "an SVM (loss 'svm') has no probabilities: it gives class scores S = W X + b; "
+            "use the scores, or true_class_margins for how clearly the true class wins"
+        )
 
     def batch_gradient(self, G, S_flat, true_flat, step, col):
         """Scores G → step · M in place: M[i, j] = [G[i, j] - G[i, y_i] + 1 > 0] for j ≠ y_i and
         M[i, y_i] = -(the count of those)."""
-        np.take(S_flat, true_flat, out=col.reshape(-1), mode="clip")   # "clip": not buffered
+        np.take(S_flat, true_flat, out=col.reshape(-1), mode="clip")  # "clip": not buffered
         G -= col
-        G += 1                                     # margins; the true class's own is exactly 1
-        np.greater(G, 0, out=G)                    # 1 where the margin is positive, the true class included
+        G += 1  # margins; the true class's own is exactly 1
+        np.greater(G, 0, out=G)  # 1 where the margin is positive, the true class included
         np.sum(G, axis=1, keepdims=True, out=col)
-        np.subtract(1, col, out=col)               # -(count of positive margins of the other classes)
+        np.subtract(1, col, out=col)  # -(count of positive margins of the other classes)
         S_flat[true_flat] = col.reshape(-1)
         G *= step
 
@@ -289,7 +309,7 @@ class MulticlassSVM(Loss):
         T -= true_scores[:, None]
         T += 1
         np.maximum(T, 0, out=T)
-        T.reshape(-1)[flat] = 0                           # the true class is not one of its own margins
+        T.reshape(-1)[flat] = 0  # the true class is not one of its own margins
         loss = float(np.mean(T.sum(axis=1), dtype=np.float64))
         return loss, loss + reg, acc
 
@@ -315,7 +335,7 @@ class MulticlassSVM(Loss):
         diff = np.zeros(delta.shape)
         diff[:, other] = _hinge_differences(M[k, other], delta[:, other])
         d_k = delta[:, is_k]
-        for j in range(K):                             # over classes, not samples: the images of class k
+        for j in range(K):  # over classes, not samples: the images of class k
             if j != k:
                 diff[:, is_k] -= _hinge_differences(M[j, is_k], d_k)
         # The margin nearest zero among those a shift of row k moves, per image.

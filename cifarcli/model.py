@@ -28,11 +28,30 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "softmax", "scores", "evaluate_classifier", "log_sum_exp", "labels_of",
-    "one_hot", "compute_loss", "compute_cost", "compute_accuracy",
-    "compute_gradients", "init_parameters", "metrics_from_scores", "predict",
-    "sigmoid", "softplus", "compute_loss_bce", "compute_gradients_bce", "sample_losses", "sample_losses_bce",
-    "sample_losses_svm", "svm_margins", "compute_loss_svm", "compute_gradients_svm", "true_class_margins",
+    "softmax",
+    "scores",
+    "evaluate_classifier",
+    "log_sum_exp",
+    "labels_of",
+    "one_hot",
+    "compute_loss",
+    "compute_cost",
+    "compute_accuracy",
+    "compute_gradients",
+    "init_parameters",
+    "metrics_from_scores",
+    "predict",
+    "sigmoid",
+    "softplus",
+    "compute_loss_bce",
+    "compute_gradients_bce",
+    "sample_losses",
+    "sample_losses_bce",
+    "sample_losses_svm",
+    "svm_margins",
+    "compute_loss_svm",
+    "compute_gradients_svm",
+    "true_class_margins",
 ]
 
 
@@ -195,8 +214,9 @@ def compute_accuracy(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray)
     return float(np.mean(predict(X, W, b) == y))
 
 
-def metrics_from_scores(S: np.ndarray, y: np.ndarray, reg: float,
-                        per_sample=sample_losses) -> tuple[float, float, float]:
+def metrics_from_scores(
+    S: np.ndarray, y: np.ndarray, reg: float, per_sample=sample_losses
+) -> tuple[float, float, float]:
     """(loss, cost, accuracy) from one score matrix S (K × n): one forward pass for all three.
 
     ``reg`` is the already computed λ‖W‖²; ``per_sample(S, y)`` the loss of each image (n,).
@@ -207,8 +227,9 @@ def metrics_from_scores(S: np.ndarray, y: np.ndarray, reg: float,
     return mean_loss, mean_loss + reg, acc
 
 
-def compute_gradients(X: np.ndarray, Y: np.ndarray, P: np.ndarray, W: np.ndarray,
-                      lam: float) -> tuple[np.ndarray, np.ndarray]:
+def compute_gradients(
+    X: np.ndarray, Y: np.ndarray, P: np.ndarray, W: np.ndarray, lam: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Analytic gradients of J: (∂J/∂W K × d, ∂J/∂b K × 1).
 
     G = P - Y;  ∂J/∂W = G Xᵀ / n + 2 λ W;  ∂J/∂b = G 1 / n.
@@ -237,8 +258,9 @@ def _gradients_of(G: np.ndarray, X: np.ndarray, W: np.ndarray, lam: float) -> tu
     return grad_W, grad_b
 
 
-def compute_gradients_bce(X: np.ndarray, Y: np.ndarray, P: np.ndarray, W: np.ndarray,
-                          lam: float) -> tuple[np.ndarray, np.ndarray]:
+def compute_gradients_bce(
+    X: np.ndarray, Y: np.ndarray, P: np.ndarray, W: np.ndarray, lam: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Analytic gradients of the BCE cost: (∂J/∂W K × d, ∂J/∂b K × 1).
 
     P = σ(S) (K × n);  G = (P - Y) / K;  ∂J/∂W = G Xᵀ / n + 2 λ W;  ∂J/∂b = G 1 / n.
@@ -253,8 +275,9 @@ def compute_gradients_bce(X: np.ndarray, Y: np.ndarray, P: np.ndarray, W: np.nda
     return grad_W, grad_b
 
 
-def compute_gradients_svm(X: np.ndarray, Y: np.ndarray, S: np.ndarray, W: np.ndarray,
-                          lam: float) -> tuple[np.ndarray, np.ndarray]:
+def compute_gradients_svm(
+    X: np.ndarray, Y: np.ndarray, S: np.ndarray, W: np.ndarray, lam: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(Sub)gradients of the multi-class SVM cost: (∂J/∂W K × d, ∂J/∂b K × 1).
 
     Takes the SCORES S = W X + b (K × n), not probabilities (an SVM has none).
@@ -268,8 +291,9 @@ def compute_gradients_svm(X: np.ndarray, Y: np.ndarray, S: np.ndarray, W: np.nda
     return _gradients_of(G, X, W, lam)
 
 
-def init_parameters(K: int, d: int, rng: np.random.Generator, std: float = 0.01,
-                    dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+def init_parameters(
+    K: int, d: int, rng: np.random.Generator, std: float = 0.01, dtype=np.float64
+) -> tuple[np.ndarray, np.ndarray]:
     """W (K × d) then b (K × 1), each entry drawn from N(0, std²) with ``rng``.
 
     The draws are made in float64 and then cast, so float32 and float64 runs

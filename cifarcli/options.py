@@ -51,9 +51,9 @@ def as_typed(error: CifarError) -> CifarError:
 
 # -- shared options ------------------------------------------------------------------
 
-STUDY, BEYOND, OUTPUT = "The study", "Beyond the study", "Output and cache"   # the help panels
-T = TRAIN_DEFAULTS   # every default is config's
-JOBS = 2   # processes training at once, unless --jobs says otherwise
+STUDY, BEYOND, OUTPUT = "The study", "Beyond the study", "Output and cache"  # the help panels
+T = TRAIN_DEFAULTS  # every default is config's
+JOBS = 2  # processes training at once, unless --jobs says otherwise
 KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 
@@ -66,20 +66,31 @@ def output_option(*names: str, flag: bool = False, **kwargs):
 class Common:
     """Where a command reads and writes, and how it talks: the options every command shares."""
 
-    cache_dir: Path | None = None     # None: the nearest workspace here or above, else ./cache
-    reports_dir: Path | None = None   # None: beside the cache
+    cache_dir: Path | None = None  # None: the nearest workspace here or above, else ./cache
+    reports_dir: Path | None = None  # None: beside the cache
     force: bool = False
     as_json: bool = False
     quiet: bool = False
 
 
 _COMMON = {
-    "cache_dir": (Path, output_option("--cache-dir", envvar="CIFARCLI_CACHE_DIR",
-                                         help="Artifact cache folder [default: the nearest cache/ here or above].")),
-    "reports_dir": (Path, output_option("--reports-dir", help="Folder for figures and reports [default: beside the cache].")),
+    "cache_dir": (
+        Path,
+        output_option(
+            "--cache-dir",
+            envvar="CIFARCLI_CACHE_DIR",
+            help="Artifact cache folder [default: the nearest cache/ here or above].",
+        ),
+    ),
+    "reports_dir": (
+        Path,
+        output_option("--reports-dir", help="Folder for figures and reports [default: beside the cache]."),
+    ),
     "force": (bool, output_option("--force", flag=True, help="Recompute this stage even when it is cached.")),
-    "as_json": (bool, output_option("--json", flag=True,
-                                    help="Print one JSON document on stdout and nothing else there.")),
+    "as_json": (
+        bool,
+        output_option("--json", flag=True, help="Print one JSON document on stdout and nothing else there."),
+    ),
     "quiet": (bool, output_option("--quiet", "-q", flag=True, help="No progress or notices on stderr.")),
 }
 
@@ -88,14 +99,19 @@ def common_options(*extra: str):
     """Give a command --cache-dir, --json and the ``extra`` ones of --reports-dir, --force, --quiet (by field
     name); it receives them as ``common: Common``."""
     names = [name for name in _COMMON if name in ("cache_dir", "as_json", *extra)]
-    parameters = [inspect.Parameter(name, KEYWORD, default=getattr(Common, name),
-                                     annotation=Annotated[_COMMON[name][0], _COMMON[name][1]]) for name in names]
+    parameters = [
+        inspect.Parameter(
+            name, KEYWORD, default=getattr(Common, name), annotation=Annotated[_COMMON[name][0], _COMMON[name][1]]
+        )
+        for name in names
+    ]
     return _options_into("common", parameters, lambda values: Common(**values))
 
 
 def _options_into(into: str, parameters: list[inspect.Parameter], make):
     """A decorator: the command's parameter ``into`` becomes ``parameters`` (in its signature, so in its help),
     and the command receives ``make(their values)`` there."""
+
     def decorate(command):
         signature = inspect.signature(command, eval_str=True)
         names = [parameter.name for parameter in parameters]
@@ -115,8 +131,10 @@ def _options_into(into: str, parameters: list[inspect.Parameter], make):
     return decorate
 
 
-RunId = Annotated[str | None, typer.Option(
-    "--run", help="Use this run (its name, ID or a unique prefix) instead of the training options.")]
+RunId = Annotated[
+    str | None,
+    typer.Option("--run", help="Use this run (its name, ID or a unique prefix) instead of the training options."),
+]
 
 # TrainConfig's fields as options: (flags, help, extra typer.Option arguments). The first eight are the study's.
 TRAINING = {
@@ -129,20 +147,40 @@ TRAINING = {
     "val_size": (("--val-size",), "Validation images with --split full.", {}),
     "dtype": (("--dtype",), "float32 or float64.", {}),
     # Beyond the study (all off by default; a run ID changes only when one is set):
-    "shuffle": (("--shuffle/--no-shuffle",), "Visit the training images in a new seeded order every epoch.",
-                {"metavar": ""}),
-    "flip": (("--flip",), "Mirror each training image left-right with probability P every epoch (0: off).",
-             {"metavar": "P"}),
-    "decay_every": (("--decay-every",), "Step decay: multiply η by --decay-factor every K epochs (0: off).",
-                    {"metavar": "K"}),
+    "shuffle": (
+        ("--shuffle/--no-shuffle",),
+        "Visit the training images in a new seeded order every epoch.",
+        {"metavar": ""},
+    ),
+    "flip": (
+        ("--flip",),
+        "Mirror each training image left-right with probability P every epoch (0: off).",
+        {"metavar": "P"},
+    ),
+    "decay_every": (
+        ("--decay-every",),
+        "Step decay: multiply η by --decay-factor every K epochs (0: off).",
+        {"metavar": "K"},
+    ),
     "decay_factor": (("--decay-factor",), "Step-decay factor in (0, 1], e.g. 0.1.", {"metavar": "F"}),
     "init": (("--init",), "Initialisation: normal (N(0, 0.01²), the study) or xavier (N(0, 1/d)).", {}),
-    "loss": (("--loss",), "softmax (cross-entropy), bce (multiple binary cross-entropy, sigmoid outputs) or svm "
-             "(multi-class hinge loss, margin 1; scores, no probabilities).", {}),
-    "patience": (("--patience",), "Early stopping: stop when validation accuracy has not improved for P epochs "
-                 "(0: off).", {"metavar": "P"}),
-    "keep": (("--keep",), "Weights to keep: last (the last epoch's) or best (the epoch with the highest "
-             "validation accuracy; ties: the earliest).", {}),
+    "loss": (
+        ("--loss",),
+        "softmax (cross-entropy), bce (multiple binary cross-entropy, sigmoid outputs) or svm "
+        "(multi-class hinge loss, margin 1; scores, no probabilities).",
+        {},
+    ),
+    "patience": (
+        ("--patience",),
+        "Early stopping: stop when validation accuracy has not improved for P epochs (0: off).",
+        {"metavar": "P"},
+    ),
+    "keep": (
+        ("--keep",),
+        "Weights to keep: last (the last epoch's) or best (the epoch with the highest "
+        "validation accuracy; ties: the earliest).",
+        {},
+    ),
 }
 _STUDY_FIELDS = ("lam", "eta", "n_epochs", "n_batch", "seed", "split", "val_size", "dtype")
 
@@ -168,8 +206,9 @@ def _one_value(name: str, kind: type, text: str):
     """Sweep's value of a fixed training option: one value of the field's type, not a list."""
     if "," in text and kind is not str:
         *lists, last = [flag_of(axis) for axis in GRID]
-        raise OptionError(name, f"takes one value in a sweep, got {text!r}",
-                          hint=f"only {', '.join(lists)} and {last} take lists")
+        raise OptionError(
+            name, f"takes one value in a sweep, got {text!r}", hint=f"only {', '.join(lists)} and {last} take lists"
+        )
     try:
         return kind(text)
     except ValueError:
@@ -182,6 +221,7 @@ def training_options(command=None, *, exclude: tuple[str, ...] = (), fixed: bool
     The command declares ``config``, where the options go in its help, and receives their TrainConfig.
     With ``fixed`` (sweep), the grid's axes are left out and ``config`` is a dict of the options given.
     """
+
     def given(values: dict) -> dict:
         return {name: value for name, value in values.items() if value is not None}
 
@@ -246,8 +286,9 @@ def _known_stage(stage: str | None) -> str | None:
     return stage
 
 
-Stage = Annotated[str | None, typer.Option("--stage", callback=_known_stage,
-                                           help=f"Only this stage ({', '.join(STAGE_NAMES)}).")]
+Stage = Annotated[
+    str | None, typer.Option("--stage", callback=_known_stage, help=f"Only this stage ({', '.join(STAGE_NAMES)}).")
+]
 
 
 # -- each command's own options --------------------------------------------------
@@ -263,49 +304,92 @@ Md5 = _option(str | None, "--md5", help="Expected md5 of the source.")
 Sha256 = _option(str | None, "--sha256", help="Expected sha256 of the source.")
 
 NSamples = _option(int, "--n-samples", help="Training images in the batch.")
-NDims = _option(int | None, "--n-dims", help="Use only the first D input dimensions (default: all).",
-                show_default=False)
-Lams = _option(list[float] | None, "--lam", rich_help_panel=STUDY, show_default=False,
-               help=f"λ to check (repeatable; default {' and '.join(f'{lam:g}' for lam in GRADCHECK_DEFAULTS.lams)}).")
+NDims = _option(
+    int | None, "--n-dims", help="Use only the first D input dimensions (default: all).", show_default=False
+)
+Lams = _option(
+    list[float] | None,
+    "--lam",
+    rich_help_panel=STUDY,
+    show_default=False,
+    help=f"λ to check (repeatable; default {' and '.join(f'{lam:g}' for lam in GRADCHECK_DEFAULTS.lams)}).",
+)
 Step = _option(float, "--h", help="Finite-difference step.")
-Tol = _option(float | None, "--tol", help="Gate: exit 1 when the max relative error exceeds it "
-              f"(the verdict uses {GRADCHECK_TOL:g} without it).")
-GradcheckLoss = _option(str, "--loss", rich_help_panel=BEYOND, help="Check the gradients of softmax "
-                        "(cross-entropy), bce (multiple binary cross-entropy) or svm (hinge; parameters within h of "
-                        "a kink are counted and left out of the verdict).")
+Tol = _option(
+    float | None,
+    "--tol",
+    help=f"Gate: exit 1 when the max relative error exceeds it (the verdict uses {GRADCHECK_TOL:g} without it).",
+)
+GradcheckLoss = _option(
+    str,
+    "--loss",
+    rich_help_panel=BEYOND,
+    help="Check the gradients of softmax "
+    "(cross-entropy), bce (multiple binary cross-entropy) or svm (hinge; parameters within h of "
+    "a kink are counted and left out of the verdict).",
+)
 
 MinAccuracy = _option(float | None, "--min-accuracy", help="Gate: exit 1 when test accuracy is below it.")
-Images = Annotated[list[Path], typer.Argument(metavar="IMAGE", help="Image files (PNG, JPEG, ...; any size).",
-                                              show_default=False)]
-Out = _option(Path | None, "--out", help="The .npz file to write (default: model-<run id>.npz).",
-              show_default=False)
+Images = Annotated[
+    list[Path], typer.Argument(metavar="IMAGE", help="Image files (PNG, JPEG, ...; any size).", show_default=False)
+]
+Out = _option(Path | None, "--out", help="The .npz file to write (default: model-<run id>.npz).", show_default=False)
 Members = _option(list[str] | None, "--run", help="A member run ID (or unique prefix); repeat it.")
-Seeds = _option(str | None, "--seeds", help="Comma list of seeds: the training options below at each seed "
-                "(missing members are trained).")
-Settings = _option(Path | None, "--config", help="TOML file listing the settings (default: the study's four).",
-                   show_default=False)
+Seeds = _option(
+    str | None,
+    "--seeds",
+    help="Comma list of seeds: the training options below at each seed (missing members are trained).",
+)
+Settings = _option(
+    Path | None, "--config", help="TOML file listing the settings (default: the study's four).", show_default=False
+)
 Backend = _option(str, "--backend", help="local (joblib processes) or dask (an existing cluster).")
-Scheduler = _option(str | None, "--scheduler",
-                    help="Dask scheduler address, e.g. tcp://host:8786 (implies --backend dask).")
+Scheduler = _option(
+    str | None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (implies --backend dask)."
+)
 
-Where = _option(list[str] | None, "--where", metavar="FIELD=VALUE",
-                help="Only runs where a setting or metric has this value (repeatable; also !=, <, <=, >, >=), "
-                     "e.g. lam=0.1, shuffle=true, val_acc>=0.38.")
-RunsSplit = _option(str | None, "--split", rich_help_panel=STUDY,
-                    help="Only runs on this split (seed, dd2424 or full).")
-Sort = _option(str, "--sort", metavar="FIELD", help="Sort by a setting (lam, eta, …) or val_acc, train_acc, "
-               "test_acc, train_cost, val_cost, created, seconds, run_id; metrics best first, newest first.")
+Where = _option(
+    list[str] | None,
+    "--where",
+    metavar="FIELD=VALUE",
+    help="Only runs where a setting or metric has this value (repeatable; also !=, <, <=, >, >=), "
+    "e.g. lam=0.1, shuffle=true, val_acc>=0.38.",
+)
+RunsSplit = _option(
+    str | None, "--split", rich_help_panel=STUDY, help="Only runs on this split (seed, dd2424 or full)."
+)
+Sort = _option(
+    str,
+    "--sort",
+    metavar="FIELD",
+    help="Sort by a setting (lam, eta, …) or val_acc, train_acc, "
+    "test_acc, train_cost, val_cost, created, seconds, run_id; metrics best first, newest first.",
+)
 Reverse = _option(bool, "--reverse", metavar="", help="Reverse the order of --sort.")
 AllParams = _option(bool, "--all-params", metavar="", help="Show every setting, not only those that differ.")
-Discussion = _option(Path | None, "--discussion",
-                     help="Your own discussion (Markdown: paragraphs, lists, emphasis, code), added after the analysis.")
-Brief = _option(bool | None, "--brief/--full", show_default=False, metavar="",
-                help="The assignment's layout: set-up, gradient check, each run with curves and weights, comparison, "
-                     "analysis, discussion.")
-Pdf = _option(bool, "--pdf", metavar="",
-              help="Also write reports/report.pdf (A4) and report.typ, typeset with Typst (pip install 'cifarcli[pdf]').")
+Discussion = _option(
+    Path | None,
+    "--discussion",
+    help="Your own discussion (Markdown: paragraphs, lists, emphasis, code), added after the analysis.",
+)
+Brief = _option(
+    bool | None,
+    "--brief/--full",
+    show_default=False,
+    metavar="",
+    help="The assignment's layout: set-up, gradient check, each run with curves and weights, comparison, "
+    "analysis, discussion.",
+)
+Pdf = _option(
+    bool,
+    "--pdf",
+    metavar="",
+    help="Also write reports/report.pdf (A4) and report.typ, typeset with Typst (pip install 'cifarcli[pdf]').",
+)
 RunName = _option(str | None, "--name", help="Name the run; any --run accepts the name (never part of the run ID).")
-Diff = _option(tuple[str, str] | None, "--diff", metavar="A B",
-               help="Show two runs (IDs or unique prefixes) side by side.")
-Csv = Annotated[bool, output_option("--csv", flag=True,
-                                    help="Print CSV on stdout (full run ID, every setting and metric).")]
+Diff = _option(
+    tuple[str, str] | None, "--diff", metavar="A B", help="Show two runs (IDs or unique prefixes) side by side."
+)
+Csv = Annotated[
+    bool, output_option("--csv", flag=True, help="Print CSV on stdout (full run ID, every setting and metric).")
+]

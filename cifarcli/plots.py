@@ -32,9 +32,9 @@ import numpy as np
 from cifarcli.files import write_atomic
 
 DPI = 150
-CURVE_SIZE = (7.0, 4.5)          # inches -> 1050 x 675 px at 150 dpi
-WEIGHTS_SIZE = (7.0, 3.4)        # 2 x 5 panels  -> 1050 x 510 px
-CONFUSION_SIZE = (6.4, 5.6)      # -> 960 x 840 px
+CURVE_SIZE = (7.0, 4.5)  # inches -> 1050 x 675 px at 150 dpi
+WEIGHTS_SIZE = (7.0, 3.4)  # 2 x 5 panels  -> 1050 x 510 px
+CONFUSION_SIZE = (6.4, 5.6)  # -> 960 x 840 px
 
 TRAIN_COLOUR = "#1f77b4"
 VAL_COLOUR = "#d95f02"
@@ -44,8 +44,7 @@ MUTED = "#6b7280"
 # shared helpers
 
 
-def new_figure(figsize: tuple[float, float] = CURVE_SIZE, *, dpi: int = DPI,
-               layout: str | None = "constrained"):
+def new_figure(figsize: tuple[float, float] = CURVE_SIZE, *, dpi: int = DPI, layout: str | None = "constrained"):
     """A fresh ``Figure`` with an Agg canvas attached, white background."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -84,9 +83,9 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     """Write ``fig`` as a deterministic PNG at ``path`` atomically."""
     return atomic_write_bytes(
         path,
-        lambda fh: fig.savefig(fh, format="png", dpi=fig.dpi,
-                               facecolor=fig.get_facecolor(),
-                               metadata={"Software": None}),
+        lambda fh: fig.savefig(
+            fh, format="png", dpi=fig.dpi, facecolor=fig.get_facecolor(), metadata={"Software": None}
+        ),
     )
 
 
@@ -120,9 +119,17 @@ def _mark_non_finite(ax, epochs: np.ndarray, history, keys) -> None:
     if bad.any():
         e = epochs[np.argmax(bad)]
         ax.axvline(e, color="#b91c1c", linestyle=":", linewidth=1.2)
-        ax.annotate(f"non-finite from epoch {e:g}", xy=(e, 1), xycoords=("data", "axes fraction"),
-                    xytext=(-4, -4), textcoords="offset points", ha="right", va="top",
-                    fontsize=8, color="#b91c1c")
+        ax.annotate(
+            f"non-finite from epoch {e:g}",
+            xy=(e, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(-4, -4),
+            textcoords="offset points",
+            ha="right",
+            va="top",
+            fontsize=8,
+            color="#b91c1c",
+        )
 
 
 # --------------------------------------------------------------------------
@@ -132,16 +139,23 @@ def _mark_non_finite(ax, epochs: np.ndarray, history, keys) -> None:
 def _mark_chosen(ax, chosen_epoch: int | None) -> None:
     """Early stopping: a vertical line at the epoch whose weights the run kept (--keep best)."""
     if chosen_epoch is not None:
-        ax.axvline(chosen_epoch, color=MUTED, linestyle="-.", linewidth=1.2,
-                   label=f"kept: epoch {chosen_epoch} (best validation accuracy)")
+        ax.axvline(
+            chosen_epoch,
+            color=MUTED,
+            linestyle="-.",
+            linewidth=1.2,
+            label=f"kept: epoch {chosen_epoch} (best validation accuracy)",
+        )
 
 
 def cost_is_loss(history: Mapping[str, Sequence[float]], lam: float | None = None) -> bool:
     """Whether the cost curves coincide with the loss curves (λ = 0, or equal numbers when λ is not given)."""
     if lam is not None:
         return float(lam) == 0.0
-    return all(np.allclose(_series(history, f"{s}_loss"), _series(history, f"{s}_cost"), rtol=1e-12, atol=0,
-                           equal_nan=True) for s in ("train", "val"))
+    return all(
+        np.allclose(_series(history, f"{s}_loss"), _series(history, f"{s}_cost"), rtol=1e-12, atol=0, equal_nan=True)
+        for s in ("train", "val")
+    )
 
 
 def legend_labels(fig) -> list[str]:
@@ -150,8 +164,12 @@ def legend_labels(fig) -> list[str]:
     return [t.get_text() for legend in legends if legend is not None for t in legend.get_texts()]
 
 
-def loss_figure(history: Mapping[str, Sequence[float]], title: str | None = None, lam: float | None = None,
-                chosen_epoch: int | None = None):
+def loss_figure(
+    history: Mapping[str, Sequence[float]],
+    title: str | None = None,
+    lam: float | None = None,
+    chosen_epoch: int | None = None,
+):
     """Loss and cost per epoch, train and validation (4 lines); ``chosen_epoch`` (early stopping) marked when given.
 
     When the cost equals the loss (λ = 0; or, without ``lam``, equal numbers) each split is
@@ -176,8 +194,7 @@ def loss_figure(history: Mapping[str, Sequence[float]], title: str | None = None
             ("val_cost", "validation cost (loss + λ‖W‖²)", VAL_COLOUR, "--", 1.4),
         ]
     for key, label, colour, ls, lw in lines:
-        ax.plot(epochs, _series(history, key), color=colour, linestyle=ls,
-                linewidth=lw, label=label)
+        ax.plot(epochs, _series(history, key), color=colour, linestyle=ls, linewidth=lw, label=label)
     finite = np.concatenate([_series(history, k) for k, *_ in lines])
     finite = finite[np.isfinite(finite)]
     # A diverging run spans decades: a log axis keeps the healthy part readable.
@@ -193,18 +210,15 @@ def loss_figure(history: Mapping[str, Sequence[float]], title: str | None = None
     return fig
 
 
-def accuracy_figure(history: Mapping[str, Sequence[float]], title: str | None = None,
-                    chosen_epoch: int | None = None):
+def accuracy_figure(history: Mapping[str, Sequence[float]], title: str | None = None, chosen_epoch: int | None = None):
     """Accuracy per epoch, train and validation, with the chance level; ``chosen_epoch`` marked when given."""
     _check_history(history, ("epoch", "train_acc", "val_acc"))
     epochs = np.asarray(history["epoch"], dtype=float)
     fig = new_figure(CURVE_SIZE)
     ax = fig.add_subplot()
     style_axes(ax)
-    ax.plot(epochs, _series(history, "train_acc"), color=TRAIN_COLOUR, linewidth=2.0,
-            label="train")
-    ax.plot(epochs, _series(history, "val_acc"), color=VAL_COLOUR, linewidth=2.0,
-            label="validation")
+    ax.plot(epochs, _series(history, "train_acc"), color=TRAIN_COLOUR, linewidth=2.0, label="train")
+    ax.plot(epochs, _series(history, "val_acc"), color=VAL_COLOUR, linewidth=2.0, label="validation")
     ax.axhline(0.1, color=MUTED, linestyle=":", linewidth=1.0, label="chance (0.1)")
     _mark_non_finite(ax, epochs, history, ["train_acc", "val_acc"])
     _integer_epochs(ax)
@@ -219,14 +233,23 @@ def accuracy_figure(history: Mapping[str, Sequence[float]], title: str | None = 
     return fig
 
 
-def plot_loss(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
-              title: str | None = None, lam: float | None = None, chosen_epoch: int | None = None) -> Path:
+def plot_loss(
+    history: Mapping[str, Sequence[float]],
+    path: str | os.PathLike,
+    title: str | None = None,
+    lam: float | None = None,
+    chosen_epoch: int | None = None,
+) -> Path:
     """Write the loss/cost curves to ``path`` (PNG, 1050×675 px)."""
     return save_figure(loss_figure(history, title, lam, chosen_epoch), path)
 
 
-def plot_accuracy(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
-                  title: str | None = None, chosen_epoch: int | None = None) -> Path:
+def plot_accuracy(
+    history: Mapping[str, Sequence[float]],
+    path: str | os.PathLike,
+    title: str | None = None,
+    chosen_epoch: int | None = None,
+) -> Path:
     """Write the accuracy curves to ``path`` (PNG, 1050×675 px)."""
     return save_figure(accuracy_figure(history, title, chosen_epoch), path)
 
@@ -295,8 +318,7 @@ def confusion_figure(matrix: Any, label_names: Sequence[str], title: str | None 
     ax = fig.add_subplot()
     vmax = max(float(m.max()), 1.0)
     im = ax.imshow(m, cmap="Blues", vmin=0, vmax=vmax, interpolation="nearest")
-    ax.set_xticks(range(k), [str(n) for n in label_names], rotation=40, ha="right",
-                  rotation_mode="anchor", fontsize=9)
+    ax.set_xticks(range(k), [str(n) for n in label_names], rotation=40, ha="right", rotation_mode="anchor", fontsize=9)
     ax.set_yticks(range(k), [str(n) for n in label_names], fontsize=9)
     ax.set_xlabel("predicted", fontsize=10)
     ax.set_ylabel("true", fontsize=10)
@@ -315,10 +337,17 @@ def confusion_figure(matrix: Any, label_names: Sequence[str], title: str | None 
             dark = v / vmax > 0.55
             # Out of the layout: each count sits inside its cell, inside the axes, so the constrained
             # layout measured 100 texts for nothing (same pixels either way).
-            ax.text(j, i, f"{v:g}" if np.issubdtype(m.dtype, np.floating) else f"{int(v)}",
-                    ha="center", va="center", fontsize=fontsize,
-                    color="white" if dark else "#111827",
-                    fontweight="bold" if i == j else "normal", in_layout=False)
+            ax.text(
+                j,
+                i,
+                f"{v:g}" if np.issubdtype(m.dtype, np.floating) else f"{int(v)}",
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="white" if dark else "#111827",
+                fontweight="bold" if i == j else "normal",
+                in_layout=False,
+            )
     cbar = fig.colorbar(im, ax=ax, shrink=0.8, pad=0.02)
     cbar.ax.tick_params(labelsize=8)
     cbar.outline.set_visible(False)
@@ -329,8 +358,7 @@ def confusion_figure(matrix: Any, label_names: Sequence[str], title: str | None 
     return fig
 
 
-def plot_confusion(matrix: Any, label_names: Sequence[str], path: str | os.PathLike,
-                   title: str | None = None) -> Path:
+def plot_confusion(matrix: Any, label_names: Sequence[str], path: str | os.PathLike, title: str | None = None) -> Path:
     """Write the confusion matrix to ``path`` (PNG, 960×840 px)."""
     return save_figure(confusion_figure(matrix, label_names, title), path)
 
@@ -338,11 +366,16 @@ def plot_confusion(matrix: Any, label_names: Sequence[str], path: str | os.PathL
 # --------------------------------------------------------------------------
 # sweep heat-map
 
-HEATMAP_SIZE = (6.4, 4.8)        # -> 960 x 720 px
+HEATMAP_SIZE = (6.4, 4.8)  # -> 960 x 720 px
 
 
-def sweep_heatmap_figure(lams: Sequence[float], etas: Sequence[float], values: Any,
-                         title: str | None = None, best: tuple[int, int] | None = None):
+def sweep_heatmap_figure(
+    lams: Sequence[float],
+    etas: Sequence[float],
+    values: Any,
+    title: str | None = None,
+    best: tuple[int, int] | None = None,
+):
     """Validation accuracy per (λ, η) cell: rows λ, columns η; NaN cells are drawn as diverged.
 
     ``best`` (row, column) is outlined and starred.
@@ -359,8 +392,7 @@ def sweep_heatmap_figure(lams: Sequence[float], etas: Sequence[float], values: A
     import matplotlib
 
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#e5e7eb")
-    im = ax.imshow(np.ma.masked_invalid(v), cmap=cmap, vmin=lo, vmax=hi, aspect="auto",
-                   interpolation="nearest")
+    im = ax.imshow(np.ma.masked_invalid(v), cmap=cmap, vmin=lo, vmax=hi, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(len(etas)), [f"{e:g}" for e in etas], fontsize=9)
     ax.set_yticks(range(len(lams)), [f"{x:g}" for x in lams], fontsize=9)
     ax.set_xlabel("learning rate η", fontsize=10)
@@ -377,17 +409,22 @@ def sweep_heatmap_figure(lams: Sequence[float], etas: Sequence[float], values: A
             if np.isfinite(v[i, j]):
                 dark = (v[i, j] - lo) / (hi - lo) < 0.6
                 text = f"{v[i, j]:.4f}" + (" ★" if best == (i, j) else "")
-                ax.text(j, i, text, ha="center", va="center", fontsize=8.5,
-                        color="white" if dark else "#111827",
-                        fontweight="bold" if best == (i, j) else "normal")
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=8.5,
+                    color="white" if dark else "#111827",
+                    fontweight="bold" if best == (i, j) else "normal",
+                )
             else:
-                ax.text(j, i, "diverged", ha="center", va="center", fontsize=8.5,
-                        color="#b91c1c", style="italic")
+                ax.text(j, i, "diverged", ha="center", va="center", fontsize=8.5, color="#b91c1c", style="italic")
     if best is not None:
         from matplotlib.patches import Rectangle
 
-        ax.add_patch(Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False,
-                               edgecolor="#dc2626", linewidth=3))
+        ax.add_patch(Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, edgecolor="#dc2626", linewidth=3))
     cbar = fig.colorbar(im, ax=ax, shrink=0.85, pad=0.02)
     cbar.ax.tick_params(labelsize=8)
     cbar.outline.set_visible(False)
@@ -396,9 +433,14 @@ def sweep_heatmap_figure(lams: Sequence[float], etas: Sequence[float], values: A
     return fig
 
 
-def plot_sweep_heatmap(lams: Sequence[float], etas: Sequence[float], values: Any,
-                       path: str | os.PathLike, title: str | None = None,
-                       best: tuple[int, int] | None = None) -> Path:
+def plot_sweep_heatmap(
+    lams: Sequence[float],
+    etas: Sequence[float],
+    values: Any,
+    path: str | os.PathLike,
+    title: str | None = None,
+    best: tuple[int, int] | None = None,
+) -> Path:
     """Write the sweep's validation-accuracy heat-map to ``path`` (PNG, 960×720 px)."""
     return save_figure(sweep_heatmap_figure(lams, etas, values, title, best), path)
 
@@ -406,7 +448,7 @@ def plot_sweep_heatmap(lams: Sequence[float], etas: Sequence[float], values: Any
 # --------------------------------------------------------------------------
 # true-class probability histograms
 
-PROBABILITY_SIZE = (7.0, 4.5)    # -> 1050 x 675 px
+PROBABILITY_SIZE = (7.0, 4.5)  # -> 1050 x 675 px
 CORRECT_COLOUR = "#15803d"
 WRONG_COLOUR = "#b91c1c"
 
@@ -415,8 +457,10 @@ def _group_shares(ax, summary: Mapping[str, Any]) -> np.ndarray:
     """Draw the correct and the misclassified group of a summary as filled steps, each as the share of
     its own group (so a few mistakes stay visible beside many hits); returns the bin edges."""
     edges = np.asarray(summary["bins"], dtype=float)
-    for key, label, colour in (("correct", "correctly classified", CORRECT_COLOUR),
-                               ("incorrect", "misclassified", WRONG_COLOUR)):
+    for key, label, colour in (
+        ("correct", "correctly classified", CORRECT_COLOUR),
+        ("incorrect", "misclassified", WRONG_COLOUR),
+    ):
         group = summary[key]
         counts = np.asarray(group["counts"], dtype=float)
         if counts.shape != (len(edges) - 1,):
@@ -442,8 +486,13 @@ def probabilities_figure(summary: Mapping[str, Any], title: str | None = None):
     _group_shares(ax, summary)
     threshold = summary.get("threshold")
     if threshold is not None:
-        ax.axvline(threshold, color=MUTED, linestyle=":", linewidth=1.0,
-                   label=f"p = {threshold:g} (mistakes left of it: confident)")
+        ax.axvline(
+            threshold,
+            color=MUTED,
+            linestyle=":",
+            linewidth=1.0,
+            label=f"p = {threshold:g} (mistakes left of it: confident)",
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, None)
     kind = "sigmoid σ(s_y)" if summary.get("kind") == "sigmoid" else "softmax"
@@ -462,21 +511,27 @@ def plot_probabilities(summary: Mapping[str, Any], path: str | os.PathLike, titl
 # --------------------------------------------------------------------------
 # comparison of runs: curves overlaid, weights side by side
 
-COMPARISON_CURVES_SIZE = (9.0, 3.4)   # two panels -> 1350 x 510 px
+COMPARISON_CURVES_SIZE = (9.0, 3.4)  # two panels -> 1350 x 510 px
 RUN_COLOURS = ("#1f77b4", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
 RUN_STYLES = ("-", "--", "-.", ":")
-RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")   # lines that nearly coincide stay apart by their marks
+RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # lines that nearly coincide stay apart by their marks
 
 
 def run_style(i: int) -> dict:
     """Colour, then line style once the colours are used up: every run has its own look."""
-    return {"color": RUN_COLOURS[i % len(RUN_COLOURS)],
-            "linestyle": RUN_STYLES[(i // len(RUN_COLOURS)) % len(RUN_STYLES)],
-            "marker": RUN_MARKERS[i % len(RUN_MARKERS)], "markersize": 4.5}
+    return {
+        "color": RUN_COLOURS[i % len(RUN_COLOURS)],
+        "linestyle": RUN_STYLES[(i // len(RUN_COLOURS)) % len(RUN_STYLES)],
+        "marker": RUN_MARKERS[i % len(RUN_MARKERS)],
+        "markersize": 4.5,
+    }
 
 
-def comparison_curves_figure(runs: Sequence[tuple[str, Mapping[str, Sequence[float]]]], title: str | None = None,
-                             apart: Sequence[bool] | None = None):
+def comparison_curves_figure(
+    runs: Sequence[tuple[str, Mapping[str, Sequence[float]]]],
+    title: str | None = None,
+    apart: Sequence[bool] | None = None,
+):
     """Every run's validation loss and validation accuracy per epoch, overlaid, one colour per run
     (``run_style(i)``, the i-th run's colour in every comparison figure).
 
@@ -502,10 +557,11 @@ def comparison_curves_figure(runs: Sequence[tuple[str, Mapping[str, Sequence[flo
     for i, (label, history) in enumerate(runs):
         epochs = np.asarray(history["epoch"], dtype=float)
         marks = {"markevery": max(1, len(epochs) // 8)}
-        loss_axes[apart[i]].plot(epochs, _series(history, "val_loss"), linewidth=1.6, label=label, **marks,
-                                 **run_style(i))
+        loss_axes[apart[i]].plot(
+            epochs, _series(history, "val_loss"), linewidth=1.6, label=label, **marks, **run_style(i)
+        )
         acc_ax.plot(epochs, _series(history, "val_acc"), linewidth=1.6, **marks, **run_style(i))
-    for flag in ({False, True} if split else {False}):
+    for flag in {False, True} if split else {False}:
         members = [h for (_, h), a in zip(runs, apart) if a == flag or not split]
         losses = np.concatenate([_series(h, "val_loss") for h in members])
         losses = losses[np.isfinite(losses)]
@@ -526,8 +582,14 @@ def comparison_curves_figure(runs: Sequence[tuple[str, Mapping[str, Sequence[flo
         loss_axes[False].set_title("Validation loss per epoch", fontsize=11, loc="left")
     acc_ax.set_title("Validation accuracy per epoch", fontsize=11, loc="left")
     handles = [h for ax in axes for h in ax.get_lines() if not h.get_label().startswith("_")]
-    fig.legend(handles=handles, labels=[h.get_label() for h in handles], loc="outside lower center",
-               ncol=min(len(handles), 5), frameon=False, fontsize=8.5)
+    fig.legend(
+        handles=handles,
+        labels=[h.get_label() for h in handles],
+        loc="outside lower center",
+        ncol=min(len(handles), 5),
+        frameon=False,
+        fontsize=8.5,
+    )
     if title:
         fig.suptitle(title, fontsize=11, x=0.01, ha="left")
     return fig
@@ -536,7 +598,7 @@ def comparison_curves_figure(runs: Sequence[tuple[str, Mapping[str, Sequence[flo
 def _zoom_on_the_end(ax, histories) -> None:
     """Zoom the stable runs' loss axis on where they differ: every value after the first tenth of the epochs
     (at least two) is in view; the steep first epochs may leave the top of the panel."""
-    tails = [_series(h, "val_loss")[max(2, len(h["epoch"]) // 10):] for h in histories]
+    tails = [_series(h, "val_loss")[max(2, len(h["epoch"]) // 10) :] for h in histories]
     tail = np.concatenate(tails) if tails else np.array([])
     tail = tail[np.isfinite(tail)]
     if tail.size >= 2 and tail.max() > tail.min():
@@ -570,24 +632,46 @@ def comparison_weights_figure(runs: Sequence[tuple[str, Any]], label_names: Sequ
             if img is not None:
                 ax.imshow(img[j], interpolation="nearest")
             elif j == 0:
-                ax.text(0.0, 0.5, "no weights (diverged)", transform=ax.transAxes, fontsize=8.5,
-                        color=WRONG_COLOUR, va="center", ha="left", style="italic")
+                ax.text(
+                    0.0,
+                    0.5,
+                    "no weights (diverged)",
+                    transform=ax.transAxes,
+                    fontsize=8.5,
+                    color=WRONG_COLOUR,
+                    va="center",
+                    ha="left",
+                    style="italic",
+                )
             if img is None:
                 ax.spines[:].set_visible(False)
         # The run's colour in the curves is its row label's: one colour per run in every comparison figure.
-        axes[r][0].set_ylabel(label, fontsize=8.5, rotation=0, ha="right", va="center", labelpad=6,
-                              color=run_style(r)["color"], fontweight="bold")
+        axes[r][0].set_ylabel(
+            label,
+            fontsize=8.5,
+            rotation=0,
+            ha="right",
+            va="center",
+            labelpad=6,
+            color=run_style(r)["color"],
+            fontweight="bold",
+        )
     return fig
 
 
-def plot_comparison_curves(runs: Sequence[tuple[str, Mapping[str, Sequence[float]]]], path: str | os.PathLike,
-                           title: str | None = None, apart: Sequence[bool] | None = None) -> Path:
+def plot_comparison_curves(
+    runs: Sequence[tuple[str, Mapping[str, Sequence[float]]]],
+    path: str | os.PathLike,
+    title: str | None = None,
+    apart: Sequence[bool] | None = None,
+) -> Path:
     """Write the overlaid validation curves of several runs to ``path`` (PNG; the unstable runs ``apart``)."""
     return save_figure(comparison_curves_figure(runs, title, apart), path)
 
 
-def plot_comparison_weights(runs: Sequence[tuple[str, Any]], label_names: Sequence[str],
-                            path: str | os.PathLike) -> Path:
+def plot_comparison_weights(
+    runs: Sequence[tuple[str, Any]], label_names: Sequence[str], path: str | os.PathLike
+) -> Path:
     """Write the grid of every run's class templates to ``path`` (PNG, 1350 px wide, one row per run)."""
     return save_figure(comparison_weights_figure(runs, label_names), path)
 
@@ -610,8 +694,13 @@ def margins_figure(summary: Mapping[str, Any], title: str | None = None):
     ax.axvline(0, color=MUTED, linestyle="-", linewidth=0.8)
     threshold = summary.get("threshold")
     if threshold is not None:
-        ax.axvline(threshold, color=MUTED, linestyle=":", linewidth=1.0,
-                   label=f"margin = {threshold:g} (mistakes left of it: confident)")
+        ax.axvline(
+            threshold,
+            color=MUTED,
+            linestyle=":",
+            linewidth=1.0,
+            label=f"margin = {threshold:g} (mistakes left of it: confident)",
+        )
     ax.set_xlim(edges[0], edges[-1])
     ax.set_ylim(0, None)
     open_ends = " (outer bins include everything beyond)" if summary.get("open_ends") else ""

@@ -63,7 +63,7 @@ def image_record(image) -> np.ndarray:
     if image.size != (SIDE, SIDE):
         shrink = min(image.size) >= SIDE
         image = image.resize((SIDE, SIDE), Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC)
-    hwc = np.asarray(image, dtype=np.uint8)                 # 32 × 32 × 3
+    hwc = np.asarray(image, dtype=np.uint8)  # 32 × 32 × 3
     return np.ascontiguousarray(hwc.transpose(2, 0, 1)).reshape(D)
 
 
@@ -80,7 +80,7 @@ def load_image(path: str | Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # over 2× the limit is an error
             with Image.open(path) as image:
-                image.load()                                # decode now: a truncated file fails here
+                image.load()  # decode now: a truncated file fails here
                 return image_record(image)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
@@ -95,8 +95,9 @@ def load_image(path: str | Path) -> np.ndarray:
 
 
 @on_one_blas_thread
-def classify(records: np.ndarray, W: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray,
-             loss: str = "softmax") -> np.ndarray:
+def classify(
+    records: np.ndarray, W: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray, loss: str = "softmax"
+) -> np.ndarray:
     """Class probabilities P (K × n) of records (n × 3072 uint8, CIFAR order), in float64 (an SVM: scores).
 
     Softmax columns sum to 1; for ``loss="bce"`` each entry is that class's sigmoid.
@@ -105,7 +106,7 @@ def classify(records: np.ndarray, W: np.ndarray, b: np.ndarray, mean: np.ndarray
     only their order (the highest wins) and differences (margins) mean anything.
     """
     records = np.asarray(records, dtype=np.uint8).reshape(-1, D)
-    X = normalise(records, mean, std, np.float64)          # d × n
+    X = normalise(records, mean, std, np.float64)  # d × n
     S = scores(X, np.asarray(W, dtype=np.float64), np.asarray(b, dtype=np.float64))
     return loss_named(loss).output(S)
 
@@ -113,30 +114,35 @@ def classify(records: np.ndarray, W: np.ndarray, b: np.ndarray, mean: np.ndarray
 def top_k(P: np.ndarray, names: list[str], k: int = 3) -> list[list[dict[str, Any]]]:
     """Per column of P (K × n), the k most probable classes: [{"class", "probability"}], highest first."""
     order = np.argsort(-P, axis=0, kind="stable")[:k]
-    return [[{"class": names[int(c)], "probability": float(P[c, i])} for c in order[:, i]]
-            for i in range(P.shape[1])]
+    return [[{"class": names[int(c)], "probability": float(P[c, i])} for c in order[:, i]] for i in range(P.shape[1])]
 
 
-def export_arrays(W, b, mean, std, class_names: list[str], loss: str, settings: dict, run_id: str,
-                  version: str) -> dict[str, np.ndarray]:
+def export_arrays(
+    W, b, mean, std, class_names: list[str], loss: str, settings: dict, run_id: str, version: str
+) -> dict[str, np.ndarray]:
     """The arrays of the portable model file: no object arrays, so ``allow_pickle=False`` reads them.
 
     W (K × 3072), b (K × 1), mean and std (3072 × 1, of the training split, on pixels / 255),
     class_names (K,) fixed-width unicode, loss / settings (JSON) / run_id / cifarcli_version
     0-d unicode, lam and eta 0-d float64, n_epochs, n_batch and seed 0-d int64.
     """
+
     def text(value: str) -> np.ndarray:
         return np.array(str(value), dtype=f"<U{max(1, len(str(value)))}")
 
     names = [str(n) for n in class_names]
     return {
-        "W": np.asarray(W), "b": np.asarray(b).reshape(-1, 1),
+        "W": np.asarray(W),
+        "b": np.asarray(b).reshape(-1, 1),
         "mean": np.asarray(mean, dtype=np.float64).reshape(-1, 1),
         "std": np.asarray(std, dtype=np.float64).reshape(-1, 1),
         "class_names": np.array(names, dtype=f"<U{max(1, max(map(len, names), default=1))}"),
-        "loss": text(loss), "settings": text(json.dumps(settings, sort_keys=True)),
-        "run_id": text(run_id), "cifarcli_version": text(version),
-        "lam": np.array(float(settings["lam"])), "eta": np.array(float(settings["eta"])),
+        "loss": text(loss),
+        "settings": text(json.dumps(settings, sort_keys=True)),
+        "run_id": text(run_id),
+        "cifarcli_version": text(version),
+        "lam": np.array(float(settings["lam"])),
+        "eta": np.array(float(settings["eta"])),
         "n_epochs": np.array(int(settings["n_epochs"]), dtype=np.int64),
         "n_batch": np.array(int(settings["n_batch"]), dtype=np.int64),
         "seed": np.array(int(settings["seed"]), dtype=np.int64),

@@ -34,8 +34,9 @@ N_BATCHES = 5
 _CHUNK = 4096  # rows per chunk for the statistics (bounded float64 temporaries)
 
 
-def split_indices(split: str, n_train_total: int, batch_size: int,
-                  val_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(
+    split: str, n_train_total: int, batch_size: int, val_size: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
     """(train_idx, val_idx): row indices into the concatenated training records.
 
     Both are increasing, contiguous and disjoint. ``val_size`` only matters
@@ -44,8 +45,10 @@ def split_indices(split: str, n_train_total: int, batch_size: int,
     if split not in SPLITS:
         raise OptionError("split", f"unknown split {split!r}", f"use one of: {', '.join(SPLITS)}")
     if batch_size < 1 or n_train_total < batch_size:
-        raise CifarError(f"cannot take a batch of {batch_size} records from {n_train_total}",
-                         "the dataset looks truncated; run `cifarcli fetch --force`")
+        raise CifarError(
+            f"cannot take a batch of {batch_size} records from {n_train_total}",
+            "the dataset looks truncated; run `cifarcli fetch --force`",
+        )
     if split == "seed":
         n_tr = (batch_size * 4) // 5
         if n_tr < 1 or n_tr >= batch_size:
@@ -53,13 +56,17 @@ def split_indices(split: str, n_train_total: int, batch_size: int,
         return np.arange(0, n_tr), np.arange(n_tr, batch_size)
     if split == "dd2424":
         if n_train_total < 2 * batch_size:
-            raise CifarError(f"split 'dd2424' needs two training batches, have {n_train_total} records",
-                             "use the seed split")
+            raise CifarError(
+                f"split 'dd2424' needs two training batches, have {n_train_total} records", "use the seed split"
+            )
         return np.arange(0, batch_size), np.arange(batch_size, 2 * batch_size)
     # full
     if not 1 <= val_size < n_train_total:
-        raise OptionError("val_size", f"must be between 1 and {n_train_total - 1} for split 'full', "
-                          f"got {val_size}", "the default is 1000")
+        raise OptionError(
+            "val_size",
+            f"must be between 1 and {n_train_total - 1} for split 'full', got {val_size}",
+            "the default is 1000",
+        )
     cut = n_train_total - val_size
     return np.arange(0, cut), np.arange(cut, n_train_total)
 
@@ -84,7 +91,7 @@ def normalisation_stats(x_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     s = np.zeros(d)
     ss = np.zeros(d)
     for start in range(0, n, _CHUNK):
-        c = x[start:start + _CHUNK].astype(np.float64)
+        c = x[start : start + _CHUNK].astype(np.float64)
         s += c.sum(axis=0)
         ss += np.einsum("ij,ij->j", c, c)
     mean = s / n
@@ -94,8 +101,7 @@ def normalisation_stats(x_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (mean / 255.0).reshape(d, 1), (std / 255.0).reshape(d, 1)
 
 
-def normalise(x_uint8: np.ndarray, mean: np.ndarray, std: np.ndarray,
-              dtype=np.float32) -> np.ndarray:
+def normalise(x_uint8: np.ndarray, mean: np.ndarray, std: np.ndarray, dtype=np.float32) -> np.ndarray:
     """X = (x / 255 - mean) / std, returned d × n (transpose of an n × d C array).
 
     Computed in ``dtype`` in two in-place passes, with no full-size float64
@@ -135,8 +141,7 @@ class PreparedData:
 
     @property
     def sizes(self) -> dict[str, int]:
-        return {"train": int(self.y_train.size), "val": int(self.y_val.size),
-                "test": int(self.y_test.size)}
+        return {"train": int(self.y_train.size), "val": int(self.y_val.size), "test": int(self.y_test.size)}
 
 
 def _labels(y: np.ndarray, K: int) -> np.ndarray:
@@ -144,14 +149,24 @@ def _labels(y: np.ndarray, K: int) -> np.ndarray:
     if y.ndim != 1:
         raise CifarError(f"labels must be 1-D, got shape {y.shape}")
     if y.size and (int(y.min()) < 0 or int(y.max()) >= K):
-        raise CifarError(f"labels must lie in 0..{K - 1}, found {int(y.min())}..{int(y.max())}",
-                         "the dataset is damaged; run `cifarcli fetch --force`")
+        raise CifarError(
+            f"labels must lie in 0..{K - 1}, found {int(y.min())}..{int(y.max())}",
+            "the dataset is damaged; run `cifarcli fetch --force`",
+        )
     return y.astype(np.intp)
 
 
-def prepare(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-            label_names: list[str], batch_size: int, split: str = "seed", val_size: int = 1000,
-            dtype="float32") -> PreparedData:
+def prepare(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    label_names: list[str],
+    batch_size: int,
+    split: str = "seed",
+    val_size: int = 1000,
+    dtype="float32",
+) -> PreparedData:
     """Split, normalise by the training split's statistics, one-hot encode."""
     try:
         dtype = np.dtype(dtype)
@@ -174,8 +189,17 @@ def prepare(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y
     y_te = _labels(test_y, K)
     mean, std = normalisation_stats(x_tr)
     return PreparedData(
-        X_train=normalise(x_tr, mean, std, dtype), Y_train=one_hot(y_tr, K, dtype), y_train=y_tr,
-        X_val=normalise(x_va, mean, std, dtype), Y_val=one_hot(y_va, K, dtype), y_val=y_va,
-        X_test=normalise(test_x, mean, std, dtype), Y_test=one_hot(y_te, K, dtype), y_test=y_te,
-        mean=mean, std=std, label_names=list(label_names), split=split,
+        X_train=normalise(x_tr, mean, std, dtype),
+        Y_train=one_hot(y_tr, K, dtype),
+        y_train=y_tr,
+        X_val=normalise(x_va, mean, std, dtype),
+        Y_val=one_hot(y_va, K, dtype),
+        y_val=y_va,
+        X_test=normalise(test_x, mean, std, dtype),
+        Y_test=one_hot(y_te, K, dtype),
+        y_test=y_te,
+        mean=mean,
+        std=std,
+        label_names=list(label_names),
+        split=split,
     )

@@ -20,7 +20,7 @@ from cifarcli.config import DTYPES, INITS, KEEPS, LOSSES, SPLITS, TrainConfig, t
 from cifarcli.errors import CifarError, OptionError, shown
 from cifarcli.stages import Workspace
 
-SETTINGS: tuple[str, ...] = tuple(train_fields())   # TrainConfig's order: the study's settings first
+SETTINGS: tuple[str, ...] = tuple(train_fields())  # TrainConfig's order: the study's settings first
 METRICS = ("train_acc", "val_acc", "test_acc", "train_cost", "val_cost")
 FIELDS = (*SETTINGS, *METRICS, "diverged_at", "created", "seconds", "run_id", "name", "stable")
 DEFAULT_SORT = "val_acc"
@@ -32,8 +32,13 @@ _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 _DEFAULTS = asdict(TrainConfig())
 
 
-def list_runs(ws: Workspace, where: list[str] | None = None, split: str | None = None,
-              sort: str = DEFAULT_SORT, reverse: bool = False) -> dict:
+def list_runs(
+    ws: Workspace,
+    where: list[str] | None = None,
+    split: str | None = None,
+    sort: str = DEFAULT_SORT,
+    reverse: bool = False,
+) -> dict:
     """The trained runs that pass every filter, sorted; with the settings that differ between them.
 
     Returns ``{"cache_dir", "n_runs", "n_total", "sort", "reverse", "where", "changed": [setting],
@@ -55,9 +60,17 @@ def list_runs(ws: Workspace, where: list[str] | None = None, split: str | None =
     rows = sort_runs(rows, sort_field, reverse)
     changed = changed_settings(rows)
     same = {name: rows[0]["settings"][name] for name in SETTINGS if name not in changed} if rows else {}
-    return {"cache_dir": str(ws.cache_dir), "n_runs": len(rows), "n_total": total, "sort": sort_field,
-            "reverse": reverse, "where": [f"{n}{op}{v}" for n, op, v in filters], "changed": changed,
-            "same": same, "runs": rows}
+    return {
+        "cache_dir": str(ws.cache_dir),
+        "n_runs": len(rows),
+        "n_total": total,
+        "sort": sort_field,
+        "reverse": reverse,
+        "where": [f"{n}{op}{v}" for n, op, v in filters],
+        "changed": changed,
+        "same": same,
+        "runs": rows,
+    }
 
 
 def diff_runs(ws: Workspace, first: str, second: str) -> dict:
@@ -68,13 +81,31 @@ def diff_runs(ws: Workspace, first: str, second: str) -> dict:
     a, b = (_one(rows, stages.run_id_of(ws, text)) for text in (first, second))
     for row in (a, b):
         row["id"] = prefixes[row["run_id"]]
-    settings = [{"name": name, "a": a["settings"][name], "b": b["settings"][name],
-                 "same": a["settings"][name] == b["settings"][name]} for name in SETTINGS]
-    metrics = [{"name": name, "a": a[name], "b": b[name],
-                "delta": b[name] - a[name] if name != "created" and None not in (a[name], b[name]) else None}
-               for name in (*METRICS, "diverged_at", "created", "seconds")]
-    return {"a": a, "b": b, "settings": settings, "metrics": metrics,
-            "changed": [s["name"] for s in settings if not s["same"]]}
+    settings = [
+        {
+            "name": name,
+            "a": a["settings"][name],
+            "b": b["settings"][name],
+            "same": a["settings"][name] == b["settings"][name],
+        }
+        for name in SETTINGS
+    ]
+    metrics = [
+        {
+            "name": name,
+            "a": a[name],
+            "b": b[name],
+            "delta": b[name] - a[name] if name != "created" and None not in (a[name], b[name]) else None,
+        }
+        for name in (*METRICS, "diverged_at", "created", "seconds")
+    ]
+    return {
+        "a": a,
+        "b": b,
+        "settings": settings,
+        "metrics": metrics,
+        "changed": [s["name"] for s in settings if not s["same"]],
+    }
 
 
 def _one(rows: list[dict], run_id: str) -> dict:
@@ -97,12 +128,19 @@ def _row(meta: dict, evaluated: dict | None, name: str | None = None) -> dict:
     test = ((evaluated or {}).get("info") or {}).get("test") or {}
     # Runs trained before meta.json kept the curves are judged on divergence alone.
     stability = stability_label({"history": info.get("curves", {}), "diverged_at": info.get("diverged_at")})
-    return {"run_id": meta["key"], "name": name, "stability": stability, "stable": stability == "stable",
-            "settings": {**_DEFAULTS, **meta["params"]},   # the params leave out defaults
-            **{name: _number(final.get(name)) for name in ("train_acc", "val_acc", "train_cost", "val_cost")},
-            "test_acc": _number(test.get("accuracy")), "evaluated": evaluated is not None,
-            "diverged_at": info.get("diverged_at"), "created": meta["created"],
-            "seconds": _number((info.get("timings") or {}).get("total_seconds"))}
+    return {
+        "run_id": meta["key"],
+        "name": name,
+        "stability": stability,
+        "stable": stability == "stable",
+        "settings": {**_DEFAULTS, **meta["params"]},  # the params leave out defaults
+        **{name: _number(final.get(name)) for name in ("train_acc", "val_acc", "train_cost", "val_cost")},
+        "test_acc": _number(test.get("accuracy")),
+        "evaluated": evaluated is not None,
+        "diverged_at": info.get("diverged_at"),
+        "created": meta["created"],
+        "seconds": _number((info.get("timings") or {}).get("total_seconds")),
+    }
 
 
 def _number(value: Any) -> float | None:
@@ -121,7 +159,7 @@ def short_ids(keys: list[str], minimum: int = MIN_ID_LENGTH) -> dict[str, str]:
                 while n < min(len(key), len(other)) and key[n] == other[n]:
                     n += 1
                 shared = max(shared, n)
-        result[key] = key[:max(minimum, shared + 1)]
+        result[key] = key[: max(minimum, shared + 1)]
     return result
 
 
@@ -141,10 +179,12 @@ def sort_runs(rows: list[dict], field: str, reverse: bool = False) -> list[dict]
     present = [row for row in rows if value(row) is not None]
     missing = [row for row in rows if value(row) is None]
     present.sort(key=lambda row: row["run_id"])
-    present.sort(key=value, reverse=descending)   # stable: equal values keep the run-ID order
+    present.sort(key=value, reverse=descending)  # stable: equal values keep the run-ID order
     ordered = present + sorted(missing, key=lambda row: row["run_id"])
     if field in METRICS:
-        ordered = [r for r in ordered if r["diverged_at"] is None] + [r for r in ordered if r["diverged_at"] is not None]
+        ordered = [r for r in ordered if r["diverged_at"] is None] + [
+            r for r in ordered if r["diverged_at"] is not None
+        ]
     return ordered
 
 

@@ -11,9 +11,10 @@ import io
 import math
 import os
 import pickle
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cifarcli.files import open_regular
 
@@ -28,10 +29,14 @@ def _bounded_frame(np, frame_class: type) -> type:
     class BoundedArrayWrapper(frame_class):
         def read(self, unpickler, ensure_native_byte_order):
             shape, dtype = getattr(self, "shape", None), getattr(self, "dtype", None)
-            if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)
-                    and isinstance(dtype, np.dtype) and not dtype.hasobject
-                    and getattr(self, "subclass", None) in (np.ndarray, np.memmap)
-                    and getattr(self, "order", None) in ("C", "F")):
+            if not (
+                isinstance(shape, tuple)
+                and all(type(n) is int and n >= 0 for n in shape)
+                and isinstance(dtype, np.dtype)
+                and not dtype.hasobject
+                and getattr(self, "subclass", None) in (np.ndarray, np.memmap)
+                and getattr(self, "order", None) in ("C", "F")
+            ):
                 raise UnsafePickle("an array frame of another form")
             handle = unpickler.file_handle
             left = os.fstat(handle.fileno()).st_size - handle.tell()
@@ -44,11 +49,13 @@ def _bounded_frame(np, frame_class: type) -> type:
 
 def _calling_only(load: Callable, callables: tuple) -> Callable:
     """An unpickler's REDUCE or NEWOBJ that calls only ``callables`` (found below the arguments on the stack)."""
+
     def guarded_load(unpickler) -> None:
         function = unpickler.stack[-2]
         if not any(function is allowed for allowed in callables):
             raise UnsafePickle(f"a call of {getattr(function, '__name__', type(function).__name__)}")
         load(unpickler)
+
     return guarded_load
 
 
@@ -86,10 +93,15 @@ def _safe_unpickler():
 
     class SafeUnpickler(NumpyUnpickler):
         # What a payload may call: a dtype, a numpy scalar from its bytes, an empty array frame.
-        dispatch = {**plain, pickle.REDUCE[0]: _calling_only(plain[pickle.REDUCE[0]], (np.dtype, multiarray.scalar)),
-                    pickle.NEWOBJ[0]: _calling_only(plain[pickle.NEWOBJ[0]], (frame,)),
-                    **{op[0]: _refused for op in (pickle.NEWOBJ_EX, pickle.OBJ, pickle.INST, pickle.EXT1,
-                                                  pickle.EXT2, pickle.EXT4)}}
+        dispatch = {
+            **plain,
+            pickle.REDUCE[0]: _calling_only(plain[pickle.REDUCE[0]], (np.dtype, multiarray.scalar)),
+            pickle.NEWOBJ[0]: _calling_only(plain[pickle.NEWOBJ[0]], (frame,)),
+            **{
+                op[0]: _refused
+                for op in (pickle.NEWOBJ_EX, pickle.OBJ, pickle.INST, pickle.EXT1, pickle.EXT2, pickle.EXT4)
+            },
+        }
 
         def find_class(self, module: str, name: str):
             try:
@@ -115,8 +127,9 @@ def safe_load(path: Path, *, mmap: bool = False) -> Any:
         if handle.read(1) != pickle.PROTO:
             raise pickle.UnpicklingError("not an uncompressed joblib pickle")
         handle.seek(0)
-        unpickler = unpickler_class(str(path), handle, ensure_native_byte_order=not mmap,
-                                    mmap_mode="r" if mmap else None)
+        unpickler = unpickler_class(
+            str(path), handle, ensure_native_byte_order=not mmap, mmap_mode="r" if mmap else None
+        )
         return unpickler.load()
 
 

@@ -18,25 +18,26 @@ import hashlib
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from cifarcli import data, plots, schemas, upkeep
 from cifarcli import train as training
-from cifarcli.files import UnsafeFile, read_json, write_atomic
-from cifarcli.schemas import Schema, SchemaError, validate
-from cifarcli.store import Artifact, DamagedArtifact, Store, artifact_key
 from cifarcli.config import GradcheckConfig, TrainConfig, run_name_problem
-from cifarcli.errors import CifarError, OptionError, WorkFailed, disk_error
 from cifarcli.ensemble import TIE_RULE, combine
+from cifarcli.errors import CifarError, OptionError, WorkFailed, disk_error
 from cifarcli.evaluate import evaluate_model, template_roughness, update_sizes
+from cifarcli.files import UnsafeFile, read_json, write_atomic
 from cifarcli.gradcheck import check_gradients
 from cifarcli.model import init_parameters, one_hot
 from cifarcli.prepare import prepare, split_indices
 from cifarcli.report.analysis import instability
+from cifarcli.schemas import Schema, SchemaError, validate
+from cifarcli.store import Artifact, DamagedArtifact, Store, artifact_key
 
 WORKSPACE_FILE = "workspace.json"
 
@@ -56,11 +57,12 @@ class Stage:
         """The artifact's address: a hash of the stage, its version, its parameters and its inputs' keys."""
         return artifact_key(self.name, self.version, params, inputs)
 
-    def get_or_compute(self, ws: "Workspace", params: dict, inputs: dict[str, str],
-                       compute: Callable[[], tuple[Any, dict]], **options) -> Artifact:
+    def get_or_compute(
+        self, ws: Workspace, params: dict, inputs: dict[str, str], compute: Callable[[], tuple[Any, dict]], **options
+    ) -> Artifact:
         return ws.store.get_or_compute(self.name, self.version, params, inputs, compute, **options)
 
-    def state(self, ws: "Workspace", key: str) -> tuple[str, str | None]:
+    def state(self, ws: Workspace, key: str) -> tuple[str, str | None]:
         """("cached" | "missing" | "damaged" | "stale", reason), without loading the payload."""
         return ws.store.state(self.name, key)
 
@@ -79,10 +81,11 @@ PLOT = Stage("plot", 3, schemas.PLOT)
 REPORT = Stage("report", 4, schemas.REPORT)
 SWEEP = Stage("sweep", 1, schemas.SWEEP)
 # comparison 2: the unstable runs' loss in a panel of its own, the legend below the panels, run colours in the grid.
-COMPARISON = Stage("comparison", 2, schemas.COMPARISON)   # every run of a report side by side
-ENSEMBLE = Stage("ensemble", 1, schemas.ENSEMBLE)         # runs combined: majority vote and mean output
-STAGES = {stage.name: stage for stage in (DATASET, GRADCHECK, TRAIN, EVALUATE, PLOT, REPORT, SWEEP, COMPARISON,
-                                          ENSEMBLE)}
+COMPARISON = Stage("comparison", 2, schemas.COMPARISON)  # every run of a report side by side
+ENSEMBLE = Stage("ensemble", 1, schemas.ENSEMBLE)  # runs combined: majority vote and mean output
+STAGES = {
+    stage.name: stage for stage in (DATASET, GRADCHECK, TRAIN, EVALUATE, PLOT, REPORT, SWEEP, COMPARISON, ENSEMBLE)
+}
 
 
 def train_key(config: TrainConfig, data_key: str) -> str:
@@ -158,9 +161,13 @@ class Workspace:
 
     def __post_init__(self) -> None:
         self.cache_dir, self.reports_dir = Path(self.cache_dir), Path(self.reports_dir)
-        self.events: list[tuple[str, str, str]] = []   # (stage, key, "hit" | "computed" | ...) of this command
-        self.store = Store(self.cache_dir, log=self.log, observer=self.record,
-                           schemas={name: stage.schema for name, stage in STAGES.items()})
+        self.events: list[tuple[str, str, str]] = []  # (stage, key, "hit" | "computed" | ...) of this command
+        self.store = Store(
+            self.cache_dir,
+            log=self.log,
+            observer=self.record,
+            schemas={name: stage.schema for name, stage in STAGES.items()},
+        )
         self._state_noticed = False
 
     def record(self, stage: str, key: str, status: str) -> None:
@@ -231,8 +238,14 @@ def workspace_above(start: Path | None = None) -> Path | None:
 # -- dataset -----------------------------------------------------------------
 
 
-def fetch(ws: Workspace, source: str | None = None, fmt: str = "binary", md5: str | None = None,
-          sha256: str | None = None, force: bool = False) -> Artifact:
+def fetch(
+    ws: Workspace,
+    source: str | None = None,
+    fmt: str = "binary",
+    md5: str | None = None,
+    sha256: str | None = None,
+    force: bool = False,
+) -> Artifact:
     """Import CIFAR-10 from ``source`` (URL, archive or folder), a local copy, or the official site."""
     if fmt not in data.OFFICIAL:
         raise OptionError("format", f"unknown archive format {fmt!r}", hint="use binary or python")
@@ -250,8 +263,10 @@ def fetch(ws: Workspace, source: str | None = None, fmt: str = "binary", md5: st
     else:
         path = Path(source).expanduser()
         if not path.exists():
-            raise CifarError(f"no such file or folder: {source}",
-                             hint="give a CIFAR-10 archive, an extracted cifar-10-batches-* folder, or a URL")
+            raise CifarError(
+                f"no such file or folder: {source}",
+                hint="give a CIFAR-10 archive, an extracted cifar-10-batches-* folder, or a URL",
+            )
         path = path.resolve()
         if path.is_dir() and not data.holds_batches(path) and data.archive_in(path) is not None:
             path = data.archive_in(path)
@@ -264,9 +279,12 @@ def fetch(ws: Workspace, source: str | None = None, fmt: str = "binary", md5: st
         ws.progress.done_working()
     _check_pins(path, sums, md5, sha256)
     official = next((a for a in data.OFFICIAL.values() if a.md5 == sums["md5"]), None)
-    this_import = {"source": source if data.is_url(source) else str(path), **sums, "official": official is not None,
-                   "note": None if official else "not an official CIFAR-10 archive (checksum unknown); "
-                                                  "its structure is valid"}
+    this_import = {
+        "source": source if data.is_url(source) else str(path),
+        **sums,
+        "official": official is not None,
+        "note": None if official else "not an official CIFAR-10 archive (checksum unknown); its structure is valid",
+    }
     found = None if force else _known_source(ws, sums["sha256"])
     artifact, found_format = found or _import(ws, path, this_import, force)
     state = ws.read_state()
@@ -274,8 +292,9 @@ def fetch(ws: Workspace, source: str | None = None, fmt: str = "binary", md5: st
     state.setdefault("sources", {})[sums["sha256"]] = {"key": artifact.key, "format": found_format}
     ws.write_state(state)
     # meta.json keeps the import that made the artifact; the answer describes this one.
-    return dataclasses.replace(artifact, meta={**artifact.meta, "info": {**artifact.meta["info"], **this_import,
-                                                                         "format": found_format}})
+    return dataclasses.replace(
+        artifact, meta={**artifact.meta, "info": {**artifact.meta["info"], **this_import, "format": found_format}}
+    )
 
 
 def _known_source(ws: Workspace, source_sha256: str) -> tuple[Artifact, str] | None:
@@ -296,20 +315,33 @@ def _import(ws: Workspace, path: Path, this_import: dict, force: bool) -> tuple[
     ws.progress.working(f"reading {path.name}")
     try:
         dataset, found_format = data.read_cifar10(
-            path, on_member=lambda name: ws.progress.working(f"reading {path.name}: {name}"))
+            path, on_member=lambda name: ws.progress.working(f"reading {path.name}: {name}")
+        )
         content = data.content_sha256(dataset)
     finally:
         ws.progress.done_working()
 
     def compute():
-        info = {**this_import, "format": found_format,
-                "n_train": int(len(dataset.train_y)), "n_test": int(len(dataset.test_y)),
-                "batch_size": dataset.batch_size, "label_names": list(dataset.label_names),
-                "per_class": {"train": np.bincount(dataset.train_y, minlength=10).tolist(),
-                              "test": np.bincount(dataset.test_y, minlength=10).tolist()}}
-        payload = {"train_x": dataset.train_x, "train_y": dataset.train_y, "test_x": dataset.test_x,
-                   "test_y": dataset.test_y, "label_names": list(dataset.label_names),
-                   "batch_size": dataset.batch_size}
+        info = {
+            **this_import,
+            "format": found_format,
+            "n_train": int(len(dataset.train_y)),
+            "n_test": int(len(dataset.test_y)),
+            "batch_size": dataset.batch_size,
+            "label_names": list(dataset.label_names),
+            "per_class": {
+                "train": np.bincount(dataset.train_y, minlength=10).tolist(),
+                "test": np.bincount(dataset.test_y, minlength=10).tolist(),
+            },
+        }
+        payload = {
+            "train_x": dataset.train_x,
+            "train_y": dataset.train_y,
+            "test_x": dataset.test_x,
+            "test_y": dataset.test_y,
+            "label_names": list(dataset.label_names),
+            "batch_size": dataset.batch_size,
+        }
         return payload, info
 
     artifact = DATASET.get_or_compute(ws, {"content_sha256": content}, {}, compute, force=force, mmap=True)
@@ -331,8 +363,14 @@ def _download(ws: Workspace, url: str, fmt: str, md5: str | None, sha256: str | 
         if target.is_file():  # another fetch finished it while we waited
             return target
         ws.log(f"downloading {url}")
-        return data.download(url, target, md5=md5 or (official.md5 if official else None), sha256=sha256,
-                             expected_size=official.size if official else None, on_progress=ws.progress.download)
+        return data.download(
+            url,
+            target,
+            md5=md5 or (official.md5 if official else None),
+            sha256=sha256,
+            expected_size=official.size if official else None,
+            on_progress=ws.progress.download,
+        )
 
 
 def _checksums(ws: Workspace, path: Path) -> dict:
@@ -355,8 +393,10 @@ def _checksums(ws: Workspace, path: Path) -> dict:
 def _check_pins(path: Path, sums: dict, md5: str | None, sha256: str | None) -> None:
     for name, pinned in (("md5", md5), ("sha256", sha256)):
         if pinned and pinned.lower() != sums[name]:
-            raise CifarError(f"{path}: {name} is {sums[name]}, expected {pinned.lower()}",
-                             hint="check the file, or drop the --" + name + " pin")
+            raise CifarError(
+                f"{path}: {name} is {sums[name]}, expected {pinned.lower()}",
+                hint="check the file, or drop the --" + name + " pin",
+            )
 
 
 def _current_dataset_key(ws: Workspace) -> str | None:
@@ -403,11 +443,14 @@ def is_legacy_dataset(meta: dict) -> bool:
 def _migrated(ws: Workspace, old: Artifact) -> Artifact:
     """A dataset keyed by its source file, stored again under the key of its content (no source needed)."""
     p = old.payload
-    content = data.content_sha256(data.Cifar10(p["train_x"], p["train_y"], p["test_x"], p["test_y"],
-                                               tuple(p["label_names"]), p["batch_size"]))
+    content = data.content_sha256(
+        data.Cifar10(p["train_x"], p["train_y"], p["test_x"], p["test_y"], tuple(p["label_names"]), p["batch_size"])
+    )
     new = DATASET.get_or_compute(ws, {"content_sha256": content}, {}, lambda: (dict(p), old.meta["info"]), mmap=True)
-    ws.log(f"dataset keys now follow the images, not the file they came from: dataset {old.key} is now "
-           f"{new.key}, so every run ID changes once (old runs are left unused; `cifarcli cache gc` removes them)")
+    ws.log(
+        f"dataset keys now follow the images, not the file they came from: dataset {old.key} is now "
+        f"{new.key}, so every run ID changes once (old runs are left unused; `cifarcli cache gc` removes them)"
+    )
     return new
 
 
@@ -415,23 +458,26 @@ def collect_garbage(ws: Workspace) -> list[Path]:
     """Remove the leftovers of killed processes, and the artifacts no key reaches any more: datasets
     keyed by their source file (before keys followed the content) and everything made from them."""
     removed = ws.collect_garbage()
-    metas = [(row["stage"], row["key"], ws.store.meta(row["stage"], row["key"])) for row in ws.cache_listing()
-             if row.get("key")]
+    metas = [
+        (row["stage"], row["key"], ws.store.meta(row["stage"], row["key"]))
+        for row in ws.cache_listing()
+        if row.get("key")
+    ]
     metas = [(stage, key, meta) for stage, key, meta in metas if meta is not None]
     dead = {key for stage, key, meta in metas if stage == DATASET.name and is_legacy_dataset(meta)}
     grew = True
-    while grew:   # made from a dead artifact: dead too (inputs name keys, 16 hex digits, unique across stages)
+    while grew:  # made from a dead artifact: dead too (inputs name keys, 16 hex digits, unique across stages)
         before = len(dead)
         dead |= {key for _, key, meta in metas if set(meta["inputs"].values()) & dead}
         grew = len(dead) > before
     for stage, key, _ in metas:
         if key in dead:
-            with ws.store.lock(stage, key):   # once no other process holds its key
+            with ws.store.lock(stage, key):  # once no other process holds its key
                 ws.store.remove(ws.store.path(stage, key))
             removed.append(ws.store.path(stage, key))
     state = ws.read_state()
     names = state.get("names", {})
-    if set(names.values()) & dead:   # a name of a removed run would only say "no training run"
+    if set(names.values()) & dead:  # a name of a removed run would only say "no training run"
         ws.write_state({**state, "names": {name: key for name, key in names.items() if key not in dead}})
     return removed
 
@@ -453,12 +499,14 @@ def dataset_by_key(ws: Workspace, key: str) -> Artifact:
         return found
     source = _dataset_source(ws, key)
     if source is None:
-        raise CifarError(f"dataset {key} is no longer in the cache and its source is gone",
-                         setting="source")
+        raise CifarError(f"dataset {key} is no longer in the cache and its source is gone", setting="source")
     artifact = fetch(ws, source, force=True)
     if artifact.key != key:
-        raise CifarError(f"dataset {key} is no longer in the cache, and {source} now holds other data",
-                         hint="use the original data", setting="source")
+        raise CifarError(
+            f"dataset {key} is no longer in the cache, and {source} now holds other data",
+            hint="use the original data",
+            setting="source",
+        )
     return artifact
 
 
@@ -492,8 +540,17 @@ def prepared(data_artifact: Artifact, split: str = "seed", val_size: int = 1000,
     if key not in _last_prepared:
         p = data_artifact.payload
         _last_prepared.clear()  # one at a time: a full split in float64 is 1.5 GB
-        ready = prepare(p["train_x"], p["train_y"], p["test_x"], p["test_y"], p["label_names"],
-                        p["batch_size"], split, val_size, dtype)
+        ready = prepare(
+            p["train_x"],
+            p["train_y"],
+            p["test_x"],
+            p["test_y"],
+            p["label_names"],
+            p["batch_size"],
+            split,
+            val_size,
+            dtype,
+        )
         for array in vars(ready).values():
             if isinstance(array, np.ndarray):
                 array.flags.writeable = False  # shared by every later caller: enforce "nothing writes"
@@ -501,8 +558,9 @@ def prepared(data_artifact: Artifact, split: str = "seed", val_size: int = 1000,
     return _last_prepared[key]
 
 
-def train(ws: Workspace, config, force: bool = False, data_artifact: Artifact | None = None,
-          name: str | None = None) -> Artifact:
+def train(
+    ws: Workspace, config, force: bool = False, data_artifact: Artifact | None = None, name: str | None = None
+) -> Artifact:
     """The training run for ``config`` (on the current dataset unless ``data_artifact`` is given),
     trained (or resumed from its checkpoint) when missing; named ``name`` when given (see ``set_name``)."""
     config.validate()  # a bad option is reported before any dataset is looked for (or downloaded)
@@ -517,26 +575,27 @@ def train(ws: Workspace, config, force: bool = False, data_artifact: Artifact | 
         split = prepared(data_artifact, config.split, config.val_size, config.dtype)
         resume = None if force else load_checkpoint(ws, key, config, split.X_train.shape[0])
         n_batches = -(-split.sizes["train"] // config.n_batch)
-        if resume is not None:   # a line of its own: on the bar it would squeeze the bar out of a narrow terminal
+        if resume is not None:  # a line of its own: on the bar it would squeeze the bar out of a narrow terminal
             ws.log(f"resuming {run_label(config)} at epoch {resume.epoch} of {config.n_epochs} (run {key[:12]})")
-        ws.progress.run_started(key, config.n_epochs, n_batches, resume.epoch if resume else 0,
-                                label=run_label(config))
+        ws.progress.run_started(key, config.n_epochs, n_batches, resume.epoch if resume else 0, label=run_label(config))
 
         def on_epoch(checkpoint):
             # A plain dict, not the Checkpoint class: loading admits no class of ours.
             saved = {"epoch": checkpoint.epoch, "W": checkpoint.W, "b": checkpoint.b, "history": checkpoint.history}
-            if checkpoint.best_W is not None:         # keep="best": the best-so-far weights survive a kill -9
+            if checkpoint.best_W is not None:  # keep="best": the best-so-far weights survive a kill -9
                 saved.update(best_epoch=checkpoint.best_epoch, best_W=checkpoint.best_W, best_b=checkpoint.best_b)
             ws.store.save_scratch("train", key, "checkpoint", saved)
             ws.progress.epoch(checkpoint.epoch, checkpoint.history)
 
-        result = training.train_keeping_last_good(config, split, resume=resume, on_epoch=on_epoch,
-                                                  on_batch=ws.progress.batch)
+        result = training.train_keeping_last_good(
+            config, split, resume=resume, on_epoch=on_epoch, on_batch=ws.progress.batch
+        )
         ws.progress.run_finished(key)
         return run_payload(config, split, result)
 
-    artifact = TRAIN.get_or_compute(ws, params, {"dataset": data_artifact.key}, compute, force=force,
-                                    depends=[("dataset", data_artifact.key)])
+    artifact = TRAIN.get_or_compute(
+        ws, params, {"dataset": data_artifact.key}, compute, force=force, depends=[("dataset", data_artifact.key)]
+    )
     ws.store.drop_scratch("train", key)
     if name is not None:
         set_name(ws, name, artifact.key)
@@ -553,17 +612,28 @@ def load_checkpoint(ws: Workspace, key: str, config=None, d: int | None = None):
     if (config is not None and saved["epoch"] > config.n_epochs) or (d is not None and (K, width) != (10, d)):
         ws.log(f"ignoring the checkpoint of run {key}: epoch {saved['epoch']}, W {K} × {width} do not fit this run")
         return None
-    if config is not None and config.keep == "best" and training.best_epoch(saved["history"]["val_acc"]) \
-            != saved.get("best_epoch"):
+    if (
+        config is not None
+        and config.keep == "best"
+        and training.best_epoch(saved["history"]["val_acc"]) != saved.get("best_epoch")
+    ):
         ws.log(f"ignoring the checkpoint of run {key}: it does not hold the weights of its best epoch")
         return None
-    return training.Checkpoint(saved["epoch"], saved["W"], saved["b"], saved["history"], saved.get("best_epoch"),
-                               saved.get("best_W"), saved.get("best_b"))
+    return training.Checkpoint(
+        saved["epoch"],
+        saved["W"],
+        saved["b"],
+        saved["history"],
+        saved.get("best_epoch"),
+        saved.get("best_W"),
+        saved.get("best_b"),
+    )
 
 
 def run_payload(config: TrainConfig, split, result: dict) -> tuple[dict, dict]:
     """The train artifact's (payload, info) from ``train_keeping_last_good``'s result on the prepared
     ``split``: the same whether trained here, in a worker process or on a Dask worker."""
+
     # Canonical objects throughout: pickle records which objects are shared (down to dtype
     # instances), so a resumed run's unpickled checkpoint would otherwise give other payload
     # bytes for the same numbers, and "bit-identical" could not be checked on the checksum.
@@ -575,15 +645,27 @@ def run_payload(config: TrainConfig, split, result: dict) -> tuple[dict, dict]:
         return fresh
 
     history, diverged_at = result["history"], result["diverged_at"]
-    payload = {"W": canonical(result["W"]), "b": canonical(result["b"]), "mean": canonical(split.mean),
-               "std": canonical(split.std), "history": json.loads(json.dumps(history)),
-               "label_names": list(split.label_names), "diverged_at": diverged_at}
-    info = {"config": config.key_params(), "split_sizes": split.sizes, "timings": result["timings"],
-            "diverged_at": diverged_at, "final": schemas.final_row(history),
-            # what the report's stability rule reads, so `runs` applies it from meta.json alone
-            "curves": {key: [v if key == "epoch" or math.isfinite(v) else None for v in history[key]]
-                       for key in STABILITY_CURVES}}
-    if config.stops_early:   # the epoch whose weights these are (a run without early stopping: the last)
+    payload = {
+        "W": canonical(result["W"]),
+        "b": canonical(result["b"]),
+        "mean": canonical(split.mean),
+        "std": canonical(split.std),
+        "history": json.loads(json.dumps(history)),
+        "label_names": list(split.label_names),
+        "diverged_at": diverged_at,
+    }
+    info = {
+        "config": config.key_params(),
+        "split_sizes": split.sizes,
+        "timings": result["timings"],
+        "diverged_at": diverged_at,
+        "final": schemas.final_row(history),
+        # what the report's stability rule reads, so `runs` applies it from meta.json alone
+        "curves": {
+            key: [v if key == "epoch" or math.isfinite(v) else None for v in history[key]] for key in STABILITY_CURVES
+        },
+    }
+    if config.stops_early:  # the epoch whose weights these are (a run without early stopping: the last)
         payload["chosen_epoch"] = info["chosen_epoch"] = result.get("chosen_epoch")
         if info["chosen_epoch"] is not None:
             row = history["epoch"].index(info["chosen_epoch"])
@@ -597,8 +679,13 @@ def store_trained(ws: Workspace, config: TrainConfig, data_artifact: Artifact, s
     ``result`` is ``train_keeping_last_good``'s; ``split`` is the prepared split
     it was trained on. Only this process writes the cache.
     """
-    return TRAIN.get_or_compute(ws, config.key_params(), {"dataset": data_artifact.key},
-                                lambda: run_payload(config, split, result), depends=[("dataset", data_artifact.key)])
+    return TRAIN.get_or_compute(
+        ws,
+        config.key_params(),
+        {"dataset": data_artifact.key},
+        lambda: run_payload(config, split, result),
+        depends=[("dataset", data_artifact.key)],
+    )
 
 
 STABILITY_CURVES = ("epoch", "train_cost", "val_loss")
@@ -701,8 +788,10 @@ def config_of(run: Artifact) -> TrainConfig:
 
 def require_converged(run: Artifact) -> None:
     if run.payload["diverged_at"] is not None:
-        raise WorkFailed(f"run {run.key} diverged at epoch {run.payload['diverged_at']}: cost became NaN or inf",
-                         hint="train it with a smaller learning rate η")
+        raise WorkFailed(
+            f"run {run.key} diverged at epoch {run.payload['diverged_at']}: cost became NaN or inf",
+            hint="train it with a smaller learning rate η",
+        )
 
 
 # -- gradcheck, evaluate, plot ------------------------------------------------
@@ -717,20 +806,29 @@ def gradcheck(ws: Workspace, config: GradcheckConfig = GradcheckConfig(), force:
         ws.progress.phase(f"checking gradients ({len(config.lams)} λ values, {config.n_samples} images)")
         split = prepared(data_artifact, dtype="float64")
         if config.n_samples > split.sizes["train"]:
-            raise OptionError("n_samples", f"{config.n_samples} is more than the {split.sizes['train']} training images")
+            raise OptionError(
+                "n_samples", f"{config.n_samples} is more than the {split.sizes['train']} training images"
+            )
         dims = split.X_train.shape[0] if config.n_dims is None else min(config.n_dims, split.X_train.shape[0])
-        X = np.ascontiguousarray(split.X_train[:dims, :config.n_samples], dtype=np.float64)
-        Y = one_hot(split.y_train[:config.n_samples], len(split.label_names)).astype(np.float64)
+        X = np.ascontiguousarray(split.X_train[:dims, : config.n_samples], dtype=np.float64)
+        Y = one_hot(split.y_train[: config.n_samples], len(split.label_names)).astype(np.float64)
         W, b = init_parameters(Y.shape[0], dims, np.random.default_rng(config.seed), dtype=np.float64)
-        result = check_gradients(X, Y, W, b, lams=tuple(float(lam) for lam in config.lams), h=config.h,
-                                 loss=config.loss)
+        result = check_gradients(
+            X, Y, W, b, lams=tuple(float(lam) for lam in config.lams), h=config.h, loss=config.loss
+        )
         elapsed = sum(entry["seconds"] for entry in result["results"])
         result = {**result, "n_samples": config.n_samples, "n_dims": dims, "seed": config.seed, "elapsed": elapsed}
         ws.progress.phase_done()
         return result, {"max_error": result["max_error"], "elapsed": elapsed}
 
-    return GRADCHECK.get_or_compute(ws, config.key_params(), {"dataset": data_artifact.key}, compute, force=force,
-                                    depends=[("dataset", data_artifact.key)])
+    return GRADCHECK.get_or_compute(
+        ws,
+        config.key_params(),
+        {"dataset": data_artifact.key},
+        compute,
+        force=force,
+        depends=[("dataset", data_artifact.key)],
+    )
 
 
 def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
@@ -743,14 +841,21 @@ def evaluate(ws: Workspace, run: Artifact, force: bool = False) -> Artifact:
         ws.progress.phase(f"evaluating {run_label(config)}")
         split = prepared(dataset_by_key(ws, data_key), config.split, config.val_size, config.dtype)
         metrics = evaluate_model(run.payload["W"], run.payload["b"], config.lam, split, loss=config.loss)
-        metrics["update"] = update_sizes(run.payload["W"], run.payload["b"], config.lam, config.eta, config.n_batch,
-                                         split.X_train, split.y_train, config.loss)
+        metrics["update"] = update_sizes(
+            run.payload["W"],
+            run.payload["b"],
+            config.lam,
+            config.eta,
+            config.n_batch,
+            split.X_train,
+            split.y_train,
+            config.loss,
+        )
         metrics["weights"] = template_roughness(run.payload["W"])
         ws.progress.phase_done()
         return metrics, schemas.EVALUATE.summary(metrics)
 
-    return EVALUATE.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
-                                   depends=[("train", run.key)])
+    return EVALUATE.get_or_compute(ws, {}, {"train": run.key}, compute, force=force, depends=[("train", run.key)])
 
 
 def plot(ws: Workspace, run: Artifact, force: bool = False) -> dict[str, Path]:
@@ -772,11 +877,10 @@ def plot_artifact(ws: Workspace, run: Artifact, force: bool = False) -> Artifact
         # killed), not in the system temp folder: nothing is ever written outside the cache.
         stage_dir = ws.store.root / "plot"
         stage_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f".tmp-{run_key(PLOT, run.key)}-draw-",
-                                         dir=stage_dir) as tmp:
+        with tempfile.TemporaryDirectory(prefix=f".tmp-{run_key(PLOT, run.key)}-draw-", dir=stage_dir) as tmp:
             folder = Path(tmp)
             history, W, names = run.payload["history"], run.payload["W"], run.payload["label_names"]
-            chosen = run.payload.get("chosen_epoch") if config.keep == "best" else None   # marked on the curves
+            chosen = run.payload.get("chosen_epoch") if config.keep == "best" else None  # marked on the curves
             plots.plot_loss(history, folder / "loss.png", title=run_label(config), lam=config.lam, chosen_epoch=chosen)
             ws.progress.step()
             plots.plot_accuracy(history, folder / "accuracy.png", title=run_label(config), chosen_epoch=chosen)
@@ -785,20 +889,26 @@ def plot_artifact(ws: Workspace, run: Artifact, force: bool = False) -> Artifact
             ws.progress.step()
             plots.plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png")
             ws.progress.step()
-            if not config.loss_fn.gives_probabilities:   # scores: the true class's margin instead
-                plots.plot_margins(metrics["margins"], folder / "margins.png",
-                                   title=f"True-class margin on the test set, λ={config.lam:g}, "
-                                         f"η={config.eta:g}, loss svm")
+            if not config.loss_fn.gives_probabilities:  # scores: the true class's margin instead
+                plots.plot_margins(
+                    metrics["margins"],
+                    folder / "margins.png",
+                    title=f"True-class margin on the test set, λ={config.lam:g}, η={config.eta:g}, loss svm",
+                )
             else:
-                plots.plot_probabilities(metrics["probabilities"], folder / "probabilities.png",
-                                         title=f"True-class probability on the test set, λ={config.lam:g}, "
-                                               f"η={config.eta:g}, loss {config.loss}")
+                plots.plot_probabilities(
+                    metrics["probabilities"],
+                    folder / "probabilities.png",
+                    title=f"True-class probability on the test set, λ={config.lam:g}, "
+                    f"η={config.eta:g}, loss {config.loss}",
+                )
             ws.progress.step()
             names = figure_names(config)
             return {name: (folder / f"{name}.png").read_bytes() for name in names}, {}
 
-    return PLOT.get_or_compute(ws, {}, {"train": run.key}, compute, force=force,
-                               depends=[("train", run.key), ("evaluate", evaluated.key)])
+    return PLOT.get_or_compute(
+        ws, {}, {"train": run.key}, compute, force=force, depends=[("train", run.key), ("evaluate", evaluated.key)]
+    )
 
 
 def comparison_key(runs: list[Artifact]) -> str:
@@ -825,19 +935,35 @@ def comparison(ws: Workspace, runs: list[Artifact], force: bool = False) -> tupl
         with tempfile.TemporaryDirectory(prefix=f".tmp-{key}-draw-", dir=stage_dir) as tmp:
             folder = Path(tmp)
             # The unstable runs (the report's rule) get a loss panel of their own: the stable ones stay apart.
-            apart = [instability({"history": run.payload["history"], "diverged_at": run.payload["diverged_at"]})
-                     is not None for run in runs]
-            plots.plot_comparison_curves([(label + diverged(run), run.payload["history"]) for label, run in labelled],
-                                         folder / "curves.png", apart=apart)
+            apart = [
+                instability({"history": run.payload["history"], "diverged_at": run.payload["diverged_at"]}) is not None
+                for run in runs
+            ]
+            plots.plot_comparison_curves(
+                [(label + diverged(run), run.payload["history"]) for label, run in labelled],
+                folder / "curves.png",
+                apart=apart,
+            )
             ws.progress.step()
-            plots.plot_comparison_weights([(label, run.payload["W"]) for label, run in labelled],
-                                          runs[0].payload["label_names"], folder / "weights.png")
+            plots.plot_comparison_weights(
+                [(label, run.payload["W"]) for label, run in labelled],
+                runs[0].payload["label_names"],
+                folder / "weights.png",
+            )
             ws.progress.step()
-            return ({name: (folder / f"{name}.png").read_bytes() for name in schemas.COMPARISON_FIGURES},
-                    {"n_runs": len(runs)})
+            return (
+                {name: (folder / f"{name}.png").read_bytes() for name in schemas.COMPARISON_FIGURES},
+                {"n_runs": len(runs)},
+            )
 
-    artifact = COMPARISON.get_or_compute(ws, {}, {f"run{i}": run.key for i, run in enumerate(runs)}, compute,
-                                         force=force, depends=[("train", run.key) for run in runs])
+    artifact = COMPARISON.get_or_compute(
+        ws,
+        {},
+        {f"run{i}": run.key for i, run in enumerate(runs)},
+        compute,
+        force=force,
+        depends=[("train", run.key) for run in runs],
+    )
     return artifact.key, materialise(ws.reports_dir / "figures" / f"comparison-{artifact.key}", artifact.payload)
 
 
@@ -849,37 +975,62 @@ def ensemble(ws: Workspace, runs: list[Artifact], force: bool = False) -> Artifa
     """
     runs = sorted({run.key: run for run in runs}.values(), key=lambda run: run.key)
     if len(runs) < 2:
-        raise OptionError("run", f"an ensemble needs at least two different runs, got {len(runs)}",
-                          hint="give `run` twice or more, or `seeds` 1,2,3")
+        raise OptionError(
+            "run",
+            f"an ensemble needs at least two different runs, got {len(runs)}",
+            hint="give `run` twice or more, or `seeds` 1,2,3",
+        )
     for run in runs:
         require_converged(run)
     configs = [config_of(run) for run in runs]
     shared = {(c.loss, c.split, c.val_size if c.split == "full" else None, c.dtype) for c in configs}
     datasets = {run.meta["inputs"]["dataset"] for run in runs}
     if len(shared) > 1 or len(datasets) > 1:
-        raise OptionError("run", "the members of an ensemble must share the loss, the dataset, the split and the dtype",
-                          hint="these runs differ in " + ("the dataset" if len(datasets) > 1 else
-                                                          "loss, split or dtype"))
+        raise OptionError(
+            "run",
+            "the members of an ensemble must share the loss, the dataset, the split and the dtype",
+            hint="these runs differ in " + ("the dataset" if len(datasets) > 1 else "loss, split or dtype"),
+        )
     first = configs[0]
 
     def compute():
         ws.progress.phase(f"combining {len(runs)} runs (majority vote, mean output)")
         split = prepared(dataset_by_key(ws, next(iter(datasets))), first.split, first.val_size, first.dtype)
         weights = [(run.payload["W"], run.payload["b"]) for run in runs]
-        results = {"val": combine(weights, split.X_val, split.y_val, first.loss),
-                   "test": combine(weights, split.X_test, split.y_test, first.loss)}
-        members = [{"run_id": run.key, "label": run_label(config) + f", seed {config.seed}",
-                    "config": run.meta["params"], "val": results["val"]["members"][i],
-                    "test": results["test"]["members"][i]} for i, (run, config) in enumerate(zip(runs, configs))]
-        payload = {"loss": first.loss, "combined": first.loss_fn.outputs,
-                   "tie_rule": TIE_RULE, "split": first.split, "n_members": len(runs), "members": members,
-                   **{name: {k: v for k, v in results[name].items() if k != "members"} for name in ("val", "test")}}
+        results = {
+            "val": combine(weights, split.X_val, split.y_val, first.loss),
+            "test": combine(weights, split.X_test, split.y_test, first.loss),
+        }
+        members = [
+            {
+                "run_id": run.key,
+                "label": run_label(config) + f", seed {config.seed}",
+                "config": run.meta["params"],
+                "val": results["val"]["members"][i],
+                "test": results["test"]["members"][i],
+            }
+            for i, (run, config) in enumerate(zip(runs, configs))
+        ]
+        payload = {
+            "loss": first.loss,
+            "combined": first.loss_fn.outputs,
+            "tie_rule": TIE_RULE,
+            "split": first.split,
+            "n_members": len(runs),
+            "members": members,
+            **{name: {k: v for k, v in results[name].items() if k != "members"} for name in ("val", "test")},
+        }
         ws.progress.phase_done()
-        return payload, {"n_members": len(runs), "val_vote": payload["val"]["vote"],
-                         "val_mean": payload["val"]["mean"]}
+        return payload, {"n_members": len(runs), "val_vote": payload["val"]["vote"], "val_mean": payload["val"]["mean"]}
 
-    return ENSEMBLE.get_or_compute(ws, {}, {f"member{i}": run.key for i, run in enumerate(runs)}, compute,
-                                   force=force, depends=[("train", run.key) for run in runs])
+    return ENSEMBLE.get_or_compute(
+        ws,
+        {},
+        {f"member{i}": run.key for i, run in enumerate(runs)},
+        compute,
+        force=force,
+        depends=[("train", run.key) for run in runs],
+    )
 
 
 def figure_names(config: TrainConfig) -> tuple[str, ...]:
@@ -889,8 +1040,11 @@ def figure_names(config: TrainConfig) -> tuple[str, ...]:
 
 def figures_to_draw(ws: Workspace, runs: list[Artifact], compared: bool) -> int:
     """How many figures asking for these runs' plots (and, with ``compared``, their comparison) will draw."""
-    count = sum(len(figure_names(config_of(run))) for run in runs
-                if run.payload["diverged_at"] is None and PLOT.state(ws, run_key(PLOT, run.key))[0] != "cached")
+    count = sum(
+        len(figure_names(config_of(run)))
+        for run in runs
+        if run.payload["diverged_at"] is None and PLOT.state(ws, run_key(PLOT, run.key))[0] != "cached"
+    )
     if compared and runs and COMPARISON.state(ws, comparison_key(runs))[0] != "cached":
         count += len(schemas.COMPARISON_FIGURES)
     return count
@@ -910,8 +1064,14 @@ def run_label(config: TrainConfig) -> str:
 
 
 # Settings a run's label names when they are not the same in every run shown together.
-_TELLING = (("seed", "seed {}"), ("n_batch", "batch {}"), ("n_epochs", "{} epochs"), ("split", "split {}"),
-            ("init", "init {}"), ("dtype", "{}"))
+_TELLING = (
+    ("seed", "seed {}"),
+    ("n_batch", "batch {}"),
+    ("n_epochs", "{} epochs"),
+    ("split", "split {}"),
+    ("init", "init {}"),
+    ("dtype", "{}"),
+)
 
 
 def distinct_labels(configs: list[TrainConfig]) -> list[str]:
@@ -928,8 +1088,10 @@ def trained_line(label: str, n_epochs: int, info: dict) -> str:
     if info.get("diverged_at") is not None:
         return f"trained {label}: diverged at epoch {info['diverged_at']}{took}"
     final = info.get("final") or {}
-    return (f"trained {label}: epoch {final.get('epoch', n_epochs)}/{n_epochs}, "
-            f"val acc {final.get('val_acc', float('nan')):.4f}{took}")
+    return (
+        f"trained {label}: epoch {final.get('epoch', n_epochs)}/{n_epochs}, "
+        f"val acc {final.get('val_acc', float('nan')):.4f}{took}"
+    )
 
 
 def write_if_changed(path: Path, content: bytes) -> None:

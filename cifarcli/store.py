@@ -35,11 +35,12 @@ import shutil
 import stat
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from cifarcli import __version__
 from cifarcli.errors import CifarError, WorkFailed, disk_error
@@ -209,7 +210,10 @@ class Store:
         if not stat.S_ISREG(info.st_mode):  # a link (to /dev/zero, /proc/self/mem), a FIFO: never opened
             raise DamagedArtifact(stage, key, f"{folder / PAYLOAD} is {kind_of(info.st_mode)}, not a payload")
         recorded_size, recorded_mtime, recorded_sha = (
-            meta["payload_size"], meta["payload_mtime_ns"], meta["payload_sha256"])
+            meta["payload_size"],
+            meta["payload_mtime_ns"],
+            meta["payload_sha256"],
+        )
         if info.st_size != recorded_size:
             raise DamagedArtifact(stage, key, f"payload is {info.st_size} bytes, expected {recorded_size}")
         try:
@@ -304,14 +308,22 @@ class Store:
             # Read after compute: the inputs it used are the ones on disk now.
             made_from = {f"{s}/{k}": self._input_sha256(s, k) for s, k in depends}
             meta = {
-                "stage": stage, "key": key, "version": version, "params": params, "inputs": inputs,
+                "stage": stage,
+                "key": key,
+                "version": version,
+                "params": params,
+                "inputs": inputs,
                 "input_sha256": {name: sha for name, sha in made_from.items() if sha is not None},
-                "info": info, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "duration": round(time.perf_counter() - started, 4), "cifarcli_version": __version__,
+                "info": info,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "duration": round(time.perf_counter() - started, 4),
+                "cifarcli_version": __version__,
             }
             self._commit(stage, key, payload, meta)
         self.observer(stage, key, "computed")
-        artifact = self.load(stage, key, mmap=mmap) if mmap else Artifact(stage, key, self.path(stage, key), meta, payload)
+        artifact = (
+            self.load(stage, key, mmap=mmap) if mmap else Artifact(stage, key, self.path(stage, key), meta, payload)
+        )
         artifact.status = "computed"
         return artifact
 
@@ -336,8 +348,9 @@ class Store:
         try:
             joblib.dump(payload, tmp / PAYLOAD)
             info = (tmp / PAYLOAD).stat()
-            meta.update(payload_size=info.st_size, payload_mtime_ns=info.st_mtime_ns,
-                        payload_sha256=file_sha256(tmp / PAYLOAD))
+            meta.update(
+                payload_size=info.st_size, payload_mtime_ns=info.st_mtime_ns, payload_sha256=file_sha256(tmp / PAYLOAD)
+            )
             # meta.json last and synced: its presence marks a complete artifact.
             with open(tmp / META, "w") as out:
                 out.write(json.dumps(meta, indent=2, allow_nan=False))
@@ -373,8 +386,10 @@ class Store:
         lock_dir = self.root / ".locks"
         try:
             _made_here(lock_dir)
-            handle = os.fdopen(os.open(lock_dir / f"{stage}-{key}.lock",
-                                       os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666), "a+")
+            handle = os.fdopen(
+                os.open(lock_dir / f"{stage}-{key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666),
+                "a+",
+            )
         except OSError as exc:
             raise disk_error(exc, lock_dir) from None
         with handle:
@@ -454,8 +469,11 @@ class Store:
             stage_dir = self._stage_dir(stage)
         except (LinkInCache, UnreadableArtifact):
             return []
-        return [path.name for path, mode in entries(stage_dir)
-                if stat.S_ISDIR(mode) and not path.name.startswith(".") and path.name.startswith(prefix)]
+        return [
+            path.name
+            for path, mode in entries(stage_dir)
+            if stat.S_ISDIR(mode) and not path.name.startswith(".") and path.name.startswith(prefix)
+        ]
 
 
 def _made_here(folder: Path) -> None:
@@ -477,8 +495,10 @@ class UnreadableArtifact(WorkFailed):
     removed; the command stops here (exit 1)."""
 
     def __init__(self, stage: str, key: str, path: Path):
-        super().__init__(f"cannot read {path}: permission denied",
-                         hint="ask its owner for read access, or use a cache folder of your own")
+        super().__init__(
+            f"cannot read {path}: permission denied",
+            hint="ask its owner for read access, or use a cache folder of your own",
+        )
         self.reason = f"cannot read {path.name}: permission denied"
 
 
@@ -486,8 +506,10 @@ class LinkInCache(CifarError):
     """A stage's folder is a link (or not a folder): the store never follows it."""
 
     def __init__(self, path: Path, kind: str):
-        super().__init__(f"{path} is {kind}: the cache never follows links inside it",
-                         hint="remove that link (its target is left alone), or run cifarcli cache clear")
+        super().__init__(
+            f"{path} is {kind}: the cache never follows links inside it",
+            hint="remove that link (its target is left alone), or run cifarcli cache clear",
+        )
         self.reason = f"{kind}; left alone"
 
 

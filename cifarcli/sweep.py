@@ -44,30 +44,49 @@ def run_sweep(ws: Workspace, spec: SweepSpec, backend: str = "local", scheduler:
     if best_point is not None:
         best_run = runs[best_point["index"]]
         metrics = stages.evaluate(ws, best_run).payload
-        best = {"run_id": best_run.key, "config": best_run.meta["params"],
-                **{f"{s}_acc": metrics[s]["accuracy"] for s in ("train", "val", "test")},
-                "metrics": {s: metrics[s] for s in ("train", "val", "test")}}
+        best = {
+            "run_id": best_run.key,
+            "config": best_run.meta["params"],
+            **{f"{s}_acc": metrics[s]["accuracy"] for s in ("train", "val", "test")},
+            "metrics": {s: metrics[s] for s in ("train", "val", "test")},
+        }
     key, heatmap = draw_heatmap(ws, spec, points, data_artifact.key, best_point)
-    return {"sweep": key, "grid": spec.axes(), "fixed": dict(spec.fixed), "backend": backend,
-            "jobs": ws.jobs if backend == "local" else None, "scheduler": scheduler,
-            "selection": "validation accuracy", "n_points": len(points),
-            "computed": [p["run_id"] for p in points if p["status"] == "computed"],
-            "points": [{k: v for k, v in p.items() if k != "index"} for p in ranked],
-            "best": best, "heatmap": str(heatmap)}
+    return {
+        "sweep": key,
+        "grid": spec.axes(),
+        "fixed": dict(spec.fixed),
+        "backend": backend,
+        "jobs": ws.jobs if backend == "local" else None,
+        "scheduler": scheduler,
+        "selection": "validation accuracy",
+        "n_points": len(points),
+        "computed": [p["run_id"] for p in points if p["status"] == "computed"],
+        "points": [{k: v for k, v in p.items() if k != "index"} for p in ranked],
+        "best": best,
+        "heatmap": str(heatmap),
+    }
 
 
 def _point(run, config, index: int, computed: bool) -> dict:
     info = run.meta["info"]
-    final = info.get("chosen") or info["final"]   # with --keep best: the metrics of the weights kept
+    final = info.get("chosen") or info["final"]  # with --keep best: the metrics of the weights kept
     diverged = info["diverged_at"]
-    return {"index": index, "run_id": run.key, "lam": config.lam, "eta": config.eta, "n_batch": config.n_batch,
-            "n_epochs": config.n_epochs, "config": run.meta["params"],
-            "train_acc": None if diverged is not None else final.get("train_acc"),
-            "val_acc": None if diverged is not None else final.get("val_acc"),
-            "train_cost": None if diverged is not None else final.get("train_cost"),
-            "val_cost": None if diverged is not None else final.get("val_cost"),
-            "diverged_at": diverged, "train_seconds": (info.get("timings") or {}).get("total_seconds"),
-            "status": "computed" if computed else "cached"}
+    return {
+        "index": index,
+        "run_id": run.key,
+        "lam": config.lam,
+        "eta": config.eta,
+        "n_batch": config.n_batch,
+        "n_epochs": config.n_epochs,
+        "config": run.meta["params"],
+        "train_acc": None if diverged is not None else final.get("train_acc"),
+        "val_acc": None if diverged is not None else final.get("val_acc"),
+        "train_cost": None if diverged is not None else final.get("train_cost"),
+        "val_cost": None if diverged is not None else final.get("val_cost"),
+        "diverged_at": diverged,
+        "train_seconds": (info.get("timings") or {}).get("total_seconds"),
+        "status": "computed" if computed else "cached",
+    }
 
 
 def rank(point: dict) -> tuple:
@@ -97,8 +116,9 @@ def heatmap_title(spec: SweepSpec) -> str:
     return title
 
 
-def draw_heatmap(ws: Workspace, spec: SweepSpec, points: list[dict], data_key: str,
-                 best: dict | None) -> tuple[str, Path]:
+def draw_heatmap(
+    ws: Workspace, spec: SweepSpec, points: list[dict], data_key: str, best: dict | None
+) -> tuple[str, Path]:
     """The heat-map PNG, cached as a "sweep" artifact keyed by the points' run IDs, under figures/sweep-<key>/."""
     by_index = sorted(points, key=lambda p: p["index"])
     inputs = {"dataset": data_key, **{f"run{p['index']:04d}": p["run_id"] for p in by_index}}
@@ -109,12 +129,14 @@ def draw_heatmap(ws: Workspace, spec: SweepSpec, points: list[dict], data_key: s
         values = heatmap_matrix(spec, by_index)
         cell = (spec.lam.index(best["lam"]), spec.eta.index(best["eta"])) if best else None
         with tempfile.TemporaryDirectory() as tmp:
-            path = plots.plot_sweep_heatmap(list(spec.lam), list(spec.eta), values, Path(tmp) / "heatmap.png",
-                                            title=heatmap_title(spec), best=cell)
+            path = plots.plot_sweep_heatmap(
+                list(spec.lam), list(spec.eta), values, Path(tmp) / "heatmap.png", title=heatmap_title(spec), best=cell
+            )
             return {"heatmap": path.read_bytes()}, {"n_points": len(points)}
 
-    artifact = stages.SWEEP.get_or_compute(ws, params, inputs, compute,
-                                           depends=[("train", p["run_id"]) for p in by_index])
+    artifact = stages.SWEEP.get_or_compute(
+        ws, params, inputs, compute, depends=[("train", p["run_id"]) for p in by_index]
+    )
     paths = stages.materialise(ws.reports_dir / "figures" / f"sweep-{artifact.key}", artifact.payload)
     ws.progress.phase_done()
     return artifact.key, paths["heatmap"]
@@ -126,10 +148,21 @@ def report_section(ws: Workspace, spec: SweepSpec) -> SweepSection:
     best = run_section(ws, stages.find_run(ws, result["best"]["run_id"])) if result["best"] else None
     usable = [p for p in result["points"] if p["diverged_at"] is None and p["val_acc"] is not None]
     second = None
-    if best is not None and len(usable) >= 2:   # the chosen point is tested against it (McNemar, validation)
+    if best is not None and len(usable) >= 2:  # the chosen point is tested against it (McNemar, validation)
         run = stages.find_run(ws, usable[1]["run_id"])
-        second = {"run_id": run.key, "label": stages.run_label(stages.config_of(run)), "config": run.meta["params"],
-                  "metrics": {s: stages.evaluate(ws, run).payload[s] for s in ("train", "val", "test")}}
-    return SweepSection(key=result["sweep"], grid=result["grid"], fixed=result["fixed"], title=heatmap_title(spec),
-                        points=result["points"], heatmap=Path(result["heatmap"]).relative_to(ws.reports_dir).as_posix(),
-                        best=best, runner_up=second)
+        second = {
+            "run_id": run.key,
+            "label": stages.run_label(stages.config_of(run)),
+            "config": run.meta["params"],
+            "metrics": {s: stages.evaluate(ws, run).payload[s] for s in ("train", "val", "test")},
+        }
+    return SweepSection(
+        key=result["sweep"],
+        grid=result["grid"],
+        fixed=result["fixed"],
+        title=heatmap_title(spec),
+        points=result["points"],
+        heatmap=Path(result["heatmap"]).relative_to(ws.reports_dir).as_posix(),
+        best=best,
+        runner_up=second,
+    )

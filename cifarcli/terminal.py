@@ -42,7 +42,7 @@ class _Console(Console):
 
     def __init__(self, stderr: bool = False, quiet: bool = False):
         super().__init__(stderr=stderr, quiet=quiet, soft_wrap=True)
-        self.width = max(self.width, MIN_COLUMNS)   # COLUMNS=0 or 5 must not squeeze the digits out of a table
+        self.width = max(self.width, MIN_COLUMNS)  # COLUMNS=0 or 5 must not squeeze the digits out of a table
 
     def on_broken_pipe(self) -> None:
         if not self.stderr:
@@ -58,7 +58,7 @@ class Output:
         self.out = _Console()
         self.err = _Console(stderr=True, quiet=quiet)
         self.document: dict | None = None
-        self.progress = None   # the live display (cli._start), stopped before an error line is drawn
+        self.progress = None  # the live display (cli._start), stopped before an error line is drawn
 
     def log(self, message: str) -> None:
         self.err.print(message, style="dim", markup=False, highlight=False)
@@ -92,20 +92,24 @@ class Output:
             return
         if self.as_json and not isinstance(error, OutputFailed):  # stdout is dead after an OutputFailed
             # A gate failure keeps the measured numbers beside the error.
-            self.document = {**(self.document or {}), "error": error.message, "hint": error.hint,
-                             "exit_code": error.exit_code}
+            self.document = {
+                **(self.document or {}),
+                "error": error.message,
+                "hint": error.hint,
+                "exit_code": error.exit_code,
+            }
             try:
                 self.flush()
             except OutputFailed:
                 pass  # the error line below still says what went wrong
         if self.progress is not None:
-            self.progress.close()   # else a bar still on screen would be redrawn below the error line
+            self.progress.close()  # else a bar still on screen would be redrawn below the error line
         # The error line is shown even with --quiet: a failure must never be silent.
         error_line(error.message, error.hint)
 
 
-_current: Output | None = None   # the Output of the command line being run
-_ARGS = "cifarcli.args"            # ctx.meta: the whole command line
+_current: Output | None = None  # the Output of the command line being run
+_ARGS = "cifarcli.args"  # ctx.meta: the whole command line
 
 
 def begin(as_json: bool, quiet: bool) -> Output:
@@ -192,8 +196,9 @@ def write_stdout(write) -> None:
     final flush of what is still buffered cannot print a traceback of its own.
     """
     if sys.stdout is None:  # started with stdout closed (`cifarcli ... >&-`)
-        raise OutputFailed("cannot write the result: stdout is closed",
-                           hint="redirect it to a file or /dev/null instead of closing it")
+        raise OutputFailed(
+            "cannot write the result: stdout is closed", hint="redirect it to a file or /dev/null instead of closing it"
+        )
     try:
         write()
     except BrokenPipeError:
@@ -201,8 +206,10 @@ def write_stdout(write) -> None:
         raise StdoutGone("stdout was closed by its reader") from None
     except OSError as exc:
         _stdout_to_devnull()
-        raise OutputFailed(f"cannot write the result to stdout: {exc.strerror or exc}",
-                           hint="stdout is full, closed or failing; redirect it elsewhere") from None
+        raise OutputFailed(
+            f"cannot write the result to stdout: {exc.strerror or exc}",
+            hint="stdout is full, closed or failing; redirect it elsewhere",
+        ) from None
 
 
 def _stdout_to_devnull() -> None:

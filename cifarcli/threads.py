@@ -24,8 +24,8 @@ from __future__ import annotations
 import contextvars
 import functools
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 _blas_lock = threading.Lock()
 _blas_users = 0
@@ -58,10 +58,12 @@ def one_blas_thread() -> Iterator[None]:
 
 def on_one_blas_thread(function: Callable) -> Callable:
     """Decorator: ``function`` runs under ``one_blas_thread()``, so its numbers never depend on threads."""
+
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         with one_blas_thread():
             return function(*args, **kwargs)
+
     return wrapper
 
 
@@ -122,7 +124,7 @@ class TwoHalves:
         self.threads = self._candidates[0]
         self._helper: _Helper | None = None
 
-    def __enter__(self) -> "TwoHalves":
+    def __enter__(self) -> TwoHalves:
         if 2 in self._candidates:
             self._helper = _Helper()
             self._helper.start()

@@ -46,8 +46,8 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -57,6 +57,7 @@ from .errors import CifarError, WorkFailed
 from .model import init_parameters, scores
 from .prepare import PreparedData
 from .threads import TwoHalves, one_blas_thread
+
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
     """η used in ``epoch`` (1-based): η · f^⌊(epoch - 1)/k⌋ with step decay, else η."""
@@ -86,7 +87,7 @@ class Checkpoint:
 
 def best_epoch(val_acc: list[float], upto: int | None = None) -> int | None:
     """The first epoch e ≥ 1 (history rows 1..upto) with the highest validation accuracy, or None."""
-    rows = list(val_acc[1:None if upto is None else upto + 1])
+    rows = list(val_acc[1 : None if upto is None else upto + 1])
     return None if not rows else 1 + rows.index(max(rows))
 
 
@@ -135,7 +136,7 @@ class TrainResult:
     history: dict[str, list]
     timings: dict = field(default_factory=dict)
     config: TrainConfig | None = None
-    chosen_epoch: int | None = None      # the epoch whose weights W, b are (the last, or the best with keep="best")
+    chosen_epoch: int | None = None  # the epoch whose weights W, b are (the last, or the best with keep="best")
 
 
 class TrainingDiverged(WorkFailed):
@@ -144,14 +145,20 @@ class TrainingDiverged(WorkFailed):
     def __init__(self, epoch: int, history: dict[str, list], eta: float):
         super().__init__(
             f"training diverged at epoch {epoch}: the cost is no longer finite",
-            f"use a smaller learning rate η (this run used {eta:g})")
+            f"use a smaller learning rate η (this run used {eta:g})",
+        )
         self.epoch = epoch
         self.history = history
 
 
-def train_keeping_last_good(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None = None,
-                            on_epoch: Callable[[Checkpoint], None] | None = None,
-                            on_batch: Callable[[int, int, int], None] | None = None) -> dict:
+def train_keeping_last_good(
+    config: TrainConfig,
+    data: PreparedData,
+    *,
+    resume: Checkpoint | None = None,
+    on_epoch: Callable[[Checkpoint], None] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
+) -> dict:
     """``train``, except that a run that diverges is a result too: its history up to the blow-up,
     the weights of its last finite epoch (None before any), and the epoch it diverged at.
 
@@ -170,12 +177,24 @@ def train_keeping_last_good(config: TrainConfig, data: PreparedData, *, resume: 
         result = train(config, data, resume=resume, on_epoch=keep, on_batch=on_batch)
     except TrainingDiverged as diverged:
         good = last[-1] if last else None
-        if good is not None and good.best_W is not None:     # keep="best": the best epoch's weights
+        if good is not None and good.best_W is not None:  # keep="best": the best epoch's weights
             good = Checkpoint(good.best_epoch, good.best_W, good.best_b, good.history)
-        return {"W": good.W if good else None, "b": good.b if good else None, "history": diverged.history,
-                "timings": {}, "diverged_at": diverged.epoch, "chosen_epoch": good.epoch if good else None}
-    return {"W": result.W, "b": result.b, "history": result.history, "timings": result.timings,
-            "diverged_at": None, "chosen_epoch": result.chosen_epoch}
+        return {
+            "W": good.W if good else None,
+            "b": good.b if good else None,
+            "history": diverged.history,
+            "timings": {},
+            "diverged_at": diverged.epoch,
+            "chosen_epoch": good.epoch if good else None,
+        }
+    return {
+        "W": result.W,
+        "b": result.b,
+        "history": result.history,
+        "timings": result.timings,
+        "diverged_at": None,
+        "chosen_epoch": result.chosen_epoch,
+    }
 
 
 def _empty_history() -> dict[str, list]:
@@ -206,16 +225,16 @@ def train_reference(config: TrainConfig, data: PreparedData) -> tuple[np.ndarray
     K, (d, n) = Y.shape[0], X.shape
     W, b = init_parameters(K, d, np.random.default_rng(config.seed), std=init_std(config, d), dtype=dtype)
     if config.flip > 0:
-        X_mirrored = flip_rows(X.T, data.mean, data.std).T     # every image mirrored, normalised
-    best = (-1.0, 0, W, b)                                     # early stopping: (val acc, epoch, W, b) of the best
+        X_mirrored = flip_rows(X.T, data.mean, data.std).T  # every image mirrored, normalised
+    best = (-1.0, 0, W, b)  # early stopping: (val acc, epoch, W, b) of the best
     for epoch in range(1, config.n_epochs + 1):
         if config.patience and best[1] and epoch - 1 - best[1] >= config.patience:
-            break                                              # not improved for `patience` epochs
+            break  # not improved for `patience` epochs
         eta = learning_rate(config, epoch)
         order, flips = epoch_plan(config, n, epoch)
         images = order if order is not None else np.arange(n)
         for start in range(0, n, config.n_batch):
-            batch = images[start:start + config.n_batch]
+            batch = images[start : start + config.n_batch]
             Xb, Yb = X[:, batch], Y[:, batch]
             if flips is not None:
                 Xb = np.where(flips[batch], X_mirrored[:, batch], Xb)
@@ -225,7 +244,7 @@ def train_reference(config: TrainConfig, data: PreparedData) -> tuple[np.ndarray
         if config.stops_early:
             X_val = data.X_val.astype(dtype)
             val_acc = float(np.mean(np.argmax(scores(X_val, W, b), axis=0) == data.y_val))
-            if val_acc > best[0]:                              # strictly better: ties stay with the earliest
+            if val_acc > best[0]:  # strictly better: ties stay with the earliest
                 best = (val_acc, epoch, W, b)
     if config.keep == "best":
         return best[2], best[3]
@@ -253,15 +272,22 @@ class _FastLoop:
       columns of W, the metrics by rows): the bits are the same on one thread or two (threads.py).
     """
 
-    def __init__(self, config: TrainConfig, data: PreparedData, W0: np.ndarray, b0: np.ndarray,
-                 halves: TwoHalves, first_epoch: int):
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: PreparedData,
+        W0: np.ndarray,
+        b0: np.ndarray,
+        halves: TwoHalves,
+        first_epoch: int,
+    ):
         self.config, dtype = config, np.dtype(config.dtype)
         self.A, self.A_val = _rows(data.X_train, dtype), _rows(data.X_val, dtype)
         self.y, self.y_val = np.asarray(data.y_train, np.intp), np.asarray(data.y_val, np.intp)
         n, d = self.A.shape
         K = self.K = W0.shape[0]
         self.lam, self.dtype, self.loss, self.halves = float(config.lam), dtype, config.loss_fn, halves
-        self.augment = config.flip > 0 or bool(config.shuffle)   # batches gathered into a buffer
+        self.augment = config.flip > 0 or bool(config.shuffle)  # batches gathered into a buffer
         # Fused: the forward product multiplies by [W; W_prev], W_prev the weights at the start of
         # the epoch, so its second half scores the training split for the previous epoch's metrics
         # at no extra pass. Flipped batches are not the training split: those runs pay a pass.
@@ -271,21 +297,21 @@ class _FastLoop:
         self.W, self.W_prev = self.WW[:K], self.WW[K:]
         self.W[...] = W0
         if self.fused:
-            self.W_prev[...] = W0                                   # until the first epoch starts
-        self.b = np.array(np.asarray(b0).reshape(K), dtype=dtype)   # a row: scores are m × K
+            self.W_prev[...] = W0  # until the first epoch starts
+        self.b = np.array(np.asarray(b0).reshape(K), dtype=dtype)  # a row: scores are m × K
         self.b_prev = self.b.copy()
-        self.S = np.empty((n, width), dtype)                        # the epoch's scores, batch by batch
+        self.S = np.empty((n, width), dtype)  # the epoch's scores, batch by batch
         self.S_flat = self.S.reshape(-1)
-        self.epoch_order: np.ndarray | None = None                  # the rows of S, when the epoch shuffled them
-        self.true_flat0 = np.arange(n) * width + self.y             # S.flat[true_flat0[i]] is S[i, y_i]
+        self.epoch_order: np.ndarray | None = None  # the rows of S, when the epoch shuffled them
+        self.true_flat0 = np.arange(n) * width + self.y  # S.flat[true_flat0[i]] is S[i, y_i]
         self.T_train, self.T_val = np.empty((n, K), dtype), np.empty((self.y_val.size, K), dtype)
-        self.columns = (slice(0, d // 2), slice(d // 2, d))       # the fixed cut of every batch product
+        self.columns = (slice(0, d // 2), slice(d // 2, d))  # the fixed cut of every batch product
         self.dW = [np.empty((K, c.stop - c.start), dtype) for c in self.columns]
         self.S_halves = [np.empty((config.n_batch, width), dtype) for _ in self.columns]
         self.col = np.empty((config.n_batch, 1), dtype)
         # Two gather buffers: a batch is still read by its update while the next is gathered.
         self.A_bufs = [np.empty((config.n_batch, d), dtype) for _ in range(2 if self.augment else 0)]
-        self.f_scale = self.f_shift = self.F_buf = None                # flips: the mirror map, its buffer
+        self.f_scale = self.f_shift = self.F_buf = None  # flips: the mirror map, its buffer
         if config.flip > 0:
             _, scale, self.f_shift = flip_transform(data.mean, data.std, dtype)
             self.f_scale = scale.reshape(IMAGE_SHAPE)
@@ -308,23 +334,25 @@ class _FastLoop:
         if not self.augment:
             return self.A[s:e], self.true_flat0[s:e]
         images = order[s:e] if order is not None else np.arange(s, e)
-        Ab = buffer[:e - s]
+        Ab = buffer[: e - s]
         if flips is None:
-            np.take(self.A, images, axis=0, out=Ab, mode="clip")    # "clip": no buffered copy
+            np.take(self.A, images, axis=0, out=Ab, mode="clip")  # "clip": no buffered copy
             return Ab, np.arange(s, e) * width + self.y[images]
         # Unflipped images first, then the flipped ones: the update sums over the batch.
         keep, mirrored = images[~flips[images]], images[flips[images]]
-        np.take(self.A, keep, axis=0, out=Ab[:keep.size], mode="clip")
+        np.take(self.A, keep, axis=0, out=Ab[: keep.size], mode="clip")
         if mirrored.size:
-            Fb = self.F_buf[:mirrored.size]
+            Fb = self.F_buf[: mirrored.size]
             np.take(self.A, mirrored, axis=0, out=Fb, mode="clip")
-            np.multiply(Fb.reshape(-1, *IMAGE_SHAPE)[..., ::-1], self.f_scale,
-                        out=Ab[keep.size:].reshape(-1, *IMAGE_SHAPE))
-            Ab[keep.size:] += self.f_shift
+            np.multiply(
+                Fb.reshape(-1, *IMAGE_SHAPE)[..., ::-1], self.f_scale, out=Ab[keep.size :].reshape(-1, *IMAGE_SHAPE)
+            )
+            Ab[keep.size :] += self.f_shift
         return Ab, np.arange(s, e) * width + np.concatenate((self.y[keep], self.y[mirrored]))
 
-    def step(self, pending: tuple[np.ndarray, np.ndarray] | None, Ab: np.ndarray | None,
-             s: int, e: int) -> np.ndarray | None:
+    def step(
+        self, pending: tuple[np.ndarray, np.ndarray] | None, Ab: np.ndarray | None, s: int, e: int
+    ) -> np.ndarray | None:
         """The update of the pending batch, then the forward product of batch ``Ab`` (rows s:e).
 
         Each column half c of W is one task: W[:, c] ← (1 - 2ηλ) W[:, c] - Gᵀ A_prev[:, c], with G
@@ -332,6 +360,7 @@ class _FastLoop:
         of W from one batch to the next, and the two threads meet once per batch. Returns the
         scores plus b of the current weights (n_b × K, a view into S), or None without a batch.
         """
+
         def half(c: slice, dW: np.ndarray, S_c: np.ndarray) -> Callable[[], None]:
             def work() -> None:
                 if pending is not None:
@@ -342,6 +371,7 @@ class _FastLoop:
                     self.W[:, c] -= dW
                 if Ab is not None:
                     np.matmul(Ab[:, c], self.WW[:, c].T, out=S_c)
+
             return work
 
         m = e - s
@@ -350,7 +380,7 @@ class _FastLoop:
             return None
         Sb = self.S[s:e]
         np.add(self.S_halves[0][:m], self.S_halves[1][:m], out=Sb)
-        G = Sb[:, :self.K]
+        G = Sb[:, : self.K]
         G += self.b
         return G
 
@@ -368,11 +398,11 @@ class _FastLoop:
         gradient, S_flat, col = self.loss.batch_gradient, self.S_flat, self.col
         n_batches = len(self.bounds)
         stride = max(1, n_batches // 20)
-        pending = None                                 # (G, batch) whose update is due
+        pending = None  # (G, batch) whose update is due
         for i, ((s, e), step) in enumerate(zip(self.bounds, self.steps)):
             Ab, true_flat = self.gather(s, e, order, flips, self.A_bufs[i % 2] if self.augment else None)
             G = self.step(pending, Ab, s, e)
-            gradient(G, S_flat, true_flat, step, col[:e - s])
+            gradient(G, S_flat, true_flat, step, col[: e - s])
             self.b -= G.sum(axis=0)
             pending = (G, Ab)
             if on_batch is not None and (i % stride == stride - 1 or i == n_batches - 1):
@@ -383,8 +413,7 @@ class _FastLoop:
 
     def _scores(self, A: np.ndarray, T: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
         half = A.shape[0] // 2
-        self.halves.run(lambda: np.matmul(A[:half], W.T, out=T[:half]),
-                        lambda: np.matmul(A[half:], W.T, out=T[half:]))
+        self.halves.run(lambda: np.matmul(A[:half], W.T, out=T[:half]), lambda: np.matmul(A[half:], W.T, out=T[half:]))
         T += b
         return T
 
@@ -406,15 +435,16 @@ class _FastLoop:
     def previous_train_metrics(self) -> tuple[float, float, float]:
         """Training metrics of W_prev from the epoch's fused scores (rows in the epoch's order)."""
         y = self.y if self.epoch_order is None else self.y[self.epoch_order]
-        np.add(self.S[:, self.K:], self.b_prev, out=self.T_train)
+        np.add(self.S[:, self.K :], self.b_prev, out=self.T_train)
         return self._metrics(self.T_train, y, self.W_prev)
 
 
 def _start(config: TrainConfig, K: int, d: int, resume: Checkpoint | None):
     """(first epoch, W0, b0, history) of a fresh run or of one resumed from ``resume``."""
     if resume is None:
-        W0, b0 = init_parameters(K, d, np.random.default_rng(config.seed), std=init_std(config, d),
-                                 dtype=np.dtype(config.dtype))
+        W0, b0 = init_parameters(
+            K, d, np.random.default_rng(config.seed), std=init_std(config, d), dtype=np.dtype(config.dtype)
+        )
         return 0, W0, b0, _empty_history()
     start = int(resume.epoch)
     if not 0 <= start <= config.n_epochs:
@@ -431,6 +461,7 @@ def _start(config: TrainConfig, K: int, d: int, resume: Checkpoint | None):
 def _recorder(history: dict, stopping: EarlyStopping, on_epoch, K: int):
     """``record(epoch, train_m, val_m, W, b, eta)``: append the epoch's row to ``history``, stop on
     divergence, hand out the checkpoint (with the best-so-far weights of ``stopping``)."""
+
     def record(epoch: int, train_m, val_m, W: np.ndarray, b: np.ndarray, eta: float) -> None:
         for key, value in zip(HISTORY_KEYS, (epoch, *train_m, *val_m)):
             history[key].append(int(value) if key == "epoch" else float(value))
@@ -438,12 +469,19 @@ def _recorder(history: dict, stopping: EarlyStopping, on_epoch, K: int):
             raise TrainingDiverged(epoch, copy.deepcopy(history), eta)
         if on_epoch is not None:
             on_epoch(stopping.checkpoint(epoch, W.copy(), b.reshape(K, 1).copy(), copy.deepcopy(history)))
+
     return record
 
 
-def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None = None,
-          on_epoch: Callable[[Checkpoint], None] | None = None,
-          on_batch: Callable[[int, int, int], None] | None = None, threads: int | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    data: PreparedData,
+    *,
+    resume: Checkpoint | None = None,
+    on_epoch: Callable[[Checkpoint], None] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
+    threads: int | None = None,
+) -> TrainResult:
     """Train W, b; see the module docstring for the algorithm, early stopping and the callbacks.
 
     ``on_batch(epoch, batch_index, n_batches)`` is called about 20 times per
@@ -460,23 +498,26 @@ def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None 
     stopping = EarlyStopping(config, resume)
     record = _recorder(history, stopping, on_epoch, K)
     epoch_seconds: list[float] = []
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"), \
-            one_blas_thread(), TwoHalves(threads) as halves:
+    with (
+        np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"),
+        one_blas_thread(),
+        TwoHalves(threads) as halves,
+    ):
         loop = _FastLoop(config, data, W0, b0, halves, first_epoch=start + 1)
         # Fused, the training metrics of epoch e come out of the pass of epoch e + 1: until then
         # epoch e waits with its validation metrics in `waiting`.
         waiting = None
-        if not history["epoch"]:                      # a fresh run: epoch 0 = the initial weights
+        if not history["epoch"]:  # a fresh run: epoch 0 = the initial weights
             waiting = loop.val_metrics()
             if not loop.fused:
                 record(0, loop.train_metrics(), waiting, loop.W, loop.b, loop.eta)
                 waiting = None
         t_epoch = time.perf_counter()
         for epoch in range(start + 1, config.n_epochs + 1):
-            if stopping.should_stop(epoch - 1):       # patience ran out (also when resuming a stopped run)
+            if stopping.should_stop(epoch - 1):  # patience ran out (also when resuming a stopped run)
                 break
             loop.run_epoch(epoch, on_batch)
-            if waiting is not None:                   # the pass also scored epoch - 1's weights
+            if waiting is not None:  # the pass also scored epoch - 1's weights
                 record(epoch - 1, loop.previous_train_metrics(), waiting, loop.W_prev, loop.b_prev, loop.eta)
             waiting = loop.val_metrics()
             stopping.offer(epoch, waiting[2], loop.W, loop.b)
@@ -488,6 +529,15 @@ def train(config: TrainConfig, data: PreparedData, *, resume: Checkpoint | None 
             halves.epoch_done(now - t_epoch)
             t_epoch = now
     W, b, chosen = stopping.chosen(loop.W.copy(), loop.b.reshape(K, 1).copy(), history["epoch"][-1])
-    return TrainResult(W=W, b=b, history=history, config=config, chosen_epoch=chosen,
-                       timings={"total_seconds": time.perf_counter() - t_start, "epoch_seconds": epoch_seconds,
-                                "first_epoch": start + 1})
+    return TrainResult(
+        W=W,
+        b=b,
+        history=history,
+        config=config,
+        chosen_epoch=chosen,
+        timings={
+            "total_seconds": time.perf_counter() - t_start,
+            "epoch_seconds": epoch_seconds,
+            "first_epoch": start + 1,
+        },
+    )

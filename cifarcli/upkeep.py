@@ -10,16 +10,19 @@ removed as the data it is.
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cifarcli.files import disk_size, entries, kind_of, remove_tree
 from cifarcli.store import DamagedArtifact, Store, UnreadableArtifact
 
 
 def stages(store: Store, downloads: Path | None = None) -> list[str]:
-    return [path.name for path, mode in entries(store.root)
-            if stat.S_ISDIR(mode) and not path.name.startswith(".") and path != downloads]
+    return [
+        path.name
+        for path, mode in entries(store.root)
+        if stat.S_ISDIR(mode) and not path.name.startswith(".") and path != downloads
+    ]
 
 
 def _folders(store: Store, stage: str | None, downloads: Path | None) -> Iterator[Path]:
@@ -31,13 +34,30 @@ def _folders(store: Store, stage: str | None, downloads: Path | None) -> Iterato
 
 def strays(store: Store, stage: str | None = None, downloads: Path | None = None) -> list[dict]:
     """Links (and other non-folders) where a stage folder or an artifact folder should be: left alone."""
-    found = [] if stage else [(path, mode, path.name, "") for path, mode in entries(store.root)
-                              if stat.S_ISLNK(mode) and not path.name.startswith(".")]
-    found += [(path, mode, name, path.name) for name in ([stage] if stage else stages(store, downloads))
-              for path, mode in entries(store.root / name) if not stat.S_ISDIR(mode) and not path.name.startswith(".")]
-    return [{"stage": name, "key": key, "path": str(path),
-             "damaged": f"{kind_of(mode)}; left alone (the cache never follows links)"}
-            for path, mode, name, key in found]
+    found = (
+        []
+        if stage
+        else [
+            (path, mode, path.name, "")
+            for path, mode in entries(store.root)
+            if stat.S_ISLNK(mode) and not path.name.startswith(".")
+        ]
+    )
+    found += [
+        (path, mode, name, path.name)
+        for name in ([stage] if stage else stages(store, downloads))
+        for path, mode in entries(store.root / name)
+        if not stat.S_ISDIR(mode) and not path.name.startswith(".")
+    ]
+    return [
+        {
+            "stage": name,
+            "key": key,
+            "path": str(path),
+            "damaged": f"{kind_of(mode)}; left alone (the cache never follows links)",
+        }
+        for path, mode, name, key in found
+    ]
 
 
 def ls(store: Store, stage: str | None = None, downloads: Path | None = None) -> list[dict]:
@@ -51,13 +71,22 @@ def ls(store: Store, stage: str | None = None, downloads: Path | None = None) ->
             meta = {"damaged": damage.reason}
         run = meta.get("inputs", {}).get("train") if len(meta.get("inputs", {})) == 1 else None
         run_meta = store.meta("train", run) if run else None
-        rows.append({"stage": folder.parent.name, "key": folder.name, "path": str(folder),
-                     "params": run_meta["params"] if run_meta else meta.get("params", {}),
-                     "size": disk_size(folder), "created": meta.get("created"), "info": meta.get("info", {}),
-                     **({"run": run} if run else {}),
-                     **({"damaged": meta["damaged"]} if "damaged" in meta else {})})
-    return rows + [{"params": {}, "size": None, "created": None, "info": {}, **row}
-                   for row in strays(store, stage, downloads)]
+        rows.append(
+            {
+                "stage": folder.parent.name,
+                "key": folder.name,
+                "path": str(folder),
+                "params": run_meta["params"] if run_meta else meta.get("params", {}),
+                "size": disk_size(folder),
+                "created": meta.get("created"),
+                "info": meta.get("info", {}),
+                **({"run": run} if run else {}),
+                **({"damaged": meta["damaged"]} if "damaged" in meta else {}),
+            }
+        )
+    return rows + [
+        {"params": {}, "size": None, "created": None, "info": {}, **row} for row in strays(store, stage, downloads)
+    ]
 
 
 def verify(store: Store, stage: str | None = None, downloads: Path | None = None) -> list[dict]:
@@ -75,8 +104,10 @@ def verify(store: Store, stage: str | None = None, downloads: Path | None = None
         except (DamagedArtifact, UnreadableArtifact) as damage:
             row.update(ok=False, reason=damage.reason)
         rows.append(row)
-    return rows + [{"stage": row["stage"], "key": row["key"], "ok": False, "reason": row["damaged"]}
-                   for row in strays(store, stage, downloads)]
+    return rows + [
+        {"stage": row["stage"], "key": row["key"], "ok": False, "reason": row["damaged"]}
+        for row in strays(store, stage, downloads)
+    ]
 
 
 def _check_summary(store: Store, meta: dict, payload) -> None:
@@ -88,8 +119,9 @@ def _check_summary(store: Store, meta: dict, payload) -> None:
             raise DamagedArtifact(meta["stage"], meta["key"], f"meta.json info.{name} is not the payload's")
 
 
-def clear_plan(store: Store, stage: str | None = None, downloads: Path | None = None, *,
-               keep_data: bool = False) -> dict:
+def clear_plan(
+    store: Store, stage: str | None = None, downloads: Path | None = None, *, keep_data: bool = False
+) -> dict:
     """What ``clear`` would remove: per stage its artifact count and bytes, and the links it would
     unlink (never their targets). ``keep_data``: the dataset and ``downloads`` stay."""
     plan = {}
@@ -134,8 +166,13 @@ def gc(store: Store, downloads: Path | None = None) -> list[Path]:
     for stage in stages(store, downloads):
         stage_dir = store.root / stage
         leftovers = [p for p, _ in entries(stage_dir) if p.name.startswith(".tmp-")]
-        leftovers += [p for d, mode in entries(stage_dir / ".scratch") if stat.S_ISDIR(mode)
-                      for p, _ in entries(d) if p.name.startswith(".") and p.name.endswith(".tmp")]
+        leftovers += [
+            p
+            for d, mode in entries(stage_dir / ".scratch")
+            if stat.S_ISDIR(mode)
+            for p, _ in entries(d)
+            if p.name.startswith(".") and p.name.endswith(".tmp")
+        ]
         for path in leftovers:
             key = path.parent.name if path.name.endswith(".tmp") else path.name.split("-")[1]
             if not store.is_locked(stage, key):
@@ -147,8 +184,12 @@ def gc(store: Store, downloads: Path | None = None) -> list[Path]:
     # A partial download is resumable, but gc is the user asking for a clean cache: it goes
     # unless a fetch is writing it (that fetch holds the "downloads" lock of its file name).
     for path, _ in entries(downloads) if downloads is not None else []:
-        if path.suffix == ".part" and not store.is_locked("downloads", path.name[:-len(".part")]) or \
-                path.name.startswith(".") and path.name.endswith(".tmp"):
+        if (
+            path.suffix == ".part"
+            and not store.is_locked("downloads", path.name[: -len(".part")])
+            or path.name.startswith(".")
+            and path.name.endswith(".tmp")
+        ):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

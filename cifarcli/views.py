@@ -20,8 +20,8 @@ from rich.table import Table
 from cifarcli.config import GRADCHECK_TOL, TRAIN_DEFAULTS, loss_named
 from cifarcli.errors import human_size
 from cifarcli.gradcheck import verdict, verdict_line
-from cifarcli.store import Artifact
 from cifarcli.stages import Progress
+from cifarcli.store import Artifact
 
 SPLITS = (("train", "training"), ("val", "validation"), ("test", "test"))
 
@@ -96,17 +96,30 @@ class RichProgress(Progress):
     def _columns(self):
         from rich import progress as rp
 
-        return (rp.SpinnerColumn(), rp.TextColumn("{task.description}"), rp.BarColumn(bar_width=self._bar_width()),
-                rp.TextColumn("{task.fields[count]}"), rp.TextColumn("{task.fields[status]}"),
-                rp.TextColumn("elapsed"), rp.TimeElapsedColumn())
+        return (
+            rp.SpinnerColumn(),
+            rp.TextColumn("{task.description}"),
+            rp.BarColumn(bar_width=self._bar_width()),
+            rp.TextColumn("{task.fields[count]}"),
+            rp.TextColumn("{task.fields[status]}"),
+            rp.TextColumn("elapsed"),
+            rp.TimeElapsedColumn(),
+        )
 
     def download(self, done: int, total: int | None) -> None:
         if self._download is None:
             from rich import progress as rp
 
             self._download_bars = rp.Progress(
-                rp.TextColumn("download"), rp.BarColumn(), rp.DownloadColumn(), rp.TransferSpeedColumn(),
-                rp.TextColumn("left"), rp.TimeRemainingColumn(), console=self.console, transient=True)
+                rp.TextColumn("download"),
+                rp.BarColumn(),
+                rp.DownloadColumn(),
+                rp.TransferSpeedColumn(),
+                rp.TextColumn("left"),
+                rp.TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
             self._download_bars.start()
             self._download = self._download_bars.add_task("download", total=total)
         self._download_bars.update(self._download, completed=done, total=total)
@@ -122,8 +135,13 @@ class RichProgress(Progress):
         self._run_label = f"train {label or run_id[:12]}"
         self._run_bars = rp.Progress(*self._columns(), console=self.console, transient=True)
         self._run_bars.start()
-        self._run = self._run_bars.add_task(_t(self._run_label), total=n_epochs, completed=start_epoch,
-                                            count=f"epoch {start_epoch}/{n_epochs}", status="")
+        self._run = self._run_bars.add_task(
+            _t(self._run_label),
+            total=n_epochs,
+            completed=start_epoch,
+            count=f"epoch {start_epoch}/{n_epochs}",
+            status="",
+        )
 
     def batch(self, epoch: int, index: int, n_batches: int) -> None:
         import time
@@ -137,8 +155,11 @@ class RichProgress(Progress):
     def epoch(self, epoch: int, history: dict) -> None:
         if self._run is not None:
             count = f"epoch {epoch}/{self._run_bars.tasks[0].total:g}"
-            self._run_bars.update(self._run, count=count, status=_metrics(
-                {k: v[-1] for k, v in history.items() if v}, self._room(self._run_label, count)))
+            self._run_bars.update(
+                self._run,
+                count=count,
+                status=_metrics({k: v[-1] for k, v in history.items() if v}, self._room(self._run_label, count)),
+            )
 
     def run_finished(self, run_id: str) -> None:
         if self._run is not None:
@@ -148,16 +169,23 @@ class RichProgress(Progress):
     # -- a spinner: something slow without steps to count -------------------------------------------
 
     def working(self, what: str) -> None:
-        if self._steps is not None:   # one live display at a time: inside the bar over the figures, on its row
-            room = self._room("drawing figures", f"{self._steps_bars.tasks[0].total:g}/{self._steps_bars.tasks[0].total:g}")
+        if self._steps is not None:  # one live display at a time: inside the bar over the figures, on its row
+            room = self._room(
+                "drawing figures", f"{self._steps_bars.tasks[0].total:g}/{self._steps_bars.tasks[0].total:g}"
+            )
             self._steps_bars.update(self._steps, status=_t(what) if len(what) <= room else "")
             return
         if self._spinner is None:
             from rich import progress as rp
 
-            self._spinner_bars = rp.Progress(rp.SpinnerColumn(), rp.TextColumn("{task.description}"),
-                                             rp.TextColumn("elapsed"), rp.TimeElapsedColumn(),
-                                             console=self.console, transient=True)
+            self._spinner_bars = rp.Progress(
+                rp.SpinnerColumn(),
+                rp.TextColumn("{task.description}"),
+                rp.TextColumn("elapsed"),
+                rp.TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
             self._spinner_bars.start()
             self._spinner = self._spinner_bars.add_task(_t(what))
         self._spinner_bars.update(self._spinner, description=_t(what))
@@ -203,11 +231,12 @@ class RichProgress(Progress):
         from rich import progress as rp
 
         self._settings = rp.Progress(*self._columns(), console=self.console, transient=True)
-        self._settings.start()   # at once: the workers take a moment to start, the count shows meanwhile
+        self._settings.start()  # at once: the workers take a moment to start, the count shows meanwhile
         self._tasks = {}
-        self._widest = len("trained")   # the rows share their columns: the widest label sets the room
-        self._overall = self._settings.add_task("trained", total=n_settings, count=f"0/{n_settings}",
-                                                status=_t(f"settings on {where}"))
+        self._widest = len("trained")  # the rows share their columns: the widest label sets the room
+        self._overall = self._settings.add_task(
+            "trained", total=n_settings, count=f"0/{n_settings}", status=_t(f"settings on {where}")
+        )
 
     def setting(self, run_id: str, label: str, epoch: int, n_epochs: int, latest: dict) -> None:
         if self._settings is None:
@@ -243,10 +272,12 @@ class RichProgress(Progress):
             self._settings = None
 
     def close(self) -> None:
-        for bars, attribute in ((getattr(self, "_download_bars", None), "_download"),
-                                (getattr(self, "_run_bars", None), "_run"),
-                                (getattr(self, "_spinner_bars", None), "_spinner"),
-                                (getattr(self, "_steps_bars", None), "_steps")):
+        for bars, attribute in (
+            (getattr(self, "_download_bars", None), "_download"),
+            (getattr(self, "_run_bars", None), "_run"),
+            (getattr(self, "_spinner_bars", None), "_spinner"),
+            (getattr(self, "_steps_bars", None), "_steps"),
+        ):
             if bars is not None and getattr(self, attribute) is not None:
                 bars.stop()
                 setattr(self, attribute, None)
@@ -256,14 +287,19 @@ class RichProgress(Progress):
 def _metrics(latest: dict, room: int) -> str:
     """The latest epoch's labelled metrics, as many as fit ``room`` columns: ``train acc 0.459 · val acc 0.374``,
     the losses beside them when there is room, only ``val acc 0.374`` when narrow, nothing when narrower."""
+
     def value(name: str) -> str:
         number = latest.get(name)
         return "—" if not isinstance(number, (int, float)) else f"{number:.3f}"
 
     train_acc, val_acc = f"train acc {value('train_acc')}", f"val acc {value('val_acc')}"
     train_loss, val_loss = f"train loss {value('train_loss')}", f"val loss {value('val_loss')}"
-    for parts in ((train_acc, val_acc, train_loss, val_loss), (train_acc, val_acc, val_loss), (train_acc, val_acc),
-                  (val_acc,)):
+    for parts in (
+        (train_acc, val_acc, train_loss, val_loss),
+        (train_acc, val_acc, val_loss),
+        (train_acc, val_acc),
+        (val_acc,),
+    ):
         text = " · ".join(parts)
         if len(text) <= room:
             return text
@@ -303,14 +339,22 @@ def gradcheck_json(artifact: Artifact, tol: float | None) -> dict:
     from cifarcli.gradcheck import n_checked
 
     worst, checked = artifact.payload["max_error"], n_checked(artifact.payload)
-    document = {"gradcheck": artifact.key, "cached": artifact.status == "hit", **artifact.payload,
-                "max_error": worst, "n_checked": checked, "tol": tol,
-                "passed": None if tol is None else bool(checked) and worst <= tol,
-                "verdict": verdict_line(worst, GRADCHECK_TOL if tol is None else tol, checked, artifact.payload["h"])}
-    if not _loss_of(artifact.payload).smooth:   # how many parameters the verdict leaves out, and why
-        document["kinks"] = {"total": sum(sum((e.get("kinks") or {}).values()) for e in artifact.payload["results"]),
-                             "excluded_from_verdict": True,
-                             "rule": "a parameter whose ±h moves a margin across zero (a kink of the hinge)"}
+    document = {
+        "gradcheck": artifact.key,
+        "cached": artifact.status == "hit",
+        **artifact.payload,
+        "max_error": worst,
+        "n_checked": checked,
+        "tol": tol,
+        "passed": None if tol is None else bool(checked) and worst <= tol,
+        "verdict": verdict_line(worst, GRADCHECK_TOL if tol is None else tol, checked, artifact.payload["h"]),
+    }
+    if not _loss_of(artifact.payload).smooth:  # how many parameters the verdict leaves out, and why
+        document["kinks"] = {
+            "total": sum(sum((e.get("kinks") or {}).values()) for e in artifact.payload["results"]),
+            "excluded_from_verdict": True,
+            "rule": "a parameter whose ±h moves a margin across zero (a kink of the hinge)",
+        }
     return document
 
 
@@ -331,10 +375,12 @@ def gradcheck_verdict_of(report: dict, bound: float) -> str:
 
 def gradcheck_view(artifact: Artifact, tol: float | None) -> list[Any]:
     result = artifact.payload
-    kinked = not _loss_of(result).smooth   # the hinge's kinks: counted, and left out of the verdict
-    table = Table(title=f"Relative error |g_a − g_n| / max(eps, |g_a| + |g_n|)  (h={result['h']:g}, "
-                        f"{result['n_samples']} images, {result['n_dims']} dims, {result['elapsed']:.2f} s"
-                        f"{', loss ' + _t(result['loss']) if not _loss_of(result).is_study else ''})")
+    kinked = not _loss_of(result).smooth  # the hinge's kinks: counted, and left out of the verdict
+    table = Table(
+        title=f"Relative error |g_a − g_n| / max(eps, |g_a| + |g_n|)  (h={result['h']:g}, "
+        f"{result['n_samples']} images, {result['n_dims']} dims, {result['elapsed']:.2f} s"
+        f"{', loss ' + _t(result['loss']) if not _loss_of(result).is_study else ''})"
+    )
     columns = ("λ", "param", "max", "mean", "median", "share < 1e-6") + (("within h of a kink",) if kinked else ())
     for column in columns:
         table.add_column(column, justify="right")
@@ -346,17 +392,27 @@ def gradcheck_view(artifact: Artifact, tol: float | None) -> list[Any]:
             if stats["n_excluded"] == stats["n"]:  # nothing measured: no number to show
                 table.add_row(f"{entry['lam']:g}", name, "—", "—", "—", "—", *kinks)
                 continue
-            table.add_row(f"{entry['lam']:g}", name, f"[{'red' if bad else 'green'}]{stats['max']:.2e}[/]",
-                          f"{stats['mean']:.2e}", f"{stats['median']:.2e}", f"{stats['share_below_tol']:.1%}", *kinks)
-    corner = Table(title=f"Corner of the relative-error matrix of W (λ={result['results'][0]['lam']:g})",
-                   show_header=False)
+            table.add_row(
+                f"{entry['lam']:g}",
+                name,
+                f"[{'red' if bad else 'green'}]{stats['max']:.2e}[/]",
+                f"{stats['mean']:.2e}",
+                f"{stats['median']:.2e}",
+                f"{stats['share_below_tol']:.1%}",
+                *kinks,
+            )
+    corner = Table(
+        title=f"Corner of the relative-error matrix of W (λ={result['results'][0]['lam']:g})", show_header=False
+    )
     for row in result["results"][0]["W"]["corner"]:
         corner.add_row(*(f"{value:.1e}" for value in row))
     out: list[Any] = [table, corner]
     if kinked:
         n_kinks = sum(sum((entry.get("kinks") or {}).values()) for entry in result["results"])
-        out.append(f"{n_kinks} checked parameter(s) lie within h of a kink of the hinge, where a centred "
-                   "difference is not a gradient: they are left out of max, mean, median and the verdict")
+        out.append(
+            f"{n_kinks} checked parameter(s) lie within h of a kink of the hinge, where a centred "
+            "difference is not a gradient: they are left out of max, mean, median and the verdict"
+        )
     return out
 
 
@@ -365,11 +421,18 @@ def gradcheck_view(artifact: Artifact, tol: float | None) -> list[Any]:
 
 def run_json(run: Artifact) -> dict:
     info = run.meta["info"]
-    return {"run_id": run.key, "cached": run.status == "hit", "config": run.meta["params"],
-            "split_sizes": info["split_sizes"], "diverged_at": info["diverged_at"], "final": info["final"],
-            "timings": info["timings"], "history": run.payload["history"], "unstable": run_instability(run),
-            **({"chosen_epoch": info.get("chosen_epoch"), "chosen": info.get("chosen")}
-               if "chosen_epoch" in info else {})}
+    return {
+        "run_id": run.key,
+        "cached": run.status == "hit",
+        "config": run.meta["params"],
+        "split_sizes": info["split_sizes"],
+        "diverged_at": info["diverged_at"],
+        "final": info["final"],
+        "timings": info["timings"],
+        "history": run.payload["history"],
+        "unstable": run_instability(run),
+        **({"chosen_epoch": info.get("chosen_epoch"), "chosen": info.get("chosen")} if "chosen_epoch" in info else {}),
+    }
 
 
 def run_instability(run: Artifact) -> str | None:
@@ -387,17 +450,20 @@ def run_view(run: Artifact) -> list[Any]:
     for column in ("", "loss", "cost", "accuracy"):
         table.add_column(column, justify="right")
     for prefix, name in SPLITS[:2]:
-        table.add_row(name, f"{final[prefix + '_loss']:.4f}", f"{final[prefix + '_cost']:.4f}",
-                      f"{final[prefix + '_acc']:.4f}")
+        table.add_row(
+            name, f"{final[prefix + '_loss']:.4f}", f"{final[prefix + '_cost']:.4f}", f"{final[prefix + '_acc']:.4f}"
+        )
     seconds = info["timings"].get("total_seconds")
     note = "cached" if run.status == "hit" else f"trained in {seconds:.1f} s" if seconds else "trained"
     if info["diverged_at"] is not None:
         note = f"[red]diverged at epoch {info['diverged_at']}[/]"
     out: list[Any] = [table, f"run ID [bold]{_t(run.key)}[/]  ({note})"]
-    if info.get("chosen") and "chosen_epoch" in info:   # early stopping: which epoch's weights were kept
+    if info.get("chosen") and "chosen_epoch" in info:  # early stopping: which epoch's weights were kept
         trained = run.payload["history"]["epoch"][-1]
-        out.append(f"early stopping: trained {trained} of {params['n_epochs']} epochs; kept the weights of epoch "
-                   f"[bold]{info['chosen_epoch']}[/] (validation accuracy {info['chosen']['val_acc']:.4f})")
+        out.append(
+            f"early stopping: trained {trained} of {params['n_epochs']} epochs; kept the weights of epoch "
+            f"[bold]{info['chosen_epoch']}[/] (validation accuracy {info['chosen']['val_acc']:.4f})"
+        )
     return out
 
 
@@ -419,8 +485,12 @@ def metrics_view(run: Artifact, metrics: Artifact) -> list[Any]:
     for prefix, name in SPLITS:
         table.add_row(name, f"{m[prefix]['loss']:.4f}", f"{m[prefix]['cost']:.4f}", f"{m[prefix]['accuracy']:.4f}")
     names = list(m["per_class_accuracy"])
-    confusion = Table(title="Test confusion matrix (rows: true class, columns: predicted)",
-                      box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True)
+    confusion = Table(
+        title="Test confusion matrix (rows: true class, columns: predicted)",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
     confusion.add_column("", no_wrap=True)
     for name in names:
         confusion.add_column(_t(name[:4]), justify="right", no_wrap=True)
@@ -430,21 +500,27 @@ def metrics_view(run: Artifact, metrics: Artifact) -> list[Any]:
     out: list[Any] = [table, confusion]
     pr = m.get("probabilities")
     if pr:
+
         def mean(group: str) -> str:
             return "—" if pr[group]["mean"] is None else f"{pr[group]['mean']:.3f}"
 
-        line = (f"probability of the true class ({pr['kind']}): mean {mean('correct')} on the "
-                f"{pr['correct']['n']} correct, {mean('incorrect')} on the {pr['incorrect']['n']} misclassified")
+        line = (
+            f"probability of the true class ({pr['kind']}): mean {mean('correct')} on the "
+            f"{pr['correct']['n']} correct, {mean('incorrect')} on the {pr['incorrect']['n']} misclassified"
+        )
         if pr["confident_mistakes"] is not None:
             line += f"; {pr['confident_mistakes']:.1%} of the mistakes with p < {pr['threshold']:g}"
         out.append(line)
     mg = m.get("margins")
-    if mg:   # an SVM run: scores, no probabilities
+    if mg:  # an SVM run: scores, no probabilities
+
         def mean_margin(group: str) -> str:
             return "—" if mg[group]["mean"] is None else f"{mg[group]['mean']:.3f}"
 
-        line = (f"margin of the true class (svm scores, s_y − max other): mean {mean_margin('correct')} on the "
-                f"{mg['correct']['n']} correct, {mean_margin('incorrect')} on the {mg['incorrect']['n']} misclassified")
+        line = (
+            f"margin of the true class (svm scores, s_y − max other): mean {mean_margin('correct')} on the "
+            f"{mg['correct']['n']} correct, {mean_margin('incorrect')} on the {mg['incorrect']['n']} misclassified"
+        )
         if mg["confident_mistakes"] is not None:
             line += f"; {mg['confident_mistakes']:.1%} of the mistakes with margin < {mg['threshold']:g}"
         out.append(line)
@@ -460,7 +536,7 @@ def predict_view(result: dict) -> list[Any]:
     if not rows:
         return []
     kind = result["output"]["kind"]
-    svm = result["output"].get("scores", False)   # an SVM run: scores, not probabilities
+    svm = result["output"].get("scores", False)  # an SVM run: scores, not probabilities
     what = f"{_t(kind)}, not probabilities" if svm else f"{_t(kind)} probabilities"
     table = Table(title=f"Top 3 classes, run {_t(result['run_id'])} ({what})")
     table.add_column("image", overflow="fold")
@@ -476,10 +552,15 @@ def predict_view(result: dict) -> list[Any]:
 
 
 def export_view(result: dict) -> list[Any]:
-    shapes = ", ".join(f"{name} {'×'.join(map(str, a['shape'])) or 'scalar'}" for name, a in result["arrays"].items()
-                       if name in ("W", "b", "mean", "std", "class_names"))
-    return [f"wrote {_t(result['path'])} ({result['bytes'] / 1e3:.0f} kB; run {_t(result['run_id'])}, "
-            f"loss {_t(result['loss'])}): {_t(shapes)}"]
+    shapes = ", ".join(
+        f"{name} {'×'.join(map(str, a['shape'])) or 'scalar'}"
+        for name, a in result["arrays"].items()
+        if name in ("W", "b", "mean", "std", "class_names")
+    )
+    return [
+        f"wrote {_t(result['path'])} ({result['bytes'] / 1e3:.0f} kB; run {_t(result['run_id'])}, "
+        f"loss {_t(result['loss'])}): {_t(shapes)}"
+    ]
 
 
 # -- report and cache ----------------------------------------------------------------------
@@ -496,10 +577,15 @@ def report_view(result: dict) -> list[Any]:
         accs = [f"{m[s]['accuracy']:.4f}" for s in ("train", "val", "test")] if m else ["diverged"] * 3
         if m and m["test"]["accuracy"] == best:
             accs[2] = f"[bold green]{accs[2]} ★[/]"
-        table.add_row(_t(run["run_id"][:12]), f"{c['lam']:g}", f"{c['eta']:g}", str(c["n_batch"]), str(c["n_epochs"]), *accs)
+        table.add_row(
+            _t(run["run_id"][:12]), f"{c['lam']:g}", f"{c['eta']:g}", str(c["n_batch"]), str(c["n_epochs"]), *accs
+        )
     check = result["gradcheck"]
-    return [table, f"gradient check: {gradcheck_verdict_of(check, check['tol'])}",
-            *(f"wrote {_t(path)}" for path in result["paths"].values())]
+    return [
+        table,
+        f"gradient check: {gradcheck_verdict_of(check, check['tol'])}",
+        *(f"wrote {_t(path)}" for path in result["paths"].values()),
+    ]
 
 
 def cache_table(rows: list[dict]) -> Table:
@@ -510,8 +596,13 @@ def cache_table(rows: list[dict]) -> Table:
         params = ", ".join(f"{k}={v}" for k, v in row["params"].items())
         params = f"run {row['run'][:8]}: {params}" if row.get("run") else params  # made from that run alone
         size = human_size(row["size"]) if row["size"] is not None else "?"
-        table.add_row(_t(row["stage"]), _t(row["key"]), _t(params if len(params) < 60 else params[:57] + "…"),
-                      size, _t(row.get("damaged") or row["created"] or ""))
+        table.add_row(
+            _t(row["stage"]),
+            _t(row["key"]),
+            _t(params if len(params) < 60 else params[:57] + "…"),
+            size,
+            _t(row.get("damaged") or row["created"] or ""),
+        )
     return table
 
 
@@ -529,8 +620,11 @@ def clear_plan_view(plan: dict, cache_dir) -> list:
         table.add_column(column, justify=justify)
     for name, stage in plan["stages"].items():
         table.add_row(_t(name), str(stage["artifacts"]), human_size(stage["bytes"]))
-    return [table, *(f"the link {_t(path)} (its target is left alone)" for path in plan["links"]),
-            f"in all {plan_summary(plan)}"]
+    return [
+        table,
+        *(f"the link {_t(path)} (its target is left alone)" for path in plan["links"]),
+        f"in all {plan_summary(plan)}",
+    ]
 
 
 def verify_view(rows: list[dict]) -> Table:
@@ -538,14 +632,19 @@ def verify_view(rows: list[dict]) -> Table:
     for column in ("stage", "key", "status"):
         table.add_column(column)
     for row in rows:
-        table.add_row(_t(row["stage"]), _t(row["key"]),
-                      "[green]ok[/]" if row["ok"] else f"[red]{_t(row['reason'])}[/]")
+        table.add_row(_t(row["stage"]), _t(row["key"]), "[green]ok[/]" if row["ok"] else f"[red]{_t(row['reason'])}[/]")
     return table
 
 
 def status_view(rows: list[dict]) -> Table:
-    colours = {"cached": "green", "missing": "yellow", "partial": "cyan", "damaged": "red", "stale": "magenta",
-               "unreadable": "red"}
+    colours = {
+        "cached": "green",
+        "missing": "yellow",
+        "partial": "cyan",
+        "damaged": "red",
+        "stale": "magenta",
+        "unreadable": "red",
+    }
     table = Table(title="Pipeline status")
     for column in ("stage", "key", "state"):
         table.add_column(column)
@@ -561,11 +660,16 @@ def status_view(rows: list[dict]) -> Table:
 def sweep_view(result: dict) -> list[Any]:
     """The points sorted by validation accuracy (selection), the best with its test accuracy, the heat-map."""
     grid = result["grid"]
-    shape = " × ".join(str(len(grid[k])) for k in ("lam", "eta", "n_batch", "n_epochs")
-                       if len(grid[k]) > 1 or k in ("lam", "eta"))
-    table = Table(title=f"Sweep {_t(result['sweep'])}: {result['n_points']} points ({shape}), "
-                        "sorted by validation accuracy (cost: final training cost)",
-                  box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True)
+    shape = " × ".join(
+        str(len(grid[k])) for k in ("lam", "eta", "n_batch", "n_epochs") if len(grid[k]) > 1 or k in ("lam", "eta")
+    )
+    table = Table(
+        title=f"Sweep {_t(result['sweep'])}: {result['n_points']} points ({shape}), "
+        "sorted by validation accuracy (cost: final training cost)",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
     for column in ("λ", "η", "batch", "epochs", "train acc", "val acc", "cost", "run ID"):
         table.add_column(column, justify="right", no_wrap=True)
     best = (result.get("best") or {}).get("run_id")
@@ -582,22 +686,40 @@ def sweep_view(result: dict) -> list[Any]:
     if result.get("best"):
         b = result["best"]
         c = b["config"]
-        out.append(f"best on validation: λ={c['lam']:g}, η={c['eta']:g}, n_batch={c['n_batch']}, "
-                   f"epochs={c['n_epochs']}: val acc [bold]{b['val_acc']:.4f}[/], "
-                   f"test acc [bold]{b['test_acc']:.4f}[/], run ID [bold]{_t(b['run_id'])}[/]")
+        out.append(
+            f"best on validation: λ={c['lam']:g}, η={c['eta']:g}, n_batch={c['n_batch']}, "
+            f"epochs={c['n_epochs']}: val acc [bold]{b['val_acc']:.4f}[/], "
+            f"test acc [bold]{b['test_acc']:.4f}[/], run ID [bold]{_t(b['run_id'])}[/]"
+        )
     else:
         out.append("[red]every point diverged: nothing to select[/]")
-    out.append(f"trained {len(result['computed'])} of {result['n_points']} points (cached ones dimmed); "
-               f"heat-map {_t(result['heatmap'])}")
+    out.append(
+        f"trained {len(result['computed'])} of {result['n_points']} points (cached ones dimmed); "
+        f"heat-map {_t(result['heatmap'])}"
+    )
     return out
 
 
 # -- runs --------------------------------------------------------------------------------------
 
-_SETTING_HEADERS = {"lam": "λ", "eta": "η", "n_epochs": "epochs", "n_batch": "batch", "val_size": "val\nsize",
-                    "decay_every": "decay\nevery", "decay_factor": "decay\nfactor"}
-_METRIC_HEADERS = {"train_acc": "train\nacc", "val_acc": "val\nacc", "test_acc": "test\nacc",
-                   "train_cost": "train\ncost", "val_cost": "val\ncost", "seconds": "time", "created": "created"}
+_SETTING_HEADERS = {
+    "lam": "λ",
+    "eta": "η",
+    "n_epochs": "epochs",
+    "n_batch": "batch",
+    "val_size": "val\nsize",
+    "decay_every": "decay\nevery",
+    "decay_factor": "decay\nfactor",
+}
+_METRIC_HEADERS = {
+    "train_acc": "train\nacc",
+    "val_acc": "val\nacc",
+    "test_acc": "test\nacc",
+    "train_cost": "train\ncost",
+    "val_cost": "val\ncost",
+    "seconds": "time",
+    "created": "created",
+}
 # Dropped first when the terminal is too narrow, then settings the runs share (--all-params), then
 # train_acc, test_acc and stability (a diverged run's accuracy cells still say so), then the differing
 # settings from the right; never the run ID or val_acc.
@@ -632,6 +754,7 @@ def _created(text: str | None) -> str:
 
 def _run_cells(row: dict) -> dict[str, str]:
     """The plain text of a row's metric cells; a diverged run says where instead of its accuracies."""
+
     def number(value: float | None) -> str:
         return "—" if value is None else f"{value:.4f}"
 
@@ -647,8 +770,10 @@ def _run_cells(row: dict) -> dict[str, str]:
 def _widths(columns: list[tuple[str, str, list[str]]]) -> list[int]:
     from rich.cells import cell_len
 
-    return [max([cell_len(line) for line in header.split("\n")] + [cell_len(cell) for cell in cells])
-            for _, header, cells in columns]
+    return [
+        max([cell_len(line) for line in header.split("\n")] + [cell_len(cell) for cell in cells])
+        for _, header, cells in columns
+    ]
 
 
 def _table_width(columns: list[tuple[str, str, list[str]]]) -> int:
@@ -678,7 +803,7 @@ def _fixed_table(columns: list[tuple[str, str, list[str]]], rows: list[dict], be
         parts = []
         for (name, header, _), width in zip(columns, widths):
             lines = header.split("\n")
-            lines = [""] * (depth - len(lines)) + lines   # headers sit on the bottom line
+            lines = [""] * (depth - len(lines)) + lines  # headers sit on the bottom line
             parts.append(cell(lines[level], width, name))
         text.append("  ".join(parts).rstrip() + "\n", style="bold")
     text.append("─" * (sum(widths) + 2 * (len(widths) - 1)) + "\n", style="dim")
@@ -704,21 +829,27 @@ def runs_view(result: dict, width: int = 80, all_params: bool = False) -> list[A
     rows = result["runs"]
     if not rows:
         where = f" matching {', '.join(result['where'])}" if result["where"] else ""
-        return [f"no trained runs{_t(where)} in {_t(result['cache_dir'])} "
-                f"({result['n_total']} in all; train one with: cifarcli train)"]
+        return [
+            f"no trained runs{_t(where)} in {_t(result['cache_dir'])} "
+            f"({result['n_total']} in all; train one with: cifarcli train)"
+        ]
     shown = list(result["changed"]) if not all_params else [name for name in result["runs"][0]["settings"]]
     cells = [_run_cells(row) for row in rows]
     columns: list[tuple[str, str, list[str]]] = [("id", "run ID", [row["id"] for row in rows])]
     if any(row["name"] for row in rows):
         columns.append(("name", "name", [_t(row["name"] or "") for row in rows]))
-    columns += [(name, _SETTING_HEADERS.get(name, name), [_setting_text(row["settings"][name]) for row in rows])
-                for name in shown]
+    columns += [
+        (name, _SETTING_HEADERS.get(name, name), [_setting_text(row["settings"][name]) for row in rows])
+        for name in shown
+    ]
     metrics = ["train_acc", "val_acc"] + (["test_acc"] if any(row["evaluated"] for row in rows) else [])
     columns += [(name, _METRIC_HEADERS[name], [c[name] for c in cells]) for name in metrics]
     # "⚠ diverged" alone: the accuracy cells already say at which epoch
     columns.append(("stability", "stability", [row["stability"].split(" at ")[0] for row in rows]))
-    columns += [(name, _METRIC_HEADERS[name], [c[name] for c in cells])
-                for name in ("train_cost", "val_cost", "seconds", "created")]
+    columns += [
+        (name, _METRIC_HEADERS[name], [c[name] for c in cells])
+        for name in ("train_cost", "val_cost", "seconds", "created")
+    ]
     dropped: list[str] = []
     shared = [name for name in reversed(shown) if name not in result["changed"]]
     changed = [name for name in reversed(shown) if name in result["changed"]]
@@ -729,14 +860,30 @@ def runs_view(result: dict, width: int = 80, all_params: bool = False) -> list[A
             columns = [column for column in columns if column[0] != name]
             dropped.append(name)
             if name == "train_acc":  # "diverged | at epoch N" lose their first half: say it in one cell
-                columns = [(n, h, [f"diverged at epoch {row['diverged_at']}" if n == "val_acc" and
-                                   row["diverged_at"] is not None else cell for row, cell in zip(rows, cs)])
-                           for n, h, cs in columns]
-    table = _fixed_table(columns, rows, best=result["sort"] == "val_acc" and not result["reverse"],
-                         left={"id", "name", "stability", "created", *shown})
+                columns = [
+                    (
+                        n,
+                        h,
+                        [
+                            f"diverged at epoch {row['diverged_at']}"
+                            if n == "val_acc" and row["diverged_at"] is not None
+                            else cell
+                            for row, cell in zip(rows, cs)
+                        ],
+                    )
+                    for n, h, cs in columns
+                ]
+    table = _fixed_table(
+        columns,
+        rows,
+        best=result["sort"] == "val_acc" and not result["reverse"],
+        left={"id", "name", "stability", "created", *shown},
+    )
     order = "reversed " if result["reverse"] else ""
-    lines = [f"{result['n_runs']} of {result['n_total']} run(s), sorted by {order}{_t(result['sort'])}"
-             + (f", where {_t(', '.join(result['where']))}" if result["where"] else "")]
+    lines = [
+        f"{result['n_runs']} of {result['n_total']} run(s), sorted by {order}{_t(result['sort'])}"
+        + (f", where {_t(', '.join(result['where']))}" if result["where"] else "")
+    ]
     kept = {column[0] for column in columns}
     same = ", ".join(f"{k}={_setting_text(v)}" for k, v in result["same"].items() if k not in kept)
     if same:
@@ -761,13 +908,31 @@ def runs_csv(result: dict) -> str:
 
     buffer = io.StringIO()
     names = list(result["runs"][0]["settings"]) if result["runs"] else []
-    header = ["run_id", *names, "train_acc", "val_acc", "test_acc", "train_cost", "val_cost", "diverged_at",
-              "created", "seconds"]
+    header = [
+        "run_id",
+        *names,
+        "train_acc",
+        "val_acc",
+        "test_acc",
+        "train_cost",
+        "val_cost",
+        "diverged_at",
+        "created",
+        "seconds",
+    ]
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for row in result["runs"]:
-        writer.writerow(map(_inert, [row["run_id"], *(row["settings"][n] for n in names),
-                                     *("" if row[k] is None else row[k] for k in header[len(names) + 1:])]))
+        writer.writerow(
+            map(
+                _inert,
+                [
+                    row["run_id"],
+                    *(row["settings"][n] for n in names),
+                    *("" if row[k] is None else row[k] for k in header[len(names) + 1 :]),
+                ],
+            )
+        )
     return buffer.getvalue()
 
 
@@ -789,7 +954,9 @@ def runs_diff_view(result: dict) -> list[Any]:
     for s in result["settings"]:
         marker = "" if s["same"] else "[yellow]≠[/]"
         cell = (lambda v: _t(_setting_text(v))) if s["same"] else (lambda v: f"[bold yellow]{_t(_setting_text(v))}[/]")
-        table.add_row(_t(s["name"]) if s["same"] else f"[bold]{_t(s['name'])}[/]", cell(s["a"]), cell(s["b"]), marker, "")
+        table.add_row(
+            _t(s["name"]) if s["same"] else f"[bold]{_t(s['name'])}[/]", cell(s["a"]), cell(s["b"]), marker, ""
+        )
     table.add_section()
     ca, cb = _run_cells(a), _run_cells(b)
     delta = {m["name"]: m["delta"] for m in result["metrics"]}
@@ -801,7 +968,9 @@ def runs_diff_view(result: dict) -> list[Any]:
     for name in ("train_acc", "val_acc", "test_acc", "train_cost", "val_cost"):
         table.add_row(_t(name), _t(ca[name]), _t(cb[name]), "", signed(name, "{:+.4f}"))
     table.add_row("stability", _t(a["stability"]), _t(b["stability"]), "", "")
-    table.add_row("diverged at", _t(a["diverged_at"] or "—"), _t(b["diverged_at"] or "—"), "", signed("diverged_at", "{:+d}"))
+    table.add_row(
+        "diverged at", _t(a["diverged_at"] or "—"), _t(b["diverged_at"] or "—"), "", signed("diverged_at", "{:+d}")
+    )
     table.add_row("time", _t(ca["seconds"]), _t(cb["seconds"]), "", signed("seconds", "{:+.1f} s"))
     table.add_row("created", _t(ca["created"]), _t(cb["created"]), "", "")
     changed = ", ".join(result["changed"]) or "none"
@@ -814,8 +983,10 @@ def runs_diff_view(result: dict) -> list[Any]:
 def ensemble_view(result: dict) -> list[Any]:
     """Each member's accuracy, then the majority vote's and the mean's, on validation and test."""
     combined = "scores" if result["combined"] == "scores" else "probabilities"
-    table = Table(title=f"Ensemble {_t(result['ensemble'])}: {result['n_members']} members, loss {_t(result['loss'])}",
-                  box=box.SIMPLE_HEAD)
+    table = Table(
+        title=f"Ensemble {_t(result['ensemble'])}: {result['n_members']} members, loss {_t(result['loss'])}",
+        box=box.SIMPLE_HEAD,
+    )
     for column in ("", "val acc", "test acc", "run ID"):
         table.add_column(column, justify="right" if column.endswith("acc") else "left")
     for member in result["members"]:
@@ -825,6 +996,9 @@ def ensemble_view(result: dict) -> list[Any]:
         val, test = result["val"][key], result["test"][key]
         mark = " ★" if val == best_val else ""
         table.add_row(f"[bold]{name}[/]", f"[bold]{val:.4f}{mark}[/]", f"[bold]{test:.4f}[/]", "")
-    return [table, f"ties: {_t(result['tie_rule'])} ({result['val']['vote_ties']} tied votes on validation, "
-                   f"{result['test']['vote_ties']} on test); ★ the better rule on validation"
-                   + ("  (cached)" if result.get("cached") else "")]
+    return [
+        table,
+        f"ties: {_t(result['tie_rule'])} ({result['val']['vote_ties']} tied votes on validation, "
+        f"{result['test']['vote_ties']} on test); ★ the better rule on validation"
+        + ("  (cached)" if result.get("cached") else ""),
+    ]

@@ -23,13 +23,12 @@ from cifarcli.document import ReportDocument, comparison_section, discordant_pai
 from cifarcli.errors import CifarError, OptionError, WorkFailed, disk_error
 from cifarcli.files import write_atomic
 from cifarcli.gradcheck import verdict
-from cifarcli.store import Artifact
 from cifarcli.predict import RESAMPLE, ImageError, classify, export_arrays, load_image, top_k
 from cifarcli.report import comparisons, render_html, render_markdown
 from cifarcli.report.typeset import compile_pdf, render_typst
 from cifarcli.stages import Workspace
+from cifarcli.store import Artifact
 from cifarcli.sweep import report_section
-
 
 PDF_INSTALL = "pip install 'cifarcli[pdf]'   (or: pip install typst)"
 DISCUSSION_MAX_BYTES = 1_000_000
@@ -61,8 +60,14 @@ def _require_typst() -> None:
         raise CifarError("--pdf needs the typst package, which is not installed", hint=PDF_INSTALL) from None
 
 
-def report(ws: Workspace, settings_path: Path | None = None, force: bool = False, discussion: Path | None = None,
-           brief: bool | None = None, pdf: bool = False) -> dict:
+def report(
+    ws: Workspace,
+    settings_path: Path | None = None,
+    force: bool = False,
+    discussion: Path | None = None,
+    brief: bool | None = None,
+    pdf: bool = False,
+) -> dict:
     """The whole study: every stage for every setting, then reports/report.md and report.html (and with
     ``pdf`` report.typ and an A4 report.pdf). ``discussion`` (a file) and ``brief`` override the settings
     file's ``[report]`` table."""
@@ -87,24 +92,39 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
     runs = [run_section(ws, run, names.get(run.key)) for run in trained]
     compared = comparison_section(ws, trained)
     swept = report_section(ws, settings.sweep) if settings.sweep is not None else None
-    combined = (stages.ensemble(ws, [stages.train(ws, config) for config in settings.ensemble])
-                if settings.ensemble else None)
+    combined = (
+        stages.ensemble(ws, [stages.train(ws, config) for config in settings.ensemble]) if settings.ensemble else None
+    )
     discordant = discordant_pairs(ws, trained, "test")
     if swept is not None and swept.best is not None and swept.runner_up is not None:
-        discordant += discordant_pairs(ws, [stages.find_run(ws, swept.best.run_id),
-                                            stages.find_run(ws, swept.runner_up["run_id"])], "val")
+        discordant += discordant_pairs(
+            ws, [stages.find_run(ws, swept.best.run_id), stages.find_run(ws, swept.runner_up["run_id"])], "val"
+        )
     info = data_artifact.meta["info"]
     document = ReportDocument(
-        title="One-layer network on CIFAR-10", cifarcli_version=__version__,
-        dataset={"source": info["source"], "format": info["format"], "md5": info["md5"], "sha256": info["sha256"],
-                 "official": info["official"], "note": info["note"], "n_train_total": info["n_train"],
-                 "n_test": info["n_test"]},
+        title="One-layer network on CIFAR-10",
+        cifarcli_version=__version__,
+        dataset={
+            "source": info["source"],
+            "format": info["format"],
+            "md5": info["md5"],
+            "sha256": info["sha256"],
+            "official": info["official"],
+            "note": info["note"],
+            "n_train_total": info["n_train"],
+            "n_test": info["n_test"],
+        },
         preprocessing={"scale": "pixels / 255", "normalisation": "per-dimension mean and std of the training split"},
         initialisation=initialisation(runs),
         gradcheck={**check.payload, "tol": GRADCHECK_TOL, "passed": passed},
-        runs=runs, sweep=swept, comparison=compared,
+        runs=runs,
+        sweep=swept,
+        comparison=compared,
         ensemble={"key": combined.key, **combined.payload} if combined else None,
-        discordant=discordant, discussion=words, brief=brief)
+        discordant=discordant,
+        discussion=words,
+        brief=brief,
+    )
     inputs = {"gradcheck": check.key, **{f"run{i}": run.run_id for i, run in enumerate(runs)}}
     if swept is not None:
         inputs["sweep"] = swept.key
@@ -116,18 +136,28 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
     def compute():
         ws.progress.phase("rendering the report (Markdown, HTML)")
         doc = {**document.to_dict(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        return {"doc": doc, "report.md": render_markdown(doc), "report.html": render_html(doc, ws.reports_dir),
-                "report.typ": render_typst(doc)}, {}
+        return {
+            "doc": doc,
+            "report.md": render_markdown(doc),
+            "report.html": render_html(doc, ws.reports_dir),
+            "report.typ": render_typst(doc),
+        }, {}
 
     # Made from more than its key names: every run's metrics and figures, and the sweep's best run.
-    depends = [("gradcheck", check.key), *(d for run in runs for d in run.made_from()),
-               *(swept.made_from() if swept is not None else []),
-               *(compared.made_from() if compared is not None else []),
-               *([("ensemble", combined.key)] if combined is not None else [])]
+    depends = [
+        ("gradcheck", check.key),
+        *(d for run in runs for d in run.made_from()),
+        *(swept.made_from() if swept is not None else []),
+        *(compared.made_from() if compared is not None else []),
+        *([("ensemble", combined.key)] if combined is not None else []),
+    ]
     # The names are printed in the labels (a renamed run re-renders the report; run IDs never move), and
     # the discussion's content and the layout are part of what the report is made from.
-    params = {**({"names": names} if names else {}), **({"brief": True} if brief else {}),
-              **({"discussion_sha256": hashlib.sha256(words.encode()).hexdigest()} if words is not None else {})}
+    params = {
+        **({"names": names} if names else {}),
+        **({"brief": True} if brief else {}),
+        **({"discussion_sha256": hashlib.sha256(words.encode()).hexdigest()} if words is not None else {}),
+    }
     artifact = stages.REPORT.get_or_compute(ws, params, inputs, compute, force=force, depends=depends)
     paths = {name: ws.reports_dir / name for name in ("report.md", "report.html", *(("report.typ",) if pdf else ()))}
     ws.progress.phase(f"writing {', '.join(str(path) for path in paths.values())}")
@@ -137,12 +167,15 @@ def report(ws: Workspace, settings_path: Path | None = None, force: bool = False
         paths["report.pdf"] = ws.reports_dir / "report.pdf"
         try:
             stages.write_if_changed(paths["report.pdf"], compile_pdf(artifact.payload["report.typ"], ws.reports_dir))
-        except RuntimeError as exc:    # typst's own error: a bug of ours, or a figure missing from reports/
+        except RuntimeError as exc:  # typst's own error: a bug of ours, or a figure missing from reports/
             raise WorkFailed(f"typst could not typeset {paths['report.typ']}: {str(exc).splitlines()[0]}") from None
     ws.progress.phase_done()
-    return {**artifact.payload["doc"], "comparisons": comparisons(artifact.payload["doc"]),
-            "paths": {k: str(v) for k, v in paths.items()},
-            "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.events]}
+    return {
+        **artifact.payload["doc"],
+        "comparisons": comparisons(artifact.payload["doc"]),
+        "paths": {k: str(v) for k, v in paths.items()},
+        "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.events],
+    }
 
 
 def ensemble_members(ws: Workspace, run_ids: list[str] | None, config=None, seeds: list[int] | None = None) -> list:
@@ -152,14 +185,19 @@ def ensemble_members(ws: Workspace, run_ids: list[str] | None, config=None, seed
 
     if run_ids:
         if seeds:
-            raise OptionError("seeds", "give either `run` (existing runs) or `seeds` (with training options), "
-                              "not both")
+            raise OptionError("seeds", "give either `run` (existing runs) or `seeds` (with training options), not both")
         # Training options beside --run would be ignored without a word: the runs are what they are.
-        changed = [name for name in train_fields() if config is not None
-                   and getattr(config, name) != getattr(TRAIN_DEFAULTS, name)]
+        changed = [
+            name
+            for name in train_fields()
+            if config is not None and getattr(config, name) != getattr(TRAIN_DEFAULTS, name)
+        ]
         if changed:
-            raise OptionError(changed[0], "is a training option; the runs given with `run` are used as trained",
-                              hint="train other settings with `seeds`, or leave the option out")
+            raise OptionError(
+                changed[0],
+                "is a training option; the runs given with `run` are used as trained",
+                hint="train other settings with `seeds`, or leave the option out",
+            )
         return [stages.find_run(ws, run_id) for run_id in run_ids]
     if not seeds:
         raise OptionError("seeds", "an ensemble needs its members", hint="give `run` A `run` B, or `seeds` 1,2,3")
@@ -169,8 +207,9 @@ def ensemble_members(ws: Workspace, run_ids: list[str] | None, config=None, seed
     return [stages.train(ws, c) for c in configs]
 
 
-def ensemble(ws: Workspace, run_ids: list[str] | None, config=None, seeds: list[int] | None = None,
-             force: bool = False) -> dict:
+def ensemble(
+    ws: Workspace, run_ids: list[str] | None, config=None, seeds: list[int] | None = None, force: bool = False
+) -> dict:
     """The ensemble's result document: its key, the members' and the ensemble's accuracies."""
     artifact = stages.ensemble(ws, ensemble_members(ws, run_ids, config, seeds), force)
     return {"ensemble": artifact.key, "cached": artifact.status == "hit", **artifact.payload}
@@ -199,17 +238,24 @@ def predict(ws: Workspace, run: Artifact, images: list[dict]) -> dict:
     results: list[dict] = [{"path": im["path"], "error": im.get("error")} for im in images]
     good = [i for i, im in enumerate(images) if "record" in im]
     if good:
-        P = classify(np.stack([images[i]["record"] for i in good]), p["W"], p["b"], p["mean"], p["std"],
-                     config.loss)
-        svm = not config.loss_fn.gives_probabilities   # an SVM gives scores: its JSON says "score"
+        P = classify(np.stack([images[i]["record"] for i in good]), p["W"], p["b"], p["mean"], p["std"], config.loss)
+        svm = not config.loss_fn.gives_probabilities  # an SVM gives scores: its JSON says "score"
         for j, (i, top) in enumerate(zip(good, top_k(P, names, 3))):
             if svm:
                 top = [{"class": t["class"], "score": t["probability"]} for t in top]
-            results[i] = {"path": images[i]["path"], "top3": top,
-                          "scores" if svm else "probabilities": {name: float(P[k, j]) for k, name in enumerate(names)}}
-    return {"run_id": run.key, "loss": config.loss, "output": dict(config.loss_fn.output_words),
-            "preprocessing": f"RGB, resized to 32×32 ({RESAMPLE}), pixels / 255, normalised with the "
-                             "run's training mean and std", "images": results}
+            results[i] = {
+                "path": images[i]["path"],
+                "top3": top,
+                "scores" if svm else "probabilities": {name: float(P[k, j]) for k, name in enumerate(names)},
+            }
+    return {
+        "run_id": run.key,
+        "loss": config.loss,
+        "output": dict(config.loss_fn.output_words),
+        "preprocessing": f"RGB, resized to 32×32 ({RESAMPLE}), pixels / 255, normalised with the "
+        "run's training mean and std",
+        "images": results,
+    }
 
 
 def export(ws: Workspace, run: Artifact, out: Path) -> dict:
@@ -218,13 +264,19 @@ def export(ws: Workspace, run: Artifact, out: Path) -> dict:
     out = Path(out)
     _check_export_target(out)
     config, p = stages.config_of(run), run.payload
-    arrays = export_arrays(p["W"], p["b"], p["mean"], p["std"], p["label_names"], config.loss,
-                           asdict(config), run.key, __version__)  # every setting, defaults included
+    arrays = export_arrays(
+        p["W"], p["b"], p["mean"], p["std"], p["label_names"], config.loss, asdict(config), run.key, __version__
+    )  # every setting, defaults included
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     write_atomic(out, buffer.getvalue(), mode=0o666)  # a file for the user: their umask applies
-    return {"run_id": run.key, "path": str(out), "bytes": len(buffer.getvalue()), "loss": config.loss,
-            "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in arrays.items()}}
+    return {
+        "run_id": run.key,
+        "path": str(out),
+        "bytes": len(buffer.getvalue()),
+        "loss": config.loss,
+        "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in arrays.items()},
+    }
 
 
 _OUT_HINT = "give a new file name or a regular file, e.g. model.npz"
@@ -248,11 +300,15 @@ def _check_export_target(out: Path) -> None:
     if mode is not None and stat.S_ISDIR(mode):
         raise OptionError("out", f"{out} is a folder", hint="give a file name, e.g. model.npz")
     if mode is not None and stat.S_ISLNK(mode):
-        raise OptionError("out", f"{out} is a symlink; refusing to replace it or write through it",
-                          hint=f"to write its target, name it: {os.path.realpath(out)}; else give a new file name")
+        raise OptionError(
+            "out",
+            f"{out} is a symlink; refusing to replace it or write through it",
+            hint=f"to write its target, name it: {os.path.realpath(out)}; else give a new file name",
+        )
     if mode is not None and not stat.S_ISREG(mode):
-        raise OptionError("out", f"{out} is {data.file_kind(mode)}, not a regular file; refusing to replace it",
-                         hint=_OUT_HINT)
+        raise OptionError(
+            "out", f"{out} is {data.file_kind(mode)}, not a regular file; refusing to replace it", hint=_OUT_HINT
+        )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

@@ -51,8 +51,13 @@ def offline(monkeypatch, tmp_path) -> int:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     for fmt, official in list(data.OFFICIAL.items()):
-        monkeypatch.setitem(data.OFFICIAL, fmt, data.OfficialArchive(
-            fmt, f"http://127.0.0.1:{port}/{official.url.rsplit('/', 1)[1]}", official.md5, official.size))
+        monkeypatch.setitem(
+            data.OFFICIAL,
+            fmt,
+            data.OfficialArchive(
+                fmt, f"http://127.0.0.1:{port}/{official.url.rsplit('/', 1)[1]}", official.md5, official.size
+            ),
+        )
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     monkeypatch.setenv("HOME", str(home))

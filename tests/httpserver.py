@@ -24,20 +24,20 @@ import pytest
 @dataclass
 class Route:
     body: bytes = b""
-    status: int = 200                  # e.g. 404: answer every request with this status
+    status: int = 200  # e.g. 404: answer every request with this status
     content_type: str = "application/octet-stream"
-    cut_after: int | None = None       # close the connection after this many body bytes...
-    cut_times: int = 0                 # ...on this many first requests
-    fail_times: int = 0                # answer 500 to this many first requests
-    stall: float = 0.0                 # sleep this long before answering...
-    stall_times: int = 0               # ...on this many first requests
-    location: str | None = None        # answer 302 to this URL (absolute, or a path here)
-    honour_range: bool = True          # False: ignore Range and send the whole body with 200
-    trickle: int = 0                   # send the body in pieces of this many bytes...
-    trickle_delay: float = 0.0         # ...sleeping this long before each (a slow link)
-    endless: bool = False              # stream the body over and over, without a Content-Length...
-    endless_for: float = 20.0          # ...until the client hangs up or this many seconds pass
-    announce: int | None = None        # with endless: claim this Content-Length anyway
+    cut_after: int | None = None  # close the connection after this many body bytes...
+    cut_times: int = 0  # ...on this many first requests
+    fail_times: int = 0  # answer 500 to this many first requests
+    stall: float = 0.0  # sleep this long before answering...
+    stall_times: int = 0  # ...on this many first requests
+    location: str | None = None  # answer 302 to this URL (absolute, or a path here)
+    honour_range: bool = True  # False: ignore Range and send the whole body with 200
+    trickle: int = 0  # send the body in pieces of this many bytes...
+    trickle_delay: float = 0.0  # ...sleeping this long before each (a slow link)
+    endless: bool = False  # stream the body over and over, without a Content-Length...
+    endless_for: float = 20.0  # ...until the client hangs up or this many seconds pass
+    announce: int | None = None  # with endless: claim this Content-Length anyway
     hits: int = 0
 
 
@@ -80,8 +80,7 @@ class LoopbackServer:
         self._lock = threading.Lock()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.app = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self) -> LoopbackServer:
         self._thread.start()
@@ -149,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if n < route.cut_times and route.cut_after is not None:
             # Promise the full length, deliver less, hang up: a connection cut mid-body.
-            self.wfile.write(body[:route.cut_after])
+            self.wfile.write(body[: route.cut_after])
             self.wfile.flush()
             self.close_connection = True
             return
@@ -157,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
             for i in range(0, len(body), route.trickle):
                 time.sleep(route.trickle_delay)
                 try:
-                    self.wfile.write(body[i:i + route.trickle])
+                    self.wfile.write(body[i : i + route.trickle])
                     self.wfile.flush()
                 except OSError:  # the client was killed mid-download
                     self.close_connection = True

@@ -41,19 +41,33 @@ def _default_signals():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def cli_process(cwd: Path, *args, preexec_fn=None, timeout: float = 300, env: dict | None = None
-                ) -> subprocess.CompletedProcess:
+def cli_process(
+    cwd: Path, *args, preexec_fn=None, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run ``python -m cifarcli ARGS`` in ``cwd`` to completion."""
-    return subprocess.run([sys.executable, "-m", "cifarcli", *map(str, args)], cwd=cwd,
-                          env=env or env_for(Path(cwd)), capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=preexec_fn or _default_signals)
+    return subprocess.run(
+        [sys.executable, "-m", "cifarcli", *map(str, args)],
+        cwd=cwd,
+        env=env or env_for(Path(cwd)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=preexec_fn or _default_signals,
+    )
 
 
 def spawn(cwd: Path, *args, env: dict | None = None) -> subprocess.Popen:
     """Start ``python -m cifarcli ARGS`` in its own process group (so joblib workers die with it)."""
-    return subprocess.Popen([sys.executable, "-m", "cifarcli", *map(str, args)], cwd=cwd,
-                            env=env or env_for(Path(cwd)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, preexec_fn=_default_signals)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cifarcli", *map(str, args)],
+        cwd=cwd,
+        env=env or env_for(Path(cwd)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_default_signals,
+    )
 
 
 def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> bool:
@@ -66,9 +80,11 @@ def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> bool:
 
 
 # The plain lines that say which phase a command is in when stderr is not a terminal (issue 20).
-PHASE = re.compile(r"^(training λ=|training \d+ settings on |checking gradients |gradient check: (PASS|FAIL)|"
-                   r"evaluating λ=|drawing figures: \d+$|drawing the heat-map$|rendering the report|writing \S*report\.md|"
-                   r"combining \d+ runs )")
+PHASE = re.compile(
+    r"^(training λ=|training \d+ settings on |checking gradients |gradient check: (PASS|FAIL)|"
+    r"evaluating λ=|drawing figures: \d+$|drawing the heat-map$|rendering the report|writing \S*report\.md|"
+    r"combining \d+ runs )"
+)
 
 
 def without_phases(lines: list[str]) -> list[str]:
@@ -144,14 +160,16 @@ def without_root_powers():
 
 # -- a small real file system -----------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def tmpfs(mountpoint: Path, size: str):
     """A tmpfs of ``size`` (e.g. '600k') mounted at ``mountpoint``; unmounted afterwards."""
     import pytest
 
     mountpoint.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
     try:

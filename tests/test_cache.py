@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cifarcli import upkeep
-from cifarcli.store import PAYLOAD, META, Store, artifact_key
+from cifarcli.store import META, PAYLOAD, Store, artifact_key
 
 
 def test_key_is_stable_and_sensitive_to_every_part():
@@ -131,8 +131,11 @@ _SLOW_WRITER = textwrap.dedent("""
 
 
 def _start_writer(tmp_path, marker, sleep):
-    return subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(tmp_path / "cache"), str(marker), str(sleep)],
-                            stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WRITER, str(tmp_path / "cache"), str(marker), str(sleep)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(path, timeout=20):
@@ -247,36 +250,47 @@ def test_an_old_cache_keyed_by_the_source_file_migrates_once(cli, tiny_archive):
     current = stages.fetch(ws, str(tiny_archive))
     source_sha = current.meta["info"]["sha256"]
     payload = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in current.payload.items()}
-    old_data = ws.store.get_or_compute("dataset", 1, {"sha256": source_sha}, {},
-                                       lambda: (payload, current.meta["info"]))
+    old_data = ws.store.get_or_compute(
+        "dataset", 1, {"sha256": source_sha}, {}, lambda: (payload, current.meta["info"])
+    )
     config = TrainConfig(0.1, 0.01, n_epochs=1)
     old_run = stages.train(ws, config, data_artifact=old_data)
     old_eval = stages.evaluate(ws, old_run)
     kept = stages.train(ws, TrainConfig(0.5, 0.01, n_epochs=1), data_artifact=current)
     ws.store.remove(ws.store.path("dataset", current.key))
-    (Path("cache") / "workspace.json").write_text(json.dumps(
-        {"dataset": {"key": old_data.key, "source": "/gone.tar.gz", "path": "/gone.tar.gz"},
-         "names": {"old": old_run.key, "new": kept.key}}))
+    (Path("cache") / "workspace.json").write_text(
+        json.dumps(
+            {
+                "dataset": {"key": old_data.key, "source": "/gone.tar.gz", "path": "/gone.tar.gz"},
+                "names": {"old": old_run.key, "new": kept.key},
+            }
+        )
+    )
     assert old_data.key != current.key
 
     cli_runs = cli("runs", "--json")
-    assert cli_runs.exit_code == 0   # old runs are unreachable
+    assert cli_runs.exit_code == 0  # old runs are unreachable
     assert [row["run_id"] for row in json.loads(cli_runs.stdout)["runs"]] == [kept.key]
     migrated = stages.dataset(ws)
-    assert migrated.key == current.key and migrated.status == "computed"   # from the old payload, no source
+    assert migrated.key == current.key and migrated.status == "computed"  # from the old payload, no source
     assert any(f"dataset {old_data.key} is now {current.key}" in n and "cache gc" in n for n in notices)
     new_run = stages.train(ws, config)
     assert new_run.key == stages.train_key(config, current.key) != old_run.key
     state = json.loads((Path("cache") / "workspace.json").read_text())
-    assert state["sources"][source_sha]["key"] == current.key   # the old source maps to the new key
+    assert state["sources"][source_sha]["key"] == current.key  # the old source maps to the new key
 
     result = cli("cache", "gc", "--json")
     assert result.exit_code == 0, result.stderr
     gone = {str(Path(p)) for p in json.loads(result.stdout)["removed"]}
-    assert gone == {str(ws.store.path(stage, key)) for stage, key in
-                    [("dataset", old_data.key), ("train", old_run.key), ("evaluate", old_eval.key)]}
-    assert {(r["stage"], r["key"]) for r in ws.cache_listing()} == {("dataset", current.key), ("train", new_run.key),
-                                                               ("train", kept.key)}
+    assert gone == {
+        str(ws.store.path(stage, key))
+        for stage, key in [("dataset", old_data.key), ("train", old_run.key), ("evaluate", old_eval.key)]
+    }
+    assert {(r["stage"], r["key"]) for r in ws.cache_listing()} == {
+        ("dataset", current.key),
+        ("train", new_run.key),
+        ("train", kept.key),
+    }
     assert json.loads((Path("cache") / "workspace.json").read_text())["names"] == {"new": kept.key}
     again = cli("cache", "gc", "--json")
     assert json.loads(again.stdout)["removed"] == []

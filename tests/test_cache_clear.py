@@ -51,8 +51,15 @@ def in_pty(args: tuple, cwd: Path, answer: bytes | None) -> tuple[int, str]:
     master, slave = pty.openpty()
     env = {**os.environ, "COLUMNS": "120", "TERM": "dumb"}
     env.pop("CIFARCLI_CACHE_DIR", None)
-    process = subprocess.Popen([sys.executable, "-m", "cifarcli", *args], cwd=cwd, env=env, stdin=slave,
-                               stdout=slave, stderr=slave, close_fds=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cifarcli", *args],
+        cwd=cwd,
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        close_fds=True,
+    )
     os.close(slave)
     screen, deadline, answered = b"", time.monotonic() + 120, answer is None
     try:
@@ -85,8 +92,9 @@ def test_on_a_terminal_clear_lists_each_stage_and_asks(with_download, answer):
     assert code == 0, screen
     assert "Traceback" not in screen
     for stage, counts in plan.items():
-        [line] = [line for line in screen.splitlines() if f" {stage} " in line and "│" in line or
-                  line.split()[:1] == [stage]]
+        [line] = [
+            line for line in screen.splitlines() if f" {stage} " in line and "│" in line or line.split()[:1] == [stage]
+        ]
         assert str(counts["artifacts"]) in line.split(), line
     assert "downloads" in screen
     if answer.startswith(b"n"):

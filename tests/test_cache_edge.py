@@ -27,16 +27,33 @@ import pytest
 from cifarcli import safe_pickle
 from cifarcli.store import META, PAYLOAD, artifact_key
 from procs import without_phases
-from test_tampered_cache import (RUN, SETTINGS, artifact_folder, assert_recomputed, doctor, invoke, notices,  # noqa: F401
-                                 reference, stage_command, ws)
+from test_tampered_cache import (  # noqa: F401
+    RUN,
+    SETTINGS,
+    artifact_folder,
+    assert_recomputed,
+    doctor,
+    invoke,
+    notices,
+    reference,
+    stage_command,
+    ws,
+)
 
 
 def cli(*args, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     """cifarcli as a real process; a hang fails the test instead of blocking the run."""
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("CIFARCLI_CACHE_DIR", None)
-    return subprocess.run([sys.executable, "-m", "cifarcli", *map(str, args)], cwd=cwd, env=env, timeout=timeout,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "cifarcli", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def one_line(result) -> str:
@@ -62,12 +79,20 @@ def rewrite_meta(folder: Path, change) -> None:
 
 # -- 1. a link inside the cache is never followed -----------------------------------------------
 
+
 @pytest.fixture
 def thesis(tmp_path_factory) -> Path:
     """The user's precious folder outside the cache, with names the store would otherwise touch."""
     home = tmp_path_factory.mktemp("home") / "thesis"
-    for name in ("chapter1.tex", ".tmp-abc-trash", "0123456789abcdef/meta.json", "0123456789abcdef/payload.joblib",
-                 ".scratch/k/.checkpoint.x.tmp", "x.part", ".y.tmp"):
+    for name in (
+        "chapter1.tex",
+        ".tmp-abc-trash",
+        "0123456789abcdef/meta.json",
+        "0123456789abcdef/payload.joblib",
+        ".scratch/k/.checkpoint.x.tmp",
+        "x.part",
+        ".y.tmp",
+    ):
         (home / name).parent.mkdir(parents=True, exist_ok=True)
         (home / name).write_text("mine")
     return home
@@ -80,8 +105,8 @@ def tree(folder: Path) -> dict:
 def test_ls_gc_and_clear_leave_a_linked_folder_alone_and_unlink_only_the_links(ws, thesis):
     before = tree(thesis)
     cache_dir = ws / "cache"
-    (cache_dir / "plot_old").symlink_to(thesis)              # a stage-like folder
-    (cache_dir / "train" / "feedfacefeedface").symlink_to(thesis)   # an artifact-like folder
+    (cache_dir / "plot_old").symlink_to(thesis)  # a stage-like folder
+    (cache_dir / "train" / "feedfacefeedface").symlink_to(thesis)  # an artifact-like folder
     shutil.rmtree(cache_dir / "downloads", ignore_errors=True)
     (cache_dir / "downloads").symlink_to(thesis)
     (cache_dir / "evaluate" / ".scratch").symlink_to(thesis)
@@ -117,6 +142,7 @@ def test_an_artifact_folder_that_is_a_link_is_not_read_and_is_replaced(ws, refer
 
 
 # -- 2. special files: no hang, no memory exhaustion --------------------------------------------
+
 
 @pytest.mark.parametrize("where", ["meta", "workspace"])
 def test_a_fifo_as_meta_or_workspace_file_never_blocks(ws, reference, where):
@@ -182,6 +208,7 @@ def test_a_huge_sparse_meta_json_is_damaged_without_being_read(ws, reference):
 
 # -- 3. doctored state gives a notice, never a traceback ------------------------------------------
 
+
 def _deep(n: int) -> str:
     return "[" * n + "]" * n
 
@@ -213,8 +240,9 @@ def test_an_evaluate_meta_of_the_wrong_form_does_not_reach_runs(ws, reference):
     assert invoke("cache", "verify").exit_code == 1
 
 
-@pytest.mark.parametrize("created", ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00",
-                                     "2020-01-01T00:00:00", "yesterday"])
+@pytest.mark.parametrize(
+    "created", ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00", "2020-01-01T00:00:00", "yesterday"]
+)
 def test_an_absurd_creation_date_is_damaged(ws, reference, created):
     folder = artifact_folder(ws / "cache", "train", reference["run_id"])
     rewrite_meta(folder, lambda meta: meta.update(created=created))
@@ -236,8 +264,11 @@ def test_a_planted_train_artifact_without_inputs_is_one_error_line(ws, reference
     planted = cache_dir / "train" / key
     shutil.copytree(source, planted)
     rewrite_meta(planted, lambda m: m.update(key=key, inputs={}, input_sha256={}))
-    for command in (("evaluate", "--run", key), ("plot", "--run", key), ("ensemble", "--run", key,
-                                                                       "--run", reference["run_id"])):
+    for command in (
+        ("evaluate", "--run", key),
+        ("plot", "--run", key),
+        ("ensemble", "--run", key, "--run", reference["run_id"]),
+    ):
         result = invoke(*command)
         assert result.exit_code in (1, 2), (command, result.stdout)
         assert key in one_line(result)
@@ -247,6 +278,7 @@ def test_a_planted_train_artifact_without_inputs_is_one_error_line(ws, reference
 
 
 # -- 4. the allow-list admits no allocation bomb ---------------------------------------------------
+
 
 class _Call:
     def __init__(self, function, *args):
@@ -283,17 +315,26 @@ def test_a_small_payload_cannot_allocate_much(tmp_path, bomb):
 
 
 def test_the_allow_list_still_loads_every_form_a_payload_takes(tmp_path):
-    payload = {"W": np.arange(6, dtype=np.float32).reshape(2, 3), "F": np.asfortranarray(np.ones((2, 3))),
-               "y": np.zeros(4, np.uint8), "s": np.float64(0.5), "n": np.int64(3), "png": b"\x89PNG",
-               "rows": [1, 2.5, None, "x", True], "t": (1, 2), "set": {1}}
+    payload = {
+        "W": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "F": np.asfortranarray(np.ones((2, 3))),
+        "y": np.zeros(4, np.uint8),
+        "s": np.float64(0.5),
+        "n": np.int64(3),
+        "png": b"\x89PNG",
+        "rows": [1, 2.5, None, "x", True],
+        "t": (1, 2),
+        "set": {1},
+    }
     joblib.dump(payload, tmp_path / "p.joblib")
     for mmap in (False, True):
         loaded = safe_pickle.safe_load(tmp_path / "p.joblib", mmap=mmap)
         assert set(loaded) == set(payload)
         for name in ("W", "F", "y"):
             assert np.array_equal(loaded[name], payload[name]) and loaded[name].dtype == payload[name].dtype
-        assert [loaded[k] for k in ("s", "n", "png", "rows", "t", "set")] == \
-            [payload[k] for k in ("s", "n", "png", "rows", "t", "set")]
+        assert [loaded[k] for k in ("s", "n", "png", "rows", "t", "set")] == [
+            payload[k] for k in ("s", "n", "png", "rows", "t", "set")
+        ]
 
 
 def test_a_truncated_array_is_refused_before_it_is_allocated(tmp_path):
@@ -333,11 +374,14 @@ def test_an_evaluate_accuracy_out_of_range_is_not_shown(ws, reference, accuracy)
     assert listed_runs()[reference["run_id"]]["test_acc"] is None
 
 
-@pytest.mark.parametrize("stage, change", [
-    pytest.param("train", lambda meta: meta["info"]["final"].update(val_acc=0.99), id="train-val_acc"),
-    pytest.param("train", lambda meta: meta["info"].update(diverged_at=1), id="train-diverged_at"),
-    pytest.param("evaluate", lambda meta: meta["info"]["test"].update(accuracy=0.99), id="evaluate-accuracy"),
-])
+@pytest.mark.parametrize(
+    "stage, change",
+    [
+        pytest.param("train", lambda meta: meta["info"]["final"].update(val_acc=0.99), id="train-val_acc"),
+        pytest.param("train", lambda meta: meta["info"].update(diverged_at=1), id="train-diverged_at"),
+        pytest.param("evaluate", lambda meta: meta["info"]["test"].update(accuracy=0.99), id="evaluate-accuracy"),
+    ],
+)
 def test_cache_verify_finds_meta_metrics_that_are_not_the_payloads(ws, reference, stage, change):
     folder = artifact_folder(ws / "cache", stage, reference["run_id"])
     rewrite_meta(folder, change)
@@ -348,6 +392,7 @@ def test_cache_verify_finds_meta_metrics_that_are_not_the_payloads(ws, reference
 
 
 # -- 9. another user's artifact is unreadable, not damaged ------------------------------------------
+
 
 @contextlib.contextmanager
 def as_another_user():
@@ -374,8 +419,10 @@ def shared(reference, monkeypatch, offline):
         path.chmod(0o755 if path.is_dir() else 0o644)
     # rich imports these on first use, which another user could not do from root's Python
     import rich._unicode_data
-    for name in ["rich._emoji_codes"] + [f"rich._unicode_data.{m.name}" for m in pkgutil.iter_modules(
-            rich._unicode_data.__path__)]:
+
+    for name in ["rich._emoji_codes"] + [
+        f"rich._unicode_data.{m.name}" for m in pkgutil.iter_modules(rich._unicode_data.__path__)
+    ]:
         importlib.import_module(name)
     monkeypatch.chdir(root)
     monkeypatch.delenv("CIFARCLI_CACHE_DIR", raising=False)
@@ -388,8 +435,11 @@ def test_an_unreadable_artifact_is_named_and_never_moved(shared, reference, stag
     from procs import checksums
 
     folder = artifact_folder(shared / "cache", stage, reference["run_id"])
-    command = ("evaluate", "--run", reference["run_id"], "--json") if stage == "train" else \
-        stage_command("evaluate", reference["run_id"])
+    command = (
+        ("evaluate", "--run", reference["run_id"], "--json")
+        if stage == "train"
+        else stage_command("evaluate", reference["run_id"])
+    )
     assert invoke(*command).exit_code == 0  # (every lazy import done before the user changes)
     before = checksums(shared / "cache")
     (folder / unreadable).chmod(0o600 if os.geteuid() == 0 else 0)
@@ -400,7 +450,9 @@ def test_an_unreadable_artifact_is_named_and_never_moved(shared, reference, stag
         runs = invoke("runs", "--json")
     assert result.exit_code == 1, result.stdout
     message = one_line(result)
-    assert "cannot read" in message and f"{stage}/{folder.name}/{unreadable}" in message and "cannot write" not in message
+    assert (
+        "cannot read" in message and f"{stage}/{folder.name}/{unreadable}" in message and "cannot write" not in message
+    )
     assert status.exit_code == 0 and "cannot write" not in status.stderr
     assert {r["stage"]: r["state"] for r in json.loads(status.stdout)["stages"]}[stage] == "unreadable"
     assert verified.exit_code == 1
@@ -418,8 +470,11 @@ def test_nothing_is_written_through_a_link_inside_the_cache(ws, reference, tmp_p
     target = ws / "cache" / linked
     shutil.rmtree(target, ignore_errors=True)
     target.symlink_to(elsewhere)
-    command = ("train", "--lam", "0.2", "--eta", "0.01", "--n-epochs", "2", "--json") if "scratch" in linked \
+    command = (
+        ("train", "--lam", "0.2", "--eta", "0.01", "--n-epochs", "2", "--json")
+        if "scratch" in linked
         else ("evaluate", *RUN, "--force", "--json")
+    )
     result = invoke(*command)
     assert result.exit_code == 2, result.stdout
     assert f"{linked} is a symbolic link" in one_line(result)

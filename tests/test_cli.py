@@ -43,6 +43,7 @@ eta = 0.001
 
 # --------------------------------------------------------------------------- helpers
 
+
 @pytest.fixture(autouse=True)
 def _offline(offline):
     """Every test here: a wrong fallback to the official download fails at once (conftest.offline)."""
@@ -109,6 +110,7 @@ def payload_of(run_id: str) -> Path:
 
 # --------------------------------------------------------------------------- help and start-up
 
+
 def test_help_lists_every_command(cli):
     result = cli("--help")
     assert result.exit_code == 0
@@ -133,21 +135,40 @@ def _subprocess_env() -> dict:
 
 def test_help_imports_no_heavy_modules(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c",
-         "import sys; sys.argv = ['cifarcli', '--help']; from cifarcli.cli import main; main()"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60, env=_subprocess_env())
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-c",
+            "import sys; sys.argv = ['cifarcli', '--help']; from cifarcli.cli import main; main()",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_subprocess_env(),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "fetch" in result.stdout
-    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines()
-                if line.startswith("import time:")}
+    imported = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
     assert "cifarcli" in imported and "typer" in imported  # the measurement itself works
     for heavy in ("matplotlib", "joblib", "numpy", "PIL"):
         assert heavy not in imported, f"`cifarcli --help` imports {heavy}"
 
 
 def test_python_dash_m_works(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "cifarcli", "--help"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=60, env=_subprocess_env())
+    result = subprocess.run(
+        [sys.executable, "-m", "cifarcli", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_subprocess_env(),
+    )
     assert result.returncode == 0, result.stderr
     for name in COMMANDS:
         assert name in result.stdout
@@ -155,9 +176,16 @@ def test_python_dash_m_works(tmp_path):
 
 def test_python_dash_m_exit_codes_and_plain_output(tmp_path, tiny_archive):
     """A real process with pipes (not a terminal): exit codes, one JSON document, no control characters."""
+
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "cifarcli", *args], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=120, env=_subprocess_env())
+        return subprocess.run(
+            [sys.executable, "-m", "cifarcli", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=_subprocess_env(),
+        )
 
     fetched = run("fetch", "--source", str(tiny_archive), "--json")
     assert fetched.returncode == 0, fetched.stderr
@@ -169,10 +197,12 @@ def test_python_dash_m_exit_codes_and_plain_output(tmp_path, tiny_archive):
     bad = run("train", "--eta", "0")
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [
-        "error: --eta: the learning rate must be a finite number > 0, got 0.0 (the study uses 0.001 (and 0.1))"]
+        "error: --eta: the learning rate must be a finite number > 0, got 0.0 (the study uses 0.001 (and 0.1))"
+    ]
 
 
 # --------------------------------------------------------------------------- cache ls / verify / clear / gc
+
 
 def test_cache_ls_lists_the_dataset_then_runs(cli, fetched):
     rows = artifacts(cli)
@@ -184,7 +214,8 @@ def test_cache_ls_lists_the_dataset_then_runs(cli, fetched):
     listing = ok_json(cli("cache", "ls", "--json"))
     assert listing["cache_dir"] == "cache"
     assert sorted((r["stage"], r["key"]) for r in listing["artifacts"]) == sorted(
-        [("dataset", fetched["dataset"]), ("train", first["run_id"]), ("train", second["run_id"])])
+        [("dataset", fetched["dataset"]), ("train", first["run_id"]), ("train", second["run_id"])]
+    )
     train_rows = artifacts(cli, "train")
     assert sorted(r["key"] for r in train_rows) == sorted([first["run_id"], second["run_id"]])
     by_key = {r["key"]: r for r in train_rows}
@@ -220,8 +251,9 @@ def test_cache_verify_rehashes_and_names_the_damaged_artifact(cli, fetched, run)
     result = cli("cache", "verify", "--json")
     doc = failed_json(result, 1, "1 damaged artifact")
     assert doc["checked"] == 2
-    assert doc["damaged"] == [{"stage": "train", "key": run["run_id"], "ok": False,
-                               "reason": "payload checksum does not match meta.json"}]
+    assert doc["damaged"] == [
+        {"stage": "train", "key": run["run_id"], "ok": False, "reason": "payload checksum does not match meta.json"}
+    ]
 
     table = cli("cache", "verify")
     assert table.exit_code == 1
@@ -281,6 +313,7 @@ def test_cache_dir_option_and_environment_variable(cli, tiny_archive, monkeypatc
 
 # --------------------------------------------------------------------------- damage and determinism
 
+
 def test_a_truncated_payload_is_reported_and_recomputed_identically(cli, run):
     payload = payload_of(run["run_id"])
     W = np.array(joblib.load(payload)["W"])
@@ -294,9 +327,11 @@ def test_a_truncated_payload_is_reported_and_recomputed_identically(cli, run):
     doc = ok_json(result)
     assert doc["run_id"] == run["run_id"] and doc["cached"] is False
     notices = result.stderr.strip().splitlines()
-    assert notices == [f"damaged artifact train/{run['run_id']}: payload is {size // 2} bytes, "
-                       f"expected {size}; removing it and recomputing",
-                       "training λ=0, η=0.001: 2 epochs"]   # the notice, then the phase line of the retraining
+    assert notices == [
+        f"damaged artifact train/{run['run_id']}: payload is {size // 2} bytes, "
+        f"expected {size}; removing it and recomputing",
+        "training λ=0, η=0.001: 2 epochs",
+    ]  # the notice, then the phase line of the retraining
     np.testing.assert_array_equal(np.array(joblib.load(payload)["W"]), W)
     assert sha256(payload) == meta_sha
     assert json.loads((payload.parent / "meta.json").read_text())["payload_sha256"] == meta_sha
@@ -319,13 +354,21 @@ def test_a_second_train_is_a_cache_hit_with_the_same_numbers(cli, run):
     again = ok_json(cli("train", *SHORT, "--json"))
     assert again["cached"] is True
     assert again["run_id"] == run["run_id"] and again["final"] == run["final"]
-    assert again["config"] == {"lam": 0.0, "eta": 0.001, "n_epochs": 2, "n_batch": 100, "seed": 42,
-                               "split": "seed", "dtype": "float32"}
+    assert again["config"] == {
+        "lam": 0.0,
+        "eta": 0.001,
+        "n_epochs": 2,
+        "n_batch": 100,
+        "seed": 42,
+        "split": "seed",
+        "dtype": "float32",
+    }
     assert again["split_sizes"] == {"train": 160, "val": 40, "test": 200}
     assert again["history"]["epoch"] == [0, 1, 2]
 
 
 # --------------------------------------------------------------------------- --json for every command
+
 
 def test_json_success_for_every_command(cli, tiny_archive, settings_file):
     doc = ok_json(cli("fetch", "--source", tiny_archive, "--json"))
@@ -358,8 +401,15 @@ def test_json_success_for_every_command(cli, tiny_archive, settings_file):
     assert Path("reports/report.md").read_text().strip() and "<html" in Path("reports/report.html").read_text()
 
     listing = ok_json(cli("cache", "ls", "--json"))
-    assert {r["stage"] for r in listing["artifacts"]} == {"dataset", "gradcheck", "train", "evaluate", "plot",
-                                                         "comparison", "report"}
+    assert {r["stage"] for r in listing["artifacts"]} == {
+        "dataset",
+        "gradcheck",
+        "train",
+        "evaluate",
+        "plot",
+        "comparison",
+        "report",
+    }
     assert ok_json(cli("cache", "verify", "--json"))["damaged"] == []
     assert ok_json(cli("cache", "gc", "--json")) == {"removed": []}
     assert ok_json(cli("cache", "clear", "--stage", "report", "--yes", "--json")) == {"removed": 1}
@@ -378,8 +428,7 @@ def test_json_failure_of_bad_input_is_exit_2(cli, fetched):
 
 
 def test_json_failure_of_gates_keeps_the_numbers(cli, run):
-    doc = failed_json(cli("evaluate", *SHORT, "--min-accuracy", "0.99", "--json"), 1,
-                      "below --min-accuracy 0.99")
+    doc = failed_json(cli("evaluate", *SHORT, "--min-accuracy", "0.99", "--json"), 1, "below --min-accuracy 0.99")
     assert doc["passed"] is False and doc["min_accuracy"] == 0.99
     assert doc["test"]["accuracy"] < 0.99 and doc["run_id"] == run["run_id"]
     assert f"{doc['test']['accuracy']:.4f}" in doc["error"]
@@ -418,7 +467,7 @@ BAD_TRAIN_OPTIONS = [
     (("--split", "nope"), "unknown split 'nope'"),
     (("--dtype", "float16"), "--dtype: unknown dtype 'float16'"),
     (("--seed", "-1"), "--seed: must be an integer from 0 to"),
-    (("--seed", str(2 ** 63)), "--seed: must be an integer from 0 to"),
+    (("--seed", str(2**63)), "--seed: must be an integer from 0 to"),
     (("--split", "full", "--val-size", "0"), "--val-size"),
 ]
 
@@ -513,6 +562,7 @@ def test_find_run_directly_with_two_folders_sharing_a_prefix(tmp_path):
 
 # --------------------------------------------------------------------------- gates
 
+
 def test_gradcheck_gate_passes_at_1e_6(cli, fetched):
     result = cli("gradcheck", "--tol", "1e-6")
     assert result.exit_code == 0, result.stderr
@@ -540,6 +590,7 @@ def test_evaluate_gate_passes_and_fails(cli, run):
 
 
 # --------------------------------------------------------------------------- output hygiene
+
 
 def test_no_control_characters_when_not_a_terminal(cli, fetched, monkeypatch):
     for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "CLICOLOR_FORCE"):

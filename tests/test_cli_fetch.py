@@ -31,6 +31,7 @@ N = 20  # records per tiny batch in the hand-made archives
 
 # --------------------------------------------------------------------------- helpers
 
+
 def fetch_json(cli, *args) -> tuple[dict, object]:
     result = cli("fetch", *args, "--json")
     assert result.exit_code == 0, result.stderr
@@ -65,8 +66,7 @@ def dataset_artifacts(cache: Path) -> list[str]:
 
 def snapshot(root: Path, ignore: Path) -> list[str]:
     """Every path under ``root`` except those inside ``ignore``."""
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p != ignore and ignore not in p.parents)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p != ignore and ignore not in p.parents)
 
 
 def md5_of(path: Path) -> str:
@@ -109,6 +109,7 @@ def archives(tmp_path_factory) -> dict[str, Path]:
 
 
 # --------------------------------------------------------------------------- importing
+
 
 @pytest.mark.parametrize("kind", ["binary-archive", "python-archive", "binary-folder", "python-folder"])
 def test_fetch_imports_each_layout_and_describes_it(cli, archives, kind):
@@ -155,8 +156,16 @@ def test_md5_pin_of_a_local_file_is_enforced(cli, archives):
     good = md5_of(archives["binary-archive"])
     doc, _ = fetch_json(cli, "--source", archives["binary-archive"], "--md5", good.upper())
     assert doc["md5"] == good
-    line = quiet_failure(cli, "fetch", "--source", archives["binary-archive"], "--md5", "0" * 32, code=2,
-                         words=("md5 is " + good, "expected " + "0" * 32))
+    line = quiet_failure(
+        cli,
+        "fetch",
+        "--source",
+        archives["binary-archive"],
+        "--md5",
+        "0" * 32,
+        code=2,
+        words=("md5 is " + good, "expected " + "0" * 32),
+    )
     assert "cifar-10-binary.tar.gz" in line
 
 
@@ -167,8 +176,9 @@ def test_binary_and_python_versions_give_identical_arrays(cli, archives, tmp_pat
         doc, _ = fetch_json(cli, "--source", archives[kind])
         artifact = stages.dataset(ws)
         assert artifact.key == doc["dataset"]
-        loaded[kind] = {k: np.array(v) for k, v in artifact.payload.items()
-                        if k in ("train_x", "train_y", "test_x", "test_y")}
+        loaded[kind] = {
+            k: np.array(v) for k, v in artifact.payload.items() if k in ("train_x", "train_y", "test_x", "test_y")
+        }
     assert loaded["binary-archive"]["train_x"].shape == (1000, 3072)
     assert loaded["binary-archive"]["train_x"].dtype == np.uint8
     batches, (test_x, test_y) = tinycifar.make_arrays()
@@ -186,6 +196,7 @@ def test_force_recomputes_the_dataset_with_the_same_key(cli, archives):
 
 
 # --------------------------------------------------------------------------- keyed by content
+
 
 def test_every_form_of_the_same_images_is_one_dataset(cli, archives):
     """Binary or python, archive or folder: one key; after the first, each import is a cache hit,
@@ -219,8 +230,12 @@ def test_other_images_or_class_names_are_another_dataset(archives):
     pixel[0, 0] ^= 1
     names = (*binary.label_names[:9], "lorry")
     swapped = np.concatenate([binary.train_x[1:2], binary.train_x[:1], binary.train_x[2:]])
-    for changed in ({"train_x": pixel}, {"label_names": names}, {"train_x": swapped},
-                    {"train_x": binary.test_x, "test_x": binary.train_x}):
+    for changed in (
+        {"train_x": pixel},
+        {"label_names": names},
+        {"train_x": swapped},
+        {"train_x": binary.test_x, "test_x": binary.train_x},
+    ):
         other = dataclasses.replace(binary, **changed)
         assert data.content_sha256(other) != key, list(changed)
 
@@ -290,8 +305,16 @@ def test_download_resumes_after_a_cut_connection(cli, http_server, tiny_archive,
 def test_download_with_a_wrong_md5_leaves_nothing(cli, http_server, tiny_archive):
     http_server.route(URL_PATH, body=tiny_archive.read_bytes())
     url = http_server.url(URL_PATH)
-    line = quiet_failure(cli, "fetch", "--source", url, "--md5", "0" * 32, code=2,
-                         words=(url, "checksum mismatch", "0" * 32, md5_of(tiny_archive)))
+    line = quiet_failure(
+        cli,
+        "fetch",
+        "--source",
+        url,
+        "--md5",
+        "0" * 32,
+        code=2,
+        words=(url, "checksum mismatch", "0" * 32, md5_of(tiny_archive)),
+    )
     assert line.startswith("error: checksum mismatch")
     assert list(Path("cache/downloads").glob("*")) == []  # neither the archive nor its .part
     assert dataset_artifacts(Path("cache")) == []
@@ -311,10 +334,13 @@ def test_download_with_a_wrong_md5_and_json_reports_the_error(cli, http_server, 
     assert doc["exit_code"] == 2 and url in doc["error"] and "checksum mismatch" in doc["error"]
 
 
-@pytest.mark.parametrize("content_type, body", [
-    ("text/html", b"<!doctype html><html><body>Please log in</body></html>"),
-    ("application/octet-stream", b"<html><body>Not here</body></html>"),
-])
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("text/html", b"<!doctype html><html><body>Please log in</body></html>"),
+        ("application/octet-stream", b"<html><body>Not here</body></html>"),
+    ],
+)
 def test_download_of_a_web_page_is_refused(cli, http_server, content_type, body):
     http_server.route(URL_PATH, body=body, content_type=content_type)
     url = http_server.url(URL_PATH)
@@ -332,12 +358,16 @@ def test_download_of_a_missing_file_names_the_url_and_suggests_source(cli, http_
 
 
 def test_default_download_uses_the_official_url_and_recognises_the_official_archive(
-        cli, http_server, tiny_archive, monkeypatch, offline):
+    cli, http_server, tiny_archive, monkeypatch, offline
+):
     # Pretend the tiny archive is the official one, served from loopback.
     body = tiny_archive.read_bytes()
     http_server.route(URL_PATH, body=body)
-    monkeypatch.setitem(data.OFFICIAL, "binary", data.OfficialArchive(
-        "binary", http_server.url(URL_PATH), md5_of(tiny_archive), len(body)))
+    monkeypatch.setitem(
+        data.OFFICIAL,
+        "binary",
+        data.OfficialArchive("binary", http_server.url(URL_PATH), md5_of(tiny_archive), len(body)),
+    )
     doc, result = fetch_json(cli)
     assert doc["official"] is True and doc["note"] is None
     assert doc["source"] == http_server.url(URL_PATH)
@@ -352,6 +382,7 @@ def test_without_source_or_local_copy_the_failed_download_suggests_source(cli, o
 
 
 # --------------------------------------------------------------------------- safety
+
 
 class Payload:
     """Unpickling this calls ``func(arg)``: what a malicious batch file would do."""
@@ -371,11 +402,15 @@ def evil_archive(path: Path, case: str, marker: Path) -> tuple[Path, tuple[str, 
         return write_tar(path, good), ("data_batch_2", "refusing to unpickle", "system")
     good = [regular(f"{BIN}/{name}", raw) for name, raw in tiny("binary").items()]
     if case == "dotdot":
-        return write_tar(path, [*good, regular("../evil", b"#!/bin/sh\necho pwned\n")]), \
-            ("'../evil'", "outside the archive folder")
+        return write_tar(path, [*good, regular("../evil", b"#!/bin/sh\necho pwned\n")]), (
+            "'../evil'",
+            "outside the archive folder",
+        )
     if case == "dotdot-inside":
-        return write_tar(path, [*good, regular(f"{BIN}/../../evil", b"pwned")]), \
-            (f"'{BIN}/../../evil'", "outside the archive folder")
+        return write_tar(path, [*good, regular(f"{BIN}/../../evil", b"pwned")]), (
+            f"'{BIN}/../../evil'",
+            "outside the archive folder",
+        )
     if case == "symlink":
         link = tarfile.TarInfo(f"{BIN}/evil")
         link.type, link.linkname = tarfile.SYMTYPE, "../../evil"
@@ -416,9 +451,16 @@ def test_the_pickle_payload_really_runs_under_plain_pickle(tmp_path):
 
 # --------------------------------------------------------------------------- bad input
 
+
 def test_missing_source_path_is_named(cli):
-    quiet_failure(cli, "fetch", "--source", "nowhere/cifar-10-binary.tar.gz", code=2,
-                  words=("no such file or folder", "nowhere/cifar-10-binary.tar.gz"))
+    quiet_failure(
+        cli,
+        "fetch",
+        "--source",
+        "nowhere/cifar-10-binary.tar.gz",
+        code=2,
+        words=("no such file or folder", "nowhere/cifar-10-binary.tar.gz"),
+    )
     assert dataset_artifacts(Path("cache")) == []
 
 
@@ -498,6 +540,7 @@ def test_unknown_format_option_is_refused(cli, offline):
 
 # --------------------------------------------------------------------------- discovery
 
+
 def test_a_copy_in_datasets_is_found_without_source(cli, tmp_path, offline):
     folder = tinycifar.write_folder(tmp_path / "Datasets", tinycifar.python_members(), PY)
     doc, result = fetch_json(cli)
@@ -510,19 +553,31 @@ def test_a_copy_in_datasets_is_found_without_source(cli, tmp_path, offline):
     assert again["cached"] is True and again["dataset"] == doc["dataset"]
 
 
-@pytest.mark.parametrize("place", ["binary archive in data", "python archive symlinked in data",
-                                   "keras archive in home", "python folder symlinked in data"])
+@pytest.mark.parametrize(
+    "place",
+    [
+        "binary archive in data",
+        "python archive symlinked in data",
+        "keras archive in home",
+        "python folder symlinked in data",
+    ],
+)
 def test_a_copy_in_the_usual_places_imports_without_touching_the_network(
-        cli, tmp_path, http_server, monkeypatch, archives, offline, place):
+    cli, tmp_path, http_server, monkeypatch, archives, offline, place
+):
     # Any default download would reach this loopback server, which records every request.
     for fmt, official in list(data.OFFICIAL.items()):
-        monkeypatch.setitem(data.OFFICIAL, fmt, data.OfficialArchive(
-            fmt, http_server.url(f"/{fmt}.tar.gz"), official.md5, official.size))
-    kind, how, where = {"binary archive in data": ("binary-archive", "copy", "data/cifar-10-binary.tar.gz"),
-                        "python archive symlinked in data": ("python-archive", "link", "data/cifar-10-python.tar.gz"),
-                        "keras archive in home": ("python-archive", "copy",
-                                                  "home/.keras/datasets/cifar-10-batches-py.tar.gz"),
-                        "python folder symlinked in data": ("python-folder", "link", f"data/{PY}")}[place]
+        monkeypatch.setitem(
+            data.OFFICIAL,
+            fmt,
+            data.OfficialArchive(fmt, http_server.url(f"/{fmt}.tar.gz"), official.md5, official.size),
+        )
+    kind, how, where = {
+        "binary archive in data": ("binary-archive", "copy", "data/cifar-10-binary.tar.gz"),
+        "python archive symlinked in data": ("python-archive", "link", "data/cifar-10-python.tar.gz"),
+        "keras archive in home": ("python-archive", "copy", "home/.keras/datasets/cifar-10-batches-py.tar.gz"),
+        "python folder symlinked in data": ("python-folder", "link", f"data/{PY}"),
+    }[place]
     target = tmp_path / where
     target.parent.mkdir(parents=True, exist_ok=True)
     source = archives[kind]
@@ -546,8 +601,14 @@ def test_source_dir_uses_the_archive_inside_and_names_it(cli, tmp_path, archives
     assert f"using the archive found at {(folder / 'cifar-10-binary.tar.gz').resolve()}" in result.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
-    quiet_failure(cli, "fetch", "--source", empty, code=2,
-                  words=("holds no CIFAR-10 batch files", "cifar-10-binary.tar.gz", "cifar-10-python.tar.gz"))
+    quiet_failure(
+        cli,
+        "fetch",
+        "--source",
+        empty,
+        code=2,
+        words=("holds no CIFAR-10 batch files", "cifar-10-binary.tar.gz", "cifar-10-python.tar.gz"),
+    )
 
 
 def test_an_incomplete_copy_in_datasets_is_not_used(cli, tmp_path, offline):
@@ -570,6 +631,7 @@ def test_later_stages_import_the_discovered_copy_themselves(cli, tmp_path, offli
 
 # --------------------------------------------------------------------------- the real-sized stand-in
 
+
 @pytest.mark.realdata
 def test_real_stand_in_imports_as_cifar10(cli, real_archive):
     doc, _ = fetch_json(cli, "--source", real_archive)
@@ -589,10 +651,12 @@ def test_real_stand_in_in_every_form_is_one_dataset(cli, real_archive, tmp_path)
     binary folder: one dataset key, the second and third imports cache hits."""
     decoded, _ = data.read_cifar10(real_archive)
     n = decoded.batch_size
-    batches = [(decoded.train_x[i * n:(i + 1) * n], decoded.train_y[i * n:(i + 1) * n]) for i in range(5)]
+    batches = [(decoded.train_x[i * n : (i + 1) * n], decoded.train_y[i * n : (i + 1) * n]) for i in range(5)]
     python_archive = tinycifar.write_archive(
         tmp_path / "cifar-10-python.tar.gz",
-        tinycifar.python_members_of(batches, (decoded.test_x, decoded.test_y), list(decoded.label_names)), PY)
+        tinycifar.python_members_of(batches, (decoded.test_x, decoded.test_y), list(decoded.label_names)),
+        PY,
+    )
     del decoded, batches
     with tarfile.open(real_archive) as tar:
         members = {Path(m.name).name: tar.extractfile(m).read() for m in tar if m.isfile()}

@@ -54,6 +54,7 @@ def expected_arrays():
 
 # --------------------------------------------------------------------------- formats
 
+
 @pytest.mark.parametrize("fmt", ["binary", "python"])
 def test_archive_and_folder_hold_the_official_arrays(tmp_path, fmt):
     from_archive, fmt_a = data.read_cifar10(write(tmp_path, fmt))
@@ -79,8 +80,9 @@ def test_both_formats_give_identical_datasets(tmp_path):
         np.testing.assert_array_equal(getattr(binary, field), getattr(python, field))
 
 
-@pytest.mark.parametrize("fmt, name", [("binary", "data.bin"), ("python", "cifar-10-binary.tar.gz"),
-                                       ("binary", "no_extension")])
+@pytest.mark.parametrize(
+    "fmt, name", [("binary", "data.bin"), ("python", "cifar-10-binary.tar.gz"), ("binary", "no_extension")]
+)
 def test_format_comes_from_content_not_file_name(tmp_path, fmt, name):
     _, found = data.read_cifar10(write(tmp_path, fmt, name=name))
     assert found == fmt
@@ -134,6 +136,7 @@ def test_is_url():
 
 # --------------------------------------------------------------------------- finding, checksums
 
+
 def test_find_local_copy_returns_first_complete_folder(tmp_path):
     incomplete = tinycifar.write_folder(tmp_path / "a", tiny("binary"), BIN)
     (incomplete / "test_batch.bin").unlink()
@@ -171,6 +174,7 @@ def test_checksums_of_a_folder_follow_content_only(tmp_path):
 
 # --------------------------------------------------------------------------- unsafe archives
 
+
 def member(name: str, kind: bytes = tarfile.REGTYPE, payload: bytes = b"", linkname: str = ""):
     info = tarfile.TarInfo(name)
     info.type, info.size, info.linkname = kind, len(payload) if kind == tarfile.REGTYPE else 0, linkname
@@ -192,8 +196,15 @@ UNSAFE = {
     "nested": member(f"{BIN}/sub/data_batch_1.bin", payload=b"\0" * 3073),
     "other-layout": member(f"{PY}/data_batch_1", payload=b"\0"),
 }
-EXPECTED_WORDS = {"dotdot": "outside", "dotdot-inside": "outside", "absolute": "outside",
-                  "symlink": "symlink", "hardlink": "hard link", "chardevice": "device", "fifo": "fifo"}
+EXPECTED_WORDS = {
+    "dotdot": "outside",
+    "dotdot-inside": "outside",
+    "absolute": "outside",
+    "symlink": "symlink",
+    "hardlink": "hard link",
+    "chardevice": "device",
+    "fifo": "fifo",
+}
 
 
 @pytest.mark.parametrize("case", sorted(UNSAFE))
@@ -232,6 +243,7 @@ def test_duplicate_member_is_refused(tmp_path):
 
 # --------------------------------------------------------------------------- hostile pickles
 
+
 class Payload:
     """Unpickling this calls ``func(arg)``: what a malicious batch file would do."""
 
@@ -269,16 +281,19 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, kind, where):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("obj, words", [
-    ([1, 2, 3], "expected a dict, the pickle holds a list"),
-    ({b"labels": [0] * N}, "has no 'data' entry"),
-    ({"data": np.zeros((N, 3072), np.uint8)}, "has no 'labels' entry"),
-    ({"data": np.zeros((N, 3072)), "labels": [0] * N}, "must be a uint8 array of shape (N, 3072)"),
-    ({"data": np.zeros((N, 3072), np.uint8), "labels": ["cat"] * N}, "labels must be a list of integers"),
-    ({"data": np.zeros((N, 3072), np.uint8), "labels": [[0], [1, 2]]}, "labels must be a list of integers"),
-    ({"data": np.zeros((N, 3072), np.uint8), "labels": [0] * (N - 1)}, f"{N} images but {N - 1} labels"),
-    ({"data": np.zeros((N, 3072), np.uint8), "labels": [12] + [0] * (N - 1)}, "label 12 is outside 0-9"),
-])
+@pytest.mark.parametrize(
+    "obj, words",
+    [
+        ([1, 2, 3], "expected a dict, the pickle holds a list"),
+        ({b"labels": [0] * N}, "has no 'data' entry"),
+        ({"data": np.zeros((N, 3072), np.uint8)}, "has no 'labels' entry"),
+        ({"data": np.zeros((N, 3072)), "labels": [0] * N}, "must be a uint8 array of shape (N, 3072)"),
+        ({"data": np.zeros((N, 3072), np.uint8), "labels": ["cat"] * N}, "labels must be a list of integers"),
+        ({"data": np.zeros((N, 3072), np.uint8), "labels": [[0], [1, 2]]}, "labels must be a list of integers"),
+        ({"data": np.zeros((N, 3072), np.uint8), "labels": [0] * (N - 1)}, f"{N} images but {N - 1} labels"),
+        ({"data": np.zeros((N, 3072), np.uint8), "labels": [12] + [0] * (N - 1)}, "label 12 is outside 0-9"),
+    ],
+)
 def test_python_batch_of_the_wrong_shape_is_refused(tmp_path, obj, words):
     members = tiny("python") | {"data_batch_4": pickle.dumps(obj, protocol=2)}
     with pytest.raises(CifarError) as err:
@@ -302,14 +317,14 @@ def test_garbage_pickle_is_refused(tmp_path):
 
 # --------------------------------------------------------------------------- damaged data
 
+
 def test_binary_batch_with_3071_columns_is_refused(tmp_path):
     members = tiny("binary")
     short = np.zeros((N, 3072), np.uint8).tobytes()  # label + 3071 pixels per record
     members["data_batch_3.bin"] = short
     with pytest.raises(CifarError) as err:
         data.read_cifar10(write(tmp_path, "binary", members))
-    assert f"{BIN}/data_batch_3.bin is {len(short)} bytes, not a whole number of 3073-byte records" \
-        in err.value.message
+    assert f"{BIN}/data_batch_3.bin is {len(short)} bytes, not a whole number of 3073-byte records" in err.value.message
 
 
 def test_binary_label_of_10_is_refused(tmp_path):
@@ -325,7 +340,7 @@ def test_binary_label_of_10_is_refused(tmp_path):
 
 def test_train_batches_of_different_sizes_are_refused(tmp_path):
     members = tiny("binary")
-    members["data_batch_5.bin"] = members["data_batch_5.bin"][:3073 * (N - 1)]
+    members["data_batch_5.bin"] = members["data_batch_5.bin"][: 3073 * (N - 1)]
     with pytest.raises(CifarError, match=f"data_batch_5.bin has {N - 1} records, but .*data_batch_1.bin has {N}"):
         data.read_cifar10(write(tmp_path, "binary", members))
 
@@ -341,8 +356,10 @@ def test_missing_test_batch_is_named(tmp_path, fmt):
         assert err.value.message.startswith("missing ") and err.value.message.endswith(test_name)
 
 
-@pytest.mark.parametrize("meta, words", [(b"cat\ndog\n", "expected 10 class names, found 2"),
-                                          (b"\xff\xfe" * 10, "not a text file of class names")])
+@pytest.mark.parametrize(
+    "meta, words",
+    [(b"cat\ndog\n", "expected 10 class names, found 2"), (b"\xff\xfe" * 10, "not a text file of class names")],
+)
 def test_bad_class_names_are_refused(tmp_path, meta, words):
     members = tiny("binary") | {"batches.meta.txt": meta}
     with pytest.raises(CifarError, match=words):
@@ -422,8 +439,15 @@ def leftovers(tmp_path: Path) -> list[str]:
 def test_download_verifies_and_renames(tmp_path, http_server):
     http_server.route("/c.tar.gz", body=BODY)
     seen = []
-    out = data.download(http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", md5=BODY_MD5, sha256=BODY_SHA256,
-                        expected_size=len(BODY), on_progress=lambda done, total: seen.append((done, total)), **FAST)
+    out = data.download(
+        http_server.url("/c.tar.gz"),
+        tmp_path / "c.tar.gz",
+        md5=BODY_MD5,
+        sha256=BODY_SHA256,
+        expected_size=len(BODY),
+        on_progress=lambda done, total: seen.append((done, total)),
+        **FAST,
+    )
     assert out == tmp_path / "c.tar.gz" and out.read_bytes() == BODY
     assert leftovers(tmp_path) == ["c.tar.gz"]
     assert seen[0] == (0, len(BODY)) and seen[-1] == (len(BODY), len(BODY))
@@ -469,8 +493,9 @@ def test_download_retries_500_then_succeeds(tmp_path, http_server):
 
 def test_download_retries_a_stalled_server(tmp_path, http_server):
     http_server.route("/c.tar.gz", body=BODY, stall=1.0, stall_times=1)
-    out = data.download(http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", md5=BODY_MD5,
-                        **(FAST | {"read_timeout": 0.2}))
+    out = data.download(
+        http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", md5=BODY_MD5, **(FAST | {"read_timeout": 0.2})
+    )
     assert out.read_bytes() == BODY
     assert len(http_server.ranges("/c.tar.gz")) == 2
 
@@ -481,7 +506,7 @@ def test_download_gives_up_after_the_retries(tmp_path, http_server):
     with pytest.raises(WorkFailed) as err:
         data.download(url, tmp_path / "c.tar.gz", retries=2, **FAST)
     assert url in err.value.message and "HTTP 500" in err.value.message
-    assert err.value.setting == "source"   # the library names the setting; the CLI adds `cifarcli fetch --source`
+    assert err.value.setting == "source"  # the library names the setting; the CLI adds `cifarcli fetch --source`
     assert "cifarcli fetch --source PATH" in as_typed(err.value).hint
     assert len(http_server.ranges("/c.tar.gz")) == 3
     assert not (tmp_path / "c.tar.gz").exists()
@@ -504,10 +529,13 @@ def test_wrong_size_is_refused_before_downloading(tmp_path, http_server):
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("content_type, body", [
-    ("text/html; charset=utf-8", b"<p>Please log in</p>"),
-    ("application/octet-stream", b"\n  <!DOCTYPE html><html><body>moved</body></html>"),
-])
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("text/html; charset=utf-8", b"<p>Please log in</p>"),
+        ("application/octet-stream", b"\n  <!DOCTYPE html><html><body>moved</body></html>"),
+    ],
+)
 def test_html_page_instead_of_archive_is_refused(tmp_path, http_server, content_type, body):
     http_server.route("/c.tar.gz", body=body, content_type=content_type)
     url = http_server.url("/c.tar.gz")
@@ -573,8 +601,9 @@ def test_download_refuses_non_http_urls(tmp_path):
 # --------------------------------------------------------------------------- the real-sized stand-in
 
 REAL = os.environ.get("CIFARCLI_TEST_ARCHIVE", "")
-needs_real = pytest.mark.skipif(not Path(REAL).is_file() if REAL else True,
-                                reason="set CIFARCLI_TEST_ARCHIVE to the CIFAR-10 stand-in archive")
+needs_real = pytest.mark.skipif(
+    not Path(REAL).is_file() if REAL else True, reason="set CIFARCLI_TEST_ARCHIVE to the CIFAR-10 stand-in archive"
+)
 
 
 @pytest.mark.realdata
@@ -586,8 +615,10 @@ def test_real_archive_reads_as_cifar10():
     assert np.bincount(ds.train_y).tolist() == [5000] * 10
     assert np.bincount(ds.test_y).tolist() == [1000] * 10
     assert ds.label_names[0] == "airplane" and ds.label_names[9] == "truck"
-    assert data.checksums(Path(REAL)) == ("83f765e75e7bc028bd30a158b4ee76b7",
-                                          "19b41afc77fc5ef929870420fd6fbaa7fe408ac4fb9e34a40e9fb5672d79453a")
+    assert data.checksums(Path(REAL)) == (
+        "83f765e75e7bc028bd30a158b4ee76b7",
+        "19b41afc77fc5ef929870420fd6fbaa7fe408ac4fb9e34a40e9fb5672d79453a",
+    )
 
 
 @pytest.mark.realdata
@@ -595,7 +626,12 @@ def test_real_archive_reads_as_cifar10():
 def test_real_archive_downloads_with_a_resume(tmp_path, http_server):
     body = Path(REAL).read_bytes()
     http_server.route("/cifar.tar.gz", body=body, cut_after=50_000_000, cut_times=1)
-    out = data.download(http_server.url("/cifar.tar.gz"), tmp_path / "cifar.tar.gz",
-                        md5="83f765e75e7bc028bd30a158b4ee76b7", expected_size=len(body), **FAST)
+    out = data.download(
+        http_server.url("/cifar.tar.gz"),
+        tmp_path / "cifar.tar.gz",
+        md5="83f765e75e7bc028bd30a158b4ee76b7",
+        expected_size=len(body),
+        **FAST,
+    )
     assert http_server.ranges("/cifar.tar.gz") == [None, "bytes=50000000-"]
     assert data.checksums(out)[1] == "19b41afc77fc5ef929870420fd6fbaa7fe408ac4fb9e34a40e9fb5672d79453a"

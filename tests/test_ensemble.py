@@ -16,8 +16,7 @@ ARGS = ("--lam", "0", "--eta", "0.0005", "--n-epochs", "2", "--n-batch", "20")
 
 
 def test_vote_ties_go_to_the_lowest_class_and_the_mean_averages_outputs():
-    X = np.eye(4)[:, :4]                      # 4 "images", d = 4: scores are the columns of W (b = 0)
-    y = np.array([0, 1, 2, 3])
+    X = np.eye(4)[:, :4]  # 4 "images", d = 4: scores are the columns of W (b = 0)
     b = np.zeros((3, 1))
     # member predictions per image: m1 = [2, 1, 2, 0], m2 = [1, 1, 0, 0]
     W1 = np.array([[0, 0, 0, 5], [0, 4, 0, 0], [3, 0, 9, 0]], float)
@@ -25,17 +24,18 @@ def test_vote_ties_go_to_the_lowest_class_and_the_mean_averages_outputs():
     out = combine([(W1, b), (W2, b)], X, np.array([0, 1, 2, 2]), "softmax")
     # image 0: votes for 2 and 1 tie -> class 1 (the lowest); image 2: 2 and 0 tie -> 0; image 3: both 0
     assert out["vote_ties"] == 2 and out["n"] == 4
-    assert out["vote"] == pytest.approx(1 / 4)                    # only image 1 (class 1) is right
+    assert out["vote"] == pytest.approx(1 / 4)  # only image 1 (class 1) is right
     assert out["members"] == [pytest.approx(2 / 4), pytest.approx(1 / 4)]
     mean = (softmax(scores(X, W1, b)) + softmax(scores(X, W2, b))) / 2
     assert out["mean"] == pytest.approx(np.mean(np.argmax(mean, axis=0) == np.array([0, 1, 2, 2])))
-    svm = combine([(W1, b), (W2, b)], X, np.array([0, 1, 2, 2]), "svm")          # scores averaged
+    svm = combine([(W1, b), (W2, b)], X, np.array([0, 1, 2, 2]), "svm")  # scores averaged
     assert svm["mean"] == pytest.approx(np.mean(np.argmax((W1 + W2) / 2, axis=0) == np.array([0, 1, 2, 2])))
 
 
 def test_ensemble_stage_is_cached_order_free_and_matches_members(workspace):
-    runs = [stages.train(workspace, TrainConfig(lam=0.0, eta=0.0005, n_epochs=2, n_batch=20, seed=s))
-            for s in (1, 2, 3)]
+    runs = [
+        stages.train(workspace, TrainConfig(lam=0.0, eta=0.0005, n_epochs=2, n_batch=20, seed=s)) for s in (1, 2, 3)
+    ]
     first = stages.ensemble(workspace, runs)
     again = stages.ensemble(workspace, runs[::-1])
     assert again.key == first.key and again.status == "hit"
@@ -80,7 +80,8 @@ def test_report_ensemble_section(cli, tmp_path, tiny_archive):
     assert cli("fetch", "--source", tiny_archive, "--quiet").exit_code == 0
     (tmp_path / "r.toml").write_text(
         "[defaults]\nn_epochs = 2\nn_batch = 20\n\n[gradcheck]\nn_samples = 5\nn_dims = 10\n\n"
-        "[[run]]\nlam = 0.0\neta = 0.0005\n\n[ensemble]\nseeds = [1, 2, 3]\nlam = 0.0\neta = 0.0005\n")
+        "[[run]]\nlam = 0.0\neta = 0.0005\n\n[ensemble]\nseeds = [1, 2, 3]\nlam = 0.0\neta = 0.0005\n"
+    )
     result = cli("report", "--config", "r.toml", "-j", "1", "--json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 
 import tinycifar
+from cifarcli.config import TrainConfig, loss_named
 from cifarcli.evaluate import confusion_matrix, evaluate_model, template_roughness, update_sizes, without_predictions
-from cifarcli.config import loss_named
 from cifarcli.model import compute_accuracy, compute_cost, compute_loss
 from cifarcli.prepare import prepare
-from cifarcli.config import TrainConfig
 from cifarcli.train import train
 
 
@@ -33,8 +32,11 @@ def test_evaluate_model_numbers(trained):
     data, res = trained
     m = evaluate_model(res.W, res.b, 0.1, data)
     json.dumps(without_predictions(m))
-    for split, X, Y in (("train", data.X_train, data.Y_train), ("val", data.X_val, data.Y_val),
-                        ("test", data.X_test, data.Y_test)):
+    for split, X, Y in (
+        ("train", data.X_train, data.Y_train),
+        ("val", data.X_val, data.Y_val),
+        ("test", data.X_test, data.Y_test),
+    ):
         assert m[split]["loss"] == pytest.approx(compute_loss(X, Y, res.W, res.b), rel=1e-12)
         assert m[split]["cost"] == pytest.approx(compute_cost(X, Y, res.W, res.b, 0.1), rel=1e-12)
         assert m[split]["accuracy"] == compute_accuracy(X, Y, res.W, res.b)
@@ -81,8 +83,11 @@ def test_evaluate_svm_model(trained_svm):
     m = evaluate_model(res.W, res.b, 0.1, data, loss="svm")
     json.dumps(without_predictions(m))
     assert m["loss"] == "svm"
-    for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),
-                        ("test", data.X_test, data.y_test)):
+    for split, X, y in (
+        ("train", data.X_train, data.y_train),
+        ("val", data.X_val, data.y_val),
+        ("test", data.X_test, data.y_test),
+    ):
         assert m[split]["loss"] == pytest.approx(loss_named("svm").compute_loss(X, y, res.W, res.b), rel=1e-12)
         assert m[split]["cost"] == pytest.approx(loss_named("svm").compute_cost(X, y, res.W, res.b, 0.1), rel=1e-12)
         assert m[split]["accuracy"] == compute_accuracy(X, y, res.W, res.b)
@@ -100,8 +105,8 @@ def test_evaluate_svm_model(trained_svm):
     for group in ("correct", "incorrect"):
         assert sum(margins[group]["counts"]) == margins[group]["n"]
     # 0 is an edge: correct images (margin > 0) fill only the upper half, mistakes only the lower
-    assert sum(margins["correct"]["counts"][:MARGIN_BINS // 2]) == 0
-    assert sum(margins["incorrect"]["counts"][MARGIN_BINS // 2:]) == 0
+    assert sum(margins["correct"]["counts"][: MARGIN_BINS // 2]) == 0
+    assert sum(margins["incorrect"]["counts"][MARGIN_BINS // 2 :]) == 0
     assert margins["confident_mistakes"] == pytest.approx(np.mean(true_m[~correct] < -1.0))
 
 
@@ -110,9 +115,9 @@ def test_margin_summary_bins_have_open_ends():
 
     m = np.array([-40.0, -5.0, -4.9, -0.2, 0.3, 4.99, 5.0, 12.0])
     s = margin_summary(m, m > 0)
-    assert s["incorrect"]["counts"][0] == 3 and s["incorrect"]["counts"][9] == 1     # -40 and -5 in the first bin
-    assert s["correct"]["counts"][-1] == 3 and s["correct"]["counts"][10] == 1      # 5 and 12 in the last
-    assert s["incorrect"]["mean"] == pytest.approx(np.mean([-40.0, -5.0, -4.9, -0.2]))   # of the margins, unclipped
+    assert s["incorrect"]["counts"][0] == 3 and s["incorrect"]["counts"][9] == 1  # -40 and -5 in the first bin
+    assert s["correct"]["counts"][-1] == 3 and s["correct"]["counts"][10] == 1  # 5 and 12 in the last
+    assert s["incorrect"]["mean"] == pytest.approx(np.mean([-40.0, -5.0, -4.9, -0.2]))  # of the margins, unclipped
     assert s["confident_mistakes"] == 0.75
     empty = margin_summary(m, np.ones(m.size, bool))
     assert empty["incorrect"] == {"n": 0, "mean": None, "median": None, "counts": [0] * 20}
@@ -122,8 +127,11 @@ def test_margin_summary_bins_have_open_ends():
 def test_evaluate_keeps_each_images_predicted_class_and_a_wilson_interval(trained):
     data, res = trained
     m = evaluate_model(res.W, res.b, 0.1, data)
-    for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),
-                        ("test", data.X_test, data.y_test)):
+    for split, X, y in (
+        ("train", data.X_train, data.y_train),
+        ("val", data.X_val, data.y_val),
+        ("test", data.X_test, data.y_test),
+    ):
         predicted = m["predictions"][split]
         assert predicted.dtype == np.uint8 and predicted.shape == y.shape
         np.testing.assert_array_equal(predicted, np.argmax(res.W @ X + res.b, axis=0))
@@ -138,6 +146,7 @@ def test_update_sizes_measure_one_step_relative_to_the_weights(trained):
     sizes = update_sizes(res.W, res.b, 0.1, 0.01, 40, data.X_train, data.y_train)
     assert sizes["n_updates"] == int(np.ceil(data.X_train.shape[1] / 40))
     from cifarcli.model import compute_gradients, softmax
+
     Xb, yb = data.X_train[:, :40], data.y_train[:40]
     grad_W, _ = compute_gradients(Xb, yb, softmax(res.W @ Xb + res.b), res.W, 0.1)
     first = 0.01 * np.linalg.norm(grad_W) / np.linalg.norm(res.W)
@@ -151,7 +160,7 @@ def test_template_roughness_is_one_for_noise_near_zero_for_smooth_templates_two_
     rng = np.random.default_rng(0)
     noise = rng.normal(size=(10, 3072))
     assert template_roughness(noise)["roughness"] == pytest.approx(1.0, abs=0.03)
-    ramp = np.add.outer(np.arange(32.0), np.arange(32.0))                  # a smooth gradient image
+    ramp = np.add.outer(np.arange(32.0), np.arange(32.0))  # a smooth gradient image
     smooth = np.tile(np.stack([ramp] * 3).ravel(), (10, 1)) * rng.uniform(0.5, 2, size=(10, 1))
     assert template_roughness(smooth)["roughness"] < 0.05
     checker = np.indices((32, 32)).sum(axis=0) % 2 * 2.0 - 1

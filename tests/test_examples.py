@@ -12,9 +12,15 @@ SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "ci-pipeline.sh"
 
 
 def run_pipeline(tmp_path, tiny_archive, **settings):
-    env = {**os.environ, "CIFAR_SOURCE": str(tiny_archive), "CIFARCLI_CACHE_DIR": str(tmp_path / "cache"),
-           "REPORTS_DIR": str(tmp_path / "reports"), "N_EPOCHS": "5",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **settings}
+    env = {
+        **os.environ,
+        "CIFAR_SOURCE": str(tiny_archive),
+        "CIFARCLI_CACHE_DIR": str(tmp_path / "cache"),
+        "REPORTS_DIR": str(tmp_path / "reports"),
+        "N_EPOCHS": "5",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        **settings,
+    }
     return subprocess.run(["bash", str(SCRIPT)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -53,7 +53,7 @@ def test_export_arrays_equal_the_run_and_load_without_pickle(cli, tmp_path, tiny
     doc = json.loads(result.stdout)
     path = tmp_path / "models" / "model.npz"
     assert Path(doc["path"]).resolve() == path.resolve() and doc["bytes"] == path.stat().st_size
-    assert [p.name for p in path.parent.iterdir()] == ["model.npz"]          # no temporary file left
+    assert [p.name for p in path.parent.iterdir()] == ["model.npz"]  # no temporary file left
 
     artifact = train_artifact(tmp_path, run["run_id"])
     with np.load(path, allow_pickle=False) as m:
@@ -85,8 +85,9 @@ def test_readme_snippet_classifies_an_image_and_the_test_set_like_evaluate(cli, 
 
     # 1. The block as written: model.npz and cat.jpg in the working folder (the cli fixture's tmp_path).
     cat = int(np.flatnonzero(y == tinycifar.LABEL_NAMES.index("cat"))[0])
-    Image.fromarray(x[cat].reshape(3, 32, 32).transpose(1, 2, 0)).resize((96, 96), Image.Resampling.NEAREST) \
-        .save(tmp_path / "cat.jpg", quality=95, subsampling=0)
+    Image.fromarray(x[cat].reshape(3, 32, 32).transpose(1, 2, 0)).resize((96, 96), Image.Resampling.NEAREST).save(
+        tmp_path / "cat.jpg", quality=95, subsampling=0
+    )
     assert run_snippet(code, {}).strip() == "['cat']"
 
     # 2. Its classifying lines, unchanged, on every test record (x: one record per column).
@@ -119,7 +120,7 @@ def test_export_replaces_an_existing_file_whole_and_refuses_a_folder(cli, tmp_pa
     assert cli("export", "--run", run["run_id"], "--out", target.name).exit_code == 0
     with np.load(target, allow_pickle=False) as m:
         assert m["W"].shape == (10, 3072)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []   # no temp file left
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp file left
 
     (tmp_path / "adir").mkdir()
     result = cli("export", "--run", run["run_id"], "--out", "adir")

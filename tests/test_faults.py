@@ -41,8 +41,19 @@ import joblib
 import pytest
 
 from httpserver import LoopbackServer
-from procs import (checksums, cli_process, kill_group, one_error, spawn, temporaries, tmpfs,
-                   resize, used_kib, tree, without_root_powers)
+from procs import (
+    checksums,
+    cli_process,
+    kill_group,
+    one_error,
+    resize,
+    spawn,
+    temporaries,
+    tmpfs,
+    tree,
+    used_kib,
+    without_root_powers,
+)
 
 SLOW_KILLS = 20
 SMOKE_KILLS = 2
@@ -74,13 +85,18 @@ def mask(text: str) -> str:
 
 def stable_doc(doc: dict) -> dict:
     """A report --json document without what legitimately differs between two processes."""
+
     def strip(value):
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items()
-                    if k not in ("created", "train_seconds", "elapsed", "seconds", "stages", "timings")}
+            return {
+                k: strip(v)
+                for k, v in value.items()
+                if k not in ("created", "train_seconds", "elapsed", "seconds", "stages", "timings")
+            }
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value
+
     return strip(doc)
 
 
@@ -121,19 +137,23 @@ def appeared(pattern: str, n: int) -> Milestone:
 
 def grown(pattern: str, size: int) -> Milestone:
     """A file matching ``pattern`` holds at least ``size`` bytes (a download in progress)."""
+
     def reached(folder):
         return any(_size(p) >= size for p in folder.glob(pattern))
+
     return Milestone(f"{pattern} >= {size} B", reached)
 
 
 def checkpoint_of_epoch(epoch: int) -> Milestone:
     """The training's scratch checkpoint records at least ``epoch`` epochs."""
+
     def reached(folder):
         for path in folder.glob("cache/train/.scratch/*/checkpoint"):
             with contextlib.suppress(Exception):  # replaced or dropped while read: not yet seen
                 if joblib.load(path)["epoch"] >= epoch:
                     return True
         return False
+
     return Milestone(f"checkpoint of epoch {epoch}", reached)
 
 
@@ -217,6 +237,7 @@ def fresh_copy(fetched_cache: Path):
     def prepare(folder: Path) -> None:
         folder.mkdir(parents=True)
         shutil.copytree(fetched_cache, folder / "cache")
+
     return prepare
 
 
@@ -244,22 +265,39 @@ def report_reference(tmp_path_factory, fetched_cache):
 
 # -- kill -9 -------------------------------------------------------------------------------------
 
+
 # What each command reveals, in order. An artifact: its key's lock, its temporary folder, the
 # payload and meta.json written there, then the committed folder.
 def commit_of(stage: str) -> list[Milestone]:
-    return [appears(f"cache/.locks/{stage}-*.lock"), appears(f"cache/{stage}/.tmp-*"),
-            appears(f"cache/{stage}/.tmp-*/payload.joblib"), appears(f"cache/{stage}/[0-9a-f]*/meta.json")]
+    return [
+        appears(f"cache/.locks/{stage}-*.lock"),
+        appears(f"cache/{stage}/.tmp-*"),
+        appears(f"cache/{stage}/.tmp-*/payload.joblib"),
+        appears(f"cache/{stage}/[0-9a-f]*/meta.json"),
+    ]
 
 
 IMPORT_MILESTONES = [appears("cache"), *commit_of("dataset")]
-TRAIN_MILESTONES = [appears("cache/.locks/train-*.lock"), appears("cache/train/.scratch/*/checkpoint"),
-                    *(checkpoint_of_epoch(e) for e in (5, 10, 15, 20, 25)), *commit_of("train")[1:]]
-REPORT_MILESTONES = [*commit_of("gradcheck"), appears("cache/train/.scratch/*/checkpoint"),
-                     appeared("cache/train/[0-9a-f]*/meta.json", 1), appeared("cache/train/[0-9a-f]*/meta.json", 2),
-                     appears("cache/evaluate/[0-9a-f]*/meta.json"), appears("cache/plot/.tmp-*-draw-*/loss.png"),
-                     appears("cache/plot/.tmp-*-draw-*/confusion.png"), appeared("cache/plot/[0-9a-f]*/meta.json", 1),
-                     appeared("cache/plot/[0-9a-f]*/meta.json", 2), appears("cache/comparison/.tmp-*-draw-*"),
-                     *commit_of("comparison")[1:], *commit_of("report")]
+TRAIN_MILESTONES = [
+    appears("cache/.locks/train-*.lock"),
+    appears("cache/train/.scratch/*/checkpoint"),
+    *(checkpoint_of_epoch(e) for e in (5, 10, 15, 20, 25)),
+    *commit_of("train")[1:],
+]
+REPORT_MILESTONES = [
+    *commit_of("gradcheck"),
+    appears("cache/train/.scratch/*/checkpoint"),
+    appeared("cache/train/[0-9a-f]*/meta.json", 1),
+    appeared("cache/train/[0-9a-f]*/meta.json", 2),
+    appears("cache/evaluate/[0-9a-f]*/meta.json"),
+    appears("cache/plot/.tmp-*-draw-*/loss.png"),
+    appears("cache/plot/.tmp-*-draw-*/confusion.png"),
+    appeared("cache/plot/[0-9a-f]*/meta.json", 1),
+    appeared("cache/plot/[0-9a-f]*/meta.json", 2),
+    appears("cache/comparison/.tmp-*-draw-*"),
+    *commit_of("comparison")[1:],
+    *commit_of("report"),
+]
 
 
 def _fetch_local(tmp_path, tiny_archive, fetched_cache, n):
@@ -269,8 +307,9 @@ def _fetch_local(tmp_path, tiny_archive, fetched_cache, n):
         assert doc["dataset"] in {k.split("/")[1] for k in want}
         assert checksums(folder / "cache") == want
 
-    return kill_and_rerun(tmp_path, ("fetch", "--source", tiny_archive, "--cache-dir", "cache"),
-                          IMPORT_MILESTONES, n, empty, check)
+    return kill_and_rerun(
+        tmp_path, ("fetch", "--source", tiny_archive, "--cache-dir", "cache"), IMPORT_MILESTONES, n, empty, check
+    )
 
 
 def _fetch_download(tmp_path, tiny_archive, fetched_cache, n):
@@ -280,8 +319,11 @@ def _fetch_download(tmp_path, tiny_archive, fetched_cache, n):
         server.route("/cifar-10-binary.tar.gz", body=body, trickle=96 * 1024, trickle_delay=0.03)
         url = server.url("/cifar-10-binary.tar.gz")
         want = checksums(fetched_cache)
-        milestones = [*(grown("cache/downloads/*.part", len(body) * k // 10) for k in range(10)),
-                      appears("cache/downloads/*.tar.gz"), *commit_of("dataset")]
+        milestones = [
+            *(grown("cache/downloads/*.part", len(body) * k // 10) for k in range(10)),
+            appears("cache/downloads/*.tar.gz"),
+            *commit_of("dataset"),
+        ]
 
         def check(folder, doc):
             assert checksums(folder / "cache") == want
@@ -289,8 +331,9 @@ def _fetch_download(tmp_path, tiny_archive, fetched_cache, n):
             assert archive.read_bytes() == body
             assert not list((folder / "cache" / "downloads").glob("*.part"))
 
-        counts = kill_and_rerun(tmp_path, ("fetch", "--source", url, "--cache-dir", "cache"),
-                                milestones, n, empty, check)
+        counts = kill_and_rerun(
+            tmp_path, ("fetch", "--source", url, "--cache-dir", "cache"), milestones, n, empty, check
+        )
         resumed = [r for r in server.ranges("/cifar-10-binary.tar.gz") if r]
     print(f"download resumed with a Range request {len(resumed)} time(s)")
     assert resumed, "no kill left a .part for the rerun to resume"
@@ -303,8 +346,9 @@ def _train(tmp_path, fetched_cache, train_reference, n):
         compare_caches(folder / "cache", train_reference)
         assert not list((folder / "cache" / "train" / ".scratch").glob("*/checkpoint"))
 
-    return kill_and_rerun(tmp_path, ("train", *TRAIN, "--cache-dir", "cache"), TRAIN_MILESTONES, n,
-                          fresh_copy(fetched_cache), check)
+    return kill_and_rerun(
+        tmp_path, ("train", *TRAIN, "--cache-dir", "cache"), TRAIN_MILESTONES, n, fresh_copy(fetched_cache), check
+    )
 
 
 def without_temporaries(files: dict[str, str]) -> dict[str, str]:
@@ -323,8 +367,14 @@ def _report(tmp_path, fetched_cache, report_reference, n):
         # cleans reports/ of it yet); every file under its final name is whole.
         assert without_temporaries(tree(folder / "reports" / "figures")) == tree(reference / "reports" / "figures")
 
-    return kill_and_rerun(tmp_path, ("report", "--config", settings, "--cache-dir", "cache"),
-                          REPORT_MILESTONES, n, fresh_copy(fetched_cache), check)
+    return kill_and_rerun(
+        tmp_path,
+        ("report", "--config", settings, "--cache-dir", "cache"),
+        REPORT_MILESTONES,
+        n,
+        fresh_copy(fetched_cache),
+        check,
+    )
 
 
 def test_kill_9_during_a_local_import_smoke(tmp_path, tiny_archive, fetched_cache):
@@ -397,8 +447,20 @@ def test_ctrl_c_during_a_download_exits_130_with_one_line_and_resumes(tmp_path, 
 
 def test_four_trainings_of_one_setting_compute_it_once(tmp_path, fetched_cache, train_reference):
     fresh_copy(fetched_cache)(tmp_path / "w")
-    args = ("train", "--lam", "0.1", "--eta", "0.01", "--n-epochs", "20", "--n-batch", "5",
-            "--cache-dir", "cache", "--json")
+    args = (
+        "train",
+        "--lam",
+        "0.1",
+        "--eta",
+        "0.01",
+        "--n-epochs",
+        "20",
+        "--n-batch",
+        "5",
+        "--cache-dir",
+        "cache",
+        "--json",
+    )
     procs = [spawn(tmp_path / "w", *args) for _ in range(4)]
     results = [(p.communicate(timeout=300), p.returncode) for p in procs]
     assert [rc for _, rc in results] == [0, 0, 0, 0], [err for (_, err), _ in results]
@@ -439,8 +501,7 @@ def whole_html(text: str) -> None:
 def test_four_reports_at_once_all_succeed_and_write_whole_files(tmp_path, fetched_cache, report_reference):
     reference, reference_doc, settings = report_reference
     fresh_copy(fetched_cache)(tmp_path / "w")
-    procs = [spawn(tmp_path / "w", "report", "--config", settings, "--cache-dir", "cache", "--json")
-             for _ in range(4)]
+    procs = [spawn(tmp_path / "w", "report", "--config", settings, "--cache-dir", "cache", "--json") for _ in range(4)]
     results = [(p.communicate(timeout=600), p.returncode) for p in procs]
     assert [rc for _, rc in results] == [0, 0, 0, 0], [err for (_, err), _ in results]
     docs = [json.loads(out) for (out, _), _ in results]
@@ -509,21 +570,32 @@ def test_full_disk_during_train_is_one_line_and_earlier_artifacts_stay_whole(tmp
     assert again.returncode == 0, again.stderr
 
 
-def test_full_disk_while_writing_reports_is_one_line_and_the_cache_stays_whole(tmp_path, fetched_cache,
-                                                                               report_reference):
+def test_full_disk_while_writing_reports_is_one_line_and_the_cache_stays_whole(
+    tmp_path, fetched_cache, report_reference
+):
     _, _, settings = report_reference
     fresh_copy(fetched_cache)(tmp_path / "w")
     with tmpfs(tmp_path / "rdisk", "40k") as rdisk:
-        done = cli_process(tmp_path / "w", "report", "--config", settings, "--cache-dir", "cache",
-                           "--reports-dir", rdisk / "reports")
+        done = cli_process(
+            tmp_path / "w", "report", "--config", settings, "--cache-dir", "cache", "--reports-dir", rdisk / "reports"
+        )
         one_error(done, 1, "no space left writing", str(rdisk / "reports"), "needed")
         _verify_ok(tmp_path / "w", Path("cache"))
         assert temporaries(rdisk) == [] and temporaries(tmp_path / "w" / "cache") == []
         kept = checksums(tmp_path / "w" / "cache")
         assert any(name.startswith("plot/") for name in kept)  # the failure came after real work
         resize(rdisk, "16m")
-        again = cli_process(tmp_path / "w", "report", "--config", settings, "--cache-dir", "cache",
-                            "--reports-dir", rdisk / "reports", "--json")
+        again = cli_process(
+            tmp_path / "w",
+            "report",
+            "--config",
+            settings,
+            "--cache-dir",
+            "cache",
+            "--reports-dir",
+            rdisk / "reports",
+            "--json",
+        )
         assert again.returncode == 0, again.stderr
         # Nothing done before the failure is done again.
         stages = json.loads(again.stdout)["stages"]
@@ -560,10 +632,10 @@ def locked_folders(tmp_path, fetched_cache):
 
 
 @pytest.mark.parametrize("folder", ["readonly", "theirs", "readonly/sub"])
-@pytest.mark.parametrize("command", [("fetch", "--source", "{archive}"), ("train", "--n-epochs", "2"),
-                                     ("report", "--config", "{settings}")])
-def test_unwritable_cache_folder_is_one_line_exit_2(locked_folders, tiny_archive, report_reference, folder,
-                                                     command):
+@pytest.mark.parametrize(
+    "command", [("fetch", "--source", "{archive}"), ("train", "--n-epochs", "2"), ("report", "--config", "{settings}")]
+)
+def test_unwritable_cache_folder_is_one_line_exit_2(locked_folders, tiny_archive, report_reference, folder, command):
     tmp_path = locked_folders
     args = [a.format(archive=tiny_archive, settings=report_reference[2]) for a in command]
     before = tree(tmp_path, skip=("systmp", "mplconfig", "home"))
@@ -581,8 +653,19 @@ def test_unwritable_reports_folder_is_one_line_exit_2_and_the_cache_is_kept(tmp_
         one_error(done, 2, "cannot write to", "reports", "Permission denied")
         assert list((tmp_path / "w" / "reports").iterdir()) == []
         # The work done before the failing write is cached: the next plot elsewhere reuses it.
-        doc = json.loads(cli_process(tmp_path / "w", "plot", "--n-epochs", "2", "--cache-dir", "cache",
-                                     "--reports-dir", "elsewhere", "--json").stdout)
+        doc = json.loads(
+            cli_process(
+                tmp_path / "w",
+                "plot",
+                "--n-epochs",
+                "2",
+                "--cache-dir",
+                "cache",
+                "--reports-dir",
+                "elsewhere",
+                "--json",
+            ).stdout
+        )
         assert len(doc["figures"]) == 5
         _verify_ok(tmp_path / "w", Path("cache"))
     finally:
@@ -604,8 +687,12 @@ def test_read_only_cache_still_serves_what_it_holds(tmp_path, fetched_cache):
         assert json.loads(hit.stdout)["cached"] is True
         for args in (("cache", "ls"), ("cache", "verify"), ("status", "--n-epochs", "2")):
             assert as_user(tmp_path / "w", *args, "--cache-dir", "cache").returncode == 0
-        one_error(as_user(tmp_path / "w", "train", "--n-epochs", "3", "--cache-dir", "cache"), 2,
-                  "cannot write to", "Permission denied")
+        one_error(
+            as_user(tmp_path / "w", "train", "--n-epochs", "3", "--cache-dir", "cache"),
+            2,
+            "cannot write to",
+            "Permission denied",
+        )
         assert tree(cache) == before
     finally:
         for folder in folders:

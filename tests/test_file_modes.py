@@ -35,6 +35,7 @@ def with_umask(mask: int):
     def set_it():
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.umask(mask)
+
     return set_it
 
 
@@ -49,18 +50,18 @@ def test_reports_figures_and_export_follow_the_umask(tmp_path, tiny_archive, mas
     file_mode, folder_mode = 0o666 & ~mask, 0o777 & ~mask
     reports = tmp_path / "reports"
     assert len(list((reports / "figures" / run_id).glob("*.png"))) == 5
-    files = [p for p in reports.rglob("*") if p.is_file()]    # the report, the run's figures, the comparison's
+    files = [p for p in reports.rglob("*") if p.is_file()]  # the report, the run's figures, the comparison's
     assert {"report.md", "report.html", "loss.png"} <= {p.name for p in files}
     assert {str(p): mode(p) for p in files} == {str(p): file_mode for p in files}
     folders = [reports, *(p for p in reports.rglob("*") if p.is_dir())]
     assert reports / "figures" / run_id in folders
     assert {str(p): mode(p) for p in folders} == {str(p): folder_mode for p in folders}
 
-    done = run("export", "--run", run_id, "--json")                       # the default name, in the current folder
+    done = run("export", "--run", run_id, "--json")  # the default name, in the current folder
     assert done.returncode == 0, done.stderr
     exported = tmp_path / f"model-{run_id}.npz"
     assert json.loads(done.stdout)["path"] == exported.name and mode(exported) == file_mode
-    done = run("export", "--run", run_id, "--out", "models/new/m.npz")    # folders it makes, too
+    done = run("export", "--run", run_id, "--out", "models/new/m.npz")  # folders it makes, too
     assert done.returncode == 0, done.stderr
     assert mode(tmp_path / "models" / "new" / "m.npz") == file_mode
     assert mode(tmp_path / "models") == folder_mode and mode(tmp_path / "models" / "new") == folder_mode

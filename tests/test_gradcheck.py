@@ -79,10 +79,13 @@ def _no_mean(X, Y, P, W, lam):
     return (gW - 2 * lam * W) * n + 2 * lam * W, gb * n
 
 
-@pytest.mark.parametrize("wrong,lams,params", [
-    (_no_lambda, (0.1,), ("W",)),            # λ term dropped: W wrong, b unaffected
-    (_no_mean, (0.0, 0.1), ("W", "b")),      # 1/n missing
-])
+@pytest.mark.parametrize(
+    "wrong,lams,params",
+    [
+        (_no_lambda, (0.1,), ("W",)),  # λ term dropped: W wrong, b unaffected
+        (_no_mean, (0.0, 0.1), ("W", "b")),  # 1/n missing
+    ],
+)
 def test_check_catches_wrong_gradients(problem, wrong, lams, params):
     X, Y, W, b = problem
     report = check_gradients(X, Y, W, b, lams=lams, gradient_fn=wrong)
@@ -128,11 +131,17 @@ def test_bce_difference_is_exact_where_subtraction_is_not():
     def softplus(v):
         return (Decimal(1) + Decimal(v).exp()).ln()
 
-    exact = [float(softplus(Decimal(float(si)) + Decimal(1e-7)) - softplus(Decimal(float(si)) - Decimal(1e-7)))
-             for si in s]
+    exact = [
+        float(softplus(Decimal(float(si)) + Decimal(1e-7)) - softplus(Decimal(float(si)) - Decimal(1e-7))) for si in s
+    ]
     # one image x = 1 of class 1, K = 2: the difference of W[0, 0] is that of softplus(s_0), over K
-    fast = [2 * loss_named("bce").loss_differences(np.ones((1, 1)), np.array([1]), np.array([[si], [0.0]]),
-                                                   np.zeros((2, 1)), delta[0, 0])[0][0, 0] for si in s]
+    fast = [
+        2
+        * loss_named("bce").loss_differences(
+            np.ones((1, 1)), np.array([1]), np.array([[si], [0.0]]), np.zeros((2, 1)), delta[0, 0]
+        )[0][0, 0]
+        for si in s
+    ]
     np.testing.assert_allclose(fast, exact, rtol=1e-12)
 
 
@@ -148,13 +157,13 @@ def _bce_no_mean_over_classes(X, Y, P, W, lam):
 
     gW, gb = compute_gradients_bce(X, Y, P, W, lam)
     K = W.shape[0]
-    return (gW - 2 * lam * W) * K + 2 * lam * W, gb * K          # the 1/K is missing
+    return (gW - 2 * lam * W) * K + 2 * lam * W, gb * K  # the 1/K is missing
 
 
 def test_check_catches_a_bce_gradient_without_its_1_over_K(problem):
     X, Y, W, b = problem
     report = check_gradients(X, Y, W, b, lams=(0.0,), loss="bce", gradient_fn=_bce_no_mean_over_classes)
-    assert report["max_error"] > 0.5                              # |K g - g| / (K g + g) = 9/11
+    assert report["max_error"] > 0.5  # |K g - g| / (K g + g) = 9/11
     for p in ("W", "b"):
         assert report["results"][0][p]["median"] == pytest.approx(9 / 11, rel=1e-3)
     # and the softmax gradient is not the BCE one
@@ -199,7 +208,7 @@ def test_check_catches_an_svm_gradient_without_the_true_class_term(problem):
     report = check_gradients(X, Y, W, b, lams=(0.0, 0.1), loss="svm", gradient_fn=_svm_without_the_true_class_term)
     assert report["max_error"] > 0.5
     absent = np.mean(np.bincount(np.argmax(Y, axis=0), minlength=10) == 0)
-    assert absent == 0.2                   # 2 of the 10 classes have no image: no true-class term to miss
+    assert absent == 0.2  # 2 of the 10 classes have no image: no true-class term to miss
     for r in report["results"]:
         for p in ("W", "b"):
             assert r[p]["median"] > 1e-2, (r["lam"], p, r[p])
@@ -226,8 +235,8 @@ def one_margin_at_a_kink():
     X[5, 1:] = 0.0
     y = np.array([1, 0, 2, 3, 1])
     W, b = init_parameters(K, d, rng, std=0.3)
-    c, far = 2, 1e-4                                       # far: no kink when |m| > h · max|x| (≈ 2e-6)
-    margins = np.ones((K, n), bool)                        # the margins that exist: not the true classes'
+    c, far = 2, 1e-4  # far: no kink when |m| > h · max|x| (≈ 2e-6)
+    margins = np.ones((K, n), bool)  # the margins that exist: not the true classes'
     margins[labels_of(y), np.arange(n)] = False
     M = svm_margins(scores(X, W, b), y)
     assert np.abs(M[margins]).min() > far
@@ -256,7 +265,7 @@ def test_svm_kinks_are_counted_and_left_out(one_margin_at_a_kink):
     for r in report["results"]:
         assert r["kinks"] == {"W": 8, "b": 2}
         assert r["W"]["n_excluded"] == 8 and r["b"]["n_excluded"] == 2 and r["W"]["n"] == W.size
-        assert r["W"]["max"] <= 1e-6 and r["b"]["max"] <= 1e-6          # the rest passes
+        assert r["W"]["max"] <= 1e-6 and r["b"]["max"] <= 1e-6  # the rest passes
     assert report["max_error"] <= 1e-6
     # the excluded ones really are no gradient: the difference straddling the kink is off
     ga_W, ga_b = compute_gradients_svm(X, Y, W @ X + b, W, 0.0)
@@ -289,5 +298,5 @@ def test_error_summary_leaves_out_the_excluded():
     assert s["max"] == 3e-9 and s["mean"] == pytest.approx(2e-9) and s["share_below_tol"] == 1.0
     assert s["n"] == 4 and s["n_excluded"] == 1 and s["corner"][0][1] == 0.5
     assert error_summary(err)["max"] == 0.5 and error_summary(err)["n_excluded"] == 0
-    nothing = error_summary(err, exclude=np.ones((2, 2), bool))        # nothing checked: cannot pass
+    nothing = error_summary(err, exclude=np.ones((2, 2), bool))  # nothing checked: cannot pass
     assert nothing["max"] == 1.0 and nothing["share_below_tol"] == 0.0 and nothing["n_excluded"] == 4

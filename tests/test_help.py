@@ -19,13 +19,28 @@ from cifarcli import __version__
 from cifarcli.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ["fetch", "gradcheck", "train", "evaluate", "plot", "predict", "export", "report", "status", "sweep", "runs",
-            "cache ls", "cache clear", "cache gc", "cache verify"]
+COMMANDS = [
+    "fetch",
+    "gradcheck",
+    "train",
+    "evaluate",
+    "plot",
+    "predict",
+    "export",
+    "report",
+    "status",
+    "sweep",
+    "runs",
+    "cache ls",
+    "cache clear",
+    "cache gc",
+    "cache verify",
+]
 
 
 @pytest.fixture
 def wide(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "200")   # one help line per option
+    monkeypatch.setenv("COLUMNS", "200")  # one help line per option
 
 
 def panels(text: str) -> dict[str, str]:
@@ -40,8 +55,13 @@ def panels(text: str) -> dict[str, str]:
 def test_version(cli):
     result = cli("--version")
     assert result.exit_code == 0 and result.stdout == f"cifarcli {__version__}\n"
-    done = subprocess.run([sys.executable, "-m", "cifarcli", "--version"], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "cifarcli", "--version"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
     assert done.returncode == 0 and done.stdout == f"cifarcli {__version__}\n" and done.stderr == ""
 
 
@@ -60,7 +80,7 @@ FLAG_LINE = r"(--(force|json|quiet|help|all-params|csv|version|reverse)|--no-shu
 def test_flags_show_no_value_type(cli, wide, command):
     text = cli(*command.split(), "--help").stdout
     assert "<bool>" not in text
-    for line in text.splitlines():   # a flag's line: its name, then straight to its help text
+    for line in text.splitlines():  # a flag's line: its name, then straight to its help text
         flag = re.search(FLAG_LINE, line)
         if flag:
             assert not flag.group(4).startswith("<"), line
@@ -79,8 +99,11 @@ def test_training_options_are_grouped_into_three_panels(cli, wide, command):
 
 
 def test_report_sweep_and_runs_put_output_options_in_their_panel(cli, wide):
-    for command, flags in (("report", ("--jobs", "--force", "--reports-dir", "--quiet")),
-                           ("sweep", ("--jobs", "--reports-dir")), ("runs", ("--json", "--csv", "--cache-dir"))):
+    for command, flags in (
+        ("report", ("--jobs", "--force", "--reports-dir", "--quiet")),
+        ("sweep", ("--jobs", "--reports-dir")),
+        ("runs", ("--json", "--csv", "--cache-dir")),
+    ):
         output = panels(cli(command, "--help").stdout)["Output and cache"]
         for flag in flags:
             assert flag in output, (command, flag)
@@ -100,11 +123,11 @@ def test_every_help_ends_with_examples_that_parse(cli, wide, command):
     group = typer.main.get_command(app)
     for line in lines:
         args = shlex.split(line, comments=True)
-        assert args[:1 + command.count(" ") + 1] == ["cifarcli", *command.split()], line
+        assert args[: 1 + command.count(" ") + 1] == ["cifarcli", *command.split()], line
         target, rest = group, args[1:]
         while isinstance(target, typer.core.TyperGroup):
             target, rest = target.commands[rest[0]], rest[1:]
-        target.make_context(command, list(rest))   # raises on an unknown option or a bad value
+        target.make_context(command, list(rest))  # raises on an unknown option or a bad value
 
 
 def test_top_level_help_has_examples(cli, wide):
@@ -230,7 +253,7 @@ def test_every_training_setting_is_an_option_of_train_and_of_sweep():
     from cifarcli.config import train_fields
     from cifarcli.options import TRAINING
 
-    assert list(TRAINING) == list(train_fields())   # a new TrainConfig field needs its option, in one place
+    assert list(TRAINING) == list(train_fields())  # a new TrainConfig field needs its option, in one place
     group = typer.main.get_command(app)
     for command in ("train", "sweep"):
         assert set(train_fields()) <= {param.name for param in group.commands[command].params}, command

@@ -132,8 +132,9 @@ def _local_source(kind: str, tmp_path: Path):
         with open(tmp_path / "cifar-10-binary.tar.gz", "wb") as f:
             f.truncate(SPARSE)
         return tmp_path / "cifar-10-binary.tar.gz", ("21.5 GB", "far larger")
-    folder = tinycifar.write_folder(tmp_path, tinycifar.binary_members(n_per_batch=20, n_test=20),
-                                    "cifar-10-batches-bin")
+    folder = tinycifar.write_folder(
+        tmp_path, tinycifar.binary_members(n_per_batch=20, n_test=20), "cifar-10-batches-bin"
+    )
     member = folder / "data_batch_3.bin"
     member.unlink()
     if kind == "folder-member-fifo":
@@ -153,9 +154,19 @@ def _local_source(kind: str, tmp_path: Path):
 _keep: list = []  # sockets bound for a test, alive until the module ends
 
 
-@pytest.mark.parametrize("kind", ["/dev/zero", "/dev/urandom", "fifo", "socket", "sparse-20GB",
-                                  "folder-member-fifo", "folder-member-link-to-dev-zero",
-                                  "folder-member-link-to-a-sparse-file"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "/dev/zero",
+        "/dev/urandom",
+        "fifo",
+        "socket",
+        "sparse-20GB",
+        "folder-member-fifo",
+        "folder-member-link-to-dev-zero",
+        "folder-member-link-to-a-sparse-file",
+    ],
+)
 def test_an_endless_or_huge_local_source_is_refused_at_once(tmp_path, kind):
     source, words = _local_source(kind, tmp_path)
     env = env_for(tmp_path)
@@ -224,8 +235,9 @@ def test_a_download_announcing_a_huge_size_is_refused_before_its_body(tmp_path, 
     http_server.route("/cifar.tar.gz", endless=True, endless_for=PROMPT, announce=SPARSE)
     env = env_for(tmp_path)
     before = snapshot(tmp_path)
-    result = cli_process(tmp_path, "fetch", "--source", http_server.url("/cifar.tar.gz"), "--cache-dir", "cache",
-                         timeout=PROMPT, env=env)
+    result = cli_process(
+        tmp_path, "fetch", "--source", http_server.url("/cifar.tar.gz"), "--cache-dir", "cache", timeout=PROMPT, env=env
+    )
     one_error(result, 2, "21.5 GB", "far larger than any CIFAR-10 archive", "not downloading it")
     assert list((tmp_path / "cache" / "downloads").iterdir()) == []
     assert snapshot(tmp_path) == before
@@ -253,8 +265,18 @@ def test_a_leftover_part_past_the_cap_is_discarded_not_resumed(tmp_path, http_se
 # -- strings from an archive are text, never markup or control sequences (issue 10, item 6) ----
 
 # Rich markup, a closing tag alone, a trailing backslash (escapes the next tag), printable unicode.
-HOSTILE_NAMES = ["[/]", "[bold red]x", "café", "飞机", "[link=https://example.com]l[/link]",
-                 "back\\", "[b]bird[/b]", "[red", "deer]", "truck"]
+HOSTILE_NAMES = [
+    "[/]",
+    "[bold red]x",
+    "café",
+    "飞机",
+    "[link=https://example.com]l[/link]",
+    "back\\",
+    "[b]bird[/b]",
+    "[red",
+    "deer]",
+    "truck",
+]
 
 
 def _hostile_archive(folder: Path, layout: str, names: list[str]) -> Path:
@@ -345,28 +367,35 @@ def _make_target(kind: str, folder: Path):
     if kind == "symlink-to-a-file":
         (folder / "precious.npz").write_bytes(b"precious")
         target.symlink_to("precious.npz")
-        return target, lambda: (os.readlink(target) == "precious.npz"
-                                and (folder / "precious.npz").read_bytes() == b"precious")
+        return (
+            target,
+            lambda: os.readlink(target) == "precious.npz" and (folder / "precious.npz").read_bytes() == b"precious",
+        )
     if kind == "dangling-symlink":
         target.symlink_to("nowhere.npz")
         return target, lambda: os.readlink(target) == "nowhere.npz" and not (folder / "nowhere.npz").exists()
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind, words", [pytest.param(kind, words, id=kind) for kind, words in [
-    ("fifo", ("FIFO", "not a regular file")),
-    ("char-device", ("character device", "not a regular file")),
-    ("socket", ("socket", "not a regular file")),
-    ("symlink-to-a-file", ("symlink",)),
-    ("dangling-symlink", ("symlink",)),
-]])
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        pytest.param(kind, words, id=kind)
+        for kind, words in [
+            ("fifo", ("FIFO", "not a regular file")),
+            ("char-device", ("character device", "not a regular file")),
+            ("socket", ("socket", "not a regular file")),
+            ("symlink-to-a-file", ("symlink",)),
+            ("dangling-symlink", ("symlink",)),
+        ]
+    ],
+)
 def test_export_refuses_anything_but_a_regular_file_at_out(tmp_path, trained_cache, kind, words):
     run_id = with_cache(tmp_path, trained_cache)
     (tmp_path / "models").mkdir()
     target, unchanged = _make_target(kind, tmp_path / "models")
     before = snapshot(tmp_path)
-    result = cli_process(tmp_path, "export", "--run", run_id, "--out", target, "--cache-dir", "cache",
-                         timeout=PROMPT)
+    result = cli_process(tmp_path, "export", "--run", run_id, "--out", target, "--cache-dir", "cache", timeout=PROMPT)
     line = one_error(result, 2, "--out", str(target), *words)
     assert "(" in line  # the hint
     assert unchanged()
@@ -377,8 +406,9 @@ def test_export_to_dev_null_leaves_it_a_character_device(tmp_path, trained_cache
     """As root the old rename replaced the machine's /dev/null with a regular file."""
     run_id = with_cache(tmp_path, trained_cache)
     before = os.stat("/dev/null")
-    result = cli_process(tmp_path, "export", "--run", run_id, "--out", "/dev/null", "--cache-dir", "cache",
-                         timeout=PROMPT)
+    result = cli_process(
+        tmp_path, "export", "--run", run_id, "--out", "/dev/null", "--cache-dir", "cache", timeout=PROMPT
+    )
     one_error(result, 2, "/dev/null", "character device")
     after = os.stat("/dev/null")
     assert stat.S_ISCHR(after.st_mode) and (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
@@ -392,8 +422,18 @@ def test_export_creates_missing_folders_follows_the_umask_and_refuses_a_file_as_
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.umask(0o027)
 
-    result = cli_process(tmp_path, "export", "--run", run_id, "--out", "a/b/model.npz", "--cache-dir", "cache",
-                         preexec_fn=umask_027, timeout=PROMPT)
+    result = cli_process(
+        tmp_path,
+        "export",
+        "--run",
+        run_id,
+        "--out",
+        "a/b/model.npz",
+        "--cache-dir",
+        "cache",
+        preexec_fn=umask_027,
+        timeout=PROMPT,
+    )
     assert result.returncode == 0, result.stderr
     written = tmp_path / "a" / "b" / "model.npz"
     assert stat.S_IMODE(written.stat().st_mode) == 0o640  # 0666 less the umask, like any new file
@@ -401,7 +441,8 @@ def test_export_creates_missing_folders_follows_the_umask_and_refuses_a_file_as_
 
     (tmp_path / "afile").write_bytes(b"x")
     before = snapshot(tmp_path)
-    result = cli_process(tmp_path, "export", "--run", run_id, "--out", "afile/model.npz", "--cache-dir", "cache",
-                         timeout=PROMPT)
+    result = cli_process(
+        tmp_path, "export", "--run", run_id, "--out", "afile/model.npz", "--cache-dir", "cache", timeout=PROMPT
+    )
     one_error(result, 2, "afile", "not a folder")
     assert snapshot(tmp_path) == before

@@ -35,7 +35,7 @@ def test_each_name_maps_to_its_class_once():
     for name in LOSSES:
         loss = loss_named(name)
         assert type(loss) is CLASSES[name] and loss.name == name and isinstance(loss, losses.Loss)
-        assert loss_named(name) is loss                     # one object per name
+        assert loss_named(name) is loss  # one object per name
         assert TrainConfig(loss=name).loss_fn is loss
     assert [n for n in LOSSES if loss_named(n).is_study] == ["softmax"]
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
@@ -51,7 +51,7 @@ def test_reference_gradient_matches_finite_differences(problem, name, lam):
     gW, gb = loss.compute_gradients(X, y, loss.output(scores(X, W, b)), W, lam)
     nW, nb = naive_gradients(X, y, W, b, lam, h=1e-6, loss=name)
     _, _, kW, kb = numerical_gradients(X, y, W, b, lam, 1e-6, name, return_kinks=True)
-    assert not kW.any() and not kb.any()                    # no hinge kink within h at this point
+    assert not kW.any() and not kb.any()  # no hinge kink within h at this point
     np.testing.assert_allclose(gW, nW, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(gb, nb, rtol=1e-6, atol=1e-8)
 
@@ -71,7 +71,7 @@ def test_exact_differences_match_the_plain_ones_and_catch_a_wrong_gradient(probl
 
 
 @pytest.mark.parametrize("name", LOSSES)
-@pytest.mark.parametrize("width", [1, 2])                 # scores alone, and the fused [W; W_prev] layout
+@pytest.mark.parametrize("width", [1, 2])  # scores alone, and the fused [W; W_prev] layout
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_fast_in_place_gradient_equals_the_reference(problem, name, width, dtype):
     """``batch_gradient`` on score rows gives step · G: Gᵀ A = η ∂L/∂W and G 1 = η ∂L/∂b of the reference."""
@@ -100,7 +100,7 @@ def test_fast_loop_batch_is_the_reference_gradient(data64, name):
         s, e = loop.bounds[0]
         Ab, true_flat = loop.gather(s, e, None, None, None)
         G = loop.step(None, Ab, s, e)
-        loop.loss.batch_gradient(G, loop.S_flat, true_flat, loop.steps[0], loop.col[:e - s])
+        loop.loss.batch_gradient(G, loop.S_flat, true_flat, loop.steps[0], loop.col[: e - s])
     X, y = data64.X_train[:, s:e], data64.y_train[s:e]
     gW, gb = config.loss_fn.compute_gradients(X, y, config.loss_fn.output(scores(X, W0, b0)), W0, 0.0)
     np.testing.assert_allclose(G.T @ Ab, config.eta * gW, rtol=1e-12, atol=1e-15)
@@ -109,8 +109,9 @@ def test_fast_loop_batch_is_the_reference_gradient(data64, name):
 
 def test_fast_loop_is_complete_once_built(data64):
     """Rates, threads and the epoch order exist from __init__; the rate follows the epoch's decay."""
-    config = TrainConfig(eta=0.1, lam=0.2, n_epochs=3, n_batch=50, dtype="float64", decay_every=1,
-                         decay_factor=0.5, shuffle=True)
+    config = TrainConfig(
+        eta=0.1, lam=0.2, n_epochs=3, n_batch=50, dtype="float64", decay_every=1, decay_factor=0.5, shuffle=True
+    )
     W0, b0 = init_parameters(10, data64.X_train.shape[0], np.random.default_rng(0))
     with TwoHalves(1) as halves:
         loop = _FastLoop(config, data64, W0, b0, halves, first_epoch=2)
@@ -137,8 +138,9 @@ def test_softmax_is_the_course_functions(problem):
     loss, S = loss_named("softmax"), scores(X, W, b)
     assert loss.compute_cost(X, y, W, b, 0.3) == compute_cost(X, y, W, b, 0.3)
     assert loss.metrics_from_scores(S, y, 0.1) == metrics_from_scores(S, y, 0.1)
-    for got, want in zip(loss.compute_gradients(X, y, loss.output(S), W, 0.3),
-                         compute_gradients(X, y, softmax(S), W, 0.3)):
+    for got, want in zip(
+        loss.compute_gradients(X, y, loss.output(S), W, 0.3), compute_gradients(X, y, softmax(S), W, 0.3)
+    ):
         np.testing.assert_array_equal(got, want)
 
 
@@ -165,8 +167,11 @@ NAME_COMPARISON = re.compile(r"""(==|!=)\s*["'](softmax|bce|svm)["']|["'](softma
 
 def test_no_module_but_losses_and_config_compares_a_loss_name():
     package = Path(losses.__file__).parent
-    found = [f"{path.relative_to(package)}:{i}: {line.strip()}"
-             for path in sorted(package.rglob("*.py")) if path.name not in ("losses.py", "config.py")
-             for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-             if NAME_COMPARISON.search(line)]
+    found = [
+        f"{path.relative_to(package)}:{i}: {line.strip()}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name not in ("losses.py", "config.py")
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if NAME_COMPARISON.search(line)
+    ]
     assert found == []

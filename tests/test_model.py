@@ -4,9 +4,22 @@ import numpy as np
 import pytest
 
 from cifarcli.config import loss_named
-from cifarcli.model import (compute_accuracy, compute_cost, compute_gradients, compute_gradients_bce,
-                            compute_loss, compute_loss_bce, evaluate_classifier, init_parameters,
-                            metrics_from_scores, one_hot, scores, sigmoid, softmax, softplus)
+from cifarcli.model import (
+    compute_accuracy,
+    compute_cost,
+    compute_gradients,
+    compute_gradients_bce,
+    compute_loss,
+    compute_loss_bce,
+    evaluate_classifier,
+    init_parameters,
+    metrics_from_scores,
+    one_hot,
+    scores,
+    sigmoid,
+    softmax,
+    softplus,
+)
 
 BCE = loss_named("bce")
 
@@ -48,8 +61,8 @@ def test_loss_is_mean_cross_entropy_and_cost_adds_l2(problem):
     P = softmax(W @ X + b)
     expected = -np.mean(np.log(P[y, np.arange(y.size)]))
     assert compute_loss(X, Y, W, b) == pytest.approx(expected, rel=1e-13)
-    assert compute_loss(X, y, W, b) == pytest.approx(expected, rel=1e-13)   # labels accepted too
-    assert compute_cost(X, Y, W, b, 0.5) == pytest.approx(expected + 0.5 * np.sum(W ** 2), rel=1e-13)
+    assert compute_loss(X, y, W, b) == pytest.approx(expected, rel=1e-13)  # labels accepted too
+    assert compute_cost(X, Y, W, b, 0.5) == pytest.approx(expected + 0.5 * np.sum(W**2), rel=1e-13)
     assert compute_cost(X, Y, W, b, 0.0) == pytest.approx(expected, rel=1e-13)
 
 
@@ -120,7 +133,7 @@ def test_gradients_from_labels_equal_gradients_from_one_hot(problem):
     gW2, gb2 = compute_gradients(X, y, P, W, 0.1)
     np.testing.assert_allclose(gW1, gW2, rtol=1e-14)
     np.testing.assert_allclose(gb1, gb2, rtol=1e-14)
-    assert np.array_equal(P, evaluate_classifier(X, W, b))   # P not modified
+    assert np.array_equal(P, evaluate_classifier(X, W, b))  # P not modified
 
 
 def test_metrics_from_scores_matches_separate_functions(problem):
@@ -136,7 +149,7 @@ def test_metrics_from_scores_matches_separate_functions(problem):
 
 def test_sigmoid_and_softplus_are_stable_and_exact():
     s = np.array([-800.0, -30.0, -1.0, 0.0, 2.0, 30.0, 800.0])
-    with np.errstate(over="raise", divide="raise", invalid="raise"):   # underflow to 0 is the exact limit
+    with np.errstate(over="raise", divide="raise", invalid="raise"):  # underflow to 0 is the exact limit
         p = sigmoid(s)
         sp = softplus(s)
     np.testing.assert_allclose(p[1:-1], 1 / (1 + np.exp(-s[1:-1])), rtol=1e-14)
@@ -158,19 +171,19 @@ def test_bce_loss_equals_the_naive_formula(problem):
     S = W @ X + b
     loss, cost, acc = BCE.metrics_from_scores(S, Y, 0.5)
     assert loss == pytest.approx(naive, rel=1e-12) and cost == pytest.approx(naive + 0.5, rel=1e-12)
-    assert acc == compute_accuracy(X, Y, W, b)                   # argmax of scores, as for softmax
+    assert acc == compute_accuracy(X, Y, W, b)  # argmax of scores, as for softmax
 
 
 def test_bce_loss_finite_for_huge_scores():
     """A confident right answer costs ~0, a confident wrong one |s|/K: never log(0)."""
     X = np.array([[1.0, 1.0]])
-    W = np.array([[900.0], [-900.0]])                            # K = 2, d = 1
+    W = np.array([[900.0], [-900.0]])  # K = 2, d = 1
     b = np.zeros((2, 1))
-    with np.errstate(over="raise", divide="raise", invalid="raise"):   # underflow to 0 is the exact limit
+    with np.errstate(over="raise", divide="raise", invalid="raise"):  # underflow to 0 is the exact limit
         right = compute_loss_bce(X, np.array([0, 0]), W, b)
         wrong = compute_loss_bce(X, np.array([1, 1]), W, b)
     assert right == 0.0
-    assert wrong == pytest.approx(900.0, rel=1e-12)             # (900 + 900) / 2
+    assert wrong == pytest.approx(900.0, rel=1e-12)  # (900 + 900) / 2
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.2])
@@ -178,7 +191,7 @@ def test_bce_gradients_match_finite_differences(problem, lam):
     X, y, Y, W, b = problem
     gW, gb = compute_gradients_bce(X, Y, sigmoid(W @ X + b), W, lam)
     h = 1e-6
-    for (k, j) in [(0, 0), (3, 7), (9, 49)]:
+    for k, j in [(0, 0), (3, 7), (9, 49)]:
         Wp, Wm = W.copy(), W.copy()
         Wp[k, j] += h
         Wm[k, j] -= h

@@ -28,8 +28,15 @@ def listed(tmp_path_factory, tiny_archive) -> Path:
 
 
 def run(cwd: Path, args, stdout, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cifarcli", *args], cwd=cwd, env=env or env_for(cwd),
-                          stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cifarcli", *args],
+        cwd=cwd,
+        env=env or env_for(cwd),
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
 
 
 def one_line(result, *words) -> str:
@@ -52,9 +59,15 @@ def test_a_full_stdout_is_one_line_and_exit_1(listed, as_json):
 @pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
 def test_a_closed_stdout_is_one_line_and_exit_1(listed, as_json):
     # Close fd 1 in the child itself: `cifarcli cache ls >&-`.
-    result = subprocess.run([sys.executable, "-m", "cifarcli", "cache", "ls", *(["--json"] if as_json else [])],
-                            cwd=listed, env=env_for(listed), stderr=subprocess.PIPE, text=True, timeout=120,
-                            preexec_fn=lambda: os.close(1))
+    result = subprocess.run(
+        [sys.executable, "-m", "cifarcli", "cache", "ls", *(["--json"] if as_json else [])],
+        cwd=listed,
+        env=env_for(listed),
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.close(1),
+    )
     assert result.returncode == 1
     one_line(result, "stdout is closed")
 
@@ -75,8 +88,9 @@ def test_a_broken_pipe_is_silent_with_exit_141(listed, as_json):
 def test_a_real_pipeline_into_head_is_silent(listed):
     """`cifarcli cache ls | head -c1` in bash: nothing on stderr whether or not the pipe broke."""
     shell = f"{sys.executable} -m cifarcli cache ls | head -c1 >/dev/null; echo ${{PIPESTATUS[0]}} >&2"
-    done = subprocess.run(["bash", "-c", shell], cwd=listed, env=env_for(listed), capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        ["bash", "-c", shell], cwd=listed, env=env_for(listed), capture_output=True, text=True, timeout=120
+    )
     assert done.stderr.strip().splitlines()[-1] in ("0", "141"), done.stderr  # 0 when it all fit in the pipe
     assert done.stderr.strip().splitlines()[:-1] == [], done.stderr
 

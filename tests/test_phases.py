@@ -24,8 +24,10 @@ import pytest
 from procs import cli_process, copied_workspace, env_for, imported_cache
 from test_progress import COLOURS, SPINNER, bar_lines, frames
 
-SETTINGS = ("[defaults]\nn_epochs = 60\nn_batch = 5\n[gradcheck]\nn_samples = 5\nn_dims = 20\n"
-            "[[run]]\nlam = 0.0\neta = 0.001\n[[run]]\nlam = 0.1\neta = 0.001\n")
+SETTINGS = (
+    "[defaults]\nn_epochs = 60\nn_batch = 5\n[gradcheck]\nn_samples = 5\nn_dims = 20\n"
+    "[[run]]\nlam = 0.0\neta = 0.001\n[[run]]\nlam = 0.1\neta = 0.001\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +48,15 @@ class Terminal:
         for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
             env.pop(name, None)
         self.master, slave = os.openpty()
-        self.proc = subprocess.Popen([sys.executable, "-m", "cifarcli", *map(str, args)], cwd=cwd, env=env,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cifarcli", *map(str, args)],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            start_new_session=True,
+        )
         os.close(slave)
         self.drawn = bytearray()
 
@@ -105,8 +113,15 @@ def test_report_shows_every_phase_in_order(report_at_80):
     _, _, drawn = report_at_80
     text = "\n".join(frames(drawn))
     # the gradient check and its verdict, the trainings, their figures, the comparison's, the report files
-    order = ["checking gradients", "gradient check: PASS: max relative error", "training 2 settings",
-             "evaluating, figures", "drawing figures", "rendering the report", "writing reports/report.md"]
+    order = [
+        "checking gradients",
+        "gradient check: PASS: max relative error",
+        "training 2 settings",
+        "evaluating, figures",
+        "drawing figures",
+        "rendering the report",
+        "writing reports/report.md",
+    ]
     positions = [text.find(phase) for phase in order]
     assert -1 not in positions and positions == sorted(positions), list(zip(order, positions))
 
@@ -173,18 +188,21 @@ def test_after_ctrl_c_nothing_is_drawn_below_the_error_line(work):
     code, _ = terminal.finish()
     assert code == 130, terminal.text()[-3000:]
     text = COLOURS.sub("", terminal.text())
-    after = text[text.index("error: interrupted"):]
+    after = text[text.index("error: interrupted") :]
     assert "━" not in after and "epoch" not in after, repr(after)
-    assert "━" in text[:text.index("error: interrupted")]   # the bar was there before
+    assert "━" in text[: text.index("error: interrupted")]  # the bar was there before
 
 
 def test_ensemble_seeds_name_each_seed(work):
-    code, out, drawn = run(work, "ensemble", "--n-epochs", "20", "--n-batch", "5", "--seeds", "1,2",
-                           "--jobs", "2", "--cache-dir", "cache")
+    code, out, drawn = run(
+        work, "ensemble", "--n-epochs", "20", "--n-batch", "5", "--seeds", "1,2", "--jobs", "2", "--cache-dir", "cache"
+    )
     assert code == 0, drawn[-3000:]
     finished = {line for line in frames(drawn) if re.match(r"\[\d/2\] trained", line)}
-    assert sorted(line[6:].split(":")[0] for line in finished) == \
-        ["trained λ=0, η=0.001, seed 1", "trained λ=0, η=0.001, seed 2"], finished
+    assert sorted(line[6:].split(":")[0] for line in finished) == [
+        "trained λ=0, η=0.001, seed 1",
+        "trained λ=0, η=0.001, seed 2",
+    ], finished
 
 
 def test_figures_drawn_by_the_workers_are_the_bytes_the_parent_draws(tmp_path, fetched):
@@ -197,18 +215,37 @@ def test_figures_drawn_by_the_workers_are_the_bytes_the_parent_draws(tmp_path, f
         assert done.returncode == 0, done.stderr
         # the parent drew the comparison alone with --jobs 2, everything with --jobs 1
         assert f"drawing figures: {2 if jobs == '2' else 12}" in done.stderr.splitlines(), done.stderr
-        metas = {path.parent.name: json.loads(path.read_text())
-                 for stage in ("evaluate", "plot") for path in (work / "cache" / stage).glob("*/meta.json")}
-        pngs = {path.relative_to(work / "reports").as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-                for path in (work / "reports" / "figures").rglob("*.png")}
+        metas = {
+            path.parent.name: json.loads(path.read_text())
+            for stage in ("evaluate", "plot")
+            for path in (work / "cache" / stage).glob("*/meta.json")
+        }
+        pngs = {
+            path.relative_to(work / "reports").as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in (work / "reports" / "figures").rglob("*.png")
+        }
         made[jobs] = ({key: meta["payload_sha256"] for key, meta in metas.items()}, pngs)
     assert len(made["1"][0]) == 4 and len(made["1"][1]) == 12
     assert made["1"] == made["2"]
 
 
 def test_without_a_terminal_sweep_ensemble_and_train_say_each_phase_in_a_plain_line(work):
-    sweep = cli_process(work, "sweep", "--lam", "0,0.1", "--eta", "0.001", "--n-epochs", "5", "--n-batch", "5",
-                        "--jobs", "2", "--cache-dir", "cache")
+    sweep = cli_process(
+        work,
+        "sweep",
+        "--lam",
+        "0,0.1",
+        "--eta",
+        "0.001",
+        "--n-epochs",
+        "5",
+        "--n-batch",
+        "5",
+        "--jobs",
+        "2",
+        "--cache-dir",
+        "cache",
+    )
     assert sweep.returncode == 0, sweep.stderr
     lines = sweep.stderr.splitlines()
     assert "\x1b" not in sweep.stderr and "━" not in sweep.stderr and "\r" not in sweep.stderr
@@ -217,14 +254,19 @@ def test_without_a_terminal_sweep_ensemble_and_train_say_each_phase_in_a_plain_l
     rest = [line for line in lines if line not in trained]
     assert rest[0] == "training 2 settings on 2 processes" and rest[2:] == ["drawing the heat-map"], lines
     assert re.fullmatch(r"evaluating λ=0(\.1)?, η=0.001", rest[1]), lines
-    ensemble = cli_process(work, "ensemble", "--n-epochs", "5", "--n-batch", "5", "--seeds", "3,4", "--jobs", "2",
-                           "--cache-dir", "cache")
+    ensemble = cli_process(
+        work, "ensemble", "--n-epochs", "5", "--n-batch", "5", "--seeds", "3,4", "--jobs", "2", "--cache-dir", "cache"
+    )
     assert ensemble.returncode == 0, ensemble.stderr
     lines = ensemble.stderr.splitlines()
-    assert lines[0] == "training 2 settings on 2 processes" and lines[-1] == \
-        "combining 2 runs (majority vote, mean output)", lines
-    assert sorted(line.split(":")[0][6:] for line in lines[1:-1]) == \
-        ["trained λ=0, η=0.001, seed 3", "trained λ=0, η=0.001, seed 4"], lines
+    assert (
+        lines[0] == "training 2 settings on 2 processes"
+        and lines[-1] == "combining 2 runs (majority vote, mean output)"
+    ), lines
+    assert sorted(line.split(":")[0][6:] for line in lines[1:-1]) == [
+        "trained λ=0, η=0.001, seed 3",
+        "trained λ=0, η=0.001, seed 4",
+    ], lines
     train = cli_process(work, "train", "--n-epochs", "7", "--n-batch", "5", "--cache-dir", "cache")
     assert train.returncode == 0 and train.stderr.splitlines() == ["training λ=0, η=0.001: 7 epochs"], train.stderr
     quiet = cli_process(work, "train", "--n-epochs", "8", "--n-batch", "5", "--cache-dir", "cache", "--quiet")

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from cifarcli import schemas, stages, upkeep
-from cifarcli.store import Store
 from cifarcli.config import TrainConfig
+from cifarcli.store import Store
 from procs import without_phases
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -44,8 +44,16 @@ def statuses(ws, stage):
 
 
 def cli_args(config: TrainConfig) -> list[str]:
-    return ["--lam", repr(config.lam), "--eta", repr(config.eta), "--n-epochs", str(config.n_epochs),
-            "--n-batch", str(config.n_batch)]
+    return [
+        "--lam",
+        repr(config.lam),
+        "--eta",
+        repr(config.eta),
+        "--n-epochs",
+        str(config.n_epochs),
+        "--n-batch",
+        str(config.n_batch),
+    ]
 
 
 def new_workspace(root: Path, archive: Path) -> stages.Workspace:
@@ -78,8 +86,26 @@ def test_defaults_give_the_same_run_id_whether_passed_or_not(cli, tiny_archive):
     assert cli("fetch", "--source", tiny_archive, "--quiet").exit_code == 0
     implicit = cli("train", "--json")
     assert implicit.exit_code == 0, implicit.stderr
-    explicit = cli("train", "--lam", "0", "--eta", "0.001", "--n-epochs", "40", "--n-batch", "100",
-                   "--seed", "42", "--split", "seed", "--val-size", "1000", "--dtype", "float32", "--json")
+    explicit = cli(
+        "train",
+        "--lam",
+        "0",
+        "--eta",
+        "0.001",
+        "--n-epochs",
+        "40",
+        "--n-batch",
+        "100",
+        "--seed",
+        "42",
+        "--split",
+        "seed",
+        "--val-size",
+        "1000",
+        "--dtype",
+        "float32",
+        "--json",
+    )
     assert explicit.exit_code == 0, explicit.stderr
     first, second = json.loads(implicit.stdout), json.loads(explicit.stdout)
     assert first["run_id"] == second["run_id"]
@@ -89,10 +115,19 @@ def test_defaults_give_the_same_run_id_whether_passed_or_not(cli, tiny_archive):
     assert other_val["run_id"] == first["run_id"] and other_val["cached"] is True
 
 
-@pytest.mark.parametrize("change", [
-    {"lam": 0.2}, {"eta": 0.02}, {"n_epochs": 3}, {"n_batch": 40}, {"seed": 7},
-    {"split": "dd2424"}, {"split": "full", "val_size": 100}, {"dtype": "float64"},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"lam": 0.2},
+        {"eta": 0.02},
+        {"n_epochs": 3},
+        {"n_batch": 40},
+        {"seed": 7},
+        {"split": "dd2424"},
+        {"split": "full", "val_size": 100},
+        {"dtype": "float64"},
+    ],
+)
 def test_each_training_option_changes_the_run_id(workspace, change):
     base = TrainConfig(lam=0.1, eta=0.01, n_epochs=2, n_batch=20)
     reference = stages.train(workspace, base)
@@ -127,8 +162,15 @@ def _env():
 
 
 def _cifarcli(cwd: Path, *args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cifarcli", *map(str, args)], cwd=cwd, env=_env(),
-                          capture_output=True, text=True, timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "cifarcli", *map(str, args)],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
+    )
 
 
 def _default_sigint():
@@ -139,9 +181,15 @@ def _default_sigint():
 def _start_and_stop_after_epoch_2(cwd: Path, cache: Path, key: str, sig: int) -> tuple[int, str, str, int]:
     """Start ``cifarcli train LONG``; once its checkpoint holds epoch >= 2, send ``sig``."""
     checkpoint = cache / "train" / ".scratch" / key / "checkpoint"
-    proc = subprocess.Popen([sys.executable, "-m", "cifarcli", "train", *cli_args(LONG), "--cache-dir", str(cache)],
-                            cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cifarcli", "train", *cli_args(LONG), "--cache-dir", str(cache)],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
     try:
         seen = -1
         while seen < 2:
@@ -182,7 +230,7 @@ def test_kill_9_mid_training_then_rerun_resumes_bit_identically(tmp_path, tiny_a
     assert _cifarcli(tmp_path, "fetch", "--source", tiny_archive, "--cache-dir", cache, "-q").returncode == 0
     rc, _, _, stopped_at = _start_and_stop_after_epoch_2(tmp_path, cache, long_reference.key, signal.SIGKILL)
     assert rc == -signal.SIGKILL
-    assert not (cache / "train" / long_reference.key).exists()          # nothing committed
+    assert not (cache / "train" / long_reference.key).exists()  # nothing committed
     assert (cache / "train" / ".scratch" / long_reference.key / "checkpoint").is_file()
 
     rerun = _cifarcli(tmp_path, "train", *cli_args(LONG), "--cache-dir", cache, "--json")
@@ -217,7 +265,7 @@ def test_divergence_exits_1_names_the_epoch_and_keeps_the_history(cli, tmp_path,
     assert cli("fetch", "--source", tiny_archive, "--quiet").exit_code == 0
     first = cli("train", *DIVERGING, "--json")
     assert first.exit_code == 1
-    document = json.loads(first.stdout)                 # valid JSON although the history holds NaN
+    document = json.loads(first.stdout)  # valid JSON although the history holds NaN
     epoch = document["diverged_at"]
     assert isinstance(epoch, int) and epoch >= 1
     assert document["exit_code"] == 1 and "learning rate" in document["hint"]
@@ -232,9 +280,9 @@ def test_divergence_exits_1_names_the_epoch_and_keeps_the_history(cli, tmp_path,
     assert history["epoch"] == list(range(epoch + 1))
     assert all(np.isfinite(history["train_cost"][:epoch])) and all(np.isfinite(history["val_cost"][:epoch]))
     assert not (np.isfinite(history["train_cost"][epoch]) and np.isfinite(history["val_cost"][epoch]))
-    assert run.meta["info"]["final"]["epoch"] == epoch - 1      # last finite row
+    assert run.meta["info"]["final"]["epoch"] == epoch - 1  # last finite row
 
-    again = cli("train", *DIVERGING)                    # cached: the same verdict, no retraining
+    again = cli("train", *DIVERGING)  # cached: the same verdict, no retraining
     assert again.exit_code == 1 and f"epoch {epoch}" in again.stderr
 
     evaluated = cli("evaluate", *DIVERGING)
@@ -314,8 +362,13 @@ def test_plot_writes_five_pngs_then_reuses_and_restores_them(workspace):
     paths = stages.plot(workspace, run)
     folder = workspace.reports_dir / "figures" / run.key
     assert set(paths) == {"loss", "accuracy", "weights", "confusion", "probabilities"}
-    assert {p.name for p in folder.iterdir()} == {"loss.png", "accuracy.png", "weights.png", "confusion.png",
-                                                  "probabilities.png"}
+    assert {p.name for p in folder.iterdir()} == {
+        "loss.png",
+        "accuracy.png",
+        "weights.png",
+        "confusion.png",
+        "probabilities.png",
+    }
     assert all(paths[name] == folder / f"{name}.png" for name in paths)
     first = {name: p.read_bytes() for name, p in paths.items()}
     assert all(data.startswith(PNG_MAGIC) and len(data) > 1000 for data in first.values())
@@ -342,8 +395,9 @@ def test_plot_command_writes_under_reports_figures_run_id(cli, tmp_path, tiny_ar
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     folder = tmp_path / "reports" / "figures" / doc["run_id"]
-    assert {name: Path(p).resolve() for name, p in doc["figures"].items()} == \
-           {name: (folder / f"{name}.png").resolve() for name in schemas.FIGURES}
+    assert {name: Path(p).resolve() for name, p in doc["figures"].items()} == {
+        name: (folder / f"{name}.png").resolve() for name in schemas.FIGURES
+    }
     assert all((folder / f"{name}.png").read_bytes().startswith(PNG_MAGIC) for name in schemas.FIGURES)
     assert schemas.FIGURES == ("loss", "accuracy", "weights", "confusion", "probabilities")
 

@@ -13,8 +13,7 @@ from PIL import Image
 from cifarcli import plots
 from cifarcli.errors import CifarError
 
-LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer",
-               "dog", "frog", "horse", "ship", "truck"]
+LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def history(n_epochs=40, unstable=False):
@@ -24,9 +23,15 @@ def history(n_epochs=40, unstable=False):
         tl = tl + 3 * np.abs(np.sin(1.7 * ep)) * (ep > 0)
     vl = tl + 0.1
     acc = 0.1 + 0.3 * (1 - np.exp(-ep / 6))
-    return {"epoch": ep.tolist(), "train_loss": tl.tolist(), "train_cost": (tl + 0.02).tolist(),
-            "train_acc": acc.tolist(), "val_loss": vl.tolist(), "val_cost": (vl + 0.02).tolist(),
-            "val_acc": (acc - 0.05).tolist()}
+    return {
+        "epoch": ep.tolist(),
+        "train_loss": tl.tolist(),
+        "train_cost": (tl + 0.02).tolist(),
+        "train_acc": acc.tolist(),
+        "val_loss": vl.tolist(),
+        "val_cost": (vl + 0.02).tolist(),
+        "val_acc": (acc - 0.05).tolist(),
+    }
 
 
 def png(path):
@@ -50,7 +55,7 @@ def test_loss_png_size_lines_and_determinism(tmp_path):
     assert out == tmp_path / "sub" / "loss.png"
     img = png(out)
     assert img.shape == (675, 1050, 3)
-    assert img.std() > 10                     # not a blank canvas
+    assert img.std() > 10  # not a blank canvas
     again = plots.plot_loss(h, tmp_path / "again.png", title="λ=0.1, η=0.001")
     assert out.read_bytes() == again.read_bytes()
     other = plots.plot_loss(history(unstable=True), tmp_path / "other.png")
@@ -98,15 +103,15 @@ def test_history_errors_are_clear():
 
 def test_weight_images_follow_the_cifar_record_order():
     W = np.zeros((10, 3072))
-    W[0, 0] = 1.0                         # red, row 0, col 0
-    W[1, 1024 + 32 * 5 + 7] = 1.0         # green, row 5, col 7
-    W[2, 2048 + 32 * 31 + 31] = -1.0      # blue, last pixel, the minimum
+    W[0, 0] = 1.0  # red, row 0, col 0
+    W[1, 1024 + 32 * 5 + 7] = 1.0  # green, row 5, col 7
+    W[2, 2048 + 32 * 31 + 31] = -1.0  # blue, last pixel, the minimum
     imgs = plots.weight_images(W)
     assert imgs.shape == (10, 32, 32, 3)
     assert imgs[0, 0, 0, 0] == 1.0 and imgs[0].sum() == 1.0
     assert imgs[1, 5, 7, 1] == 1.0 and imgs[1].sum() == 1.0
     assert imgs[2, 31, 31, 2] == 0.0 and (imgs[2].sum() == 32 * 32 * 3 - 1)
-    assert np.all(imgs[3] == 0.5)          # constant row: no division by zero
+    assert np.all(imgs[3] == 0.5)  # constant row: no division by zero
     assert imgs.min() >= 0 and imgs.max() <= 1
     with pytest.raises(ValueError):
         plots.weight_images(np.zeros((10, 100)))
@@ -131,7 +136,7 @@ def test_weights_png_shows_each_class_image_in_its_panel(tmp_path):
     for i, ax in enumerate(axes):
         bb = ax.get_window_extent()
         xs = bb.x0 + (np.arange(32) + 0.5) * bb.width / 32
-        ys = height - (bb.y1 - (np.arange(32) + 0.5) * bb.height / 32)   # PNG rows go down
+        ys = height - (bb.y1 - (np.arange(32) + 0.5) * bb.height / 32)  # PNG rows go down
         sample = img[np.round(ys).astype(int)][:, np.round(xs).astype(int)] / 255.0
         panels.append(sample)
         assert np.abs(sample - expected[i]).mean() < 0.02, LABEL_NAMES[i]

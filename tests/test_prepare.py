@@ -13,11 +13,14 @@ def _arrays(n_per_batch=200, n_test=100, seed=0):
     return (np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches]), tx, ty)
 
 
-@pytest.mark.parametrize("split,expect", [
-    ("seed", ((0, 8000), (8000, 10000))),
-    ("dd2424", ((0, 10000), (10000, 20000))),
-    ("full", ((0, 49000), (49000, 50000))),
-])
+@pytest.mark.parametrize(
+    "split,expect",
+    [
+        ("seed", ((0, 8000), (8000, 10000))),
+        ("dd2424", ((0, 10000), (10000, 20000))),
+        ("full", ((0, 49000), (49000, 50000))),
+    ],
+)
 def test_split_sizes_on_real_layout(split, expect):
     tr, va = split_indices(split, 50000, 10000, 1000)
     (a, b), (c, d) = expect
@@ -31,14 +34,17 @@ def test_full_split_uses_val_size():
     assert tr.size == 45000 and va.size == 5000 and va[0] == 45000 and va[-1] == 49999
 
 
-@pytest.mark.parametrize("args", [
-    ("nope", 50000, 10000, 1000),
-    ("dd2424", 10000, 10000, 1000),      # one batch only
-    ("full", 50000, 10000, 0),
-    ("full", 50000, 10000, 50000),
-    ("seed", 5000, 10000, 1000),         # fewer records than a batch
-    ("seed", 1, 1, 1000),                # cannot split one record 80/20
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("nope", 50000, 10000, 1000),
+        ("dd2424", 10000, 10000, 1000),  # one batch only
+        ("full", 50000, 10000, 0),
+        ("full", 50000, 10000, 50000),
+        ("seed", 5000, 10000, 1000),  # fewer records than a batch
+        ("seed", 1, 1, 1000),  # cannot split one record 80/20
+    ],
+)
 def test_bad_splits_raise_cifar_error(args):
     with pytest.raises(CifarError):
         split_indices(*args)
@@ -47,7 +53,7 @@ def test_bad_splits_raise_cifar_error(args):
 def test_stats_match_numpy_and_zero_std_is_safe():
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, size=(300, 40), dtype=np.uint8)
-    x[:, 7] = 128                                  # a constant pixel
+    x[:, 7] = 128  # a constant pixel
     mean, std = normalisation_stats(x)
     assert mean.shape == (40, 1) and std.shape == (40, 1)
     xf = x / 255.0
@@ -67,7 +73,7 @@ def test_normalise_formula_layout_and_dtype(dtype):
     mean, std = normalisation_stats(x)
     X = normalise(x, mean, std, dtype)
     assert X.shape == (30, 50) and X.dtype == dtype
-    assert X.T.flags.c_contiguous                  # one image = one contiguous column of X
+    assert X.T.flags.c_contiguous  # one image = one contiguous column of X
     expected = (x.T / 255.0 - mean) / std
     np.testing.assert_allclose(X, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
     np.testing.assert_allclose(X.mean(axis=1), 0, atol=1e-5)

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from procs import copied_workspace, imported_cache, cli_process, env_for
+from procs import cli_process, copied_workspace, env_for, imported_cache
 
 N_EPOCHS = 200
-SETTINGS = (f"[defaults]\nn_epochs = {N_EPOCHS}\nn_batch = 5\n[gradcheck]\nn_samples = 5\nn_dims = 20\n"
-            "[[run]]\nlam = 0.0\neta = 0.001\n[[run]]\nlam = 0.1\neta = 0.001\n")
+SETTINGS = (
+    f"[defaults]\nn_epochs = {N_EPOCHS}\nn_batch = 5\n[gradcheck]\nn_samples = 5\nn_dims = 20\n"
+    "[[run]]\nlam = 0.0\neta = 0.001\n[[run]]\nlam = 0.1\neta = 0.001\n"
+)
 LABELS = ("λ=0, η=0.001", "λ=0.1, η=0.001")
 COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # within a line
 ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[=>]")  # cursor moves: between lines
@@ -45,8 +47,15 @@ def on_terminal(cwd: Path, *args, timeout: float = 240) -> tuple[int, str, str]:
     for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
         env.pop(name, None)
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "cifarcli", *map(str, args)], cwd=cwd, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cifarcli", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        start_new_session=True,
+    )
     os.close(slave)
     drawn = bytearray()
     deadline = time.monotonic() + timeout
@@ -79,7 +88,7 @@ def frames(drawn: str) -> list[str]:
     return [line.strip() for line in re.split(r"[\r\n]", plain) if line.strip()]
 
 
-SPINNER = re.compile(r"^[\u2800-\u28ff] ")   # rich's spinner glyph leading a row
+SPINNER = re.compile(r"^[\u2800-\u28ff] ")  # rich's spinner glyph leading a row
 
 
 def bar_lines(lines: list[str], label: str) -> list[str]:
@@ -101,8 +110,9 @@ def test_report_on_two_processes_shows_a_bar_per_setting_that_finishes(work):
         assert any(0 < e < N_EPOCHS for e in epochs), bars  # ... after being seen mid-training
         assert any("val acc" in bar and "train acc" in bar for bar in bars), bars
         # and a plain line stays once the bars are gone
-        assert any(re.match(rf"\[\d/2\] trained {re.escape(label)}: epoch {N_EPOCHS}/{N_EPOCHS}", line)
-                   for line in lines), lines[-20:]
+        assert any(
+            re.match(rf"\[\d/2\] trained {re.escape(label)}: epoch {N_EPOCHS}/{N_EPOCHS}", line) for line in lines
+        ), lines[-20:]
 
 
 def test_train_bar_says_epoch_and_labelled_metrics(work):
@@ -132,9 +142,13 @@ def test_without_a_terminal_stderr_is_plain_lines(work, tiny_archive):
     finished = [line for line in lines if re.match(r"\[\d/2\] trained λ=", line)]
     assert len(finished) == 2, lines
     assert [line for line in lines if line not in finished] == [
-        "checking gradients (2 λ values, 5 images)", "gradient check: PASS: max relative error " +
-        lines[1].split("error ")[1], "training 2 settings on 2 processes", "drawing figures: 2",
-        "rendering the report (Markdown, HTML)", "writing reports/report.md, reports/report.html"], lines
+        "checking gradients (2 λ values, 5 images)",
+        "gradient check: PASS: max relative error " + lines[1].split("error ")[1],
+        "training 2 settings on 2 processes",
+        "drawing figures: 2",
+        "rendering the report (Markdown, HTML)",
+        "writing reports/report.md, reports/report.html",
+    ], lines
     assert lines[1].startswith("gradient check: PASS: max relative error ") and lines[1].endswith(" ≤ 1e-06")
     assert all(f"epoch {N_EPOCHS}/{N_EPOCHS}, val acc " in line for line in finished), finished
     for label in LABELS:

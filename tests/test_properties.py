@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import tinycifar
-from numeric import naive_gradients
-from cifarcli.store import artifact_key
 from cifarcli.data import read_cifar10
 from cifarcli.errors import CifarError
 from cifarcli.model import compute_cost, compute_gradients, evaluate_classifier, softmax
+from cifarcli.store import artifact_key
+from numeric import naive_gradients
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
@@ -65,8 +65,9 @@ def test_analytic_gradients_match_plain_finite_differences(problem):
     np.testing.assert_allclose(gb, nb, rtol=1e-5, atol=1e-7)
 
 
-json_scalars = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
-                         st.text(max_size=8), st.booleans())
+json_scalars = st.one_of(
+    st.integers(-(10**6), 10**6), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8), st.booleans()
+)
 param_dicts = st.dictionaries(st.text(min_size=1, max_size=6), json_scalars, min_size=1, max_size=6)
 
 
@@ -82,14 +83,18 @@ def test_key_changes_when_any_parameter_changes(params, data):
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(param_dicts, min_size=1, max_size=20))
 def test_key_is_stable_across_processes(many):
-    code = ("import json, sys; from cifarcli.store import artifact_key; "
-            "print(json.dumps([artifact_key('train', 1, p, {'dataset': 'd'}) for p in json.load(sys.stdin)]))")
-    out = subprocess.run([sys.executable, "-c", code], input=json.dumps(many), capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import json, sys; from cifarcli.store import artifact_key; "
+        "print(json.dumps([artifact_key('train', 1, p, {'dataset': 'd'}) for p in json.load(sys.stdin)]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(many), capture_output=True, text=True, check=True
+    ).stdout
     assert json.loads(out) == [artifact_key("train", 1, p, {"dataset": "d"}) for p in many]
 
 
 # -- fuzz --------------------------------------------------------------------------
+
 
 def _tar_bytes(members: dict[str, bytes], folder: str) -> bytes:
     buffer = io.BytesIO()
@@ -109,7 +114,7 @@ def _mutate(data: bytes, rng: random.Random) -> bytes:
         if action < 0.6:
             data[at] = rng.randrange(256)
         elif action < 0.8:
-            del data[at:at + rng.randint(1, 600)]
+            del data[at : at + rng.randint(1, 600)]
         else:
             data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 64)))
     return bytes(data)

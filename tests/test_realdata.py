@@ -16,8 +16,7 @@ pytestmark = pytest.mark.realdata
 
 # (λ, η) -> band of test accuracy on the stand-in (the study on the official data:
 # 0.2574, 0.3717, 0.3876, 0.3784)
-BANDS = {(0.0, 0.1): (0.22, 0.33), (0.0, 0.001): (0.36, 0.41), (0.1, 0.001): (0.36, 0.41),
-         (1.0, 0.001): (0.35, 0.40)}
+BANDS = {(0.0, 0.1): (0.22, 0.33), (0.0, 0.001): (0.36, 0.41), (0.1, 0.001): (0.36, 0.41), (1.0, 0.001): (0.35, 0.40)}
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +46,10 @@ def test_default_report_reproduces_the_study(ws, study):
         assert low <= accuracy <= high, (setting, accuracy)
         assert len(run["history"]["epoch"]) == 41
     # regularisation narrows the train-validation gap (λ=1 vs λ=0 at η=0.001)
-    gap = {lam: runs[(lam, 0.001)]["metrics"]["train"]["accuracy"] - runs[(lam, 0.001)]["metrics"]["val"]["accuracy"]
-           for lam in (0.0, 1.0)}
+    gap = {
+        lam: runs[(lam, 0.001)]["metrics"]["train"]["accuracy"] - runs[(lam, 0.001)]["metrics"]["val"]["accuracy"]
+        for lam in (0.0, 1.0)
+    }
     assert gap[1.0] < gap[0.0]
 
     check = study["gradcheck"]

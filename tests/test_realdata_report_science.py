@@ -57,8 +57,11 @@ def test_every_comparison_sentence_agrees_with_its_json_entry(study):
     for line in sentences:
         counts = re.search(r"(\d+) images right only with (.+?), (\d+) only with (.+?)\)", line)
         assert counts, line
-        matching = [c for c in doc["comparisons"]
-                    if {(c["a_only"], c["b_only"]), (c["b_only"], c["a_only"])} >= {(int(counts[1]), int(counts[3]))}]
+        matching = [
+            c
+            for c in doc["comparisons"]
+            if {(c["a_only"], c["b_only"]), (c["b_only"], c["a_only"])} >= {(int(counts[1]), int(counts[3]))}
+        ]
         assert len(matching) == 1, line
         c = matching[0]
         assert fmt_p(c["p"]) in line.replace("\\<", "<")
@@ -78,7 +81,7 @@ def test_every_accuracy_in_the_json_has_its_wilson_interval(study):
             lo, hi = s["accuracy_ci"]
             assert lo < s["accuracy"] < hi
         assert 0.008 < r["metrics"]["test"]["accuracy"] - r["metrics"]["test"]["accuracy_ci"][0] < 0.011
-    assert md.count(" \\[0.") >= 12                                      # 4 runs × 3 splits in the table
+    assert md.count(" \\[0.") >= 12  # 4 runs × 3 splits in the table
 
 
 def test_the_unstable_run_is_explained_by_the_size_of_its_updates(study):
@@ -87,4 +90,4 @@ def test_the_unstable_run_is_explained_by_the_size_of_its_updates(study):
     assert sizes[(0.0, 0.1)] > 10 * sizes[(0.0, 0.001)]
     assert "Why λ=0, η=0.1 was unstable" in md
     rough = {(r["config"]["lam"], r["config"]["eta"]): r["metrics"]["weights"]["roughness"] for r in doc["runs"]}
-    assert rough[(1.0, 0.001)] < rough[(0.1, 0.001)] < rough[(0.0, 0.001)]   # λ smooths the templates
+    assert rough[(1.0, 0.001)] < rough[(0.1, 0.001)] < rough[(0.0, 0.001)]  # λ smooths the templates

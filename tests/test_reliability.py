@@ -139,25 +139,43 @@ ARCHIVES = {
     # id: (file bytes, words of the error line)
     "html-page": (b"<!DOCTYPE html><html><body>Please log in</body></html>\n" * 20, ("neither gzip nor tar",)),
     "gzip-of-garbage": (gzip.compress(bytes(range(256)) * 400), ("damaged or truncated archive",)),
-    "absolute-path": (tar_gz([*good_members(), regular("/tmp/cifarcli-evil", b"evil")]),
-                      ("'/tmp/cifarcli-evil'", "outside the archive folder")),
-    "hard-link": (tar_gz([*good_members(), special(f"{BIN}/evil", tarfile.LNKTYPE, "/etc/passwd")]),
-                  (f"'{BIN}/evil'", "is a hard link")),
-    "device-member": (tar_gz([special(f"{BIN}/data_batch_1.bin", tarfile.CHRTYPE), *good_members()[1:]]),
-                      ("is a device or fifo",)),
+    "absolute-path": (
+        tar_gz([*good_members(), regular("/tmp/cifarcli-evil", b"evil")]),
+        ("'/tmp/cifarcli-evil'", "outside the archive folder"),
+    ),
+    "hard-link": (
+        tar_gz([*good_members(), special(f"{BIN}/evil", tarfile.LNKTYPE, "/etc/passwd")]),
+        (f"'{BIN}/evil'", "is a hard link"),
+    ),
+    "device-member": (
+        tar_gz([special(f"{BIN}/data_batch_1.bin", tarfile.CHRTYPE), *good_members()[1:]]),
+        ("is a device or fifo",),
+    ),
     "fifo-member": (tar_gz([*good_members(), special(f"{BIN}/pipe", tarfile.FIFOTYPE)]), ("is a device or fifo",)),
-    "extra-member": (tar_gz([*good_members(), regular(f"{BIN}/install.sh", b"#!/bin/sh\nrm -rf ~\n")]),
-                     (f"'{BIN}/install.sh'", "not a CIFAR-10 file")),
-    "member-outside-the-folder": (tar_gz([*good_members(), regular("notes.txt", b"hi")]),
-                                  ("'notes.txt'", "not part of one CIFAR-10 folder")),
-    "pickle-calls-a-function": (_archive_with("python", "data_batch_1", pickle.dumps(_Calls(), protocol=2)),
-                                ("data_batch_1", "refusing to unpickle", "print")),
-    "pickle-of-another-object": (_archive_with("python", "data_batch_2", pickle.dumps([1, 2, 3], protocol=2)),
-                                 ("data_batch_2", "expected a dict, the pickle holds a list")),
-    "binary-size-not-3073-multiple": (_archive_with("binary", "data_batch_5.bin", b"\0" * (3073 * 20 - 1)),
-                                      ("data_batch_5.bin", "not a whole number of 3073-byte records")),
-    "label-10": (_archive_with("binary", "test_batch.bin", b"\x0a" + b"\0" * 3072 * 1 + b"\0" * 3073 * 19),
-                 ("test_batch.bin", "label 10 is outside 0-9")),
+    "extra-member": (
+        tar_gz([*good_members(), regular(f"{BIN}/install.sh", b"#!/bin/sh\nrm -rf ~\n")]),
+        (f"'{BIN}/install.sh'", "not a CIFAR-10 file"),
+    ),
+    "member-outside-the-folder": (
+        tar_gz([*good_members(), regular("notes.txt", b"hi")]),
+        ("'notes.txt'", "not part of one CIFAR-10 folder"),
+    ),
+    "pickle-calls-a-function": (
+        _archive_with("python", "data_batch_1", pickle.dumps(_Calls(), protocol=2)),
+        ("data_batch_1", "refusing to unpickle", "print"),
+    ),
+    "pickle-of-another-object": (
+        _archive_with("python", "data_batch_2", pickle.dumps([1, 2, 3], protocol=2)),
+        ("data_batch_2", "expected a dict, the pickle holds a list"),
+    ),
+    "binary-size-not-3073-multiple": (
+        _archive_with("binary", "data_batch_5.bin", b"\0" * (3073 * 20 - 1)),
+        ("data_batch_5.bin", "not a whole number of 3073-byte records"),
+    ),
+    "label-10": (
+        _archive_with("binary", "test_batch.bin", b"\x0a" + b"\0" * 3072 * 1 + b"\0" * 3073 * 19),
+        ("test_batch.bin", "label 10 is outside 0-9"),
+    ),
     "missing-batch": (_without("data_batch_3.bin"), ("missing", "data_batch_3.bin")),
     "truncated-gzip": (tar_gz(good_members())[:-5000], ("damaged or truncated archive",)),
 }
@@ -196,14 +214,21 @@ def test_500_then_success_downloads_once_and_whole(ws, http_server, tiny_archive
     assert tree(ws, skip=("cache",)) == outside
 
 
-def test_a_server_that_stalls_until_the_read_timeout_is_retried_then_given_up(ws, http_server, tiny_archive,
-                                                                              monkeypatch):
+def test_a_server_that_stalls_until_the_read_timeout_is_retried_then_given_up(
+    ws, http_server, tiny_archive, monkeypatch
+):
     from cifarcli import data
 
     monkeypatch.setattr(data, "download", partial(data.download, read_timeout=0.3, backoff=0.01, retries=2))
     http_server.route("/slow.tar.gz", body=tiny_archive.read_bytes(), stall=2, stall_times=10)
-    refused(ws, ("fetch", "--source", http_server.url("/slow.tar.gz")), 1, "cannot download", "timed out",
-            "gave up after 2 retries")
+    refused(
+        ws,
+        ("fetch", "--source", http_server.url("/slow.tar.gz")),
+        1,
+        "cannot download",
+        "timed out",
+        "gave up after 2 retries",
+    )
     assert not [p for p in (ws / "cache" / "downloads").glob("*") if not p.name.endswith(".part")]
 
 
@@ -212,8 +237,7 @@ def test_a_redirect_loop_is_refused(ws, http_server):
     refused(ws, ("fetch", "--source", http_server.url("/loop")), 1, "cannot download", "too many redirects")
 
 
-def test_a_connection_cut_mid_body_every_time_gives_up_keeping_the_part(ws, http_server, tiny_archive,
-                                                                        monkeypatch):
+def test_a_connection_cut_mid_body_every_time_gives_up_keeping_the_part(ws, http_server, tiny_archive, monkeypatch):
     from cifarcli import data
 
     monkeypatch.setattr(data, "download", partial(data.download, backoff=0.01, retries=2))
@@ -230,8 +254,11 @@ BAD_OPTIONS = {
     "gradcheck-h-huge": (("gradcheck", "--h", "1e300"), 2, ("--h:", "(0, 1]")),
     "gradcheck-lam-inf": (("gradcheck", "--lam", "inf"), 2, ("--lam:", "finite number >= 0")),
     "gradcheck-n-dims-0": (("gradcheck", "--n-dims", "0"), 2, ("--n-dims",)),
-    "gradcheck-n-samples-too-many": (("gradcheck", "--n-samples", "100000", "--n-dims", "5"), 2,
-                                     ("--n-samples: 100000 is more than",)),
+    "gradcheck-n-samples-too-many": (
+        ("gradcheck", "--n-samples", "100000", "--n-dims", "5"),
+        2,
+        ("--n-samples: 100000 is more than",),
+    ),
     "gradcheck-tol-nan": (("gradcheck", "--tol", "nan"), 2, ("--tol", "finite number >= 0")),
     "gradcheck-tol-negative": (("gradcheck", "--tol", "-1"), 2, ("--tol",)),
     "evaluate-min-accuracy-inf": (("evaluate", *TRAINED, "--min-accuracy", "inf"), 2, ("--min-accuracy", "finite")),
@@ -333,8 +360,13 @@ def test_every_test_linked_from_the_table_exists():
     rows = [line for line in text.splitlines() if line.startswith("| ") and "tests/" in line]
     assert len(rows) >= 25, len(rows)
     files = sorted({link.split("::")[0] for link in links})
-    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "", *files],
-                               cwd=ROOT, capture_output=True, text=True, timeout=300).stdout.splitlines()
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "", *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout.splitlines()
     ids = {line.strip() for line in collected if "::" in line}
     functions = {i.split("[")[0] for i in ids}
     missing = [link for link in links if link not in ids and link not in functions]

@@ -15,8 +15,7 @@ import pytest
 from cifarcli import plots, report
 from cifarcli.report.markdown import md_text
 
-LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer",
-               "dog", "frog", "horse", "ship", "truck"]
+LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 # (lam, eta, final train acc, val acc, test acc, unstable?) — the study's four settings
 STUDY = [
@@ -27,8 +26,9 @@ STUDY = [
 ]
 
 
-def make_history(train_acc: float, val_acc: float, unstable: bool, lam: float,
-                 n_epochs: int = 40, seed: int = 0) -> dict[str, list[float]]:
+def make_history(
+    train_acc: float, val_acc: float, unstable: bool, lam: float, n_epochs: int = 40, seed: int = 0
+) -> dict[str, list[float]]:
     """A plausible per-epoch history; the unstable one is a saw-tooth."""
     rng = np.random.default_rng(seed)
     ep = np.arange(n_epochs + 1, dtype=float)
@@ -47,16 +47,19 @@ def make_history(train_acc: float, val_acc: float, unstable: bool, lam: float,
     reg = lam * 0.2 * (1 + 0.1 * rng.random(len(ep)))
     return {
         "epoch": [int(e) for e in ep],
-        "train_loss": tl.tolist(), "train_cost": (tl + reg).tolist(), "train_acc": ta.tolist(),
-        "val_loss": vl.tolist(), "val_cost": (vl + reg).tolist(), "val_acc": va.tolist(),
+        "train_loss": tl.tolist(),
+        "train_cost": (tl + reg).tolist(),
+        "train_acc": ta.tolist(),
+        "val_loss": vl.tolist(),
+        "val_cost": (vl + reg).tolist(),
+        "val_acc": va.tolist(),
     }
 
 
 def make_run(lam, eta, tr, va, te, unstable, idx, reports_dir: Path | None, **cfg):
     rng = np.random.default_rng(100 + idx)
     run_id = f"{idx:02d}ab{int(lam * 10):x}{int(eta * 1000):03x}cd9e"[:12]
-    config = {"lam": lam, "eta": eta, "n_epochs": 40, "n_batch": 100, "seed": 42,
-              "split": "seed", "dtype": "float32"}
+    config = {"lam": lam, "eta": eta, "n_epochs": 40, "n_batch": 100, "seed": 42, "split": "seed", "dtype": "float32"}
     config.update(cfg)
     hist = make_history(tr, va, unstable, lam, seed=idx)
     cm = rng.integers(0, 60, size=(10, 10))
@@ -64,17 +67,20 @@ def make_run(lam, eta, tr, va, te, unstable, idx, reports_dir: Path | None, **cf
     per_class = {n: float(cm[i, i] / cm[i].sum()) for i, n in enumerate(LABEL_NAMES)}
     figures = {k: f"figures/{run_id}/{k}.png" for k in ("loss", "accuracy", "weights", "confusion")}
     run = {
-        "run_id": run_id, "label": f"λ={lam:g}, η={eta:g}", "config": config,
+        "run_id": run_id,
+        "label": f"λ={lam:g}, η={eta:g}",
+        "config": config,
         "split_sizes": {"train": 8000, "val": 2000, "test": 10000},
         "metrics": {
             "train": {"loss": hist["train_loss"][-1], "cost": hist["train_cost"][-1], "accuracy": tr},
             "val": {"loss": hist["val_loss"][-1], "cost": hist["val_cost"][-1], "accuracy": va},
-            "test": {"loss": hist["val_loss"][-1] + 0.01, "cost": hist["val_cost"][-1] + 0.01,
-                     "accuracy": te},
+            "test": {"loss": hist["val_loss"][-1] + 0.01, "cost": hist["val_cost"][-1] + 0.01, "accuracy": te},
             "per_class_accuracy": per_class,
             "confusion_matrix": cm.tolist(),
         },
-        "history": hist, "diverged_at": None, "train_seconds": 1.9 + idx,
+        "history": hist,
+        "diverged_at": None,
+        "train_seconds": 1.9 + idx,
         "figures": figures,
     }
     if reports_dir is not None:
@@ -89,27 +95,46 @@ def make_run(lam, eta, tr, va, te, unstable, idx, reports_dir: Path | None, **cf
 
 def gradcheck_doc(passed=True):
     def stats(mx):
-        return {"max": mx, "mean": mx / 10, "median": mx / 20, "share_below_tol": 1.0 if passed else 0.97,
-                "corner": [[mx / (1 + i + j) for j in range(5)] for i in range(5)]}
+        return {
+            "max": mx,
+            "mean": mx / 10,
+            "median": mx / 20,
+            "share_below_tol": 1.0 if passed else 0.97,
+            "corner": [[mx / (1 + i + j) for j in range(5)] for i in range(5)],
+        }
+
     mx = 3.1e-8 if passed else 2.5e-5
-    return {"tol": 1e-6, "passed": passed, "n_samples": 100, "n_dims": 3072, "h": 1e-6, "elapsed": 0.8,
-            "results": [{"lam": 0.0, "W": stats(mx), "b": stats(mx / 3)},
-                        {"lam": 0.1, "W": stats(mx / 2), "b": stats(mx / 4)}]}
+    return {
+        "tol": 1e-6,
+        "passed": passed,
+        "n_samples": 100,
+        "n_dims": 3072,
+        "h": 1e-6,
+        "elapsed": 0.8,
+        "results": [
+            {"lam": 0.0, "W": stats(mx), "b": stats(mx / 3)},
+            {"lam": 0.1, "W": stats(mx / 2), "b": stats(mx / 4)},
+        ],
+    }
 
 
 def make_doc(reports_dir: Path | None = None, settings=STUDY) -> dict:
     runs = [make_run(*s, idx=i, reports_dir=reports_dir) for i, s in enumerate(settings)]
     return {
         "title": "One-layer network on CIFAR-10",
-        "cifarcli_version": "0.1.0", "created": "2026-11-27T10:00:00+00:00",
-        "dataset": {"source": "/home/student/Datasets/cifar-10-binary.tar.gz", "format": "binary",
-                    "md5": "c32a1d4ab5d03f1284b67883e8d87530",
-                    "sha256": "a3c4ba2d1e9c1f2f7c1b1d1e0b6f1a2c3d4e5f60718293a4b5c6d7e8f9012345",
-                    "official": False,
-                    "note": "not the official archive (checksum unknown); structure valid",
-                    "n_train_total": 50000, "n_test": 10000},
-        "preprocessing": {"scale": "pixels / 255",
-                          "normalisation": "per-dimension mean and std of the training split"},
+        "cifarcli_version": "0.1.0",
+        "created": "2026-11-27T10:00:00+00:00",
+        "dataset": {
+            "source": "/home/student/Datasets/cifar-10-binary.tar.gz",
+            "format": "binary",
+            "md5": "c32a1d4ab5d03f1284b67883e8d87530",
+            "sha256": "a3c4ba2d1e9c1f2f7c1b1d1e0b6f1a2c3d4e5f60718293a4b5c6d7e8f9012345",
+            "official": False,
+            "note": "not the official archive (checksum unknown); structure valid",
+            "n_train_total": 50000,
+            "n_test": 10000,
+        },
+        "preprocessing": {"scale": "pixels / 255", "normalisation": "per-dimension mean and std of the training split"},
         "initialisation": {"distribution": "normal", "std": 0.01, "seed": 42},
         "gradcheck": gradcheck_doc(),
         "runs": runs,
@@ -252,7 +277,7 @@ def test_html_escapes_doc_text(tmp_path):
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
     assert "&lt;b&gt;T&amp;amp;&lt;/b&gt;" in page
     text = "".join(parse_html(page).text)
-    assert '<script>alert("x")</script>' in text      # shown literally to the reader
+    assert '<script>alert("x")</script>' in text  # shown literally to the reader
 
 
 def test_html_missing_figure_is_a_visible_placeholder(tmp_path):
@@ -284,9 +309,9 @@ def test_setup_and_gradcheck_content(written):
     assert doc["dataset"]["sha256"] in md and doc["dataset"]["md5"] in md
     assert "not the official archive" in md
     assert "8000 / 2000 / 10000" in md
-    assert "3.10e-08" in md                      # max error of W at λ=0
+    assert "3.10e-08" in md  # max error of W at λ=0
     assert md.count("**PASS**") >= 4 and "FAIL" not in md
-    assert "j=4" in md and "k=4" in md           # 5×5 corner
+    assert "j=4" in md and "k=4" in md  # 5×5 corner
 
 
 def test_gradcheck_failure_is_reported():
@@ -337,7 +362,7 @@ def test_slow_validation_rise_is_overfitting_not_instability():
     v = run["history"]["val_loss"]
     lo = min(v)
     for i in range(24, 41):
-        v[i] = lo * (1 + 0.002 * (i - 24))       # +3.2 % by the end, smoothly
+        v[i] = lo * (1 + 0.002 * (i - 24))  # +3.2 % by the end, smoothly
     assert report.instability(run) is None
     e, lo2, rise = report.overfitting(run)
     assert e == 24 and rise == pytest.approx(0.032)
@@ -348,7 +373,7 @@ def test_gap_sentences_use_percentage_points():
     runs = study_runs()
     s = report.gap_sentences(runs)
     assert len(s) == 4
-    assert "7.70 percentage points" in s[1]          # 0.4560 - 0.3790
+    assert "7.70 percentage points" in s[1]  # 0.4560 - 0.3790
     assert "train accuracy 0.4560, validation 0.3790" in s[1]
     r = copy.deepcopy(runs[1])
     r["metrics"]["val"]["accuracy"] = 0.47
@@ -360,7 +385,9 @@ def test_lambda_effect_follows_the_numbers():
     s = report.effect_sentences(runs, "lam")
     # only the three η=0.001 runs differ in λ alone: two consecutive pairs
     assert len(s) == 2
-    assert s[0].startswith("At η=0.001, raising λ from 0 to 0.1 raised test accuracy from 0.3717 to 0.3876 (+1.59 points)")
+    assert s[0].startswith(
+        "At η=0.001, raising λ from 0 to 0.1 raised test accuracy from 0.3717 to 0.3876 (+1.59 points)"
+    )
     assert "shrank the train–validation gap from 7.70 to 5.40 percentage points" in s[0]
     assert "raising λ from 0.1 to 1 lowered test accuracy from 0.3876 to 0.3784 (−0.92 points)" in s[1]
 
@@ -467,7 +494,7 @@ def test_diverged_run_renders_and_is_flagged(tmp_path):
     # the η effect still compares the test accuracies, and names the unstable run
     assert "the run with η=0.1 was unstable, the one with η=0.001 was not" in md
     page = paths["html"].read_text(encoding="utf-8")
-    assert page.count("data:image/png;base64,") == 2          # the two figures that exist
+    assert page.count("data:image/png;base64,") == 2  # the two figures that exist
     assert page.count("Figure not available") == 6
 
 

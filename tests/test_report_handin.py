@@ -54,8 +54,8 @@ def test_comparison_section_is_at_the_top_with_both_figures_in_both_reports(tmp_
         assert doc["comparison"]["figures"][name] == rel
         data = (tmp_path / "reports" / rel).read_bytes()
         assert data.startswith(PNG)
-        assert f"]({rel})" in md                                        # linked in Markdown
-        assert base64.b64encode(data).decode() in html                  # inlined in HTML
+        assert f"]({rel})" in md  # linked in Markdown
+        assert base64.b64encode(data).decode() in html  # inlined in HTML
     # the table flags nothing on these stable runs, and has the stability column
     assert "| stability | run ID |" in md
     assert md.count("| stable | `") == len(RUNS)
@@ -66,8 +66,9 @@ def test_a_second_report_draws_no_comparison(cli, tmp_path, study):
     assert [s["status"] for s in first["stages"] if s["stage"] == "comparison"] == ["computed"]
     figures = {p: p.read_bytes() for p in (tmp_path / "reports" / "figures").glob("comparison-*/*.png")}
     second = report(cli, config)
-    assert [(s["key"], s["status"]) for s in second["stages"] if s["stage"] == "comparison"] == \
-           [(first["comparison"]["key"], "hit")]
+    assert [(s["key"], s["status"]) for s in second["stages"] if s["stage"] == "comparison"] == [
+        (first["comparison"]["key"], "hit")
+    ]
     assert {p: p.read_bytes() for p in figures} == figures
 
 
@@ -89,8 +90,8 @@ def test_figures_are_numbered_and_captions_name_the_run(study):
     _, doc, md, html = study
     for page in (md, html):
         numbers = [int(n) for n in re.findall(r"Figure (\d+): ", page)]
-        assert numbers == list(range(1, 2 + 5 * len(RUNS) + 1))       # comparison 2, then 5 per run
-    assert "Figure 3: loss (= cost, λ = 0), λ=0, η=0.001" in md      # λ = 0: loss and cost are one
+        assert numbers == list(range(1, 2 + 5 * len(RUNS) + 1))  # comparison 2, then 5 per run
+    assert "Figure 3: loss (= cost, λ = 0), λ=0, η=0.001" in md  # λ = 0: loss and cost are one
     assert "Figure 8: loss and cost, λ=0.1, η=0.0003" in md
     assert "Figure 9: accuracy, λ=0.1, η=0.0003" in md
     assert "Figure 10: learnt weights, λ=0.1, η=0.0003" in md
@@ -106,8 +107,15 @@ def test_figures_are_numbered_and_captions_name_the_run(study):
 def test_no_legend_entry_for_the_cost_when_lambda_is_zero():
     ep = np.arange(6)
     loss = (2.3 - 0.1 * ep).tolist()
-    history = {"epoch": ep.tolist(), "train_loss": loss, "train_cost": loss, "train_acc": [0.1] * 6,
-               "val_loss": [v + 0.1 for v in loss], "val_cost": [v + 0.1 for v in loss], "val_acc": [0.1] * 6}
+    history = {
+        "epoch": ep.tolist(),
+        "train_loss": loss,
+        "train_cost": loss,
+        "train_acc": [0.1] * 6,
+        "val_loss": [v + 0.1 for v in loss],
+        "val_cost": [v + 0.1 for v in loss],
+        "val_acc": [0.1] * 6,
+    }
     fig = plots.loss_figure(history, lam=0.0)
     assert plots.legend_labels(fig) == ["train loss = cost (λ = 0)", "validation loss = cost (λ = 0)"]
     assert len(fig.axes[0].get_lines()) == 2
@@ -121,17 +129,28 @@ def test_no_legend_entry_for_the_cost_when_lambda_is_zero():
 def test_comparison_figures_overlay_every_run_and_label_each_weights_row(tmp_path):
     rng = np.random.default_rng(0)
     ep = np.arange(5)
-    runs = [(f"λ={lam:g}, η=0.001", {"epoch": ep.tolist(), "val_loss": (2.3 - 0.1 * ep * (1 + lam)).tolist(),
-                                     "val_acc": (0.1 + 0.05 * ep).tolist()}) for lam in (0, 0.1, 1)]
-    diverged = ("λ=0, η=0.1 (diverged at epoch 2)", {"epoch": [0, 1, 2], "val_loss": [2.3, 40.0, float("nan")],
-                                                     "val_acc": [0.1, 0.12, float("nan")]})
+    runs = [
+        (
+            f"λ={lam:g}, η=0.001",
+            {
+                "epoch": ep.tolist(),
+                "val_loss": (2.3 - 0.1 * ep * (1 + lam)).tolist(),
+                "val_acc": (0.1 + 0.05 * ep).tolist(),
+            },
+        )
+        for lam in (0, 0.1, 1)
+    ]
+    diverged = (
+        "λ=0, η=0.1 (diverged at epoch 2)",
+        {"epoch": [0, 1, 2], "val_loss": [2.3, 40.0, float("nan")], "val_acc": [0.1, 0.12, float("nan")]},
+    )
     fig = plots.comparison_curves_figure(runs + [diverged])
     loss_ax, acc_ax = fig.axes
     assert [line.get_label() for line in loss_ax.get_lines()] == [label for label, _ in runs + [diverged]]
     assert loss_ax.get_yscale() == "linear" and acc_ax.get_ylabel() == "validation accuracy"
     a = plots.plot_comparison_curves(runs, tmp_path / "a.png")
     b = plots.plot_comparison_curves(runs, tmp_path / "b.png")
-    assert a.read_bytes().startswith(PNG) and a.read_bytes() == b.read_bytes()        # deterministic
+    assert a.read_bytes().startswith(PNG) and a.read_bytes() == b.read_bytes()  # deterministic
 
     names = [f"c{i}" for i in range(10)]
     weights = [(label, rng.normal(size=(10, 3072))) for label, _ in runs] + [("λ=0, η=0.1", None)]
@@ -156,8 +175,10 @@ def test_no_absolute_path_in_either_report(tiny_archive, study):
 def test_a_url_source_is_shown_as_it_is():
     from cifarcli.report.blocks import source_name
 
-    assert source_name("https://example.org/data/cifar-10-binary.tar.gz") == \
-        "https://example.org/data/cifar-10-binary.tar.gz"
+    assert (
+        source_name("https://example.org/data/cifar-10-binary.tar.gz")
+        == "https://example.org/data/cifar-10-binary.tar.gz"
+    )
     assert source_name("/home/student/Downloads/cifar-10-binary.tar.gz") == "cifar-10-binary.tar.gz"
     assert source_name("/home/student/cifar-10-batches-bin/") == "cifar-10-batches-bin"
     assert source_name(r"C:\Users\student\cifar.tar.gz") == "cifar.tar.gz"
@@ -174,20 +195,37 @@ def test_print_css_keeps_figures_with_captions_and_ids_on_one_line(study):
     assert "<script" not in html and "http://" not in html and "https://" not in html
 
 
-@pytest.mark.skipif(not CHROMIUM.exists() or shutil.which("pdfinfo") is None,
-                    reason="needs /usr/bin/chromium and pdfinfo (poppler-utils)")
+@pytest.mark.skipif(
+    not CHROMIUM.exists() or shutil.which("pdfinfo") is None,
+    reason="needs /usr/bin/chromium and pdfinfo (poppler-utils)",
+)
 def test_the_default_four_run_report_prints_on_at_most_12_a4_pages(cli, tmp_path, tiny_archive):
     assert cli("fetch", "--source", tiny_archive, "--quiet").exit_code == 0
-    doc = report(cli)                                                   # the study's four settings
+    doc = report(cli)  # the study's four settings
     assert len(doc["runs"]) == 4
     pdf = tmp_path / "report.pdf"
     profile = tmp_path / "chromium-profile"
-    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", f"--user-data-dir={profile}", "--no-pdf-header-footer",
-                    f"--print-to-pdf={pdf}", (tmp_path / "reports" / "report.html").resolve().as_uri()],
-                   capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--no-pdf-header-footer",
+            f"--print-to-pdf={pdf}",
+            (tmp_path / "reports" / "report.html").resolve().as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
     pages = int(re.search(r"^Pages:\s+(\d+)", info, flags=re.M).group(1))
-    assert re.search(r"Page size:\s+59[45]\.\d+ x 841\.\d+ pts \(A4\)", info), info   # the print CSS asks for A4
+    assert re.search(r"Page size:\s+59[45]\.\d+ x 841\.\d+ pts \(A4\)", info), info  # the print CSS asks for A4
     assert 1 <= pages <= 12, pages

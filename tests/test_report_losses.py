@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from cifarcli import model, plots, report, stages
-from cifarcli.evaluate import probability_summary
 from cifarcli.config import TrainConfig, loss_named
+from cifarcli.evaluate import probability_summary
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -22,7 +22,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_true_class_probabilities_softmax_and_sigmoid():
     rng = np.random.default_rng(0)
     S = rng.normal(0, 3, (10, 50))
-    S[:, 0] = [800, -800, 0, 0, 0, 0, 0, 0, 0, 0]           # extreme scores stay finite
+    S[:, 0] = [800, -800, 0, 0, 0, 0, 0, 0, 0, 0]  # extreme scores stay finite
     y = rng.integers(0, 10, 50)
     y[0] = 0
     soft = loss_named("softmax").true_class_probabilities(S, y)
@@ -44,12 +44,16 @@ def test_probability_summary_counts_means_and_confident_mistakes():
     assert s["correct"]["n"] == 4 and s["incorrect"]["n"] == 4
     assert s["correct"]["mean"] == pytest.approx((0.95 + 0.9 + 0.6 + 1.0) / 4)
     assert s["incorrect"]["mean"] == pytest.approx((0.05 + 0.02 + 0.3 + 0.0) / 4)
-    assert s["correct"]["counts"] == [0, 0, 0, 0, 0, 0, 1, 0, 0, 3]          # 1.0 falls in the last bin
+    assert s["correct"]["counts"] == [0, 0, 0, 0, 0, 0, 1, 0, 0, 3]  # 1.0 falls in the last bin
     assert s["incorrect"]["counts"] == [3, 0, 0, 1, 0, 0, 0, 0, 0, 0]
-    assert s["confident_mistakes"] == 0.75                                     # 0.05, 0.02, 0.0 of 4 mistakes
+    assert s["confident_mistakes"] == 0.75  # 0.05, 0.02, 0.0 of 4 mistakes
     empty = probability_summary(np.array([0.7]), np.array([True]), "sigmoid")
-    assert empty["kind"] == "sigmoid" and empty["incorrect"] == {"n": 0, "mean": None, "median": None,
-                                                                "counts": [0] * 20}
+    assert empty["kind"] == "sigmoid" and empty["incorrect"] == {
+        "n": 0,
+        "mean": None,
+        "median": None,
+        "counts": [0] * 20,
+    }
     assert empty["confident_mistakes"] is None
     json.dumps(s, allow_nan=False)
 
@@ -84,7 +88,7 @@ def test_evaluate_summary_is_the_runs_probabilities_and_plot_draws_it(workspace,
     assert summary["kind"] == ("sigmoid" if loss == "bce" else "softmax")
     assert summary["correct"]["n"] == round(metrics["test"]["accuracy"] * metrics["test"]["n"])
     assert summary["correct"]["n"] + summary["incorrect"]["n"] == metrics["test"]["n"]
-    assert summary["correct"]["n"] > 0 and summary["incorrect"]["n"] > 0      # both groups are measured
+    assert summary["correct"]["n"] > 0 and summary["incorrect"]["n"] > 0  # both groups are measured
     assert summary["correct"]["mean"] == pytest.approx(p_true[right].mean(), rel=1e-5)
     assert summary["incorrect"]["mean"] == pytest.approx(p_true[~right].mean(), rel=1e-5)
     assert summary["confident_mistakes"] == pytest.approx(np.mean(p_true[~right] < 0.1))
@@ -92,7 +96,7 @@ def test_evaluate_summary_is_the_runs_probabilities_and_plot_draws_it(workspace,
     if loss == "softmax":
         assert np.allclose(P.sum(axis=0), 1)
     else:
-        assert not np.allclose(P.sum(axis=0), 1)   # sigmoids: the summary is not a softmax in disguise
+        assert not np.allclose(P.sum(axis=0), 1)  # sigmoids: the summary is not a softmax in disguise
 
     paths = stages.plot(workspace, run)
     assert paths["probabilities"] == workspace.reports_dir / "figures" / run.key / "probabilities.png"
@@ -115,8 +119,11 @@ def make_report(cli, tmp_path: Path, tiny_archive, runs: list[dict]) -> tuple[di
     (tmp_path / "r.toml").write_text(settings(runs))
     result = cli("report", "--config", "r.toml", "-j", "1", "--json")
     assert result.exit_code == 0, result.stderr
-    return (json.loads(result.stdout), (tmp_path / "reports" / "report.md").read_text(),
-            (tmp_path / "reports" / "report.html").read_text())
+    return (
+        json.loads(result.stdout),
+        (tmp_path / "reports" / "report.md").read_text(),
+        (tmp_path / "reports" / "report.html").read_text(),
+    )
 
 
 def md_section(md: str, heading: str) -> str:
@@ -124,8 +131,9 @@ def md_section(md: str, heading: str) -> str:
 
 
 def test_report_compares_softmax_and_bce_with_evaluates_numbers(cli, tmp_path, tiny_archive):
-    doc, md, html = make_report(cli, tmp_path, tiny_archive,
-                                [{"lam": 0.0, "eta": 0.0005}, {"lam": 0.0, "eta": 0.0005, "loss": "bce"}])
+    doc, md, html = make_report(
+        cli, tmp_path, tiny_archive, [{"lam": 0.0, "eta": 0.0005}, {"lam": 0.0, "eta": 0.0005, "loss": "bce"}]
+    )
     soft, bce = doc["runs"]
     assert soft["config"].get("loss", "softmax") == "softmax" and bce["config"]["loss"] == "bce"
     section = md_section(md, "### Softmax vs binary cross-entropy")
@@ -136,9 +144,14 @@ def test_report_compares_softmax_and_bce_with_evaluates_numbers(cli, tmp_path, t
         pr = ev["probabilities"]
         row = next(line for line in section.splitlines() if line.endswith(f"`{run['run_id']}` |"))
         cells = [c.strip() for c in row.strip().strip("|").split("|")]
-        assert cells[1:6] == [loss, f"{ev['test']['accuracy']:.4f}", f"{pr['correct']['mean']:.4f}",
-                              f"{pr['incorrect']['mean']:.4f}", f"{pr['confident_mistakes'] * 100:.1f} %"]
-        table = cli("evaluate", "--run", run["run_id"]).stdout        # the rich view says it too
+        assert cells[1:6] == [
+            loss,
+            f"{ev['test']['accuracy']:.4f}",
+            f"{pr['correct']['mean']:.4f}",
+            f"{pr['incorrect']['mean']:.4f}",
+            f"{pr['confident_mistakes'] * 100:.1f} %",
+        ]
+        table = cli("evaluate", "--run", run["run_id"]).stdout  # the rich view says it too
         assert f"mean {pr['correct']['mean']:.3f} on the {pr['correct']['n']} correct" in table
         # each run section shows its histogram too, linked and on disk
         link = f"figures/{run['run_id']}/probabilities.png"
@@ -156,34 +169,58 @@ def test_report_compares_softmax_and_bce_with_evaluates_numbers(cli, tmp_path, t
     assert f"{accs['bce']:.4f}" in first and f"{accs['softmax']:.4f}" in first
     better = "BCE" if accs["bce"] > accs["softmax"] else "softmax"
     # worded by McNemar's test on the same test images (issue 19): a direction only when significant
-    assert (f"{better} classified significantly more test images correctly" in first) != \
-        ("made no significant difference" in first)
+    assert (f"{better} classified significantly more test images correctly" in first) != (
+        "made no significant difference" in first
+    )
     cs, cb = (evaluated[k]["probabilities"]["confident_mistakes"] for k in ("softmax", "bce"))
     confident = next(b for b in bullets if b.startswith("- Confident mistakes"))
-    expected = ("the same share for both" if f"{cs * 100:.1f}" == f"{cb * 100:.1f}" else
-                "BCE makes more confident mistakes" if cb > cs else "BCE makes fewer confident mistakes")
+    expected = (
+        "the same share for both"
+        if f"{cs * 100:.1f}" == f"{cb * 100:.1f}"
+        else "BCE makes more confident mistakes"
+        if cb > cs
+        else "BCE makes fewer confident mistakes"
+    )
     assert expected in confident
 
     assert 'id="comparison-losses"' in html
     html_section = html.split('id="comparison-losses"', 1)[1].split("<h2", 1)[0]
     assert html_section.count('<img src="data:image/png;base64,') == 2 and 'class="figrow' in html_section
-    assert html.count("data:image/png;base64,") == 5 * 2 + 2 + 2   # and the comparison's two figures
+    assert html.count("data:image/png;base64,") == 5 * 2 + 2 + 2  # and the comparison's two figures
 
 
 def test_no_loss_comparison_with_a_single_loss(cli, tmp_path, tiny_archive):
     doc, md, html = make_report(cli, tmp_path, tiny_archive, [{"lam": 0.0, "eta": 0.003}, {"lam": 0.1, "eta": 0.003}])
     assert len(doc["runs"]) == 2
     assert "Softmax vs binary cross-entropy" not in md and "comparison-losses" not in html
-    assert md.count("/probabilities.png)") == 2          # the per-run histograms are still there
+    assert md.count("/probabilities.png)") == 2  # the per-run histograms are still there
 
 
-def run_entry(loss: str, test: float, val: float, correct: float, incorrect: float, confident: float,
-              lam: float = 0.0, eta: float = 0.001) -> dict:
+def run_entry(
+    loss: str,
+    test: float,
+    val: float,
+    correct: float,
+    incorrect: float,
+    confident: float,
+    lam: float = 0.0,
+    eta: float = 0.001,
+) -> dict:
     config = {"lam": lam, "eta": eta, "n_epochs": 3, **({"loss": loss} if loss != "softmax" else {})}
-    return {"run_id": f"{loss}{lam}{eta}", "config": config,
-            "metrics": {"test": {"accuracy": test}, "val": {"accuracy": val},
-                        "probabilities": {"threshold": 0.1, "confident_mistakes": confident,
-                                          "correct": {"mean": correct}, "incorrect": {"mean": incorrect}}}}
+    return {
+        "run_id": f"{loss}{lam}{eta}",
+        "config": config,
+        "metrics": {
+            "test": {"accuracy": test},
+            "val": {"accuracy": val},
+            "probabilities": {
+                "threshold": 0.1,
+                "confident_mistakes": confident,
+                "correct": {"mean": correct},
+                "incorrect": {"mean": incorrect},
+            },
+        },
+    }
 
 
 def test_loss_sentences_follow_the_numbers_both_ways():
@@ -205,15 +242,20 @@ def test_loss_sentences_follow_the_numbers_both_ways():
 
 
 def test_loss_pairs_match_identical_settings_else_the_best_of_each():
-    s1, s2 = run_entry("softmax", 0.3, 0.30, .5, .2, .1, lam=0.0), run_entry("softmax", 0.3, 0.35, .5, .2, .1, lam=0.1)
-    b1 = run_entry("bce", 0.3, 0.31, .5, .2, .1, lam=0.1)
+    s1, s2 = (
+        run_entry("softmax", 0.3, 0.30, 0.5, 0.2, 0.1, lam=0.0),
+        run_entry("softmax", 0.3, 0.35, 0.5, 0.2, 0.1, lam=0.1),
+    )
+    b1 = run_entry("bce", 0.3, 0.31, 0.5, 0.2, 0.1, lam=0.1)
     assert report.loss_pairs([s1, s2, b1]) == [(s2, b1, True)]
-    b2 = run_entry("bce", 0.3, 0.31, .5, .2, .1, lam=1.0)
-    b3 = run_entry("bce", 0.3, 0.33, .5, .2, .1, lam=2.0)
-    assert report.loss_pairs([s1, s2, b2, b3]) == [(s2, b3, False)]       # best on validation of each loss
+    b2 = run_entry("bce", 0.3, 0.31, 0.5, 0.2, 0.1, lam=1.0)
+    b3 = run_entry("bce", 0.3, 0.33, 0.5, 0.2, 0.1, lam=2.0)
+    assert report.loss_pairs([s1, s2, b2, b3]) == [(s2, b3, False)]  # best on validation of each loss
     assert "their other settings differ" in report.loss_sentences(s2, b3, False)[0]
     assert report.loss_pairs([s1, s2]) == [] and report.loss_pairs([b2, b3]) == []
     blocks = report.build_blocks({"runs": [s1, b2]})
     assert any(isinstance(b, report.Heading) and b.anchor == "comparison-losses" for b in blocks)
-    assert not any(isinstance(b, report.Heading) and b.anchor == "comparison-losses"
-                   for b in report.build_blocks({"runs": [s1, s2]}))
+    assert not any(
+        isinstance(b, report.Heading) and b.anchor == "comparison-losses"
+        for b in report.build_blocks({"runs": [s1, s2]})
+    )

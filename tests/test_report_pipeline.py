@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from cifarcli import upkeep
-from cifarcli.store import Store
 from cifarcli.config import load_settings
+from cifarcli.store import Store
 
 # Settings chosen so the tiny data gives accuracies well inside (0, 1): the
 # comparison of formatted numbers then means something.
@@ -65,8 +65,10 @@ def test_report_numbers_equal_evaluate_and_links_resolve(cli, tmp_path, study):
     _, doc = study
     md_path, html_path = tmp_path / "reports" / "report.md", tmp_path / "reports" / "report.html"
     assert md_path.is_file() and html_path.is_file()
-    assert {k: (tmp_path / v).resolve() for k, v in doc["paths"].items()} == \
-           {"report.md": md_path.resolve(), "report.html": html_path.resolve()}
+    assert {k: (tmp_path / v).resolve() for k, v in doc["paths"].items()} == {
+        "report.md": md_path.resolve(),
+        "report.html": html_path.resolve(),
+    }
     md = md_path.read_text()
     assert len(doc["runs"]) == len(RUNS)
     assert [(r["config"]["lam"], r["config"]["eta"]) for r in doc["runs"]] == RUNS
@@ -81,9 +83,12 @@ def test_report_numbers_equal_evaluate_and_links_resolve(cli, tmp_path, study):
             m = metrics[split]
             images, loss, cost, acc = rows[name]
             assert images == str(m["n"])
-            lo, hi = m["accuracy_ci"]                                   # with its 95 % Wilson interval
-            assert (loss, cost, acc) == (f"{m['loss']:.4f}", f"{m['cost']:.4f}",
-                                         f"{m['accuracy']:.4f} \\[{lo:.4f}, {hi:.4f}\\]")
+            lo, hi = m["accuracy_ci"]  # with its 95 % Wilson interval
+            assert (loss, cost, acc) == (
+                f"{m['loss']:.4f}",
+                f"{m['cost']:.4f}",
+                f"{m['accuracy']:.4f} \\[{lo:.4f}, {hi:.4f}\\]",
+            )
             assert run["metrics"][split] == m
             accuracies.add(m["accuracy"])
         # the comparison table row carries the same three accuracies
@@ -91,13 +96,13 @@ def test_report_numbers_equal_evaluate_and_links_resolve(cli, tmp_path, study):
         cells = [c.strip().strip("*").replace(" ★", "") for c in row.strip().strip("|").split("|")]
         header = next(line for line in md.splitlines() if line.startswith("| run | λ | η |"))
         at = [c.strip() for c in header.strip().strip("|").split("|")].index("train acc.")
-        shown = [c.split(" ")[0].strip("*") for c in cells[at:at + 3]]           # each then its interval
+        shown = [c.split(" ")[0].strip("*") for c in cells[at : at + 3]]  # each then its interval
         assert shown == [f"{metrics[s]['accuracy']:.4f}" for s in ("train", "val", "test")]
-    assert all(0 < a < 1 for a in accuracies)   # the numbers compared are not all 1.0000
+    assert all(0 < a < 1 for a in accuracies)  # the numbers compared are not all 1.0000
 
     # figure links in report.md exist relative to it: 5 per run
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(links) == 5 * len(RUNS) + 2   # and the comparison's curves and weights grid
+    assert len(links) == 5 * len(RUNS) + 2  # and the comparison's curves and weights grid
     for link in links:
         target = md_path.parent / link
         assert target.is_file(), link
@@ -142,8 +147,9 @@ def test_editing_one_setting_recomputes_only_that_run_and_the_report(cli, tmp_pa
 
     changed = doc["runs"][1]["run_id"]
     assert changed not in {r["run_id"] for r in first["runs"]}
-    assert [r["run_id"] for i, r in enumerate(doc["runs"]) if i != 1] == \
-           [r["run_id"] for i, r in enumerate(first["runs"]) if i != 1]
+    assert [r["run_id"] for i, r in enumerate(doc["runs"]) if i != 1] == [
+        r["run_id"] for i, r in enumerate(first["runs"]) if i != 1
+    ]
     done = computed(doc)
     assert sorted(s for s, _ in done) == ["comparison", "evaluate", "plot", "report", "train"]
     assert ("train", changed) in done
@@ -166,7 +172,7 @@ def test_jobs_2_and_jobs_1_give_identical_weights_and_numbers(cli, tmp_path, tin
         assert cli("fetch", "--source", tiny_archive, "--cache-dir", cache, "--quiet").exit_code == 0
         docs[jobs] = report(cli, config, "--jobs", jobs, "--cache-dir", cache, "--reports-dir", reports)
         trained = [k for s, k in computed(docs[jobs]) if s == "train"]
-        assert sorted(trained) == sorted(r["run_id"] for r in docs[jobs]["runs"])   # each trained once
+        assert sorted(trained) == sorted(r["run_id"] for r in docs[jobs]["runs"])  # each trained once
     one, two = docs["1"], docs["2"]
     assert [r["run_id"] for r in one["runs"]] == [r["run_id"] for r in two["runs"]]
     for a, b in zip(one["runs"], two["runs"]):
@@ -175,6 +181,7 @@ def test_jobs_2_and_jobs_1_give_identical_weights_and_numbers(cli, tmp_path, tin
         wa = Store(tmp_path / "cache1").load("train", a["run_id"]).payload
         wb = Store(tmp_path / "cache2").load("train", b["run_id"]).payload
         assert np.array_equal(wa["W"], wb["W"]) and np.array_equal(wa["b"], wb["b"])
+
     # the reports differ at most in their creation time and the measured training times
     def strip(text):
         text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*", "<created>", text)
@@ -185,26 +192,29 @@ def test_jobs_2_and_jobs_1_give_identical_weights_and_numbers(cli, tmp_path, tin
     assert md1 == md2
 
 
-@pytest.mark.parametrize("text, key", [
-    (settings_toml() + "\n[extra]\nx = 1\n", "extra"),
-    ("[[run]]\nlamda = 0.1\neta = 0.001\n", "lamda"),
-    ('[[run]]\nlam = 0.1\neta = "fast"\n', "eta"),
-    ("[[run]]\nlam = 0.1\neta = -0.001\n", "eta"),
-    ("[defaults]\nn_epochs = 2\n", "run"),
-    ("[[run]]\nlam = 0.1\neta = 0.001\nn_epochs = 2.5\n", "n_epochs"),
-    ("[[run]]\neta = 0.001\n", "lam"),
-    ("[gradcheck]\nn_sample = 10\n[[run]]\nlam = 0.1\neta = 0.001\n", "n_sample"),
-    # every [gradcheck] key is checked as `cifarcli gradcheck` checks its options (these crashed or passed)
-    ("[gradcheck]\nlams = []\n[[run]]\nlam = 0.1\neta = 0.001\n", "lams"),
-    ('[gradcheck]\nlams = "abc"\n[[run]]\nlam = 0.1\neta = 0.001\n', "lams"),
-    ("[gradcheck]\nlams = [nan]\n[[run]]\nlam = 0.1\neta = 0.001\n", "lams"),
-    ('[gradcheck]\nn_samples = "abc"\n[[run]]\nlam = 0.1\neta = 0.001\n', "n_samples"),
-    ("[gradcheck]\nn_dims = 0.5\n[[run]]\nlam = 0.1\neta = 0.001\n", "n_dims"),
-    ("[gradcheck]\nh = inf\n[[run]]\nlam = 0.1\neta = 0.001\n", "h"),
-    ("[gradcheck]\nseed = 1.5\n[[run]]\nlam = 0.1\neta = 0.001\n", "seed"),
-    ("[[run]]\nlam = 0.1\neta = 0.001\nn_epochs = 100000000\n", "n_epochs"),
-    ("[[run]]\nlam = 0.1\neta = 0.001\nseed = 99999999999999999999\n", "seed"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        (settings_toml() + "\n[extra]\nx = 1\n", "extra"),
+        ("[[run]]\nlamda = 0.1\neta = 0.001\n", "lamda"),
+        ('[[run]]\nlam = 0.1\neta = "fast"\n', "eta"),
+        ("[[run]]\nlam = 0.1\neta = -0.001\n", "eta"),
+        ("[defaults]\nn_epochs = 2\n", "run"),
+        ("[[run]]\nlam = 0.1\neta = 0.001\nn_epochs = 2.5\n", "n_epochs"),
+        ("[[run]]\neta = 0.001\n", "lam"),
+        ("[gradcheck]\nn_sample = 10\n[[run]]\nlam = 0.1\neta = 0.001\n", "n_sample"),
+        # every [gradcheck] key is checked as `cifarcli gradcheck` checks its options (these crashed or passed)
+        ("[gradcheck]\nlams = []\n[[run]]\nlam = 0.1\neta = 0.001\n", "lams"),
+        ('[gradcheck]\nlams = "abc"\n[[run]]\nlam = 0.1\neta = 0.001\n', "lams"),
+        ("[gradcheck]\nlams = [nan]\n[[run]]\nlam = 0.1\neta = 0.001\n", "lams"),
+        ('[gradcheck]\nn_samples = "abc"\n[[run]]\nlam = 0.1\neta = 0.001\n', "n_samples"),
+        ("[gradcheck]\nn_dims = 0.5\n[[run]]\nlam = 0.1\neta = 0.001\n", "n_dims"),
+        ("[gradcheck]\nh = inf\n[[run]]\nlam = 0.1\neta = 0.001\n", "h"),
+        ("[gradcheck]\nseed = 1.5\n[[run]]\nlam = 0.1\neta = 0.001\n", "seed"),
+        ("[[run]]\nlam = 0.1\neta = 0.001\nn_epochs = 100000000\n", "n_epochs"),
+        ("[[run]]\nlam = 0.1\neta = 0.001\nseed = 99999999999999999999\n", "seed"),
+    ],
+)
 def test_settings_errors_are_one_line_exit_2(cli, tmp_path, text, key):
     config = write(tmp_path, text)
     result = cli("report", "--config", config)
@@ -214,7 +224,7 @@ def test_settings_errors_are_one_line_exit_2(cli, tmp_path, text, key):
     assert "Traceback" not in result.stderr
     assert key in lines[0] and "r.toml" in lines[0]
     assert result.stdout == ""
-    assert not (tmp_path / "cache").exists()       # rejected before any work
+    assert not (tmp_path / "cache").exists()  # rejected before any work
 
 
 def test_settings_file_not_toml_or_missing(cli, tmp_path):
@@ -234,8 +244,11 @@ def test_default_settings_are_the_studys_four():
 
 
 def test_toml_defaults_apply_and_runs_override(tmp_path):
-    path = write(tmp_path, "[defaults]\nn_epochs = 3\nn_batch = 50\n[[run]]\nlam = 0\neta = 0.01\n"
-                           "[[run]]\nlam = 1\neta = 0.001\nn_epochs = 7\n")
+    path = write(
+        tmp_path,
+        "[defaults]\nn_epochs = 3\nn_batch = 50\n[[run]]\nlam = 0\neta = 0.01\n"
+        "[[run]]\nlam = 1\neta = 0.001\nn_epochs = 7\n",
+    )
     settings = load_settings(path)
     assert [(c.lam, c.eta, c.n_epochs, c.n_batch) for c in settings.runs] == [(0, 0.01, 3, 50), (1, 0.001, 7, 50)]
     assert settings.gradcheck.n_samples == 100
@@ -252,7 +265,7 @@ def test_parallel_training_after_a_change_of_folder_writes_to_this_cache(cli, tm
         doc = report(cli, write(folder, settings_toml(runs)), "--jobs", "2")
         keys[name] = [r["run_id"] for r in doc["runs"]]
         trained = [k for s, k in computed(doc) if s == "train"]
-        assert sorted(trained) == sorted(keys[name])              # each run trained once, by a worker
+        assert sorted(trained) == sorted(keys[name])  # each run trained once, by a worker
         assert sorted(row["key"] for row in upkeep.ls(Store(folder / "cache"), "train")) == sorted(keys[name])
     assert sorted(row["key"] for row in upkeep.ls(Store(tmp_path / "a" / "cache"), "train")) == sorted(keys["a"])
 

@@ -35,14 +35,37 @@ def study(ws):
     """The study's four settings, made up: the best on validation is λ=0.1; λ=0, η=0.1 diverged at epoch 3;
     only λ=0.1 is evaluated."""
     ids = {
-        "unstable": fake_run(ws, TrainConfig(lam=0.0, eta=0.1), val_acc=0.2612, train_acc=0.27, diverged_at=3,
-                             created="2026-01-01T10:00:00+00:00"),
-        "lam0": fake_run(ws, TrainConfig(lam=0.0, eta=0.001), val_acc=0.3810, train_acc=0.4502, train_cost=1.61,
-                         val_cost=1.80, created="2026-01-01T11:00:00+00:00"),
-        "best": fake_run(ws, TrainConfig(lam=0.1, eta=0.001), val_acc=0.3889, train_acc=0.4321, train_cost=1.93,
-                         val_cost=1.95, test_acc=0.3889, seconds=75.0, created="2026-01-01T09:00:00+00:00"),
-        "lam1": fake_run(ws, TrainConfig(lam=1.0, eta=0.001), val_acc=0.3701, train_acc=0.3990,
-                         created="2026-01-01T12:00:00+00:00"),
+        "unstable": fake_run(
+            ws,
+            TrainConfig(lam=0.0, eta=0.1),
+            val_acc=0.2612,
+            train_acc=0.27,
+            diverged_at=3,
+            created="2026-01-01T10:00:00+00:00",
+        ),
+        "lam0": fake_run(
+            ws,
+            TrainConfig(lam=0.0, eta=0.001),
+            val_acc=0.3810,
+            train_acc=0.4502,
+            train_cost=1.61,
+            val_cost=1.80,
+            created="2026-01-01T11:00:00+00:00",
+        ),
+        "best": fake_run(
+            ws,
+            TrainConfig(lam=0.1, eta=0.001),
+            val_acc=0.3889,
+            train_acc=0.4321,
+            train_cost=1.93,
+            val_cost=1.95,
+            test_acc=0.3889,
+            seconds=75.0,
+            created="2026-01-01T09:00:00+00:00",
+        ),
+        "lam1": fake_run(
+            ws, TrainConfig(lam=1.0, eta=0.001), val_acc=0.3701, train_acc=0.3990, created="2026-01-01T12:00:00+00:00"
+        ),
     }
     return ids
 
@@ -61,8 +84,9 @@ def table_rows(stdout: str, ids: list[str]) -> dict[str, str]:
     lines = stdout.splitlines()
     found = {}
     for run_id in ids:
-        matching = [line for line in lines if line.split() and run_id.startswith(line.split()[0])
-                    and len(line.split()[0]) >= 8]
+        matching = [
+            line for line in lines if line.split() and run_id.startswith(line.split()[0]) and len(line.split()[0]) >= 8
+        ]
         assert len(matching) == 1, (run_id, stdout)
         found[run_id] = matching[0]
     return found
@@ -98,8 +122,12 @@ def test_columns_are_id_changed_settings_and_final_metrics(cli, study):
 
 def test_ids_are_the_shortest_unique_prefix_of_at_least_8_characters():
     keys = ["abcdef0123456789", "abcdef0123ffffff", "0000000011111111", "0000000022222222"]
-    assert listing.short_ids(keys) == {"abcdef0123456789": "abcdef01234", "abcdef0123ffffff": "abcdef0123f",
-                                       "0000000011111111": "000000001", "0000000022222222": "000000002"}
+    assert listing.short_ids(keys) == {
+        "abcdef0123456789": "abcdef01234",
+        "abcdef0123ffffff": "abcdef0123f",
+        "0000000011111111": "000000001",
+        "0000000022222222": "000000002",
+    }
     assert listing.short_ids(["1234567890abcdef"]) == {"1234567890abcdef": "12345678"}
 
 
@@ -142,18 +170,21 @@ def test_sorted_by_validation_accuracy_best_first_diverged_last(cli, study):
     assert ordered_ids(result.stdout, list(study.values())) == [study[k] for k in ("best", "lam0", "lam1", "unstable")]
 
 
-@pytest.mark.parametrize("args, order", [
-    (("--sort", "lam"), ("unstable", "lam0", "best", "lam1")),            # a setting: ascending (ties by run ID)
-    (("--sort", "created"), ("lam1", "lam0", "unstable", "best")),        # newest first
-    (("--sort", "train-cost"), ("lam0", "lam1", "best", "unstable")),     # costs: lowest first, diverged last
-    (("--sort", "val_acc", "--reverse"), ("lam1", "lam0", "best", "unstable")),
-    (("--sort", "seconds"), ("best", "lam0", "lam1", "unstable")),
-])
+@pytest.mark.parametrize(
+    "args, order",
+    [
+        (("--sort", "lam"), ("unstable", "lam0", "best", "lam1")),  # a setting: ascending (ties by run ID)
+        (("--sort", "created"), ("lam1", "lam0", "unstable", "best")),  # newest first
+        (("--sort", "train-cost"), ("lam0", "lam1", "best", "unstable")),  # costs: lowest first, diverged last
+        (("--sort", "val_acc", "--reverse"), ("lam1", "lam0", "best", "unstable")),
+        (("--sort", "seconds"), ("best", "lam0", "lam1", "unstable")),
+    ],
+)
 def test_sort_by_any_field(cli, study, args, order):
     result = invoke(cli, "runs", *args, "--json")
     assert result.exit_code == 0, result.stderr
     ids = [row["run_id"] for row in json.loads(result.stdout)["runs"]]
-    if args[1] == "lam":   # λ=0 twice: the tie is ordered by run ID
+    if args[1] == "lam":  # λ=0 twice: the tie is ordered by run ID
         assert ids[2:] == [study["best"], study["lam1"]]
         assert sorted(ids[:2]) == sorted([study["unstable"], study["lam0"]])
     elif args[1] == "seconds":
@@ -172,19 +203,22 @@ def test_unknown_sort_field_is_one_error_line_naming_the_flag(cli, study):
 # -- filters ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("where, expected", [
-    (["lam=0.1"], ["best"]),
-    (["lam=0.10"], ["best"]),                   # typed: 0.10 is 0.1
-    (["lam=0"], ["lam0", "unstable"]),
-    (["lam=0", "eta=0.001"], ["lam0"]),         # repeatable: all must hold
-    (["eta<0.01"], ["best", "lam0", "lam1"]),
-    (["val_acc>=0.38"], ["best", "lam0"]),
-    (["lam!=0"], ["best", "lam1"]),
-    (["n-epochs=40"], ["best", "lam0", "lam1", "unstable"]),
-    (["shuffle=true"], []),
-    (["shuffle=no"], ["best", "lam0", "lam1", "unstable"]),
-    (["split=seed"], ["best", "lam0", "lam1", "unstable"]),
-])
+@pytest.mark.parametrize(
+    "where, expected",
+    [
+        (["lam=0.1"], ["best"]),
+        (["lam=0.10"], ["best"]),  # typed: 0.10 is 0.1
+        (["lam=0"], ["lam0", "unstable"]),
+        (["lam=0", "eta=0.001"], ["lam0"]),  # repeatable: all must hold
+        (["eta<0.01"], ["best", "lam0", "lam1"]),
+        (["val_acc>=0.38"], ["best", "lam0"]),
+        (["lam!=0"], ["best", "lam1"]),
+        (["n-epochs=40"], ["best", "lam0", "lam1", "unstable"]),
+        (["shuffle=true"], []),
+        (["shuffle=no"], ["best", "lam0", "lam1", "unstable"]),
+        (["split=seed"], ["best", "lam0", "lam1", "unstable"]),
+    ],
+)
 def test_where_filters_with_typed_values(cli, study, where, expected):
     args = [arg for text in where for arg in ("--where", text)]
     doc = json.loads(invoke(cli, "runs", *args, "--json").stdout)
@@ -197,16 +231,21 @@ def test_split_filter(cli, ws, study):
     doc = json.loads(invoke(cli, "runs", "--split", "dd2424", "--json").stdout)
     assert [row["run_id"] for row in doc["runs"]] == [other]
     result = invoke(cli, "runs", "--split", "full")
-    assert result.exit_code == 0 and "no trained runs matching split=full" in result.stdout and "5 in all" in result.stdout
+    assert (
+        result.exit_code == 0 and "no trained runs matching split=full" in result.stdout and "5 in all" in result.stdout
+    )
 
 
-@pytest.mark.parametrize("where, words", [
-    ("lam=x", "lam takes a float, got 'x'"),
-    ("colour=red", "unknown field 'colour'"),
-    ("lam", "cannot read 'lam'"),
-    ("split>seed", "split can only be compared with = or !="),
-    ("shuffle=maybe", "shuffle is true or false"),
-])
+@pytest.mark.parametrize(
+    "where, words",
+    [
+        ("lam=x", "lam takes a float, got 'x'"),
+        ("colour=red", "unknown field 'colour'"),
+        ("lam", "cannot read 'lam'"),
+        ("split>seed", "split can only be compared with = or !="),
+        ("shuffle=maybe", "shuffle is true or false"),
+    ],
+)
 def test_bad_where_is_exit_2_naming_the_flag(cli, study, where, words):
     result = invoke(cli, "runs", "--where", where)
     assert result.exit_code == 2
@@ -254,13 +293,31 @@ def wide(ws):
     """Eight runs differing in every setting that can differ: far more columns than 80."""
     ids = []
     for i in range(8):
-        ids.append(fake_run(ws, TrainConfig(lam=[0, 0.001, 0.01, 0.1][i % 4], eta=[0.001, 0.01][i % 2],
-                                            n_epochs=40 + i, n_batch=[50, 100][i % 2], seed=i, split="full",
-                                            val_size=1000 + i, dtype=["float32", "float64"][i % 2],
-                                            shuffle=bool(i % 2), flip=i / 10, decay_every=i, decay_factor=0.5,
-                                            init=["normal", "xavier"][i % 2], loss=["softmax", "bce"][i % 2]),
-                            val_acc=0.30 + i / 100, test_acc=0.3 if i == 2 else None, seconds=1234.5,
-                            created=f"2026-01-0{i + 1}T10:00:00+00:00"))
+        ids.append(
+            fake_run(
+                ws,
+                TrainConfig(
+                    lam=[0, 0.001, 0.01, 0.1][i % 4],
+                    eta=[0.001, 0.01][i % 2],
+                    n_epochs=40 + i,
+                    n_batch=[50, 100][i % 2],
+                    seed=i,
+                    split="full",
+                    val_size=1000 + i,
+                    dtype=["float32", "float64"][i % 2],
+                    shuffle=bool(i % 2),
+                    flip=i / 10,
+                    decay_every=i,
+                    decay_factor=0.5,
+                    init=["normal", "xavier"][i % 2],
+                    loss=["softmax", "bce"][i % 2],
+                ),
+                val_acc=0.30 + i / 100,
+                test_acc=0.3 if i == 2 else None,
+                seconds=1234.5,
+                created=f"2026-01-0{i + 1}T10:00:00+00:00",
+            )
+        )
     return ids
 
 
@@ -270,12 +327,12 @@ def test_the_table_fits_the_terminal_by_dropping_columns_never_wrapping_rows(cli
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= columns, result.stdout
-    rows = table_rows(result.stdout, wide)            # each run on exactly one line
+    rows = table_rows(result.stdout, wide)  # each run on exactly one line
     assert len(rows) == 8
     header = " ".join(lines[:2])
-    assert "run ID" in header and "val" in header     # never dropped
+    assert "run ID" in header and "val" in header  # never dropped
     assert f"hidden to fit {columns} columns: created, seconds" in result.stdout.replace("\n  ", " ")
-    for run_id, line in rows.items():
+    for line in rows.values():
         assert re.search(r"\b0\.3\d00\b", line), line  # its validation accuracy is on its line
 
 
@@ -291,8 +348,9 @@ def test_at_80_columns_the_study_shows_everything_but_created(cli, study):
 
 def test_a_real_terminal_width_in_a_subprocess(tmp_path, wide):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "70"}
-    done = subprocess.run([sys.executable, "-m", "cifarcli", "runs"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "cifarcli", "runs"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert max(len(line) for line in done.stdout.splitlines()) <= 70
     assert len(table_rows(done.stdout, wide)) == 8
@@ -322,7 +380,9 @@ def test_diff_shows_two_runs_side_by_side(cli, study):
 
 def test_diff_of_an_unknown_or_ambiguous_run_is_exit_2(cli, ws, study):
     result = invoke(cli, "runs", "--diff", "ffffffffff", study["best"])
-    assert result.exit_code == 2 and "no training run 'ffffffffff'" in result.stderr and "cifarcli runs" in result.stderr
+    assert (
+        result.exit_code == 2 and "no training run 'ffffffffff'" in result.stderr and "cifarcli runs" in result.stderr
+    )
     result = invoke(cli, "runs", "--diff", "", study["best"])
     assert result.exit_code == 2
 
@@ -338,7 +398,7 @@ def test_a_diverged_run_is_marked_with_its_epoch(cli, study):
 def test_test_accuracy_only_for_evaluated_runs(cli, ws, study):
     rows = table_rows(invoke(cli, "runs", columns=100).stdout, list(study.values()))
     assert "0.3889  0.3889" in rows[study["best"]]
-    assert rows[study["lam0"]].split()[5] == "—"      # λ η train val test: not evaluated
+    assert rows[study["lam0"]].split()[5] == "—"  # λ η train val test: not evaluated
 
 
 def test_without_any_evaluation_there_is_no_test_column(cli, ws):
@@ -351,7 +411,7 @@ def test_without_any_evaluation_there_is_no_test_column(cli, ws):
 def test_an_evaluation_of_retrained_weights_is_not_shown(cli, ws):
     run_id = fake_run(ws, TrainConfig(lam=0.1), test_acc=0.39)
     assert json.loads(invoke(cli, "runs", "--json").stdout)["runs"][0]["test_acc"] == 0.39
-    fake_run(ws, TrainConfig(lam=0.1), force=True, payload={"other": 2})   # new weights, same run ID
+    fake_run(ws, TrainConfig(lam=0.1), force=True, payload={"other": 2})  # new weights, same run ID
     row = json.loads(invoke(cli, "runs", "--json").stdout)["runs"][0]
     assert row["run_id"] == run_id and row["test_acc"] is None and row["evaluated"] is False
 
@@ -384,8 +444,10 @@ def test_it_reads_no_payload(cli, ws, study, monkeypatch):
 
 def test_real_runs_and_their_evaluation(cli, tiny_archive, offline):
     assert cli("fetch", "--source", tiny_archive, "--quiet").exit_code == 0
-    trained = [json.loads(cli("train", "--lam", lam, "--eta", "0.001", "--n-epochs", "2", "--json").stdout)
-               for lam in ("0", "0.1")]
+    trained = [
+        json.loads(cli("train", "--lam", lam, "--eta", "0.001", "--n-epochs", "2", "--json").stdout)
+        for lam in ("0", "0.1")
+    ]
     evaluated = json.loads(cli("evaluate", "--run", trained[1]["run_id"], "--json").stdout)
     doc = json.loads(cli("runs", "--json").stdout)
     by_id = {row["run_id"]: row for row in doc["runs"]}
@@ -414,16 +476,24 @@ def test_runs_applies_the_reports_stability_rule_and_filters_on_it(cli, ws):
     from cifarcli.report import stability_label  # the very rule the report applies to the same curves
 
     epochs = list(range(6))
-    falling = {"epoch": epochs, "train_cost": [2.3, 2.0, 1.9, 1.85, 1.8, 1.78],
-               "val_loss": [2.3, 2.0, 1.9, 1.9, 1.9, 1.9]}
-    rising = {**falling, "train_cost": [2.3, 2.0, 1.9, 2.2, 2.6, 3.1]}   # ends 63 % above its minimum
-    ids = {"stable": fake_run(ws, TrainConfig(lam=0.1, eta=0.001), curves=falling),
-           "rising": fake_run(ws, TrainConfig(lam=0.0, eta=0.05), curves=rising),
-           "diverged": fake_run(ws, TrainConfig(lam=0.0, eta=0.1), diverged_at=3)}
+    falling = {
+        "epoch": epochs,
+        "train_cost": [2.3, 2.0, 1.9, 1.85, 1.8, 1.78],
+        "val_loss": [2.3, 2.0, 1.9, 1.9, 1.9, 1.9],
+    }
+    rising = {**falling, "train_cost": [2.3, 2.0, 1.9, 2.2, 2.6, 3.1]}  # ends 63 % above its minimum
+    ids = {
+        "stable": fake_run(ws, TrainConfig(lam=0.1, eta=0.001), curves=falling),
+        "rising": fake_run(ws, TrainConfig(lam=0.0, eta=0.05), curves=rising),
+        "diverged": fake_run(ws, TrainConfig(lam=0.0, eta=0.1), diverged_at=3),
+    }
     doc = json.loads(invoke(cli, "runs", "--json").stdout)
     verdicts = {row["run_id"]: (row["stability"], row["stable"], row["name"]) for row in doc["runs"]}
-    assert verdicts == {ids["stable"]: ("stable", True, None), ids["rising"]: ("⚠ unstable", False, None),
-                        ids["diverged"]: ("⚠ diverged at epoch 3", False, None)}
+    assert verdicts == {
+        ids["stable"]: ("stable", True, None),
+        ids["rising"]: ("⚠ unstable", False, None),
+        ids["diverged"]: ("⚠ diverged at epoch 3", False, None),
+    }
     assert stability_label({"history": rising, "diverged_at": None}) == "⚠ unstable"
     flagged = json.loads(invoke(cli, "runs", "--where", "stable=false", "--json").stdout)
     assert {row["run_id"] for row in flagged["runs"]} == {ids["rising"], ids["diverged"]}

@@ -21,8 +21,10 @@ import pytest
 from procs import copied_workspace, imported_cache, kill_group, spawn
 
 ENDLESS = ("--n-epochs", "100000", "--n-batch", "20")
-SETTINGS = ("[defaults]\nn_epochs = 100000\nn_batch = 20\n[gradcheck]\nn_samples = 5\nn_dims = 20\n"
-            "[[run]]\nlam = 0.0\neta = 0.001\n[[run]]\nlam = 0.1\neta = 0.001\n")
+SETTINGS = (
+    "[defaults]\nn_epochs = 100000\nn_batch = 20\n[gradcheck]\nn_samples = 5\nn_dims = 20\n"
+    "[[run]]\nlam = 0.0\neta = 0.001\n[[run]]\nlam = 0.1\neta = 0.001\n"
+)
 COMMANDS = {
     "report": ("report", "--config", "s.toml", "--jobs", "2", "--cache-dir", "cache", "-q"),
     "sweep": ("sweep", "--lam", "0,0.1", "--eta", "0.001", *ENDLESS, "--jobs", "2", "--cache-dir", "cache", "-q"),
@@ -148,8 +150,9 @@ def test_the_workers_of_a_parent_killed_with_sigkill_end_on_their_own(work, comm
     minutes at 780 MB each: now they notice the orphaning and end, and loky's helpers with them."""
     proc = spawn(work, *COMMANDS[command])
     try:
-        wait_until(lambda: len(checkpoints(work / "cache")) == 2 and len(workers(proc.pid)) == 2, proc,
-                   "two training workers")
+        wait_until(
+            lambda: len(checkpoints(work / "cache")) == 2 and len(workers(proc.pid)) == 2, proc, "two training workers"
+        )
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         killed = time.monotonic()

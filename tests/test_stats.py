@@ -9,9 +9,16 @@ import pytest
 from cifarcli.stats import discordant_counts, mcnemar_exact, wilson_interval
 
 
-@pytest.mark.parametrize("k, n, lo, hi", [
-    # Newcombe (1998), Statistics in Medicine 17:857, Table I, method 3 (Wilson score).
-    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)])
+@pytest.mark.parametrize(
+    "k, n, lo, hi",
+    [
+        # Newcombe (1998), Statistics in Medicine 17:857, Table I, method 3 (Wilson score).
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+    ],
+)
 def test_wilson_interval_matches_newcombe(k, n, lo, hi):
     got = wilson_interval(k, n)
     assert round(got[0], 4) == lo and round(got[1], 4) == hi
@@ -25,7 +32,7 @@ def test_wilson_interval_on_ten_thousand_images_is_about_a_point_wide_each_way()
 def exact_p(a, b):
     """2 · P[X ≤ min(a, b)], X ~ Bin(a + b, 1/2), in exact fractions."""
     n = a + b
-    tail = sum(Fraction(math.comb(n, i), 2 ** n) for i in range(min(a, b) + 1))
+    tail = sum(Fraction(math.comb(n, i), 2**n) for i in range(min(a, b) + 1))
     return float(min(Fraction(1), 2 * tail))
 
 
@@ -36,8 +43,8 @@ def test_mcnemar_exact_equals_the_binomial_tail_in_fractions(a, b):
 
 
 def test_mcnemar_exact_textbook_values():
-    assert mcnemar_exact(0, 6) == pytest.approx(0.03125)     # 2 / 64
-    assert mcnemar_exact(1, 5) == pytest.approx(0.21875)     # 14 / 64
+    assert mcnemar_exact(0, 6) == pytest.approx(0.03125)  # 2 / 64
+    assert mcnemar_exact(1, 5) == pytest.approx(0.21875)  # 14 / 64
     assert mcnemar_exact(0, 0) == 1.0
     with pytest.raises(ValueError):
         mcnemar_exact(-1, 3)

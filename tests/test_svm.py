@@ -7,8 +7,16 @@ import pytest
 
 import tinycifar
 from cifarcli.config import LOSSES, loss_named
-from cifarcli.model import (compute_gradients_svm, compute_loss, compute_loss_svm, init_parameters, one_hot, scores,
-                            svm_margins, true_class_margins)
+from cifarcli.model import (
+    compute_gradients_svm,
+    compute_loss,
+    compute_loss_svm,
+    init_parameters,
+    one_hot,
+    scores,
+    svm_margins,
+    true_class_margins,
+)
 from cifarcli.prepare import prepare
 from cifarcli.train import TrainConfig, train, train_reference
 
@@ -50,7 +58,7 @@ def loop_loss_and_gradient(X, y, W, b, lam):
 def test_svm_is_a_loss():
     assert "svm" in LOSSES
     config = TrainConfig(lam=0.1, eta=0.001, loss="svm").validate()
-    assert config.key_params()["loss"] == "svm"                   # part of the run ID, not at its default
+    assert config.key_params()["loss"] == "svm"  # part of the run ID, not at its default
     assert "loss" not in TrainConfig(lam=0.1, eta=0.001).key_params()
 
 
@@ -60,7 +68,7 @@ def test_the_cs231n_example():
     y = np.array([0, 1, 2])
     M = svm_margins(S, y)
     np.testing.assert_allclose(M, [[0, -2.6, 6.3], [2.9, 0, 6.6], [-3.9, -1.9, 0]], atol=1e-12)
-    X, W = np.eye(3), S                                            # so that S = W X + 0
+    X, W = np.eye(3), S  # so that S = W X + 0
     assert compute_loss_svm(X, y, W, np.zeros((3, 1))) == pytest.approx((2.9 + 0 + 12.9) / 3, rel=1e-12)
     np.testing.assert_allclose(true_class_margins(S, y), [3.2 - 5.1, 4.9 - 2.0, -3.1 - 2.5], atol=1e-12)
 
@@ -99,7 +107,7 @@ def test_gradient_equals_the_loop(problem, lam):
     assert aW.shape == W.shape and ab.shape == b.shape
     np.testing.assert_allclose(aW, gW, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(ab, gb, rtol=1e-12, atol=1e-14)
-    aW1, ab1 = compute_gradients_svm(X, one_hot(y), scores(X, W, b), W, lam)   # one-hot labels too
+    aW1, ab1 = compute_gradients_svm(X, one_hot(y), scores(X, W, b), W, lam)  # one-hot labels too
     np.testing.assert_array_equal(aW1, aW)
     np.testing.assert_array_equal(ab1, ab)
     # the true class's column sums cancel the others: each image's gradient over classes sums to 0
@@ -144,7 +152,7 @@ def test_row_metrics_equal_the_model(problem):
     np.testing.assert_allclose(got, SVM.metrics_from_scores(S, y, 0.25), rtol=1e-13)
 
 
-@pytest.mark.parametrize("options", [{}, dict(flip=0.5, shuffle=True)])   # fused metrics, and a pass each epoch
+@pytest.mark.parametrize("options", [{}, dict(flip=0.5, shuffle=True)])  # fused metrics, and a pass each epoch
 def test_training_history_is_the_svm_cost(tiny, options):
     config = TrainConfig(lam=0.1, eta=0.01, n_epochs=3, n_batch=30, dtype="float64", loss="svm", **options)
     result = train(config, tiny)
@@ -172,8 +180,8 @@ def test_classify_gives_scores_for_an_svm(problem):
     S = classify(records, W, b, mean, std, "svm")
     X = (records.T / 255 - mean) / std
     np.testing.assert_allclose(S, W @ X + b, rtol=1e-12)
-    assert not np.allclose(S.sum(axis=0), 1.0)                     # scores: nothing sums to 1
-    np.testing.assert_allclose(classify(records, W, b, mean, std).sum(axis=0), 1.0)   # softmax still does
+    assert not np.allclose(S.sum(axis=0), 1.0)  # scores: nothing sums to 1
+    np.testing.assert_allclose(classify(records, W, b, mean, std).sum(axis=0), 1.0)  # softmax still does
 
 
 # -- real data ----------------------------------------------------------------------------------------
@@ -198,9 +206,9 @@ def test_svm_on_the_seed_split_trains_stably(tmp_path_factory, real_archive):
     assert len(history["epoch"]) == 41
     costs = np.array(history["train_cost"])
     assert np.all(np.isfinite(costs)) and np.all(np.isfinite(history["val_cost"]))
-    assert costs[-1] < 0.5 * costs[0]                              # well down from the initial weights' cost
-    assert np.all(np.diff(costs[:10]) < 0)                         # steady descent where it is steep
-    assert costs[-1] <= costs[10:].min() * 1.05                    # no late blow-up
+    assert costs[-1] < 0.5 * costs[0]  # well down from the initial weights' cost
+    assert np.all(np.diff(costs[:10]) < 0)  # steady descent where it is steep
+    assert costs[-1] <= costs[10:].min() * 1.05  # no late blow-up
     metrics = evaluate_model(result.W, result.b, config.lam, data, loss="svm")
     accuracy = metrics["test"]["accuracy"]
     print(f"SVM test accuracy on the stand-in: {accuracy:.4f} (val {metrics['val']['accuracy']:.4f})")

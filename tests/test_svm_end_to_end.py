@@ -11,10 +11,9 @@ import pytest
 from PIL import Image
 
 from cifarcli import plots, report, schemas, stages
-from cifarcli.schemas import SchemaError, validate
 from cifarcli.config import TrainConfig
 from cifarcli.evaluate import margin_summary
-
+from cifarcli.schemas import SchemaError, validate
 from test_report_losses import PNG, make_report, md_section
 
 TRAIN = ("--n-epochs", "3", "--n-batch", "20", "--eta", "0.001")
@@ -33,7 +32,7 @@ def test_evaluate_schema_takes_probabilities_or_margins(workspace):
     broken = {k: v for k, v in metrics.items() if k != "margins"}
     with pytest.raises(SchemaError):
         validate(broken, schemas.EVALUATE_PAYLOAD)
-    with pytest.raises(SchemaError):                     # not both
+    with pytest.raises(SchemaError):  # not both
         validate({**metrics, "probabilities": metrics["margins"]}, schemas.EVALUATE_PAYLOAD)
     paths = stages.plot(workspace, run)
     assert set(paths) == set(schemas.SVM_FIGURES) and "probabilities" not in paths
@@ -82,7 +81,7 @@ def test_gradcheck_svm_reports_kinks_in_table_and_json(cli, tiny_archive):
     doc = json.loads(cli(*args, "--json").stdout)
     total = sum(sum(r["kinks"].values()) for r in doc["results"])
     assert doc["kinks"]["total"] == total and doc["kinks"]["excluded_from_verdict"] is True
-    assert total > 0                                            # margins start near 1: h = 1 straddles some
+    assert total > 0  # margins start near 1: h = 1 straddles some
     assert all(r["W"]["n_excluded"] == r["kinks"]["W"] for r in doc["results"])
     table = cli(*args).stdout
     assert "within h of a kink" in table and "(excluded)" in table and f"{total} checked parameter(s)" in table
@@ -93,8 +92,12 @@ def svm_entry(test, val, correct, incorrect, confident, loss="svm"):
     config = {"lam": 0.0, "eta": 0.001, "n_epochs": 3, **({"loss": loss} if loss != "softmax" else {})}
     metrics = {"test": {"accuracy": test}, "val": {"accuracy": val}}
     if loss == "svm":
-        metrics["margins"] = {"threshold": -1.0, "confident_mistakes": confident,
-                              "correct": {"mean": correct}, "incorrect": {"mean": incorrect}}
+        metrics["margins"] = {
+            "threshold": -1.0,
+            "confident_mistakes": confident,
+            "correct": {"mean": correct},
+            "incorrect": {"mean": incorrect},
+        }
     return {"run_id": loss, "config": config, "metrics": metrics}
 
 
@@ -103,21 +106,25 @@ def test_svm_sentences_follow_the_numbers():
     svm = svm_entry(0.36, 0.37, 1.25, -0.75, 0.4)
     [(a, b, same)] = report.loss_pairs([soft, svm], "svm")
     assert (a, b, same) == (soft, svm, True)
-    assert report.loss_pairs([soft, svm]) == []                 # the BCE comparison is not this one
+    assert report.loss_pairs([soft, svm]) == []  # the BCE comparison is not this one
     text = " ".join(report.svm_sentences(soft, svm, True))
     assert "the SVM reached test accuracy 0.3600 against 0.3900 for softmax (−3.00 points)" in text
     assert "softmax classified more test images correctly" in text
     assert "the SVM reached 0.3700 and softmax 0.3800: softmax is ahead" in text
     assert "1.2500 on correctly and −0.7500 on misclassified" in text or "1.2500 on correctly and -0.7500" in text
     assert "40.0 % of the SVM's mistakes are confident" in text
-    text2 = " ".join(report.svm_sentences(svm_entry(0.36, 0.37, None, None, None, "softmax"),
-                                          svm_entry(0.39, 0.38, 1.0, -0.5, 0.1), True))
+    text2 = " ".join(
+        report.svm_sentences(
+            svm_entry(0.36, 0.37, None, None, None, "softmax"), svm_entry(0.39, 0.38, 1.0, -0.5, 0.1), True
+        )
+    )
     assert "the SVM classified more test images correctly" in text2 and "the SVM is ahead" in text2
 
 
 def test_report_shows_the_margin_histogram_and_softmax_vs_svm(cli, tmp_path, tiny_archive):
-    doc, md, html = make_report(cli, tmp_path, tiny_archive,
-                                [{"lam": 0.0, "eta": 0.0005}, {"lam": 0.0, "eta": 0.0005, "loss": "svm"}])
+    doc, md, html = make_report(
+        cli, tmp_path, tiny_archive, [{"lam": 0.0, "eta": 0.0005}, {"lam": 0.0, "eta": 0.0005, "loss": "svm"}]
+    )
     soft, svm = doc["runs"]
     assert svm["config"]["loss"] == "svm" and "margins" in svm["metrics"]
     link = f"figures/{svm['run_id']}/margins.png"

@@ -42,8 +42,11 @@ def load_run(cache: Path, run_id: str):
 
 def spec_of(lam, eta, n_batch=None, n_epochs=None, fixed=None):
     """The spec `cifarcli sweep --lam LAM --eta ETA ...` builds."""
-    axes = {name: parse_grid(name, text) for name, text in
-            (("lam", lam), ("eta", eta), ("n_batch", n_batch), ("n_epochs", n_epochs)) if text is not None}
+    axes = {
+        name: parse_grid(name, text)
+        for name, text in (("lam", lam), ("eta", eta), ("n_batch", n_batch), ("n_epochs", n_epochs))
+        if text is not None
+    }
     return make_spec(axes, fixed)
 
 
@@ -59,23 +62,26 @@ def test_parse_lists():
     assert spec.varying() == ["n_epochs"]
 
 
-@pytest.mark.parametrize("args, named", [
-    (("--lam", "", "--eta", "0.1"), "--lam"),
-    (("--lam", "0,,1", "--eta", "0.1"), "--lam"),
-    (("--lam", "0,abc", "--eta", "0.1"), "--lam"),
-    (("--lam", "-1", "--eta", "0.1"), "--lam"),
-    (("--lam", "0.1,0.10", "--eta", "0.1"), "--lam"),
-    (("--lam", "0", "--eta", "0.1,-0.01"), "--eta"),
-    (("--lam", "0", "--eta", "0"), "--eta"),
-    (("--lam", "0", "--eta", "nan"), "--eta"),
-    (("--lam", "0", "--eta", "0.1", "--n-batch", "20.5"), "--n-batch"),
-    (("--lam", "0", "--eta", "0.1", "--n-epochs", "0"), "--n-epochs"),
-    (("--lam", "0", "--eta", "0.1", "--split", "nope"), "--split"),
-    (("--lam", "0", "--eta", "0.1", "--shufle", "1"), "--shufle"),
-    (("--lam", "0", "--eta", "0.1", "--backend", "spark"), "--backend"),
-    (("--lam", "0", "--eta", "0.1", "--backend", "dask"), "--scheduler"),
-    (("--lam", "0", "--eta", "0.1", "--jobs", "0"), "--jobs"),
-])
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (("--lam", "", "--eta", "0.1"), "--lam"),
+        (("--lam", "0,,1", "--eta", "0.1"), "--lam"),
+        (("--lam", "0,abc", "--eta", "0.1"), "--lam"),
+        (("--lam", "-1", "--eta", "0.1"), "--lam"),
+        (("--lam", "0.1,0.10", "--eta", "0.1"), "--lam"),
+        (("--lam", "0", "--eta", "0.1,-0.01"), "--eta"),
+        (("--lam", "0", "--eta", "0"), "--eta"),
+        (("--lam", "0", "--eta", "nan"), "--eta"),
+        (("--lam", "0", "--eta", "0.1", "--n-batch", "20.5"), "--n-batch"),
+        (("--lam", "0", "--eta", "0.1", "--n-epochs", "0"), "--n-epochs"),
+        (("--lam", "0", "--eta", "0.1", "--split", "nope"), "--split"),
+        (("--lam", "0", "--eta", "0.1", "--shufle", "1"), "--shufle"),
+        (("--lam", "0", "--eta", "0.1", "--backend", "spark"), "--backend"),
+        (("--lam", "0", "--eta", "0.1", "--backend", "dask"), "--scheduler"),
+        (("--lam", "0", "--eta", "0.1", "--jobs", "0"), "--jobs"),
+    ],
+)
 def test_bad_grids_are_one_line_exit_2(cli, fetched, args, named):
     result = cli("sweep", *args)
     assert result.exit_code == 2, (result.stdout, result.stderr)
@@ -88,8 +94,11 @@ def sweep_fixed(*args: str) -> dict:
     """The fixed training options `cifarcli sweep --lam 0 --eta 0.1 ARGS` passes on (its command, not run)."""
     sweep = typer.main.get_command(app).commands["sweep"]
     ctx = sweep.make_context("sweep", ["--lam", "0", "--eta", "0.1", *args])
-    return {name: value for name, value in ctx.params.items() if name in train_fields() and value is not None
-            and name not in AXES}
+    return {
+        name: value
+        for name, value in ctx.params.items()
+        if name in train_fields() and value is not None and name not in AXES
+    }
 
 
 def test_extra_training_options_follow_trainconfig(cli, fetched):
@@ -97,10 +106,12 @@ def test_extra_training_options_follow_trainconfig(cli, fetched):
     assert sweep_fixed("--val-size=500", "--seed", "3", "--shuffle") == {"val_size": 500, "seed": 3, "shuffle": True}
     assert sweep_fixed("--no-shuffle", "--loss", "svm") == {"shuffle": False, "loss": "svm"}
     assert set(train_fields()) <= {p.name for p in typer.main.get_command(app).commands["sweep"].params}
-    for args, message in ((("--nope", "1"), "No such option: --nope"),
-                          (("--seed", "1,2"), "--seed: takes one value in a sweep, got '1,2'"),
-                          (("--seed", "x"), "--seed: 'x' is not a valid int"),
-                          (("stray",), "Got unexpected extra argument(s) (stray)")):
+    for args, message in (
+        (("--nope", "1"), "No such option: --nope"),
+        (("--seed", "1,2"), "--seed: takes one value in a sweep, got '1,2'"),
+        (("--seed", "x"), "--seed: 'x' is not a valid int"),
+        (("stray",), "Got unexpected extra argument(s) (stray)"),
+    ):
         result = cli("sweep", "--lam", "0", "--eta", "0.1", *args)
         assert result.exit_code == 2 and result.stderr.startswith(f"error: {message}"), (args, result.stderr)
 
@@ -114,8 +125,9 @@ def test_sweep_run_ids_are_train_run_ids(cli, fetched):
     assert sorted(doc["computed"]) == sorted(p["run_id"] for p in doc["points"])
     for p in doc["points"]:
         assert p["config"]["seed"] == 7
-        trained = cli("train", "--lam", p["lam"], "--eta", p["eta"], "--n-epochs", 2, "--n-batch", 20,
-                          "--seed", 7, "--json")
+        trained = cli(
+            "train", "--lam", p["lam"], "--eta", p["eta"], "--n-epochs", 2, "--n-batch", 20, "--seed", 7, "--json"
+        )
         assert trained.exit_code == 0, trained.stderr
         single = json.loads(trained.stdout)
         assert single["run_id"] == p["run_id"] and single["cached"] is True
@@ -139,15 +151,35 @@ def test_sweep_killed_mid_way_resumes_with_only_missing_points(tmp_path, tiny_ar
     """A real kill -9 of a sequential sweep; the rerun trains what is not in the cache, nothing else."""
     cache = tmp_path / "cache"
     base = [sys.executable, "-m", "cifarcli"]
-    subprocess.run([*base, "fetch", "--source", str(tiny_archive), "--cache-dir", str(cache), "--quiet"], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*base, "fetch", "--source", str(tiny_archive), "--cache-dir", str(cache), "--quiet"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
     def finished() -> set[str]:  # whole artifacts only: a kill may leave a .tmp-* folder mid-commit
         return {p.parent.name for p in cache.glob("train/*/meta.json") if not p.parent.name.startswith(".")}
 
-    args = ["sweep", "--lam", "0,0.1,1", "--eta", "0.0001,0.0003", "--n-epochs", "25", "--n-batch", "20",
-            "--dtype", "float64", "--jobs", "1", "--cache-dir", str(cache), "--reports-dir", str(tmp_path / "reports"),
-            "--json"]
+    args = [
+        "sweep",
+        "--lam",
+        "0,0.1,1",
+        "--eta",
+        "0.0001,0.0003",
+        "--n-epochs",
+        "25",
+        "--n-batch",
+        "20",
+        "--dtype",
+        "float64",
+        "--jobs",
+        "1",
+        "--cache-dir",
+        str(cache),
+        "--reports-dir",
+        str(tmp_path / "reports"),
+        "--json",
+    ]
     proc = subprocess.Popen([*base, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and len(finished()) < 2:
@@ -170,8 +202,9 @@ def test_jobs_2_equals_jobs_1_bit_for_bit(cli, tmp_path, tiny_archive):
     for jobs in (1, 2):
         cache = tmp_path / f"cache{jobs}"
         assert cli("fetch", "--source", tiny_archive, "--cache-dir", cache, "--quiet").exit_code == 0
-        docs[jobs] = sweep_json(cli, *SMALL, "--jobs", jobs, "--cache-dir", cache,
-                                "--reports-dir", tmp_path / f"reports{jobs}")
+        docs[jobs] = sweep_json(
+            cli, *SMALL, "--jobs", jobs, "--cache-dir", cache, "--reports-dir", tmp_path / f"reports{jobs}"
+        )
     one, two = docs[1], docs[2]
     assert [p["run_id"] for p in one["points"]] == [p["run_id"] for p in two["points"]]
     assert one["best"] == two["best"] and one["sweep"] == two["sweep"] and two["jobs"] == 2
@@ -250,8 +283,9 @@ def test_heatmap_png_is_cached_and_restored(cli, fetched, tmp_path):
     path.unlink()
     again = sweep_json(cli, *GRID)
     assert Path(again["heatmap"]).read_bytes() == first  # restored from the cache, not redrawn
-    assert ("sweep", doc["sweep"]) in [(r["stage"], r["key"]) for r in json.loads(
-        cli("cache", "ls", "--stage", "sweep", "--json").stdout)["artifacts"]]
+    assert ("sweep", doc["sweep"]) in [
+        (r["stage"], r["key"]) for r in json.loads(cli("cache", "ls", "--stage", "sweep", "--json").stdout)["artifacts"]
+    ]
 
 
 def test_heatmap_takes_the_max_over_n_batch_and_epochs(workspace):
@@ -270,13 +304,36 @@ def test_json_is_one_document_with_every_point_and_the_best(cli, fetched):
     result = cli("sweep", *SMALL, "--json")
     assert result.exit_code == 0
     doc = json.loads(result.stdout)  # exactly one document: json.loads rejects trailing text
-    assert {"sweep", "grid", "fixed", "backend", "jobs", "selection", "n_points", "computed", "points", "best",
-            "heatmap"} <= set(doc)
+    assert {
+        "sweep",
+        "grid",
+        "fixed",
+        "backend",
+        "jobs",
+        "selection",
+        "n_points",
+        "computed",
+        "points",
+        "best",
+        "heatmap",
+    } <= set(doc)
     assert doc["grid"] == {"lam": [0.0, 0.1], "eta": [0.0003, 0.0005], "n_batch": [20], "n_epochs": [2]}
     assert doc["selection"] == "validation accuracy" and "_best_run" not in doc
     for p in doc["points"]:
-        assert {"run_id", "lam", "eta", "n_batch", "n_epochs", "config", "train_acc", "val_acc", "train_cost",
-                "val_cost", "diverged_at", "status"} <= set(p)
+        assert {
+            "run_id",
+            "lam",
+            "eta",
+            "n_batch",
+            "n_epochs",
+            "config",
+            "train_acc",
+            "val_acc",
+            "train_cost",
+            "val_cost",
+            "diverged_at",
+            "status",
+        } <= set(p)
     assert {"run_id", "config", "train_acc", "val_acc", "test_acc", "metrics"} <= set(doc["best"])
 
 
@@ -296,10 +353,21 @@ def test_dask_sweep_equals_local_sweep(cli, tmp_path, tiny_archive):
     for name in ("local", "dask"):
         assert cli("fetch", "--source", tiny_archive, "--cache-dir", tmp_path / name, "--quiet").exit_code == 0
     local = sweep_json(cli, *SMALL, "--cache-dir", tmp_path / "local", "--reports-dir", tmp_path / "rl")
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address=None) as cluster:
-        remote = sweep_json(cli, *SMALL, "--backend", "dask", "--scheduler", cluster.scheduler_address,
-                            "--cache-dir", tmp_path / "dask", "--reports-dir", tmp_path / "rd")
+    with LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        remote = sweep_json(
+            cli,
+            *SMALL,
+            "--backend",
+            "dask",
+            "--scheduler",
+            cluster.scheduler_address,
+            "--cache-dir",
+            tmp_path / "dask",
+            "--reports-dir",
+            tmp_path / "rd",
+        )
     assert remote["backend"] == "dask" and sorted(remote["computed"]) == sorted(local["computed"])
     assert [p["run_id"] for p in remote["points"]] == [p["run_id"] for p in local["points"]]
     assert remote["best"] == local["best"] and remote["sweep"] == local["sweep"]
@@ -312,8 +380,20 @@ def test_dask_sweep_equals_local_sweep(cli, tmp_path, tiny_archive):
         assert a.meta["info"]["final"] == b.meta["info"]["final"]
     # The runs the cluster trained are ordinary runs: `train` finds them cached.
     p = local["points"][0]
-    again = cli("train", "--lam", p["lam"], "--eta", p["eta"], "--n-epochs", 2, "--n-batch", 20,
-                "--cache-dir", tmp_path / "dask", "--json")
+    again = cli(
+        "train",
+        "--lam",
+        p["lam"],
+        "--eta",
+        p["eta"],
+        "--n-epochs",
+        2,
+        "--n-batch",
+        20,
+        "--cache-dir",
+        tmp_path / "dask",
+        "--json",
+    )
     assert json.loads(again.stdout)["cached"] is True
 
 
@@ -385,15 +465,18 @@ def test_report_with_a_sweep_table(cli, fetched, tmp_path):
     assert not [s for s in again["stages"] if s["status"] == "computed"]
 
 
-@pytest.mark.parametrize("table, named", [
-    ("[sweep]\nlam = [0]\neta = [0.1]\nlr = 1\n", "'lr'"),
-    ("[sweep]\nlam = []\neta = [0.1]\n", "lam"),
-    ("[sweep]\nlam = [0, 0]\neta = [0.1]\n", "lam"),
-    ("[sweep]\nlam = [0]\neta = [-0.1]\n", "eta"),
-    ("[sweep]\nlam = [0]\neta = [\"x\"]\n", "eta"),
-    ("[sweep]\neta = [0.1]\n", "lam"),
-    ("[sweep]\nlam = [0]\neta = [0.1]\nsplit = \"nope\"\n", "split"),
-])
+@pytest.mark.parametrize(
+    "table, named",
+    [
+        ("[sweep]\nlam = [0]\neta = [0.1]\nlr = 1\n", "'lr'"),
+        ("[sweep]\nlam = []\neta = [0.1]\n", "lam"),
+        ("[sweep]\nlam = [0, 0]\neta = [0.1]\n", "lam"),
+        ("[sweep]\nlam = [0]\neta = [-0.1]\n", "eta"),
+        ('[sweep]\nlam = [0]\neta = ["x"]\n', "eta"),
+        ("[sweep]\neta = [0.1]\n", "lam"),
+        ('[sweep]\nlam = [0]\neta = [0.1]\nsplit = "nope"\n', "split"),
+    ],
+)
 def test_bad_sweep_table_is_one_line(cli, fetched, tmp_path, table, named):
     config = tmp_path / "bad.toml"
     config.write_text(table)

@@ -28,9 +28,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cifarcli import stages, workflows
+from cifarcli.cli import app
 from cifarcli.files import file_sha256
 from cifarcli.store import META, PAYLOAD
-from cifarcli.cli import app
 from procs import without_phases
 
 RUN = ("--lam", "0.1", "--eta", "0.01", "--n-epochs", "2")
@@ -47,8 +47,20 @@ eta = 0.01
 """
 SWEEP = ("--lam", "0,0.1", "--eta", "0.01", "--n-epochs", "2", "--jobs", "1")
 # Fields that differ between two runs of one command although the results are the same.
-VOLATILE = {"cached", "created", "elapsed", "seconds", "timings", "train_seconds", "stages", "computed", "status",
-            "duration", "total_seconds", "epoch_seconds"}
+VOLATILE = {
+    "cached",
+    "created",
+    "elapsed",
+    "seconds",
+    "timings",
+    "train_seconds",
+    "stages",
+    "computed",
+    "status",
+    "duration",
+    "total_seconds",
+    "epoch_seconds",
+}
 
 
 class Evil:
@@ -61,7 +73,7 @@ class Evil:
         return os.system, (f"touch {self.marker}",)
 
 
-def invoke(*args) -> "object":
+def invoke(*args) -> object:
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
@@ -107,9 +119,12 @@ def ws(reference, tmp_path, monkeypatch, offline):
 
 def artifact_folder(cache: Path, stage: str, run_id: str) -> Path:
     """The one artifact of ``stage`` the stage's command reads."""
-    keys = {"train": run_id, "evaluate": stages.run_key(stages.EVALUATE, run_id),
-            "plot": stages.run_key(stages.PLOT, run_id),
-            "dataset": json.loads((cache / "workspace.json").read_text())["dataset"]["key"]}
+    keys = {
+        "train": run_id,
+        "evaluate": stages.run_key(stages.EVALUATE, run_id),
+        "plot": stages.run_key(stages.PLOT, run_id),
+        "dataset": json.loads((cache / "workspace.json").read_text())["dataset"]["key"],
+    }
     if stage in keys:
         return cache / stage / keys[stage]
     [folder] = [p for p in (cache / stage).iterdir() if not p.name.startswith(".")]
@@ -121,8 +136,9 @@ def doctor(folder: Path, value) -> None:
     joblib.dump(value, folder / PAYLOAD)
     meta = json.loads((folder / META).read_text())
     info = (folder / PAYLOAD).stat()
-    meta.update(payload_size=info.st_size, payload_mtime_ns=info.st_mtime_ns,
-                payload_sha256=file_sha256(folder / PAYLOAD))
+    meta.update(
+        payload_size=info.st_size, payload_mtime_ns=info.st_mtime_ns, payload_sha256=file_sha256(folder / PAYLOAD)
+    )
     (folder / META).write_text(json.dumps(meta))
 
 
@@ -241,9 +257,14 @@ def test_a_doctored_checkpoint_is_ignored_and_training_restarts(ws, reference, t
     shutil.rmtree(ws / "cache" / "train" / clean["run_id"])
     marker = ws / "marker"
     history = {name: [0] if name == "epoch" else [0.5] for name in clean["history"]}
-    joblib.dump({"code": {"epoch": 0, "W": Evil(marker), "b": np.zeros((10, 1)), "history": history}, "42": 42,
-                 "W-wrong-shape": {"epoch": 0, "W": np.zeros((10, 5)), "b": np.zeros((10, 1)), "history": history},
-                 }[checkpoint], _checkpoint_path(ws / "cache"))
+    joblib.dump(
+        {
+            "code": {"epoch": 0, "W": Evil(marker), "b": np.zeros((10, 1)), "history": history},
+            "42": 42,
+            "W-wrong-shape": {"epoch": 0, "W": np.zeros((10, 5)), "b": np.zeros((10, 1)), "history": history},
+        }[checkpoint],
+        _checkpoint_path(ws / "cache"),
+    )
     result = invoke("train", *LONGER, "--json")
     assert result.exit_code == 0, result.stderr
     assert not marker.exists()
@@ -285,8 +306,10 @@ def test_a_meta_json_of_the_wrong_form_is_damaged_everywhere_and_recomputed(ws, 
 
 # -- workspace.json ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("content", ["[]", "null", '{"dataset": "x"}', '{"dataset": {"key": 1}}', "garbage{",
-                                     '{"checksums": []}'])
+
+@pytest.mark.parametrize(
+    "content", ["[]", "null", '{"dataset": "x"}', '{"dataset": {"key": 1}}', "garbage{", '{"checksums": []}']
+)
 def test_a_damaged_workspace_file_reads_as_empty_and_nothing_is_downloaded(ws, reference, content):
     from procs import checksums
 
@@ -295,8 +318,13 @@ def test_a_damaged_workspace_file_reads_as_empty_and_nothing_is_downloaded(ws, r
     status = invoke("status", *RUN, "--json")
     assert status.exit_code == 0 and "Traceback" not in status.stderr
     states = {r["stage"]: r["state"] for r in json.loads(status.stdout)["stages"]}
-    assert states == {"dataset": "cached", "gradcheck": "missing", "train": "cached", "evaluate": "cached",
-                      "plot": "cached"}  # (the default gradcheck was never run)
+    assert states == {
+        "dataset": "cached",
+        "gradcheck": "missing",
+        "train": "cached",
+        "evaluate": "cached",
+        "plot": "cached",
+    }  # (the default gradcheck was never run)
     result = invoke(*stage_command("evaluate", reference["run_id"]))
     assert result.exit_code == 0, result.stderr
     lines = notices(result)
@@ -309,6 +337,7 @@ def test_a_damaged_workspace_file_reads_as_empty_and_nothing_is_downloaded(ws, r
 
 
 # -- the dataset is imported again from where it came from --------------------------------
+
 
 def test_a_zeroed_dataset_payload_is_reimported_from_the_recorded_source(ws, reference, tiny_archive):
     cache = ws / "cache"
@@ -327,9 +356,10 @@ def test_a_zeroed_dataset_payload_is_reimported_from_the_recorded_source(ws, ref
 
 # -- stale results (issue 9) -----------------------------------------------------------------
 
+
 def test_a_changed_train_artifact_makes_evaluate_plot_and_report_stale(workspace, tmp_path):
-    from cifarcli.evaluate import evaluate_model
     from cifarcli.config import TrainConfig
+    from cifarcli.evaluate import evaluate_model
 
     config = TrainConfig(lam=0.1, eta=0.01, n_epochs=2)
     run = stages.train(workspace, config)
@@ -339,16 +369,27 @@ def test_a_changed_train_artifact_makes_evaluate_plot_and_report_stale(workspace
     settings.write_text(SETTINGS)
     workflows.report(workspace, settings)
     rows = {r["stage"]: r["state"] for r in stages.status(workspace, config)}
-    assert rows == {"dataset": "cached", "gradcheck": "missing", "train": "cached", "evaluate": "cached",
-                    "plot": "cached"}
+    assert rows == {
+        "dataset": "cached",
+        "gradcheck": "missing",
+        "train": "cached",
+        "evaluate": "cached",
+        "plot": "cached",
+    }
 
     # The same run ID, other weights: e.g. a `train --force` that came out differently.
     payload = {**run.payload, "W": run.payload["W"] * 3}
     info = run.meta["info"]
     data_key = run.meta["inputs"]["dataset"]
-    rewritten = workspace.store.get_or_compute("train", stages.TRAIN.version, run.meta["params"],
-                                               run.meta["inputs"], lambda: (payload, info), force=True,
-                                               depends=[("dataset", data_key)])
+    rewritten = workspace.store.get_or_compute(
+        "train",
+        stages.TRAIN.version,
+        run.meta["params"],
+        run.meta["inputs"],
+        lambda: (payload, info),
+        force=True,
+        depends=[("dataset", data_key)],
+    )
     assert rewritten.key == run.key and rewritten.meta["payload_sha256"] != run.meta["payload_sha256"]
     rows = {r["stage"]: (r["state"], r["reason"]) for r in stages.status(workspace, config)}
     assert rows["evaluate"][0] == rows["plot"][0] == "stale" and "older train artifact" in rows["evaluate"][1]
@@ -360,8 +401,9 @@ def test_a_changed_train_artifact_makes_evaluate_plot_and_report_stale(workspace
     run = stages.find_run(workspace, run.key)
     new = stages.evaluate(workspace, run)
     assert new.status == "computed" and new.key == old.key  # same key, recomputed
-    assert messages == [f"evaluate/{old.key} was made from an older train artifact (train/{run.key}); "
-                        "removing it and recomputing"]
+    assert messages == [
+        f"evaluate/{old.key} was made from an older train artifact (train/{run.key}); removing it and recomputing"
+    ]
     data = stages.prepared(stages.dataset_by_key(workspace, data_key), config.split, config.val_size, config.dtype)
     expected = evaluate_model(payload["W"], payload["b"], config.lam, data)
     assert new.payload["test"] == expected["test"] and new.payload["test"] != old.payload["test"]

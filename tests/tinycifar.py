@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer",
-               "dog", "frog", "horse", "ship", "truck"]
+LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 
 
@@ -54,17 +53,29 @@ def python_members(n_per_batch=200, n_test=200, seed=0, label_names=LABEL_NAMES)
 
 def python_members_of(batches, test, label_names=LABEL_NAMES) -> dict[str, bytes]:
     """The ``cifar-10-batches-py`` files of given arrays: ``batches`` five (x, y), ``test`` one (x, y)."""
+
     def batch_pickle(label, x, y):
-        record = {b"batch_label": label.encode(), b"labels": [int(v) for v in y],
-                  b"data": x, b"filenames": [f"img_{i}.png".encode() for i in range(len(y))]}
+        record = {
+            b"batch_label": label.encode(),
+            b"labels": [int(v) for v in y],
+            b"data": x,
+            b"filenames": [f"img_{i}.png".encode() for i in range(len(y))],
+        }
         return pickle.dumps(record, protocol=2)
 
-    files = {name: batch_pickle(f"training batch {i + 1} of 5", *xy)
-             for i, (name, xy) in enumerate(zip(TRAIN_FILES, batches))}
+    files = {
+        name: batch_pickle(f"training batch {i + 1} of 5", *xy)
+        for i, (name, xy) in enumerate(zip(TRAIN_FILES, batches))
+    }
     files["test_batch"] = batch_pickle("testing batch 1 of 1", *test)
     files["batches.meta"] = pickle.dumps(
-        {b"label_names": [n.encode() for n in label_names], b"num_cases_per_batch": len(batches[0][1]),
-         b"num_vis": 3072}, protocol=2)
+        {
+            b"label_names": [n.encode() for n in label_names],
+            b"num_cases_per_batch": len(batches[0][1]),
+            b"num_vis": 3072,
+        },
+        protocol=2,
+    )
     return files
 
 
@@ -105,4 +116,3 @@ def prepared(dtype: str = "float32", split: str = "seed", n_per_batch: int = 200
     x = np.concatenate([b[0] for b in batches])
     y = np.concatenate([b[1] for b in batches])
     return prepare(x, y, tx, ty, LABEL_NAMES, n_per_batch, split, 100, dtype)
-

@@ -19,19 +19,59 @@ The flow: doc → ``build_blocks`` → ``render_markdown`` / ``render_html``.
 
 from __future__ import annotations
 
-from .analysis import (Instability, accuracy_gap, analysis, best_run_sentences, best_runs, class_sentences,
-                       effect_sentences, gap_sentences, gradcheck_sentences, instability, loss_pairs,
-                       loss_sentences, margin_stats, overfitting, run_name, single_change_groups, stability_label,
-                       stability_sentences, svm_sentences)
+from .analysis import (
+    Instability,
+    accuracy_gap,
+    analysis,
+    best_run_sentences,
+    best_runs,
+    class_sentences,
+    effect_sentences,
+    gap_sentences,
+    gradcheck_sentences,
+    instability,
+    loss_pairs,
+    loss_sentences,
+    margin_stats,
+    overfitting,
+    run_name,
+    single_change_groups,
+    stability_label,
+    stability_sentences,
+    svm_sentences,
+)
 from .blocks import Heading, build_blocks, comparisons, discussion_blocks
 from .format import fmt_acc, fmt_num, fmt_points
 from .html import render_html
 from .markdown import render_markdown
 
 __all__ = [
-    "render_markdown", "render_html", "build_blocks", "analysis",
-    "gap_sentences", "stability_sentences", "effect_sentences", "best_run_sentences",
-    "class_sentences", "gradcheck_sentences", "instability", "stability_label", "overfitting", "Instability",
-    "single_change_groups", "best_runs", "accuracy_gap", "fmt_acc", "fmt_points",
-    "fmt_num", "run_name", "comparisons", "discussion_blocks", "loss_pairs", "loss_sentences", "margin_stats", "svm_sentences", "Heading",
+    "render_markdown",
+    "render_html",
+    "build_blocks",
+    "analysis",
+    "gap_sentences",
+    "stability_sentences",
+    "effect_sentences",
+    "best_run_sentences",
+    "class_sentences",
+    "gradcheck_sentences",
+    "instability",
+    "stability_label",
+    "overfitting",
+    "Instability",
+    "single_change_groups",
+    "best_runs",
+    "accuracy_gap",
+    "fmt_acc",
+    "fmt_points",
+    "fmt_num",
+    "run_name",
+    "comparisons",
+    "discussion_blocks",
+    "loss_pairs",
+    "loss_sentences",
+    "margin_stats",
+    "svm_sentences",
+    "Heading",
 ]

@@ -33,8 +33,20 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import LOSSES, TRAIN_DEFAULTS, loss_named
 from ..stats import ALPHA, mcnemar_exact, wilson_interval
-from .format import (PARAM_WORDS, describe_setting, finite, fmt_acc, fmt_acc_ci, fmt_err, fmt_loss, fmt_num,
-                     fmt_p, fmt_points, fmt_share, join_names)
+from .format import (
+    PARAM_WORDS,
+    describe_setting,
+    finite,
+    fmt_acc,
+    fmt_acc_ci,
+    fmt_err,
+    fmt_loss,
+    fmt_num,
+    fmt_p,
+    fmt_points,
+    fmt_share,
+    join_names,
+)
 
 if TYPE_CHECKING:
     from ..losses import Loss
@@ -98,8 +110,15 @@ class PairTests:
         if found is None:
             return None
         p = mcnemar_exact(*found)
-        result = {"a": a["run_id"], "b": b["run_id"], "split": split, "a_only": found[0], "b_only": found[1],
-                  "p": p, "significant": p < ALPHA}
+        result = {
+            "a": a["run_id"],
+            "b": b["run_id"],
+            "split": split,
+            "a_only": found[0],
+            "b_only": found[1],
+            "p": p,
+            "significant": p < ALPHA,
+        }
         if not any({x["a"], x["b"], x["split"]} == {result["a"], result["b"], split} for x in self.used):
             self.used.append(result)
         return result
@@ -126,7 +145,7 @@ def gap_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     """One sentence per run on its train–validation accuracy gap."""
     out = []
     for run in runs:
-        tr, va, gap = accuracy_of(run, "train"), accuracy_of(run, "val"), accuracy_gap(run)
+        gap = accuracy_gap(run)
         if gap is None:
             continue
         if round(gap * 100, 2) > 0:
@@ -135,8 +154,10 @@ def gap_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
             tail = f"validation is above train by {fmt_points(-gap)} percentage points"
         else:
             tail = "no gap"
-        out.append(f"{run_name(run)}: train accuracy {accuracy_text(run, 'train')}, validation "
-                   f"{accuracy_text(run, 'val')}: {tail}.")
+        out.append(
+            f"{run_name(run)}: train accuracy {accuracy_text(run, 'train')}, validation "
+            f"{accuracy_text(run, 'val')}: {tail}."
+        )
     return out
 
 
@@ -162,8 +183,8 @@ class Instability:
     """Why a run is called unstable: ``kind`` in {'diverged', 'rise', 'oscillation'}."""
 
     kind: str
-    reason: str          # what the numbers say
-    curve: str           # how it shows in the loss curve
+    reason: str  # what the numbers say
+    curve: str  # how it shows in the loss curve
 
 
 def instability(run: Mapping[str, Any]) -> Instability | None:
@@ -173,19 +194,25 @@ def instability(run: Mapping[str, Any]) -> Instability | None:
     vloss = _history(run, "val_loss")
     div = run.get("diverged_at")
     if div is not None:
-        return Instability("diverged", f"training diverged at epoch {div} (the cost became NaN or "
-                           "infinite) and was stopped there",
-                           f"its curves end at epoch {div}")
+        return Instability(
+            "diverged",
+            f"training diverged at epoch {div} (the cost became NaN or infinite) and was stopped there",
+            f"its curves end at epoch {div}",
+        )
     for key in ("train_cost", "train_loss", "val_cost", "val_loss"):
         vals = _history(run, key)
         bad = [i for i, v in enumerate(vals) if not math.isfinite(v)]
         if bad:
             e = epochs[bad[0]] if bad[0] < len(epochs) else bad[0]
-            return Instability("diverged", f"its {key.replace('_', ' ')} became non-finite at epoch {e}",
-                               f"its curves break off at epoch {e}")
+            return Instability(
+                "diverged",
+                f"its {key.replace('_', ' ')} became non-finite at epoch {e}",
+                f"its curves break off at epoch {e}",
+            )
+
     def climb(vals):
         """(total of the upward steps after epoch 1, up steps, steps, direction reversals)."""
-        body = [v for v in vals[1:]]                # the first step leaves the init: ignore it
+        body = [v for v in vals[1:]]  # the first step leaves the init: ignore it
         up, n_up, n = _upward_total(body)
         steps = [b - a for a, b in zip(body, body[1:]) if b != a]
         reversals = sum(1 for s, t in zip(steps, steps[1:]) if (s > 0) != (t > 0))
@@ -202,8 +229,10 @@ def instability(run: Mapping[str, Any]) -> Instability | None:
                 "oscillation" if saw else "rise",
                 f"its {name} went up in {n_up} of {n} epochs, climbing {fmt_loss(up)} in total "
                 f"({up / lo * 100:.0f} % of its minimum {fmt_loss(lo)})",
-                "its loss curve is a saw-tooth instead of a steady decrease" if saw
-                else "its loss curve climbs back up before it comes down again")
+                "its loss curve is a saw-tooth instead of a steady decrease"
+                if saw
+                else "its loss curve climbs back up before it comes down again",
+            )
         return None
 
     found = oscillation(cost, "training cost", MIN_REVERSALS)
@@ -218,7 +247,8 @@ def instability(run: Mapping[str, Any]) -> Instability | None:
                 "rise",
                 f"its final training cost, {fmt_loss(cost[-1])}, is {rise * 100:.1f} % above the lowest "
                 f"it reached, {fmt_loss(lo)} at epoch {epochs[i_lo]}",
-                "its loss curve ends well above its lowest point")
+                "its loss curve ends well above its lowest point",
+            )
     return oscillation(cost, "training cost", 0) or oscillation(vloss, "validation loss", MIN_REVERSALS)
 
 
@@ -264,17 +294,27 @@ def update_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
         found, size = instability(run), update_of(run)
         if found is None or found.kind == "diverged" or size is None:
             continue
-        text = (f"Why {run_name(run)} was unstable: one mini-batch update, η‖∂J/∂W‖/‖W‖ measured over an epoch "
-                f"of batches at its final weights, moves W by {fmt_update(size)} of its own norm (median)")
+        text = (
+            f"Why {run_name(run)} was unstable: one mini-batch update, η‖∂J/∂W‖/‖W‖ measured over an epoch "
+            f"of batches at its final weights, moves W by {fmt_update(size)} of its own norm (median)"
+        )
         # Set against the stable runs that differ from it in η alone, when there are any.
-        same_but_eta = [r for r in stable if {k: v for k, v in r.get("config", {}).items() if k != "eta"}
-                        == {k: v for k, v in run.get("config", {}).items() if k != "eta"}]
+        same_but_eta = [
+            r
+            for r in stable
+            if {k: v for k, v in r.get("config", {}).items() if k != "eta"}
+            == {k: v for k, v in run.get("config", {}).items() if k != "eta"}
+        ]
         for other in same_but_eta or stable:
-            text += (f"; {fmt_update(update_of(other))} for the stable {run_name(other)} "
-                     f"({size / update_of(other):.0f} times less)")
-        out.append(text + ": each step is too large for the weights it changes, overshoots the minimum "
-                          "along the batch's gradient and undoes part of the previous steps, so the cost "
-                          "goes up and down.")
+            text += (
+                f"; {fmt_update(update_of(other))} for the stable {run_name(other)} "
+                f"({size / update_of(other):.0f} times less)"
+            )
+        out.append(
+            text + ": each step is too large for the weights it changes, overshoots the minimum "
+            "along the batch's gradient and undoes part of the previous steps, so the cost "
+            "goes up and down."
+        )
     return out
 
 
@@ -299,13 +339,16 @@ def stability_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
         if of:
             e, lo, rise = of
             vloss = _history(run, "val_loss")
-            out.append(f"{run_name(run)}: the validation loss was lowest at epoch {e} ({fmt_loss(lo)}) "
-                       f"and ended {rise * 100:.1f} % higher ({fmt_loss(vloss[-1])}), a sign of over-fitting.")
+            out.append(
+                f"{run_name(run)}: the validation loss was lowest at epoch {e} ({fmt_loss(lo)}) "
+                f"and ended {rise * 100:.1f} % higher ({fmt_loss(vloss[-1])}), a sign of over-fitting."
+            )
     return out
 
 
-def single_change_groups(runs: Sequence[Mapping[str, Any]], param: str
-                         ) -> list[tuple[dict[str, Any], list[Mapping[str, Any]]]]:
+def single_change_groups(
+    runs: Sequence[Mapping[str, Any]], param: str
+) -> list[tuple[dict[str, Any], list[Mapping[str, Any]]]]:
     """Groups of runs whose configs agree on everything but ``param``.
 
     Returns ``[(fixed settings that vary elsewhere in the study, runs sorted by
@@ -314,9 +357,11 @@ def single_change_groups(runs: Sequence[Mapping[str, Any]], param: str
     configs = [r.get("config", {}) for r in runs]
     keys = sorted({k for c in configs for k in c})
     # Name the other main hyper-parameter always, and any other setting that varies.
-    varying = [k for k in keys if k != param and
-               (k in ("lam", "eta") or
-                len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1)]
+    varying = [
+        k
+        for k in keys
+        if k != param and (k in ("lam", "eta") or len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1)
+    ]
     varying.sort(key=lambda k: (k not in ("lam", "eta"), k))
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for run, c in zip(runs, configs):
@@ -345,14 +390,16 @@ def _change(verb_up: str, verb_down: str, a: float, b: float, what: str, fmt, un
     return f"{verb} {what} from {fmt(a)} to {fmt(b)}{unit}"
 
 
-def _tested_change(a: Mapping[str, Any], b: Mapping[str, Any], ta: float, tb: float, tests: PairTests | None,
-                   a_name: str, b_name: str) -> str:
+def _tested_change(
+    a: Mapping[str, Any], b: Mapping[str, Any], ta: float, tb: float, tests: PairTests | None, a_name: str, b_name: str
+) -> str:
     """Test accuracy from a to b in words that follow McNemar's test: "raised"/"lowered" only when p < 0.05."""
     t = tests.test(a, b, "test") if tests is not None else None
     moved = f"{accuracy_text(a, 'test')} to {accuracy_text(b, 'test')} ({fmt_points(tb - ta, signed=True)} points"
     if t is None:
-        return _change("raised", "lowered", ta, tb, "test accuracy", fmt_acc, "") + \
-            (f" ({fmt_points(tb - ta, signed=True)} points)" if fmt_acc(ta) != fmt_acc(tb) else "")
+        return _change("raised", "lowered", ta, tb, "test accuracy", fmt_acc, "") + (
+            f" ({fmt_points(tb - ta, signed=True)} points)" if fmt_acc(ta) != fmt_acc(tb) else ""
+        )
     words = test_words(t, a_name, b_name)
     if t["significant"]:
         verb = "raised" if t["b_only"] > t["a_only"] else "lowered"
@@ -380,22 +427,39 @@ def effect_sentences(runs: Sequence[Mapping[str, Any]], param: str, tests: PairT
                 parts.append(_tested_change(a, b, ta, tb, tests, f"{sym}={fmt_num(va)}", f"{sym}={fmt_num(vb)}"))
             ga, gb = accuracy_gap(a), accuracy_gap(b)
             if ga is not None and gb is not None:
-                parts.append(_change("widened", "shrank", ga, gb,
-                                     "the train–validation gap",
-                                     lambda g: fmt_points(g), " percentage points"))
+                parts.append(
+                    _change(
+                        "widened",
+                        "shrank",
+                        ga,
+                        gb,
+                        "the train–validation gap",
+                        lambda g: fmt_points(g),
+                        " percentage points",
+                    )
+                )
             ra, rb = roughness_of(a), roughness_of(b)
             if param == "lam" and ra is not None and rb is not None:
-                parts.append(_change("raised", "lowered", ra, rb, "the roughness of the weight templates",
-                                     lambda r: f"{r:.2f}", " (1 = noise, 0 = smooth: see the weights grid of "
-                                                           "the comparison)"))
+                parts.append(
+                    _change(
+                        "raised",
+                        "lowered",
+                        ra,
+                        rb,
+                        "the roughness of the weight templates",
+                        lambda r: f"{r:.2f}",
+                        " (1 = noise, 0 = smooth: see the weights grid of the comparison)",
+                    )
+                )
             if not parts:
                 continue
             sentence = f"{where}, raising {sym} from {fmt_num(va)} to {fmt_num(vb)} " + " and ".join(parts)
             ia, ib = instability(a), instability(b)
             if (ia is None) != (ib is None):
                 bad, good = (va, vb) if ia else (vb, va)
-                sentence += (f"; the run with {sym}={fmt_num(bad)} was unstable, "
-                             f"the one with {sym}={fmt_num(good)} was not")
+                sentence += (
+                    f"; the run with {sym}={fmt_num(bad)} was unstable, the one with {sym}={fmt_num(good)} was not"
+                )
             out.append(sentence + ".")
     return out
 
@@ -416,8 +480,9 @@ def runner_up(runs: Sequence[Mapping[str, Any]], split: str) -> tuple[Mapping[st
     return (ranked[0], ranked[1]) if len(ranked) >= 2 else None
 
 
-def best_versus_runner_up(runs: Sequence[Mapping[str, Any]], tests: PairTests | None, split: str = "test",
-                          what: str = "★ run") -> str | None:
+def best_versus_runner_up(
+    runs: Sequence[Mapping[str, Any]], tests: PairTests | None, split: str = "test", what: str = "★ run"
+) -> str | None:
     """Whether the best run on ``split`` is significantly better than the runner-up (McNemar), in one sentence."""
     pair = runner_up(runs, split)
     t = tests.test(pair[0], pair[1], split) if pair and tests is not None else None
@@ -426,10 +491,14 @@ def best_versus_runner_up(runs: Sequence[Mapping[str, Any]], tests: PairTests | 
     best, second = pair
     words = test_words(t, run_name(best), run_name(second))
     if t["significant"] and t["a_only"] > t["b_only"]:
-        return (f"The {what} is significantly better than the runner-up, {run_name(second)} "
-                f"({accuracy_text(second, split)}): McNemar {fmt_p(t['p'])}; {words}.")
-    return (f"The {what} is not significantly better than the runner-up, {run_name(second)} "
-            f"({accuracy_text(second, split)}): no significant difference (McNemar {fmt_p(t['p'])}; {words}).")
+        return (
+            f"The {what} is significantly better than the runner-up, {run_name(second)} "
+            f"({accuracy_text(second, split)}): McNemar {fmt_p(t['p'])}; {words}."
+        )
+    return (
+        f"The {what} is not significantly better than the runner-up, {run_name(second)} "
+        f"({accuracy_text(second, split)}): no significant difference (McNemar {fmt_p(t['p'])}; {words})."
+    )
 
 
 def best_run_sentences(runs: Sequence[Mapping[str, Any]], tests: PairTests | None = None) -> list[str]:
@@ -439,27 +508,34 @@ def best_run_sentences(runs: Sequence[Mapping[str, Any]], tests: PairTests | Non
     best_test, best_val = best_runs(runs, "test"), best_runs(runs, "val")
     out = []
     if len(runs) == 1 and runs[0].get("diverged_at") is not None:
-        return [f"One configuration was run ({run_name(runs[0])}); it diverged at epoch "
-                f"{runs[0]['diverged_at']}, so there is no accuracy to report."]
+        return [
+            f"One configuration was run ({run_name(runs[0])}); it diverged at epoch "
+            f"{runs[0]['diverged_at']}, so there is no accuracy to report."
+        ]
     if len(runs) == 1:
         r = runs[0]
-        out.append(f"One configuration was run ({run_name(r)}); it reached test accuracy "
-                   f"{accuracy_text(r, 'test')}, so there is nothing to compare.")
+        out.append(
+            f"One configuration was run ({run_name(r)}); it reached test accuracy "
+            f"{accuracy_text(r, 'test')}, so there is nothing to compare."
+        )
         return out
     if best_test:
         names = join_names([run_name(runs[i]) for i in best_test])
-        out.append(f"The highest test accuracy, {accuracy_text(runs[best_test[0]], 'test')}, "
-                   f"was reached by {names} (marked ★ in the table).")
+        out.append(
+            f"The highest test accuracy, {accuracy_text(runs[best_test[0]], 'test')}, "
+            f"was reached by {names} (marked ★ in the table)."
+        )
         star = best_versus_runner_up(runs, tests)
         if star is not None:
             out.append(star)
     if best_val:
         names = join_names([run_name(runs[i]) for i in best_val])
-        same = ("the same choice" if set(best_val) == set(best_test)
-                else "a different choice from the test ranking")
-        out.append(f"Choosing on validation accuracy, as one must for deployment since the test set "
-                   f"is kept unseen, selects {names} ({accuracy_text(runs[best_val[0]], 'val')}): "
-                   f"{same}.")
+        same = "the same choice" if set(best_val) == set(best_test) else "a different choice from the test ranking"
+        out.append(
+            f"Choosing on validation accuracy, as one must for deployment since the test set "
+            f"is kept unseen, selects {names} ({accuracy_text(runs[best_val[0]], 'val')}): "
+            f"{same}."
+        )
     return out
 
 
@@ -474,13 +550,12 @@ def class_sentences(run: Mapping[str, Any]) -> list[str]:
     names = list(pca)
     totals = [sum(row) for row in metrics_of(run).get("confusion_matrix") or []]
 
-    def acc(name: str, value: float) -> str:      # with its interval over the class's test images
+    def acc(name: str, value: float) -> str:  # with its interval over the class's test images
         i = names.index(name)
         n = totals[i] if i < len(totals) else 0
         return fmt_acc_ci(value, wilson_interval(round(value * n), n) if n else None)
 
-    return [f"For {run_name(run)}, the easiest class was {hi[0]} ({acc(*hi)}) and the "
-            f"hardest {lo[0]} ({acc(*lo)})."]
+    return [f"For {run_name(run)}, the easiest class was {hi[0]} ({acc(*hi)}) and the hardest {lo[0]} ({acc(*lo)})."]
 
 
 def loss_of(run: Mapping[str, Any]) -> str:
@@ -501,9 +576,12 @@ def probability_stats(run: Mapping[str, Any]) -> dict[str, float | None]:
     def num(x):
         return float(x) if finite(x) else None
 
-    return {"correct": num((pr.get("correct") or {}).get("mean")),
-            "incorrect": num((pr.get("incorrect") or {}).get("mean")),
-            "confident": num(pr.get("confident_mistakes")), "threshold": num(pr.get("threshold"))}
+    return {
+        "correct": num((pr.get("correct") or {}).get("mean")),
+        "incorrect": num((pr.get("incorrect") or {}).get("mean")),
+        "confident": num(pr.get("confident_mistakes")),
+        "threshold": num(pr.get("threshold")),
+    }
 
 
 def margin_stats(run: Mapping[str, Any]) -> dict[str, float | None]:
@@ -514,13 +592,17 @@ def margin_stats(run: Mapping[str, Any]) -> dict[str, float | None]:
     def num(x):
         return float(x) if finite(x) else None
 
-    return {"correct": num((mg.get("correct") or {}).get("mean")),
-            "incorrect": num((mg.get("incorrect") or {}).get("mean")),
-            "confident": num(mg.get("confident_mistakes")), "threshold": num(mg.get("threshold"))}
+    return {
+        "correct": num((mg.get("correct") or {}).get("mean")),
+        "incorrect": num((mg.get("incorrect") or {}).get("mean")),
+        "confident": num(mg.get("confident_mistakes")),
+        "threshold": num(mg.get("threshold")),
+    }
 
 
-def loss_pairs(runs: Sequence[Mapping[str, Any]], other: str = "bce"
-               ) -> list[tuple[Mapping[str, Any], Mapping[str, Any], bool]]:
+def loss_pairs(
+    runs: Sequence[Mapping[str, Any]], other: str = "bce"
+) -> list[tuple[Mapping[str, Any], Mapping[str, Any], bool]]:
     """(softmax run, ``other``-loss run, same other settings) pairs to compare; [] unless both losses are present.
 
     ``other`` is "bce" or "svm". Runs identical but for ``loss`` are paired; when
@@ -548,15 +630,18 @@ def loss_pairs(runs: Sequence[Mapping[str, Any]], other: str = "bce"
     return [(best(by_loss["softmax"]), best(by_loss[other]), False)]
 
 
-def _test_accuracy_sentences(soft: Mapping[str, Any], other: Mapping[str, Any], name: str,
-                             same_settings: bool, tests: PairTests | None = None) -> list[str]:
+def _test_accuracy_sentences(
+    soft: Mapping[str, Any], other: Mapping[str, Any], name: str, same_settings: bool, tests: PairTests | None = None
+) -> list[str]:
     """The sentence comparing a softmax run's test accuracy with another loss's run (``name``: "BCE", "the SVM")."""
     if same_settings:
         shared = {k: soft["config"].get(k) for k in ("lam", "eta")}
         where = f"At {describe_setting(shared)} with every other setting equal"
     else:
-        where = (f"Comparing the best run of each loss on validation accuracy ({run_name(soft)} for softmax, "
-                 f"{run_name(other)} for {name}; their other settings differ)")
+        where = (
+            f"Comparing the best run of each loss on validation accuracy ({run_name(soft)} for softmax, "
+            f"{run_name(other)} for {name}; their other settings differ)"
+        )
     ts, to = accuracy_of(soft, "test"), accuracy_of(other, "test")
     if ts is None or to is None:
         return []
@@ -564,38 +649,51 @@ def _test_accuracy_sentences(soft: Mapping[str, Any], other: Mapping[str, Any], 
     if t is not None:
         counts = test_words(t, name, "softmax")
         if not t["significant"]:
-            return [f"{where}, {name} and softmax made no significant difference to test accuracy (McNemar "
-                    f"{fmt_p(t['p'])}): {accuracy_text(other, 'test')} against {accuracy_text(soft, 'test')}; "
-                    f"{counts}."]
-        return [f"{where}, {name} reached test accuracy {accuracy_text(other, 'test')} against "
-                f"{accuracy_text(soft, 'test')} for softmax ({fmt_points(to - ts, signed=True)} points; McNemar "
-                f"{fmt_p(t['p'])}; {counts}): {name if t['a_only'] > t['b_only'] else 'softmax'} classified "
-                f"significantly more test images correctly."]
+            return [
+                f"{where}, {name} and softmax made no significant difference to test accuracy (McNemar "
+                f"{fmt_p(t['p'])}): {accuracy_text(other, 'test')} against {accuracy_text(soft, 'test')}; "
+                f"{counts}."
+            ]
+        return [
+            f"{where}, {name} reached test accuracy {accuracy_text(other, 'test')} against "
+            f"{accuracy_text(soft, 'test')} for softmax ({fmt_points(to - ts, signed=True)} points; McNemar "
+            f"{fmt_p(t['p'])}; {counts}): {name if t['a_only'] > t['b_only'] else 'softmax'} classified "
+            f"significantly more test images correctly."
+        ]
     if fmt_acc(ts) == fmt_acc(to):
         return [f"{where}, both losses reached test accuracy {fmt_acc(ts)}."]
-    return [f"{where}, {name} reached test accuracy {fmt_acc(to)} against {fmt_acc(ts)} for softmax "
-            f"({fmt_points(to - ts, signed=True)} points): "
-            f"{name if to > ts else 'softmax'} classified more test images correctly."]
+    return [
+        f"{where}, {name} reached test accuracy {fmt_acc(to)} against {fmt_acc(ts)} for softmax "
+        f"({fmt_points(to - ts, signed=True)} points): "
+        f"{name if to > ts else 'softmax'} classified more test images correctly."
+    ]
 
 
-def svm_sentences(soft: Mapping[str, Any], svm: Mapping[str, Any], same_settings: bool,
-                  tests: PairTests | None = None) -> list[str]:
+def svm_sentences(
+    soft: Mapping[str, Any], svm: Mapping[str, Any], same_settings: bool, tests: PairTests | None = None
+) -> list[str]:
     """How an SVM run compares with a softmax run: validation and test accuracy, the SVM's margins."""
     out = _test_accuracy_sentences(soft, svm, "the SVM", same_settings, tests)
     vs, vv = accuracy_of(soft, "val"), accuracy_of(svm, "val")
     if vs is not None and vv is not None:
         verdict = _more_less(vv, vs, fmt_acc, "the SVM is ahead", "softmax is ahead", "the two are level")
-        out.append(f"On validation, the split to choose on, the SVM reached {fmt_acc(vv)} and softmax "
-                   f"{fmt_acc(vs)}: {verdict}.")
+        out.append(
+            f"On validation, the split to choose on, the SVM reached {fmt_acc(vv)} and softmax "
+            f"{fmt_acc(vs)}: {verdict}."
+        )
     ms = margin_stats(svm)
     if ms["correct"] is not None and ms["incorrect"] is not None:
-        out.append(f"The SVM gives scores, not probabilities: the mean margin of the true class "
-                   f"(its score minus the best other score) was {fmt_loss(ms['correct'])} on correctly and "
-                   f"{fmt_loss(ms['incorrect'])} on misclassified test images.")
+        out.append(
+            f"The SVM gives scores, not probabilities: the mean margin of the true class "
+            f"(its score minus the best other score) was {fmt_loss(ms['correct'])} on correctly and "
+            f"{fmt_loss(ms['incorrect'])} on misclassified test images."
+        )
     if ms["confident"] is not None:
         t = ms["threshold"] if ms["threshold"] is not None else -1.0
-        out.append(f"{fmt_share(ms['confident'])} of the SVM's mistakes are confident: another class beats "
-                   f"the true one by more than {fmt_num(-t)}, the hinge's margin.")
+        out.append(
+            f"{fmt_share(ms['confident'])} of the SVM's mistakes are confident: another class beats "
+            f"the true one by more than {fmt_num(-t)}, the hinge's margin."
+        )
     return out
 
 
@@ -603,30 +701,43 @@ def _more_less(a: float, b: float, fmt, more: str, less: str, same: str) -> str:
     return same if fmt(a) == fmt(b) else more if a > b else less
 
 
-def loss_sentences(soft: Mapping[str, Any], bce: Mapping[str, Any], same_settings: bool,
-                   tests: PairTests | None = None) -> list[str]:
+def loss_sentences(
+    soft: Mapping[str, Any], bce: Mapping[str, Any], same_settings: bool, tests: PairTests | None = None
+) -> list[str]:
     """How a BCE run compares with a softmax run: accuracy, true-class probabilities, confident mistakes."""
     out = _test_accuracy_sentences(soft, bce, "BCE", same_settings, tests)
     ps, pb = probability_stats(soft), probability_stats(bce)
     if None not in (ps["correct"], pb["correct"], ps["incorrect"], pb["incorrect"]):
-        out.append(f"The mean probability given to the true class was {fmt_acc(pb['correct'])} (BCE) and "
-                   f"{fmt_acc(ps['correct'])} (softmax) on correctly classified images, "
-                   f"{fmt_acc(pb['incorrect'])} and {fmt_acc(ps['incorrect'])} on misclassified ones.")
+        out.append(
+            f"The mean probability given to the true class was {fmt_acc(pb['correct'])} (BCE) and "
+            f"{fmt_acc(ps['correct'])} (softmax) on correctly classified images, "
+            f"{fmt_acc(pb['incorrect'])} and {fmt_acc(ps['incorrect'])} on misclassified ones."
+        )
         gs, gb = ps["correct"] - ps["incorrect"], pb["correct"] - pb["incorrect"]
         if fmt_acc(gs) == fmt_acc(gb):
             out.append(f"Right and wrong answers are separated by the same margin, {fmt_acc(gs)}, with both losses.")
         else:
             wide, narrow = ("BCE", "softmax") if gb > gs else ("softmax", "BCE")
-            out.append(f"The difference between the two means is {fmt_acc(gb)} with BCE and {fmt_acc(gs)} with "
-                       f"softmax: {wide}'s probability of the true class tells right from wrong answers "
-                       f"more clearly than {narrow}'s.")
+            out.append(
+                f"The difference between the two means is {fmt_acc(gb)} with BCE and {fmt_acc(gs)} with "
+                f"softmax: {wide}'s probability of the true class tells right from wrong answers "
+                f"more clearly than {narrow}'s."
+            )
     if ps["confident"] is not None and pb["confident"] is not None:
         t = ps["threshold"] if ps["threshold"] is not None else 0.1
         cs, cb = ps["confident"], pb["confident"]
-        verdict = _more_less(cb, cs, fmt_share, "BCE makes more confident mistakes",
-                             "BCE makes fewer confident mistakes", "the same share for both")
-        out.append(f"Confident mistakes (a misclassified image whose true class gets p < {t:g}): "
-                   f"{fmt_share(cb)} of BCE's mistakes against {fmt_share(cs)} of softmax's; {verdict}.")
+        verdict = _more_less(
+            cb,
+            cs,
+            fmt_share,
+            "BCE makes more confident mistakes",
+            "BCE makes fewer confident mistakes",
+            "the same share for both",
+        )
+        out.append(
+            f"Confident mistakes (a misclassified image whose true class gets p < {t:g}): "
+            f"{fmt_share(cb)} of BCE's mistakes against {fmt_share(cs)} of softmax's; {verdict}."
+        )
     return out
 
 
@@ -645,9 +756,11 @@ def gradcheck_sentences(gc: Mapping[str, Any] | None) -> list[str]:
         return []
     verdict = gradcheck_passed(gc)
     rel = "below" if tol is not None and worst[0] <= float(tol) else "above"
-    return [f"The largest relative gradient error was {fmt_err(worst[0])} (for {worst[1]} at "
-            f"λ={fmt_num(worst[2])}), {rel} the tolerance {fmt_err(tol)}: "
-            f"{'PASS' if verdict else 'FAIL'}."]
+    return [
+        f"The largest relative gradient error was {fmt_err(worst[0])} (for {worst[1]} at "
+        f"λ={fmt_num(worst[2])}), {rel} the tolerance {fmt_err(tol)}: "
+        f"{'PASS' if verdict else 'FAIL'}."
+    ]
 
 
 def gradcheck_passed(gc: Mapping[str, Any]) -> bool:
@@ -655,8 +768,7 @@ def gradcheck_passed(gc: Mapping[str, Any]) -> bool:
     if "passed" in gc and gc["passed"] is not None:
         return bool(gc["passed"])
     tol = float(gc.get("tol", 0))
-    return all(float(res.get(p, {}).get("max", math.inf)) <= tol
-               for res in gc.get("results", []) for p in ("W", "b"))
+    return all(float(res.get(p, {}).get("max", math.inf)) <= tol for res in gc.get("results", []) for p in ("W", "b"))
 
 
 def analysis(doc: Mapping[str, Any], tests: PairTests | None = None) -> list[tuple[str, list[str]]]:

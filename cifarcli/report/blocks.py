@@ -12,14 +12,47 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
-from .analysis import (STABILITY_RULE, PairTests, accuracy_of, accuracy_text, analysis, best_runs,
-                       best_versus_runner_up, epochs_of, fmt_update, gradcheck_passed, instability, loss_object, loss_of, loss_pairs,
-                       loss_sentences, margin_stats, metrics_of, probability_stats, roughness_of, run_name,
-                       stability_label, svm_sentences, update_of)
-from .format import (PARAM_WORDS, describe_setting, finite, fmt_acc, fmt_ci, fmt_err, fmt_loss, fmt_num,
-                     fmt_points, fmt_seconds, fmt_share, join_names)
+from .analysis import (
+    STABILITY_RULE,
+    PairTests,
+    accuracy_of,
+    accuracy_text,
+    analysis,
+    best_runs,
+    best_versus_runner_up,
+    epochs_of,
+    fmt_update,
+    gradcheck_passed,
+    instability,
+    loss_object,
+    loss_of,
+    loss_pairs,
+    loss_sentences,
+    margin_stats,
+    metrics_of,
+    probability_stats,
+    roughness_of,
+    run_name,
+    stability_label,
+    svm_sentences,
+    update_of,
+)
+from .format import (
+    PARAM_WORDS,
+    describe_setting,
+    finite,
+    fmt_acc,
+    fmt_ci,
+    fmt_err,
+    fmt_loss,
+    fmt_num,
+    fmt_points,
+    fmt_seconds,
+    fmt_share,
+    join_names,
+)
 
 SPLITS = (("train", "train"), ("val", "validation"), ("test", "test"))
 FIGURE_CAPTIONS = {
@@ -28,22 +61,29 @@ FIGURE_CAPTIONS = {
     "weights": "Learnt weights W, one 32×32 image per class, each scaled to its own range.",
     "confusion": "Confusion matrix on the test set (rows: true class, columns: predicted).",
     "probabilities": "Probability the model gives the true class of each test image, correctly vs "
-                     "incorrectly classified images, each as a share of its group.",
+    "incorrectly classified images, each as a share of its group.",
     "margins": "Margin of the true class of each test image, s_y − max_(j≠y) s_j (an SVM gives scores, not "
-               "probabilities; > 0 is a correct answer), correctly vs incorrectly classified images, each as "
-               "a share of its group; the outer bins hold everything beyond ±5.",
+    "probabilities; > 0 is a correct answer), correctly vs incorrectly classified images, each as "
+    "a share of its group; the outer bins hold everything beyond ±5.",
 }
 
 
 # What each per-run figure shows, as the start of its caption ("Figure 5: loss and cost, λ=0.1, η=0.001").
-FIGURE_NAMES = {"loss": "loss and cost", "accuracy": "accuracy", "weights": "learnt weights",
-                "confusion": "confusion matrix", "probabilities": "true-class probability",
-                "margins": "true-class margin (SVM)"}
+FIGURE_NAMES = {
+    "loss": "loss and cost",
+    "accuracy": "accuracy",
+    "weights": "learnt weights",
+    "confusion": "confusion matrix",
+    "probabilities": "true-class probability",
+    "margins": "true-class margin (SVM)",
+}
 # The rest of a per-run caption, after its name and the run's.
-RUN_FIGURE_DETAILS = {"loss": "Per epoch, train and validation; dashed: the cost, loss + λ‖W‖².",
-                      "accuracy": "Per epoch, train and validation; dotted: chance (0.1).",
-                      "weights": "W as one 32×32 image per class, each scaled to its own range.",
-                      "confusion": "On the test set; rows: true class, columns: predicted."}
+RUN_FIGURE_DETAILS = {
+    "loss": "Per epoch, train and validation; dashed: the cost, loss + λ‖W‖².",
+    "accuracy": "Per epoch, train and validation; dotted: chance (0.1).",
+    "weights": "W as one 32×32 image per class, each scaled to its own range.",
+    "confusion": "On the test set; rows: true class, columns: predicted.",
+}
 # Per-run figures two to a row: (loss | accuracy), (weights | confusion), then the histogram.
 FIGURE_PAIRS = (("loss", "accuracy"), ("weights", "confusion"), ("probabilities",), ("margins",))
 
@@ -53,12 +93,12 @@ class Span:
     text: str
     bold: bool = False
     code: bool = False
-    nowrap: bool = False    # HTML: never broken across lines (a run's name in a narrow column)
+    nowrap: bool = False  # HTML: never broken across lines (a run's name in a narrow column)
     italic: bool = False
-    aside: bool = False     # HTML: a smaller line of its own under the cell's value (an accuracy's interval)
+    aside: bool = False  # HTML: a smaller line of its own under the cell's value (an accuracy's interval)
 
 
-Inline = Union[str, Span, Sequence[Union[str, Span]]]
+Inline = str | Span | Sequence[str | Span]
 
 
 @dataclass
@@ -71,7 +111,7 @@ class Heading:
 @dataclass
 class Para:
     content: Inline
-    kind: str = ""          # '', 'note', 'warn', 'pass', 'fail', 'meta'
+    kind: str = ""  # '', 'note', 'warn', 'pass', 'fail', 'meta'
 
 
 @dataclass
@@ -82,21 +122,21 @@ class Bullets:
 
 @dataclass
 class CodeBlock:
-    text: str                # shown verbatim (escaped), in a monospaced block
+    text: str  # shown verbatim (escaped), in a monospaced block
 
 
 @dataclass
 class Table:
     header: list[Inline]
     rows: list[list[Inline]]
-    align: str = ""          # one 'l' or 'r' per column; default: first l, rest r
+    align: str = ""  # one 'l' or 'r' per column; default: first l, rest r
     caption: str = ""
-    highlight: set[int] = field(default_factory=set)   # row indices to emphasise
+    highlight: set[int] = field(default_factory=set)  # row indices to emphasise
 
 
 @dataclass
 class Figure:
-    path: str                # relative to the reports folder
+    path: str  # relative to the reports folder
     alt: str
     caption: str
 
@@ -104,14 +144,14 @@ class Figure:
 @dataclass
 class FigureRow:
     figures: list[Figure]
-    wide: bool = False       # HTML: use the full column width (weights grid)
-    side_by_side: bool = False   # Markdown: one table row of images instead of one image after another
-    half: bool = False       # HTML: a lone figure at half the column width (the slot of a pair)
+    wide: bool = False  # HTML: use the full column width (weights grid)
+    side_by_side: bool = False  # Markdown: one table row of images instead of one image after another
+    half: bool = False  # HTML: a lone figure at half the column width (the slot of a pair)
 
 
 @dataclass
 class Contents:
-    entries: list[tuple[str, str]]   # (anchor, text); HTML only
+    entries: list[tuple[str, str]]  # (anchor, text); HTML only
 
 
 def _anchor(text: str) -> str:
@@ -206,8 +246,10 @@ def _gradcheck_blocks(gc: Mapping[str, Any] | None) -> list:
         return blocks
     tol = gc.get("tol")
     ok = gradcheck_passed(gc)
-    desc = ["Relative error |g_a − g_n| / max(eps, |g_a| + |g_n|) between the analytic and a "
-            "centred-difference numerical gradient"]
+    desc = [
+        "Relative error |g_a − g_n| / max(eps, |g_a| + |g_n|) between the analytic and a "
+        "centred-difference numerical gradient"
+    ]
     if gc.get("n_samples") is not None:
         desc.append(f", on {gc['n_samples']} examples")
     if gc.get("n_dims") is not None:
@@ -228,35 +270,72 @@ def _gradcheck_blocks(gc: Mapping[str, Any] | None) -> list:
             if not passed:
                 bad.add(len(rows))
             kinks = [f"{(res.get('kinks') or {}).get(p, 0)} of {st.get('n', '—')}"] if kinked else []
-            rows.append([fmt_num(res.get("lam")), Span(p, code=True), fmt_err(st.get("max")),
-                         fmt_err(st.get("mean")), fmt_err(st.get("median")),
-                         fmt_share(st.get("share_below_tol")), *kinks,
-                         Span("PASS" if passed else "FAIL", bold=True)])
+            rows.append(
+                [
+                    fmt_num(res.get("lam")),
+                    Span(p, code=True),
+                    fmt_err(st.get("max")),
+                    fmt_err(st.get("mean")),
+                    fmt_err(st.get("median")),
+                    fmt_share(st.get("share_below_tol")),
+                    *kinks,
+                    Span("PASS" if passed else "FAIL", bold=True),
+                ]
+            )
     if rows:
-        blocks.append(Table(["λ", "parameter", "max", "mean", "median", f"share < {fmt_err(tol)}",
-                             *(["within h of a kink (excluded)"] if kinked else []), "result"],
-                            rows, align="llrrrr" + ("r" if kinked else "") + "l", highlight=bad))
+        blocks.append(
+            Table(
+                [
+                    "λ",
+                    "parameter",
+                    "max",
+                    "mean",
+                    "median",
+                    f"share < {fmt_err(tol)}",
+                    *(["within h of a kink (excluded)"] if kinked else []),
+                    "result",
+                ],
+                rows,
+                align="llrrrr" + ("r" if kinked else "") + "l",
+                highlight=bad,
+            )
+        )
     if kinked:
         n_kinks = sum(sum((res.get("kinks") or {}).values()) for res in gc.get("results", []))
-        blocks.append(Para(f"The SVM's hinge has kinks: {n_kinks} checked parameter(s) lie within h of one "
-                           "(their ±h moves a margin across zero, where a centred difference is not a "
-                           "gradient). They are left out of max, mean, median and the verdict.", "note"))
-    blocks.append(Para([Span(f"{'PASS' if ok else 'FAIL'}", bold=True),
-                        f": every maximum relative error {'is' if ok else 'is not'} within the "
-                        f"tolerance {fmt_err(tol)}."], "pass" if ok else "fail"))
+        blocks.append(
+            Para(
+                f"The SVM's hinge has kinks: {n_kinks} checked parameter(s) lie within h of one "
+                "(their ±h moves a margin across zero, where a centred difference is not a "
+                "gradient). They are left out of max, mean, median and the verdict.",
+                "note",
+            )
+        )
+    blocks.append(
+        Para(
+            [
+                Span(f"{'PASS' if ok else 'FAIL'}", bold=True),
+                f": every maximum relative error {'is' if ok else 'is not'} within the tolerance {fmt_err(tol)}.",
+            ],
+            "pass" if ok else "fail",
+        )
+    )
     for res in gc.get("results", []):
         corner = (res.get("W") or {}).get("corner")
         if not corner:
             continue
         n = len(corner[0]) if corner else 0
-        blocks.append(Table([""] + [f"j={j}" for j in range(n)],
-                            [[f"k={i}"] + [fmt_err(v) for v in r] for i, r in enumerate(corner)],
-                            caption=f"Relative error of W, top-left {len(corner)}×{n} corner "
-                                    f"(λ={fmt_num(res.get('lam'))}); k = class, j = input dimension."))
+        blocks.append(
+            Table(
+                [""] + [f"j={j}" for j in range(n)],
+                [[f"k={i}"] + [fmt_err(v) for v in r] for i, r in enumerate(corner)],
+                caption=f"Relative error of W, top-left {len(corner)}×{n} corner "
+                f"(λ={fmt_num(res.get('lam'))}); k = class, j = input dimension.",
+            )
+        )
     return blocks
 
 
-def _accuracy_cell(accuracy: Any, ci: Any) -> list[Union[str, Span]]:
+def _accuracy_cell(accuracy: Any, ci: Any) -> list[str | Span]:
     """A table cell: the accuracy, then its 95 % interval (HTML: on a smaller line of its own)."""
     interval = fmt_ci(ci) if finite(accuracy) else ""
     return [fmt_acc(accuracy)] + ([Span(" " + interval, aside=True)] if interval else [])
@@ -267,15 +346,14 @@ def _run_anchor(run: Mapping[str, Any], i: int) -> str:
     return "run-" + _anchor(rid)
 
 
-BRIEF_FIGURES = ("loss", "accuracy", "weights")   # the assignment asks for curves and weights per run
+BRIEF_FIGURES = ("loss", "accuracy", "weights")  # the assignment asks for curves and weights per run
 
 
 def _run_blocks(run: Mapping[str, Any], i: int, brief: bool = False) -> list:
     c = run.get("config", {})
     blocks: list = [Heading(3, f"Run {i + 1}: {run_name(run)}", _run_anchor(run, i))]
     settings = ", ".join(f"{PARAM_WORDS.get(k, k)}={fmt_num(v)}" for k, v in c.items())
-    meta: list[Union[str, Span]] = ["Run ID ", Span(str(run.get("run_id", "—")), code=True),
-                                    f". Settings: {settings}."]
+    meta: list[str | Span] = ["Run ID ", Span(str(run.get("run_id", "—")), code=True), f". Settings: {settings}."]
     if run.get("train_seconds") is not None:
         meta.append(f" Training took {fmt_seconds(run['train_seconds'])}.")
     blocks.append(Para(meta))
@@ -289,8 +367,15 @@ def _run_blocks(run: Mapping[str, Any], i: int, brief: bool = False) -> list:
         rows = []
         for key, name in SPLITS:
             s = m.get(key) or {}
-            rows.append([name, str(sizes.get(key, "—")), fmt_loss(s.get("loss")),
-                         fmt_loss(s.get("cost")), _accuracy_cell(s.get("accuracy"), s.get("accuracy_ci"))])
+            rows.append(
+                [
+                    name,
+                    str(sizes.get(key, "—")),
+                    fmt_loss(s.get("loss")),
+                    fmt_loss(s.get("cost")),
+                    _accuracy_cell(s.get("accuracy"), s.get("accuracy_ci")),
+                ]
+            )
         blocks.append(Table(["split", "images", "loss", "cost", "accuracy [95 % CI]"], rows))
     figs = run.get("figures") or {}
     if brief:
@@ -337,11 +422,16 @@ def _early_stopping_text(run: Mapping[str, Any]) -> str:
     text = f"Early stopping: trained {fmt_num(trained)} of {fmt_num(c.get('n_epochs'))} epochs"
     if c.get("patience"):
         stopped = trained is not None and trained < c.get("n_epochs", trained)
-        text += (f" (stopped: validation accuracy had not improved for {fmt_num(c['patience'])} epochs)" if stopped
-                 else f" (patience {fmt_num(c['patience'])} never ran out)")
+        text += (
+            f" (stopped: validation accuracy had not improved for {fmt_num(c['patience'])} epochs)"
+            if stopped
+            else f" (patience {fmt_num(c['patience'])} never ran out)"
+        )
     if c.get("keep") == "best":
-        text += (f"; the weights kept, and evaluated below, are those of epoch {fmt_num(chosen)}, the highest "
-                 f"validation accuracy ({fmt_acc(val)}; ties go to the earliest), marked on the curves.")
+        text += (
+            f"; the weights kept, and evaluated below, are those of epoch {fmt_num(chosen)}, the highest "
+            f"validation accuracy ({fmt_acc(val)}; ties go to the earliest), marked on the curves."
+        )
     else:
         text += f"; the weights kept are those of the last epoch, {fmt_num(chosen)}."
     return text
@@ -350,22 +440,40 @@ def _early_stopping_text(run: Mapping[str, Any]) -> str:
 def _diverged_blocks(run: Mapping[str, Any]) -> list:
     """A diverged run: when it diverged, and its history up to then (it has no metrics and no figures)."""
     epoch = run["diverged_at"]
-    what = ("the metrics below are those of the last finite weights" if metrics_of(run)
-            else "the run was not evaluated and has no figures")
-    blocks: list = [Para(f"Training diverged at epoch {epoch}: the cost became NaN or infinite and training "
-                         f"was stopped; {what}. Its history up to epoch {epoch} is below; a smaller η "
-                         "avoids the divergence.", "warn")]
+    what = (
+        "the metrics below are those of the last finite weights"
+        if metrics_of(run)
+        else "the run was not evaluated and has no figures"
+    )
+    blocks: list = [
+        Para(
+            f"Training diverged at epoch {epoch}: the cost became NaN or infinite and training "
+            f"was stopped; {what}. Its history up to epoch {epoch} is below; a smaller η "
+            "avoids the divergence.",
+            "warn",
+        )
+    ]
     h = run.get("history") or {}
-    columns = [("train_cost", "train cost"), ("val_cost", "val. cost"), ("train_acc", "train acc."),
-               ("val_acc", "val. acc.")]
+    columns = [
+        ("train_cost", "train cost"),
+        ("val_cost", "val. cost"),
+        ("train_acc", "train acc."),
+        ("val_acc", "val. acc."),
+    ]
     rows = []
     for i, e in enumerate(epochs_of(run)):
         if epoch is not None and finite(e) and float(e) > float(epoch):
             break
         rows.append([fmt_num(e)] + [_fmt_history(h.get(key), i) for key, _ in columns])
     if rows:
-        blocks.append(Table(["epoch"] + [name for _, name in columns], rows, align="rrrrr",
-                            caption="History of the diverged run (epoch 0: the initial weights)."))
+        blocks.append(
+            Table(
+                ["epoch"] + [name for _, name in columns],
+                rows,
+                align="rrrrr",
+                caption="History of the diverged run (epoch 0: the initial weights).",
+            )
+        )
     return blocks
 
 
@@ -385,8 +493,10 @@ def _probability_caption(run: Mapping[str, Any]) -> str:
     text = FIGURE_CAPTIONS["probabilities"].rstrip(".") + f" ({kind})."
     st = probability_stats(run)
     if st["correct"] is not None or st["incorrect"] is not None:
-        text += (f" Mean {fmt_acc(st['correct'])} on correctly and {fmt_acc(st['incorrect'])} on "
-                 "incorrectly classified images")
+        text += (
+            f" Mean {fmt_acc(st['correct'])} on correctly and {fmt_acc(st['incorrect'])} on "
+            "incorrectly classified images"
+        )
         if st["confident"] is not None:
             text += f"; {fmt_share(st['confident'])} of the mistakes have p < {st['threshold'] or 0.1:g}"
         text += "."
@@ -398,8 +508,10 @@ def _margin_caption(run: Mapping[str, Any]) -> str:
     text = FIGURE_CAPTIONS["margins"]
     st = margin_stats(run)
     if st["correct"] is not None or st["incorrect"] is not None:
-        text += (f" Mean {fmt_loss(st['correct'])} on correctly and {fmt_loss(st['incorrect'])} on "
-                 "incorrectly classified images")
+        text += (
+            f" Mean {fmt_loss(st['correct'])} on correctly and {fmt_loss(st['incorrect'])} on "
+            "incorrectly classified images"
+        )
         if st["confident"] is not None:
             threshold = st["threshold"] if st["threshold"] is not None else -1.0
             text += f"; {fmt_share(st['confident'])} of the mistakes have a margin < {threshold:g}"
@@ -418,22 +530,42 @@ def _svm_comparison_blocks(runs: Sequence[Mapping[str, Any]], tests: PairTests |
         for r in (soft, svm):
             scores_only = not loss_object(loss_of(r)).gives_probabilities
             st = margin_stats(r) if scores_only else {"correct": None, "incorrect": None}
-            rows.append([run_name(r), loss_of(r), fmt_acc(accuracy_of(r, "val")), fmt_acc(accuracy_of(r, "test")),
-                         fmt_loss(st["correct"]) if st["correct"] is not None else "—",
-                         fmt_loss(st["incorrect"]) if st["incorrect"] is not None else "—",
-                         Span(str(r.get("run_id", "—")), code=True)])
-    blocks.append(Table(["run", "loss", "val. acc.", "test acc.", "mean margin, correct",
-                         "mean margin, misclassified", "run ID"], rows, align="llrrrrl",
-                        caption="The multi-class SVM (hinge loss, margin 1) against softmax. The SVM gives "
-                                "scores, not probabilities: its margin is the true class's score minus the "
-                                "best other score, on the test set."))
+            rows.append(
+                [
+                    run_name(r),
+                    loss_of(r),
+                    fmt_acc(accuracy_of(r, "val")),
+                    fmt_acc(accuracy_of(r, "test")),
+                    fmt_loss(st["correct"]) if st["correct"] is not None else "—",
+                    fmt_loss(st["incorrect"]) if st["incorrect"] is not None else "—",
+                    Span(str(r.get("run_id", "—")), code=True),
+                ]
+            )
+    blocks.append(
+        Table(
+            ["run", "loss", "val. acc.", "test acc.", "mean margin, correct", "mean margin, misclassified", "run ID"],
+            rows,
+            align="llrrrrl",
+            caption="The multi-class SVM (hinge loss, margin 1) against softmax. The SVM gives "
+            "scores, not probabilities: its margin is the true class's score minus the "
+            "best other score, on the test set.",
+        )
+    )
     for soft, svm, same in pairs:
-        figs = [(soft, (soft.get("figures") or {}).get("probabilities")),
-                (svm, (svm.get("figures") or {}).get("margins"))]
+        figs = [
+            (soft, (soft.get("figures") or {}).get("probabilities")),
+            (svm, (svm.get("figures") or {}).get("margins")),
+        ]
         if all(path for _, path in figs):
-            blocks.append(FigureRow([Figure(path, f"true class, {run_name(r)}, loss {loss_of(r)}",
-                                            f"{loss_of(r)}: {run_name(r)}") for r, path in figs],
-                                    side_by_side=True))
+            blocks.append(
+                FigureRow(
+                    [
+                        Figure(path, f"true class, {run_name(r)}, loss {loss_of(r)}", f"{loss_of(r)}: {run_name(r)}")
+                        for r, path in figs
+                    ],
+                    side_by_side=True,
+                )
+            )
         blocks.append(Bullets(list(svm_sentences(soft, svm, same, tests))))
     return blocks
 
@@ -450,20 +582,51 @@ def _loss_comparison_blocks(runs: Sequence[Mapping[str, Any]], tests: PairTests 
         for r in (soft, bce):
             st = probability_stats(r)
             t = st["threshold"] if st["threshold"] is not None else t
-            rows.append([run_name(r), loss_of(r), fmt_acc(accuracy_of(r, "test")), fmt_acc(st["correct"]),
-                         fmt_acc(st["incorrect"]), fmt_share(st["confident"]),
-                         Span(str(r.get("run_id", "—")), code=True)])
-    blocks.append(Table(["run", "loss", "test acc.", "mean p(true), correct", "mean p(true), misclassified",
-                         f"confident mistakes (p(true) < {t:g})", "run ID"], rows, align="llrrrrl",
-                        caption="Probability given to the true class on the test set. Softmax probabilities "
-                                "sum to 1 over the classes; BCE's are one sigmoid per class and do not. "
-                                "Confident mistakes: share of the misclassified images."))
+            rows.append(
+                [
+                    run_name(r),
+                    loss_of(r),
+                    fmt_acc(accuracy_of(r, "test")),
+                    fmt_acc(st["correct"]),
+                    fmt_acc(st["incorrect"]),
+                    fmt_share(st["confident"]),
+                    Span(str(r.get("run_id", "—")), code=True),
+                ]
+            )
+    blocks.append(
+        Table(
+            [
+                "run",
+                "loss",
+                "test acc.",
+                "mean p(true), correct",
+                "mean p(true), misclassified",
+                f"confident mistakes (p(true) < {t:g})",
+                "run ID",
+            ],
+            rows,
+            align="llrrrrl",
+            caption="Probability given to the true class on the test set. Softmax probabilities "
+            "sum to 1 over the classes; BCE's are one sigmoid per class and do not. "
+            "Confident mistakes: share of the misclassified images.",
+        )
+    )
     for soft, bce, same in pairs:
         figs = [(r, (r.get("figures") or {}).get("probabilities")) for r in (soft, bce)]
         if all(path for _, path in figs):
-            blocks.append(FigureRow([Figure(path, f"true-class probability, {run_name(r)}, loss {loss_of(r)}",
-                                            f"{loss_of(r)}: {run_name(r)}") for r, path in figs],
-                                    side_by_side=True))
+            blocks.append(
+                FigureRow(
+                    [
+                        Figure(
+                            path,
+                            f"true-class probability, {run_name(r)}, loss {loss_of(r)}",
+                            f"{loss_of(r)}: {run_name(r)}",
+                        )
+                        for r, path in figs
+                    ],
+                    side_by_side=True,
+                )
+            )
         blocks.append(Bullets(list(loss_sentences(soft, bce, same, tests))))
     return blocks
 
@@ -480,23 +643,46 @@ def _comparison_figure_blocks(runs: Sequence[Mapping[str, Any]], compared: Mappi
     names = join_names([run_name(r) for r in runs])
     blocks: list = []
     if figs.get("curves"):
-        blocks.append(FigureRow([Figure(figs["curves"], "validation loss and accuracy of every run, overlaid",
-                                        f"validation loss and accuracy of every run ({names}), per epoch, one "
-                                        "colour and mark per run (the same in the weights grid). An unstable "
-                                        "run's loss has a panel of its own, so the stable runs stay apart (their "
-                                        "panel is zoomed on where they differ). A diverged run's curves stop where "
-                                        "its cost became NaN or infinite.")],
-                                wide=True))
+        blocks.append(
+            FigureRow(
+                [
+                    Figure(
+                        figs["curves"],
+                        "validation loss and accuracy of every run, overlaid",
+                        f"validation loss and accuracy of every run ({names}), per epoch, one "
+                        "colour and mark per run (the same in the weights grid). An unstable "
+                        "run's loss has a panel of its own, so the stable runs stay apart (their "
+                        "panel is zoomed on where they differ). A diverged run's curves stop where "
+                        "its cost became NaN or infinite.",
+                    )
+                ],
+                wide=True,
+            )
+        )
     if figs.get("weights"):
-        blocks.append(FigureRow([Figure(figs["weights"], "learnt weights of every run, one row per run",
-                                        "learnt weights of every run, one row per run (labelled λ, η, in the "
-                                        "run's colour), one 32×32 image per class, each scaled to its own range; "
-                                        "the comparison table gives each row's roughness.")], wide=True))
+        blocks.append(
+            FigureRow(
+                [
+                    Figure(
+                        figs["weights"],
+                        "learnt weights of every run, one row per run",
+                        "learnt weights of every run, one row per run (labelled λ, η, in the "
+                        "run's colour), one 32×32 image per class, each scaled to its own range; "
+                        "the comparison table gives each row's roughness.",
+                    )
+                ],
+                wide=True,
+            )
+        )
     return blocks
 
 
-def _comparison_blocks(runs: Sequence[Mapping[str, Any]], compared: Mapping[str, Any] | None = None,
-                       tests: PairTests | None = None, brief: bool = False) -> list:
+def _comparison_blocks(
+    runs: Sequence[Mapping[str, Any]],
+    compared: Mapping[str, Any] | None = None,
+    tests: PairTests | None = None,
+    brief: bool = False,
+) -> list:
     blocks: list = [Heading(2, "Comparison of runs", "comparison")]
     if not runs:
         blocks.append(Para("No run is part of this report."))
@@ -505,39 +691,84 @@ def _comparison_blocks(runs: Sequence[Mapping[str, Any]], compared: Mapping[str,
     rows = []
     for i, r in enumerate(runs):
         c = r.get("config", {})
-        test = (["diverged"] if r.get("diverged_at") is not None else
-                _accuracy_cell(accuracy_of(r, "test"), (metrics_of(r).get("test") or {}).get("accuracy_ci")))
+        test = (
+            ["diverged"]
+            if r.get("diverged_at") is not None
+            else _accuracy_cell(accuracy_of(r, "test"), (metrics_of(r).get("test") or {}).get("accuracy_ci"))
+        )
         rough, step = roughness_of(r), update_of(r)
-        rows.append([Span(run_name(r), nowrap=True), fmt_num(c.get("lam")), fmt_num(c.get("eta")),
-                     fmt_num(c.get("n_batch")), _epochs_cell(r),
-                     *(_accuracy_cell(accuracy_of(r, s), (metrics_of(r).get(s) or {}).get("accuracy_ci"))
-                       for s in ("train", "val")),
-                     [Span(f"{test[0]} ★", bold=True), *test[1:]] if i in best else test,
-                     "—" if rough is None else f"{rough:.2f}", "—" if step is None else fmt_update(step),
-                     _stability_cell(r), Span(str(r.get("run_id", "—")), code=True)])
+        rows.append(
+            [
+                Span(run_name(r), nowrap=True),
+                fmt_num(c.get("lam")),
+                fmt_num(c.get("eta")),
+                fmt_num(c.get("n_batch")),
+                _epochs_cell(r),
+                *(
+                    _accuracy_cell(accuracy_of(r, s), (metrics_of(r).get(s) or {}).get("accuracy_ci"))
+                    for s in ("train", "val")
+                ),
+                [Span(f"{test[0]} ★", bold=True), *test[1:]] if i in best else test,
+                "—" if rough is None else f"{rough:.2f}",
+                "—" if step is None else fmt_update(step),
+                _stability_cell(r),
+                Span(str(r.get("run_id", "—")), code=True),
+            ]
+        )
     flagged = [(r, instability(r)) for r in runs]
     flagged = [(r, found) for r, found in flagged if found is not None]
-    header = ["run", "λ", "η", "n_batch", "epochs", "train acc.", "val. acc.", "test acc.", "roughness of W",
-              "update / ‖W‖", "stability", "run ID"]
+    header = [
+        "run",
+        "λ",
+        "η",
+        "n_batch",
+        "epochs",
+        "train acc.",
+        "val. acc.",
+        "test acc.",
+        "roughness of W",
+        "update / ‖W‖",
+        "stability",
+        "run ID",
+    ]
     # A setting every run shares is said once, in the caption: the table stays within the page.
     shared = {k: rows[0][i] for i, k in ((3, "n_batch"), (4, "epochs")) if len({str(row[i]) for row in rows}) == 1}
     keep = [i for i in range(len(header)) if header[i] not in shared]
-    blocks.append(Table([header[i] for i in keep], [[row[i] for i in keep] for row in rows],
-                        align="".join("lrrrrrrrrrll"[i] for i in keep), highlight=best,
-                        caption=(f"Every run: {', '.join(f'{k} {v}' for k, v in shared.items())}. " if shared else "")
-                        + "Final accuracies with their 95 % Wilson intervals; roughness of W: "
-                          "how rough the ten weight templates are (1 = like noise, 0 = smooth; defined "
-                          "under the table); update / ‖W‖: the median size of one mini-batch update relative "
-                          "to the weights; ⚠ flags an unstable or diverged run (rule in the analysis)."))
+    blocks.append(
+        Table(
+            [header[i] for i in keep],
+            [[row[i] for i in keep] for row in rows],
+            align="".join("lrrrrrrrrrll"[i] for i in keep),
+            highlight=best,
+            caption=(f"Every run: {', '.join(f'{k} {v}' for k, v in shared.items())}. " if shared else "")
+            + "Final accuracies with their 95 % Wilson intervals; roughness of W: "
+            "how rough the ten weight templates are (1 = like noise, 0 = smooth; defined "
+            "under the table); update / ‖W‖: the median size of one mini-batch update relative "
+            "to the weights; ⚠ flags an unstable or diverged run (rule in the analysis).",
+        )
+    )
     for r, found in flagged:
-        blocks.append(Para([Span(run_name(r), bold=True), f" was {'unstable' if found.kind != 'diverged' else 'diverged'}"
-                            f": {found.reason}; {found.curve}."], "warn"))
+        blocks.append(
+            Para(
+                [
+                    Span(run_name(r), bold=True),
+                    f" was {'unstable' if found.kind != 'diverged' else 'diverged'}: {found.reason}; {found.curve}.",
+                ],
+                "warn",
+            )
+        )
     if len(runs) > 1:
         star = best_versus_runner_up(runs, tests)
-        blocks.append(Para("★ marks the highest test accuracy. " + (star + " " if star else "") +
-                           "It is reported for comparison with "
-                           "the study only: a model for deployment is chosen on validation accuracy, "
-                           "with the test set kept unseen.", "note"))
+        blocks.append(
+            Para(
+                "★ marks the highest test accuracy. "
+                + (star + " " if star else "")
+                + "It is reported for comparison with "
+                "the study only: a model for deployment is chosen on validation accuracy, "
+                "with the test set kept unseen.",
+                "note",
+            )
+        )
     if any(roughness_of(r) is not None for r in runs):
         blocks.append(Para(ROUGHNESS_DEFINITION, "note"))
     blocks += _comparison_figure_blocks(runs, compared)
@@ -548,8 +779,9 @@ def _comparison_blocks(runs: Sequence[Mapping[str, Any]], compared: Mapping[str,
     classes = list(dict.fromkeys(k for p in pcs for k in p))
     if classes:
         prow = [[cls] + [fmt_acc(p.get(cls)) for p in pcs] for cls in classes]
-        blocks.append(Table(["class"] + [run_name(r) for r in evaluated], prow,
-                            caption="Accuracy per class on the test set."))
+        blocks.append(
+            Table(["class"] + [run_name(r) for r in evaluated], prow, caption="Accuracy per class on the test set.")
+        )
     return blocks + _loss_comparison_blocks(runs, tests) + _svm_comparison_blocks(runs, tests)
 
 
@@ -557,7 +789,8 @@ ROUGHNESS_DEFINITION = (
     "Roughness of W: for each class template w (one row of W as a 3×32×32 image), the mean squared "
     "difference between horizontally or vertically neighbouring pixels of one colour, divided by twice the "
     "template's variance; the table gives the mean over the ten classes. Independent noise scores 1, a "
-    "smooth image near 0: the lower, the more structured the templates in the weights grid.")
+    "smooth image near 0: the lower, the more structured the templates in the weights grid."
+)
 
 
 def _sweep_blocks(sweep: Mapping[str, Any], tests: PairTests | None = None) -> list:
@@ -571,41 +804,69 @@ def _sweep_blocks(sweep: Mapping[str, Any], tests: PairTests | None = None) -> l
     """
     blocks: list = [Heading(2, "Hyper-parameter sweep", "sweep")]
     grid, points = sweep.get("grid") or {}, list(sweep.get("points") or [])
-    axes = [f"{PARAM_WORDS.get(k, k)} ∈ {{{', '.join(fmt_num(v) for v in grid[k])}}}"
-            for k in ("lam", "eta", "n_batch", "n_epochs") if grid.get(k)]
+    axes = [
+        f"{PARAM_WORDS.get(k, k)} ∈ {{{', '.join(fmt_num(v) for v in grid[k])}}}"
+        for k in ("lam", "eta", "n_batch", "n_epochs")
+        if grid.get(k)
+    ]
     fixed = sweep.get("fixed") or {}
     text = f"{len(points)} settings: " + "; ".join(axes)
     if fixed:
         text += "; fixed: " + describe_setting(fixed)
-    text += (". Each point is an ordinary training run (run ID in the table). The setting is chosen on "
-             "validation accuracy; only the chosen one is evaluated on the test set.")
+    text += (
+        ". Each point is an ordinary training run (run ID in the table). The setting is chosen on "
+        "validation accuracy; only the chosen one is evaluated on the test set."
+    )
     blocks.append(Para(text))
     if sweep.get("heatmap"):
-        blocks.append(FigureRow([Figure(sweep["heatmap"], "validation accuracy heat-map over λ and η",
-                                        f"{sweep.get('title') or 'Validation accuracy over λ × η'}; "
-                                        "grey cells diverged, the chosen setting is outlined.")]))
+        blocks.append(
+            FigureRow(
+                [
+                    Figure(
+                        sweep["heatmap"],
+                        "validation accuracy heat-map over λ and η",
+                        f"{sweep.get('title') or 'Validation accuracy over λ × η'}; "
+                        "grey cells diverged, the chosen setting is outlined.",
+                    )
+                ]
+            )
+        )
     rows, best_row = [], set()
     for i, p in enumerate(points):
         diverged = p.get("diverged_at") is not None
         if p.get("run_id") == sweep.get("best_run_id"):
             best_row.add(i)
         val = "diverged" if diverged else fmt_acc(p.get("val_acc"))
-        rows.append([fmt_num(p.get("lam")), fmt_num(p.get("eta")), fmt_num(p.get("n_batch")),
-                     fmt_num(p.get("n_epochs")), "—" if diverged else fmt_acc(p.get("train_acc")),
-                     Span(f"{val} ★", bold=True) if i in best_row else val,
-                     "—" if diverged else fmt_loss(p.get("train_cost")),
-                     Span(str(p.get("run_id", "—")), code=True)])
+        rows.append(
+            [
+                fmt_num(p.get("lam")),
+                fmt_num(p.get("eta")),
+                fmt_num(p.get("n_batch")),
+                fmt_num(p.get("n_epochs")),
+                "—" if diverged else fmt_acc(p.get("train_acc")),
+                Span(f"{val} ★", bold=True) if i in best_row else val,
+                "—" if diverged else fmt_loss(p.get("train_cost")),
+                Span(str(p.get("run_id", "—")), code=True),
+            ]
+        )
     if rows:
-        blocks.append(Table(["λ", "η", "n_batch", "epochs", "train acc.", "val. acc.", "final cost", "run ID"],
-                            rows, align="rrrrrrrl", highlight=best_row,
-                            caption="Sweep points by validation accuracy (★: chosen); final cost on the "
-                                    "training split."))
+        blocks.append(
+            Table(
+                ["λ", "η", "n_batch", "epochs", "train acc.", "val. acc.", "final cost", "run ID"],
+                rows,
+                align="rrrrrrrl",
+                highlight=best_row,
+                caption="Sweep points by validation accuracy (★: chosen); final cost on the training split.",
+            )
+        )
     best = sweep.get("best")
     if not best:
         blocks.append(Para("Every point diverged: no setting was chosen.", "warn"))
         return blocks
-    chosen = (f"Chosen on validation accuracy: {run_name(best)} (validation accuracy "
-              f"{accuracy_text(best, 'val')}); its test accuracy is {accuracy_text(best, 'test')}.")
+    chosen = (
+        f"Chosen on validation accuracy: {run_name(best)} (validation accuracy "
+        f"{accuracy_text(best, 'val')}); its test accuracy is {accuracy_text(best, 'test')}."
+    )
     second = sweep.get("runner_up")
     if second:
         tested = best_versus_runner_up([best, second], tests, "val", "chosen setting")
@@ -620,34 +881,52 @@ def _ensemble_blocks(ens: Mapping[str, Any]) -> list:
     """The [ensemble] section: each member's accuracy, the majority vote's and the mean's, sentences."""
     combined = "scores" if ens.get("combined") == "scores" else "probabilities"
     members = list(ens.get("members") or [])
-    blocks: list = [Heading(2, "Ensemble", "ensemble"),
-                    Para(f"{len(members)} runs of one setting at different seeds, combined on the validation and "
-                         f"test sets by majority vote ({ens.get('tie_rule', '')}) and by the mean of their "
-                         f"{combined}{' (an SVM has no probabilities)' if combined == 'scores' else ''}.")]
-    rows = [[str(m.get("label")), fmt_acc(m.get("val")), fmt_acc(m.get("test")), Span(str(m.get("run_id")), code=True)]
-            for m in members]
+    blocks: list = [
+        Heading(2, "Ensemble", "ensemble"),
+        Para(
+            f"{len(members)} runs of one setting at different seeds, combined on the validation and "
+            f"test sets by majority vote ({ens.get('tie_rule', '')}) and by the mean of their "
+            f"{combined}{' (an SVM has no probabilities)' if combined == 'scores' else ''}."
+        ),
+    ]
+    rows = [
+        [str(m.get("label")), fmt_acc(m.get("val")), fmt_acc(m.get("test")), Span(str(m.get("run_id")), code=True)]
+        for m in members
+    ]
     val, test = ens.get("val") or {}, ens.get("test") or {}
     for key, name in (("vote", "majority vote"), ("mean", f"mean of the {combined}")):
         rows.append([Span(name, bold=True), fmt_acc(val.get(key)), fmt_acc(test.get(key)), "—"])
-    blocks.append(Table(["member", "val. acc.", "test acc.", "run ID"], rows, align="lrrl",
-                        highlight={len(members), len(members) + 1}))
+    blocks.append(
+        Table(
+            ["member", "val. acc.", "test acc.", "run ID"],
+            rows,
+            align="lrrl",
+            highlight={len(members), len(members) + 1},
+        )
+    )
     sentences = []
     if members and finite(val.get("vote")) and finite(val.get("mean")):
         best_member = max(members, key=lambda m: m.get("val") or 0)
-        rule = "vote" if val["vote"] > val["mean"] else "mean"      # a tie: the mean (it uses more information)
+        rule = "vote" if val["vote"] > val["mean"] else "mean"  # a tie: the mean (it uses more information)
         chosen = (val[rule], test.get(rule))
         if val["vote"] == val["mean"]:
-            sentences.append(f"On validation the majority vote and the mean are level at {fmt_acc(chosen[0])}; "
-                             f"on test the vote reached {fmt_acc(test.get('vote'))} and the mean "
-                             f"{fmt_acc(test.get('mean'))}.")
+            sentences.append(
+                f"On validation the majority vote and the mean are level at {fmt_acc(chosen[0])}; "
+                f"on test the vote reached {fmt_acc(test.get('vote'))} and the mean "
+                f"{fmt_acc(test.get('mean'))}."
+            )
         else:
-            sentences.append(f"On validation the {'majority vote' if rule == 'vote' else 'mean'} is the better rule "
-                             f"({fmt_acc(chosen[0])} against {fmt_acc(val['mean' if rule == 'vote' else 'vote'])}); "
-                             f"its test accuracy is {fmt_acc(chosen[1])}.")
+            sentences.append(
+                f"On validation the {'majority vote' if rule == 'vote' else 'mean'} is the better rule "
+                f"({fmt_acc(chosen[0])} against {fmt_acc(val['mean' if rule == 'vote' else 'vote'])}); "
+                f"its test accuracy is {fmt_acc(chosen[1])}."
+            )
         gain = chosen[0] - float(best_member.get("val") or 0)
-        sentences.append(f"The best member on validation, {best_member.get('label')}, reached {fmt_acc(best_member.get('val'))} "
-                         f"(test {fmt_acc(best_member.get('test'))}): the ensemble is "
-                         f"{fmt_points(abs(gain))} points {'above' if gain >= 0 else 'below'} it on validation.")
+        sentences.append(
+            f"The best member on validation, {best_member.get('label')}, reached {fmt_acc(best_member.get('val'))} "
+            f"(test {fmt_acc(best_member.get('test'))}): the ensemble is "
+            f"{fmt_points(abs(gain))} points {'above' if gain >= 0 else 'below'} it on validation."
+        )
         if finite(val.get("vote_ties")):
             sentences.append(f"{val['vote_ties']} of {val.get('n')} validation images had a tied vote.")
     if sentences:
@@ -670,10 +949,10 @@ _INLINE = re.compile(r"(`[^`\n]+`|\*\*[^*\n]+\*\*|__[^_\n]+__|\*[^*\s][^*\n]*\*|
 _ITEM = re.compile(r"^\s{0,3}(?:([-*+])|(\d{1,9})[.)])\s+(.*)$")
 
 
-def discussion_inline(text: str) -> list[Union[str, Span]]:
+def discussion_inline(text: str) -> list[str | Span]:
     """One line of the discussion's Markdown subset as spans: `code`, **bold**, *emphasis* or _emphasis_.
     Everything else is plain text, escaped by each renderer like any untrusted string."""
-    out: list[Union[str, Span]] = []
+    out: list[str | Span] = []
     for i, piece in enumerate(_INLINE.split(text)):
         if not piece:
             continue
@@ -728,7 +1007,7 @@ def discussion_blocks(text: str) -> list:
             ordered = item.group(2) is not None
             items.append(item.group(3).strip())
         elif items and line.startswith((" ", "\t")):
-            items[-1] += " " + line.strip()         # a list item continued on the next line
+            items[-1] += " " + line.strip()  # a list item continued on the next line
         else:
             if items:
                 flush()
@@ -756,8 +1035,7 @@ def _summary(doc: Mapping[str, Any]) -> list:
         if diverged:
             bits.append(f"{len(diverged)} diverged ({join_names([run_name(r) for r in diverged])})")
         if bt:
-            bits.append(f"best test accuracy {fmt_acc(accuracy_of(runs[bt[0]], 'test'))} "
-                        f"({run_name(runs[bt[0]])})")
+            bits.append(f"best test accuracy {fmt_acc(accuracy_of(runs[bt[0]], 'test'))} ({run_name(runs[bt[0]])})")
     gc = doc.get("gradcheck")
     if gc:
         bits.append(f"gradient check {'PASS' if gradcheck_passed(gc) else 'FAIL'}")

@@ -59,7 +59,7 @@ def fmt_points(x: Any, signed: bool = False) -> str:
     """A difference of two accuracies in percentage points: 0.0692 -> '6.92'."""
     v = round(float(x) * 100, 2)
     if v == 0:
-        v = 0.0                                   # no '-0.00'
+        v = 0.0  # no '-0.00'
     s = f"{abs(v):.2f}"
     if signed:
         return ("+" if v > 0 else MINUS if v < 0 else "±") + s
@@ -98,8 +98,15 @@ def join_names(names: Sequence[str]) -> str:
     return "; ".join(names[:-1]) + " and " + names[-1]
 
 
-PARAM_WORDS = {"lam": "λ", "eta": "η", "n_batch": "n_batch", "n_epochs": "epochs",
-                "seed": "seed", "split": "split", "dtype": "dtype"}
+PARAM_WORDS = {
+    "lam": "λ",
+    "eta": "η",
+    "n_batch": "n_batch",
+    "n_epochs": "epochs",
+    "seed": "seed",
+    "split": "split",
+    "dtype": "dtype",
+}
 
 
 def describe_setting(setting: Mapping[str, Any]) -> str:

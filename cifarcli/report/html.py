@@ -38,7 +38,8 @@ nav.toc { background: var(--zebra); border: 1px solid var(--line); border-radius
 nav.toc ol { margin: .2rem 0; padding-left: 1.4rem; }
 nav.toc a { color: var(--accent); text-decoration: none; }
 nav.toc a:hover { text-decoration: underline; }
-.callout { border-left: 4px solid var(--accent); background: #eff6ff; padding: .55rem .9rem; border-radius: 0 6px 6px 0; }
+.callout { border-left: 4px solid var(--accent); background: #eff6ff; padding: .55rem .9rem;
+           border-radius: 0 6px 6px 0; }
 .callout.warn { border-color: var(--warn); background: var(--warnbg); }
 .callout.pass { border-color: var(--ok); background: var(--okbg); }
 .callout.fail { border-color: var(--bad); background: var(--badbg); }
@@ -136,8 +137,13 @@ def _data_uri(figure_dir: Path, rel: str) -> str | None:
 
 
 def _html_para(b: Para) -> str:
-    cls = {"warn": "callout warn", "fail": "callout fail", "pass": "callout pass",
-           "note": "callout", "meta": "meta"}.get(b.kind, "")
+    cls = {
+        "warn": "callout warn",
+        "fail": "callout fail",
+        "pass": "callout pass",
+        "note": "callout",
+        "meta": "meta",
+    }.get(b.kind, "")
     attr = f' class="{cls}"' if cls else ""
     lead = "<strong>Warning:</strong> " if b.kind == "warn" else ""
     return f"<p{attr}>{lead}{_html_inline(b.content)}</p>"
@@ -148,13 +154,17 @@ def _html_table(b: Table) -> str:
     out = ['<div class="table-wrap"><table>']
     if b.caption:
         out.append(f"<caption>{_h(b.caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f'<th class="{a}" scope="col">{_html_inline(h)}</th>'
-                                      for h, a in zip(b.header, align)) + "</tr></thead>")
+    out.append(
+        "<thead><tr>"
+        + "".join(f'<th class="{a}" scope="col">{_html_inline(h)}</th>' for h, a in zip(b.header, align))
+        + "</tr></thead>"
+    )
     out.append("<tbody>")
     for i, r in enumerate(b.rows):
         cls = ' class="hl"' if i in b.highlight else ""
-        out.append(f"<tr{cls}>" + "".join(f'<td class="{a}">{_html_inline(c)}</td>'
-                                          for c, a in zip(r, align)) + "</tr>")
+        out.append(
+            f"<tr{cls}>" + "".join(f'<td class="{a}">{_html_inline(c)}</td>' for c, a in zip(r, align)) + "</tr>"
+        )
     out.append("</tbody></table></div>")
     return "\n".join(out)
 
@@ -164,13 +174,21 @@ def _html_figures(b: FigureRow, figure_dir: Path) -> str:
     for f in b.figures:
         uri = _data_uri(figure_dir, f.path)
         if uri is None:
-            items.append(f'<figure><p class="missing">Figure not available: {_h(f.path)}</p>'
-                         f"<figcaption>{_h(f.caption)}</figcaption></figure>")
+            items.append(
+                f'<figure><p class="missing">Figure not available: {_h(f.path)}</p>'
+                f"<figcaption>{_h(f.caption)}</figcaption></figure>"
+            )
         else:
-            items.append(f'<figure><img src="{uri}" alt="{_h(f.alt)}">'
-                         f"<figcaption>{_h(f.caption)}</figcaption></figure>")
-    cls = "figrow" + (" wide" if b.wide else "") + (" single" if len(items) == 1 else "") + \
-        (" half" if b.half and len(items) == 1 else "") + (" pair" if len(items) == 2 else "")
+            items.append(
+                f'<figure><img src="{uri}" alt="{_h(f.alt)}"><figcaption>{_h(f.caption)}</figcaption></figure>'
+            )
+    cls = (
+        "figrow"
+        + (" wide" if b.wide else "")
+        + (" single" if len(items) == 1 else "")
+        + (" half" if b.half and len(items) == 1 else "")
+        + (" pair" if len(items) == 2 else "")
+    )
     return f'<div class="{cls}">' + "\n".join(items) + "</div>"
 
 
@@ -180,7 +198,7 @@ def _html_contents(b: Contents) -> str:
     for anchor, text in b.entries:
         sub = anchor.startswith("run-")
         lis.append((sub, f'<li><a href="#{_h(anchor)}">{_h(text)}</a></li>'))
-    out, in_sub = ["<nav class=\"toc\" aria-label=\"Contents\"><strong>Contents</strong><ol>"], False
+    out, in_sub = ['<nav class="toc" aria-label="Contents"><strong>Contents</strong><ol>'], False
     for sub, li in lis:
         if sub and not in_sub:
             out[-1] = out[-1].removesuffix("</li>")
@@ -226,7 +244,9 @@ def render_html(doc: Mapping[str, Any], figure_dir: Path) -> str:
     blocks = build_blocks(doc)
     title = str(doc.get("title") or "One-layer network on CIFAR-10")
     body = "\n".join(_html_block(b, Path(figure_dir)) for b in blocks)
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{_h(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
-            f"{body}\n</main>\n</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_h(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"{body}\n</main>\n</body>\n</html>\n"
+    )

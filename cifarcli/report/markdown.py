@@ -14,13 +14,12 @@ from urllib.parse import quote
 
 from .blocks import Bullets, CodeBlock, Contents, FigureRow, Heading, Inline, Para, Span, Table, build_blocks
 
-
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|#!~])")
 _CODE_SAFE = re.compile(r"^[\w.\-/:+=]+$")
 
 
 def md_text(s: str) -> str:
-    s = re.sub(r"\s+", " ", str(s))        # no newline may break a table or a paragraph
+    s = re.sub(r"\s+", " ", str(s))  # no newline may break a table or a paragraph
     return _MD_SPECIAL.sub(r"\\\1", s)
 
 
@@ -70,12 +69,15 @@ def _md_block(b) -> str:
         return "\n".join(lines)
     if isinstance(b, FigureRow) and b.side_by_side:
         cells = [f"![{md_text(f.alt)}]({_md_link(f.path)})" for f in b.figures]
-        return "\n".join(["| " + " | ".join(md_text(f.caption) for f in b.figures) + " |",
-                          "|" + "|".join(":---:" for _ in b.figures) + "|",
-                          "| " + " | ".join(cells) + " |"])
+        return "\n".join(
+            [
+                "| " + " | ".join(md_text(f.caption) for f in b.figures) + " |",
+                "|" + "|".join(":---:" for _ in b.figures) + "|",
+                "| " + " | ".join(cells) + " |",
+            ]
+        )
     if isinstance(b, FigureRow):
-        return "\n\n".join(f"![{md_text(f.alt)}]({_md_link(f.path)})\n\n*{md_text(f.caption)}*"
-                           for f in b.figures)
+        return "\n\n".join(f"![{md_text(f.alt)}]({_md_link(f.path)})\n\n*{md_text(f.caption)}*" for f in b.figures)
     if isinstance(b, Contents):
         return ""
     raise TypeError(f"unknown block {b!r}")

@@ -33,10 +33,12 @@ PREAMBLE = """#set document(title: {title})
 
 # The study's cost function, typeset as math below the set-up table.
 COST_FUNCTION = (
-    '$ J(W, b) = 1/n sum_(i=1)^n -log p_(y_i, i) + lambda norm(W)_F^2, quad '
-    'bold(p)_i = "softmax"(W bold(x)_i + b) $')
-COST_WORDS = ("Cost minimised by mini-batch gradient descent (cross-entropy plus λ times the squared Frobenius "
-              "norm of W; b is not regularised):")
+    '$ J(W, b) = 1/n sum_(i=1)^n -log p_(y_i, i) + lambda norm(W)_F^2, quad bold(p)_i = "softmax"(W bold(x)_i + b) $'
+)
+COST_WORDS = (
+    "Cost minimised by mini-batch gradient descent (cross-entropy plus λ times the squared Frobenius "
+    "norm of W; b is not regularised):"
+)
 
 
 def typst_string(text: Any) -> str:
@@ -67,9 +69,11 @@ _FIGURE_NUMBER = re.compile(r"^Figure \d+: ")
 
 
 def _figure(f, width: str) -> str:
-    caption = _FIGURE_NUMBER.sub("", f.caption)    # Typst numbers its figures itself, in the same order
-    return (f"figure(image({typst_string(f.path)}, width: {width}, alt: {typst_string(f.alt)}), "
-            f"caption: [{_inline(caption)}])")
+    caption = _FIGURE_NUMBER.sub("", f.caption)  # Typst numbers its figures itself, in the same order
+    return (
+        f"figure(image({typst_string(f.path)}, width: {width}, alt: {typst_string(f.alt)}), "
+        f"caption: [{_inline(caption)}])"
+    )
 
 
 def _table(b: Table) -> str:
@@ -78,9 +82,10 @@ def _table(b: Table) -> str:
     cells = ", ".join(f"[{_inline(h)}]" for h in b.header)
     out = []
     if b.caption:
-        out.append(f"#block(breakable: false, below: 0.3em)[#text(size: 7.5pt, style: \"italic\")[{_inline(b.caption)}]]")
+        out.append(f'#block(breakable: false, below: 0.3em)[#text(size: 7.5pt, style: "italic")[{_inline(b.caption)}]]')
     body = ",\n  ".join(", ".join(f"[{_inline(c)}]" for c in row) for row in b.rows)
-    out.append(f"#table(columns: {len(b.header)}, align: ({cols},),\n  table.header({cells}),\n  {body}{',' if body else ''}\n)")
+    rows = f"{body}{',' if body else ''}"
+    out.append(f"#table(columns: {len(b.header)}, align: ({cols},),\n  table.header({cells}),\n  {rows}\n)")
     return "\n".join(out)
 
 
@@ -90,7 +95,7 @@ def _block(b) -> str:
     if isinstance(b, Para):
         text = _inline(b.content)
         if b.kind in ("warn", "fail"):
-            return f"#block(fill: rgb(\"#fffbeb\"), inset: 5pt, width: 100%)[*Warning:* {text}]"
+            return f'#block(fill: rgb("#fffbeb"), inset: 5pt, width: 100%)[*Warning:* {text}]'
         if b.kind in ("note", "pass"):
             return f"#block(fill: luma(245), inset: 5pt, width: 100%)[{text}]"
         if b.kind == "meta":
