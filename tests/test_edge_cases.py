@@ -215,7 +215,7 @@ def test_seeds_are_capped_before_any_training(tmp_path, two_runs):
 @pytest.mark.parametrize("where", ["settings", "option"])
 def test_an_error_quotes_a_huge_value_short(tmp_path, where):
     if where == "settings":
-        huge = "x" * 5_000_000
+        huge = "x" * 500_000  # under the settings file's 1 MiB cap: the value itself is what is clipped
         path = settings_file(tmp_path, f'[[run]]\nlam = 0\neta = 0.1\nsplit = "{huge}"\n')
         done = cli_process(tmp_path, "report", "--config", path, "--cache-dir", "cache")
         line = one_error(done, 2, str(path), "split", "xxx...xxx")

@@ -156,4 +156,6 @@ def test_without_a_terminal_stderr_is_plain_lines(work, tiny_archive):
     train = cli_process(work, "train", "--n-epochs", "5", "--lam", "0.5", "--cache-dir", "cache")
     assert train.returncode == 0 and "\x1b" not in train.stderr and "━" not in train.stderr, train.stderr
     fetch = cli_process(work, "fetch", "--source", tiny_archive, "--cache-dir", "other")
-    assert fetch.returncode == 0 and fetch.stderr == "", fetch.stderr
+    # A new workspace says where it is made (one line); nothing else is drawn without a terminal.
+    assert fetch.returncode == 0 and fetch.stderr.startswith("new workspace: "), fetch.stderr
+    assert len(fetch.stderr.splitlines()) == 1, fetch.stderr
