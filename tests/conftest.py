@@ -1,9 +1,12 @@
-"""Shared fixtures: tiny generated CIFAR-10 archives, a workspace with one imported, the CLI."""
+"""Shared fixtures: tiny generated CIFAR-10 archives, a workspace with one imported, the CLI, and a
+reference cache holding every stage (to doctor a copy of it)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -11,6 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 import tinycifar
+from doctored import RUN, SETTINGS, STAGES, invoke, stage_command
+from procs import imported_cache
 
 REAL_ARCHIVE = os.environ.get("CIFARCLI_TEST_ARCHIVE")
 
@@ -96,3 +101,33 @@ def fetched(cli, tiny_archive) -> dict:
     result = cli("fetch", "--source", tiny_archive, "--json", "--quiet")
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def imported(tmp_path_factory, tiny_archive) -> Path:
+    """A cache with the tiny archive imported, built once; tests copy it (``procs.copied_workspace``)."""
+    return imported_cache(tmp_path_factory.mktemp("imported"), tiny_archive)
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory, tiny_archive):
+    """A cache holding every stage, and each stage command's JSON result on it (all cache hits)."""
+    root = tmp_path_factory.mktemp("reference")
+    (root / "s.toml").write_text(SETTINGS)
+    with contextlib.chdir(root):
+        assert invoke("fetch", "--source", tiny_archive, "--quiet").exit_code == 0
+        run_id = json.loads(invoke("train", *RUN, "--json").stdout)["run_id"]
+        for stage in STAGES:
+            assert invoke(*stage_command(stage, run_id)).exit_code == 0
+        results = {stage: json.loads(invoke(*stage_command(stage, run_id)).stdout) for stage in STAGES}
+    return {"root": root, "run_id": run_id, "results": results}
+
+
+@pytest.fixture
+def ws(reference, tmp_path, monkeypatch, offline):
+    """tmp_path holding a copy of the reference cache and settings, as the working folder; no network."""
+    shutil.copytree(reference["root"] / "cache", tmp_path / "cache")
+    shutil.copy(reference["root"] / "s.toml", tmp_path / "s.toml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CIFARCLI_CACHE_DIR", raising=False)
+    return tmp_path

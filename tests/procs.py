@@ -17,10 +17,12 @@ import hashlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 TEMPORARY_PATTERNS = (".tmp-*", "*.part", "*.tmp")
@@ -199,3 +201,64 @@ def copied_workspace(tmp_path: Path, cache: Path, settings: str) -> Path:
     shutil.copytree(cache, tmp_path / "cache")
     (tmp_path / "s.toml").write_text(settings)
     return tmp_path
+
+
+class Terminal:
+    """``python -m cifarcli ARGS`` with stderr on a pty of ``columns`` × 30; ``drawn`` is what it received."""
+
+    def __init__(self, cwd: Path, *args, columns: int = 80):
+        env = {**env_for(cwd), "COLUMNS": str(columns), "LINES": "30", "TERM": "xterm"}
+        for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+            env.pop(name, None)
+        self.master, slave = os.openpty()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cifarcli", *map(str, args)],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            start_new_session=True,
+        )
+        os.close(slave)
+        self.drawn = bytearray()
+
+    def read(self, until=lambda drawn: False, timeout: float = 240) -> bool:
+        """Read until ``until(text drawn so far)`` holds (True) or the command is done (False)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert time.monotonic() < deadline, f"still running after {timeout} s: {self.drawn[-2000:]!r}"
+            if until(self.text()):
+                return True
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:  # EIO: the command and its workers are gone
+                    return False
+                if not chunk:
+                    return False
+                self.drawn += chunk
+            elif self.proc.poll() is not None:
+                return False
+
+    def finish(self) -> tuple[int, str]:
+        try:
+            self.read()
+            out = self.proc.communicate(timeout=60)[0].decode()
+        finally:
+            os.close(self.master)
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.communicate()
+        return self.proc.returncode, out
+
+    def text(self) -> str:
+        return self.drawn.decode(errors="replace")
+
+
+def on_terminal(cwd: Path, *args, columns: int = 80) -> tuple[int, str, str]:
+    """(exit code, stdout, what stderr drew on a ``columns`` × 30 terminal) of ``python -m cifarcli ARGS``."""
+    terminal = Terminal(cwd, *args, columns=columns)
+    code, out = terminal.finish()
+    return code, out, terminal.text()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from doctored import artifact_folder, invoke
 from procs import checksums
-from test_tampered_cache import artifact_folder, invoke, reference, ws  # noqa: F401
 
 
 def folder_bytes(folder: Path) -> int:

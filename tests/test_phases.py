@@ -12,16 +12,12 @@ import hashlib
 import json
 import os
 import re
-import select
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from procs import cli_process, copied_workspace, env_for, imported_cache
+from procs import Terminal, cli_process, copied_workspace, on_terminal
 from test_progress import COLOURS, SPINNER, bar_lines, frames
 
 SETTINGS = (
@@ -30,81 +26,16 @@ SETTINGS = (
 )
 
 
-@pytest.fixture(scope="module")
-def fetched(tmp_path_factory, tiny_archive) -> Path:
-    return imported_cache(tmp_path_factory.mktemp("phases"), tiny_archive)
-
-
 @pytest.fixture
-def work(tmp_path, fetched) -> Path:
-    return copied_workspace(tmp_path, fetched, SETTINGS)
-
-
-class Terminal:
-    """``python -m cifarcli ARGS`` with stderr on a pty of ``columns`` × 30; ``drawn`` is what it received."""
-
-    def __init__(self, cwd: Path, *args, columns: int = 80):
-        env = {**env_for(cwd), "COLUMNS": str(columns), "LINES": "30", "TERM": "xterm"}
-        for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
-            env.pop(name, None)
-        self.master, slave = os.openpty()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cifarcli", *map(str, args)],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=slave,
-            start_new_session=True,
-        )
-        os.close(slave)
-        self.drawn = bytearray()
-
-    def read(self, until=lambda drawn: False, timeout: float = 240) -> bool:
-        """Read until ``until(text drawn so far)`` holds (True) or the command is done (False)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            assert time.monotonic() < deadline, f"still running after {timeout} s: {self.drawn[-2000:]!r}"
-            if until(self.text()):
-                return True
-            ready, _, _ = select.select([self.master], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(self.master, 65536)
-                except OSError:  # EIO: the command and its workers are gone
-                    return False
-                if not chunk:
-                    return False
-                self.drawn += chunk
-            elif self.proc.poll() is not None:
-                return False
-
-    def finish(self) -> tuple[int, str]:
-        try:
-            self.read()
-            out = self.proc.communicate(timeout=60)[0].decode()
-        finally:
-            os.close(self.master)
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.communicate()
-        return self.proc.returncode, out
-
-    def text(self) -> str:
-        return self.drawn.decode(errors="replace")
-
-
-def run(cwd: Path, *args, columns: int = 80) -> tuple[int, str, str]:
-    terminal = Terminal(cwd, *args, columns=columns)
-    code, out = terminal.finish()
-    return code, out, terminal.text()
+def work(tmp_path, imported) -> Path:
+    return copied_workspace(tmp_path, imported, SETTINGS)
 
 
 @pytest.fixture(scope="module")
-def report_at_80(tmp_path_factory, fetched) -> tuple[Path, str, str]:
+def report_at_80(tmp_path_factory, imported) -> tuple[Path, str, str]:
     """A cold report on 2 processes, stderr on a terminal of 80 columns, stdout a pipe (COLUMNS=80)."""
-    work = copied_workspace(tmp_path_factory.mktemp("report80"), fetched, SETTINGS)
-    code, out, drawn = run(work, "report", "--config", "s.toml", "--jobs", "2", "--cache-dir", "cache")
+    work = copied_workspace(tmp_path_factory.mktemp("report80"), imported, SETTINGS)
+    code, out, drawn = on_terminal(work, "report", "--config", "s.toml", "--jobs", "2", "--cache-dir", "cache")
     assert code == 0, drawn[-3000:]
     return work, out, drawn
 
@@ -153,7 +84,7 @@ def test_study_table_keeps_run_ids_whole_and_gives_the_verdict(report_at_80):
 
 def test_report_on_one_process_at_a_terminal_shows_evaluations_inside_the_figures_bar(work):
     """--jobs 1: every run evaluated and drawn here, one live display at a time (rich allows no second)."""
-    code, out, drawn = run(work, "report", "--config", "s.toml", "--jobs", "1", "--cache-dir", "cache")
+    code, out, drawn = on_terminal(work, "report", "--config", "s.toml", "--jobs", "1", "--cache-dir", "cache")
     assert code == 0, drawn[-3000:]
     rows = [SPINNER.sub("", line) for line in frames(drawn)]
     # (an evaluation, a phase of its own, shows on the figures' row: too quick here to be sure of a frame)
@@ -168,7 +99,7 @@ def test_train_bar_fits_80_columns_says_elapsed_and_a_resumed_run_says_where(wor
     assert first.read(lambda text: re.search(r"epoch ([3-9]|\d\d+)/400", COLOURS.sub("", text)) is not None)
     os.killpg(first.proc.pid, signal.SIGINT)
     assert first.finish()[0] == 130
-    code, out, drawn = run(work, *args)
+    code, out, drawn = on_terminal(work, *args)
     assert code == 0, drawn[-3000:]
     shown = frames(drawn)
     [notice] = [line for line in shown if line.startswith("resuming")]
@@ -194,7 +125,7 @@ def test_after_ctrl_c_nothing_is_drawn_below_the_error_line(work):
 
 
 def test_ensemble_seeds_name_each_seed(work):
-    code, out, drawn = run(
+    code, out, drawn = on_terminal(
         work, "ensemble", "--n-epochs", "20", "--n-batch", "5", "--seeds", "1,2", "--jobs", "2", "--cache-dir", "cache"
     )
     assert code == 0, drawn[-3000:]
@@ -205,12 +136,12 @@ def test_ensemble_seeds_name_each_seed(work):
     ], finished
 
 
-def test_figures_drawn_by_the_workers_are_the_bytes_the_parent_draws(tmp_path, fetched):
+def test_figures_drawn_by_the_workers_are_the_bytes_the_parent_draws(tmp_path, imported):
     """--jobs 2: each run's evaluation and figures come from the worker that trained it; --jobs 1: all
     from the parent, one after another. Same artifacts, same keys, same bytes."""
     made = {}
     for jobs in ("1", "2"):
-        work = copied_workspace(tmp_path / jobs, fetched, SETTINGS)
+        work = copied_workspace(tmp_path / jobs, imported, SETTINGS)
         done = cli_process(work, "report", "--config", "s.toml", "--jobs", jobs, "--cache-dir", "cache")
         assert done.returncode == 0, done.stderr
         # the parent drew the comparison alone with --jobs 2, everything with --jobs 1

@@ -8,18 +8,12 @@ sequences taken out. Without a tty (plain pipes) stderr holds plain lines only.
 
 from __future__ import annotations
 
-import os
-import pty
 import re
-import select
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from procs import cli_process, copied_workspace, env_for, imported_cache
+from procs import cli_process, copied_workspace, on_terminal
 
 N_EPOCHS = 200
 SETTINGS = (
@@ -31,55 +25,9 @@ COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # within a line
 ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[=>]")  # cursor moves: between lines
 
 
-@pytest.fixture(scope="module")
-def imported(tmp_path_factory, tiny_archive) -> Path:
-    return imported_cache(tmp_path_factory.mktemp("progress"), tiny_archive)
-
-
 @pytest.fixture
 def work(tmp_path, imported) -> Path:
     return copied_workspace(tmp_path, imported, SETTINGS)
-
-
-def on_terminal(cwd: Path, *args, timeout: float = 240) -> tuple[int, str, str]:
-    """(exit code, stdout, what stderr drew on a 100 × 30 terminal) of ``python -m cifarcli ARGS``."""
-    env = {**env_for(cwd), "COLUMNS": "100", "LINES": "30", "TERM": "xterm"}
-    for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
-        env.pop(name, None)
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cifarcli", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
-    drawn = bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        while True:  # drain the master side, or the command blocks once the pty buffer is full
-            assert time.monotonic() < deadline, f"still running after {timeout} s: {drawn[-2000:]!r}"
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: every holder of the slave side is gone
-                    break
-                if not chunk:
-                    break
-                drawn += chunk
-            elif proc.poll() is not None:
-                break
-        out = proc.communicate(timeout=60)[0].decode()
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    return proc.returncode, out, drawn.decode(errors="replace")
 
 
 def frames(drawn: str) -> list[str]:
@@ -98,7 +46,9 @@ def bar_lines(lines: list[str], label: str) -> list[str]:
 
 
 def test_report_on_two_processes_shows_a_bar_per_setting_that_finishes(work):
-    code, out, drawn = on_terminal(work, "report", "--config", "s.toml", "--jobs", "2", "--cache-dir", "cache")
+    code, out, drawn = on_terminal(
+        work, "report", "--config", "s.toml", "--jobs", "2", "--cache-dir", "cache", columns=100
+    )
     assert code == 0, drawn[-3000:]
     assert "\x1b[" in drawn  # drawn as a terminal is: a live display
     lines = frames(drawn)
@@ -116,7 +66,9 @@ def test_report_on_two_processes_shows_a_bar_per_setting_that_finishes(work):
 
 
 def test_train_bar_says_epoch_and_labelled_metrics(work):
-    code, out, drawn = on_terminal(work, "train", "--n-epochs", "150", "--n-batch", "5", "--cache-dir", "cache")
+    code, out, drawn = on_terminal(
+        work, "train", "--n-epochs", "150", "--n-batch", "5", "--cache-dir", "cache", columns=100
+    )
     assert code == 0, drawn[-3000:]
     bars = bar_lines(frames(drawn), "train λ=0, η=0.001")
     assert bars, frames(drawn)[-20:]
@@ -126,7 +78,7 @@ def test_train_bar_says_epoch_and_labelled_metrics(work):
 
 
 def test_fetch_of_a_local_archive_shows_a_spinner(tmp_path, tiny_archive):
-    code, out, drawn = on_terminal(tmp_path, "fetch", "--source", tiny_archive, "--cache-dir", "cache")
+    code, out, drawn = on_terminal(tmp_path, "fetch", "--source", tiny_archive, "--cache-dir", "cache", columns=100)
     assert code == 0, drawn[-3000:]
     shown = "\n".join(frames(drawn))
     assert f"checking {tiny_archive.name}" in shown or f"reading {tiny_archive.name}" in shown, shown

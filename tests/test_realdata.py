@@ -1,4 +1,5 @@
-"""The study on the CIFAR-10 stand-in (CIFARCLI_TEST_ARCHIVE): accuracies in the expected bands.
+"""The study on the CIFAR-10 stand-in (CIFARCLI_TEST_ARCHIVE): accuracies in the expected bands, and the
+setting beyond the study reaching 41 %.
 
 Skipped when the stand-in is not there. One workspace for the module, so the
 170 MB archive is imported once and the four runs are trained once.
@@ -103,3 +104,23 @@ def test_the_unstable_run_has_one_w_however_it_is_trained(ws, study, threads):
     assert result.W.tobytes() == cached.payload["W"].tobytes()
     assert result.b.tobytes() == cached.payload["b"].tobytes()
     assert result.history == cached.payload["history"]
+
+
+# Beyond the study: all the training data, flips and step decay. The setting documented in
+# docs/beyond-the-study.md was chosen among a handful of candidates by validation accuracy (never test).
+# cifarcli train --split full --lam 0.005 --eta 0.01 --shuffle --flip 0.5 --decay-every 10 --decay-factor 0.3
+# (on the stand-in: validation 0.4060, test 0.4142; see docs/beyond-the-study.md)
+IMPROVED = TrainConfig(lam=0.005, eta=0.01, split="full", shuffle=True, flip=0.5, decay_every=10, decay_factor=0.3)
+
+
+def test_documented_improved_setting_reaches_41_percent(ws):
+    run = stages.train(ws, IMPROVED)
+    assert run.payload["diverged_at"] is None
+    assert run.meta["info"]["split_sizes"] == {"train": 49000, "val": 1000, "test": 10000}
+    metrics = stages.evaluate(ws, run).payload
+    assert metrics["test"]["accuracy"] >= 0.41, metrics["test"]
+    assert metrics["val"]["accuracy"] >= 0.39, metrics["val"]
+    # flips regularise: the recorded (unflipped) training accuracy stays close to validation
+    assert metrics["train"]["accuracy"] - metrics["val"]["accuracy"] < 0.06
+    history = run.payload["history"]
+    assert len(history["epoch"]) == 41 and history["train_cost"][-1] < history["train_cost"][0]

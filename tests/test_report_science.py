@@ -171,17 +171,11 @@ def settings(tmp_path, runs, extra="") -> Path:
     return path
 
 
-@pytest.fixture
-def fetched(cli, tiny_archive):
-    assert cli("fetch", "--source", tiny_archive, "--quiet").exit_code == 0
-    return cli
-
-
 @needs_poppler
-def test_report_pdf_is_a4_with_math_tables_numbered_figures_and_the_discussion_escaped(fetched, tmp_path):
+def test_report_pdf_is_a4_with_math_tables_numbered_figures_and_the_discussion_escaped(cli, fetched, tmp_path):
     (tmp_path / "discussion.md").write_text(f"My words.\n\n- {HOSTILE}\n")
     config = settings(tmp_path, [(0.0, 0.001), (0.1, 0.001)], '\n[report]\ndiscussion = "discussion.md"\n')
-    result = fetched("report", "--config", config, "--pdf", "--json")
+    result = cli("report", "--config", config, "--pdf", "--json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     pdf, typ = tmp_path / "reports" / "report.pdf", tmp_path / "reports" / "report.typ"
@@ -200,13 +194,13 @@ def test_report_pdf_is_a4_with_math_tables_numbered_figures_and_the_discussion_e
 
 
 @needs_poppler
-def test_brief_default_study_fits_six_a4_pages_and_the_full_one_twelve(fetched, tmp_path):
+def test_brief_default_study_fits_six_a4_pages_and_the_full_one_twelve(cli, fetched, tmp_path):
     study = [(0.0, 0.1), (0.0, 0.001), (0.1, 0.001), (1.0, 0.001)]  # the study's four settings
     config = settings(tmp_path, study)
-    full = fetched("report", "--config", config, "--pdf", "--quiet")
+    full = cli("report", "--config", config, "--pdf", "--quiet")
     assert full.exit_code == 0, full.stderr
     pages_full, _ = pdf_pages(tmp_path / "reports" / "report.pdf")
-    brief = fetched("report", "--config", config, "--pdf", "--brief", "--quiet")
+    brief = cli("report", "--config", config, "--pdf", "--brief", "--quiet")
     assert brief.exit_code == 0, brief.stderr
     pages_brief, _ = pdf_pages(tmp_path / "reports" / "report.pdf")
     assert pages_brief <= 6 < pages_full <= 12, (pages_brief, pages_full)
@@ -216,9 +210,9 @@ def test_brief_default_study_fits_six_a4_pages_and_the_full_one_twelve(fetched, 
     assert "confusion" not in md and "weights.png" in md and "loss.png" in md
 
 
-def test_brief_true_in_the_settings_file_is_the_brief_layout(fetched, tmp_path):
+def test_brief_true_in_the_settings_file_is_the_brief_layout(cli, fetched, tmp_path):
     config = settings(tmp_path, [(0.0, 0.001), (0.1, 0.001)], "\n[report]\nbrief = true\n")
-    assert fetched("report", "--config", config, "--quiet").exit_code == 0
+    assert cli("report", "--config", config, "--quiet").exit_code == 0
     md = (tmp_path / "reports" / "report.md").read_text()
     assert md.index("## Set-up") < md.index("## Comparison of runs") and "confusion" not in md
 
@@ -226,7 +220,7 @@ def test_brief_true_in_the_settings_file_is_the_brief_layout(fetched, tmp_path):
 # -- bad input: one line, exit 2 ------------------------------------------------------------------
 
 
-def test_a_missing_discussion_file_is_one_error_line(fetched, tmp_path):
+def test_a_missing_discussion_file_is_one_error_line(cli, fetched, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "cifarcli", "report", "--discussion", "nowhere.md"],
         cwd=tmp_path,
@@ -315,9 +309,9 @@ def test_the_weights_grid_labels_each_row_in_its_runs_colour():
     assert [ax.yaxis.label.get_color() for ax in rows] == [plots.run_style(0)["color"], plots.run_style(1)["color"]]
 
 
-def test_the_sweeps_chosen_point_is_tested_against_its_runner_up_on_validation(fetched, tmp_path):
+def test_the_sweeps_chosen_point_is_tested_against_its_runner_up_on_validation(cli, fetched, tmp_path):
     config = settings(tmp_path, [(0.0, 0.001)], "\n[sweep]\nlam = [0.0, 1.0]\neta = [0.001, 0.003]\n")
-    result = fetched("report", "--config", config, "--json")
+    result = cli("report", "--config", config, "--json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     points = [p for p in doc["sweep"]["points"] if p["diverged_at"] is None]
@@ -331,9 +325,9 @@ def test_the_sweeps_chosen_point_is_tested_against_its_runner_up_on_validation(f
     assert f"{entry['a_only']} images right only with" in md
 
 
-def test_the_comparison_table_shows_intervals_roughness_and_update_size(fetched, tmp_path):
+def test_the_comparison_table_shows_intervals_roughness_and_update_size(cli, fetched, tmp_path):
     config = settings(tmp_path, [(0.0, 0.001), (1.0, 0.001)])
-    result = fetched("report", "--config", config, "--json")
+    result = cli("report", "--config", config, "--json")
     doc = json.loads(result.stdout)
     md = (tmp_path / "reports" / "report.md").read_text()
     assert "| roughness of W | update / ‖W‖ |" in md and "Roughness of W: for each class template" in md

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from procs import copied_workspace, imported_cache, kill_group, spawn
+from procs import copied_workspace, kill_group, spawn
 
 ENDLESS = ("--n-epochs", "100000", "--n-batch", "20")
 SETTINGS = (
@@ -29,11 +29,6 @@ COMMANDS = {
     "report": ("report", "--config", "s.toml", "--jobs", "2", "--cache-dir", "cache", "-q"),
     "sweep": ("sweep", "--lam", "0,0.1", "--eta", "0.001", *ENDLESS, "--jobs", "2", "--cache-dir", "cache", "-q"),
 }
-
-
-@pytest.fixture(scope="module")
-def imported(tmp_path_factory, tiny_archive) -> Path:
-    return imported_cache(tmp_path_factory.mktemp("signals"), tiny_archive)
 
 
 @pytest.fixture
