@@ -17,10 +17,10 @@ import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -128,16 +128,16 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half.
 
     ``mode``: create the file with these permission bits less the umask, as ``open()`` does
-    (for a file the user asked for, e.g. ``export --out``); None: 0600, as ``mkstemp`` does.
+    (for a file the user asked for, e.g. ``export --out``); None: 0600.
+    The data goes first to ``.<name>.<pid>-<random>.tmp`` beside ``path``; the temporaries that a
+    killed writer of the same ``path`` left there are removed first (their process is gone).
     """
     path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if mode is None:
-            handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        else:
-            tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
-            handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        remove_dead_temporaries(path)
+        handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600 if mode is None else mode)
     except OSError as exc:
         raise disk_error(exc, path, len(data)) from None
     try:
@@ -147,11 +147,38 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
             os.fsync(out.fileno())  # whole on disk before its name is
         os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise disk_error(exc, path, len(data)) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_dead_temporaries(path: Path) -> list[Path]:
+    """Remove the ``write_atomic`` temporaries of ``path`` whose writer is gone (killed mid-write); returns them.
+
+    Only regular files named as ``write_atomic`` names them, for this very ``path``, are touched;
+    a temporary of a writer still running (or of another user's process) stays.
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-[0-9a-f]{{12}}\.tmp")
+    removed = []
+    for entry, mode in entries(path.parent):
+        found = pattern.fullmatch(entry.name)
+        if found and stat.S_ISREG(mode) and not process_alive(int(found.group(1))):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 is never delivered; EPERM: it exists, another user's)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def entries(folder: Path) -> list[tuple[Path, int]]:

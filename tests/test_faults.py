@@ -34,6 +34,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -713,3 +715,42 @@ def test_a_cache_or_reports_path_that_is_a_file_is_exit_2(tmp_path, tiny_archive
     done = cli_process(tmp_path, *args, option, "taken", "-q")
     one_error(done, 2, "taken", "is a file, not a folder")
     assert tree(tmp_path, skip=("systmp", "mplconfig", "home")) == before
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write_of_that_file(tmp_path):
+    """A figure write killed with kill -9 leaves ``.curves.png.<pid>-<hex>.tmp``; the next write of
+    curves.png removes it, and leaves alone a live writer's temporary and another file's."""
+    from cifarcli.files import write_atomic
+
+    target = tmp_path / "figures" / "curves.png"
+    target.parent.mkdir()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER_KILLED_MID_WRITE, str(target)], stdout=subprocess.PIPE, text=True
+    )
+    dead = Path(writer.stdout.readline().strip())  # printed once its half-written temporary exists
+    assert dead.read_bytes() == b"half"
+    writer.kill()
+    assert writer.wait() == -signal.SIGKILL
+    live = target.parent / f".curves.png.{os.getpid()}-{'0' * 12}.tmp"
+    other = target.parent / f".weights.png.{writer.pid}-{'0' * 12}.tmp"
+    for path in (live, other):
+        path.write_bytes(b"keep")
+
+    write_atomic(target, b"whole", mode=0o666)
+
+    assert target.read_bytes() == b"whole"
+    assert not dead.exists()
+    assert live.read_bytes() == other.read_bytes() == b"keep"
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted(["curves.png", live.name, other.name])
+
+
+# Writes a temporary named as write_atomic names it, says where, and waits to be killed.
+WRITER_KILLED_MID_WRITE = """
+import os, sys, time
+from pathlib import Path
+target = Path(sys.argv[1])
+tmp = target.parent / f".{target.name}.{os.getpid()}-{'ab' * 6}.tmp"
+tmp.write_bytes(b"half")
+print(tmp, flush=True)
+time.sleep(120)
+"""
