@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import CifarError, OptionError, shown
 from .settings_file import check_known, ensemble_seeds, named, no_duplicate_runs, read_document, report_options, table
-from .value_checks import is_bool, is_int, is_real, require
+from .value_checks import grid_values, is_bool, is_int, is_real, require
 
 STAGE_NAMES = ("dataset", "gradcheck", "train", "evaluate", "plot", "report", "sweep", "comparison", "ensemble")
 SPLITS = ("seed", "dd2424", "full")
@@ -250,6 +250,13 @@ class TrainConfig:
 TRAIN_DEFAULTS = TrainConfig()
 
 
+def learning_rate(config: TrainConfig, epoch: int) -> float:
+    """η used in ``epoch`` (1-based): η · f^⌊(epoch - 1)/k⌋ with step decay, else η."""
+    if not config.decays:
+        return float(config.eta)
+    return float(config.eta) * float(config.decay_factor) ** ((int(epoch) - 1) // int(config.decay_every))
+
+
 def train_fields() -> dict[str, type]:
     """TrainConfig's fields and their plain types (``bool``, ``int``, ``float``, ``str``)."""
     return {f.name: type(f.default) for f in fields(TrainConfig)}
@@ -334,26 +341,6 @@ GRADCHECK_DEFAULTS = GradcheckConfig()
 
 
 GRID = {"lam": float, "eta": float, "n_batch": int, "n_epochs": int}  # the axes, and their types
-
-
-def grid_values(option: str, values: Any, kind: type) -> list:
-    """A grid axis given as a list or one number, checked and typed; OptionError naming ``option``."""
-    if not isinstance(values, list):
-        values = [values]
-    require(len(values) > 0, option, "empty grid", "give one value or more")
-    out = []
-    for value in values:
-        require(is_real(value) and math.isfinite(value), option, f"{shown(value)} is not a finite number")
-        if kind is int:
-            require(value == int(value) and value >= 1, option, f"{shown(value)} is not an integer >= 1")
-            value = int(value)
-        else:
-            value = float(value)
-            require(option != "eta" or value > 0, option, f"the learning rate must be > 0, got {value:g}")
-            require(option != "lam" or value >= 0, option, f"the regularisation must be >= 0, got {value:g}")
-        require(value not in out, option, f"{value:g} is listed twice", "each value once")
-        out.append(value)
-    return out
 
 
 @dataclass(frozen=True)
