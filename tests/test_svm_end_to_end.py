@@ -13,7 +13,7 @@ from PIL import Image
 from cifarcli import plots, report, schemas, stages
 from cifarcli.config import TrainConfig
 from cifarcli.evaluate import margin_summary
-from cifarcli.schemas import SchemaError, validate
+from cifarcli.schema_language import SchemaError, validate
 from test_report_losses import PNG, make_report, md_section
 
 TRAIN = ("--n-epochs", "3", "--n-batch", "20", "--eta", "0.001")
