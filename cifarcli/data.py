@@ -122,7 +122,7 @@ def read_cifar10(path: Path, on_member: Callable[[str], None] | None = None) -> 
 
 
 def _read_folder_files(folder: Path, layout: Layout, on_member=None) -> dict[str, bytes]:
-    """Bytes of each official file present; missing ones are reported by ``_build``."""
+    """Bytes of each official file present; missing ones are reported by ``decode_batches``."""
     files = {}
     for name in layout.required:
         file = folder / name
