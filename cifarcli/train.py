@@ -191,7 +191,41 @@ def _empty_history() -> dict[str, list]:
     return {k: [] for k in HISTORY_KEYS}
 
 
-# -- the reference loop -----------------------------------------------------------
+def _start(config: TrainConfig, K: int, d: int, resume: Checkpoint | None):
+    """(first epoch, W0, b0, history) of a fresh run or of one resumed from ``resume``."""
+    if resume is None:
+        W0, b0 = init_parameters(
+            K, d, np.random.default_rng(config.seed), std=init_std(config, d), dtype=np.dtype(config.dtype)
+        )
+        return 0, W0, b0, _empty_history()
+    start = int(resume.epoch)
+    if not 0 <= start <= config.n_epochs:
+        raise CifarError(f"cannot resume from epoch {start} of a {config.n_epochs}-epoch run")
+    W0, b0 = np.asarray(resume.W), np.asarray(resume.b)
+    if W0.shape != (K, d) or b0.size != K:
+        raise CifarError(f"checkpoint shapes {W0.shape}, {b0.shape} do not match the data ({K} × {d})")
+    history = copy.deepcopy(resume.history)
+    if len(history.get("epoch", [])) != start + 1:
+        raise CifarError(f"checkpoint of epoch {start} holds {len(history.get('epoch', []))} history rows")
+    return start, W0, b0, history
+
+
+def _recorder(history: dict, stopping: EarlyStopping, on_epoch, K: int):
+    """``record(epoch, train_m, val_m, W, b, eta)``: append the epoch's row to ``history``, stop on
+    divergence, hand out the checkpoint (with the best-so-far weights of ``stopping``)."""
+
+    def record(epoch: int, train_m, val_m, W: np.ndarray, b: np.ndarray, eta: float) -> None:
+        for key, value in zip(HISTORY_KEYS, (epoch, *train_m, *val_m)):
+            history[key].append(int(value) if key == "epoch" else float(value))
+        if not (math.isfinite(train_m[1]) and math.isfinite(val_m[1])):
+            raise TrainingDiverged(epoch, copy.deepcopy(history), eta)
+        if on_epoch is not None:
+            on_epoch(stopping.checkpoint(epoch, W.copy(), b.reshape(K, 1).copy(), copy.deepcopy(history)))
+
+    return record
+
+
+# -- the two loops: the plain reference, and train on the fast path ----------------
 
 
 def train_reference(config: TrainConfig, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
@@ -231,40 +265,6 @@ def train_reference(config: TrainConfig, data: PreparedData) -> tuple[np.ndarray
     if config.keep == "best":
         return best[2], best[3]
     return W, b
-
-
-def _start(config: TrainConfig, K: int, d: int, resume: Checkpoint | None):
-    """(first epoch, W0, b0, history) of a fresh run or of one resumed from ``resume``."""
-    if resume is None:
-        W0, b0 = init_parameters(
-            K, d, np.random.default_rng(config.seed), std=init_std(config, d), dtype=np.dtype(config.dtype)
-        )
-        return 0, W0, b0, _empty_history()
-    start = int(resume.epoch)
-    if not 0 <= start <= config.n_epochs:
-        raise CifarError(f"cannot resume from epoch {start} of a {config.n_epochs}-epoch run")
-    W0, b0 = np.asarray(resume.W), np.asarray(resume.b)
-    if W0.shape != (K, d) or b0.size != K:
-        raise CifarError(f"checkpoint shapes {W0.shape}, {b0.shape} do not match the data ({K} × {d})")
-    history = copy.deepcopy(resume.history)
-    if len(history.get("epoch", [])) != start + 1:
-        raise CifarError(f"checkpoint of epoch {start} holds {len(history.get('epoch', []))} history rows")
-    return start, W0, b0, history
-
-
-def _recorder(history: dict, stopping: EarlyStopping, on_epoch, K: int):
-    """``record(epoch, train_m, val_m, W, b, eta)``: append the epoch's row to ``history``, stop on
-    divergence, hand out the checkpoint (with the best-so-far weights of ``stopping``)."""
-
-    def record(epoch: int, train_m, val_m, W: np.ndarray, b: np.ndarray, eta: float) -> None:
-        for key, value in zip(HISTORY_KEYS, (epoch, *train_m, *val_m)):
-            history[key].append(int(value) if key == "epoch" else float(value))
-        if not (math.isfinite(train_m[1]) and math.isfinite(val_m[1])):
-            raise TrainingDiverged(epoch, copy.deepcopy(history), eta)
-        if on_epoch is not None:
-            on_epoch(stopping.checkpoint(epoch, W.copy(), b.reshape(K, 1).copy(), copy.deepcopy(history)))
-
-    return record
 
 
 def train(
@@ -321,8 +321,8 @@ def _run_epochs(
 
     Fused, the training metrics of epoch e come out of the pass of epoch e + 1: until then
     epoch e waits with its validation metrics in ``waiting``. The last epoch, and one that
-    early stopping ends on, pay a metrics pass of their own. A ``fresh`` run records epoch 0,
-    the initial weights, first.
+    early stopping ends on, pay a metrics pass of their own. A ``fresh`` run also has a row
+    for epoch 0, the initial weights.
     """
     waiting = None
     if fresh:
