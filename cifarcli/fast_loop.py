@@ -1,12 +1,10 @@
-"""The fast path of ``train``: the buffers and the schedule of a batch, and each epoch's metrics.
+"""The fast path of ``train``: ``FastLoop``, the buffers and the schedule of a batch, and each epoch's metrics.
 
-``FastLoop`` computes the updates of ``train.train_reference`` (equal to float rounding,
-tested) with samples in rows, preallocated buffers, the loss's in-place gradient
-(losses.py), and the training metrics of each epoch taken from the next epoch's forward
-product. With ``shuffle`` that product scores the epoch's permuted rows against the
-permuted labels (a mean and a count: the order does not matter); with ``flip`` it scores
-flipped images, so those runs pay one metrics pass over the unflipped training split per
-epoch. ``train.train`` drives it epoch by epoch.
+It computes the updates of ``train.train_reference`` (equal to float rounding, tested);
+``train.train`` drives it epoch by epoch. With ``shuffle`` the fused forward product
+scores the epoch's permuted rows against the permuted labels (a mean and a count: the
+order does not matter); with ``flip`` it scores flipped images, so those runs pay one
+metrics pass over the unflipped training split per epoch.
 """
 
 from __future__ import annotations
