@@ -3,58 +3,24 @@
 The CLI and the settings-file reader take their defaults from here. A bad value
 raises ``OptionError`` naming the setting by its field name (``n_epochs``); the
 CLI shows it as its flag (``--n-epochs``), the settings reader as the key of
-the file, so nothing here speaks in flags. A settings file looks like this
-(every key optional except each run's lam and eta)::
-
-    [defaults]          # applies to every run below
-    n_epochs = 40
-    n_batch = 100
-
-    [gradcheck]
-    n_samples = 100
-    lams = [0.0, 0.1]
-
-    [[run]]
-    lam = 0.0
-    eta = 0.1
-
-    [sweep]             # optional: a λ × η grid; [[run]] tables are then optional
-    lam = [0, 0.01, 0.1, 1]
-    eta = [0.001, 0.01]
-    n_epochs = 40       # n_batch / n_epochs: a list or one value; other run keys are fixed values
-
-    [ensemble]          # optional: one setting at several seeds, combined (cifarcli ensemble)
-    seeds = [1, 2, 3]
-    lam = 0.1           # any key of a [[run]]; [defaults] fill the others
-    eta = 0.001
+the file, so nothing here speaks in flags. Reading the settings file itself
+(TOML, its tables and keys) is ``settings_file.py``'s; what its values mean is here.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-import json
 import math
-import numbers
-import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import CifarError, OptionError, shown
-from .files import UnsafeFile, read_small
+from .settings_file import check_known, ensemble_seeds, named, no_duplicate_runs, read_document, report_options, table
+from .value_checks import grid_values, is_bool, is_int, is_real, require
 
-STAGE_NAMES = (
-    "dataset",
-    "gradcheck",
-    "train",
-    "evaluate",
-    "plot",
-    "report",
-    "sweep",
-    "comparison",
-    "ensemble",
-)  # stages.STAGES
+STAGE_NAMES = ("dataset", "gradcheck", "train", "evaluate", "plot", "report", "sweep", "comparison", "ensemble")
 SPLITS = ("seed", "dd2424", "full")
 DTYPES = ("float32", "float64")
 INITS = ("normal", "xavier")
@@ -95,21 +61,6 @@ _LOSS_CLASSES = {"softmax": "Softmax", "bce": "BinaryCrossEntropy", "svm": "Mult
 LOSSES = tuple(_LOSS_CLASSES)
 
 
-# numbers.* admit numpy's scalars too, and this module imports no numpy: the CLI reads its
-# defaults from here, and `cifarcli --help` must stay instant.
-def is_real(x) -> bool:
-    """An int or float (numpy's too), not a bool."""
-    return isinstance(x, numbers.Real) and not is_bool(x)
-
-
-def is_int(x) -> bool:
-    return isinstance(x, numbers.Integral) and not is_bool(x)
-
-
-def is_bool(x) -> bool:
-    return isinstance(x, bool) or type(x).__name__ == "bool_"  # numpy.bool_ is no int subclass
-
-
 @functools.cache
 def loss_named(name: str):
     """The ``losses.Loss`` object of a loss's name (imported only here: this module imports no numpy)."""
@@ -120,9 +71,36 @@ def loss_named(name: str):
     return getattr(losses, _LOSS_CLASSES[name])()
 
 
-def _require(ok: bool, option: str, message: str, hint: str | None = None) -> None:
-    if not ok:
-        raise OptionError(option, message, hint)
+# The settings that take one of a few names: what each may be, and what one of its values is called.
+CHOICES = {"split": SPLITS, "dtype": DTYPES, "init": INITS, "loss": LOSSES, "keep": KEEPS}
+_CHOICE_NOUNS = {"split": "split", "dtype": "dtype", "init": "initialisation", "loss": "loss", "keep": "choice"}
+
+
+def require_choice(option: str, value) -> None:
+    """Refuse, naming ``option`` and its choices, a value that is not one of ``CHOICES[option]``."""
+    choices = CHOICES[option]
+    require(
+        value in choices, option, f"unknown {_CHOICE_NOUNS[option]} {shown(value)}", f"use one of: {', '.join(choices)}"
+    )
+
+
+# The settings that count epochs: (their lowest value, what it means, a hint).
+_EPOCH_COUNTS = {
+    "n_epochs": (1, "", "the study uses 40"),
+    "decay_every": (0, " (no decay)", "e.g. every 10 epochs, with a decay factor of 0.1"),
+    "patience": (0, " (off)", "stop when validation accuracy has not improved for this many epochs, e.g. 20"),
+}
+
+
+def _require_epochs(option: str, value) -> None:
+    """An epoch count from its lowest value in ``_EPOCH_COUNTS`` to ``MAX_EPOCHS``."""
+    low, meaning, hint = _EPOCH_COUNTS[option]
+    require(
+        is_int(value) and low <= value <= MAX_EPOCHS,
+        option,
+        f"must be an integer from {low}{meaning} to {MAX_EPOCHS}, got {shown(value)}",
+        hint,
+    )
 
 
 # -- training -------------------------------------------------------------------------
@@ -165,86 +143,77 @@ class TrainConfig:
         return self.decay_every > 0 and self.decay_factor < 1
 
     def validate(self, n_train: int | None = None) -> TrainConfig:
-        """Raise OptionError naming the setting when a value is out of range."""
-        _require(
+        """Raise OptionError naming the setting when a value is out of range (checked in field order)."""
+        self._check_optimisation(n_train)
+        self._check_data()
+        self._check_decay()
+        require_choice("init", self.init)
+        require_choice("loss", self.loss)
+        self._check_stopping()
+        return self
+
+    def _check_optimisation(self, n_train: int | None) -> None:
+        require(
             is_real(self.eta) and math.isfinite(self.eta) and self.eta > 0,
             "eta",
             f"the learning rate must be a finite number > 0, got {shown(self.eta)}",
             "the study uses 0.001 (and 0.1)",
         )
-        _require(
+        require(
             is_real(self.lam) and math.isfinite(self.lam) and 0 <= self.lam <= MAX_LAM,
             "lam",
             f"the regularisation must be a finite number from 0 to {MAX_LAM:g}, got {shown(self.lam)}",
             "the study uses 0, 0.1 and 1",
         )
-        _require(
-            is_int(self.n_epochs) and 1 <= self.n_epochs <= MAX_EPOCHS,
-            "n_epochs",
-            f"must be an integer from 1 to {MAX_EPOCHS}, got {shown(self.n_epochs)}",
-            "the study uses 40",
-        )
-        _require(
+        _require_epochs("n_epochs", self.n_epochs)
+        require(
             is_int(self.n_batch) and self.n_batch >= 1,
             "n_batch",
             f"must be an integer >= 1, got {shown(self.n_batch)}",
             "the study uses 100",
         )
-        _require(
+        require(
             n_train is None or self.n_batch <= n_train,
             "n_batch",
             f"{self.n_batch} is larger than the training split ({n_train} images)",
             f"use at most {n_train}",
         )
-        _require(
+
+    def _check_data(self) -> None:
+        require(
             is_int(self.seed) and 0 <= self.seed <= MAX_SEED,
             "seed",
             f"must be an integer from 0 to {MAX_SEED} (2**63 - 1), got {shown(self.seed)}",
             "the default is 42",
         )
-        _require(
-            self.split in SPLITS, "split", f"unknown split {shown(self.split)}", f"use one of: {', '.join(SPLITS)}"
-        )
-        _require(
+        require_choice("split", self.split)
+        require(
             is_int(self.val_size) and 1 <= self.val_size <= MAX_SEED,
             "val_size",
             f"must be an integer >= 1, got {shown(self.val_size)}",
             "the default is 1000",
         )
-        _require(
-            self.dtype in DTYPES, "dtype", f"unknown dtype {shown(self.dtype)}", f"use one of: {', '.join(DTYPES)}"
-        )
-        _require(is_bool(self.shuffle), "shuffle", f"must be true or false, got {shown(self.shuffle)}")
-        _require(
+        require_choice("dtype", self.dtype)
+        require(is_bool(self.shuffle), "shuffle", f"must be true or false, got {shown(self.shuffle)}")
+        require(
             is_real(self.flip) and 0 <= self.flip <= 1,
             "flip",
             f"the flip probability must be a number in [0, 1], got {shown(self.flip)}",
             "0 turns flipping off; the course uses 0.5",
         )
-        _require(
-            is_int(self.decay_every) and 0 <= self.decay_every <= MAX_EPOCHS,
-            "decay_every",
-            f"must be an integer from 0 (no decay) to {MAX_EPOCHS}, got {shown(self.decay_every)}",
-            "e.g. every 10 epochs, with a decay factor of 0.1",
-        )
-        _require(
+
+    def _check_decay(self) -> None:
+        _require_epochs("decay_every", self.decay_every)
+        require(
             is_real(self.decay_factor) and 0 < self.decay_factor <= 1,
             "decay_factor",
             f"must be a number in (0, 1], got {shown(self.decay_factor)}",
             "η is multiplied by it at every decay step; e.g. 0.1",
         )
-        _require(
-            self.init in INITS, "init", f"unknown initialisation {shown(self.init)}", f"use one of: {', '.join(INITS)}"
-        )
-        _require(self.loss in LOSSES, "loss", f"unknown loss {shown(self.loss)}", f"use one of: {', '.join(LOSSES)}")
-        _require(
-            is_int(self.patience) and 0 <= self.patience <= MAX_EPOCHS,
-            "patience",
-            f"must be an integer from 0 (off) to {MAX_EPOCHS}, got {shown(self.patience)}",
-            "stop when validation accuracy has not improved for this many epochs, e.g. 20",
-        )
-        _require(self.keep in KEEPS, "keep", f"unknown choice {shown(self.keep)}", f"use one of: {', '.join(KEEPS)}")
-        return self
+
+    def _check_stopping(self) -> None:
+        _require_epochs("patience", self.patience)
+        require_choice("keep", self.keep)
 
     def key_params(self) -> dict:
         """Canonical parameters for the cache key (the run ID).
@@ -281,6 +250,13 @@ class TrainConfig:
 TRAIN_DEFAULTS = TrainConfig()
 
 
+def learning_rate(config: TrainConfig, epoch: int) -> float:
+    """η used in ``epoch`` (1-based): η · f^⌊(epoch - 1)/k⌋ with step decay, else η."""
+    if not config.decays:
+        return float(config.eta)
+    return float(config.eta) * float(config.decay_factor) ** ((int(epoch) - 1) // int(config.decay_every))
+
+
 def train_fields() -> dict[str, type]:
     """TrainConfig's fields and their plain types (``bool``, ``int``, ``float``, ``str``)."""
     return {f.name: type(f.default) for f in fields(TrainConfig)}
@@ -305,44 +281,44 @@ class GradcheckConfig:
 
         An empty ``lams`` is refused: it used to report a PASS with nothing checked.
         """
-        _require(
+        require(
             is_int(self.n_samples) and self.n_samples >= 1,
             "n_samples",
             f"must be an integer >= 1 (images), got {shown(self.n_samples)}",
             "the default is 100",
         )
-        _require(
+        require(
             self.n_dims is None or (is_int(self.n_dims) and self.n_dims >= 1),
             "n_dims",
             f"must be an integer >= 1 (input dimensions), got {shown(self.n_dims)}",
             "leave it out to check all 3072",
         )
-        _require(
+        require(
             isinstance(self.lams, (list, tuple)) and len(self.lams) > 0,
             "lams",
             f"must list at least one λ, got {shown(self.lams)}",
             "e.g. 0 and 0.1",
         )
         for lam in self.lams:
-            _require(
+            require(
                 is_real(lam) and math.isfinite(lam) and lam >= 0,
                 "lams",
                 f"each λ must be a finite number >= 0, got {shown(lam)}",
                 "e.g. 0 and 0.1",
             )
-        _require(
+        require(
             is_real(self.h) and math.isfinite(self.h) and 0 < self.h <= 1,
             "h",
             f"the finite-difference step must be a number in (0, 1], got {shown(self.h)}",
             "the default is 1e-6",
         )
-        _require(
+        require(
             is_int(self.seed) and 0 <= self.seed <= MAX_SEED,
             "seed",
             f"must be an integer from 0 to 2**63 - 1, got {shown(self.seed)}",
             "the default is 42",
         )
-        _require(self.loss in LOSSES, "loss", f"unknown loss {shown(self.loss)}", f"use one of: {', '.join(LOSSES)}")
+        require_choice("loss", self.loss)
         return self
 
     def key_params(self) -> dict:
@@ -365,26 +341,6 @@ GRADCHECK_DEFAULTS = GradcheckConfig()
 
 
 GRID = {"lam": float, "eta": float, "n_batch": int, "n_epochs": int}  # the axes, and their types
-
-
-def grid_values(option: str, values: Any, kind: type) -> list:
-    """A grid axis given as a list or one number, checked and typed; OptionError naming ``option``."""
-    if not isinstance(values, list):
-        values = [values]
-    _require(len(values) > 0, option, "empty grid", "give one value or more")
-    out = []
-    for value in values:
-        _require(is_real(value) and math.isfinite(value), option, f"{shown(value)} is not a finite number")
-        if kind is int:
-            _require(value == int(value) and value >= 1, option, f"{shown(value)} is not an integer >= 1")
-            value = int(value)
-        else:
-            value = float(value)
-            _require(option != "eta" or value > 0, option, f"the learning rate must be > 0, got {value:g}")
-            _require(option != "lam" or value >= 0, option, f"the regularisation must be >= 0, got {value:g}")
-        _require(value not in out, option, f"{value:g} is listed twice", "each value once")
-        out.append(value)
-    return out
 
 
 @dataclass(frozen=True)
@@ -418,7 +374,7 @@ def make_spec(axes: dict[str, Any], fixed: dict | None = None) -> SweepSpec:
     for name, kind in GRID.items():
         raw = axes.get(name)
         if raw is None:
-            _require(name not in ("lam", "eta"), name, "missing", "e.g. 0,0.01,0.1 (a list of values)")
+            require(name not in ("lam", "eta"), name, "missing", "e.g. 0,0.01,0.1 (a list of values)")
             values[name] = [getattr(TRAIN_DEFAULTS, name)]
         else:
             values[name] = grid_values(name, raw, kind)
@@ -444,9 +400,6 @@ STUDY = (
 )
 
 
-SETTINGS_HINT = "a settings file holds [defaults], [gradcheck], [[run]], [sweep] and [ensemble] tables of plain values"
-
-
 @dataclass
 class ReportSettings:
     runs: list = field(default_factory=lambda: list(STUDY))  # list[TrainConfig]
@@ -461,24 +414,8 @@ def load_settings(path: Path | None) -> ReportSettings:
     """The study's settings, or those of a TOML file, validated key by key."""
     if path is None:
         return ReportSettings()
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    try:
-        document = tomllib.loads(read_small(Path(path), follow=True).decode())
-    except FileNotFoundError:
-        raise CifarError(f"no such settings file: {path}") from None
-    except (OSError, UnicodeDecodeError, UnsafeFile) as exc:
-        raise CifarError(f"cannot read {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CifarError(f"{path} is not valid TOML: {exc}") from None
-    except RecursionError:  # arrays or inline tables nested thousands deep
-        raise CifarError(f"{path}: values nested too deeply to read", hint=SETTINGS_HINT) from None
-    except ValueError:  # an integer of thousands of digits (Python's int-from-text limit)
-        raise CifarError(f"{path}: a number has too many digits to read", hint=SETTINGS_HINT) from None
-    _known(document, {"defaults", "gradcheck", "run", "sweep", "ensemble", "report"}, f"{path}")
-    defaults = _table(document, "defaults", path)
+    document = read_document(path)
+    defaults = table(document, "defaults", path)
     runs = document.get("run", [])
     if (
         not isinstance(runs, list)
@@ -490,41 +427,18 @@ def load_settings(path: Path | None) -> ReportSettings:
             hint="see docs/report.md, the settings file",
         )
     configs = [_run_config({**defaults, **run}, f"{path}: run {i + 1}") for i, run in enumerate(runs)]
-    _no_duplicate_runs(configs, path)
-    gradcheck = _gradcheck_config(_table(document, "gradcheck", path), f"{path}: [gradcheck]")
-    sweep = _sweep_spec(_table(document, "sweep", path), defaults, f"{path}: [sweep]") if "sweep" in document else None
+    no_duplicate_runs(configs, path)
+    gradcheck = _gradcheck_config(table(document, "gradcheck", path), f"{path}: [gradcheck]")
+    sweep = _sweep_spec(table(document, "sweep", path), defaults, f"{path}: [sweep]") if "sweep" in document else None
     ensemble = (
-        _ensemble_configs(_table(document, "ensemble", path), defaults, f"{path}: [ensemble]")
+        _ensemble_configs(table(document, "ensemble", path), defaults, f"{path}: [ensemble]")
         if "ensemble" in document
         else None
     )
-    report = _table(document, "report", path)
-    _known(report, {"discussion", "brief"}, f"{path}: [report]")
-    if not isinstance(report.get("discussion", ""), str) or not isinstance(report.get("brief", False), bool):
-        raise CifarError(f"{path}: [report] discussion must be a file name (a string) and brief true or false")
-    discussion = Path(path).parent / report["discussion"] if report.get("discussion") else None
+    discussion, brief = report_options(document, path)
     return ReportSettings(
-        runs=configs,
-        gradcheck=gradcheck,
-        sweep=sweep,
-        ensemble=ensemble,
-        discussion=discussion,
-        brief=report.get("brief", False),
+        runs=configs, gradcheck=gradcheck, sweep=sweep, ensemble=ensemble, discussion=discussion, brief=brief
     )
-
-
-def _no_duplicate_runs(configs: list[TrainConfig], path) -> None:
-    """Two [[run]] tables with the same settings (defaults applied) would be one run reported twice."""
-    seen: dict[str, int] = {}
-    for i, config in enumerate(configs):
-        key = json.dumps(config.key_params(), sort_keys=True)
-        if key in seen:
-            raise CifarError(
-                f"{path}: run {seen[key] + 1} and run {i + 1} are the same setting "
-                f"(λ={config.lam:g}, η={config.eta:g})",
-                hint="remove one of the two [[run]] tables",
-            )
-        seen[key] = i
 
 
 def check_seeds(seeds: list[int]) -> list[int]:
@@ -538,67 +452,32 @@ def check_seeds(seeds: list[int]) -> list[int]:
     return seeds
 
 
-def _ensemble_configs(table: dict, defaults: dict, where: str) -> list[TrainConfig]:
+def _ensemble_configs(values: dict, defaults: dict, where: str) -> list[TrainConfig]:
     """The ``[ensemble]`` table: ``seeds`` (two or more) and the options of one run, each at every seed."""
-    _known(table, {*train_fields(), "seeds"}, where)
-    if "seed" in table:  # each member's seed is one of seeds: a lone seed would be dropped without a word
-        raise CifarError(f"{where}: seed is taken from seeds; leave it out", hint="e.g. seeds = [5, 6, 7]")
-    seeds = table.get("seeds")
-    if (
-        not isinstance(seeds, list)
-        or len(seeds) < 2
-        or not all(is_int(s) for s in seeds)
-        or len(set(seeds)) != len(seeds)
-    ):
-        raise CifarError(
-            f"{where}: seeds must list two or more different integers, got {shown(seeds)}",
-            hint="e.g. seeds = [1, 2, 3, 4, 5]",
-        )
-    _named(where, lambda: check_seeds(seeds))
-    run = {k: v for k, v in table.items() if k != "seeds"}
+    check_known(values, {*train_fields(), "seeds"}, where)
+    seeds = ensemble_seeds(values, where)
+    named(where, lambda: check_seeds(seeds))
+    run = {k: v for k, v in values.items() if k != "seeds"}
     return [_run_config({**defaults, **run, "seed": seed}, where) for seed in seeds]
 
 
-def _table(document: dict, name: str, path) -> dict:
-    value = document.get(name, {})
-    if not isinstance(value, dict):
-        raise CifarError(f"{path}: {name} must be a table ([{name}])")
-    return value
-
-
-def _known(table: dict, allowed, where: str) -> None:
-    for key in table:
-        if key not in allowed:
-            raise CifarError(f"{where}: unknown key {shown(key)}", hint="known keys: " + ", ".join(sorted(allowed)))
-
-
-def _named(where: str, make):
-    """``make()``, with an OptionError re-raised as one CifarError naming the file's key."""
-    try:
-        return make()
-    except OptionError as error:
-        raise CifarError(f"{where} {error.option}: {error.message}", error.hint) from None
-    except TypeError as error:  # a key of the wrong kind that the dataclass itself refused
-        raise CifarError(f"{where}: {error}") from None
-
-
 def _run_config(values: dict, where: str) -> TrainConfig:
-    _known(values, train_fields(), where)
+    check_known(values, train_fields(), where)
     for required in ("lam", "eta"):
         if required not in values:
             raise CifarError(f"{where}: missing key {required!r}")
-    return _named(where + ":", lambda: TrainConfig(**values).validate())
+    return named(where + ":", lambda: TrainConfig(**values).validate())
 
 
-def _gradcheck_config(table: dict, where: str) -> GradcheckConfig:
-    _known(table, {f.name for f in fields(GradcheckConfig)}, where)
-    values = {**table, **({"lams": tuple(table["lams"])} if isinstance(table.get("lams"), list) else {})}
-    return _named(where, lambda: GradcheckConfig(**values).validate())
+def _gradcheck_config(values: dict, where: str) -> GradcheckConfig:
+    check_known(values, {f.name for f in fields(GradcheckConfig)}, where)
+    values = {**values, **({"lams": tuple(values["lams"])} if isinstance(values.get("lams"), list) else {})}
+    return named(where, lambda: GradcheckConfig(**values).validate())
 
 
-def _sweep_spec(table: dict, defaults: dict, where: str) -> SweepSpec:
+def _sweep_spec(values: dict, defaults: dict, where: str) -> SweepSpec:
     """The ``[sweep]`` table (``[defaults]`` fill the options it leaves out)."""
-    _known(table, train_fields(), where)
-    merged = {**{k: v for k, v in defaults.items() if k not in ("lam", "eta")}, **table}
+    check_known(values, train_fields(), where)
+    merged = {**{k: v for k, v in defaults.items() if k not in ("lam", "eta")}, **values}
     axes = {k: v for k, v in merged.items() if k in GRID}
-    return _named(where, lambda: make_spec(axes, {k: v for k, v in merged.items() if k not in GRID}))
+    return named(where, lambda: make_spec(axes, {k: v for k, v in merged.items() if k not in GRID}))

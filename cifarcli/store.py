@@ -27,7 +27,6 @@ verifying and clearing live in ``upkeep``; ``Store.observer`` hears what was hit
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -43,10 +42,15 @@ from pathlib import Path
 from typing import Any
 
 from cifarcli import __version__
-from cifarcli.errors import CifarError, WorkFailed, disk_error
+from cifarcli.errors import disk_error
 from cifarcli.files import UnsafeFile, approx_size, entries, file_sha256, kind_of, open_regular, read_json
+from cifarcli.locks import held, is_held
 from cifarcli.safe_pickle import UnsafePickle, safe_load
-from cifarcli.schemas import META_SCHEMA, Schema, SchemaError, validate
+from cifarcli.schema_language import Schema, SchemaError, validate
+from cifarcli.schemas import META_SCHEMA
+from cifarcli.store_errors import DamagedArtifact, LinkInCache, StaleArtifact, UnreadableArtifact
+
+# The errors are imported by name so that they stay importable from here (stages.py, upkeep.py).
 
 PAYLOAD = "payload.joblib"
 META = "meta.json"
@@ -386,34 +390,14 @@ class Store:
         lock_dir = self.root / ".locks"
         try:
             _made_here(lock_dir)
-            handle = os.fdopen(
-                os.open(lock_dir / f"{stage}-{key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666),
-                "a+",
-            )
         except OSError as exc:
             raise disk_error(exc, lock_dir) from None
-        with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self.log(f"waiting for another cifarcli process computing {stage} {key}")
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        waiting = f"waiting for another cifarcli process computing {stage} {key}"
+        with held(lock_dir / f"{stage}-{key}.lock", lambda: self.log(waiting)):
+            yield
 
     def is_locked(self, stage: str, key: str) -> bool:
-        path = self.root / ".locks" / f"{stage}-{key}.lock"
-        if not path.exists():
-            return False
-        with open(path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return False
+        return is_held(self.root / ".locks" / f"{stage}-{key}.lock")
 
     # -- scratch space for resumable work ----------------------------------
 
@@ -482,40 +466,3 @@ def _made_here(folder: Path) -> None:
     mode = os.lstat(folder).st_mode
     if not stat.S_ISDIR(mode):
         raise LinkInCache(folder, kind_of(mode))
-
-
-class DamagedArtifact(CifarError):
-    def __init__(self, stage: str, key: str, reason: str):
-        super().__init__(f"damaged artifact {stage}/{key}: {reason}")
-        self.reason = reason
-
-
-class UnreadableArtifact(WorkFailed):
-    """Present but not ours to read (another user's, in a shared cache): not damaged, so never
-    removed; the command stops here (exit 1)."""
-
-    def __init__(self, stage: str, key: str, path: Path):
-        super().__init__(
-            f"cannot read {path}: permission denied",
-            hint="ask its owner for read access, or use a cache folder of your own",
-        )
-        self.reason = f"cannot read {path.name}: permission denied"
-
-
-class LinkInCache(CifarError):
-    """A stage's folder is a link (or not a folder): the store never follows it."""
-
-    def __init__(self, path: Path, kind: str):
-        super().__init__(
-            f"{path} is {kind}: the cache never follows links inside it",
-            hint="remove that link (its target is left alone), or run cifarcli cache clear",
-        )
-        self.reason = f"{kind}; left alone"
-
-
-class StaleArtifact(DamagedArtifact):
-    """Whole and well-formed, but made from an input that has changed since."""
-
-    def __init__(self, stage: str, key: str, reason: str):
-        CifarError.__init__(self, f"{stage}/{key} {reason}")
-        self.reason = f"stale: {reason}"

@@ -585,7 +585,9 @@ def test_redirect_to_another_scheme_is_refused(tmp_path, http_server):
 
 def test_https_to_http_redirect_is_refused():
     # A loopback https server needs a certificate; the downgrade check lives in the redirect handler.
-    handler = data._RedirectHandler()
+    from cifarcli.download import _RedirectHandler
+
+    handler = _RedirectHandler()
     request = urllib.request.Request("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz")
     with pytest.raises(CifarError, match="refusing redirect from https://www.cs.toronto.edu/.* to http://evil"):
         handler.redirect_request(request, io.BytesIO(), 302, "Found", {}, "http://evil.example/c.tar.gz")

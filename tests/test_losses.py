@@ -11,10 +11,10 @@ import pytest
 
 from cifarcli import losses
 from cifarcli.config import LOSSES, TrainConfig, loss_named
+from cifarcli.fast_loop import FastLoop
 from cifarcli.gradcheck import numerical_gradients
 from cifarcli.model import compute_cost, compute_gradients, init_parameters, metrics_from_scores, scores, softmax
 from cifarcli.threads import TwoHalves
-from cifarcli.train import _FastLoop
 from numeric import naive_gradients
 
 CLASSES = {"softmax": losses.Softmax, "bce": losses.BinaryCrossEntropy, "svm": losses.MulticlassSVM}
@@ -96,7 +96,7 @@ def test_fast_loop_batch_is_the_reference_gradient(data64, name):
     config = TrainConfig(lam=0.0, eta=0.5, n_epochs=1, n_batch=40, dtype="float64", loss=name)
     W0, b0 = init_parameters(10, data64.X_train.shape[0], np.random.default_rng(0), std=0.05)
     with TwoHalves(1) as halves:
-        loop = _FastLoop(config, data64, W0, b0, halves, first_epoch=1)
+        loop = FastLoop(config, data64, W0, b0, halves, first_epoch=1)
         s, e = loop.bounds[0]
         Ab, true_flat = loop.gather(s, e, None, None, None)
         G = loop.step(None, Ab, s, e)
@@ -114,7 +114,7 @@ def test_fast_loop_is_complete_once_built(data64):
     )
     W0, b0 = init_parameters(10, data64.X_train.shape[0], np.random.default_rng(0))
     with TwoHalves(1) as halves:
-        loop = _FastLoop(config, data64, W0, b0, halves, first_epoch=2)
+        loop = FastLoop(config, data64, W0, b0, halves, first_epoch=2)
         assert loop.halves is halves and loop.epoch_order is None
         assert loop.eta == 0.05 and loop.steps[0] == 0.05 / 50 and loop.decay == 1 - 2 * 0.05 * 0.2
         loop.run_epoch(3, None)

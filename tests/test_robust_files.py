@@ -200,10 +200,11 @@ def _watch_size(path: Path, stop: threading.Event, sizes: list[int]) -> None:
 
 def test_an_endless_download_is_stopped_at_the_cap_and_its_part_removed(cli, tmp_path, http_server, monkeypatch):
     """A body without a Content-Length that never ends (it grew a 2.8 GB .part in 8 s)."""
-    from cifarcli import data
+    from cifarcli import download
+    from cifarcli.source_files import CHUNK
 
     cap = 8 << 20  # the real cap (682 MB) works the same; a small one keeps the test light on disk
-    monkeypatch.setattr(data, "MAX_SOURCE_BYTES", cap)
+    monkeypatch.setattr(download, "MAX_SOURCE_BYTES", cap)
     http_server.route("/cifar.tar.gz", body=b"\x1f\x8b" + bytes(64 << 10), endless=True, endless_for=PROMPT)
     downloads = tmp_path / "cache" / "downloads"
     sizes: list[int] = []
@@ -224,7 +225,7 @@ def test_an_endless_download_is_stopped_at_the_cap_and_its_part_removed(cli, tmp
     assert result.exit_code == 2
     [line] = error_lines(result.stderr)  # beside the "downloading …" notice
     assert "sent more than 8.4 MB" in line and url in line
-    assert sizes and max(sizes) <= cap + data._CHUNK  # never past the cap by more than one chunk
+    assert sizes and max(sizes) <= cap + CHUNK  # never past the cap by more than one chunk
     assert list(downloads.iterdir()) == []  # the .part is gone, nothing under the final name
     assert snapshot(tmp_path) == before
     assert len(http_server.requests) == 1  # refused, not retried
