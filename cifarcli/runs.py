@@ -16,7 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 from cifarcli import stages
-from cifarcli.config import DTYPES, INITS, KEEPS, LOSSES, SPLITS, TrainConfig, train_fields
+from cifarcli.config import CHOICES, TrainConfig, train_fields
 from cifarcli.errors import CifarError, OptionError, shown
 from cifarcli.stages import Workspace
 
@@ -219,7 +219,7 @@ def parse_where(text: str) -> tuple[str, str, Any]:
 
 def _choice(field: str, value: Any, option: str) -> Any:
     """``value``, unless ``field`` takes one of a few words and this is none of them (a typo listed nothing)."""
-    choices = {"split": SPLITS, "dtype": DTYPES, "init": INITS, "keep": KEEPS, "loss": LOSSES}.get(field)
+    choices = CHOICES.get(field)
     if choices is not None and value not in choices:
         raise OptionError(option, f"unknown {field} {shown(value)}", hint="one of: " + ", ".join(choices))
     return value

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cifarcli.files import disk_size, entries, kind_of, remove_tree
-from cifarcli.store import DamagedArtifact, Store, UnreadableArtifact
+from cifarcli.store import Store
+from cifarcli.store_errors import DamagedArtifact, UnreadableArtifact
 
 
 def stages(store: Store, downloads: Path | None = None) -> list[str]:

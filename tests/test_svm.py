@@ -26,7 +26,7 @@ from cifarcli.model import (
     true_class_margins,
 )
 from cifarcli.prepare import prepare
-from cifarcli.schemas import SchemaError, validate
+from cifarcli.schema_language import SchemaError, validate
 from cifarcli.train import TrainConfig, train, train_reference
 from test_report_losses import PNG, make_report, md_section
 

@@ -13,7 +13,7 @@ import pytest
 
 from cifarcli import stages
 from cifarcli.augment import IMAGE_SHAPE, epoch_plan, flip_rows, mirror_index
-from cifarcli.config import GradcheckConfig, TrainConfig
+from cifarcli.config import GradcheckConfig, TrainConfig, learning_rate
 from cifarcli.errors import CifarError, OptionError
 from cifarcli.model import (
     compute_cost,
@@ -25,7 +25,7 @@ from cifarcli.model import (
     scores,
 )
 from cifarcli.prepare import normalisation_stats, normalise
-from cifarcli.train import init_std, learning_rate, train
+from cifarcli.train import init_std, train
 
 DEFAULT_KEY = {
     "lam": 0.1,
