@@ -23,7 +23,7 @@ from cifarcli.terminal import CifarCommand, CifarGroup, Output
 
 def _start(common: opt.Common, jobs: int = 1):
     """Set up output and the workspace for one command."""
-    from cifarcli import views
+    from cifarcli import progress_bars
     from cifarcli.stages import Workspace, workspace_above
 
     out = terminal.begin(common.as_json, common.quiet)
@@ -42,7 +42,7 @@ def _start(common: opt.Common, jobs: int = 1):
             raise CifarError(f"{option} {folder} is a loop of symbolic links", hint=f"give {option} a folder")
     if jobs < 1:
         raise OptionError("jobs", f"must be at least 1, got {jobs}")
-    progress = out.progress = views.progress_for(out.err)
+    progress = out.progress = progress_bars.progress_for(out.err)
     return out, Workspace(cache_dir, reports_dir, log=out.log, progress=progress, jobs=jobs)
 
 
@@ -310,12 +310,12 @@ def ensemble(
 
     A tied vote goes to the lowest class index. Members: --run A --run B ..., or training options plus --seeds.
     """
-    from cifarcli import views, workflows
+    from cifarcli import comparison_views, workflows
 
     out, ws = _start(common, jobs)
     seeds = opt.parse_seeds(seeds) if seeds is not None else None
     result = workflows.ensemble(ws, run_ids, config, seeds, common.force)
-    out.result(result, *views.ensemble_view(result))
+    out.result(result, *comparison_views.ensemble_view(result))
 
 
 @command(
@@ -334,11 +334,11 @@ def report(
     common: opt.Common,
 ):
     """Run or reuse every stage for every setting and write reports/report.md and report.html (--pdf: report.pdf)."""
-    from cifarcli import views, workflows
+    from cifarcli import comparison_views, workflows
 
     out, ws = _start(common, jobs)
     result = workflows.report(ws, config, common.force, discussion, brief, pdf)
-    out.result(result, *views.report_view(result))
+    out.result(result, *comparison_views.report_view(result))
     _require_a_converged_run(out, result)
 
 
@@ -368,11 +368,11 @@ def _require_a_converged_run(out: Output, result: dict) -> None:
 @opt.common_options()
 def status(config: TrainConfig, common: opt.Common):
     """Show, for these training options, which stages are cached, missing, partial or damaged."""
-    from cifarcli import stages, views
+    from cifarcli import cache_views, stages
 
     out, ws = _start(common)
     rows = stages.status(ws, config)
-    out.result({"cache_dir": str(ws.cache_dir), "stages": rows}, views.status_view(rows))
+    out.result({"cache_dir": str(ws.cache_dir), "stages": rows}, cache_views.status_view(rows))
 
 
 @command(
@@ -398,8 +398,8 @@ def sweep(
 
     Every other training option of `cifarcli train` takes one value, fixed for every point.
     """
+    from cifarcli import comparison_views
     from cifarcli import sweep as sweeping
-    from cifarcli import views
     from cifarcli.config import make_spec
 
     out, ws = _start(common, jobs)
@@ -410,7 +410,7 @@ def sweep(
     }
     backend = "dask" if scheduler and backend == "local" else backend
     result = sweeping.run_sweep(ws, make_spec(axes, config), backend, scheduler)
-    out.result(result, *views.sweep_view(result))
+    out.result(result, *comparison_views.sweep_view(result))
     if result["best"] is None:
         raise WorkFailed("every point of the sweep diverged", hint="try smaller --eta values")
 
@@ -438,7 +438,7 @@ def runs(
     8 characters); any command's --run takes it.
     """
     from cifarcli import runs as listing
-    from cifarcli import views
+    from cifarcli import runs_table
 
     out, ws = _start(common)
     if as_csv and common.as_json:
@@ -449,12 +449,12 @@ def runs(
         )
     if diff is not None:
         result = listing.diff_runs(ws, *diff)
-        out.result(result, *views.runs_diff_view(result))
+        out.result(result, *runs_table.runs_diff_view(result))
     elif as_csv:
-        out.text(views.runs_csv(listing.list_runs(ws, where, split, sort, reverse)))
+        out.text(runs_table.runs_csv(listing.list_runs(ws, where, split, sort, reverse)))
     else:
         result = listing.list_runs(ws, where, split, sort, reverse)
-        out.result(result, *(() if common.as_json else views.runs_view(result, out.out.width, all_params)))
+        out.result(result, *(() if common.as_json else runs_table.runs_view(result, out.out.width, all_params)))
 
 
 @command(
@@ -493,11 +493,11 @@ def name_run(
 @opt.common_options()
 def cache_ls(stage: opt.Stage = None, *, common: opt.Common):
     """List cached artifacts (reads only their meta.json)."""
-    from cifarcli import views
+    from cifarcli import cache_views
 
     out, ws = _start(common)
     rows = ws.cache_listing(stage)
-    out.result({"cache_dir": str(ws.cache_dir), "artifacts": rows}, views.cache_table(rows))
+    out.result({"cache_dir": str(ws.cache_dir), "artifacts": rows}, cache_views.cache_table(rows))
 
 
 @cache_command(
@@ -522,20 +522,20 @@ def cache_clear(
     common: opt.Common,
 ):
     """Remove cached artifacts (all, or one stage) and leftovers of interrupted writes; lists them, asks first."""
-    from cifarcli import views
+    from cifarcli import cache_views
 
     out, ws = _start(common)
     plan = ws.clear_plan(stage, keep_data=keep_data)
     if dry_run:
-        out.result({"dry_run": True, **plan}, *views.clear_plan_view(plan, ws.cache_dir))
+        out.result({"dry_run": True, **plan}, *cache_views.clear_plan_view(plan, ws.cache_dir))
         return
     if (plan["stages"] or plan["links"]) and not yes:
         if not (sys.stdin.isatty() and sys.stderr.isatty()):
             raise CifarError(
-                f"cache clear would remove {views.plan_summary(plan)} from {ws.cache_dir}, and asks first",
+                f"cache clear would remove {cache_views.plan_summary(plan)} from {ws.cache_dir}, and asks first",
                 hint="add --yes to remove them without a terminal, or --dry-run to list them",
             )
-        out.err.print(*views.clear_plan_view(plan, ws.cache_dir), sep="\n")
+        out.err.print(*cache_views.clear_plan_view(plan, ws.cache_dir), sep="\n")
         if not typer.confirm("Remove them?", default=False, err=True):
             out.result({"removed": 0}, "nothing removed")
             return
@@ -558,12 +558,12 @@ def cache_gc(common: opt.Common):
 @opt.common_options("quiet")
 def cache_verify(stage: opt.Stage = None, *, common: opt.Common):
     """Re-hash every payload and report damaged artifacts (exit 1 if any)."""
-    from cifarcli import views
+    from cifarcli import cache_views
 
     out, ws = _start(common)
     rows = ws.verify_cache(stage)
     damaged = [row for row in rows if not row["ok"]]
-    out.result({"checked": len(rows), "damaged": damaged}, views.verify_view(rows))
+    out.result({"checked": len(rows), "damaged": damaged}, cache_views.verify_view(rows))
     if damaged:
         named = ", ".join(f"{row['stage']}/{row['key']}" for row in damaged[:3]) + (" …" if len(damaged) > 3 else "")
         raise WorkFailed(
