@@ -226,6 +226,8 @@ def test_an_unknown_run_points_at_cifarcli_runs(cli, fetched):
 
 CLI_SIDE = {
     "cli.py",
+    "cli_cache.py",
+    "cli_setup.py",
     "options.py",
     "terminal.py",
     "views.py",
