@@ -182,7 +182,7 @@ def _columns(rows: list[dict], shown: list[str]) -> list[Column]:
 def _fitted(
     columns: list[Column], rows: list[dict], shown: list[str], changed: list[str], width: int
 ) -> tuple[list[Column], list[str]]:
-    """``columns`` less those dropped, in the order of ``_DROP_FIRST``, until the table fits ``width``;
+    """``columns`` less those dropped, in the order given at ``_DROP_FIRST``, until the table fits ``width``;
     and the names of the dropped ones."""
     dropped: list[str] = []
     shared = [name for name in reversed(shown) if name not in changed]
