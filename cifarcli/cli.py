@@ -1,13 +1,13 @@
 """The command line: parse options, call one pipeline function, render the result.
 
 No math and no file formats here. The options the commands share are declared in
-``options.py``; streams, signals, output and the one error boundary live in ``terminal.py``.
+``options.py``; streams, signals, output and the one error boundary live in ``terminal.py``;
+what each command starts with in ``cli_setup.py``; the `cache` commands in ``cli_cache.py``.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -15,40 +15,12 @@ import typer
 
 from cifarcli import options as opt
 from cifarcli import terminal
+from cifarcli.cli_cache import cache_app
+from cifarcli.cli_setup import HELP_OPTIONS, commands_of, examples, start
 from cifarcli.config import GRADCHECK_DEFAULTS as G
 from cifarcli.config import GRADCHECK_TOL, TRAIN_DEFAULTS, GradcheckConfig, TrainConfig
-from cifarcli.errors import CifarError, GateFailed, OptionError, WorkFailed, symlink_loop
-from cifarcli.terminal import CifarCommand, CifarGroup, Output
-
-
-def _start(common: opt.Common, jobs: int = 1):
-    """Set up output and the workspace for one command."""
-    from cifarcli import views
-    from cifarcli.stages import Workspace, workspace_above
-
-    out = terminal.begin(common.as_json, common.quiet)
-    cache_dir, reports_dir = common.cache_dir, common.reports_dir
-    if cache_dir is None:  # neither --cache-dir nor CIFARCLI_CACHE_DIR: the nearest workspace, as git finds .git
-        cache_dir = workspace_above()
-        if cache_dir is not None:
-            out.log(f"using the workspace {cache_dir} (found above the current folder)")
-            reports_dir = reports_dir or cache_dir.parent / "reports"
-        cache_dir = cache_dir or Path("cache")
-    reports_dir = reports_dir or Path("reports")
-    for option, folder in (("--cache-dir", cache_dir), ("--reports-dir", reports_dir)):
-        if folder.exists() and not folder.is_dir():
-            raise CifarError(f"{option} {folder} is a file, not a folder", hint=f"give {option} a folder")
-        if symlink_loop(folder):  # exists() says False: a notice, then "cannot write …" came before
-            raise CifarError(f"{option} {folder} is a loop of symbolic links", hint=f"give {option} a folder")
-    if jobs < 1:
-        raise OptionError("jobs", f"must be at least 1, got {jobs}")
-    progress = out.progress = views.progress_for(out.err)
-    return out, Workspace(cache_dir, reports_dir, log=out.log, progress=progress, jobs=jobs)
-
-
-def examples(*lines: str) -> str:
-    """A command's help epilog: 2–3 real command lines (rich help keeps paragraphs, so one per paragraph)."""
-    return "\n\n".join(["Examples:", *(f"  {line}" for line in lines)])
+from cifarcli.errors import CifarError, GateFailed, OptionError, WorkFailed
+from cifarcli.terminal import CifarGroup, Output
 
 
 def _version(value: bool) -> None:
@@ -59,7 +31,6 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # inherited by every subcommand's context
 app = typer.Typer(
     cls=CifarGroup,
     no_args_is_help=True,
@@ -73,21 +44,8 @@ app = typer.Typer(
         "cifarcli runs                  # compare the runs you trained",
     ),
 )
-cache_app = typer.Typer(
-    cls=CifarGroup, no_args_is_help=True, help="Inspect and prune the artifact cache.", context_settings=HELP_OPTIONS
-)
 app.add_typer(cache_app, name="cache")
-
-
-def _commands_of(group: typer.Typer):
-    def command(*example_lines: str, name: str | None = None):
-        """A command of ``group``, its help ending with these examples."""
-        return group.command(name, cls=CifarCommand, epilog=examples(*example_lines))
-
-    return command
-
-
-command, cache_command = _commands_of(app), _commands_of(cache_app)
+command = commands_of(app)
 
 
 @app.callback()
@@ -127,7 +85,7 @@ def fetch(
     """Obtain CIFAR-10: import a copy you have, find one in the usual places, or download it."""
     from cifarcli import stages, views
 
-    out, ws = _start(common)
+    out, ws = start(common)
     artifact = stages.fetch(ws, source, fmt, md5, sha256, common.force)
     out.result(views.dataset_json(artifact), *views.dataset_view(artifact))
 
@@ -152,7 +110,7 @@ def gradcheck(
     """Compare analytic and numerical gradients for every parameter of W and b."""
     from cifarcli import stages, views
 
-    out, ws = _start(common)
+    out, ws = start(common)
     if tol is not None and not (math.isfinite(tol) and tol >= 0):  # `worst > nan` is never true: a silent pass
         raise OptionError("tol", f"must be a finite number >= 0, got {tol}", hint="CI uses --tol 1e-6")
     config = GradcheckConfig(n_samples, n_dims, tuple(lam) if lam else G.lams, h, seed, loss).validate()
@@ -186,7 +144,7 @@ def train(config: TrainConfig, name: opt.RunName = None, *, common: opt.Common):
     """Train one configuration with mini-batch gradient descent (resumes an interrupted run)."""
     from cifarcli import stages, views
 
-    out, ws = _start(common)
+    out, ws = start(common)
     run = stages.train(ws, config, common.force, name=name)
     out.result(views.run_json(run), *views.run_view(run))
     stages.require_converged(run)
@@ -208,7 +166,7 @@ def evaluate(
     """Loss, cost and accuracy on train/validation/test, per-class accuracy, confusion matrix."""
     from cifarcli import stages, views
 
-    out, ws = _start(common)
+    out, ws = start(common)
     if min_accuracy is not None and not math.isfinite(min_accuracy):  # `accuracy < nan` never fails the gate
         raise OptionError(
             "min_accuracy", f"must be a finite number, got {min_accuracy}", hint="e.g. --min-accuracy 0.38"
@@ -231,7 +189,7 @@ def plot(config: TrainConfig, run_id: opt.RunId = None, *, common: opt.Common):
     """Draw loss and accuracy curves, the learnt weights and the confusion matrix as PNG."""
     from cifarcli import stages
 
-    out, ws = _start(common)
+    out, ws = start(common)
     run = _run(ws, run_id, config)
     paths = stages.plot(ws, run, common.force)
     out.result(
@@ -253,7 +211,7 @@ def predict(images: opt.Images, config: TrainConfig, run_id: opt.RunId = None, *
     """
     from cifarcli import views, workflows
 
-    out, ws = _start(common)
+    out, ws = start(common)
     read = workflows.read_images(images)
     bad = [image for image in read if "error" in image]
     for image in bad:  # one line per bad file, shown even with --quiet
@@ -285,7 +243,7 @@ def export(config: TrainConfig, run_id: opt.RunId = None, path: opt.Out = None, 
     """Write a trained model as a plain .npz (W, b, mean, std, class names, loss, settings) for numpy alone."""
     from cifarcli import views, workflows
 
-    out, ws = _start(common)
+    out, ws = start(common)
     run = _run(ws, run_id, config)
     result = workflows.export(ws, run, path if path is not None else Path(f"model-{run.key}.npz"))
     out.result(result, *views.export_view(result))
@@ -310,12 +268,12 @@ def ensemble(
 
     A tied vote goes to the lowest class index. Members: --run A --run B ..., or training options plus --seeds.
     """
-    from cifarcli import views, workflows
+    from cifarcli import comparison_views, workflows
 
-    out, ws = _start(common, jobs)
+    out, ws = start(common, jobs)
     seeds = opt.parse_seeds(seeds) if seeds is not None else None
     result = workflows.ensemble(ws, run_ids, config, seeds, common.force)
-    out.result(result, *views.ensemble_view(result))
+    out.result(result, *comparison_views.ensemble_view(result))
 
 
 @command(
@@ -334,11 +292,11 @@ def report(
     common: opt.Common,
 ):
     """Run or reuse every stage for every setting and write reports/report.md and report.html (--pdf: report.pdf)."""
-    from cifarcli import views, workflows
+    from cifarcli import comparison_views, workflows
 
-    out, ws = _start(common, jobs)
+    out, ws = start(common, jobs)
     result = workflows.report(ws, config, common.force, discussion, brief, pdf)
-    out.result(result, *views.report_view(result))
+    out.result(result, *comparison_views.report_view(result))
     _require_a_converged_run(out, result)
 
 
@@ -368,11 +326,11 @@ def _require_a_converged_run(out: Output, result: dict) -> None:
 @opt.common_options()
 def status(config: TrainConfig, common: opt.Common):
     """Show, for these training options, which stages are cached, missing, partial or damaged."""
-    from cifarcli import stages, views
+    from cifarcli import cache_views, stages
 
-    out, ws = _start(common)
+    out, ws = start(common)
     rows = stages.status(ws, config)
-    out.result({"cache_dir": str(ws.cache_dir), "stages": rows}, views.status_view(rows))
+    out.result({"cache_dir": str(ws.cache_dir), "stages": rows}, cache_views.status_view(rows))
 
 
 @command(
@@ -398,11 +356,11 @@ def sweep(
 
     Every other training option of `cifarcli train` takes one value, fixed for every point.
     """
+    from cifarcli import comparison_views
     from cifarcli import sweep as sweeping
-    from cifarcli import views
     from cifarcli.config import make_spec
 
-    out, ws = _start(common, jobs)
+    out, ws = start(common, jobs)
     axes = {
         name: opt.parse_grid(name, text)
         for name, text in (("lam", lam), ("eta", eta), ("n_batch", n_batch), ("n_epochs", n_epochs))
@@ -410,7 +368,7 @@ def sweep(
     }
     backend = "dask" if scheduler and backend == "local" else backend
     result = sweeping.run_sweep(ws, make_spec(axes, config), backend, scheduler)
-    out.result(result, *views.sweep_view(result))
+    out.result(result, *comparison_views.sweep_view(result))
     if result["best"] is None:
         raise WorkFailed("every point of the sweep diverged", hint="try smaller --eta values")
 
@@ -438,9 +396,9 @@ def runs(
     8 characters); any command's --run takes it.
     """
     from cifarcli import runs as listing
-    from cifarcli import views
+    from cifarcli import runs_table
 
-    out, ws = _start(common)
+    out, ws = start(common)
     if as_csv and common.as_json:
         raise OptionError("csv", "cannot be combined with --json", hint="choose one output format")
     if as_csv and diff is not None:
@@ -449,12 +407,12 @@ def runs(
         )
     if diff is not None:
         result = listing.diff_runs(ws, *diff)
-        out.result(result, *views.runs_diff_view(result))
+        out.result(result, *runs_table.runs_diff_view(result))
     elif as_csv:
-        out.text(views.runs_csv(listing.list_runs(ws, where, split, sort, reverse)))
+        out.text(runs_table.runs_csv(listing.list_runs(ws, where, split, sort, reverse)))
     else:
         result = listing.list_runs(ws, where, split, sort, reverse)
-        out.result(result, *(() if common.as_json else views.runs_view(result, out.out.width, all_params)))
+        out.result(result, *(() if common.as_json else runs_table.runs_view(result, out.out.width, all_params)))
 
 
 @command(
@@ -475,7 +433,7 @@ def name_run(
 
     if (remove is None) == (new_name is None) or (remove is not None and run is not None):
         raise CifarError("give a run and a name, or --remove NAME", hint="see: cifarcli name --help")
-    out, ws = _start(common)
+    out, ws = start(common)
     done = stages.set_name(ws, remove or new_name, run)
     moved = f" (it named {done['was']} before)" if done["was"] else ""
     out.result(
@@ -484,92 +442,6 @@ def name_run(
         if done["run_id"]
         else f"removed the name {done['name']} from {done['was']}",
     )
-
-
-# -- cache -----------------------------------------------------------------------
-
-
-@cache_command("cifarcli cache ls --stage train", "cifarcli cache ls --json", name="ls")
-@opt.common_options()
-def cache_ls(stage: opt.Stage = None, *, common: opt.Common):
-    """List cached artifacts (reads only their meta.json)."""
-    from cifarcli import views
-
-    out, ws = _start(common)
-    rows = ws.cache_listing(stage)
-    out.result({"cache_dir": str(ws.cache_dir), "artifacts": rows}, views.cache_table(rows))
-
-
-@cache_command(
-    "cifarcli cache clear --dry-run",
-    "cifarcli cache clear --stage plot --yes",
-    "cifarcli cache clear --keep-data --yes",
-    name="clear",
-)
-@opt.common_options("quiet")
-def cache_clear(
-    stage: opt.Stage = None,
-    yes: Annotated[
-        bool, typer.Option("--yes", "-y", metavar="", help="Remove without asking (needed without a terminal).")
-    ] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", metavar="", help="List what would be removed; remove nothing.")
-    ] = False,
-    keep_data: Annotated[
-        bool, typer.Option("--keep-data", metavar="", help="Keep the dataset and its download.")
-    ] = False,
-    *,
-    common: opt.Common,
-):
-    """Remove cached artifacts (all, or one stage) and leftovers of interrupted writes; lists them, asks first."""
-    from cifarcli import views
-
-    out, ws = _start(common)
-    plan = ws.clear_plan(stage, keep_data=keep_data)
-    if dry_run:
-        out.result({"dry_run": True, **plan}, *views.clear_plan_view(plan, ws.cache_dir))
-        return
-    if (plan["stages"] or plan["links"]) and not yes:
-        if not (sys.stdin.isatty() and sys.stderr.isatty()):
-            raise CifarError(
-                f"cache clear would remove {views.plan_summary(plan)} from {ws.cache_dir}, and asks first",
-                hint="add --yes to remove them without a terminal, or --dry-run to list them",
-            )
-        out.err.print(*views.clear_plan_view(plan, ws.cache_dir), sep="\n")
-        if not typer.confirm("Remove them?", default=False, err=True):
-            out.result({"removed": 0}, "nothing removed")
-            return
-    removed = ws.clear_cache(stage, keep_data=keep_data)
-    out.result({"removed": removed}, f"removed {removed} artifact(s) from {ws.cache_dir}")
-
-
-@cache_command("cifarcli cache gc", "cifarcli cache gc --json", name="gc")
-@opt.common_options("quiet")
-def cache_gc(common: opt.Common):
-    """Remove temporary files left by interrupted writes, and artifacts no run ID reaches any more."""
-    from cifarcli import stages
-
-    out, ws = _start(common)
-    removed = [str(p) for p in stages.collect_garbage(ws)]
-    out.result({"removed": removed}, f"removed {len(removed)} leftover(s)")
-
-
-@cache_command("cifarcli cache verify", "cifarcli cache verify --stage train --json", name="verify")
-@opt.common_options("quiet")
-def cache_verify(stage: opt.Stage = None, *, common: opt.Common):
-    """Re-hash every payload and report damaged artifacts (exit 1 if any)."""
-    from cifarcli import views
-
-    out, ws = _start(common)
-    rows = ws.verify_cache(stage)
-    damaged = [row for row in rows if not row["ok"]]
-    out.result({"checked": len(rows), "damaged": damaged}, views.verify_view(rows))
-    if damaged:
-        named = ", ".join(f"{row['stage']}/{row['key']}" for row in damaged[:3]) + (" …" if len(damaged) > 3 else "")
-        raise WorkFailed(
-            f"{len(damaged)} damaged artifact(s): {named}",
-            hint="they are recomputed on next use, or run cifarcli cache clear",
-        )
 
 
 def main() -> None:

