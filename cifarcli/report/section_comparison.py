@@ -74,78 +74,103 @@ def _comparison_figure_blocks(runs: Sequence[Mapping[str, Any]], compared: Mappi
     return blocks
 
 
+ROUGHNESS_DEFINITION = (
+    "Roughness of W: for each class template w (one row of W as a 3×32×32 image), the mean squared "
+    "difference between horizontally or vertically neighbouring pixels of one colour, divided by twice the "
+    "template's variance; the table gives the mean over the ten classes. Independent noise scores 1, a "
+    "smooth image near 0: the lower, the more structured the templates in the weights grid."
+)
+# The comparison table's columns, and the alignment of each.
+RUN_COLUMNS = (
+    "run",
+    "λ",
+    "η",
+    "n_batch",
+    "epochs",
+    "train acc.",
+    "val. acc.",
+    "test acc.",
+    "roughness of W",
+    "update / ‖W‖",
+    "stability",
+    "run ID",
+)
+RUN_ALIGN = "lrrrrrrrrrll"
+SHAREABLE = ((3, "n_batch"), (4, "epochs"))  # columns said once, in the caption, when every run agrees
+
+
 def comparison_blocks(
     runs: Sequence[Mapping[str, Any]],
     compared: Mapping[str, Any] | None = None,
     tests: PairTests | None = None,
     brief: bool = False,
 ) -> list:
+    """The section: every run in one table, the flags and notes, the overlaid figures; unless ``brief``,
+    the accuracy per class and each other loss against the study's."""
     blocks: list = [Heading(2, "Comparison of runs", "comparison")]
     if not runs:
         blocks.append(Para("No run is part of this report."))
         return blocks
     best = set(best_runs(runs, "test")) if len(runs) > 1 else set()
-    rows = []
-    for i, r in enumerate(runs):
-        c = r.get("config", {})
-        test = (
-            ["diverged"]
-            if r.get("diverged_at") is not None
-            else accuracy_cell(accuracy_of(r, "test"), (metrics_of(r).get("test") or {}).get("accuracy_ci"))
-        )
-        rough, step = roughness_of(r), update_of(r)
-        rows.append(
-            [
-                Span(run_name(r), nowrap=True),
-                fmt_num(c.get("lam")),
-                fmt_num(c.get("eta")),
-                fmt_num(c.get("n_batch")),
-                epochs_cell(r),
-                *(
-                    accuracy_cell(accuracy_of(r, s), (metrics_of(r).get(s) or {}).get("accuracy_ci"))
-                    for s in ("train", "val")
-                ),
-                [Span(f"{test[0]} ★", bold=True), *test[1:]] if i in best else test,
-                "—" if rough is None else f"{rough:.2f}",
-                "—" if step is None else fmt_update(step),
-                _stability_cell(r),
-                Span(str(r.get("run_id", "—")), code=True),
-            ]
-        )
-    flagged = [(r, instability(r)) for r in runs]
-    flagged = [(r, found) for r, found in flagged if found is not None]
-    header = [
-        "run",
-        "λ",
-        "η",
-        "n_batch",
-        "epochs",
-        "train acc.",
-        "val. acc.",
-        "test acc.",
-        "roughness of W",
-        "update / ‖W‖",
-        "stability",
-        "run ID",
-    ]
-    # A setting every run shares is said once, in the caption: the table stays within the page.
-    shared = {k: rows[0][i] for i, k in ((3, "n_batch"), (4, "epochs")) if len({str(row[i]) for row in rows}) == 1}
-    keep = [i for i in range(len(header)) if header[i] not in shared]
-    blocks.append(
-        Table(
-            [header[i] for i in keep],
-            [[row[i] for i in keep] for row in rows],
-            align="".join("lrrrrrrrrrll"[i] for i in keep),
-            highlight=best,
-            caption=(f"Every run: {', '.join(f'{k} {v}' for k, v in shared.items())}. " if shared else "")
-            + "Final accuracies with their 95 % Wilson intervals; roughness of W: "
-            "how rough the ten weight templates are (1 = like noise, 0 = smooth; defined "
-            "under the table); update / ‖W‖: the median size of one mini-batch update relative "
-            "to the weights; ⚠ flags an unstable or diverged run (rule in the analysis).",
-        )
+    blocks.append(_runs_table([_run_row(r, i in best) for i, r in enumerate(runs)], best))
+    blocks += _instability_flags(runs)
+    blocks += _table_notes(runs, tests)
+    blocks += _comparison_figure_blocks(runs, compared)
+    if brief:
+        return blocks
+    return blocks + _per_class_table(runs) + loss_comparison_blocks(runs, tests)
+
+
+def _run_row(r: Mapping[str, Any], starred: bool) -> list[Inline]:
+    """One run's row of the table, in the order of ``RUN_COLUMNS``; ``starred``: the best test accuracy."""
+    c = r.get("config", {})
+    test = (
+        ["diverged"]
+        if r.get("diverged_at") is not None
+        else accuracy_cell(accuracy_of(r, "test"), (metrics_of(r).get("test") or {}).get("accuracy_ci"))
     )
-    for r, found in flagged:
-        blocks.append(
+    rough, step = roughness_of(r), update_of(r)
+    return [
+        Span(run_name(r), nowrap=True),
+        fmt_num(c.get("lam")),
+        fmt_num(c.get("eta")),
+        fmt_num(c.get("n_batch")),
+        epochs_cell(r),
+        *(accuracy_cell(accuracy_of(r, s), (metrics_of(r).get(s) or {}).get("accuracy_ci")) for s in ("train", "val")),
+        [Span(f"{test[0]} ★", bold=True), *test[1:]] if starred else test,
+        "—" if rough is None else f"{rough:.2f}",
+        "—" if step is None else fmt_update(step),
+        _stability_cell(r),
+        Span(str(r.get("run_id", "—")), code=True),
+    ]
+
+
+def _runs_table(rows: list[list[Inline]], best: set[int]) -> Table:
+    """The table of every run, the best highlighted."""
+    # A setting every run shares is said once, in the caption: the table stays within the page.
+    shared = {k: rows[0][i] for i, k in SHAREABLE if len({str(row[i]) for row in rows}) == 1}
+    keep = [i for i in range(len(RUN_COLUMNS)) if RUN_COLUMNS[i] not in shared]
+    return Table(
+        [RUN_COLUMNS[i] for i in keep],
+        [[row[i] for i in keep] for row in rows],
+        align="".join(RUN_ALIGN[i] for i in keep),
+        highlight=best,
+        caption=(f"Every run: {', '.join(f'{k} {v}' for k, v in shared.items())}. " if shared else "")
+        + "Final accuracies with their 95 % Wilson intervals; roughness of W: "
+        "how rough the ten weight templates are (1 = like noise, 0 = smooth; defined "
+        "under the table); update / ‖W‖: the median size of one mini-batch update relative "
+        "to the weights; ⚠ flags an unstable or diverged run (rule in the analysis).",
+    )
+
+
+def _instability_flags(runs: Sequence[Mapping[str, Any]]) -> list:
+    """A warning for each run the instability rule flags: why, and how it shows."""
+    flags = []
+    for r in runs:
+        found = instability(r)
+        if found is None:
+            continue
+        flags.append(
             Para(
                 [
                     Span(run_name(r), bold=True),
@@ -154,9 +179,15 @@ def comparison_blocks(
                 "warn",
             )
         )
+    return flags
+
+
+def _table_notes(runs: Sequence[Mapping[str, Any]], tests: PairTests | None) -> list:
+    """What the ★ means (and whether the best is significantly better), and what roughness is."""
+    notes = []
     if len(runs) > 1:
         star = best_versus_runner_up(runs, tests)
-        blocks.append(
+        notes.append(
             Para(
                 "★ marks the highest test accuracy. "
                 + (star + " " if star else "")
@@ -167,24 +198,16 @@ def comparison_blocks(
             )
         )
     if any(roughness_of(r) is not None for r in runs):
-        blocks.append(Para(ROUGHNESS_DEFINITION, "note"))
-    blocks += _comparison_figure_blocks(runs, compared)
-    if brief:
-        return blocks
-    evaluated = [r for r in runs if metrics_of(r).get("per_class_accuracy")]  # not the diverged ones
+        notes.append(Para(ROUGHNESS_DEFINITION, "note"))
+    return notes
+
+
+def _per_class_table(runs: Sequence[Mapping[str, Any]]) -> list:
+    """Each evaluated run's accuracy per class on the test set (a diverged run has none)."""
+    evaluated = [r for r in runs if metrics_of(r).get("per_class_accuracy")]
     pcs = [metrics_of(r)["per_class_accuracy"] for r in evaluated]
     classes = list(dict.fromkeys(k for p in pcs for k in p))
-    if classes:
-        prow = [[cls] + [fmt_acc(p.get(cls)) for p in pcs] for cls in classes]
-        blocks.append(
-            Table(["class"] + [run_name(r) for r in evaluated], prow, caption="Accuracy per class on the test set.")
-        )
-    return blocks + loss_comparison_blocks(runs, tests)
-
-
-ROUGHNESS_DEFINITION = (
-    "Roughness of W: for each class template w (one row of W as a 3×32×32 image), the mean squared "
-    "difference between horizontally or vertically neighbouring pixels of one colour, divided by twice the "
-    "template's variance; the table gives the mean over the ten classes. Independent noise scores 1, a "
-    "smooth image near 0: the lower, the more structured the templates in the weights grid."
-)
+    if not classes:
+        return []
+    prow = [[cls] + [fmt_acc(p.get(cls)) for p in pcs] for cls in classes]
+    return [Table(["class"] + [run_name(r) for r in evaluated], prow, caption="Accuracy per class on the test set.")]

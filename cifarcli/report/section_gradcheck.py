@@ -20,12 +20,22 @@ from .measures import (
 
 
 def gradcheck_blocks(gc: Mapping[str, Any] | None) -> list:
+    """The section: how the errors were measured, their table, the hinge's kinks, the verdict, W's corner."""
     blocks: list = [Heading(2, "Gradient check", "gradcheck")]
     if not gc:
         blocks.append(Para("The gradient check is not part of this report."))
         return blocks
-    tol = gc.get("tol")
-    ok = gradcheck_passed(gc)
+    blocks.append(Para(_method(gc)))
+    kinked = not loss_object(gc.get("loss")).smooth
+    blocks += _error_table(gc, kinked)
+    if kinked:
+        blocks.append(_kinks_note(gc))
+    blocks.append(_verdict(gc))
+    return blocks + _corner_tables(gc)
+
+
+def _method(gc: Mapping[str, Any]) -> str:
+    """What was measured, on how much, with which step, and how long it took."""
     desc = [
         "Relative error |g_a − g_n| / max(eps, |g_a| + |g_n|) between the analytic and a "
         "centred-difference numerical gradient"
@@ -38,9 +48,13 @@ def gradcheck_blocks(gc: Mapping[str, Any] | None) -> list:
         desc.append(f", step h = {fmt_err(gc['h'])}")
     if gc.get("elapsed") is not None:
         desc.append(f" ({fmt_seconds(gc['elapsed'])})")
-    blocks.append(Para("".join(desc) + "."))
+    return "".join(desc) + "."
+
+
+def _error_table(gc: Mapping[str, Any], kinked: bool) -> list:
+    """The errors of W and b at each λ, a failing row highlighted; with ``kinked``, the parameters left out."""
+    tol = gc.get("tol")
     rows, bad = [], set()
-    kinked = not loss_object(gc.get("loss")).smooth
     for res in gc.get("results", []):
         for p in ("W", "b"):
             st = res.get(p)
@@ -62,49 +76,52 @@ def gradcheck_blocks(gc: Mapping[str, Any] | None) -> list:
                     Span("PASS" if passed else "FAIL", bold=True),
                 ]
             )
-    if rows:
-        blocks.append(
-            Table(
-                [
-                    "λ",
-                    "parameter",
-                    "max",
-                    "mean",
-                    "median",
-                    f"share < {fmt_err(tol)}",
-                    *(["within h of a kink (excluded)"] if kinked else []),
-                    "result",
-                ],
-                rows,
-                align="llrrrr" + ("r" if kinked else "") + "l",
-                highlight=bad,
-            )
-        )
-    if kinked:
-        n_kinks = sum(sum((res.get("kinks") or {}).values()) for res in gc.get("results", []))
-        blocks.append(
-            Para(
-                f"The SVM's hinge has kinks: {n_kinks} checked parameter(s) lie within h of one "
-                "(their ±h moves a margin across zero, where a centred difference is not a "
-                "gradient). They are left out of max, mean, median and the verdict.",
-                "note",
-            )
-        )
-    blocks.append(
-        Para(
-            [
-                Span(f"{'PASS' if ok else 'FAIL'}", bold=True),
-                f": every maximum relative error {'is' if ok else 'is not'} within the tolerance {fmt_err(tol)}.",
-            ],
-            "pass" if ok else "fail",
-        )
+    if not rows:
+        return []
+    header = [
+        "λ",
+        "parameter",
+        "max",
+        "mean",
+        "median",
+        f"share < {fmt_err(tol)}",
+        *(["within h of a kink (excluded)"] if kinked else []),
+        "result",
+    ]
+    return [Table(header, rows, align="llrrrr" + ("r" if kinked else "") + "l", highlight=bad)]
+
+
+def _kinks_note(gc: Mapping[str, Any]) -> Para:
+    """Why the parameters next to one of the hinge's kinks are left out, and how many there are."""
+    n_kinks = sum(sum((res.get("kinks") or {}).values()) for res in gc.get("results", []))
+    return Para(
+        f"The SVM's hinge has kinks: {n_kinks} checked parameter(s) lie within h of one "
+        "(their ±h moves a margin across zero, where a centred difference is not a "
+        "gradient). They are left out of max, mean, median and the verdict.",
+        "note",
     )
+
+
+def _verdict(gc: Mapping[str, Any]) -> Para:
+    ok = gradcheck_passed(gc)
+    return Para(
+        [
+            Span(f"{'PASS' if ok else 'FAIL'}", bold=True),
+            f": every maximum relative error {'is' if ok else 'is not'} within the tolerance {fmt_err(gc.get('tol'))}.",
+        ],
+        "pass" if ok else "fail",
+    )
+
+
+def _corner_tables(gc: Mapping[str, Any]) -> list:
+    """The relative error of W's top-left corner at each λ, one table each."""
+    tables = []
     for res in gc.get("results", []):
         corner = (res.get("W") or {}).get("corner")
         if not corner:
             continue
         n = len(corner[0]) if corner else 0
-        blocks.append(
+        tables.append(
             Table(
                 [""] + [f"j={j}" for j in range(n)],
                 [[f"k={i}"] + [fmt_err(v) for v in r] for i, r in enumerate(corner)],
@@ -112,4 +129,4 @@ def gradcheck_blocks(gc: Mapping[str, Any] | None) -> list:
                 f"(λ={fmt_num(res.get('lam'))}); k = class, j = input dimension.",
             )
         )
-    return blocks
+    return tables

@@ -31,22 +31,7 @@ def sweep_blocks(sweep: Mapping[str, Any], tests: PairTests | None = None) -> li
     ``best`` (a run entry as in ``runs``), ``heatmap`` (path relative to the
     reports folder) and ``title`` (the heat-map's).
     """
-    blocks: list = [Heading(2, "Hyper-parameter sweep", "sweep")]
-    grid, points = sweep.get("grid") or {}, list(sweep.get("points") or [])
-    axes = [
-        f"{PARAM_WORDS.get(k, k)} ∈ {{{', '.join(fmt_num(v) for v in grid[k])}}}"
-        for k in ("lam", "eta", "n_batch", "n_epochs")
-        if grid.get(k)
-    ]
-    fixed = sweep.get("fixed") or {}
-    text = f"{len(points)} settings: " + "; ".join(axes)
-    if fixed:
-        text += "; fixed: " + describe_setting(fixed)
-    text += (
-        ". Each point is an ordinary training run (run ID in the table). The setting is chosen on "
-        "validation accuracy; only the chosen one is evaluated on the test set."
-    )
-    blocks.append(Para(text))
+    blocks: list = [Heading(2, "Hyper-parameter sweep", "sweep"), Para(_grid_text(sweep))]
     if sweep.get("heatmap"):
         blocks.append(
             FigureRow(
@@ -60,8 +45,39 @@ def sweep_blocks(sweep: Mapping[str, Any], tests: PairTests | None = None) -> li
                 ]
             )
         )
+    blocks += _points_table(sweep)
+    best = sweep.get("best")
+    if not best:
+        blocks.append(Para("Every point diverged: no setting was chosen.", "warn"))
+        return blocks
+    blocks.append(Para(_choice_text(sweep, best, tests), "note"))
+    section = run_blocks(best, 0)
+    section[0] = Heading(3, f"Chosen setting: {run_name(best)}", "sweep-best")
+    return blocks + section
+
+
+def _grid_text(sweep: Mapping[str, Any]) -> str:
+    """How many settings, the values of each axis, the settings held fixed, how the best is chosen."""
+    grid = sweep.get("grid") or {}
+    axes = [
+        f"{PARAM_WORDS.get(k, k)} ∈ {{{', '.join(fmt_num(v) for v in grid[k])}}}"
+        for k in ("lam", "eta", "n_batch", "n_epochs")
+        if grid.get(k)
+    ]
+    fixed = sweep.get("fixed") or {}
+    text = f"{len(list(sweep.get('points') or []))} settings: " + "; ".join(axes)
+    if fixed:
+        text += "; fixed: " + describe_setting(fixed)
+    return text + (
+        ". Each point is an ordinary training run (run ID in the table). The setting is chosen on "
+        "validation accuracy; only the chosen one is evaluated on the test set."
+    )
+
+
+def _points_table(sweep: Mapping[str, Any]) -> list:
+    """Every point by validation accuracy, the chosen one starred and highlighted; [] without points."""
     rows, best_row = [], set()
-    for i, p in enumerate(points):
+    for i, p in enumerate(sweep.get("points") or []):
         diverged = p.get("diverged_at") is not None
         if p.get("run_id") == sweep.get("best_run_id"):
             best_row.add(i)
@@ -78,20 +94,21 @@ def sweep_blocks(sweep: Mapping[str, Any], tests: PairTests | None = None) -> li
                 Span(str(p.get("run_id", "—")), code=True),
             ]
         )
-    if rows:
-        blocks.append(
-            Table(
-                ["λ", "η", "n_batch", "epochs", "train acc.", "val. acc.", "final cost", "run ID"],
-                rows,
-                align="rrrrrrrl",
-                highlight=best_row,
-                caption="Sweep points by validation accuracy (★: chosen); final cost on the training split.",
-            )
+    if not rows:
+        return []
+    return [
+        Table(
+            ["λ", "η", "n_batch", "epochs", "train acc.", "val. acc.", "final cost", "run ID"],
+            rows,
+            align="rrrrrrrl",
+            highlight=best_row,
+            caption="Sweep points by validation accuracy (★: chosen); final cost on the training split.",
         )
-    best = sweep.get("best")
-    if not best:
-        blocks.append(Para("Every point diverged: no setting was chosen.", "warn"))
-        return blocks
+    ]
+
+
+def _choice_text(sweep: Mapping[str, Any], best: Mapping[str, Any], tests: PairTests | None) -> str:
+    """The chosen setting, its validation and test accuracy, and whether it beats the runner-up significantly."""
     chosen = (
         f"Chosen on validation accuracy: {run_name(best)} (validation accuracy "
         f"{accuracy_text(best, 'val')}); its test accuracy is {accuracy_text(best, 'test')}."
@@ -100,7 +117,4 @@ def sweep_blocks(sweep: Mapping[str, Any], tests: PairTests | None = None) -> li
     if second:
         tested = best_versus_runner_up([best, second], tests, "val", "chosen setting")
         chosen += " " + (tested or "")
-    blocks.append(Para(chosen.strip(), "note"))
-    section = run_blocks(best, 0)
-    section[0] = Heading(3, f"Chosen setting: {run_name(best)}", "sweep-best")
-    return blocks + section
+    return chosen.strip()

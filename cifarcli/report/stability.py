@@ -66,9 +66,17 @@ class Instability:
 
 def instability(run: Mapping[str, Any]) -> Instability | None:
     """Apply the module's instability rule to one run; None when stable."""
-    epochs = epochs_of(run)
     cost = history_of(run, "train_cost")
-    vloss = history_of(run, "val_loss")
+    found = _divergence(run) or _oscillation(cost, "training cost", MIN_REVERSALS) or _final_rise(run, cost)
+    if found:
+        return found
+    return _oscillation(cost, "training cost", 0) or _oscillation(
+        history_of(run, "val_loss"), "validation loss", MIN_REVERSALS
+    )
+
+
+def _divergence(run: Mapping[str, Any]) -> Instability | None:
+    """The run diverged: stopped for it, or a NaN or infinity in one of its cost or loss histories."""
     div = run.get("diverged_at")
     if div is not None:
         return Instability(
@@ -76,6 +84,7 @@ def instability(run: Mapping[str, Any]) -> Instability | None:
             f"training diverged at epoch {div} (the cost became NaN or infinite) and was stopped there",
             f"its curves end at epoch {div}",
         )
+    epochs = epochs_of(run)
     for key in ("train_cost", "train_loss", "val_cost", "val_loss"):
         vals = history_of(run, key)
         bad = [i for i, v in enumerate(vals) if not math.isfinite(v)]
@@ -86,47 +95,52 @@ def instability(run: Mapping[str, Any]) -> Instability | None:
                 f"its {key.replace('_', ' ')} became non-finite at epoch {e}",
                 f"its curves break off at epoch {e}",
             )
+    return None
 
-    def climb(vals):
-        """(total of the upward steps after epoch 1, up steps, steps, direction reversals)."""
-        body = [v for v in vals[1:]]  # the first step leaves the init: ignore it
-        up, n_up, n = _upward_total(body)
-        steps = [b - a for a, b in zip(body, body[1:]) if b != a]
-        reversals = sum(1 for s, t in zip(steps, steps[1:]) if (s > 0) != (t > 0))
-        return up, n_up, n, reversals
 
-    def oscillation(vals, name, need_reversals):
-        if len(vals) < 3 or min(vals) <= 0:
-            return None
-        lo = min(vals)
-        up, n_up, n, rev = climb(vals)
-        if up > OSCILLATION_TOL * lo and rev >= need_reversals:
-            saw = rev >= MIN_REVERSALS
-            return Instability(
-                "oscillation" if saw else "rise",
-                f"its {name} went up in {n_up} of {n} epochs, climbing {fmt_loss(up)} in total "
-                f"({up / lo * 100:.0f} % of its minimum {fmt_loss(lo)})",
-                "its loss curve is a saw-tooth instead of a steady decrease"
-                if saw
-                else "its loss curve climbs back up before it comes down again",
-            )
+def _climb(vals: Sequence[float]) -> tuple[float, int, int, int]:
+    """(total of the upward steps after epoch 1, up steps, steps, direction reversals)."""
+    body = [v for v in vals[1:]]  # the first step leaves the init: ignore it
+    up, n_up, n = _upward_total(body)
+    steps = [b - a for a, b in zip(body, body[1:]) if b != a]
+    reversals = sum(1 for s, t in zip(steps, steps[1:]) if (s > 0) != (t > 0))
+    return up, n_up, n, reversals
+
+
+def _oscillation(vals: Sequence[float], name: str, need_reversals: int) -> Instability | None:
+    """The curve ``vals`` climbs by more than ``OSCILLATION_TOL`` of its minimum, changing direction at least
+    ``need_reversals`` times: an oscillation (a saw-tooth) from ``MIN_REVERSALS`` on, a rise below."""
+    if len(vals) < 3 or min(vals) <= 0:
         return None
+    lo = min(vals)
+    up, n_up, n, rev = _climb(vals)
+    if up > OSCILLATION_TOL * lo and rev >= need_reversals:
+        saw = rev >= MIN_REVERSALS
+        return Instability(
+            "oscillation" if saw else "rise",
+            f"its {name} went up in {n_up} of {n} epochs, climbing {fmt_loss(up)} in total "
+            f"({up / lo * 100:.0f} % of its minimum {fmt_loss(lo)})",
+            "its loss curve is a saw-tooth instead of a steady decrease"
+            if saw
+            else "its loss curve climbs back up before it comes down again",
+        )
+    return None
 
-    found = oscillation(cost, "training cost", MIN_REVERSALS)
-    if found:
-        return found
-    if len(cost) >= 2 and min(cost) > 0:
-        lo = min(cost)
-        i_lo = cost.index(lo)
-        if cost[-1] > lo * (1 + RISE_TOL):
-            rise = cost[-1] / lo - 1
-            return Instability(
-                "rise",
-                f"its final training cost, {fmt_loss(cost[-1])}, is {rise * 100:.1f} % above the lowest "
-                f"it reached, {fmt_loss(lo)} at epoch {epochs[i_lo]}",
-                "its loss curve ends well above its lowest point",
-            )
-    return oscillation(cost, "training cost", 0) or oscillation(vloss, "validation loss", MIN_REVERSALS)
+
+def _final_rise(run: Mapping[str, Any], cost: Sequence[float]) -> Instability | None:
+    """The final training cost ends more than ``RISE_TOL`` above the lowest it reached."""
+    if len(cost) < 2 or min(cost) <= 0:
+        return None
+    lo = min(cost)
+    if cost[-1] <= lo * (1 + RISE_TOL):
+        return None
+    rise = cost[-1] / lo - 1
+    return Instability(
+        "rise",
+        f"its final training cost, {fmt_loss(cost[-1])}, is {rise * 100:.1f} % above the lowest "
+        f"it reached, {fmt_loss(lo)} at epoch {epochs_of(run)[cost.index(lo)]}",
+        "its loss curve ends well above its lowest point",
+    )
 
 
 def stability_label(run: Mapping[str, Any]) -> str:
