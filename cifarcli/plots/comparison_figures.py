@@ -9,16 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .figure import (
-    MUTED,
-    WRONG_COLOUR,
-    check_history,
-    integer_epochs,
-    new_figure,
-    save_figure,
-    series,
-    style_axes,
-)
+from .figure import MUTED, WRONG_COLOUR, check_history, integer_epochs, new_figure, save_figure, series, style_axes
 from .run_figures import weight_images
 
 COMPARISON_CURVES_SIZE = (9.0, 3.4)  # two panels -> 1350 x 510 px

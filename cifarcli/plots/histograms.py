@@ -9,14 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .figure import (
-    CORRECT_COLOUR,
-    MUTED,
-    WRONG_COLOUR,
-    new_figure,
-    save_figure,
-    style_axes,
-)
+from .figure import CORRECT_COLOUR, MUTED, WRONG_COLOUR, new_figure, save_figure, style_axes
 
 PROBABILITY_SIZE = (7.0, 4.5)  # -> 1050 x 675 px
 
@@ -77,6 +70,7 @@ def plot_probabilities(summary: Mapping[str, Any], path: str | os.PathLike, titl
 
 
 # --------------------------------------------------------------------------
+# an SVM's true-class margin (an SVM has no probabilities)
 
 
 def margins_figure(summary: Mapping[str, Any], title: str | None = None):

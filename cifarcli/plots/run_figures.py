@@ -164,6 +164,7 @@ def plot_accuracy(
 
 
 # --------------------------------------------------------------------------
+# weights
 
 
 def weight_images(W: Any) -> np.ndarray:

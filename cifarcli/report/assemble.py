@@ -13,16 +13,8 @@ from typing import Any
 
 from .analysis import analysis, best_runs
 from .blocks import Bullets, Contents, FigureRow, Heading, Para, anchor
-from .format import (
-    fmt_acc,
-    join_names,
-)
-from .measures import (
-    PairTests,
-    accuracy_of,
-    gradcheck_passed,
-    run_name,
-)
+from .format import fmt_acc, join_names
+from .measures import PairTests, accuracy_of, gradcheck_passed, run_name
 from .section_comparison import comparison_blocks
 from .section_discussion import discussion_section
 from .section_ensemble import ensemble_blocks

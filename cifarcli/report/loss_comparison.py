@@ -11,15 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..config import TRAIN_DEFAULTS
-from .format import (
-    describe_setting,
-    fmt_acc,
-    fmt_loss,
-    fmt_num,
-    fmt_p,
-    fmt_points,
-    fmt_share,
-)
+from .format import describe_setting, fmt_acc, fmt_loss, fmt_num, fmt_p, fmt_points, fmt_share
 from .measures import (
     PairTests,
     accuracy_of,

@@ -13,11 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import LOSSES, TRAIN_DEFAULTS, loss_named
 from ..stats import ALPHA, mcnemar_exact
-from .format import (
-    finite,
-    fmt_acc_ci,
-    fmt_num,
-)
+from .format import finite, fmt_acc_ci, fmt_num
 
 if TYPE_CHECKING:
     from ..losses import Loss

@@ -9,20 +9,8 @@ from typing import Any
 
 from .analysis import best_runs, best_versus_runner_up
 from .blocks import Figure, FigureRow, Heading, Inline, Para, Span, Table
-from .format import (
-    fmt_acc,
-    fmt_num,
-    join_names,
-)
-from .measures import (
-    PairTests,
-    accuracy_of,
-    fmt_update,
-    metrics_of,
-    roughness_of,
-    run_name,
-    update_of,
-)
+from .format import fmt_acc, fmt_num, join_names
+from .measures import PairTests, accuracy_of, fmt_update, metrics_of, roughness_of, run_name, update_of
 from .section_losses import loss_comparison_blocks
 from .section_runs import accuracy_cell, epochs_cell
 from .stability import instability, stability_label

@@ -6,11 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .blocks import Bullets, Heading, Para, Span, Table
-from .format import (
-    finite,
-    fmt_acc,
-    fmt_points,
-)
+from .format import finite, fmt_acc, fmt_points
 
 
 def ensemble_blocks(ens: Mapping[str, Any]) -> list:

@@ -6,17 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .blocks import Heading, Para, Span, Table
-from .format import (
-    finite,
-    fmt_err,
-    fmt_num,
-    fmt_seconds,
-    fmt_share,
-)
-from .measures import (
-    gradcheck_passed,
-    loss_object,
-)
+from .format import finite, fmt_err, fmt_num, fmt_seconds, fmt_share
+from .measures import gradcheck_passed, loss_object
 
 
 def gradcheck_blocks(gc: Mapping[str, Any] | None) -> list:

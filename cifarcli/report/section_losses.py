@@ -7,21 +7,9 @@ from typing import Any
 
 from ..config import LOSSES, loss_named
 from .blocks import Bullets, Figure, FigureRow, Heading, Span, Table
-from .format import (
-    fmt_acc,
-    fmt_loss,
-    fmt_share,
-)
+from .format import fmt_acc, fmt_loss, fmt_share
 from .loss_comparison import loss_pairs, loss_sentences, svm_sentences
-from .measures import (
-    PairTests,
-    accuracy_of,
-    loss_object,
-    loss_of,
-    margin_stats,
-    probability_stats,
-    run_name,
-)
+from .measures import PairTests, accuracy_of, loss_object, loss_of, margin_stats, probability_stats, run_name
 
 
 def loss_comparison_blocks(runs: Sequence[Mapping[str, Any]], tests: PairTests | None = None) -> list:

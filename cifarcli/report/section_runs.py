@@ -10,25 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .blocks import Figure, FigureRow, Heading, Para, Span, Table, anchor
-from .format import (
-    PARAM_WORDS,
-    finite,
-    fmt_acc,
-    fmt_ci,
-    fmt_loss,
-    fmt_num,
-    fmt_seconds,
-    fmt_share,
-)
-from .measures import (
-    epochs_of,
-    loss_object,
-    loss_of,
-    margin_stats,
-    metrics_of,
-    probability_stats,
-    run_name,
-)
+from .format import PARAM_WORDS, finite, fmt_acc, fmt_ci, fmt_loss, fmt_num, fmt_seconds, fmt_share
+from .measures import epochs_of, loss_object, loss_of, margin_stats, metrics_of, probability_stats, run_name
 
 SPLITS = (("train", "train"), ("val", "validation"), ("test", "test"))
 FIGURE_CAPTIONS = {

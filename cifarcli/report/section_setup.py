@@ -8,9 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .blocks import Heading, Inline, Para, Span, Table
-from .format import (
-    fmt_num,
-)
+from .format import fmt_num
 
 
 def source_name(source: Any) -> str:

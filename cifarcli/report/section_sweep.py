@@ -7,18 +7,8 @@ from typing import Any
 
 from .analysis import best_versus_runner_up
 from .blocks import Figure, FigureRow, Heading, Para, Span, Table
-from .format import (
-    PARAM_WORDS,
-    describe_setting,
-    fmt_acc,
-    fmt_loss,
-    fmt_num,
-)
-from .measures import (
-    PairTests,
-    accuracy_text,
-    run_name,
-)
+from .format import PARAM_WORDS, describe_setting, fmt_acc, fmt_loss, fmt_num
+from .measures import PairTests, accuracy_text, run_name
 from .section_runs import run_blocks
 
 

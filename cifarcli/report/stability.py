@@ -24,10 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .format import (
-    fmt_loss,
-    join_names,
-)
+from .format import fmt_loss, join_names
 from .measures import epochs_of, fmt_update, history_of, run_name, update_of
 
 if TYPE_CHECKING:
