@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..stats import wilson_interval
 from .format import (
@@ -40,9 +40,7 @@ from .measures import (
     test_words,
 )
 from .stability import instability, stability_sentences
-
-if TYPE_CHECKING:
-    pass
+from .stability import stability_label as stability_label  # runs.py imports it from here
 
 
 def gap_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -8,7 +8,7 @@ say how they compare, from the numbers.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import TRAIN_DEFAULTS
 from .format import describe_setting, fmt_acc, fmt_loss, fmt_num, fmt_p, fmt_points, fmt_share
@@ -23,9 +23,6 @@ from .measures import (
     run_name,
     test_words,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 def loss_pairs(

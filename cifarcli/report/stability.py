@@ -22,14 +22,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .format import fmt_loss, join_names
 from .measures import epochs_of, fmt_update, history_of, run_name, update_of
-
-if TYPE_CHECKING:
-    pass
-
 
 RISE_TOL = 0.05
 OSCILLATION_TOL = 0.10
