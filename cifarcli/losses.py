@@ -58,8 +58,9 @@ class Loss:
     """The protocol every loss follows; the subclasses fill in the formulas.
 
     ``name`` is its setting; ``is_study`` marks the study's loss, which payloads and labels leave
-    unnamed; ``outputs`` says what ``output`` gives ("probabilities" or "scores") and
-    ``output_words`` how a result describes them; ``smooth`` is False for a loss with kinks.
+    unnamed and the report compares every other loss with; ``outputs`` says what ``output`` gives
+    ("probabilities" or "scores") and ``output_words`` how a result describes them; ``smooth`` is False
+    for a loss with kinks.
     """
 
     name: str

@@ -162,16 +162,63 @@ def test_outputs_are_what_they_say(problem):
         svm.true_class_probabilities(S, y)
 
 
-NAME_COMPARISON = re.compile(r"""(==|!=)\s*["'](softmax|bce|svm)["']|["'](softmax|bce|svm)["']\s*(==|!=)""")
+_NAME = "[\"'](?:" + "|".join(map(re.escape, LOSSES)) + ")[\"']"  # a loss name as a string literal
+_HOLDING_A_NAME = r"[(\[{][^()\[\]{}]*" + _NAME  # a tuple, list or set literal that holds one
+LOSS_NAME_TEST = re.compile(
+    "|".join(
+        [
+            rf"(==|!=)\s*{_NAME}",  # loss == "svm"
+            rf"{_NAME}\s*(==|!=)",  # "svm" != loss
+            rf"\bin\s*{_HOLDING_A_NAME}",  # loss in ("softmax", "bce"), for loss in ("softmax", other)
+            rf"{_NAME}\s+(not\s+)?in\b",  # "svm" in names
+            rf"(==|!=)\s*{_HOLDING_A_NAME}",  # pair == ("softmax", other)
+            rf"{_NAME}[^()\[\]{{}}]*[)\]}}]\s*(==|!=)",  # ("softmax", other) == pair
+            rf"\bcase\s+{_NAME}",  # match loss: case "svm":
+        ]
+    )
+)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'if loss == "svm":',
+        "if 'bce' != config.loss:",
+        'if loss in ("softmax", "bce"):',
+        'by_loss = {loss: [r for r in done if loss_of(r) == loss] for loss in ("softmax", other)}',
+        'if loss not in ["svm"]:',
+        'if "svm" in names:',
+        'if pair == ("softmax", other):',
+        'if ("bce", other) != pair:',
+        'case "svm":',
+    ],
+)
+def test_the_loss_name_scan_catches_comparisons_membership_and_tuples(line):
+    assert LOSS_NAME_TEST.search(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'wide, narrow = ("BCE", "softmax") if gb > gs else ("softmax", "BCE")',
+        'loss: str = "softmax"',
+        'counts = test_words(t, name, "softmax")',
+        "if loss.is_study:",
+    ],
+)
+def test_the_loss_name_scan_lets_a_name_that_is_not_compared_pass(line):
+    assert not LOSS_NAME_TEST.search(line)
 
 
 def test_no_module_but_losses_and_config_compares_a_loss_name():
+    """Outside losses.py and config.py no line compares a loss name, tests it for membership, or compares a
+    tuple, list or set of them: what a loss does is asked of its class (``config.loss_named``)."""
     package = Path(losses.__file__).parent
     found = [
         f"{path.relative_to(package)}:{i}: {line.strip()}"
         for path in sorted(package.rglob("*.py"))
         if path.name not in ("losses.py", "config.py")
         for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-        if NAME_COMPARISON.search(line)
+        if LOSS_NAME_TEST.search(line)
     ]
     assert found == []

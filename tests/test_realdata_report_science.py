@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from cifarcli import stages, workflows
-from cifarcli.report.analysis import run_name
 from cifarcli.report.format import fmt_p
+from cifarcli.report.measures import run_name
 from cifarcli.stats import mcnemar_exact
 
 pytestmark = pytest.mark.realdata

@@ -173,7 +173,7 @@ def test_no_absolute_path_in_either_report(tiny_archive, study):
 
 
 def test_a_url_source_is_shown_as_it_is():
-    from cifarcli.report.blocks import source_name
+    from cifarcli.report.section_setup import source_name
 
     assert (
         source_name("https://example.org/data/cifar-10-binary.tar.gz")

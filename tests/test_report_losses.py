@@ -226,7 +226,7 @@ def run_entry(
 def test_loss_sentences_follow_the_numbers_both_ways():
     soft = run_entry("softmax", 0.39, 0.38, 0.55, 0.20, 0.30)
     bce = run_entry("bce", 0.37, 0.36, 0.40, 0.25, 0.10)
-    [(a, b, same)] = report.loss_pairs([soft, bce])
+    [(a, b, same)] = report.loss_pairs([soft, bce], "bce")
     assert (a, b, same) == (soft, bce, True)
     text = " ".join(report.loss_sentences(soft, bce, True))
     assert "BCE reached test accuracy 0.3700 against 0.3900 for softmax (−2.00 points)" in text
@@ -247,12 +247,12 @@ def test_loss_pairs_match_identical_settings_else_the_best_of_each():
         run_entry("softmax", 0.3, 0.35, 0.5, 0.2, 0.1, lam=0.1),
     )
     b1 = run_entry("bce", 0.3, 0.31, 0.5, 0.2, 0.1, lam=0.1)
-    assert report.loss_pairs([s1, s2, b1]) == [(s2, b1, True)]
+    assert report.loss_pairs([s1, s2, b1], "bce") == [(s2, b1, True)]
     b2 = run_entry("bce", 0.3, 0.31, 0.5, 0.2, 0.1, lam=1.0)
     b3 = run_entry("bce", 0.3, 0.33, 0.5, 0.2, 0.1, lam=2.0)
-    assert report.loss_pairs([s1, s2, b2, b3]) == [(s2, b3, False)]  # best on validation of each loss
+    assert report.loss_pairs([s1, s2, b2, b3], "bce") == [(s2, b3, False)]  # best on validation of each loss
     assert "their other settings differ" in report.loss_sentences(s2, b3, False)[0]
-    assert report.loss_pairs([s1, s2]) == [] and report.loss_pairs([b2, b3]) == []
+    assert report.loss_pairs([s1, s2], "bce") == [] and report.loss_pairs([b2, b3], "bce") == []
     blocks = report.build_blocks({"runs": [s1, b2]})
     assert any(isinstance(b, report.Heading) and b.anchor == "comparison-losses" for b in blocks)
     assert not any(

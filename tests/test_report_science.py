@@ -342,7 +342,7 @@ def test_the_comparison_table_shows_intervals_roughness_and_update_size(cli, fet
 
 @pytest.mark.parametrize("a_only, b_only, significant", [(150, 160, False), (100, 200, True)])
 def test_softmax_against_another_loss_is_worded_by_the_test_too(a_only, b_only, significant):
-    from cifarcli.report.analysis import loss_sentences, svm_sentences
+    from cifarcli.report.loss_comparison import loss_sentences, svm_sentences
 
     soft, other = run("soft", 0.1, 0.001, 0.3889), run("other", 0.1, 0.001, 0.3989)
     other["config"]["loss"] = "bce"

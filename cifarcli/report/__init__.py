@@ -5,10 +5,16 @@ shape); no cache and no CLI here. One file per layer, each importing only the
 ones above it in this list:
 
 1. ``format.py`` — numbers and settings as text (``fmt_acc``, ``fmt_points``, ...).
-2. ``analysis.py`` — sentences computed from the numbers (``analysis``,
-   ``instability``, ``gap_sentences``, ...), and the instability rule.
-3. ``blocks.py`` — ``build_blocks(doc)``: the document as a neutral list of
-   headings, paragraphs, tables and figures.
+2. ``measures.py`` — the numbers read from a run (``run_name``, ``accuracy_of``,
+   ``PairTests``, ...); ``stability.py`` — the instability rule (``instability``,
+   ``stability_label``) and its sentences; ``loss_comparison.py`` — another loss
+   against the study's (``loss_pairs``, ``loss_sentences``, ``svm_sentences``);
+   ``analysis.py`` — the analysis section's sentences (``analysis``,
+   ``gap_sentences``, ``effect_sentences``, ...).
+3. ``blocks.py`` — the neutral blocks: headings, paragraphs, tables, figures;
+   ``section_*.py`` — one section each (set-up, gradient check, runs,
+   comparison, other losses, sweep, ensemble, discussion); ``assemble.py`` —
+   ``build_blocks(doc)``: the sections in reading order.
 4. ``markdown.py`` / ``html.py`` — the same blocks as GitHub Markdown (images
    linked relative to the report) or as one HTML page (images inlined as
    base64 PNG, CSS inlined, no script, no external URL).
@@ -20,8 +26,6 @@ The flow: doc → ``build_blocks`` → ``render_markdown`` / ``render_html``.
 from __future__ import annotations
 
 from .analysis import (
-    Instability,
-    accuracy_gap,
     analysis,
     best_run_sentences,
     best_runs,
@@ -29,21 +33,17 @@ from .analysis import (
     effect_sentences,
     gap_sentences,
     gradcheck_sentences,
-    instability,
-    loss_pairs,
-    loss_sentences,
-    margin_stats,
-    overfitting,
-    run_name,
     single_change_groups,
-    stability_label,
-    stability_sentences,
-    svm_sentences,
 )
-from .blocks import Heading, build_blocks, comparisons, discussion_blocks
+from .assemble import build_blocks, comparisons
+from .blocks import Heading
 from .format import fmt_acc, fmt_num, fmt_points
 from .html import render_html
+from .loss_comparison import loss_pairs, loss_sentences, svm_sentences
 from .markdown import render_markdown
+from .measures import accuracy_gap, margin_stats, run_name
+from .section_discussion import discussion_blocks
+from .stability import Instability, instability, overfitting, stability_label, stability_sentences
 
 __all__ = [
     "render_markdown",

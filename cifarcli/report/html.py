@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .blocks import Bullets, CodeBlock, Contents, FigureRow, Heading, Inline, Para, Span, Table, build_blocks
+from .assemble import build_blocks
+from .blocks import Bullets, CodeBlock, Contents, FigureRow, Heading, Inline, Para, Span, Table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

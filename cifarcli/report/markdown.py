@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .blocks import Bullets, CodeBlock, Contents, FigureRow, Heading, Inline, Para, Span, Table, build_blocks
+from .assemble import build_blocks
+from .blocks import Bullets, CodeBlock, Contents, FigureRow, Heading, Inline, Para, Span, Table
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|#!~])")
 _CODE_SAFE = re.compile(r"^[\w.\-/:+=]+$")

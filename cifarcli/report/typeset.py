@@ -15,7 +15,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .blocks import Bullets, CodeBlock, Contents, FigureRow, Heading, Inline, Para, Span, Table, build_blocks
+from .assemble import build_blocks
+from .blocks import Bullets, CodeBlock, Contents, FigureRow, Heading, Inline, Para, Span, Table
 
 PREAMBLE = """#set document(title: {title})
 #set page(paper: "a4", margin: (x: 15mm, top: 15mm, bottom: 17mm), numbering: "1 / 1")
