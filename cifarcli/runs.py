@@ -121,7 +121,7 @@ def _rows(ws: Workspace) -> list[dict]:
 
 
 def _row(meta: dict, evaluated: dict | None, name: str | None = None) -> dict:
-    from cifarcli.report.analysis import stability_label
+    from cifarcli.report.stability import stability_label
 
     info = meta["info"]
     final = info.get("final") or {}

@@ -316,7 +316,7 @@ def test_svm_sentences_follow_the_numbers():
     svm = svm_entry(0.36, 0.37, 1.25, -0.75, 0.4)
     [(a, b, same)] = report.loss_pairs([soft, svm], "svm")
     assert (a, b, same) == (soft, svm, True)
-    assert report.loss_pairs([soft, svm]) == []  # the BCE comparison is not this one
+    assert report.loss_pairs([soft, svm], "bce") == []  # the BCE comparison is not this one
     text = " ".join(report.svm_sentences(soft, svm, True))
     assert "the SVM reached test accuracy 0.3600 against 0.3900 for softmax (−3.00 points)" in text
     assert "softmax classified more test images correctly" in text

@@ -40,7 +40,6 @@ from .measures import (
     test_words,
 )
 from .stability import instability, stability_sentences
-from .stability import stability_label as stability_label  # runs.py imports it from here
 
 
 def gap_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
