@@ -262,3 +262,22 @@ def on_terminal(cwd: Path, *args, columns: int = 80) -> tuple[int, str, str]:
     terminal = Terminal(cwd, *args, columns=columns)
     code, out = terminal.finish()
     return code, out, terminal.text()
+
+
+COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # within a line
+ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[=>]")  # cursor moves: between lines
+
+
+def frames(drawn: str) -> list[str]:
+    """Every line the terminal showed at some moment: escapes out, split at carriage returns and newlines."""
+    plain = ESCAPES.sub("\n", COLOURS.sub("", drawn))
+    return [line.strip() for line in re.split(r"[\r\n]", plain) if line.strip()]
+
+
+SPINNER = re.compile(r"^[\u2800-\u28ff] ")  # rich's spinner glyph leading a row
+
+
+def bar_lines(lines: list[str], label: str) -> list[str]:
+    """The rows of the bars whose label is ``label`` (the spinner in front taken off)."""
+    rows = [SPINNER.sub("", line) for line in lines]
+    return [row for row in rows if row.startswith(label + " ") and "━" in row]

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from procs import Terminal, cli_process, copied_workspace, on_terminal
-from test_progress import COLOURS, SPINNER, bar_lines, frames
+from procs import COLOURS, SPINNER, Terminal, bar_lines, cli_process, copied_workspace, frames, on_terminal
 
 SETTINGS = (
     "[defaults]\nn_epochs = 60\nn_batch = 5\n[gradcheck]\nn_samples = 5\nn_dims = 20\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from procs import cli_process, copied_workspace, on_terminal
+from procs import bar_lines, cli_process, copied_workspace, frames, on_terminal
 
 N_EPOCHS = 200
 SETTINGS = (
@@ -21,28 +21,11 @@ SETTINGS = (
     "[[run]]\nlam = 0.0\neta = 0.001\n[[run]]\nlam = 0.1\neta = 0.001\n"
 )
 LABELS = ("λ=0, η=0.001", "λ=0.1, η=0.001")
-COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # within a line
-ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[=>]")  # cursor moves: between lines
 
 
 @pytest.fixture
 def work(tmp_path, imported) -> Path:
     return copied_workspace(tmp_path, imported, SETTINGS)
-
-
-def frames(drawn: str) -> list[str]:
-    """Every line the terminal showed at some moment: escapes out, split at carriage returns and newlines."""
-    plain = ESCAPES.sub("\n", COLOURS.sub("", drawn))
-    return [line.strip() for line in re.split(r"[\r\n]", plain) if line.strip()]
-
-
-SPINNER = re.compile(r"^[\u2800-\u28ff] ")  # rich's spinner glyph leading a row
-
-
-def bar_lines(lines: list[str], label: str) -> list[str]:
-    """The rows of the bars whose label is ``label`` (the spinner in front taken off)."""
-    rows = [SPINNER.sub("", line) for line in lines]
-    return [row for row in rows if row.startswith(label + " ") and "━" in row]
 
 
 def test_report_on_two_processes_shows_a_bar_per_setting_that_finishes(work):

@@ -4,7 +4,6 @@ report's per-run histogram and softmax-vs-BCE comparison."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +11,7 @@ import pytest
 from cifarcli import model, plots, report, stages
 from cifarcli.config import TrainConfig, loss_named
 from cifarcli.evaluate import probability_summary
-
-PNG = b"\x89PNG\r\n\x1a\n"
-
+from reports import PNG, make_report, md_section
 
 # -- the math ------------------------------------------------------------------------------------
 
@@ -105,29 +102,6 @@ def test_evaluate_summary_is_the_runs_probabilities_and_plot_draws_it(workspace,
 
 
 # -- the report ----------------------------------------------------------------------------------
-
-
-def settings(runs: list[dict], n_epochs: int = 3) -> str:
-    text = f"[defaults]\nn_epochs = {n_epochs}\nn_batch = 20\n\n[gradcheck]\nn_samples = 10\nn_dims = 50\n"
-    for run in runs:
-        text += "\n[[run]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in run.items())
-    return text
-
-
-def make_report(cli, tmp_path: Path, tiny_archive, runs: list[dict]) -> tuple[dict, str, str]:
-    assert cli("fetch", "--source", tiny_archive, "--quiet").exit_code == 0
-    (tmp_path / "r.toml").write_text(settings(runs))
-    result = cli("report", "--config", "r.toml", "-j", "1", "--json")
-    assert result.exit_code == 0, result.stderr
-    return (
-        json.loads(result.stdout),
-        (tmp_path / "reports" / "report.md").read_text(),
-        (tmp_path / "reports" / "report.html").read_text(),
-    )
-
-
-def md_section(md: str, heading: str) -> str:
-    return md.split(heading, 1)[1].split("\n## ", 1)[0]
 
 
 def test_report_compares_softmax_and_bce_with_evaluates_numbers(cli, tmp_path, tiny_archive):

@@ -28,7 +28,7 @@ from cifarcli.model import (
 from cifarcli.prepare import prepare
 from cifarcli.schema_language import SchemaError, validate
 from cifarcli.train import TrainConfig, train, train_reference
-from test_report_losses import PNG, make_report, md_section
+from reports import PNG, make_report, md_section
 
 SVM = loss_named("svm")
 
