@@ -11,15 +11,24 @@ import hashlib
 import io
 import os
 import stat
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from cifarcli import __version__, data, execute, stages
-from cifarcli.config import GRADCHECK_TOL, TRAIN_DEFAULTS, check_seeds, load_settings, train_fields
-from cifarcli.document import ReportDocument, comparison_section, discordant_pairs, initialisation, run_section
+from cifarcli.config import GRADCHECK_TOL, TRAIN_DEFAULTS, ReportSettings, check_seeds, load_settings, train_fields
+from cifarcli.document import (
+    ComparisonSection,
+    ReportDocument,
+    RunSection,
+    SweepSection,
+    comparison_section,
+    discordant_pairs,
+    initialisation,
+    run_section,
+)
 from cifarcli.errors import CifarError, OptionError, WorkFailed, disk_error
 from cifarcli.files import write_atomic
 from cifarcli.gradcheck import verdict
@@ -60,6 +69,41 @@ def _require_typst() -> None:
         raise CifarError("--pdf needs the typst package, which is not installed", hint=PDF_INSTALL) from None
 
 
+@dataclass
+class _Study:
+    """What the report is made of, each part asked of its stage."""
+
+    dataset_info: dict
+    check: Artifact
+    runs: list[RunSection]
+    names: dict[str, str]  # run ID -> name, for the named runs of the report
+    compared: ComparisonSection | None
+    swept: SweepSection | None
+    combined: Artifact | None
+    discordant: list[dict]
+
+    def inputs(self) -> dict[str, str]:
+        """The inputs the report's key names: the gradient check, every run, and the sections made from them."""
+        inputs = {"gradcheck": self.check.key, **{f"run{i}": run.run_id for i, run in enumerate(self.runs)}}
+        if self.swept is not None:
+            inputs["sweep"] = self.swept.key
+        if self.compared is not None:
+            inputs["comparison"] = self.compared.key
+        if self.combined is not None:
+            inputs["ensemble"] = self.combined.key
+        return inputs
+
+    def made_from(self) -> list[tuple[str, str]]:
+        """Made from more than its key names: every run's metrics and figures, and the sweep's best run."""
+        return [
+            ("gradcheck", self.check.key),
+            *(d for run in self.runs for d in run.made_from()),
+            *(self.swept.made_from() if self.swept is not None else []),
+            *(self.compared.made_from() if self.compared is not None else []),
+            *([("ensemble", self.combined.key)] if self.combined is not None else []),
+        ]
+
+
 def report(
     ws: Workspace,
     settings_path: Path | None = None,
@@ -77,9 +121,30 @@ def report(
     discussion = discussion if discussion is not None else settings.discussion
     words = read_discussion(discussion) if discussion is not None else None
     brief = settings.brief if brief is None else brief
+    study = _study(ws, settings)
+    document = _document(study, words, brief)
+    artifact = stages.REPORT.get_or_compute(
+        ws,
+        _report_params(study.names, brief, words),
+        study.inputs(),
+        lambda: _rendered(ws, document),
+        force=force,
+        depends=study.made_from(),
+    )
+    paths = _write_report(ws, artifact, pdf)
+    return {
+        **artifact.payload["doc"],
+        "comparisons": comparisons(artifact.payload["doc"]),
+        "paths": {k: str(v) for k, v in paths.items()},
+        "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.events],
+    }
+
+
+def _study(ws: Workspace, settings: ReportSettings) -> _Study:
+    """Every stage the report needs, asked for in order: the dataset, the gradient check, the runs (the
+    missing ones trained first), their sections and figures, the comparison, the sweep and the ensemble."""
     data_artifact = stages.dataset(ws)
     check = stages.gradcheck(ws, settings.gradcheck)
-    passed = check.payload["max_error"] <= GRADCHECK_TOL
     ws.log(f"gradient check: {verdict(check.payload, GRADCHECK_TOL)}")
     # Each run's evaluation and figures are made by the worker that trained it, as soon as it is trained.
     execute.train_missing(ws, settings.runs + (settings.ensemble or []), figures=settings.runs)
@@ -95,13 +160,32 @@ def report(
     combined = (
         stages.ensemble(ws, [stages.train(ws, config) for config in settings.ensemble]) if settings.ensemble else None
     )
+    return _Study(
+        dataset_info=data_artifact.meta["info"],
+        check=check,
+        runs=runs,
+        names=names,
+        compared=compared,
+        swept=swept,
+        combined=combined,
+        discordant=_discordant(ws, trained, swept),
+    )
+
+
+def _discordant(ws: Workspace, trained: list[Artifact], swept: SweepSection | None) -> list[dict]:
+    """The pairs of runs McNemar's test compares: the study's runs on test, the sweep's best two on validation."""
     discordant = discordant_pairs(ws, trained, "test")
     if swept is not None and swept.best is not None and swept.runner_up is not None:
         discordant += discordant_pairs(
             ws, [stages.find_run(ws, swept.best.run_id), stages.find_run(ws, swept.runner_up["run_id"])], "val"
         )
-    info = data_artifact.meta["info"]
-    document = ReportDocument(
+    return discordant
+
+
+def _document(study: _Study, words: str | None, brief: bool) -> ReportDocument:
+    """The typed report document, before it is rendered."""
+    info = study.dataset_info
+    return ReportDocument(
         title="One-layer network on CIFAR-10",
         cifarcli_version=__version__,
         dataset={
@@ -115,50 +199,46 @@ def report(
             "n_test": info["n_test"],
         },
         preprocessing={"scale": "pixels / 255", "normalisation": "per-dimension mean and std of the training split"},
-        initialisation=initialisation(runs),
-        gradcheck={**check.payload, "tol": GRADCHECK_TOL, "passed": passed},
-        runs=runs,
-        sweep=swept,
-        comparison=compared,
-        ensemble={"key": combined.key, **combined.payload} if combined else None,
-        discordant=discordant,
+        initialisation=initialisation(study.runs),
+        gradcheck={
+            **study.check.payload,
+            "tol": GRADCHECK_TOL,
+            "passed": study.check.payload["max_error"] <= GRADCHECK_TOL,
+        },
+        runs=study.runs,
+        sweep=study.swept,
+        comparison=study.compared,
+        ensemble={"key": study.combined.key, **study.combined.payload} if study.combined else None,
+        discordant=study.discordant,
         discussion=words,
         brief=brief,
     )
-    inputs = {"gradcheck": check.key, **{f"run{i}": run.run_id for i, run in enumerate(runs)}}
-    if swept is not None:
-        inputs["sweep"] = swept.key
-    if compared is not None:
-        inputs["comparison"] = compared.key
-    if combined is not None:
-        inputs["ensemble"] = combined.key
 
-    def compute():
-        ws.progress.phase("rendering the report (Markdown, HTML)")
-        doc = {**document.to_dict(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        return {
-            "doc": doc,
-            "report.md": render_markdown(doc),
-            "report.html": render_html(doc, ws.reports_dir),
-            "report.typ": render_typst(doc),
-        }, {}
 
-    # Made from more than its key names: every run's metrics and figures, and the sweep's best run.
-    depends = [
-        ("gradcheck", check.key),
-        *(d for run in runs for d in run.made_from()),
-        *(swept.made_from() if swept is not None else []),
-        *(compared.made_from() if compared is not None else []),
-        *([("ensemble", combined.key)] if combined is not None else []),
-    ]
-    # The names are printed in the labels (a renamed run re-renders the report; run IDs never move), and
-    # the discussion's content and the layout are part of what the report is made from.
-    params = {
+def _report_params(names: dict[str, str], brief: bool, words: str | None) -> dict:
+    """The report's key parameters. The names are printed in the labels (a renamed run re-renders the report;
+    run IDs never move), and the discussion's content and the layout are part of what the report is made from."""
+    return {
         **({"names": names} if names else {}),
         **({"brief": True} if brief else {}),
         **({"discussion_sha256": hashlib.sha256(words.encode()).hexdigest()} if words is not None else {}),
     }
-    artifact = stages.REPORT.get_or_compute(ws, params, inputs, compute, force=force, depends=depends)
+
+
+def _rendered(ws: Workspace, document: ReportDocument) -> tuple[dict, dict]:
+    """The report artifact's payload: the document as data, Markdown, HTML and Typst source."""
+    ws.progress.phase("rendering the report (Markdown, HTML)")
+    doc = {**document.to_dict(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "doc": doc,
+        "report.md": render_markdown(doc),
+        "report.html": render_html(doc, ws.reports_dir),
+        "report.typ": render_typst(doc),
+    }, {}
+
+
+def _write_report(ws: Workspace, artifact: Artifact, pdf: bool) -> dict[str, Path]:
+    """Write the rendered report under ``reports/`` (with ``pdf``, its Typst source and the typeset PDF)."""
     paths = {name: ws.reports_dir / name for name in ("report.md", "report.html", *(("report.typ",) if pdf else ()))}
     ws.progress.phase(f"writing {', '.join(str(path) for path in paths.values())}")
     for name, path in paths.items():
@@ -170,19 +250,12 @@ def report(
         except RuntimeError as exc:  # typst's own error: a bug of ours, or a figure missing from reports/
             raise WorkFailed(f"typst could not typeset {paths['report.typ']}: {str(exc).splitlines()[0]}") from None
     ws.progress.phase_done()
-    return {
-        **artifact.payload["doc"],
-        "comparisons": comparisons(artifact.payload["doc"]),
-        "paths": {k: str(v) for k, v in paths.items()},
-        "stages": [{"stage": s, "key": k, "status": st} for s, k, st in ws.events],
-    }
+    return paths
 
 
 def ensemble_members(ws: Workspace, run_ids: list[str] | None, config=None, seeds: list[int] | None = None) -> list:
     """The member runs of an ensemble: the runs ``run_ids``, or ``config`` at each of ``seeds`` (the missing
     ones trained first, at once where ``ws.jobs`` allows, through ``execute.train_missing``)."""
-    from dataclasses import replace
-
     if run_ids:
         if seeds:
             raise OptionError("seeds", "give either `run` (existing runs) or `seeds` (with training options), not both")
