@@ -21,18 +21,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from cifarcli.batches import FORMAT_OF_FOLDER, LAYOUTS, Cifar10, Layout, decode_batches
-from cifarcli.download import download as download
 from cifarcli.errors import CifarError
 from cifarcli.source_files import ARCHIVE_NAMES, CHUNK, MAX_MEMBER, MAX_SOURCE_BYTES, batches_folder, open_regular
-from cifarcli.source_files import OFFICIAL as OFFICIAL
-from cifarcli.source_files import OfficialArchive as OfficialArchive
-from cifarcli.source_files import check_source as check_source
-from cifarcli.source_files import checksums as checksums
-from cifarcli.source_files import file_kind as file_kind
-from cifarcli.source_files import is_url as is_url
-
-# The "as" imports above keep names that moved to download.py and source_files.py
-# importable as data.<name> until their callers import them from their new home.
 
 # Official archives ship readme.html; repackaged copies (like the shared stand-in) readme.txt.
 _IGNORED = frozenset({"readme.html", "readme.txt"})

@@ -140,7 +140,7 @@ class _Watcher:
         self._thread: threading.Thread | None = None
 
     def _checkpoint(self, key: str) -> Path:
-        return self.ws.store.scratch("train", key) / "checkpoint"
+        return stages.checkpoint_file(self.ws, key)
 
     def _mtime(self, key: str) -> int | None:
         try:
@@ -166,12 +166,12 @@ class _Watcher:
         from cifarcli.safe_pickle import safe_load
 
         for key, label, n_epochs in self.settings:
-            if key in self.drawing and self.ws.store.path("plot", stages.run_key(stages.PLOT, key)).is_dir():
+            if key in self.drawing and stages.plotted(self.ws, key):
                 self.drawing.discard(key)
                 self.ws.progress.setting_finished(key, label, n_epochs, self.latest.get(key, (0, {}))[1])
             if key in self.finished:
                 continue
-            meta = self.ws.store.meta("train", key) if self.ws.store.path("train", key).is_dir() else None
+            meta = stages.trained_meta(self.ws, key)
             if meta is not None:
                 self._finish(key, label, n_epochs, meta["info"])
                 continue

@@ -13,10 +13,6 @@ from datetime import datetime, timedelta, timezone
 from cifarcli.config import HISTORY_KEYS, LOSSES, TrainConfig, loss_named, run_name_problem
 from cifarcli.errors import CifarError
 from cifarcli.schema_language import HEX64, NUMBER, Array, Check, DictOf, ListOf, OneOf, Opt, Schema
-from cifarcli.schema_language import SchemaError as SchemaError
-from cifarcli.schema_language import validate as validate
-
-# SchemaError and validate are imported with "as" so that they stay importable from here.
 
 # The store's own fields of every meta.json; the key must be the hash of the rest.
 META_SCHEMA = {

@@ -50,8 +50,6 @@ from cifarcli.schema_language import Schema, SchemaError, validate
 from cifarcli.schemas import META_SCHEMA
 from cifarcli.store_errors import DamagedArtifact, LinkInCache, StaleArtifact, UnreadableArtifact
 
-# The errors are imported by name so that they stay importable from here (stages.py, upkeep.py).
-
 PAYLOAD = "payload.joblib"
 META = "meta.json"
 KEY_LENGTH = 16

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarcli import __version__, data, execute, stages
+from cifarcli import __version__, execute, source_files, stages
 from cifarcli.config import GRADCHECK_TOL, TRAIN_DEFAULTS, ReportSettings, check_seeds, load_settings, train_fields
 from cifarcli.document import (
     ComparisonSection,
@@ -380,7 +380,9 @@ def _check_export_target(out: Path) -> None:
         )
     if mode is not None and not stat.S_ISREG(mode):
         raise OptionError(
-            "out", f"{out} is {data.file_kind(mode)}, not a regular file; refusing to replace it", hint=_OUT_HINT
+            "out",
+            f"{out} is {source_files.file_kind(mode)}, not a regular file; refusing to replace it",
+            hint=_OUT_HINT,
         )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

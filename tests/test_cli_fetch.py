@@ -2,7 +2,7 @@
 
 Every test runs the Typer app in its own tmp_path (see the ``cli`` fixture), on
 real files and a real loopback HTTP server. Nothing here can reach the internet:
-tests that could fall back to the official download point ``data.OFFICIAL`` at
+tests that could fall back to the official download point ``source_files.OFFICIAL`` at
 a closed loopback port or at the loopback server first.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import tinycifar
-from cifarcli import data, stages
+from cifarcli import data, source_files, stages
 from httpserver import http_server  # noqa: F401  (pytest fixture)
 
 BIN = "cifar-10-batches-bin"
@@ -208,7 +208,7 @@ def test_every_form_of_the_same_images_is_one_dataset(cli, archives):
     assert dataset_artifacts(Path("cache")) == [docs[0]["dataset"]]
     for kind, doc in zip(kinds, docs):
         assert doc["format"] == kind.split("-")[0] and doc["source"] == str(archives[kind].resolve())
-        assert (doc["md5"], doc["sha256"]) == data.checksums(archives[kind])
+        assert (doc["md5"], doc["sha256"]) == source_files.checksums(archives[kind])
 
 
 def test_run_ids_agree_across_forms_of_the_data(cli, archives, tmp_path):
@@ -364,9 +364,9 @@ def test_default_download_uses_the_official_url_and_recognises_the_official_arch
     body = tiny_archive.read_bytes()
     http_server.route(URL_PATH, body=body)
     monkeypatch.setitem(
-        data.OFFICIAL,
+        source_files.OFFICIAL,
         "binary",
-        data.OfficialArchive("binary", http_server.url(URL_PATH), md5_of(tiny_archive), len(body)),
+        source_files.OfficialArchive("binary", http_server.url(URL_PATH), md5_of(tiny_archive), len(body)),
     )
     doc, result = fetch_json(cli)
     assert doc["official"] is True and doc["note"] is None
@@ -566,11 +566,11 @@ def test_a_copy_in_the_usual_places_imports_without_touching_the_network(
     cli, tmp_path, http_server, monkeypatch, archives, offline, place
 ):
     # Any default download would reach this loopback server, which records every request.
-    for fmt, official in list(data.OFFICIAL.items()):
+    for fmt, official in list(source_files.OFFICIAL.items()):
         monkeypatch.setitem(
-            data.OFFICIAL,
+            source_files.OFFICIAL,
             fmt,
-            data.OfficialArchive(fmt, http_server.url(f"/{fmt}.tar.gz"), official.md5, official.size),
+            source_files.OfficialArchive(fmt, http_server.url(f"/{fmt}.tar.gz"), official.md5, official.size),
         )
     kind, how, where = {
         "binary archive in data": ("binary-archive", "copy", "data/cifar-10-binary.tar.gz"),
@@ -589,7 +589,7 @@ def test_a_copy_in_the_usual_places_imports_without_touching_the_network(
     assert http_server.requests == []
     assert doc["format"] == kind.split("-")[0] and doc["n_train"] == 1000 and doc["cached"] is False
     assert "using the copy found at" in result.stderr and target.name in result.stderr
-    assert (doc["md5"], doc["sha256"]) == data.checksums(source)
+    assert (doc["md5"], doc["sha256"]) == source_files.checksums(source)
 
 
 def test_source_dir_uses_the_archive_inside_and_names_it(cli, tmp_path, archives):

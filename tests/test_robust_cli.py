@@ -206,9 +206,9 @@ def test_wrong_checksum_pin_of_a_local_archive(ws, tiny_archive):
 
 
 def test_500_then_success_downloads_once_and_whole(ws, http_server, tiny_archive, monkeypatch):
-    from cifarcli import data
+    from cifarcli import download
 
-    monkeypatch.setattr(data, "download", partial(data.download, backoff=0.01))
+    monkeypatch.setattr(download, "download", partial(download.download, backoff=0.01))
     route = http_server.route("/c.tar.gz", body=tiny_archive.read_bytes(), fail_times=2)
     outside = tree(ws, skip=("cache",))
     result = invoke("fetch", "--source", http_server.url("/c.tar.gz"), "--json")
@@ -222,9 +222,9 @@ def test_500_then_success_downloads_once_and_whole(ws, http_server, tiny_archive
 def test_a_server_that_stalls_until_the_read_timeout_is_retried_then_given_up(
     ws, http_server, tiny_archive, monkeypatch
 ):
-    from cifarcli import data
+    from cifarcli import download
 
-    monkeypatch.setattr(data, "download", partial(data.download, read_timeout=0.3, backoff=0.01, retries=2))
+    monkeypatch.setattr(download, "download", partial(download.download, read_timeout=0.3, backoff=0.01, retries=2))
     http_server.route("/slow.tar.gz", body=tiny_archive.read_bytes(), stall=2, stall_times=10)
     refused(
         ws,
@@ -243,9 +243,9 @@ def test_a_redirect_loop_is_refused(ws, http_server):
 
 
 def test_a_connection_cut_mid_body_every_time_gives_up_keeping_the_part(ws, http_server, tiny_archive, monkeypatch):
-    from cifarcli import data
+    from cifarcli import download
 
-    monkeypatch.setattr(data, "download", partial(data.download, backoff=0.01, retries=2))
+    monkeypatch.setattr(download, "download", partial(download.download, backoff=0.01, retries=2))
     http_server.route("/cut.tar.gz", body=tiny_archive.read_bytes(), cut_after=0, cut_times=100)
     refused(ws, ("fetch", "--source", http_server.url("/cut.tar.gz")), 1, "cannot download", "gave up")
 

@@ -47,13 +47,23 @@ from .declarations import (
 )
 from .ensembles import ensemble
 from .evaluation import evaluate, gradcheck
-from .figures import comparison, figure_names, figures_to_draw, materialise, plot, plot_artifact, write_if_changed
+from .figures import (
+    comparison,
+    figure_names,
+    figures_to_draw,
+    materialise,
+    plot,
+    plot_artifact,
+    plotted,
+    write_if_changed,
+)
 from .labels import distinct_labels, run_label, trained_line
 from .legacy import collect_garbage, is_legacy_dataset
 from .names import check_run_name, run_id_of, run_names, set_name
 from .progress import Progress
 from .runs import (
     STABILITY_CURVES,
+    checkpoint_file,
     config_of,
     find_run,
     load_checkpoint,
@@ -62,11 +72,15 @@ from .runs import (
     run_payload,
     store_trained,
     train,
+    trained_meta,
 )
 from .states import status
 from .workspace import WORKSPACE_FILE, Workspace, workspace_above
 
 __all__ = [
+    "checkpoint_file",
+    "plotted",
+    "trained_meta",
     "COMPARISON",
     "DATASET",
     "ENSEMBLE",

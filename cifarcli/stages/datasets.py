@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarcli import data
+from cifarcli import data, download, source_files
 from cifarcli.config import TrainConfig
 from cifarcli.errors import CifarError, OptionError
 from cifarcli.prepare import prepare, split_indices
-from cifarcli.store import Artifact, DamagedArtifact
+from cifarcli.store import Artifact
+from cifarcli.store_errors import DamagedArtifact
 
 from .declarations import DATASET
 from .legacy import is_legacy_dataset, migrated
@@ -29,7 +30,7 @@ def fetch(
     force: bool = False,
 ) -> Artifact:
     """Import CIFAR-10 from ``source`` (URL, archive or folder), a local copy, or the official site."""
-    if fmt not in data.OFFICIAL:
+    if fmt not in source_files.OFFICIAL:
         raise OptionError("format", f"unknown archive format {fmt!r}", hint="use binary or python")
     if source is None and not force:
         current = _current_dataset(ws)
@@ -42,9 +43,9 @@ def fetch(
     finally:
         ws.progress.done_working()
     _check_pins(path, sums, md5, sha256)
-    official = next((a for a in data.OFFICIAL.values() if a.md5 == sums["md5"]), None)
+    official = next((a for a in source_files.OFFICIAL.values() if a.md5 == sums["md5"]), None)
     this_import = {
-        "source": source if data.is_url(source) else str(path),
+        "source": source if source_files.is_url(source) else str(path),
         **sums,
         "official": official is not None,
         "note": None if official else "not an official CIFAR-10 archive (checksum unknown); its structure is valid",
@@ -68,8 +69,8 @@ def _source_path(ws: Workspace, source: str | None, fmt: str, md5: str | None, s
         local = data.find_local_copy()
         if local is not None:
             ws.log(f"using the copy found at {local}")
-        source = str(local) if local else data.OFFICIAL[fmt].url
-    if data.is_url(source):
+        source = str(local) if local else source_files.OFFICIAL[fmt].url
+    if source_files.is_url(source):
         return source, _download(ws, source, fmt, md5, sha256)
     path = Path(source).expanduser()
     if not path.exists():
@@ -81,7 +82,7 @@ def _source_path(ws: Workspace, source: str | None, fmt: str, md5: str | None, s
     if path.is_dir() and not data.holds_batches(path) and data.archive_in(path) is not None:
         path = data.archive_in(path)
         ws.log(f"using the archive found at {path}")
-    data.check_source(path)  # a device, FIFO or huge file is refused before it is hashed
+    source_files.check_source(path)  # a device, FIFO or huge file is refused before it is hashed
     return source, path
 
 
@@ -139,7 +140,7 @@ def _import(ws: Workspace, path: Path, this_import: dict, force: bool) -> tuple[
 
 
 def _download(ws: Workspace, url: str, fmt: str, md5: str | None, sha256: str | None) -> Path:
-    official = data.OFFICIAL[fmt] if url == data.OFFICIAL[fmt].url else None
+    official = source_files.OFFICIAL[fmt] if url == source_files.OFFICIAL[fmt].url else None
     # The URL's hash in the name: the same file name from another server is another download.
     name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "cifar-10.tar.gz"
     target = ws.downloads / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
@@ -151,7 +152,7 @@ def _download(ws: Workspace, url: str, fmt: str, md5: str | None, sha256: str | 
         if target.is_file():  # another fetch finished it while we waited
             return target
         ws.log(f"downloading {url}")
-        return data.download(
+        return download.download(
             url,
             target,
             md5=md5 or (official.md5 if official else None),
@@ -170,7 +171,7 @@ def _checksums(ws: Workspace, path: Path) -> dict:
     state = ws.read_state()
     memo = state.get("checksums", {})
     if fingerprint not in memo:
-        md5, sha = data.checksums(path)
+        md5, sha = source_files.checksums(path)
         memo = {k: v for k, v in memo.items() if not k.startswith(f"{path}:")}
         memo[fingerprint] = {"md5": md5, "sha256": sha}
         state["checksums"] = memo
@@ -259,7 +260,7 @@ def _dataset_source(ws: Workspace, key: str) -> str | None:
     if remembered.get("key") == key:
         candidates += [remembered["path"], remembered["source"]]
     # A URL is fetched again, which reuses its verified download when cache/downloads/ still has it.
-    return next((c for c in candidates if data.is_url(c) or Path(c).exists()), None)
+    return next((c for c in candidates if source_files.is_url(c) or Path(c).exists()), None)
 
 
 _last_prepared: dict = {}

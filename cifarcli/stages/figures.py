@@ -12,7 +12,7 @@ from cifarcli import plots, schemas
 from cifarcli.config import TrainConfig
 from cifarcli.errors import CifarError, disk_error
 from cifarcli.files import write_atomic
-from cifarcli.report.analysis import instability
+from cifarcli.report.stability import instability
 from cifarcli.store import Artifact
 
 from .declarations import COMPARISON, PLOT, Stage, comparison_key, run_key
@@ -154,6 +154,11 @@ def figures_to_draw(ws: Workspace, runs: list[Artifact], compared: bool) -> int:
     if compared and runs and COMPARISON.state(ws, comparison_key(runs))[0] != "cached":
         count += len(schemas.COMPARISON_FIGURES)
     return count
+
+
+def plotted(ws: Workspace, key: str) -> bool:
+    """Whether the figures of run ``key`` are in the cache."""
+    return ws.store.path(PLOT.name, run_key(PLOT, key)).is_dir()
 
 
 def materialise(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -12,7 +13,8 @@ from cifarcli import schemas
 from cifarcli import train as training
 from cifarcli.config import TrainConfig
 from cifarcli.errors import CifarError, WorkFailed
-from cifarcli.store import Artifact, DamagedArtifact
+from cifarcli.store import Artifact
+from cifarcli.store_errors import DamagedArtifact
 
 from .datasets import dataset, dataset_by_key, n_train, prepared
 from .declarations import DATASET, EVALUATE, TRAIN, run_key, train_key
@@ -209,3 +211,13 @@ def require_converged(run: Artifact) -> None:
             f"run {run.key} diverged at epoch {run.payload['diverged_at']}: cost became NaN or inf",
             hint="train it with a smaller learning rate η",
         )
+
+
+def checkpoint_file(ws: Workspace, key: str) -> Path:
+    """Where run ``key`` keeps its latest checkpoint while it trains (a progress display reads it)."""
+    return ws.store.scratch(TRAIN.name, key) / "checkpoint"
+
+
+def trained_meta(ws: Workspace, key: str) -> dict | None:
+    """meta.json of the trained run ``key``; None while it is not trained."""
+    return ws.store.meta(TRAIN.name, key) if ws.store.path(TRAIN.name, key).is_dir() else None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cifarcli import schemas, upkeep
 from cifarcli.files import UnsafeFile, read_json, write_atomic
-from cifarcli.schemas import SchemaError, validate
+from cifarcli.schema_language import SchemaError, validate
 from cifarcli.store import Store
 
 from .declarations import STAGES
