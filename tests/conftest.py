@@ -50,16 +50,16 @@ def data64():
 def offline(monkeypatch, tmp_path) -> int:
     """No default download can leave the machine (the official URLs point at a closed loopback
     port, returned), and no copy in the real home folder is found."""
-    from cifarcli import data
+    from cifarcli import source_files
 
     with socket.socket() as sock:  # bound, then released: nobody listens there
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    for fmt, official in list(data.OFFICIAL.items()):
+    for fmt, official in list(source_files.OFFICIAL.items()):
         monkeypatch.setitem(
-            data.OFFICIAL,
+            source_files.OFFICIAL,
             fmt,
-            data.OfficialArchive(
+            source_files.OfficialArchive(
                 fmt, f"http://127.0.0.1:{port}/{official.url.rsplit('/', 1)[1]}", official.md5, official.size
             ),
         )

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import tinycifar
-from cifarcli import data
+from cifarcli import data, download, source_files
 from cifarcli.errors import CifarError, WorkFailed
 from cifarcli.options import as_typed
 from httpserver import http_server  # noqa: F401  (pytest fixture)
@@ -123,15 +123,15 @@ def test_python_batches_repickled_with_protocol_4_still_load(tmp_path):
 
 
 def test_official_archives_are_described():
-    assert data.OFFICIAL["binary"].md5 == "c32a1d4ab5d03f1284b67883e8d87530"
-    assert data.OFFICIAL["python"].size == 170498071
-    assert {a.format for a in data.OFFICIAL.values()} == {"binary", "python"}
-    assert all(a.url.startswith("https://www.cs.toronto.edu/~kriz/") for a in data.OFFICIAL.values())
+    assert source_files.OFFICIAL["binary"].md5 == "c32a1d4ab5d03f1284b67883e8d87530"
+    assert source_files.OFFICIAL["python"].size == 170498071
+    assert {a.format for a in source_files.OFFICIAL.values()} == {"binary", "python"}
+    assert all(a.url.startswith("https://www.cs.toronto.edu/~kriz/") for a in source_files.OFFICIAL.values())
 
 
 def test_is_url():
-    assert data.is_url("https://x/y.tar.gz") and data.is_url("HTTP://x")
-    assert not data.is_url("./cifar-10-python.tar.gz") and not data.is_url("ftp://x/y")
+    assert source_files.is_url("https://x/y.tar.gz") and source_files.is_url("HTTP://x")
+    assert not source_files.is_url("./cifar-10-python.tar.gz") and not source_files.is_url("ftp://x/y")
 
 
 # --------------------------------------------------------------------------- finding, checksums
@@ -156,19 +156,19 @@ def test_find_local_copy_searches_datasets_folder_by_default(tmp_path, monkeypat
 def test_checksums_of_a_file(tmp_path):
     path = write(tmp_path, "binary")
     raw = path.read_bytes()
-    assert data.checksums(path) == (hashlib.md5(raw).hexdigest(), hashlib.sha256(raw).hexdigest())
+    assert source_files.checksums(path) == (hashlib.md5(raw).hexdigest(), hashlib.sha256(raw).hexdigest())
 
 
 def test_checksums_of_a_folder_follow_content_only(tmp_path):
     one = tinycifar.write_folder(tmp_path / "one", tiny("binary"), BIN)
     two = tinycifar.write_folder(tmp_path / "two", tiny("binary"), BIN)
     (two / "notes.txt").write_text("not part of CIFAR-10")
-    first = data.checksums(one)
-    assert data.checksums(two) == first and data.checksums(tmp_path / "one") == first
+    first = source_files.checksums(one)
+    assert source_files.checksums(two) == first and source_files.checksums(tmp_path / "one") == first
     batch = bytearray((two / "data_batch_3.bin").read_bytes())
     batch[5] ^= 1
     (two / "data_batch_3.bin").write_bytes(bytes(batch))
-    changed = data.checksums(two)
+    changed = source_files.checksums(two)
     assert changed[0] != first[0] and changed[1] != first[1]
 
 
@@ -439,7 +439,7 @@ def leftovers(tmp_path: Path) -> list[str]:
 def test_download_verifies_and_renames(tmp_path, http_server):
     http_server.route("/c.tar.gz", body=BODY)
     seen = []
-    out = data.download(
+    out = download.download(
         http_server.url("/c.tar.gz"),
         tmp_path / "c.tar.gz",
         md5=BODY_MD5,
@@ -456,7 +456,7 @@ def test_download_verifies_and_renames(tmp_path, http_server):
 
 def test_download_resumes_after_a_cut_connection(tmp_path, http_server):
     http_server.route("/c.tar.gz", body=BODY, cut_after=100_000, cut_times=1)
-    out = data.download(http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", md5=BODY_MD5, **FAST)
+    out = download.download(http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", md5=BODY_MD5, **FAST)
     assert out.read_bytes() == BODY
     assert http_server.ranges("/c.tar.gz") == [None, "bytes=100000-"]
 
@@ -464,7 +464,7 @@ def test_download_resumes_after_a_cut_connection(tmp_path, http_server):
 def test_download_resumes_a_part_left_by_an_earlier_run(tmp_path, http_server):
     http_server.route("/c.tar.gz", body=BODY)
     (tmp_path / "c.tar.gz.part").write_bytes(BODY[:123_456])
-    out = data.download(http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", md5=BODY_MD5, **FAST)
+    out = download.download(http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", md5=BODY_MD5, **FAST)
     assert out.read_bytes() == BODY
     assert http_server.ranges("/c.tar.gz") == ["bytes=123456-"]
 
@@ -472,28 +472,28 @@ def test_download_resumes_a_part_left_by_an_earlier_run(tmp_path, http_server):
 def test_download_restarts_when_server_ignores_range(tmp_path, http_server):
     http_server.route("/c.tar.gz", body=BODY, honour_range=False)
     (tmp_path / "c.tar.gz.part").write_bytes(b"stale bytes from some other file")
-    out = data.download(http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", md5=BODY_MD5, **FAST)
+    out = download.download(http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", md5=BODY_MD5, **FAST)
     assert out.read_bytes() == BODY
 
 
 def test_download_starts_over_after_416(tmp_path, http_server):
     http_server.route("/c.tar.gz", body=BODY)
     (tmp_path / "c.tar.gz.part").write_bytes(b"\0" * (len(BODY) + 10))
-    out = data.download(http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", md5=BODY_MD5, **FAST)
+    out = download.download(http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", md5=BODY_MD5, **FAST)
     assert out.read_bytes() == BODY
     assert http_server.ranges("/c.tar.gz") == [f"bytes={len(BODY) + 10}-", None]
 
 
 def test_download_retries_500_then_succeeds(tmp_path, http_server):
     http_server.route("/c.tar.gz", body=BODY, fail_times=2)
-    out = data.download(http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", md5=BODY_MD5, **FAST)
+    out = download.download(http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", md5=BODY_MD5, **FAST)
     assert out.read_bytes() == BODY
     assert len(http_server.ranges("/c.tar.gz")) == 3
 
 
 def test_download_retries_a_stalled_server(tmp_path, http_server):
     http_server.route("/c.tar.gz", body=BODY, stall=1.0, stall_times=1)
-    out = data.download(
+    out = download.download(
         http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", md5=BODY_MD5, **(FAST | {"read_timeout": 0.2})
     )
     assert out.read_bytes() == BODY
@@ -504,7 +504,7 @@ def test_download_gives_up_after_the_retries(tmp_path, http_server):
     http_server.route("/c.tar.gz", body=BODY, fail_times=100)
     url = http_server.url("/c.tar.gz")
     with pytest.raises(WorkFailed) as err:
-        data.download(url, tmp_path / "c.tar.gz", retries=2, **FAST)
+        download.download(url, tmp_path / "c.tar.gz", retries=2, **FAST)
     assert url in err.value.message and "HTTP 500" in err.value.message
     assert err.value.setting == "source"  # the library names the setting; the CLI adds `cifarcli fetch --source`
     assert "cifarcli fetch --source PATH" in as_typed(err.value).hint
@@ -516,7 +516,7 @@ def test_checksum_mismatch_leaves_nothing(tmp_path, http_server):
     http_server.route("/c.tar.gz", body=BODY)
     url = http_server.url("/c.tar.gz")
     with pytest.raises(CifarError) as err:
-        data.download(url, tmp_path / "c.tar.gz", md5="0" * 32, **FAST)
+        download.download(url, tmp_path / "c.tar.gz", md5="0" * 32, **FAST)
     assert not isinstance(err.value, WorkFailed)
     assert err.value.message == f"checksum mismatch for {url}: expected md5 {'0' * 32}, got {BODY_MD5}"
     assert leftovers(tmp_path) == []
@@ -525,7 +525,7 @@ def test_checksum_mismatch_leaves_nothing(tmp_path, http_server):
 def test_wrong_size_is_refused_before_downloading(tmp_path, http_server):
     http_server.route("/c.tar.gz", body=BODY)
     with pytest.raises(CifarError, match=f"is {len(BODY)} bytes, expected 170052171"):
-        data.download(http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", expected_size=170052171, **FAST)
+        download.download(http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", expected_size=170052171, **FAST)
     assert leftovers(tmp_path) == []
 
 
@@ -540,7 +540,7 @@ def test_html_page_instead_of_archive_is_refused(tmp_path, http_server, content_
     http_server.route("/c.tar.gz", body=body, content_type=content_type)
     url = http_server.url("/c.tar.gz")
     with pytest.raises(CifarError) as err:
-        data.download(url, tmp_path / "c.tar.gz", **FAST)
+        download.download(url, tmp_path / "c.tar.gz", **FAST)
     assert err.value.message == f"{url} served a web page instead of the archive"
     assert leftovers(tmp_path) == []
 
@@ -548,7 +548,7 @@ def test_html_page_instead_of_archive_is_refused(tmp_path, http_server, content_
 def test_404_fails_at_once_naming_the_url(tmp_path, http_server):
     url = http_server.url("/missing.tar.gz")
     with pytest.raises(WorkFailed) as err:
-        data.download(url, tmp_path / "c.tar.gz", **FAST)
+        download.download(url, tmp_path / "c.tar.gz", **FAST)
     assert err.value.message == f"cannot download {url}: HTTP 404 Not Found"
     assert err.value.setting == "source" and "cifarcli fetch --source PATH" in as_typed(err.value).hint
     assert len(http_server.requests) == 1
@@ -562,7 +562,7 @@ def test_refused_connection_fails_without_retrying(tmp_path):
     url = f"http://127.0.0.1:{port}/c.tar.gz"
     started = time.monotonic()
     with pytest.raises(WorkFailed, match=f"cannot download {url}: connection refused"):
-        data.download(url, tmp_path / "c.tar.gz", **(FAST | {"backoff": 5}))
+        download.download(url, tmp_path / "c.tar.gz", **(FAST | {"backoff": 5}))
     assert time.monotonic() - started < 3
 
 
@@ -570,17 +570,17 @@ def test_redirects_are_followed_up_to_five(tmp_path, http_server):
     http_server.route("/c.tar.gz", body=BODY)
     for i in range(6):
         http_server.route(f"/r{i}", location=f"/r{i + 1}" if i < 5 else "/c.tar.gz")
-    out = data.download(http_server.url("/r1"), tmp_path / "c.tar.gz", md5=BODY_MD5, **FAST)
+    out = download.download(http_server.url("/r1"), tmp_path / "c.tar.gz", md5=BODY_MD5, **FAST)
     assert out.read_bytes() == BODY
     with pytest.raises(WorkFailed, match="too many redirects"):
-        data.download(http_server.url("/r0"), tmp_path / "d.tar.gz", **FAST)
+        download.download(http_server.url("/r0"), tmp_path / "d.tar.gz", **FAST)
     assert leftovers(tmp_path) == ["c.tar.gz"]
 
 
 def test_redirect_to_another_scheme_is_refused(tmp_path, http_server):
     http_server.route("/c.tar.gz", location="ftp://example.org/c.tar.gz")
     with pytest.raises(CifarError, match="refusing redirect .* to ftp://example.org/c.tar.gz"):
-        data.download(http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", **FAST)
+        download.download(http_server.url("/c.tar.gz"), tmp_path / "c.tar.gz", **FAST)
 
 
 def test_https_to_http_redirect_is_refused():
@@ -597,7 +597,7 @@ def test_https_to_http_redirect_is_refused():
 
 def test_download_refuses_non_http_urls(tmp_path):
     with pytest.raises(CifarError, match="not an http"):
-        data.download("file:///etc/passwd", tmp_path / "x")
+        download.download("file:///etc/passwd", tmp_path / "x")
 
 
 # --------------------------------------------------------------------------- the real-sized stand-in
@@ -617,7 +617,7 @@ def test_real_archive_reads_as_cifar10():
     assert np.bincount(ds.train_y).tolist() == [5000] * 10
     assert np.bincount(ds.test_y).tolist() == [1000] * 10
     assert ds.label_names[0] == "airplane" and ds.label_names[9] == "truck"
-    assert data.checksums(Path(REAL)) == (
+    assert source_files.checksums(Path(REAL)) == (
         "83f765e75e7bc028bd30a158b4ee76b7",
         "19b41afc77fc5ef929870420fd6fbaa7fe408ac4fb9e34a40e9fb5672d79453a",
     )
@@ -628,7 +628,7 @@ def test_real_archive_reads_as_cifar10():
 def test_real_archive_downloads_with_a_resume(tmp_path, http_server):
     body = Path(REAL).read_bytes()
     http_server.route("/cifar.tar.gz", body=body, cut_after=50_000_000, cut_times=1)
-    out = data.download(
+    out = download.download(
         http_server.url("/cifar.tar.gz"),
         tmp_path / "cifar.tar.gz",
         md5="83f765e75e7bc028bd30a158b4ee76b7",
@@ -636,4 +636,4 @@ def test_real_archive_downloads_with_a_resume(tmp_path, http_server):
         **FAST,
     )
     assert http_server.ranges("/cifar.tar.gz") == [None, "bytes=50000000-"]
-    assert data.checksums(out)[1] == "19b41afc77fc5ef929870420fd6fbaa7fe408ac4fb9e34a40e9fb5672d79453a"
+    assert source_files.checksums(out)[1] == "19b41afc77fc5ef929870420fd6fbaa7fe408ac4fb9e34a40e9fb5672d79453a"

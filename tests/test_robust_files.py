@@ -246,7 +246,7 @@ def test_a_download_announcing_a_huge_size_is_refused_before_its_body(tmp_path, 
 
 def test_a_leftover_part_past_the_cap_is_discarded_not_resumed(tmp_path, http_server, tiny_archive):
     """A .part an older version let grow (sparse here: 700 MB that take no disk) is started over."""
-    from cifarcli import data
+    from cifarcli import source_files
 
     body = tiny_archive.read_bytes()
     http_server.route("/cifar.tar.gz", body=body)
@@ -255,7 +255,7 @@ def test_a_leftover_part_past_the_cap_is_discarded_not_resumed(tmp_path, http_se
     downloads.mkdir(parents=True)
     part = downloads / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-cifar.tar.gz.part"
     with open(part, "wb") as f:
-        f.truncate(data.MAX_SOURCE_BYTES + 1)
+        f.truncate(source_files.MAX_SOURCE_BYTES + 1)
     result = cli_process(tmp_path, "fetch", "--source", url, "--cache-dir", "cache", "--json", timeout=PROMPT * 3)
     assert result.returncode == 0, result.stderr
     assert http_server.ranges("/cifar.tar.gz") == [None]  # a fresh download, no Range from the huge .part
