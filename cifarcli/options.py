@@ -26,7 +26,10 @@ from cifarcli.errors import CifarError, OptionError
 # Settings whose flag is not their name with dashes.
 _FLAGS = {"lams": "--lam"}
 # What to do about a setting, added to the hint of an error the library raised about it.
-COMMAND_HINTS = {"source": "import a copy you have with: cifarcli fetch --source PATH"}
+COMMAND_HINTS = {
+    "source": "import a copy you have with: cifarcli fetch --source PATH",
+    "force": "import it again with: cifarcli fetch --force",
+}
 
 
 def flag_of(setting: str) -> str:
@@ -36,7 +39,7 @@ def flag_of(setting: str) -> str:
 
 def in_flags(text: str) -> str:
     """A library text with the settings it names in backquotes named by their flags (``--seeds``)."""
-    return re.sub(r"`([a-z][a-z_]*)`", lambda match: flag_of(match.group(1)), text)
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda match: flag_of(match.group(1)), text)
 
 
 def as_typed(error: CifarError) -> CifarError:

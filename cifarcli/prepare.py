@@ -47,7 +47,8 @@ def split_indices(
     if batch_size < 1 or n_train_total < batch_size:
         raise CifarError(
             f"cannot take a batch of {batch_size} records from {n_train_total}",
-            "the dataset looks truncated; run `cifarcli fetch --force`",
+            "the dataset looks truncated",
+            setting="force",
         )
     if split == "seed":
         n_tr = (batch_size * 4) // 5
@@ -151,7 +152,8 @@ def _labels(y: np.ndarray, K: int) -> np.ndarray:
     if y.size and (int(y.min()) < 0 or int(y.max()) >= K):
         raise CifarError(
             f"labels must lie in 0..{K - 1}, found {int(y.min())}..{int(y.max())}",
-            "the dataset is damaged; run `cifarcli fetch --force`",
+            "the dataset is damaged",
+            setting="force",
         )
     return y.astype(np.intp)
 

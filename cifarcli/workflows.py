@@ -49,7 +49,7 @@ def read_discussion(path: Path) -> str:
         with open(path, "rb") as fh:
             raw = fh.read(DISCUSSION_MAX_BYTES + 1)
     except FileNotFoundError:
-        raise CifarError(f"no such discussion file: {path}", hint="give a Markdown file with --discussion") from None
+        raise CifarError(f"no such discussion file: {path}", hint="give a Markdown file with `discussion`") from None
     except IsADirectoryError:
         raise CifarError(f"the discussion {path} is a folder, not a file") from None
     except OSError as exc:
@@ -66,7 +66,7 @@ def _require_typst() -> None:
     try:
         import typst  # noqa: F401
     except ImportError:
-        raise CifarError("--pdf needs the typst package, which is not installed", hint=PDF_INSTALL) from None
+        raise CifarError("`pdf` needs the typst package, which is not installed", hint=PDF_INSTALL) from None
 
 
 @dataclass

@@ -5,6 +5,7 @@ import pytest
 
 import tinycifar
 from cifarcli.errors import CifarError
+from cifarcli.options import as_typed
 from cifarcli.prepare import normalisation_stats, normalise, prepare, split_indices
 
 
@@ -113,7 +114,10 @@ def test_prepare_rejects_bad_labels_and_dtype():
     train_x, train_y, test_x, test_y = _arrays()
     bad = train_y.copy()
     bad[3] = 12
-    with pytest.raises(CifarError):
+    with pytest.raises(CifarError) as refused:
         prepare(train_x, bad, test_x, test_y, tinycifar.LABEL_NAMES, 200, "seed", 100)
+    # the library names the setting that fixes it; the command line adds the command (options.as_typed)
+    assert refused.value.setting == "force" and "--" not in refused.value.hint
+    assert as_typed(refused.value).hint == "the dataset is damaged; import it again with: cifarcli fetch --force"
     with pytest.raises(CifarError, match="dtype"):
         prepare(train_x, train_y, test_x, test_y, tinycifar.LABEL_NAMES, 200, "seed", 100, "int8")

@@ -230,6 +230,7 @@ def test_a_missing_discussion_file_is_one_error_line(cli, fetched, tmp_path):
     )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) <= 2 and "nowhere.md" in result.stderr
+    assert "(give a Markdown file with --discussion)" in result.stderr  # the library's `discussion`, as typed
     assert "Traceback" not in result.stderr and not (tmp_path / "reports" / "report.md").exists()
 
 

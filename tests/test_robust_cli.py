@@ -199,7 +199,8 @@ def test_bad_archive(ws, case):
 
 
 def test_wrong_checksum_pin_of_a_local_archive(ws, tiny_archive):
-    refused(ws, ("fetch", "--source", tiny_archive, "--md5", "0" * 32), 2, "md5 is", "expected " + "0" * 32)
+    line = refused(ws, ("fetch", "--source", tiny_archive, "--md5", "0" * 32), 2, "md5 is", "expected " + "0" * 32)
+    assert line.endswith("(check the file, or drop the --md5 pin)")  # the library's `md5`, as typed
 
 
 # --------------------------------------------------------------------------- network

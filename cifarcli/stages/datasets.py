@@ -184,7 +184,7 @@ def _check_pins(path: Path, sums: dict, md5: str | None, sha256: str | None) -> 
         if pinned and pinned.lower() != sums[name]:
             raise CifarError(
                 f"{path}: {name} is {sums[name]}, expected {pinned.lower()}",
-                hint="check the file, or drop the --" + name + " pin",
+                hint=f"check the file, or drop the `{name}` pin",
             )
 
 
