@@ -8,6 +8,7 @@ is the terminal's doing, so a line longer than the width is a wrap.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -91,13 +92,34 @@ def test_report_on_one_process_at_a_terminal_shows_evaluations_inside_the_figure
     assert all(len(row) <= 80 for row in rows), [row for row in rows if len(row) > 80]
 
 
-def test_train_bar_fits_80_columns_says_elapsed_and_a_resumed_run_says_where(work):
-    args = ("train", "--n-epochs", "400", "--n-batch", "5", "--cache-dir", "cache")
-    first = Terminal(work, *args)
+INTERRUPT_TRIES = 4  # a Ctrl-C that came after the run had finished is retried in a fresh copy, this many times in all
+
+
+def interrupted(tmp_path: Path, imported: Path, args: tuple, until) -> Path:
+    """A workspace in which ``cifarcli ARGS`` was stopped by Ctrl-C (exit 130) once ``until(text drawn)`` held.
+
+    The signal follows a moment the command reveals; when the run still finished first (exit 0),
+    the try is repeated in a fresh copy, so the test never depends on how fast this machine is.
+    """
+    for attempt in range(INTERRUPT_TRIES):
+        work = copied_workspace(tmp_path / f"try-{attempt}", imported, SETTINGS)
+        terminal = Terminal(work, *args)
+        assert terminal.read(until), terminal.text()[-3000:]
+        with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
+            os.killpg(terminal.proc.pid, signal.SIGINT)
+        code, _ = terminal.finish()
+        if code == 130:
+            return work
+        assert code == 0, terminal.text()[-3000:]
+    pytest.fail(f"the run finished before its Ctrl-C in all {INTERRUPT_TRIES} tries")
+
+
+def test_train_bar_fits_80_columns_says_elapsed_and_a_resumed_run_says_where(tmp_path, imported):
+    args = ("train", "--n-epochs", "400", "--n-batch", "1", "--cache-dir", "cache")
     # stopped once its bar says epoch 3 or more: its checkpoint holds at least that
-    assert first.read(lambda text: re.search(r"epoch ([3-9]|\d\d+)/400", COLOURS.sub("", text)) is not None)
-    os.killpg(first.proc.pid, signal.SIGINT)
-    assert first.finish()[0] == 130
+    work = interrupted(
+        tmp_path, imported, args, lambda text: re.search(r"epoch ([3-9]|\d\d+)/400", COLOURS.sub("", text)) is not None
+    )
     code, out, drawn = on_terminal(work, *args)
     assert code == 0, drawn[-3000:]
     shown = frames(drawn)
@@ -112,8 +134,9 @@ def test_train_bar_fits_80_columns_says_elapsed_and_a_resumed_run_says_where(wor
 
 
 def test_after_ctrl_c_nothing_is_drawn_below_the_error_line(work):
-    terminal = Terminal(work, "train", "--n-epochs", "400", "--n-batch", "5", "--cache-dir", "cache")
-    assert terminal.read(lambda text: re.search(r"epoch [1-9]\d*/400", COLOURS.sub("", text)) is not None)
+    # 100,000 epochs: the run cannot end before its Ctrl-C, however fast the machine
+    terminal = Terminal(work, "train", "--n-epochs", "100000", "--n-batch", "5", "--cache-dir", "cache")
+    assert terminal.read(lambda text: re.search(r"epoch [1-9]\d*/100000", COLOURS.sub("", text)) is not None)
     os.killpg(terminal.proc.pid, signal.SIGINT)
     code, _ = terminal.finish()
     assert code == 130, terminal.text()[-3000:]
