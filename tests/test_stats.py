@@ -51,7 +51,7 @@ def test_mcnemar_exact_textbook_values():
 
 
 def test_mcnemar_exact_agrees_with_scipy_binomtest():
-    scipy_stats = pytest.importorskip("scipy.stats")
+    scipy_stats = pytest.importorskip("scipy.stats")  # in the dev extra: CI always runs it
     for a, b in [(12, 30), (3000, 3150), (5, 5), (1, 40)]:
         assert mcnemar_exact(a, b) == pytest.approx(scipy_stats.binomtest(a, a + b, 0.5).pvalue, rel=1e-9)
 
