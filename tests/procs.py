@@ -219,6 +219,7 @@ class Terminal:
             stdout=subprocess.PIPE,
             stderr=slave,
             start_new_session=True,
+            preexec_fn=_default_signals,  # Ctrl-C must reach it, even under a shell that ignores SIGINT
         )
         os.close(slave)
         self.drawn = bytearray()
