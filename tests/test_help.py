@@ -163,7 +163,7 @@ def test_gradcheck_verdict_uses_tol_and_fails(cli, fetched):
 
 
 def test_verdict_of_a_nan_error_is_fail():
-    from cifarcli.views import verdict_line
+    from cifarcli.gradcheck import verdict_line
 
     assert verdict_line(float("nan"), 1e-6) == "FAIL: max relative error nan > 1e-06"
     assert verdict_line(2.1e-9, 1e-6) == "PASS: max relative error 2.1e-09 ≤ 1e-06"

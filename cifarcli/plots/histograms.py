@@ -45,22 +45,11 @@ def probabilities_figure(summary: Mapping[str, Any], title: str | None = None):
     ax = fig.add_subplot()
     style_axes(ax)
     _group_shares(ax, summary)
-    threshold = summary.get("threshold")
-    if threshold is not None:
-        ax.axvline(
-            threshold,
-            color=MUTED,
-            linestyle=":",
-            linewidth=1.0,
-            label=f"p = {threshold:g} (mistakes left of it: confident)",
-        )
+    _mark_threshold(ax, summary.get("threshold"), "p")
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, None)
     kind = "sigmoid σ(s_y)" if summary.get("kind") == "sigmoid" else "softmax"
-    ax.set_xlabel(f"probability given to the true class ({kind})")
-    ax.set_ylabel("share of the group's test images")
-    ax.set_title(title or "Probability of the true class on the test set", fontsize=11, loc="left")
-    ax.legend(frameon=True, framealpha=0.9, edgecolor="white", fontsize=8.5, loc="best")
+    xlabel = f"probability given to the true class ({kind})"
+    _label(ax, xlabel, title or "Probability of the true class on the test set")
     return fig
 
 
@@ -86,25 +75,30 @@ def margins_figure(summary: Mapping[str, Any], title: str | None = None):
     style_axes(ax)
     edges = _group_shares(ax, summary)
     ax.axvline(0, color=MUTED, linestyle="-", linewidth=0.8)
-    threshold = summary.get("threshold")
-    if threshold is not None:
-        ax.axvline(
-            threshold,
-            color=MUTED,
-            linestyle=":",
-            linewidth=1.0,
-            label=f"margin = {threshold:g} (mistakes left of it: confident)",
-        )
+    _mark_threshold(ax, summary.get("threshold"), "margin")
     ax.set_xlim(edges[0], edges[-1])
-    ax.set_ylim(0, None)
     open_ends = " (outer bins include everything beyond)" if summary.get("open_ends") else ""
-    ax.set_xlabel(f"margin of the true class, s_y − max_(j≠y) s_j (SVM scores){open_ends}")
-    ax.set_ylabel("share of the group's test images")
-    ax.set_title(title or "Margin of the true class on the test set", fontsize=11, loc="left")
-    ax.legend(frameon=True, framealpha=0.9, edgecolor="white", fontsize=8.5, loc="best")
+    xlabel = f"margin of the true class, s_y − max_(j≠y) s_j (SVM scores){open_ends}"
+    _label(ax, xlabel, title or "Margin of the true class on the test set")
     return fig
 
 
 def plot_margins(summary: Mapping[str, Any], path: str | os.PathLike, title: str | None = None) -> Path:
     """Write the true-class margin histograms of an SVM run to ``path`` (PNG, 1050×675 px)."""
     return save_figure(margins_figure(summary, title), path)
+
+
+def _mark_threshold(ax, threshold: float | None, what: str) -> None:
+    """The dotted line of a confident mistake's threshold, when the summary has one."""
+    if threshold is not None:
+        label = f"{what} = {threshold:g} (mistakes left of it: confident)"
+        ax.axvline(threshold, color=MUTED, linestyle=":", linewidth=1.0, label=label)
+
+
+def _label(ax, xlabel: str, title: str) -> None:
+    """What both histograms share: counts from 0 as shares of each group, the title and the legend."""
+    ax.set_ylim(0, None)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("share of the group's test images")
+    ax.set_title(title, fontsize=11, loc="left")
+    ax.legend(frameon=True, framealpha=0.9, edgecolor="white", fontsize=8.5, loc="best")

@@ -128,32 +128,26 @@ def loss_object(name: str | None) -> Loss:
 def probability_stats(run: Mapping[str, Any]) -> dict[str, float | None]:
     """Mean true-class probability on correct / misclassified test images and the share of
     confident mistakes, from the run's evaluate summary (None where missing)."""
-    pr = metrics_of(run).get("probabilities") or {}
-
-    def num(x):
-        return float(x) if finite(x) else None
-
-    return {
-        "correct": num((pr.get("correct") or {}).get("mean")),
-        "incorrect": num((pr.get("incorrect") or {}).get("mean")),
-        "confident": num(pr.get("confident_mistakes")),
-        "threshold": num(pr.get("threshold")),
-    }
+    return _group_stats(metrics_of(run).get("probabilities") or {})
 
 
 def margin_stats(run: Mapping[str, Any]) -> dict[str, float | None]:
     """An SVM run's mean true-class margin on correct / misclassified test images and the share of
     confident mistakes (margin below the threshold), from its evaluate summary (None where missing)."""
-    mg = metrics_of(run).get("margins") or {}
+    return _group_stats(metrics_of(run).get("margins") or {})
+
+
+def _group_stats(summary: Mapping[str, Any]) -> dict[str, float | None]:
+    """The two groups' means, the share of confident mistakes and its threshold of a histogram summary."""
 
     def num(x):
         return float(x) if finite(x) else None
 
     return {
-        "correct": num((mg.get("correct") or {}).get("mean")),
-        "incorrect": num((mg.get("incorrect") or {}).get("mean")),
-        "confident": num(mg.get("confident_mistakes")),
-        "threshold": num(mg.get("threshold")),
+        "correct": num((summary.get("correct") or {}).get("mean")),
+        "incorrect": num((summary.get("incorrect") or {}).get("mean")),
+        "confident": num(summary.get("confident_mistakes")),
+        "threshold": num(summary.get("threshold")),
     }
 
 

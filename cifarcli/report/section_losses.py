@@ -58,20 +58,7 @@ def _score_loss_blocks(runs: Sequence[Mapping[str, Any]], other: str, tests: Pai
         )
     )
     for soft, svm, same in pairs:
-        figs = [
-            (soft, (soft.get("figures") or {}).get("probabilities")),
-            (svm, (svm.get("figures") or {}).get("margins")),
-        ]
-        if all(path for _, path in figs):
-            blocks.append(
-                FigureRow(
-                    [
-                        Figure(path, f"true class, {run_name(r)}, loss {loss_of(r)}", f"{loss_of(r)}: {run_name(r)}")
-                        for r, path in figs
-                    ],
-                    side_by_side=True,
-                )
-            )
+        blocks += _side_by_side([(soft, "probabilities"), (svm, "margins")], "true class")
         blocks.append(Bullets(list(svm_sentences(soft, svm, same, tests))))
     return blocks
 
@@ -118,20 +105,17 @@ def _probability_loss_blocks(runs: Sequence[Mapping[str, Any]], other: str, test
         )
     )
     for soft, bce, same in pairs:
-        figs = [(r, (r.get("figures") or {}).get("probabilities")) for r in (soft, bce)]
-        if all(path for _, path in figs):
-            blocks.append(
-                FigureRow(
-                    [
-                        Figure(
-                            path,
-                            f"true-class probability, {run_name(r)}, loss {loss_of(r)}",
-                            f"{loss_of(r)}: {run_name(r)}",
-                        )
-                        for r, path in figs
-                    ],
-                    side_by_side=True,
-                )
-            )
+        blocks += _side_by_side([(soft, "probabilities"), (bce, "probabilities")], "true-class probability")
         blocks.append(Bullets(list(loss_sentences(soft, bce, same, tests))))
     return blocks
+
+
+def _side_by_side(figures: list[tuple[Mapping[str, Any], str]], what: str) -> list:
+    """One row of the named figure of each run, side by side; [] when a run has none."""
+    paths = [(run, (run.get("figures") or {}).get(name)) for run, name in figures]
+    if not all(path for _, path in paths):
+        return []
+    row = [
+        Figure(path, f"{what}, {run_name(r)}, loss {loss_of(r)}", f"{loss_of(r)}: {run_name(r)}") for r, path in paths
+    ]
+    return [FigureRow(row, side_by_side=True)]

@@ -202,30 +202,23 @@ def _fmt_history(values: Any, i: int) -> str:
 def _probability_caption(run: Mapping[str, Any]) -> str:
     """The histogram's caption with the run's own numbers (kind of probability, the two means)."""
     kind = loss_object(loss_of(run)).probability_caption
-    text = FIGURE_CAPTIONS["probabilities"].rstrip(".") + f" ({kind})."
     st = probability_stats(run)
-    if st["correct"] is not None or st["incorrect"] is not None:
-        text += (
-            f" Mean {fmt_acc(st['correct'])} on correctly and {fmt_acc(st['incorrect'])} on "
-            "incorrectly classified images"
-        )
-        if st["confident"] is not None:
-            text += f"; {fmt_share(st['confident'])} of the mistakes have p < {st['threshold'] or 0.1:g}"
-        text += "."
-    return text
+    text = FIGURE_CAPTIONS["probabilities"].rstrip(".") + f" ({kind})."
+    return text + _group_means(st, fmt_acc, f"p < {st['threshold'] or 0.1:g}")
 
 
 def _margin_caption(run: Mapping[str, Any]) -> str:
     """The SVM margin histogram's caption with the run's own numbers."""
-    text = FIGURE_CAPTIONS["margins"]
     st = margin_stats(run)
-    if st["correct"] is not None or st["incorrect"] is not None:
-        text += (
-            f" Mean {fmt_loss(st['correct'])} on correctly and {fmt_loss(st['incorrect'])} on "
-            "incorrectly classified images"
-        )
-        if st["confident"] is not None:
-            threshold = st["threshold"] if st["threshold"] is not None else -1.0
-            text += f"; {fmt_share(st['confident'])} of the mistakes have a margin < {threshold:g}"
-        text += "."
-    return text
+    threshold = st["threshold"] if st["threshold"] is not None else -1.0
+    return FIGURE_CAPTIONS["margins"] + _group_means(st, fmt_loss, f"a margin < {threshold:g}")
+
+
+def _group_means(st: Mapping[str, float | None], fmt, confident: str) -> str:
+    """' Mean … on correctly and … on incorrectly classified images; x % of the mistakes have ….', or ''."""
+    if st["correct"] is None and st["incorrect"] is None:
+        return ""
+    text = f" Mean {fmt(st['correct'])} on correctly and {fmt(st['incorrect'])} on incorrectly classified images"
+    if st["confident"] is not None:
+        text += f"; {fmt_share(st['confident'])} of the mistakes have {confident}"
+    return text + "."
