@@ -97,20 +97,26 @@ def _train_on_processes(ws: Workspace, missing: list[TrainConfig], data_key: str
         watcher.start()  # after the workers' start: its thread is made with this thread's usual signal mask
         done = list(results)
     except BrokenProcessPool as exc:  # a worker died: killed from outside, out of memory, ...
-        watcher.stop(finished=False)
-        _stop_workers(results)
+        _stop(watcher, results)
         raise WorkFailed(
             f"a training worker process died: {str(exc).splitlines()[0]}",
             hint="finished epochs are kept; rerun to resume (or train one setting at a time)",
         ) from None
     except BaseException:
-        watcher.stop(finished=False)
-        _stop_workers(results)
+        _stop(watcher, results)
         raise
     watcher.stop(finished=True)
     _release_workers()
     for stage, key, status in (event for events in done for event in events):
         ws.record(stage, key, status)
+
+
+def _stop(watcher: _Watcher, results) -> None:
+    """After an interruption or a failure: the display stops, and the workers are stopped whatever the display does."""
+    try:
+        watcher.stop(finished=False)
+    finally:
+        _stop_workers(results)
 
 
 class _Watcher:
@@ -202,7 +208,7 @@ class _Watcher:
     def stop(self, finished: bool) -> None:
         """Stop polling; with ``finished``, a last poll first, so every setting has its notice."""
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():  # a Ctrl-C may land inside start()
             self._thread.join(timeout=5)
         try:
             if finished:

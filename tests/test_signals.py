@@ -162,3 +162,31 @@ def test_the_workers_of_a_parent_killed_with_sigkill_end_on_their_own(work, comm
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_ctrl_c_inside_the_progress_threads_start_still_stops_the_workers(tmp_path, monkeypatch):
+    """The Ctrl-C that reached the group while the workers started is raised again just after, and may
+    land inside the progress thread's start(): stopping must not then fail on a thread that never ran
+    (it raised RuntimeError, the workers were left, and the command hung; 3 in 40 with a busy core)."""
+    import threading
+
+    from cifarcli import execute, stages
+    from cifarcli.config import TrainConfig
+
+    class Shown(stages.Progress):
+        finished = 0
+
+        def settings_finished(self):
+            self.finished += 1
+
+    ws = stages.Workspace(tmp_path / "cache", tmp_path / "reports", progress=Shown())
+    watcher = execute._Watcher(ws, [TrainConfig(lam=0.0, eta=0.001)], "0" * 16, "2 processes")
+
+    def interrupted_start(thread):
+        raise KeyboardInterrupt  # as the signal handler does, before the thread ran
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    with pytest.raises(KeyboardInterrupt):
+        watcher.start()
+    watcher.stop(finished=False)  # no RuntimeError: the display is closed and the caller goes on to the workers
+    assert ws.progress.finished == 1
