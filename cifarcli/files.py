@@ -154,30 +154,27 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
         raise
 
 
-def remove_dead_temporaries(path: Path) -> list[Path]:
-    """Remove the ``write_atomic`` temporaries of ``path`` whose writer is gone (killed mid-write); returns them.
+def remove_dead_temporaries(path: Path) -> None:
+    """Remove the ``write_atomic`` temporaries of ``path`` whose writer is gone (killed mid-write).
 
     Only regular files named as ``write_atomic`` names them, for this very ``path``, are touched;
     a temporary of a writer still running (or of another user's process) stays.
     """
     pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-[0-9a-f]{{12}}\.tmp")
-    removed = []
     for entry, mode in entries(path.parent):
         found = pattern.fullmatch(entry.name)
         if found and stat.S_ISREG(mode) and not process_alive(int(found.group(1))):
             entry.unlink(missing_ok=True)
-            removed.append(entry)
-    return removed
 
 
 def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (signal 0 is never delivered; EPERM: it exists, another user's)."""
+    """Whether process ``pid`` exists (signal 0 checks without delivering anything)."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # it exists, another user's
+        pass
     return True
 
 
