@@ -74,7 +74,7 @@ class _Helper(threading.Thread):
         super().__init__(name="cifarcli-half", daemon=True)
         # The caller's context, so its settings hold here too (numpy's errstate lives in a contextvar).
         self._context = contextvars.copy_context()
-        self._go, self._done = threading.Lock(), threading.Lock()
+        self._go, self._done = threading.Lock(), threading.Lock()  # the cheapest handshake, made at every batch
         self._go.acquire()
         self._done.acquire()
         self._task: Callable[[], None] | None = None
@@ -105,8 +105,13 @@ class _Helper(threading.Thread):
             raise error
 
     def stop(self) -> None:
+        """End the thread once its task in hand, if any, is done: nothing writes to the caller's arrays after."""
         self._task = None
-        self._go.release()
+        # After a Ctrl-C inside finish() the helper may not have taken its last task yet: then the go it
+        # has not used ends it (it reads no task), and releasing the lock again would raise RuntimeError.
+        if self._go.locked():
+            self._go.release()
+        self.join()
 
 
 class TwoHalves:

@@ -199,6 +199,41 @@ def test_two_halves_run_both_and_raise_what_either_raised(threads):
     assert done[-1] == "again"
 
 
+# Ctrl-C (a real SIGINT, from a timer) at a random moment of a loop of two-halves products, 500 times.
+CTRL_C_AMID_HALVES = """
+import os, random, signal, sys, threading
+from cifarcli.threads import TwoHalves
+random.seed(0)
+errors = []
+for _ in range(500):
+    try:
+        with TwoHalves(2) as halves:
+            threading.Timer(random.random() * 0.003, os.kill, (os.getpid(), signal.SIGINT)).start()
+            while True:
+                halves.run(lambda: None, lambda: None)
+    except KeyboardInterrupt:
+        pass
+    except BaseException as exc:
+        errors.append(repr(exc))
+print(len(errors), errors[:1], sum(t.name == "cifarcli-half" for t in threading.enumerate()))
+"""
+
+
+def test_ctrl_c_anywhere_amid_two_halves_is_a_keyboard_interrupt_and_leaves_no_helper():
+    """A Ctrl-C inside finish(), before the helper took its task, made stop() release an unlocked lock
+    (RuntimeError: `train` exited 1 with a traceback instead of 130; 67 in 500 here). Now: only
+    KeyboardInterrupts, and every helper thread has ended."""
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_AMID_HALVES],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "[]", "0"], done.stdout
+
+
 def test_one_blas_thread_nests_and_restores_the_callers_limit():
     with threadpool_limits(limits=2, user_api="blas"):
         with one_blas_thread():
